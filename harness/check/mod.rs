@@ -1,0 +1,190 @@
+//! Checkers: from a plan and a trial's history alone, verdicts and metrics.
+//! Fail beats unknown beats pass; what cannot be decided is unknown, never
+//! pass. Because they read only the history, `crashlab analyze` can run them
+//! again on a stored run.
+
+pub mod expect;
+pub mod rpo;
+pub mod rto;
+
+use std::collections::BTreeMap;
+
+use crate::reports::{CheckReport, ExpectationReport, OpCounts, RunReport, Stats, Summary, TrialReport, Verdict, FORMAT_VERSION};
+use crate::runner::history::{Event, EventKind, Outcome};
+use crate::scenario::Plan;
+use expect::Metric;
+
+/// The value of a metric in a trial (`None`: not measured, or never recovered).
+fn observe(metric: Metric, t: &TrialReport) -> Option<f64> {
+    match metric {
+        Metric::Rto => t.rto_ms,
+        Metric::Ttd => t.ttd_ms,
+        Metric::LostAcked => t.rpo.lost_acked.map(|v| v as f64),
+        Metric::Window => t.rpo.window_ms,
+        Metric::UnknownWrites => Some(t.rpo.unknown_writes as f64),
+        Metric::Phantom => t.rpo.phantom.map(|v| v as f64),
+        Metric::Corrupted => t.rpo.corrupted.map(|v| v as f64),
+    }
+}
+
+/// Whether a metric can be judged at all in this trial.
+fn measurable(metric: Metric, t: &TrialReport) -> bool {
+    match metric {
+        Metric::Rto | Metric::Ttd => !t.faults.is_empty(),
+        Metric::UnknownWrites => true,
+        _ => t.rpo.read_back,
+    }
+}
+
+/// Checks one trial from its events.
+pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
+    let healthy_after = |name: &str| plan.target(name).map_or(1, |t| t.probe.healthy_after);
+    let faults = rto::fault_reports(events, healthy_after);
+    let rpo = rpo::rpo(events);
+    let worst = |values: Vec<Option<f64>>| -> Option<f64> {
+        values.into_iter().try_fold(None, |acc: Option<f64>, v| v.map(|v| Some(acc.map_or(v, |a| a.max(v)))))?
+    };
+    let rto_ms = worst(faults.iter().map(|f| f.rto_ms).collect());
+    let ttd_ms = faults.iter().filter_map(|f| f.ttd_ms).reduce(f64::max);
+    let mut ops = OpCounts::default();
+    let mut seed = 0;
+    let mut ended = None;
+    for e in events {
+        match &e.kind {
+            EventKind::Invoke { .. } => ops.invoked += 1,
+            EventKind::Complete { outcome: Outcome::Ok, .. } => ops.ok += 1,
+            EventKind::Complete { outcome: Outcome::Fail, .. } => ops.fail += 1,
+            EventKind::Complete { outcome: Outcome::Unknown, .. } => ops.unknown += 1,
+            EventKind::TrialStarted { seed: s, .. } => seed = *s,
+            EventKind::TrialEnded { interrupted, error } => ended = Some((*interrupted, error.clone())),
+            _ => {}
+        }
+    }
+    let mut trial = TrialReport {
+        index,
+        seed,
+        verdict: Verdict::Pass,
+        faults,
+        rto_ms,
+        ttd_ms,
+        rpo,
+        ops,
+        checks: Vec::new(),
+        target_logs: BTreeMap::new(),
+    };
+
+    let mut checks = Vec::new();
+    match ended {
+        Some((false, None)) => {}
+        Some((interrupted, error)) => checks.push(CheckReport {
+            name: "completed".into(),
+            verdict: Verdict::Unknown,
+            expected: "the trial runs to its end".into(),
+            observed: error.unwrap_or_else(|| if interrupted { "interrupted".into() } else { "stopped".into() }),
+        }),
+        None => checks.push(CheckReport {
+            name: "completed".into(),
+            verdict: Verdict::Unknown,
+            expected: "the trial runs to its end".into(),
+            observed: "the history ends early".into(),
+        }),
+    }
+    for (i, f) in trial.faults.iter().enumerate() {
+        checks.push(CheckReport {
+            name: format!("recovered after fault #{} ({} {})", i + 1, f.kind, f.target),
+            verdict: if f.rto_ms.is_some() { Verdict::Pass } else { Verdict::Fail },
+            expected: "a sustained healthy window".into(),
+            observed: f.rto_ms.map_or("never recovered".into(), |v| format!("after {v:.1}ms")),
+        });
+    }
+    if plan.workload.is_some() {
+        let failure = events.iter().find_map(|e| match &e.kind {
+            EventKind::ReadBackFailed { error, .. } => Some(error.clone()),
+            _ => None,
+        });
+        checks.push(CheckReport {
+            name: "read_back".into(),
+            verdict: if trial.rpo.read_back { Verdict::Pass } else { Verdict::Unknown },
+            expected: "the store can be read back after recovery".into(),
+            observed: if trial.rpo.read_back { "read".into() } else { failure.unwrap_or_else(|| "not read".into()) },
+        });
+    }
+    for e in &plan.expectations {
+        let verdict = if !measurable(e.metric, &trial) {
+            Verdict::Unknown
+        } else if e.holds(observe(e.metric, &trial)) {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        };
+        checks.push(CheckReport {
+            name: e.metric.name().into(),
+            verdict,
+            expected: e.to_string(),
+            observed: e.metric.show(observe(e.metric, &trial)),
+        });
+    }
+    trial.verdict = Verdict::all(checks.iter().map(|c| c.verdict));
+    trial.checks = checks;
+    if trial.verdict != Verdict::Pass {
+        for e in events {
+            if let EventKind::TargetLog { target, lines } = &e.kind {
+                trial.target_logs.insert(target.clone(), lines.clone());
+            }
+        }
+    }
+    trial
+}
+
+/// Puts the trials together: summary percentiles, expectations over all
+/// trials (observed = the worst value), and the run's verdict.
+pub fn build_report(plan: &Plan, seed: u64, trials: Vec<TrialReport>, error: Option<String>) -> RunReport {
+    let stats = |f: &dyn Fn(&TrialReport) -> Option<f64>| Stats::of(trials.iter().filter_map(f));
+    let summary = Summary {
+        trials: trials.len() as u32,
+        never_recovered: trials.iter().filter(|t| t.faults.iter().any(|f| f.rto_ms.is_none())).count() as u32,
+        rto_ms: stats(&|t| t.rto_ms),
+        ttd_ms: stats(&|t| t.ttd_ms),
+        lost_acked: stats(&|t| t.rpo.lost_acked.map(|v| v as f64)),
+        window_ms: stats(&|t| t.rpo.window_ms),
+    };
+    let expectations: Vec<ExpectationReport> = plan
+        .expectations
+        .iter()
+        .map(|e| {
+            let name = e.metric.name();
+            let verdict = Verdict::all(
+                trials.iter().flat_map(|t| t.checks.iter().filter(|c| c.name == name).map(|c| c.verdict)),
+            );
+            // The worst observation: the one that breaks the bound, or else the
+            // one nearest to it.
+            let values: Vec<Option<f64>> = trials.iter().filter(|t| measurable(e.metric, t)).map(|t| observe(e.metric, t)).collect();
+            let worst = values
+                .iter()
+                .find(|v| !e.holds(**v))
+                .copied()
+                .or_else(|| values.iter().copied().max_by(|a, b| a.unwrap_or(f64::MAX).total_cmp(&b.unwrap_or(f64::MAX))));
+            ExpectationReport {
+                name: name.into(),
+                expected: e.to_string(),
+                observed: worst.map_or("n/a".into(), |v| e.metric.show(v)),
+                verdict: if trials.is_empty() { Verdict::Unknown } else { verdict },
+            }
+        })
+        .collect();
+    let mut verdict = Verdict::all(trials.iter().map(|t| t.verdict));
+    if trials.is_empty() || (error.is_some() && verdict != Verdict::Fail) {
+        verdict = Verdict::Unknown;
+    }
+    RunReport {
+        format_version: FORMAT_VERSION,
+        scenario: plan.name.clone(),
+        seed,
+        verdict,
+        interrupted: error.is_some(),
+        error,
+        trials,
+        summary,
+        expectations,
+    }
+}

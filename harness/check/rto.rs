@@ -1,0 +1,124 @@
+//! Recovery time: from each fault to the first sustained healthy window.
+//!
+//! For a fault at `t_f` on target X, using X's probe samples (dated by the
+//! start of each attempt):
+//! - time-to-detect: the first unhealthy sample at or after `t_f`;
+//! - RTO: the start of the first run of `healthy_after` consecutive healthy
+//!   samples after that unhealthy one. If no sample after `t_f` was ever
+//!   unhealthy, no outage was observed and RTO is 0;
+//! - restart: the start of X's next incarnation after `t_f`.
+//!
+//! A fault whose target never shows such a window has RTO `None`.
+
+use crate::reports::FaultReport;
+use crate::runner::history::{Event, EventKind};
+
+pub fn fault_reports(events: &[Event], healthy_after: impl Fn(&str) -> u32) -> Vec<FaultReport> {
+    let mut reports: Vec<FaultReport> = Vec::new();
+    for e in events {
+        if let EventKind::FaultInjected { fault, kind, target, scheduled_ms, .. } = &e.kind {
+            let t_f = e.t_ms;
+            let healed_at_ms = events.iter().find_map(|h| match &h.kind {
+                EventKind::FaultHealed { fault: f, .. } if f == fault => Some(h.t_ms),
+                _ => None,
+            });
+            let samples: Vec<(f64, bool)> = events
+                .iter()
+                .filter(|s| s.t_ms >= t_f)
+                .filter_map(|s| match &s.kind {
+                    EventKind::Probe { target: t, healthy, .. } if t == target => Some((s.t_ms, *healthy)),
+                    _ => None,
+                })
+                .collect();
+            let first_bad = samples.iter().position(|(_, ok)| !ok);
+            let ttd_ms = first_bad.map(|i| samples[i].0 - t_f);
+            let window = match first_bad {
+                None if samples.is_empty() => None,
+                None => Some(t_f),
+                Some(i) => first_window(&samples[i..], healthy_after(target)),
+            };
+            let restart_ms = events.iter().find_map(|s| match &s.kind {
+                EventKind::TargetStarted { target: t, .. } if t == target && s.t_ms >= t_f => Some(s.t_ms - t_f),
+                _ => None,
+            });
+            reports.push(FaultReport {
+                kind: kind.clone(),
+                target: target.clone(),
+                scheduled_at_ms: *scheduled_ms,
+                injected_at_ms: t_f,
+                healed_at_ms,
+                ttd_ms,
+                restart_ms,
+                rto_ms: window.map(|w| w - t_f),
+                rto_from_heal_ms: match (window, healed_at_ms) {
+                    (Some(w), Some(h)) => Some((w - h).max(0.0)),
+                    _ => None,
+                },
+            });
+        }
+    }
+    reports
+}
+
+/// Start time of the first run of `n` consecutive healthy samples.
+fn first_window(samples: &[(f64, bool)], n: u32) -> Option<f64> {
+    let mut streak = 0;
+    let mut start = 0.0;
+    for &(t, ok) in samples {
+        if !ok {
+            streak = 0;
+            continue;
+        }
+        if streak == 0 {
+            start = t;
+        }
+        streak += 1;
+        if streak >= n {
+            return Some(start);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(t_ms: f64, kind: EventKind) -> Event {
+        Event { trial: 0, t_ms, kind }
+    }
+
+    fn probe(t: f64, healthy: bool) -> Event {
+        ev(t, EventKind::Probe { target: "kv".into(), healthy, latency_ms: 0.1, detail: None })
+    }
+
+    fn fault(t: f64) -> Event {
+        ev(
+            t,
+            EventKind::FaultInjected { fault: 0, kind: "kill".into(), target: "kv".into(), scheduled_ms: t, detail: String::new() },
+        )
+    }
+
+    #[test]
+    fn rto_is_the_start_of_the_first_sustained_window() {
+        let mut events = vec![probe(95.0, true), fault(100.0), probe(100.5, true), probe(105.0, false), probe(110.0, false)];
+        // A single healthy blip does not count as recovery with healthy_after = 3.
+        events.push(probe(115.0, true));
+        events.push(probe(120.0, false));
+        events.extend([probe(500.0, true), probe(505.0, true), probe(510.0, true)]);
+        events.push(ev(130.0, EventKind::TargetStarted { target: "kv".into(), incarnation: 2, pid: 1 }));
+        events.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
+        let r = &fault_reports(&events, |_| 3)[0];
+        assert_eq!(r.ttd_ms, Some(5.0));
+        assert_eq!(r.rto_ms, Some(400.0));
+        assert_eq!(r.restart_ms, Some(30.0));
+    }
+
+    #[test]
+    fn never_recovered_is_none_and_no_outage_is_zero() {
+        let events = vec![fault(100.0), probe(105.0, false), probe(110.0, true), probe(115.0, true)];
+        assert_eq!(fault_reports(&events, |_| 3)[0].rto_ms, None);
+        let events = vec![fault(100.0), probe(105.0, true)];
+        assert_eq!(fault_reports(&events, |_| 3)[0].rto_ms, Some(0.0));
+    }
+}

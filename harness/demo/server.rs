@@ -1,0 +1,319 @@
+//! The demo-kv server: thread per connection, one lock around the store.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use nix::fcntl::{Flock, FlockArg};
+
+use super::protocol::is_token;
+use super::wal;
+use crate::duration::clap_duration;
+
+/// When the log is made durable with fdatasync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Before every acknowledgement.
+    Always,
+    /// In the background, on a period.
+    Every(Duration),
+    /// Never: the page cache decides (a SIGKILL still loses nothing written).
+    Never,
+}
+
+fn parse_fsync(text: &str) -> Result<FsyncPolicy, String> {
+    match text {
+        "always" => Ok(FsyncPolicy::Always),
+        "never" => Ok(FsyncPolicy::Never),
+        other => match other.strip_prefix("every:") {
+            Some(period) => Ok(FsyncPolicy::Every(clap_duration(period)?)),
+            None => Err(format!("expected `always`, `never` or `every:<duration>`, got `{other}`")),
+        },
+    }
+}
+
+/// What to do with a damaged log record at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnCorruption {
+    /// Refuse to start and say where the damage is (exit 3).
+    Refuse,
+    /// Cut the log at the first damaged record and start with what precedes it.
+    Truncate,
+}
+
+/// `crashlab demo-kv`: the reference key-value store.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoKvOptions {
+    /// TCP port to listen on (127.0.0.1).
+    #[arg(long)]
+    pub port: u16,
+    /// Directory for the log, the LOCK and the pid file; created if missing.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// When to fdatasync the log: `always` (before each acknowledgement),
+    /// `every:<duration>` (in the background) or `never`.
+    #[arg(long, default_value = "always", value_parser = parse_fsync)]
+    pub fsync: FsyncPolicy,
+    /// Acknowledge writes from memory and write them to the log only every
+    /// interval, like a periodic snapshot: a crash loses what was not flushed.
+    #[arg(long, value_parser = clap_duration)]
+    pub flush_interval: Option<Duration>,
+    /// Extra time spent "replaying" before listening, so that the true
+    /// recovery time is known.
+    #[arg(long, value_parser = clap_duration, default_value = "0ms")]
+    pub recovery_delay: Duration,
+    /// What to do with a damaged log record found at start.
+    #[arg(long, value_enum, default_value = "refuse")]
+    pub on_corruption: OnCorruption,
+    /// Print the keys of every flush (`flush n=<count> keys=<k1,k2,...>`), so a
+    /// test can compare what was lost with what was never flushed.
+    #[arg(long)]
+    pub log_flushes: bool,
+}
+
+const LOG_FILE: &str = "wal.log";
+const LOCK_FILE: &str = "LOCK";
+const PID_FILE: &str = "demo-kv.pid";
+
+/// Exit codes of demo-kv itself, for runbooks and tests.
+pub const EXIT_LOCKED: i32 = 2;
+pub const EXIT_CORRUPT: i32 = 3;
+
+struct Store {
+    map: HashMap<String, String>,
+    log: File,
+    /// Records acknowledged but not yet written (flush-interval mode).
+    pending: Vec<u8>,
+    pending_keys: Vec<String>,
+}
+
+struct Shared {
+    store: Mutex<Store>,
+    /// A second handle on the log, so fdatasync runs outside the store lock:
+    /// concurrent writers then share one sync (group commit by the kernel).
+    sync_handle: File,
+    options: DemoKvOptions,
+}
+
+/// Runs the server until SIGTERM/SIGINT (graceful: flush, sync, exit 0) or a
+/// kill. Returns the process exit code on a refusal.
+pub fn run(options: DemoKvOptions) -> i32 {
+    match serve(options) {
+        Ok(()) => 0,
+        Err((code, message)) => {
+            eprintln!("demo-kv: {message}");
+            code
+        }
+    }
+}
+
+type Refusal = (i32, String);
+
+fn io_refusal(what: &str, path: &Path) -> impl Fn(io::Error) -> Refusal {
+    let message = format!("{what} {}", path.display());
+    move |e| (1, format!("{message}: {e}"))
+}
+
+fn serve(options: DemoKvOptions) -> Result<(), Refusal> {
+    let dir = options.data_dir.clone();
+    fs::create_dir_all(&dir).map_err(io_refusal("cannot create data dir", &dir))?;
+    let _lock = lock_data_dir(&dir)?;
+
+    let log_path = dir.join(LOG_FILE);
+    let mut bytes = Vec::new();
+    if log_path.exists() {
+        File::open(&log_path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(io_refusal("cannot read", &log_path))?;
+    }
+    let replay = wal::replay(&bytes);
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(io_refusal("cannot open", &log_path))?;
+    if let Some(bad) = &replay.bad {
+        match options.on_corruption {
+            OnCorruption::Refuse => {
+                return Err((
+                    EXIT_CORRUPT,
+                    format!(
+                        "{}: {bad}; refusing to start ({} good records before it; \
+                         --on-corruption truncate would drop the damaged tail)",
+                        log_path.display(),
+                        replay.records.len()
+                    ),
+                ))
+            }
+            OnCorruption::Truncate => {
+                log.set_len(replay.good_len as u64).map_err(io_refusal("cannot truncate", &log_path))?;
+                log.sync_all().map_err(io_refusal("cannot sync", &log_path))?;
+                println!("truncated {} damaged bytes ({bad})", bytes.len() - replay.good_len);
+            }
+        }
+    }
+    let records = replay.records.len();
+    let map: HashMap<String, String> = replay.records.into_iter().collect();
+    println!("recovered records={records} keys={}", map.len());
+    thread::sleep(options.recovery_delay);
+
+    let sync_handle = log.try_clone().map_err(io_refusal("cannot reopen", &log_path))?;
+    let shared = Arc::new(Shared {
+        store: Mutex::new(Store { map, log, pending: Vec::new(), pending_keys: Vec::new() }),
+        sync_handle,
+        options: options.clone(),
+    });
+    start_background(&shared);
+
+    let listener = TcpListener::bind(("127.0.0.1", options.port))
+        .map_err(|e| (1, format!("cannot listen on 127.0.0.1:{}: {e}", options.port)))?;
+    println!("ready port={}", options.port);
+    for stream in listener.incoming().flatten() {
+        let shared = Arc::clone(&shared);
+        thread::spawn(move || {
+            let _ = handle(stream, &shared);
+        });
+    }
+    Ok(())
+}
+
+/// Takes the data dir's LOCK (flock) and writes the pid file. The flock is the
+/// arbiter: it dies with its holder, so a pid file left by a dead process
+/// never blocks a restart, but a live holder always does.
+fn lock_data_dir(dir: &Path) -> Result<Flock<File>, Refusal> {
+    let lock_path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_refusal("cannot open", &lock_path))?;
+    let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        let holder = fs::read_to_string(dir.join(PID_FILE)).unwrap_or_default();
+        let holder = holder.trim();
+        let holder = if holder.is_empty() { "another process".to_string() } else { format!("pid {holder}") };
+        (
+            EXIT_LOCKED,
+            format!(
+                "data dir {} is in use: {} is locked by {holder} ({errno}); refusing to start \
+                 while it lives",
+                dir.display(),
+                lock_path.display()
+            ),
+        )
+    })?;
+    let pid_path = dir.join(PID_FILE);
+    fs::write(&pid_path, format!("{}\n", std::process::id())).map_err(io_refusal("cannot write", &pid_path))?;
+    Ok(lock)
+}
+
+fn start_background(shared: &Arc<Shared>) {
+    if let Some(interval) = shared.options.flush_interval {
+        let shared = Arc::clone(shared);
+        thread::spawn(move || loop {
+            thread::sleep(interval);
+            flush(&shared);
+        });
+    }
+    if let FsyncPolicy::Every(period) = shared.options.fsync {
+        let shared = Arc::clone(shared);
+        thread::spawn(move || loop {
+            thread::sleep(period);
+            let _ = shared.sync_handle.sync_data();
+        });
+    }
+    // Graceful stop: flush what is pending, sync, and leave.
+    let shared = Arc::clone(shared);
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .expect("signal handlers can be installed");
+    thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            flush(&shared);
+            let _ = shared.sync_handle.sync_all();
+            println!("stopped gracefully");
+            std::process::exit(0);
+        }
+    });
+}
+
+/// Writes the pending records of flush-interval mode to the log.
+fn flush(shared: &Shared) {
+    let mut store = shared.store.lock().unwrap();
+    if store.pending.is_empty() {
+        return;
+    }
+    let pending = std::mem::take(&mut store.pending);
+    let keys = std::mem::take(&mut store.pending_keys);
+    if let Err(e) = store.log.write_all(&pending) {
+        eprintln!("demo-kv: flush failed: {e}");
+        return;
+    }
+    if shared.options.fsync != FsyncPolicy::Never {
+        let _ = store.log.sync_data();
+    }
+    if shared.options.log_flushes {
+        println!("flush n={} keys={}", keys.len(), keys.join(","));
+    }
+}
+
+fn handle(stream: TcpStream, shared: &Shared) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut out = io::BufWriter::new(stream.try_clone()?);
+    let mut lines = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if lines.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next(), words.next(), words.next()) {
+            (Some("PING"), None, ..) => writeln!(out, "PONG")?,
+            (Some("SET"), Some(key), Some(value), None) if is_token(key) && is_token(value) => {
+                match set(shared, key, value) {
+                    Ok(()) => writeln!(out, "OK")?,
+                    Err(e) => writeln!(out, "ERR {e}")?,
+                }
+            }
+            (Some("GET"), Some(key), None, _) => match shared.store.lock().unwrap().map.get(key) {
+                Some(value) => writeln!(out, "VALUE {value}")?,
+                None => writeln!(out, "NONE")?,
+            },
+            (Some("SCAN"), None, ..) => {
+                let store = shared.store.lock().unwrap();
+                for (key, value) in &store.map {
+                    writeln!(out, "ITEM {key} {value}")?;
+                }
+                writeln!(out, "END {}", store.map.len())?;
+            }
+            _ => writeln!(out, "ERR expected PING, SET <key> <value>, GET <key> or SCAN")?,
+        }
+        out.flush()?;
+    }
+}
+
+fn set(shared: &Shared, key: &str, value: &str) -> io::Result<()> {
+    {
+        let mut store = shared.store.lock().unwrap();
+        let mut record = Vec::new();
+        wal::encode(key, value, &mut record);
+        if shared.options.flush_interval.is_some() {
+            store.pending.extend_from_slice(&record);
+            store.pending_keys.push(key.to_string());
+        } else {
+            store.log.write_all(&record)?;
+        }
+        store.map.insert(key.to_string(), value.to_string());
+    }
+    // Outside the lock: a sync that starts after our write covers it, and
+    // writers that arrive together share it.
+    if shared.options.fsync == FsyncPolicy::Always && shared.options.flush_interval.is_none() {
+        shared.sync_handle.sync_data()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! The run's fault journal: every target process and every injection is
+//! written here, and synced, *before* it takes effect, so that
+//! `crashlab cleanup RUN_DIR` can heal what a killed harness left behind.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use serde::{Deserialize, Serialize};
+
+use crate::target::procfs;
+
+pub const FILE_NAME: &str = "faults.journal";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Entry {
+    /// A target incarnation, leader of its own process group (pgid == pid).
+    TargetStarted { trial: u32, target: String, pid: i32, start_time: u64 },
+    TargetExited { trial: u32, target: String, pid: i32 },
+    Injected { trial: u32, fault: usize, kind: String, target: String, pid: i32, start_time: u64 },
+    Healed { trial: u32, fault: usize },
+    /// The harness finished its own teardown.
+    Finished,
+}
+
+pub struct Journal {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl Journal {
+    pub fn create(run_dir: &Path) -> io::Result<Journal> {
+        let path = run_dir.join(FILE_NAME);
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        Ok(Journal { path, file: Mutex::new(file) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends and syncs one entry; returns only once it is on disk.
+    pub fn append(&self, entry: &Entry) -> io::Result<()> {
+        let mut line = serde_json::to_vec(entry)?;
+        line.push(b'\n');
+        let mut file = self.file.lock().unwrap();
+        file.write_all(&line)?;
+        file.sync_data()
+    }
+}
+
+pub fn read(run_dir: &Path) -> io::Result<Vec<Entry>> {
+    let path = run_dir.join(FILE_NAME);
+    let file = File::open(&path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let mut entries = Vec::new();
+    for line in BufReader::new(file).lines() {
+        // A line torn by a killed harness is the last one; what precedes it counts.
+        match serde_json::from_str(&line?) {
+            Ok(entry) => entries.push(entry),
+            Err(_) => break,
+        }
+    }
+    Ok(entries)
+}
+
+/// What cleanup did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Cleanup {
+    /// Process groups that were still paused and were resumed.
+    pub resumed: Vec<i32>,
+    /// Processes of the run that were still running and were stopped.
+    pub stopped: Vec<i32>,
+}
+
+/// Heals what the journal says may still be in effect: resumes paused
+/// process groups and stops every process of the run's target groups. Only
+/// processes whose identity (pid and start time) matches the journal are
+/// signalled.
+pub fn cleanup(run_dir: &Path) -> io::Result<Cleanup> {
+    let entries = read(run_dir)?;
+    let mut done = Cleanup::default();
+    for entry in &entries {
+        if let Entry::Injected { trial, fault, kind, pid, start_time, .. } = entry {
+            let healed = entries.iter().any(|e| matches!(e, Entry::Healed { trial: t, fault: f } if t == trial && f == fault));
+            if kind == "pause" && !healed {
+                let members = procfs::group_members(*pid, *start_time);
+                for member in &members {
+                    let _ = kill(*member, Signal::SIGCONT);
+                }
+                if !members.is_empty() {
+                    done.resumed.push(*pid);
+                }
+            }
+        }
+    }
+    let groups: Vec<(i32, u64)> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::TargetStarted { pid, start_time, .. } => Some((*pid, *start_time)),
+            _ => None,
+        })
+        .collect();
+    done.stopped = stop_groups(&groups, Duration::from_secs(3));
+    Ok(done)
+}
+
+/// SIGCONT + SIGTERM to every live member of the groups, SIGKILL to those
+/// still there after `grace`. Returns the pids that were signalled.
+pub fn stop_groups(groups: &[(i32, u64)], grace: Duration) -> Vec<i32> {
+    let members = || -> Vec<nix::unistd::Pid> {
+        groups.iter().flat_map(|(pgid, since)| procfs::group_members(*pgid, *since)).collect()
+    };
+    let first = members();
+    for pid in &first {
+        let _ = kill(*pid, Signal::SIGCONT);
+        let _ = kill(*pid, Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    while !members().is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    for pid in members() {
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+    first.iter().map(|p| p.as_raw()).collect()
+}

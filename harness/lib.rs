@@ -1,0 +1,20 @@
+//! crashlab: a chaos and recovery test harness.
+//!
+//! Data flows one way: [`scenario::compile`] makes a validated [`scenario::Plan`];
+//! the [`runner`] starts targets, drives the workload, samples probes and injects
+//! faults, all reporting timestamped events into one [`runner::history::History`];
+//! the [`check`]ers turn that history into verdicts and metrics; the report crate
+//! renders them. A stored history can be checked again offline (`crashlab analyze`).
+
+pub mod check;
+pub mod demo;
+pub mod duration;
+pub mod exit;
+pub mod fault;
+pub mod probe;
+pub mod runner;
+pub mod scenario;
+pub mod target;
+pub mod workload;
+
+pub use crashlab_reports as reports;

@@ -1,0 +1,206 @@
+//! The crashlab command line. Exit codes are a contract (see `--help`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crashlab::reports::{render_text, RunReport, Verdict};
+use crashlab::runner::{self, history, RunOptions, TrialStop};
+use crashlab::scenario::{self, LoadError};
+use crashlab::{check, demo, exit, fault, target};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  every expectation was met
+  1  an expectation failed
+  2  invalid scenario or usage (nothing was started)
+  3  environment or infrastructure error (a target would not start, permission denied...)
+  4  verdict unknown (a check could not decide, or the run was interrupted)";
+
+/// Inject crashes into real services, measure RTO and RPO, assert recovery.
+#[derive(Parser)]
+#[command(name = "crashlab", version, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a scenario: start its targets, drive the workload, inject the
+    /// faults, wait for recovery, read back, and judge.
+    ///
+    /// Writes report.json, history.jsonl, the fault journal and the targets'
+    /// logs into the run directory, and prints its path.
+    #[command(after_help = EXIT_CODES)]
+    Run {
+        /// The scenario file (TOML).
+        scenario: PathBuf,
+        /// Number of trials (overrides `[trials] count`).
+        #[arg(long)]
+        trials: Option<u32>,
+        /// Seed for the fault schedule; the same seed gives the same schedule.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Run directory (default: a new one under ./crashlab-runs/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check scenario files and list every error as file:line:col: message.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print a JSON Schema of the scenario format, for editors.
+    Schema,
+    /// Re-run the checkers on a stored run and rewrite its report.json.
+    #[command(after_help = EXIT_CODES)]
+    Analyze { run_dir: PathBuf },
+    /// Heal what a run left behind if the harness itself was killed:
+    /// resume paused targets and stop the run's processes.
+    Cleanup { run_dir: PathBuf },
+    /// Run the reference key-value store (the embedded default target).
+    DemoKv(demo::DemoKvOptions),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Run { scenario, trials, seed, out } => run(&scenario, RunOptions { trials, seed, out }),
+        Command::Validate { files } => validate(&files),
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&scenario::schema::schema()).expect("a schema serializes"));
+            exit::PASS
+        }
+        Command::Analyze { run_dir } => analyze(&run_dir),
+        Command::Cleanup { run_dir } => cleanup(&run_dir),
+        Command::DemoKv(options) => demo::run(options),
+    };
+    ExitCode::from(code as u8)
+}
+
+fn verdict_code(verdict: Verdict) -> i32 {
+    match verdict {
+        Verdict::Pass => exit::PASS,
+        Verdict::Fail => exit::FAIL,
+        Verdict::Unknown => exit::UNKNOWN,
+    }
+}
+
+/// Loads a scenario, printing every error; `Err` holds the exit code.
+fn load(path: &Path) -> Result<(scenario::Plan, String), i32> {
+    match scenario::load(path) {
+        Ok(plan) => Ok((plan, std::fs::read_to_string(path).unwrap_or_default())),
+        Err(LoadError::Invalid(d)) => {
+            eprint!("{d}");
+            eprintln!("{}: {} error(s); nothing was started", path.display(), d.list.len());
+            Err(exit::USAGE)
+        }
+        Err(e) => {
+            eprintln!("crashlab: {e}");
+            Err(exit::USAGE)
+        }
+    }
+}
+
+fn run(path: &Path, options: RunOptions) -> i32 {
+    let (plan, source) = match load(path) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    if let Err(e) = target::reaper::become_subreaper() {
+        eprintln!("crashlab: cannot become a child subreaper: {e}");
+        return exit::ENVIRONMENT;
+    }
+    // Ctrl-C and SIGTERM end the current trial cleanly: faults healed,
+    // targets stopped, a partial report written.
+    let interrupt = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&interrupt)) {
+            eprintln!("crashlab: cannot install a signal handler: {e}");
+            return exit::ENVIRONMENT;
+        }
+    }
+    let progress = |t: &crashlab::reports::TrialReport, count: u32| {
+        let rto = t.rto_ms.map_or("never".into(), |v| format!("{v:.1}ms"));
+        let lost = t.rpo.lost_acked.map_or("?".into(), |v| v.to_string());
+        eprintln!("trial {}/{count}: {} (rto {rto}, lost {lost} of {} acked)", t.index + 1, t.verdict.as_str(), t.rpo.acked_writes);
+    };
+    match runner::run(&plan, &source, &options, &interrupt, progress) {
+        Ok(outcome) => {
+            print!("{}", render_text(&outcome.report));
+            println!("run directory: {}", outcome.run_dir.display());
+            match outcome.stop {
+                Some(TrialStop::Environment(e)) => {
+                    eprintln!("crashlab: {e}");
+                    exit::ENVIRONMENT
+                }
+                Some(TrialStop::Interrupted) => exit::UNKNOWN,
+                None => verdict_code(outcome.report.verdict),
+            }
+        }
+        Err(e) => {
+            eprintln!("crashlab: {e}");
+            exit::ENVIRONMENT
+        }
+    }
+}
+
+fn validate(files: &[PathBuf]) -> i32 {
+    let mut code = exit::PASS;
+    for file in files {
+        match load(file) {
+            Ok((plan, _)) => println!("{}: ok ({} target(s), {} fault(s))", file.display(), plan.targets.len(), plan.faults.len()),
+            Err(c) => code = c,
+        }
+    }
+    code
+}
+
+fn analyze(run_dir: &Path) -> i32 {
+    let (plan, _) = match load(&run_dir.join(runner::SCENARIO_FILE)) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let old: Option<RunReport> = std::fs::read_to_string(run_dir.join(runner::REPORT_FILE))
+        .ok()
+        .and_then(|text| RunReport::from_json(&text).ok());
+    let trials = match history::load(&run_dir.join(runner::HISTORY_FILE)) {
+        Ok(trials) => trials,
+        Err(e) => {
+            eprintln!("crashlab: cannot read the history of {}: {e}", run_dir.display());
+            return exit::USAGE;
+        }
+    };
+    let reports = trials.iter().enumerate().map(|(i, events)| check::check_trial(&plan, i as u32, events)).collect();
+    let seed = old.as_ref().map_or(0, |r| r.seed);
+    let error = old.and_then(|r| r.error);
+    let report = check::build_report(&plan, seed, reports, error);
+    if let Err(e) = std::fs::write(run_dir.join(runner::REPORT_FILE), report.to_json()) {
+        eprintln!("crashlab: cannot write the report: {e}");
+        return exit::ENVIRONMENT;
+    }
+    print!("{}", render_text(&report));
+    verdict_code(report.verdict)
+}
+
+fn cleanup(run_dir: &Path) -> i32 {
+    match fault::journal::cleanup(run_dir) {
+        Ok(done) => {
+            println!(
+                "{}: resumed {} paused process group(s), stopped {} process(es)",
+                run_dir.display(),
+                done.resumed.len(),
+                done.stopped.len()
+            );
+            exit::PASS
+        }
+        Err(e) => {
+            eprintln!("crashlab: cannot clean up {}: {e}", run_dir.display());
+            exit::ENVIRONMENT
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Probes: what "healthy" means. RTO is defined by them: a sample is one
+//! attempt, and a sustained healthy window is `healthy_after` consecutive
+//! successes, dated by the start of its first attempt.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::demo::protocol::Client;
+use crate::runner::history::{EventKind, Recorder};
+use crate::scenario::{PortRef, ProbeKind, ProbePlan};
+use crate::target::Target;
+
+/// One attempt: `Ok` if healthy, otherwise why not.
+pub trait Probe: Send {
+    fn sample(&mut self) -> Result<(), String>;
+}
+
+struct TcpProbe {
+    addr: SocketAddr,
+    timeout: Duration,
+}
+
+impl Probe for TcpProbe {
+    fn sample(&mut self) -> Result<(), String> {
+        TcpStream::connect_timeout(&self.addr, self.timeout).map(drop).map_err(|e| e.to_string())
+    }
+}
+
+struct DemoKvProbe {
+    addr: SocketAddr,
+    timeout: Duration,
+}
+
+impl Probe for DemoKvProbe {
+    fn sample(&mut self) -> Result<(), String> {
+        Client::connect(self.addr, self.timeout).and_then(|mut c| c.ping()).map_err(|e| e.to_string())
+    }
+}
+
+/// A minimal HTTP/1.1 GET: a status line and a body are all a probe needs,
+/// so no HTTP client library is pulled in for it.
+struct HttpProbe {
+    addr: SocketAddr,
+    path: String,
+    status: u16,
+    body_contains: Option<String>,
+    timeout: Duration,
+}
+
+impl Probe for HttpProbe {
+    fn sample(&mut self) -> Result<(), String> {
+        let mut stream = TcpStream::connect_timeout(&self.addr, self.timeout).map_err(|e| e.to_string())?;
+        stream.set_read_timeout(Some(self.timeout)).map_err(|e| e.to_string())?;
+        let request = format!("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.path, self.addr);
+        stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+        let mut response = Vec::new();
+        stream.take(1 << 20).read_to_end(&mut response).map_err(|e| e.to_string())?;
+        let response = String::from_utf8_lossy(&response);
+        let status: u16 = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| "no HTTP status line".to_string())?;
+        if status != self.status {
+            return Err(format!("HTTP status {status}, expected {}", self.status));
+        }
+        if let Some(needle) = &self.body_contains {
+            let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            if !body.contains(needle.as_str()) {
+                return Err(format!("body does not contain `{needle}`"));
+            }
+        }
+        Ok(())
+    }
+}
+
+struct CommandProbe {
+    target: Arc<dyn Target>,
+    argv: Vec<String>,
+    timeout: Duration,
+}
+
+impl Probe for CommandProbe {
+    fn sample(&mut self) -> Result<(), String> {
+        let out = self.target.exec(&self.argv, self.timeout).map_err(|e| e.to_string())?;
+        match out.exit {
+            Some(exit) if exit.success() => Ok(()),
+            Some(exit) => Err(format!("{exit}: {}", out.stderr.trim())),
+            None => Err(format!("no answer within {:?}", self.timeout)),
+        }
+    }
+}
+
+pub fn build(plan: &ProbePlan, target: Arc<dyn Target>) -> Box<dyn Probe> {
+    let addr = |port: &PortRef| {
+        let port = match port {
+            PortRef::Allocated => target.port(),
+            PortRef::Fixed(p) => *p,
+        };
+        SocketAddr::from(([127, 0, 0, 1], port))
+    };
+    let timeout = plan.timeout;
+    match &plan.kind {
+        ProbeKind::Tcp { port } => Box::new(TcpProbe { addr: addr(port), timeout }),
+        ProbeKind::DemoKv { port } => Box::new(DemoKvProbe { addr: addr(port), timeout }),
+        ProbeKind::Http { port, path, status, body_contains } => Box::new(HttpProbe {
+            addr: addr(port),
+            path: path.clone(),
+            status: *status,
+            body_contains: body_contains.clone(),
+            timeout,
+        }),
+        ProbeKind::Command { argv } => Box::new(CommandProbe { target, argv: argv.clone(), timeout }),
+    }
+}
+
+/// The latest samples, for those waiting on health.
+#[derive(Default)]
+pub struct Health {
+    samples: Mutex<(u64, VecDeque<(u64, Instant, bool)>)>,
+    changed: Condvar,
+}
+
+const KEEP: usize = 4096;
+
+impl Health {
+    fn push(&self, at: Instant, healthy: bool) {
+        let mut s = self.samples.lock().unwrap();
+        let seq = s.0;
+        s.0 += 1;
+        s.1.push_back((seq, at, healthy));
+        if s.1.len() > KEEP {
+            s.1.pop_front();
+        }
+        self.changed.notify_all();
+    }
+
+    /// Waits for `n` consecutive healthy samples that all started at or after
+    /// `after`; returns the start of the first of them, or `None` at the
+    /// deadline or on cancel.
+    pub fn wait_sustained(&self, after: Instant, n: u32, deadline: Instant, cancel: &AtomicBool) -> Option<Instant> {
+        let (mut next, mut streak, mut start) = (0u64, 0u32, None);
+        let mut guard = self.samples.lock().unwrap();
+        loop {
+            let from = next;
+            for &(seq, at, healthy) in guard.1.iter().filter(|(seq, ..)| *seq >= from) {
+                next = seq + 1;
+                if at < after {
+                    continue;
+                }
+                if !healthy {
+                    streak = 0;
+                    continue;
+                }
+                if streak == 0 {
+                    start = Some(at);
+                }
+                streak += 1;
+                if streak >= n {
+                    return start;
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline || cancel.load(Ordering::Relaxed) {
+                return None;
+            }
+            guard = self.changed.wait_timeout(guard, (deadline - now).min(Duration::from_millis(50))).unwrap().0;
+        }
+    }
+}
+
+/// Samples a probe on a fixed period until stopped, recording every sample.
+pub struct Sampler {
+    pub health: Arc<Health>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Sampler {
+    pub fn start(target: &str, mut probe: Box<dyn Probe>, interval: Duration, recorder: Recorder) -> Sampler {
+        let health = Arc::new(Health::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h, s, target) = (Arc::clone(&health), Arc::clone(&stop), target.to_string());
+        let thread = thread::Builder::new()
+            .name(format!("probe-{target}"))
+            .spawn(move || {
+                let mut next = Instant::now();
+                while !s.load(Ordering::Relaxed) {
+                    let at = Instant::now();
+                    let result = probe.sample();
+                    let latency_ms = at.elapsed().as_secs_f64() * 1000.0;
+                    h.push(at, result.is_ok());
+                    recorder.record_at(
+                        at,
+                        EventKind::Probe { target: target.clone(), healthy: result.is_ok(), latency_ms, detail: result.err() },
+                    );
+                    // Fixed rate; after a slow attempt, start again at once
+                    // rather than bunching up missed ticks.
+                    next += interval;
+                    let now = Instant::now();
+                    if next > now {
+                        thread::sleep(next - now);
+                    } else {
+                        next = now;
+                    }
+                }
+            })
+            .expect("a probe thread can be started");
+        Sampler { health, stop, thread: Some(thread) }
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

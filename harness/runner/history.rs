@@ -1,0 +1,123 @@
+//! Events and the history they make: every fault, op, probe sample and
+//! target state change of a trial, on one monotonic timeline.
+//!
+//! Components timestamp an event where it happens (an [`Instant`]) and hand
+//! it to the [`Recorder`]; the trial's origin (the moment the workload starts,
+//! which is `0 ms` of the scenario's timeline) is fixed later, so events from
+//! the start-up of targets carry negative times.
+
+use std::fs::OpenOptions;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub trial: u32,
+    pub t_ms: f64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Ok,
+    /// Definitely not applied (refused, rejected).
+    Fail,
+    /// No answer in time, or the connection broke after the request was sent.
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    TrialStarted { seed: u64, scheduled_ms: Vec<f64> },
+    TargetStarted { target: String, incarnation: u32, pid: i32 },
+    TargetExited { target: String, incarnation: u32, pid: i32, status: String },
+    WorkloadStarted,
+    WorkloadEnded,
+    FaultInjected { fault: usize, kind: String, target: String, scheduled_ms: f64, detail: String },
+    FaultHealed { fault: usize, target: String },
+    Probe { target: String, healthy: bool, latency_ms: f64, #[serde(default, skip_serializing_if = "Option::is_none")] detail: Option<String> },
+    Invoke { op: u64, key: String, value: String },
+    Complete { op: u64, outcome: Outcome, #[serde(default, skip_serializing_if = "Option::is_none")] error: Option<String> },
+    ReadBack { target: String, items: Vec<(String, String)> },
+    ReadBackFailed { target: String, error: String },
+    TargetLog { target: String, lines: Vec<String> },
+    TrialEnded { interrupted: bool, #[serde(default, skip_serializing_if = "Option::is_none")] error: Option<String> },
+}
+
+/// Collects one trial's events from every thread.
+#[derive(Clone)]
+pub struct Recorder {
+    trial: u32,
+    events: Arc<Mutex<Vec<(Instant, EventKind)>>>,
+}
+
+impl Recorder {
+    pub fn new(trial: u32) -> Self {
+        Recorder { trial, events: Arc::new(Mutex::new(Vec::with_capacity(1 << 14))) }
+    }
+
+    /// Records an event that happens now.
+    pub fn record(&self, kind: EventKind) {
+        self.record_at(Instant::now(), kind);
+    }
+
+    /// Records an event observed at `at` (e.g. the start of a probe attempt).
+    pub fn record_at(&self, at: Instant, kind: EventKind) {
+        self.events.lock().unwrap().push((at, kind));
+    }
+
+    /// The trial's events, in time order, relative to `origin`.
+    pub fn finish(&self, origin: Instant) -> Vec<Event> {
+        let mut raw = std::mem::take(&mut *self.events.lock().unwrap());
+        raw.sort_by_key(|(at, _)| *at);
+        raw.into_iter()
+            .map(|(at, kind)| {
+                let t_ms = if at >= origin {
+                    (at - origin).as_secs_f64() * 1000.0
+                } else {
+                    -((origin - at).as_secs_f64() * 1000.0)
+                };
+                Event { trial: self.trial, t_ms, kind }
+            })
+            .collect()
+    }
+}
+
+/// Appends events to a JSON Lines history file.
+pub fn append(path: &Path, events: &[Event]) -> io::Result<()> {
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    let mut out = BufWriter::new(file);
+    for event in events {
+        serde_json::to_writer(&mut out, event)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+/// Reads a history file back, grouped by trial in trial order.
+pub fn load(path: &Path) -> io::Result<Vec<Vec<Event>>> {
+    let file = std::fs::File::open(path)?;
+    let mut trials: Vec<Vec<Event>> = Vec::new();
+    for (n, line) in BufReader::new(file).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event: Event = serde_json::from_str(&line).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("{}:{}: {e}", path.display(), n + 1))
+        })?;
+        let i = event.trial as usize;
+        if trials.len() <= i {
+            trials.resize_with(i + 1, Vec::new);
+        }
+        trials[i].push(event);
+    }
+    Ok(trials)
+}

@@ -1,0 +1,328 @@
+//! The runner: runs a plan's trials. Targets, probes, workload and faults
+//! all report into one [`history::Recorder`] per trial; the checkers then
+//! judge the history alone.
+
+pub mod history;
+mod run_dir;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+
+use crate::check;
+use crate::fault::journal::{Entry, Journal};
+use crate::fault::{Fault, FaultContext, ProcessFault};
+use crate::probe::{self, Sampler};
+use crate::reports::{RunReport, TrialReport};
+use crate::scenario::{FaultKind, Plan, WorkloadKind};
+use crate::target::process::ProcessContext;
+use crate::target::{free_port, ProcessTarget, Target};
+use crate::workload::{self, demo_kv::DemoKv, Pace, Workload};
+use history::{EventKind, Recorder};
+pub use run_dir::new_run_dir;
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Overrides `[trials] count`.
+    pub trials: Option<u32>,
+    /// Overrides `[trials] seed`; without either, a random seed (printed).
+    pub seed: Option<u64>,
+    /// The run directory; by default a new one under `crashlab-runs/`.
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
+
+/// Why a trial could not run to its end.
+#[derive(Debug, Clone)]
+pub enum TrialStop {
+    Interrupted,
+    /// The environment failed: a target would not start or become healthy.
+    Environment(String),
+}
+
+/// A finished (or stopped) run.
+pub struct RunOutcome {
+    pub run_dir: PathBuf,
+    pub report: RunReport,
+    pub stop: Option<TrialStop>,
+}
+
+pub const HISTORY_FILE: &str = "history.jsonl";
+pub const REPORT_FILE: &str = "report.json";
+pub const SCENARIO_FILE: &str = "scenario.toml";
+
+/// The seed of trial `index`: distinct per trial, the same for the same run seed.
+pub fn trial_seed(seed: u64, index: u32) -> u64 {
+    // splitmix64 of the pair, so neighbouring seeds give unrelated schedules.
+    let mut z = seed ^ (u64::from(index)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Runs every trial, writes `history.jsonl` and `report.json`, and returns
+/// the report. `on_trial` is told about each trial as it ends.
+pub fn run(
+    plan: &Plan,
+    source: &str,
+    options: &RunOptions,
+    interrupt: &Arc<AtomicBool>,
+    mut on_trial: impl FnMut(&TrialReport, u32),
+) -> Result<RunOutcome, RunError> {
+    let io = |what: String| move |source| RunError::Io { what, source };
+    let run_dir = match &options.out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+            dir.clone()
+        }
+        None => new_run_dir(Path::new("crashlab-runs"), &plan.name).map_err(io("cannot create a run directory".into()))?,
+    };
+    std::fs::write(run_dir.join(SCENARIO_FILE), source).map_err(io(format!("cannot write into {}", run_dir.display())))?;
+    let history_path = run_dir.join(HISTORY_FILE);
+    let _ = std::fs::remove_file(&history_path);
+    let journal = Arc::new(Journal::create(&run_dir).map_err(io("cannot create the fault journal".into()))?);
+    let seed = options.seed.or(plan.trials.seed).unwrap_or_else(rand::random);
+    let count = options.trials.unwrap_or(plan.trials.count);
+
+    let mut trials = Vec::new();
+    let mut stop = None;
+    for index in 0..count {
+        if interrupt.load(Ordering::Relaxed) {
+            stop = Some(TrialStop::Interrupted);
+            break;
+        }
+        let (events, trial_stop) = run_trial(plan, index, trial_seed(seed, index), &run_dir, &journal, interrupt);
+        history::append(&history_path, &events).map_err(io(format!("cannot write {}", history_path.display())))?;
+        let report = check::check_trial(plan, index, &events);
+        on_trial(&report, count);
+        trials.push(report);
+        if trial_stop.is_some() {
+            stop = trial_stop;
+            break;
+        }
+    }
+    let _ = journal.append(&Entry::Finished);
+    let error = stop.as_ref().map(|s| match s {
+        TrialStop::Interrupted => "interrupted".to_string(),
+        TrialStop::Environment(e) => e.clone(),
+    });
+    let report = check::build_report(plan, seed, trials, error);
+    let report_path = run_dir.join(REPORT_FILE);
+    std::fs::write(&report_path, report.to_json()).map_err(io(format!("cannot write {}", report_path.display())))?;
+    Ok(RunOutcome { run_dir, report, stop })
+}
+
+/// Sleeps until `at`, waking early (and returning false) on cancel.
+fn sleep_until(at: Instant, cancel: &AtomicBool) -> bool {
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= at {
+            return true;
+        }
+        thread::sleep((at - now).min(Duration::from_millis(20)));
+    }
+}
+
+/// One trial, start to teardown. Returns its events and, if it could not run
+/// to its end, why.
+fn run_trial(
+    plan: &Plan,
+    index: u32,
+    seed: u64,
+    run_dir: &Path,
+    journal: &Arc<Journal>,
+    interrupt: &Arc<AtomicBool>,
+) -> (Vec<history::Event>, Option<TrialStop>) {
+    let recorder = Recorder::new(index);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let schedule: Vec<Duration> = plan.faults.iter().map(|f| f.at.sample(&mut rng)).collect();
+    recorder.record(EventKind::TrialStarted {
+        seed,
+        scheduled_ms: schedule.iter().map(|d| d.as_secs_f64() * 1000.0).collect(),
+    });
+    let trial_dir = run_dir.join(format!("trial-{index:03}"));
+
+    // Targets and their probes.
+    let mut targets: Vec<Arc<dyn Target>> = Vec::new();
+    let mut samplers: Vec<Sampler> = Vec::new();
+    let mut stop = None;
+    for t in &plan.targets {
+        let started = free_port()
+            .map_err(|e| format!("cannot allocate a port for target `{}`: {e}", t.name))
+            .and_then(|port| {
+                let ctx = ProcessContext {
+                    trial: index,
+                    run_dir: run_dir.to_path_buf(),
+                    trial_dir: trial_dir.clone(),
+                    port,
+                    recorder: recorder.clone(),
+                    journal: Arc::clone(journal),
+                };
+                let target = ProcessTarget::new(t, ctx).map_err(|e| e.to_string())?;
+                target.start().map_err(|e| e.to_string())?;
+                Ok(Arc::new(target) as Arc<dyn Target>)
+            });
+        match started {
+            Ok(target) => {
+                let probe = probe::build(&t.probe, Arc::clone(&target));
+                samplers.push(Sampler::start(&t.name, probe, t.probe.interval, recorder.clone()));
+                targets.push(target);
+            }
+            Err(e) => {
+                stop = Some(TrialStop::Environment(e));
+                break;
+            }
+        }
+    }
+    if stop.is_none() {
+        let deadline = Instant::now() + plan.trials.startup_timeout;
+        for ((t, target), sampler) in plan.targets.iter().zip(&targets).zip(&samplers) {
+            let begin = Instant::now();
+            if sampler.health.wait_sustained(begin, t.probe.healthy_after, deadline, interrupt).is_none() {
+                stop = Some(if interrupt.load(Ordering::Relaxed) {
+                    TrialStop::Interrupted
+                } else {
+                    let logs = target.last_log_lines(10).join("\n  ");
+                    TrialStop::Environment(format!(
+                        "target `{}` did not become healthy within {:?}; its last output:\n  {logs}",
+                        t.name, plan.trials.startup_timeout
+                    ))
+                });
+                break;
+            }
+        }
+    }
+
+    // The timeline: workload and faults, from origin = 0 ms.
+    let origin = Instant::now();
+    if stop.is_none() {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let watcher_cancel = Arc::clone(&cancel);
+        let watch_interrupt = Arc::clone(interrupt);
+        let watcher = thread::spawn(move || {
+            while !watcher_cancel.load(Ordering::Relaxed) {
+                if watch_interrupt.load(Ordering::Relaxed) {
+                    watcher_cancel.store(true, Ordering::Relaxed);
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        });
+        let workload: Option<Box<dyn Workload>> = plan.workload.as_ref().map(|w| {
+            let port = targets.iter().find(|t| t.name() == w.target).map_or(0, |t| t.port());
+            match w.kind {
+                WorkloadKind::DemoKv => Box::new(DemoKv { addr: SocketAddr::from(([127, 0, 0, 1], port)), timeout: w.timeout }) as Box<dyn Workload>,
+            }
+        });
+        recorder.record_at(origin, EventKind::WorkloadStarted);
+        let fault_errors = thread::scope(|scope| {
+            let faults: Vec<_> = plan
+                .faults
+                .iter()
+                .zip(&schedule)
+                .enumerate()
+                .map(|(i, (f, at))| {
+                    let target = Arc::clone(targets.iter().find(|t| t.name() == f.target).expect("compile checked the name"));
+                    let ctx = FaultContext {
+                        trial: index,
+                        index: i,
+                        target,
+                        journal: Arc::clone(journal),
+                        recorder: recorder.clone(),
+                        scheduled_ms: at.as_secs_f64() * 1000.0,
+                    };
+                    let cancel = &cancel;
+                    scope.spawn(move || -> Option<String> {
+                        if !sleep_until(origin + *at, cancel) {
+                            return None;
+                        }
+                        let guard = match ProcessFault(f.kind).inject(&ctx) {
+                            Ok(guard) => guard,
+                            Err(e) => return Some(e.to_string()),
+                        };
+                        if let FaultKind::Pause { duration } = f.kind {
+                            sleep_until(Instant::now() + duration, cancel);
+                        }
+                        guard.heal();
+                        None
+                    })
+                })
+                .collect();
+            if let (Some(w), Some(plan_w)) = (&workload, &plan.workload) {
+                workload::drive(w.as_ref(), Pace::Rate(plan_w.rate), plan_w.duration, plan_w.connections, Some(&recorder), &cancel);
+                recorder.record(EventKind::WorkloadEnded);
+            }
+            faults.into_iter().filter_map(|f| f.join().ok().flatten()).collect::<Vec<_>>()
+        });
+        if interrupt.load(Ordering::Relaxed) {
+            stop = Some(TrialStop::Interrupted);
+        }
+        for e in fault_errors {
+            eprintln!("crashlab: trial {index}: {e}");
+        }
+
+        // Recovery: each target must show a sustained healthy window after
+        // the last fault on it, then the store is read back.
+        if stop.is_none() {
+            let now = Instant::now();
+            let deadline = now + plan.trials.recovery_timeout;
+            for (t, sampler) in plan.targets.iter().zip(&samplers) {
+                let _ = sampler.health.wait_sustained(now, t.probe.healthy_after, deadline, &cancel);
+            }
+            if let (Some(w), Some(plan_w)) = (&workload, &plan.workload) {
+                match read_back(w.as_ref()) {
+                    Ok(items) => recorder.record(EventKind::ReadBack { target: plan_w.target.clone(), items }),
+                    Err(e) => recorder.record(EventKind::ReadBackFailed { target: plan_w.target.clone(), error: e.to_string() }),
+                }
+            }
+            if interrupt.load(Ordering::Relaxed) {
+                stop = Some(TrialStop::Interrupted);
+            }
+        }
+        cancel.store(true, Ordering::Relaxed);
+        let _ = watcher.join();
+    }
+
+    // Teardown, whatever happened.
+    for sampler in &mut samplers {
+        sampler.stop();
+    }
+    for target in &targets {
+        target.stop();
+        recorder.record(EventKind::TargetLog { target: target.name().to_string(), lines: target.last_log_lines(20) });
+    }
+    recorder.record(EventKind::TrialEnded {
+        interrupted: matches!(stop, Some(TrialStop::Interrupted)),
+        error: match &stop {
+            Some(TrialStop::Environment(e)) => Some(e.clone()),
+            _ => None,
+        },
+    });
+    (recorder.finish(origin), stop)
+}
+
+/// Reads the store back, retrying briefly: a target that just became healthy
+/// may still drop the first connection.
+fn read_back(workload: &dyn Workload) -> std::io::Result<Vec<(String, String)>> {
+    let mut last = None;
+    for _ in 0..3 {
+        match workload.read_back() {
+            Ok(items) => return Ok(items),
+            Err(e) => last = Some(e),
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    Err(last.expect("tried at least once"))
+}

@@ -1,0 +1,169 @@
+//! Typed reads from a spanned TOML table, collecting every error.
+//!
+//! Each table is read through [`Fields`], which knows the keys that table
+//! accepts: unknown keys are reported at once (with the nearest known key),
+//! and each getter reports a wrong type or a bad value at the value's span.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use super::diagnostic::{did_you_mean, Diagnostics};
+use crate::duration::{parse_duration, parse_time_spec, TimeSpec};
+
+pub type Span = Range<usize>;
+pub type Value<'i> = Spanned<DeValue<'i>>;
+
+pub struct Fields<'a, 'i> {
+    pub table: &'a DeTable<'i>,
+    /// Where the table is, for "missing key" messages.
+    pub span: Span,
+    /// How the user knows this table, e.g. `[target.kv]`.
+    pub what: String,
+}
+
+impl<'a, 'i> Fields<'a, 'i> {
+    /// Opens a table and reports every key it does not know.
+    pub fn new(table: &'a DeTable<'i>, span: Span, what: impl Into<String>, known: &[&str], d: &mut Diagnostics) -> Self {
+        let what = what.into();
+        for key in table.keys() {
+            let name = key.get_ref().as_ref();
+            if !known.contains(&name) {
+                d.error(
+                    key.span(),
+                    format!(
+                        "unknown key `{name}` in {what}{}; expected one of: {}",
+                        did_you_mean(name, known.iter().copied()),
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+        Fields { table, span, what }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&'a Value<'i>> {
+        self.table.get(key)
+    }
+
+    fn missing(&self, key: &str, expected: &str, d: &mut Diagnostics) {
+        d.error(self.span.clone(), format!("missing key `{key}` in {}; expected {expected}", self.what));
+    }
+
+    fn wrong_type(&self, key: &str, value: &Value<'i>, expected: &str, d: &mut Diagnostics) {
+        d.error(
+            value.span(),
+            format!("`{key}` in {} must be {expected}, found {}", self.what, value.get_ref().type_str()),
+        );
+    }
+
+    pub fn str(&self, key: &str, d: &mut Diagnostics) -> Option<(&'a str, Span)> {
+        let value = self.get(key)?;
+        match value.get_ref().as_str() {
+            Some(s) => Some((s, value.span())),
+            None => {
+                self.wrong_type(key, value, "a string", d);
+                None
+            }
+        }
+    }
+
+    pub fn required_str(&self, key: &str, expected: &str, d: &mut Diagnostics) -> Option<(&'a str, Span)> {
+        if self.get(key).is_none() {
+            self.missing(key, expected, d);
+            return None;
+        }
+        self.str(key, d)
+    }
+
+    /// A string that must be one of `choices`.
+    pub fn choice(&self, key: &str, choices: &[&'static str], d: &mut Diagnostics) -> Option<(&'static str, Span)> {
+        let (text, span) = self.str(key, d)?;
+        match choices.iter().find(|c| **c == text) {
+            Some(c) => Some((c, span)),
+            None => {
+                d.error(
+                    span,
+                    format!(
+                        "unknown {key} `{text}` in {}{}; expected one of: {}",
+                        self.what,
+                        did_you_mean(text, choices.iter().copied()),
+                        choices.join(", ")
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn integer(&self, key: &str, min: i64, max: i64, d: &mut Diagnostics) -> Option<i64> {
+        let value = self.get(key)?;
+        let number = value.get_ref().as_integer().and_then(|i| i64::from_str_radix(i.as_str(), i.radix()).ok());
+        match number {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            Some(n) => {
+                d.error(value.span(), format!("`{key}` in {} must be between {min} and {max}, found {n}", self.what));
+                None
+            }
+            None => {
+                self.wrong_type(key, value, "an integer", d);
+                None
+            }
+        }
+    }
+
+    pub fn duration(&self, key: &str, d: &mut Diagnostics) -> Option<Duration> {
+        let (text, span) = self.str(key, d)?;
+        parse_duration(text)
+            .map_err(|e| d.error(span, format!("`{key}` in {}: {e}", self.what)))
+            .ok()
+    }
+
+    pub fn time_spec(&self, key: &str, d: &mut Diagnostics) -> Option<(TimeSpec, Span)> {
+        let (text, span) = self.str(key, d)?;
+        match parse_time_spec(text) {
+            Ok(spec) => Some((spec, span)),
+            Err(e) => {
+                d.error(span, format!("`{key}` in {}: {e} (or a range such as `2s..4s`)", self.what));
+                None
+            }
+        }
+    }
+
+    /// An array of strings, e.g. a command line.
+    pub fn str_array(&self, key: &str, d: &mut Diagnostics) -> Option<(Vec<String>, Span)> {
+        let value = self.get(key)?;
+        let items = match value.get_ref().as_array() {
+            Some(items) => items,
+            None => {
+                self.wrong_type(key, value, "an array of strings", d);
+                return None;
+            }
+        };
+        let mut out = Vec::new();
+        for item in items.iter() {
+            match item.get_ref().as_str() {
+                Some(s) => out.push(s.to_string()),
+                None => {
+                    d.error(item.span(), format!("`{key}` in {} must hold only strings", self.what));
+                    return None;
+                }
+            }
+        }
+        Some((out, value.span()))
+    }
+
+    /// A sub-table (inline or not).
+    pub fn table(&self, key: &str, d: &mut Diagnostics) -> Option<(&'a DeTable<'i>, Span)> {
+        let value = self.get(key)?;
+        match value.get_ref().as_table() {
+            Some(t) => Some((t, value.span())),
+            None => {
+                self.wrong_type(key, value, "a table", d);
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! `crashlab schema`: a JSON Schema of the scenario format, for editors
+//! (e.g. Even Better TOML / Taplo). The key lists are the compiler's own, and
+//! a test keeps each table's properties equal to them.
+
+use serde_json::{json, Map, Value};
+
+use super::*;
+use crate::check::expect::Metric;
+
+fn object(keys: &[&str], props: Value, required: &[&str]) -> Value {
+    let props = props.as_object().cloned().unwrap_or_default();
+    debug_assert!(keys.iter().all(|k| props.contains_key(*k)), "a key lacks a schema");
+    json!({ "type": "object", "additionalProperties": false, "properties": props, "required": required })
+}
+
+const DURATION: &str = r"^[0-9]+(\.[0-9]+)?(us|ms|s|m|h)$";
+const TIME: &str = r"^[0-9]+(\.[0-9]+)?(us|ms|s|m|h)(\.\.[0-9]+(\.[0-9]+)?(us|ms|s|m|h))?$";
+
+fn duration(description: &str) -> Value {
+    json!({ "type": "string", "pattern": DURATION, "description": description })
+}
+
+fn command(description: &str) -> Value {
+    json!({ "type": "array", "items": { "type": "string" }, "minItems": 1, "description": description })
+}
+
+pub fn schema() -> Value {
+    let port = json!({ "description": "\"{port}\" (the target's allocated port) or a number",
+        "oneOf": [ { "const": "{port}" }, { "type": "integer", "minimum": 1, "maximum": 65535 } ] });
+    let probe = object(
+        PROBE_KEYS,
+        json!({
+            "kind": { "enum": PROBE_KINDS },
+            "port": port,
+            "path": { "type": "string", "description": "HTTP path (http)" },
+            "status": { "type": "integer", "description": "expected HTTP status (http), default 200" },
+            "body_contains": { "type": "string", "description": "text the HTTP body must contain (http)" },
+            "command": command("command that exits 0 when healthy (command)"),
+            "interval": duration("time between samples, default 10ms"),
+            "timeout": duration("time one sample may take, default 500ms"),
+            "healthy_after": { "type": "integer", "minimum": 1, "description": "consecutive successes that make a sustained healthy window, default 3" },
+        }),
+        &["kind"],
+    );
+    let restart = object(
+        RESTART_KEYS,
+        json!({ "policy": { "enum": ["always", "never"] }, "delay": duration("wait before restarting, default 0ms") }),
+        &[],
+    );
+    let target = object(
+        TARGET_KEYS,
+        json!({
+            "kind": { "enum": TARGET_KINDS },
+            "command": command("program and arguments; {port}, {data_dir}, {run_dir}, {trial}, {target} are filled in; `crashlab` is this binary"),
+            "env": { "type": "object", "additionalProperties": { "type": "string" } },
+            "restart": restart,
+            "stop_timeout": duration("how long a graceful stop waits before SIGKILL, default 5s"),
+            "probe": probe,
+            "before_start": { "type": "array", "items": command("a command") },
+            "after_stop": { "type": "array", "items": command("a command") },
+        }),
+        &["command", "probe"],
+    );
+    let workload = object(
+        WORKLOAD_KEYS,
+        json!({
+            "kind": { "enum": WORKLOAD_KINDS },
+            "target": { "type": "string" },
+            "rate": { "type": "integer", "minimum": 1, "description": "operations per second, open loop" },
+            "duration": duration("how long the workload runs; faults fall inside it"),
+            "connections": { "type": "integer", "minimum": 1, "description": "concurrent connections, default 8" },
+            "timeout": duration("an op with no answer by then is unknown, default 500ms"),
+        }),
+        &["kind", "target", "duration"],
+    );
+    let fault = object(
+        FAULT_KEYS,
+        json!({
+            "kind": { "enum": FAULT_KINDS },
+            "target": { "type": "string" },
+            "at": { "type": "string", "pattern": TIME, "description": "a time (2s) or a range drawn with the trial's seed (2s..4s), from the start of the workload" },
+            "signal": { "type": "string", "description": "kill: the signal, default SIGKILL" },
+            "duration": duration("pause: how long"),
+        }),
+        &["kind", "target", "at"],
+    );
+    let mut expect_props = Map::new();
+    for name in Metric::NAMES {
+        let metric: Metric = name.parse().expect("listed names parse");
+        let v = if metric.is_time() {
+            json!({ "type": "string", "description": "a bound such as \"<= 1s\"" })
+        } else {
+            json!({ "oneOf": [ { "type": "integer" }, { "type": "string" } ], "description": "a count (0) or a bound (\"<= 5\")" })
+        };
+        expect_props.insert(name.to_string(), v);
+    }
+    let expect = object(Metric::NAMES, Value::Object(expect_props), &[]);
+    let trials = object(
+        TRIALS_KEYS,
+        json!({
+            "count": { "type": "integer", "minimum": 1 },
+            "seed": { "type": "integer", "minimum": 0 },
+            "startup_timeout": duration("default 30s"),
+            "recovery_timeout": duration("default 30s"),
+        }),
+        &[],
+    );
+    let mut root = object(
+        TOP_KEYS,
+        json!({
+            "name": { "type": "string" },
+            "description": { "type": "string" },
+            "target": { "type": "object", "additionalProperties": target, "minProperties": 1 },
+            "workload": workload,
+            "fault": { "type": "array", "items": fault },
+            "expect": expect,
+            "trials": trials,
+        }),
+        &["name", "target"],
+    );
+    root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
+    root["title"] = json!("crashlab scenario");
+    root
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(v: &Value) -> Vec<String> {
+        let mut k: Vec<String> = v["properties"].as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    }
+
+    fn sorted(list: &[&str]) -> Vec<String> {
+        let mut k: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+        k.sort();
+        k
+    }
+
+    #[test]
+    fn every_table_lists_exactly_the_compilers_keys() {
+        let s = schema();
+        let target = &s["properties"]["target"]["additionalProperties"];
+        assert_eq!(keys(&s), sorted(TOP_KEYS));
+        assert_eq!(keys(target), sorted(TARGET_KEYS));
+        assert_eq!(keys(&target["properties"]["probe"]), sorted(PROBE_KEYS));
+        assert_eq!(keys(&target["properties"]["restart"]), sorted(RESTART_KEYS));
+        assert_eq!(keys(&s["properties"]["workload"]), sorted(WORKLOAD_KEYS));
+        assert_eq!(keys(&s["properties"]["fault"]["items"]), sorted(FAULT_KEYS));
+        assert_eq!(keys(&s["properties"]["expect"]), sorted(Metric::NAMES));
+        assert_eq!(keys(&s["properties"]["trials"]), sorted(TRIALS_KEYS));
+    }
+}

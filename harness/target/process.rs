@@ -1,0 +1,371 @@
+//! The process backend: a target is a local program, supervised by a thread
+//! that restarts it per policy. Each incarnation leads its own process group
+//! (so signals reach everything it spawned) and writes its output to
+//! `logs/<target>.<n>.log` in the trial directory.
+
+use std::fs::{self, File};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+use super::reaper::{self, Exit};
+use super::{procfs, HostProcess, Target, TargetError};
+use crate::fault::journal::{self, Entry, Journal};
+use crate::runner::history::{EventKind, Recorder};
+use crate::scenario::template;
+use crate::scenario::{RestartPolicy, TargetPlan};
+
+/// Where a target lives in one trial.
+pub struct ProcessContext {
+    pub trial: u32,
+    pub run_dir: PathBuf,
+    pub trial_dir: PathBuf,
+    pub port: u16,
+    pub recorder: Recorder,
+    pub journal: Arc<Journal>,
+}
+
+pub struct ProcessTarget {
+    inner: Arc<Inner>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Inner {
+    plan: TargetPlan,
+    ctx: ProcessContext,
+    data_dir: PathBuf,
+    log_dir: PathBuf,
+    vars: Vec<(&'static str, String)>,
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    current: Option<HostProcess>,
+    incarnations: u32,
+    stopping: bool,
+    restart_requested: bool,
+}
+
+impl ProcessTarget {
+    pub fn new(plan: &TargetPlan, ctx: ProcessContext) -> Result<ProcessTarget, TargetError> {
+        let data_dir = ctx.trial_dir.join("data").join(&plan.name);
+        let log_dir = ctx.trial_dir.join("logs");
+        let io = |source| TargetError::Io { target: plan.name.clone(), source };
+        fs::create_dir_all(&data_dir).map_err(io)?;
+        fs::create_dir_all(&log_dir).map_err(io)?;
+        let vars = vec![
+            ("port", ctx.port.to_string()),
+            ("data_dir", data_dir.display().to_string()),
+            ("run_dir", ctx.run_dir.display().to_string()),
+            ("trial", ctx.trial.to_string()),
+            ("target", plan.name.clone()),
+        ];
+        let inner = Inner { plan: plan.clone(), ctx, data_dir, log_dir, vars, state: Mutex::default(), changed: Condvar::new() };
+        Ok(ProcessTarget { inner: Arc::new(inner), supervisor: Mutex::new(None) })
+    }
+}
+
+impl Inner {
+    fn name(&self) -> &str {
+        &self.plan.name
+    }
+
+    /// Renders templates and resolves `crashlab` to this very binary, so that
+    /// scenarios work from `cargo run` and after `cargo install` alike.
+    fn command(&self, argv: &[String]) -> Command {
+        let argv: Vec<String> = argv.iter().map(|a| template::render(a, &self.vars)).collect();
+        let program = if argv[0] == "crashlab" {
+            std::env::current_exe().unwrap_or_else(|_| PathBuf::from("crashlab"))
+        } else {
+            PathBuf::from(&argv[0])
+        };
+        let mut command = Command::new(program);
+        command.args(&argv[1..]).envs(self.plan.env.iter().map(|(k, v)| (k, template::render(v, &self.vars))));
+        command.current_dir(&self.ctx.trial_dir);
+        command
+    }
+
+    fn spawn(&self, state: &mut State) -> Result<Receiver<Exit>, TargetError> {
+        let incarnation = state.incarnations + 1;
+        let log_path = self.log_dir.join(format!("{}.{incarnation}.log", self.name()));
+        let io = |source| TargetError::Io { target: self.name().to_string(), source };
+        let log = File::create(&log_path).map_err(io)?;
+        let mut command = self.command(&self.plan.command);
+        command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(io)?)
+            .stderr(log)
+            .process_group(0);
+        let (child, exited) = reaper::spawn(&mut command).map_err(|source| TargetError::Spawn {
+            target: self.name().to_string(),
+            program: self.plan.command[0].clone(),
+            source,
+        })?;
+        let pid = child.id() as i32;
+        let start_time = procfs::stat(pid).map_or(0, |s| s.start_time);
+        // The journal entry lands just after the fork: the process exists,
+        // and cleanup can find it even if we are killed right now.
+        let _ = self.ctx.journal.append(&Entry::TargetStarted {
+            trial: self.ctx.trial,
+            target: self.name().to_string(),
+            pid,
+            start_time,
+        });
+        self.ctx.recorder.record(EventKind::TargetStarted { target: self.name().to_string(), incarnation, pid });
+        state.incarnations = incarnation;
+        state.current = Some(HostProcess { pid, start_time, incarnation });
+        self.changed.notify_all();
+        Ok(exited)
+    }
+
+    /// Runs until told to stop: waits for each incarnation's exit and starts
+    /// the next one as the policy says.
+    fn supervise(self: Arc<Self>, mut exited: Receiver<Exit>) {
+        loop {
+            let exit = exited.recv().ok();
+            let mut state = self.state.lock().unwrap();
+            if let Some(process) = state.current.take() {
+                self.ctx.recorder.record(EventKind::TargetExited {
+                    target: self.name().to_string(),
+                    incarnation: process.incarnation,
+                    pid: process.pid,
+                    status: exit.map_or("unknown".into(), |e| e.to_string()),
+                });
+                let _ = self.ctx.journal.append(&Entry::TargetExited {
+                    trial: self.ctx.trial,
+                    target: self.name().to_string(),
+                    pid: process.pid,
+                });
+                // Whatever the leader left running in its group goes with it.
+                kill_group(process, Signal::SIGKILL);
+            }
+            self.changed.notify_all();
+            // Wait for the moment to start again, or for the end.
+            let delay = match self.plan.restart {
+                RestartPolicy::Always { delay } => Some(delay),
+                RestartPolicy::Never => None,
+            };
+            let deadline = delay.map(|d| Instant::now() + d);
+            loop {
+                if state.stopping {
+                    return;
+                }
+                if state.restart_requested {
+                    state.restart_requested = false;
+                    break;
+                }
+                match deadline {
+                    Some(at) if Instant::now() >= at => break,
+                    Some(at) => state = self.changed.wait_timeout(state, at - Instant::now()).unwrap().0,
+                    None => state = self.changed.wait(state).unwrap(),
+                }
+            }
+            match self.spawn(&mut state) {
+                Ok(rx) => exited = rx,
+                Err(e) => {
+                    // Keep trying per policy: the probe shows the outage.
+                    eprintln!("crashlab: {e}");
+                    drop(state);
+                    thread::sleep(Duration::from_millis(100));
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    drop(tx);
+                    exited = rx;
+                }
+            }
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after the stop timeout; returns once it exited.
+    fn stop_current(&self, mut state: std::sync::MutexGuard<'_, State>) {
+        let Some(process) = state.current else { return };
+        // A paused process cannot act on SIGTERM.
+        kill_group(process, Signal::SIGCONT);
+        kill_group(process, Signal::SIGTERM);
+        let mut deadline = Instant::now() + self.plan.stop_timeout;
+        let mut killed = false;
+        while state.current == Some(process) {
+            let now = Instant::now();
+            if now >= deadline {
+                if killed {
+                    eprintln!("crashlab: target `{}` (pid {}) did not exit after SIGKILL", self.name(), process.pid);
+                    return;
+                }
+                kill_group(process, Signal::SIGKILL);
+                killed = true;
+                deadline = now + Duration::from_secs(5);
+                continue;
+            }
+            state = self.changed.wait_timeout(state, deadline - now).unwrap().0;
+        }
+    }
+
+    fn current(&self) -> Result<HostProcess, TargetError> {
+        self.state.lock().unwrap().current.ok_or_else(|| TargetError::NotRunning { target: self.name().to_string() })
+    }
+
+    fn signal(&self, signal: Signal) -> Result<HostProcess, TargetError> {
+        let process = self.current()?;
+        killpg(Pid::from_raw(process.pid), signal).map_err(|source| TargetError::Signal {
+            target: self.name().to_string(),
+            signal: signal.as_str(),
+            source,
+        })?;
+        Ok(process)
+    }
+}
+
+/// Signals every live member of a target incarnation's group.
+fn kill_group(process: HostProcess, signal: Signal) {
+    if killpg(Pid::from_raw(process.pid), signal).is_err() {
+        // The leader is gone: signal the members one by one, if any remain.
+        for pid in procfs::group_members(process.pid, process.start_time) {
+            let _ = nix::sys::signal::kill(pid, signal);
+        }
+    }
+}
+
+impl Target for ProcessTarget {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn start(&self) -> Result<(), TargetError> {
+        for hook in &self.inner.plan.before_start {
+            run_hook(self, hook)?;
+        }
+        let exited = {
+            let mut state = self.inner.state.lock().unwrap();
+            state.stopping = false;
+            self.inner.spawn(&mut state)?
+        };
+        let inner = Arc::clone(&self.inner);
+        let handle = thread::Builder::new()
+            .name(format!("supervise-{}", self.name()))
+            .spawn(move || inner.supervise(exited))
+            .map_err(|source| TargetError::Io { target: self.name().to_string(), source })?;
+        *self.supervisor.lock().unwrap() = Some(handle);
+        Ok(())
+    }
+
+    fn signal(&self, signal: Signal) -> Result<HostProcess, TargetError> {
+        self.inner.signal(signal)
+    }
+
+    fn pause(&self) -> Result<HostProcess, TargetError> {
+        self.inner.signal(Signal::SIGSTOP)
+    }
+
+    fn resume(&self, which: HostProcess) -> Result<(), TargetError> {
+        kill_group(which, Signal::SIGCONT);
+        Ok(())
+    }
+
+    fn restart(&self) -> Result<HostProcess, TargetError> {
+        let process = self.inner.current()?;
+        let mut state = self.inner.state.lock().unwrap();
+        state.restart_requested = true;
+        self.inner.stop_current(state);
+        Ok(process)
+    }
+
+    fn stop(&self) {
+        let Some(handle) = self.supervisor.lock().unwrap().take() else { return };
+        let mut state = self.inner.state.lock().unwrap();
+        state.stopping = true;
+        self.inner.changed.notify_all();
+        self.inner.stop_current(state);
+        let _ = handle.join();
+        for hook in &self.inner.plan.after_stop {
+            if let Err(e) = run_hook(self, hook) {
+                eprintln!("crashlab: {e}");
+            }
+        }
+    }
+
+    fn exec(&self, argv: &[String], timeout: Duration) -> Result<reaper::Output, TargetError> {
+        let mut command = self.inner.command(argv);
+        reaper::run(&mut command, timeout).map_err(|source| TargetError::Spawn {
+            target: self.name().to_string(),
+            program: argv[0].clone(),
+            source,
+        })
+    }
+
+    fn host_process(&self) -> Option<HostProcess> {
+        self.inner.state.lock().unwrap().current
+    }
+
+    fn port(&self) -> u16 {
+        self.inner.ctx.port
+    }
+
+    fn data_dirs(&self) -> Vec<PathBuf> {
+        vec![self.inner.data_dir.clone()]
+    }
+
+    fn last_log_lines(&self, n: usize) -> Vec<String> {
+        let incarnations = self.inner.state.lock().unwrap().incarnations;
+        let mut lines = Vec::new();
+        for i in (1..=incarnations).rev() {
+            let path = self.inner.log_dir.join(format!("{}.{i}.log", self.name()));
+            let text = fs::read_to_string(&path).unwrap_or_default();
+            let mut these: Vec<String> = text.lines().map(|l| format!("[{}.{i}] {l}", self.name())).collect();
+            these.append(&mut lines);
+            lines = these;
+            if lines.len() >= n {
+                break;
+            }
+        }
+        let skip = lines.len().saturating_sub(n);
+        lines.split_off(skip)
+    }
+}
+
+const HOOK_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn run_hook(target: &ProcessTarget, argv: &[String]) -> Result<(), TargetError> {
+    let output = target.exec(argv, HOOK_TIMEOUT)?;
+    if output.exit.is_some_and(Exit::success) {
+        return Ok(());
+    }
+    Err(TargetError::Hook {
+        target: target.name().to_string(),
+        command: argv.join(" "),
+        detail: format!(
+            "{}{}",
+            output.exit.map_or("did not finish".into(), |e| e.to_string()),
+            if output.stderr.trim().is_empty() { String::new() } else { format!(": {}", output.stderr.trim()) }
+        ),
+    })
+}
+
+impl Drop for ProcessTarget {
+    /// The backstop: a target never outlives its handle.
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Used by `journal::cleanup` callers and tests: whether any process of the
+/// run in `run_dir` is still alive.
+pub fn run_processes_alive(run_dir: &Path) -> std::io::Result<Vec<i32>> {
+    let entries = journal::read(run_dir)?;
+    Ok(entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::TargetStarted { pid, start_time, .. } => Some(procfs::group_members(*pid, *start_time)),
+            _ => None,
+        })
+        .flatten()
+        .map(|p| p.as_raw())
+        .collect())
+}

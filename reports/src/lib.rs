@@ -1,0 +1,158 @@
+//! The crashlab `RunReport` schema and its writers.
+//!
+//! A writer formats a report; it never decides a verdict. The JSON form is a
+//! contract (DESIGN.md): fields are added, never renamed or removed, without a
+//! new `format_version`.
+
+mod stats;
+mod text;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use stats::Stats;
+pub use text::render_text;
+
+/// Bumped when a field changes meaning or disappears.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Unknown,
+}
+
+impl Verdict {
+    /// Fail beats unknown beats pass.
+    pub fn combine(self, other: Verdict) -> Verdict {
+        use Verdict::*;
+        match (self, other) {
+            (Fail, _) | (_, Fail) => Fail,
+            (Unknown, _) | (_, Unknown) => Unknown,
+            _ => Pass,
+        }
+    }
+
+    pub fn all(verdicts: impl IntoIterator<Item = Verdict>) -> Verdict {
+        verdicts.into_iter().fold(Verdict::Pass, Verdict::combine)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunReport {
+    pub format_version: u32,
+    pub scenario: String,
+    pub seed: u64,
+    pub verdict: Verdict,
+    /// The run stopped early (Ctrl-C, or the harness hit an error).
+    pub interrupted: bool,
+    /// Why the run stopped early, if it did.
+    pub error: Option<String>,
+    pub trials: Vec<TrialReport>,
+    pub summary: Summary,
+    pub expectations: Vec<ExpectationReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrialReport {
+    pub index: u32,
+    pub seed: u64,
+    pub verdict: Verdict,
+    pub faults: Vec<FaultReport>,
+    /// Worst recovery time of the trial's faults; null if one never recovered.
+    pub rto_ms: Option<f64>,
+    pub ttd_ms: Option<f64>,
+    pub rpo: Rpo,
+    pub ops: OpCounts,
+    pub checks: Vec<CheckReport>,
+    /// Last lines of each target's output, kept when the trial did not pass.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub target_logs: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FaultReport {
+    pub kind: String,
+    pub target: String,
+    /// When the schedule asked for it (from the seed).
+    pub scheduled_at_ms: f64,
+    pub injected_at_ms: f64,
+    pub healed_at_ms: Option<f64>,
+    /// Fault to the first failed probe.
+    pub ttd_ms: Option<f64>,
+    /// Fault to the start of the target's next incarnation (if it restarted).
+    pub restart_ms: Option<f64>,
+    /// Fault to the start of the first sustained healthy window.
+    pub rto_ms: Option<f64>,
+    /// Heal to the start of the first sustained healthy window (transient faults).
+    pub rto_from_heal_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Rpo {
+    /// Whether the store could be read back; if not, the counts are unknown.
+    pub read_back: bool,
+    pub acked_writes: u64,
+    pub lost_acked: Option<u64>,
+    /// `t_fault - t_ack` of the oldest lost acknowledged write.
+    pub window_ms: Option<f64>,
+    pub unknown_writes: u64,
+    pub phantom: Option<u64>,
+    pub corrupted: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OpCounts {
+    pub invoked: u64,
+    pub ok: u64,
+    pub fail: u64,
+    pub unknown: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckReport {
+    pub name: String,
+    pub verdict: Verdict,
+    pub expected: String,
+    pub observed: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Summary {
+    pub trials: u32,
+    pub never_recovered: u32,
+    pub rto_ms: Stats,
+    pub ttd_ms: Stats,
+    pub lost_acked: Stats,
+    pub window_ms: Stats,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExpectationReport {
+    pub name: String,
+    pub expected: String,
+    /// The worst value over the trials.
+    pub observed: String,
+    pub verdict: Verdict,
+}
+
+impl RunReport {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report serializes")
+    }
+
+    pub fn from_json(text: &str) -> serde_json::Result<RunReport> {
+        serde_json::from_str(text)
+    }
+}

@@ -1,0 +1,72 @@
+//! The concise terminal summary of a run.
+
+use std::fmt::Write;
+
+use crate::{RunReport, Stats, Verdict};
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.1}"))
+}
+
+fn count(v: Option<u64>) -> String {
+    v.map_or("?".into(), |v| v.to_string())
+}
+
+/// A table of trials, the summary percentiles and the expectations.
+pub fn render_text(report: &RunReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "scenario {}  seed {}", report.scenario, report.seed);
+    let _ = writeln!(
+        out,
+        "{:>5}  {:>7}  {:>10}  {:>8}  {:>10}  {:>6}  {:>7}  {:>9}  {:>7}",
+        "trial", "verdict", "rto_ms", "ttd_ms", "restart_ms", "acked", "lost", "window_ms", "unknown"
+    );
+    for t in &report.trials {
+        let restart = t.faults.iter().filter_map(|f| f.restart_ms).reduce(f64::max);
+        let rto = if t.rto_ms.is_none() && !t.faults.is_empty() { "never".into() } else { ms(t.rto_ms) };
+        let _ = writeln!(
+            out,
+            "{:>5}  {:>7}  {:>10}  {:>8}  {:>10}  {:>6}  {:>7}  {:>9}  {:>7}",
+            t.index,
+            t.verdict.as_str(),
+            rto,
+            ms(t.ttd_ms),
+            ms(restart),
+            t.rpo.acked_writes,
+            count(t.rpo.lost_acked),
+            ms(t.rpo.window_ms),
+            t.rpo.unknown_writes,
+        );
+    }
+    if report.trials.len() > 1 {
+        let line = |name: &str, s: &Stats| {
+            format!(
+                "{name:<11} min {}  p50 {}  p95 {}  p99 {}  max {}\n",
+                ms(s.min),
+                ms(s.p50),
+                ms(s.p95),
+                ms(s.p99),
+                ms(s.max)
+            )
+        };
+        out.push_str(&line("rto_ms", &report.summary.rto_ms));
+        out.push_str(&line("lost_acked", &report.summary.lost_acked));
+        out.push_str(&line("window_ms", &report.summary.window_ms));
+        if report.summary.never_recovered > 0 {
+            let _ = writeln!(out, "never recovered in {} trial(s)", report.summary.never_recovered);
+        }
+    }
+    for e in &report.expectations {
+        let _ = writeln!(out, "expect {:<28} observed {:<18} {}", e.expected, e.observed, e.verdict.as_str());
+    }
+    for t in report.trials.iter().filter(|t| t.verdict != Verdict::Pass) {
+        for c in t.checks.iter().filter(|c| c.verdict != Verdict::Pass) {
+            let _ = writeln!(out, "trial {}: {} {}: expected {}, observed {}", t.index, c.name, c.verdict.as_str(), c.expected, c.observed);
+        }
+    }
+    if let Some(error) = &report.error {
+        let _ = writeln!(out, "stopped early: {error}");
+    }
+    let _ = writeln!(out, "verdict: {}", report.verdict.as_str().to_uppercase());
+    out
+}
