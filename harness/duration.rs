@@ -31,6 +31,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .ok_or_else(|| DurationError(format!("`{text}` has no unit; {EXPECTED}")))?;
     let (number, unit) = text.split_at(split);
+    let unit = unit.trim_start();
     let scale = UNITS
         .iter()
         .find(|(name, _)| *name == unit)
@@ -128,7 +129,8 @@ mod tests {
     fn rejects_bad_input_with_a_reason() {
         assert!(parse_duration("-1s").unwrap_err().0.contains("negative"));
         assert!(parse_duration("5").unwrap_err().0.contains("no unit"));
-        assert!(parse_duration("5 parsecs").unwrap_err().0.contains("unknown unit"));
+        assert!(parse_duration("5 parsecs").unwrap_err().0.contains("unknown unit `parsecs`"));
+        assert_eq!(parse_duration("5 s").unwrap(), Duration::from_secs(5));
         assert!(parse_duration("1.2.3s").is_err());
         assert!(parse_time_spec("4s..2s").unwrap_err().0.contains("ends before"));
     }

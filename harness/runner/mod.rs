@@ -61,13 +61,16 @@ pub const HISTORY_FILE: &str = "history.jsonl";
 pub const REPORT_FILE: &str = "report.json";
 pub const SCENARIO_FILE: &str = "scenario.toml";
 
+/// Seeds stay below 2^53 so that every JSON reader keeps them exact.
+const JSON_SAFE: u64 = (1 << 53) - 1;
+
 /// The seed of trial `index`: distinct per trial, the same for the same run seed.
 pub fn trial_seed(seed: u64, index: u32) -> u64 {
     // splitmix64 of the pair, so neighbouring seeds give unrelated schedules.
     let mut z = seed ^ (u64::from(index)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    (z ^ (z >> 31)) & JSON_SAFE
 }
 
 /// Runs every trial, writes `history.jsonl` and `report.json`, and returns
@@ -91,7 +94,7 @@ pub fn run(
     let history_path = run_dir.join(HISTORY_FILE);
     let _ = std::fs::remove_file(&history_path);
     let journal = Arc::new(Journal::create(&run_dir).map_err(io("cannot create the fault journal".into()))?);
-    let seed = options.seed.or(plan.trials.seed).unwrap_or_else(rand::random);
+    let seed = options.seed.or(plan.trials.seed).unwrap_or_else(|| rand::random::<u64>() & JSON_SAFE);
     let count = options.trials.unwrap_or(plan.trials.count);
 
     let mut trials = Vec::new();

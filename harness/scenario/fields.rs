@@ -78,8 +78,9 @@ impl<'a, 'i> Fields<'a, 'i> {
         self.str(key, d)
     }
 
-    /// A string that must be one of `choices`.
-    pub fn choice(&self, key: &str, choices: &[&'static str], d: &mut Diagnostics) -> Option<(&'static str, Span)> {
+    /// A string that must be one of `choices`; `noun` names it in messages
+    /// ("fault kind").
+    pub fn choice(&self, key: &str, noun: &str, choices: &[&'static str], d: &mut Diagnostics) -> Option<(&'static str, Span)> {
         let (text, span) = self.str(key, d)?;
         match choices.iter().find(|c| **c == text) {
             Some(c) => Some((c, span)),
@@ -87,7 +88,7 @@ impl<'a, 'i> Fields<'a, 'i> {
                 d.error(
                     span,
                     format!(
-                        "unknown {key} `{text}` in {}{}; expected one of: {}",
+                        "unknown {noun} `{text}` in {}{}; expected one of: {}",
                         self.what,
                         did_you_mean(text, choices.iter().copied()),
                         choices.join(", ")

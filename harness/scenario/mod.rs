@@ -249,7 +249,7 @@ fn compile_target(name: String, f: &Fields, d: &mut Diagnostics) -> Option<Targe
         Some((t, span)) => {
             let r = Fields::new(t, span, format!("`restart` of {}", f.what), RESTART_KEYS, d);
             let delay = r.duration("delay", d).unwrap_or(Duration::ZERO);
-            match r.choice("policy", &["always", "never"], d) {
+            match r.choice("policy", "restart policy", &["always", "never"], d) {
                 Some(("never", _)) => Some(RestartPolicy::Never),
                 Some(_) => Some(RestartPolicy::Always { delay }),
                 None if r.get("policy").is_none() => Some(RestartPolicy::Always { delay }),
@@ -283,7 +283,7 @@ fn port(f: &Fields, d: &mut Diagnostics) -> Option<PortRef> {
 }
 
 fn compile_probe(f: &Fields, d: &mut Diagnostics) -> Option<ProbePlan> {
-    let kind = match f.choice("kind", PROBE_KINDS, d) {
+    let kind = match f.choice("kind", "probe kind", PROBE_KINDS, d) {
         Some((kind, _)) => kind,
         None if f.get("kind").is_none() => {
             d.error(f.span.clone(), format!("missing key `kind` in {}; expected one of: {}", f.what, PROBE_KINDS.join(", ")));
@@ -326,7 +326,7 @@ fn target_ref(f: &Fields, targets: &[&str], d: &mut Diagnostics) -> Option<Strin
 }
 
 fn compile_workload(f: &Fields, targets: &[&str], d: &mut Diagnostics) -> Option<WorkloadPlan> {
-    let kind = match f.choice("kind", WORKLOAD_KINDS, d) {
+    let kind = match f.choice("kind", "workload kind", WORKLOAD_KINDS, d) {
         Some(_) => Some(WorkloadKind::DemoKv),
         None if f.get("kind").is_none() => {
             d.error(f.span.clone(), "missing key `kind` in [workload]; expected `demo-kv`");
@@ -352,7 +352,7 @@ fn signal_names() -> Vec<&'static str> {
 }
 
 fn compile_fault(f: &Fields, targets: &[&str], workload: Option<&WorkloadPlan>, d: &mut Diagnostics) -> Option<FaultPlan> {
-    let kind = match f.choice("kind", FAULT_KINDS, d) {
+    let kind = match f.choice("kind", "fault kind", FAULT_KINDS, d) {
         Some((kind, _)) => Some(kind),
         None if f.get("kind").is_none() => {
             d.error(f.span.clone(), format!("missing key `kind` in {}; expected one of: {}", f.what, FAULT_KINDS.join(", ")));

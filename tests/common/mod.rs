@@ -1,0 +1,79 @@
+//! Helpers shared by the end-to-end tests: run the real binary, read what it wrote.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+pub fn crashlab() -> Command {
+    Command::cargo_bin("crashlab").expect("the crashlab binary is built")
+}
+
+pub fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name)
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// A finished `crashlab run`: its exit code, report and run directory.
+pub struct Run {
+    pub code: i32,
+    pub report: Value,
+    pub dir: PathBuf,
+    pub output: Output,
+    _tmp: tempfile::TempDir,
+}
+
+impl Run {
+    pub fn trials(&self) -> &Vec<Value> {
+        self.report["trials"].as_array().expect("trials[]")
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    /// The history events of one trial.
+    pub fn history(&self, trial: u64) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.join("history.jsonl"))
+            .expect("history.jsonl")
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
+            .filter(|e| e["trial"].as_u64() == Some(trial))
+            .collect()
+    }
+}
+
+/// Runs a scenario file into a fresh temporary run directory.
+pub fn run(scenario: &Path, args: &[&str]) -> Run {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let dir = tmp.path().join("run");
+    let output = crashlab()
+        .arg("run")
+        .arg(scenario)
+        .arg("--out")
+        .arg(&dir)
+        .args(args)
+        .timeout(std::time::Duration::from_secs(300))
+        .output()
+        .expect("crashlab runs");
+    let report = std::fs::read_to_string(dir.join("report.json"))
+        .map(|t| serde_json::from_str(&t).expect("report.json is JSON"))
+        .unwrap_or(Value::Null);
+    Run { code: output.status.code().unwrap_or(-1), report, dir, output, _tmp: tmp }
+}
+
+/// Writes a scenario into a temp dir and returns its path (kept alive by the dir).
+pub fn write_scenario(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("scenario written");
+    path
+}
