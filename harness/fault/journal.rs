@@ -20,10 +20,29 @@ pub const FILE_NAME: &str = "faults.journal";
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Entry {
     /// A target incarnation, leader of its own process group (pgid == pid).
-    TargetStarted { trial: u32, target: String, pid: i32, start_time: u64 },
-    TargetExited { trial: u32, target: String, pid: i32 },
-    Injected { trial: u32, fault: usize, kind: String, target: String, pid: i32, start_time: u64 },
-    Healed { trial: u32, fault: usize },
+    TargetStarted {
+        trial: u32,
+        target: String,
+        pid: i32,
+        start_time: u64,
+    },
+    TargetExited {
+        trial: u32,
+        target: String,
+        pid: i32,
+    },
+    Injected {
+        trial: u32,
+        fault: usize,
+        kind: String,
+        target: String,
+        pid: i32,
+        start_time: u64,
+    },
+    Healed {
+        trial: u32,
+        fault: usize,
+    },
     /// The harness finished its own teardown.
     Finished,
 }
@@ -37,7 +56,10 @@ impl Journal {
     pub fn create(run_dir: &Path) -> io::Result<Journal> {
         let path = run_dir.join(FILE_NAME);
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        Ok(Journal { path, file: Mutex::new(file) })
+        Ok(Journal {
+            path,
+            file: Mutex::new(file),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -56,7 +78,8 @@ impl Journal {
 
 pub fn read(run_dir: &Path) -> io::Result<Vec<Entry>> {
     let path = run_dir.join(FILE_NAME);
-    let file = File::open(&path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let file = File::open(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     let mut entries = Vec::new();
     for line in BufReader::new(file).lines() {
         // A line torn by a killed harness is the last one; what precedes it counts.
@@ -85,8 +108,18 @@ pub fn cleanup(run_dir: &Path) -> io::Result<Cleanup> {
     let entries = read(run_dir)?;
     let mut done = Cleanup::default();
     for entry in &entries {
-        if let Entry::Injected { trial, fault, kind, pid, start_time, .. } = entry {
-            let healed = entries.iter().any(|e| matches!(e, Entry::Healed { trial: t, fault: f } if t == trial && f == fault));
+        if let Entry::Injected {
+            trial,
+            fault,
+            kind,
+            pid,
+            start_time,
+            ..
+        } = entry
+        {
+            let healed = entries.iter().any(
+                |e| matches!(e, Entry::Healed { trial: t, fault: f } if t == trial && f == fault),
+            );
             if kind == "pause" && !healed {
                 let members = procfs::group_members(*pid, *start_time);
                 for member in &members {
@@ -101,7 +134,9 @@ pub fn cleanup(run_dir: &Path) -> io::Result<Cleanup> {
     let groups: Vec<(i32, u64)> = entries
         .iter()
         .filter_map(|e| match e {
-            Entry::TargetStarted { pid, start_time, .. } => Some((*pid, *start_time)),
+            Entry::TargetStarted {
+                pid, start_time, ..
+            } => Some((*pid, *start_time)),
             _ => None,
         })
         .collect();
@@ -113,7 +148,10 @@ pub fn cleanup(run_dir: &Path) -> io::Result<Cleanup> {
 /// still there after `grace`. Returns the pids that were signalled.
 pub fn stop_groups(groups: &[(i32, u64)], grace: Duration) -> Vec<i32> {
     let members = || -> Vec<nix::unistd::Pid> {
-        groups.iter().flat_map(|(pgid, since)| procfs::group_members(*pgid, *since)).collect()
+        groups
+            .iter()
+            .flat_map(|(pgid, since)| procfs::group_members(*pgid, *since))
+            .collect()
     };
     let first = members();
     for pid in &first {

@@ -35,20 +35,69 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum EventKind {
-    TrialStarted { seed: u64, scheduled_ms: Vec<f64> },
-    TargetStarted { target: String, incarnation: u32, pid: i32 },
-    TargetExited { target: String, incarnation: u32, pid: i32, status: String },
+    TrialStarted {
+        seed: u64,
+        scheduled_ms: Vec<f64>,
+    },
+    TargetStarted {
+        target: String,
+        incarnation: u32,
+        pid: i32,
+    },
+    TargetExited {
+        target: String,
+        incarnation: u32,
+        pid: i32,
+        status: String,
+    },
     WorkloadStarted,
     WorkloadEnded,
-    FaultInjected { fault: usize, kind: String, target: String, scheduled_ms: f64, detail: String },
-    FaultHealed { fault: usize, target: String },
-    Probe { target: String, healthy: bool, latency_ms: f64, #[serde(default, skip_serializing_if = "Option::is_none")] detail: Option<String> },
-    Invoke { op: u64, key: String, value: String },
-    Complete { op: u64, outcome: Outcome, #[serde(default, skip_serializing_if = "Option::is_none")] error: Option<String> },
-    ReadBack { target: String, items: Vec<(String, String)> },
-    ReadBackFailed { target: String, error: String },
-    TargetLog { target: String, lines: Vec<String> },
-    TrialEnded { interrupted: bool, #[serde(default, skip_serializing_if = "Option::is_none")] error: Option<String> },
+    FaultInjected {
+        fault: usize,
+        kind: String,
+        target: String,
+        scheduled_ms: f64,
+        detail: String,
+    },
+    FaultHealed {
+        fault: usize,
+        target: String,
+    },
+    Probe {
+        target: String,
+        healthy: bool,
+        latency_ms: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    Invoke {
+        op: u64,
+        key: String,
+        value: String,
+    },
+    Complete {
+        op: u64,
+        outcome: Outcome,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    ReadBack {
+        target: String,
+        items: Vec<(String, String)>,
+    },
+    ReadBackFailed {
+        target: String,
+        error: String,
+    },
+    TargetLog {
+        target: String,
+        lines: Vec<String>,
+    },
+    TrialEnded {
+        interrupted: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
 }
 
 /// Collects one trial's events from every thread.
@@ -60,7 +109,10 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new(trial: u32) -> Self {
-        Recorder { trial, events: Arc::new(Mutex::new(Vec::with_capacity(1 << 14))) }
+        Recorder {
+            trial,
+            events: Arc::new(Mutex::new(Vec::with_capacity(1 << 14))),
+        }
     }
 
     /// Records an event that happens now.
@@ -84,7 +136,11 @@ impl Recorder {
                 } else {
                     -((origin - at).as_secs_f64() * 1000.0)
                 };
-                Event { trial: self.trial, t_ms, kind }
+                Event {
+                    trial: self.trial,
+                    t_ms,
+                    kind,
+                }
             })
             .collect()
     }
@@ -111,7 +167,10 @@ pub fn load(path: &Path) -> io::Result<Vec<Vec<Event>>> {
             continue;
         }
         let event: Event = serde_json::from_str(&line).map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("{}:{}: {e}", path.display(), n + 1))
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}:{}: {e}", path.display(), n + 1),
+            )
         })?;
         let i = event.trial as usize;
         if trials.len() <= i {

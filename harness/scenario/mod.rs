@@ -28,26 +28,64 @@ use crate::duration::format_duration;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read scenario {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Invalid(Diagnostics),
 }
 
 /// Reads and compiles a scenario file.
 pub fn load(path: &Path) -> Result<Plan, LoadError> {
-    let source = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+    let source = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     compile(path, &source).map_err(LoadError::Invalid)
 }
 
-pub const TOP_KEYS: &[&str] = &["name", "description", "target", "workload", "fault", "expect", "trials"];
-pub const TARGET_KEYS: &[&str] =
-    &["kind", "command", "env", "restart", "stop_timeout", "probe", "before_start", "after_stop"];
+pub const TOP_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "target",
+    "workload",
+    "fault",
+    "expect",
+    "trials",
+];
+pub const TARGET_KEYS: &[&str] = &[
+    "kind",
+    "command",
+    "env",
+    "restart",
+    "stop_timeout",
+    "probe",
+    "before_start",
+    "after_stop",
+];
 pub const TARGET_KINDS: &[&str] = &["process"];
 pub const RESTART_KEYS: &[&str] = &["policy", "delay"];
-pub const PROBE_KEYS: &[&str] =
-    &["kind", "port", "path", "status", "body_contains", "command", "interval", "timeout", "healthy_after"];
+pub const PROBE_KEYS: &[&str] = &[
+    "kind",
+    "port",
+    "path",
+    "status",
+    "body_contains",
+    "command",
+    "interval",
+    "timeout",
+    "healthy_after",
+];
 pub const PROBE_KINDS: &[&str] = &["tcp", "http", "command", "demo-kv"];
-pub const WORKLOAD_KEYS: &[&str] = &["kind", "target", "rate", "duration", "connections", "timeout"];
+pub const WORKLOAD_KEYS: &[&str] = &[
+    "kind",
+    "target",
+    "rate",
+    "duration",
+    "connections",
+    "timeout",
+];
 pub const WORKLOAD_KINDS: &[&str] = &["demo-kv"];
 pub const FAULT_KEYS: &[&str] = &["kind", "target", "at", "signal", "duration"];
 pub const FAULT_KINDS: &[&str] = &["kill", "pause", "restart"];
@@ -68,10 +106,21 @@ pub fn compile(path: &Path, source: &str) -> Result<Plan, Diagnostics> {
     }
     let root_span = root.span();
     let root = root.get_ref();
-    let top = Fields::new(root, root_span.start..root_span.start, "the scenario", TOP_KEYS, &mut d);
+    let top = Fields::new(
+        root,
+        root_span.start..root_span.start,
+        "the scenario",
+        TOP_KEYS,
+        &mut d,
+    );
 
-    let name = top.required_str("name", "a string naming the scenario", &mut d).map(|(s, _)| s.to_string());
-    let description = top.str("description", &mut d).map(|(s, _)| s.to_string()).unwrap_or_default();
+    let name = top
+        .required_str("name", "a string naming the scenario", &mut d)
+        .map(|(s, _)| s.to_string());
+    let description = top
+        .str("description", &mut d)
+        .map(|(s, _)| s.to_string())
+        .unwrap_or_default();
 
     let mut targets = Vec::new();
     match top.table("target", &mut d) {
@@ -79,16 +128,29 @@ pub fn compile(path: &Path, source: &str) -> Result<Plan, Diagnostics> {
             for (key, value) in table.iter() {
                 let name = key.get_ref().to_string();
                 let what = format!("[target.{name}]");
-                if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                    d.error(key.span(), format!("target name `{name}` may hold only letters, digits, `-` and `_`"));
+                if !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    d.error(
+                        key.span(),
+                        format!("target name `{name}` may hold only letters, digits, `-` and `_`"),
+                    );
                 }
                 match value.get_ref().as_table() {
-                    Some(t) => targets.extend(compile_target(name, &Fields::new(t, value.span(), what, TARGET_KEYS, &mut d), &mut d)),
+                    Some(t) => targets.extend(compile_target(
+                        name,
+                        &Fields::new(t, value.span(), what, TARGET_KEYS, &mut d),
+                        &mut d,
+                    )),
                     None => d.error(value.span(), format!("{what} must be a table")),
                 }
             }
         }
-        None => d.error(0..0, "missing `[target.<name>]`: a scenario needs at least one target"),
+        None => d.error(
+            0..0,
+            "missing `[target.<name>]`: a scenario needs at least one target",
+        ),
     }
     let target_names: Vec<&str> = root
         .get("target")
@@ -97,7 +159,11 @@ pub fn compile(path: &Path, source: &str) -> Result<Plan, Diagnostics> {
         .unwrap_or_default();
 
     let workload = top.table("workload", &mut d).and_then(|(t, span)| {
-        compile_workload(&Fields::new(t, span, "[workload]", WORKLOAD_KEYS, &mut d), &target_names, &mut d)
+        compile_workload(
+            &Fields::new(t, span, "[workload]", WORKLOAD_KEYS, &mut d),
+            &target_names,
+            &mut d,
+        )
     });
 
     let mut faults = Vec::new();
@@ -107,14 +173,28 @@ pub fn compile(path: &Path, source: &str) -> Result<Plan, Diagnostics> {
                 for (i, item) in items.iter().enumerate() {
                     match item.get_ref().as_table() {
                         Some(t) => {
-                            let f = Fields::new(t, item.span(), format!("[[fault]] #{}", i + 1), FAULT_KEYS, &mut d);
-                            faults.extend(compile_fault(&f, &target_names, workload.as_ref(), &mut d));
+                            let f = Fields::new(
+                                t,
+                                item.span(),
+                                format!("[[fault]] #{}", i + 1),
+                                FAULT_KEYS,
+                                &mut d,
+                            );
+                            faults.extend(compile_fault(
+                                &f,
+                                &target_names,
+                                workload.as_ref(),
+                                &mut d,
+                            ));
                         }
                         None => d.error(item.span(), "each [[fault]] must be a table"),
                     }
                 }
             }
-            None => d.error(value.span(), "`fault` must be an array of tables: write each as [[fault]]"),
+            None => d.error(
+                value.span(),
+                "`fault` must be an array of tables: write each as [[fault]]",
+            ),
         }
     }
 
@@ -122,16 +202,24 @@ pub fn compile(path: &Path, source: &str) -> Result<Plan, Diagnostics> {
     if let Some((t, span)) = top.table("expect", &mut d) {
         let f = Fields::new(t, span, "[expect]", Metric::NAMES, &mut d);
         for (key, value) in f.table.iter() {
-            let Ok(metric) = Metric::from_str(key.get_ref()) else { continue };
+            let Ok(metric) = Metric::from_str(key.get_ref()) else {
+                continue;
+            };
             match parse_expectation(metric, value.get_ref()) {
                 Ok(e) => expectations.push(e),
-                Err(message) => d.error(value.span(), format!("[expect] {key}: {message}", key = key.get_ref())),
+                Err(message) => d.error(
+                    value.span(),
+                    format!("[expect] {key}: {message}", key = key.get_ref()),
+                ),
             }
         }
     }
 
     let trials = match top.table("trials", &mut d) {
-        Some((t, span)) => compile_trials(&Fields::new(t, span, "[trials]", TRIALS_KEYS, &mut d), &mut d),
+        Some((t, span)) => compile_trials(
+            &Fields::new(t, span, "[trials]", TRIALS_KEYS, &mut d),
+            &mut d,
+        ),
         None => TrialsPlan::default(),
     };
 
@@ -171,8 +259,15 @@ fn check_templates(argv: &[String], span: &Span, what: &str, d: &mut Diagnostics
                             span.clone(),
                             format!(
                                 "unknown placeholder `{{{name}}}` in {what}{}; expected one of: {}",
-                                diagnostic::did_you_mean(name, template::PLACEHOLDERS.iter().copied()),
-                                template::PLACEHOLDERS.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(", ")
+                                diagnostic::did_you_mean(
+                                    name,
+                                    template::PLACEHOLDERS.iter().copied()
+                                ),
+                                template::PLACEHOLDERS
+                                    .iter()
+                                    .map(|p| format!("{{{p}}}"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             ),
                         );
                     }
@@ -185,7 +280,13 @@ fn check_templates(argv: &[String], span: &Span, what: &str, d: &mut Diagnostics
 
 fn command(f: &Fields, key: &str, required: bool, d: &mut Diagnostics) -> Option<Vec<String>> {
     if required && f.get(key).is_none() {
-        d.error(f.span.clone(), format!("missing key `{key}` in {}; expected an array such as [\"program\", \"arg\"]", f.what));
+        d.error(
+            f.span.clone(),
+            format!(
+                "missing key `{key}` in {}; expected an array such as [\"program\", \"arg\"]",
+                f.what
+            ),
+        );
         return None;
     }
     let (argv, span) = f.str_array(key, d)?;
@@ -198,23 +299,38 @@ fn command(f: &Fields, key: &str, required: bool, d: &mut Diagnostics) -> Option
 }
 
 fn hooks(f: &Fields, key: &str, d: &mut Diagnostics) -> Vec<Vec<String>> {
-    let Some(value) = f.get(key) else { return Vec::new() };
+    let Some(value) = f.get(key) else {
+        return Vec::new();
+    };
     let Some(items) = value.get_ref().as_array() else {
-        d.error(value.span(), format!("`{key}` in {} must be an array of commands, e.g. [[\"sh\", \"-c\", \"...\"]]", f.what));
+        d.error(
+            value.span(),
+            format!(
+                "`{key}` in {} must be an array of commands, e.g. [[\"sh\", \"-c\", \"...\"]]",
+                f.what
+            ),
+        );
         return Vec::new();
     };
     let mut out = Vec::new();
     for item in items.iter() {
-        let argv: Option<Vec<String>> = item
-            .get_ref()
-            .as_array()
-            .and_then(|a| a.iter().map(|s| s.get_ref().as_str().map(str::to_string)).collect());
+        let argv: Option<Vec<String>> = item.get_ref().as_array().and_then(|a| {
+            a.iter()
+                .map(|s| s.get_ref().as_str().map(str::to_string))
+                .collect()
+        });
         match argv {
             Some(argv) if !argv.is_empty() => {
                 check_templates(&argv, &item.span(), &format!("`{key}` in {}", f.what), d);
                 out.push(argv);
             }
-            _ => d.error(item.span(), format!("each of `{key}` in {} must be a command: an array of strings", f.what)),
+            _ => d.error(
+                item.span(),
+                format!(
+                    "each of `{key}` in {} must be a command: an array of strings",
+                    f.what
+                ),
+            ),
         }
     }
     out
@@ -240,12 +356,17 @@ fn compile_target(name: String, f: &Fields, d: &mut Diagnostics) -> Option<Targe
         for (key, value) in table.iter() {
             match value.get_ref().as_str() {
                 Some(v) => env.push((key.get_ref().to_string(), v.to_string())),
-                None => d.error(value.span(), format!("env values in {} must be strings", f.what)),
+                None => d.error(
+                    value.span(),
+                    format!("env values in {} must be strings", f.what),
+                ),
             }
         }
     }
     let restart = match f.table("restart", d) {
-        None => Some(RestartPolicy::Always { delay: Duration::ZERO }),
+        None => Some(RestartPolicy::Always {
+            delay: Duration::ZERO,
+        }),
         Some((t, span)) => {
             let r = Fields::new(t, span, format!("`restart` of {}", f.what), RESTART_KEYS, d);
             let delay = r.duration("delay", d).unwrap_or(Duration::ZERO);
@@ -257,9 +378,14 @@ fn compile_target(name: String, f: &Fields, d: &mut Diagnostics) -> Option<Targe
             }
         }
     };
-    let stop_timeout = f.duration("stop_timeout", d).unwrap_or(Duration::from_secs(5));
+    let stop_timeout = f
+        .duration("stop_timeout", d)
+        .unwrap_or(Duration::from_secs(5));
     let probe = match f.table("probe", d) {
-        Some((t, span)) => compile_probe(&Fields::new(t, span, format!("`probe` of {}", f.what), PROBE_KEYS, d), d),
+        Some((t, span)) => compile_probe(
+            &Fields::new(t, span, format!("`probe` of {}", f.what), PROBE_KEYS, d),
+            d,
+        ),
         None => {
             d.error(f.span.clone(), format!("missing key `probe` in {}; expected e.g. probe = {{ kind = \"tcp\", port = \"{{port}}\" }}", f.what));
             None
@@ -267,26 +393,51 @@ fn compile_target(name: String, f: &Fields, d: &mut Diagnostics) -> Option<Targe
     };
     let before_start = hooks(f, "before_start", d);
     let after_stop = hooks(f, "after_stop", d);
-    Some(TargetPlan { name, command: command?, env, restart: restart?, stop_timeout, probe: probe?, before_start, after_stop })
+    Some(TargetPlan {
+        name,
+        command: command?,
+        env,
+        restart: restart?,
+        stop_timeout,
+        probe: probe?,
+        before_start,
+        after_stop,
+    })
 }
 
 fn port(f: &Fields, d: &mut Diagnostics) -> Option<PortRef> {
-    let Some(value) = f.get("port") else { return Some(PortRef::Allocated) };
+    let Some(value) = f.get("port") else {
+        return Some(PortRef::Allocated);
+    };
     if let Some(text) = value.get_ref().as_str() {
         if text == "{port}" {
             return Some(PortRef::Allocated);
         }
-        d.error(value.span(), format!("`port` in {} must be \"{{port}}\" (the target's allocated port) or a number", f.what));
+        d.error(
+            value.span(),
+            format!(
+                "`port` in {} must be \"{{port}}\" (the target's allocated port) or a number",
+                f.what
+            ),
+        );
         return None;
     }
-    f.integer("port", 1, 65535, d).map(|p| PortRef::Fixed(p as u16))
+    f.integer("port", 1, 65535, d)
+        .map(|p| PortRef::Fixed(p as u16))
 }
 
 fn compile_probe(f: &Fields, d: &mut Diagnostics) -> Option<ProbePlan> {
     let kind = match f.choice("kind", "probe kind", PROBE_KINDS, d) {
         Some((kind, _)) => kind,
         None if f.get("kind").is_none() => {
-            d.error(f.span.clone(), format!("missing key `kind` in {}; expected one of: {}", f.what, PROBE_KINDS.join(", ")));
+            d.error(
+                f.span.clone(),
+                format!(
+                    "missing key `kind` in {}; expected one of: {}",
+                    f.what,
+                    PROBE_KINDS.join(", ")
+                ),
+            );
             return None;
         }
         None => return None,
@@ -296,16 +447,30 @@ fn compile_probe(f: &Fields, d: &mut Diagnostics) -> Option<ProbePlan> {
         "demo-kv" => ProbeKind::DemoKv { port: port(f, d)? },
         "http" => ProbeKind::Http {
             port: port(f, d)?,
-            path: f.str("path", d).map(|(s, _)| s.to_string()).unwrap_or_else(|| "/".into()),
+            path: f
+                .str("path", d)
+                .map(|(s, _)| s.to_string())
+                .unwrap_or_else(|| "/".into()),
             status: f.integer("status", 100, 599, d).unwrap_or(200) as u16,
             body_contains: f.str("body_contains", d).map(|(s, _)| s.to_string()),
         },
-        _ => ProbeKind::Command { argv: command(f, "command", true, d)? },
+        _ => ProbeKind::Command {
+            argv: command(f, "command", true, d)?,
+        },
     };
-    let interval = f.duration("interval", d).unwrap_or(Duration::from_millis(10));
-    let timeout = f.duration("timeout", d).unwrap_or(Duration::from_millis(500));
+    let interval = f
+        .duration("interval", d)
+        .unwrap_or(Duration::from_millis(10));
+    let timeout = f
+        .duration("timeout", d)
+        .unwrap_or(Duration::from_millis(500));
     let healthy_after = f.integer("healthy_after", 1, 10_000, d).unwrap_or(3) as u32;
-    Some(ProbePlan { kind, interval, timeout, healthy_after })
+    Some(ProbePlan {
+        kind,
+        interval,
+        timeout,
+        healthy_after,
+    })
 }
 
 fn target_ref(f: &Fields, targets: &[&str], d: &mut Diagnostics) -> Option<String> {
@@ -319,7 +484,11 @@ fn target_ref(f: &Fields, targets: &[&str], d: &mut Diagnostics) -> Option<Strin
             "`target` in {} names `{name}`, which is not a target of this scenario{}; targets: {}",
             f.what,
             diagnostic::did_you_mean(name, targets.iter().copied()),
-            if targets.is_empty() { "(none)".to_string() } else { targets.join(", ") }
+            if targets.is_empty() {
+                "(none)".to_string()
+            } else {
+                targets.join(", ")
+            }
         ),
     );
     None
@@ -329,7 +498,10 @@ fn compile_workload(f: &Fields, targets: &[&str], d: &mut Diagnostics) -> Option
     let kind = match f.choice("kind", "workload kind", WORKLOAD_KINDS, d) {
         Some(_) => Some(WorkloadKind::DemoKv),
         None if f.get("kind").is_none() => {
-            d.error(f.span.clone(), "missing key `kind` in [workload]; expected `demo-kv`");
+            d.error(
+                f.span.clone(),
+                "missing key `kind` in [workload]; expected `demo-kv`",
+            );
             None
         }
         None => None,
@@ -337,25 +509,49 @@ fn compile_workload(f: &Fields, targets: &[&str], d: &mut Diagnostics) -> Option
     let target = target_ref(f, targets, d);
     let rate = f.integer("rate", 1, 100_000, d).unwrap_or(100) as u32;
     let duration = if f.get("duration").is_none() {
-        d.error(f.span.clone(), "missing key `duration` in [workload]; expected a duration such as `6s`");
+        d.error(
+            f.span.clone(),
+            "missing key `duration` in [workload]; expected a duration such as `6s`",
+        );
         None
     } else {
         f.duration("duration", d)
     };
     let connections = f.integer("connections", 1, 1024, d).unwrap_or(8) as u32;
-    let timeout = f.duration("timeout", d).unwrap_or(Duration::from_millis(500));
-    Some(WorkloadPlan { kind: kind?, target: target?, rate, duration: duration?, connections, timeout })
+    let timeout = f
+        .duration("timeout", d)
+        .unwrap_or(Duration::from_millis(500));
+    Some(WorkloadPlan {
+        kind: kind?,
+        target: target?,
+        rate,
+        duration: duration?,
+        connections,
+        timeout,
+    })
 }
 
 fn signal_names() -> Vec<&'static str> {
     Signal::iterator().map(|s| s.as_str()).collect()
 }
 
-fn compile_fault(f: &Fields, targets: &[&str], workload: Option<&WorkloadPlan>, d: &mut Diagnostics) -> Option<FaultPlan> {
+fn compile_fault(
+    f: &Fields,
+    targets: &[&str],
+    workload: Option<&WorkloadPlan>,
+    d: &mut Diagnostics,
+) -> Option<FaultPlan> {
     let kind = match f.choice("kind", "fault kind", FAULT_KINDS, d) {
         Some((kind, _)) => Some(kind),
         None if f.get("kind").is_none() => {
-            d.error(f.span.clone(), format!("missing key `kind` in {}; expected one of: {}", f.what, FAULT_KINDS.join(", ")));
+            d.error(
+                f.span.clone(),
+                format!(
+                    "missing key `kind` in {}; expected one of: {}",
+                    f.what,
+                    FAULT_KINDS.join(", ")
+                ),
+            );
             None
         }
         None => None,
@@ -378,7 +574,13 @@ fn compile_fault(f: &Fields, targets: &[&str], workload: Option<&WorkloadPlan>, 
             Some(at)
         }
         None if f.get("at").is_none() => {
-            d.error(f.span.clone(), format!("missing key `at` in {}; expected a time such as `2s` or a range `2s..4s`", f.what));
+            d.error(
+                f.span.clone(),
+                format!(
+                    "missing key `at` in {}; expected a time such as `2s` or a range `2s..4s`",
+                    f.what
+                ),
+            );
             None
         }
         None => None,
@@ -389,7 +591,11 @@ fn compile_fault(f: &Fields, targets: &[&str], workload: Option<&WorkloadPlan>, 
                 None => Some(Signal::SIGKILL),
                 Some((text, span)) => {
                     let upper = text.to_ascii_uppercase();
-                    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+                    let full = if upper.starts_with("SIG") {
+                        upper
+                    } else {
+                        format!("SIG{upper}")
+                    };
                     let parsed = Signal::from_str(&full).ok();
                     if parsed.is_none() {
                         let names = signal_names();
@@ -405,18 +611,36 @@ fn compile_fault(f: &Fields, targets: &[&str], workload: Option<&WorkloadPlan>, 
         }
         "pause" => {
             if f.get("duration").is_none() {
-                d.error(f.span.clone(), format!("missing key `duration` in {}; a pause needs one, e.g. duration = \"2s\"", f.what));
+                d.error(
+                    f.span.clone(),
+                    format!(
+                        "missing key `duration` in {}; a pause needs one, e.g. duration = \"2s\"",
+                        f.what
+                    ),
+                );
             }
-            FaultKind::Pause { duration: f.duration("duration", d)? }
+            FaultKind::Pause {
+                duration: f.duration("duration", d)?,
+            }
         }
         _ => FaultKind::Restart,
     };
-    for (key, applies) in [("signal", matches!(kind, FaultKind::Kill { .. })), ("duration", matches!(kind, FaultKind::Pause { .. }))] {
+    for (key, applies) in [
+        ("signal", matches!(kind, FaultKind::Kill { .. })),
+        ("duration", matches!(kind, FaultKind::Pause { .. })),
+    ] {
         if let (Some(value), false) = (f.get(key), applies) {
-            d.error(value.span(), format!("`{key}` does not apply to a `{}` fault", kind.name()));
+            d.error(
+                value.span(),
+                format!("`{key}` does not apply to a `{}` fault", kind.name()),
+            );
         }
     }
-    Some(FaultPlan { kind, target: target?, at: at? })
+    Some(FaultPlan {
+        kind,
+        target: target?,
+        at: at?,
+    })
 }
 
 fn compile_trials(f: &Fields, d: &mut Diagnostics) -> TrialsPlan {
@@ -424,7 +648,11 @@ fn compile_trials(f: &Fields, d: &mut Diagnostics) -> TrialsPlan {
     TrialsPlan {
         count: f.integer("count", 1, 1_000_000, d).unwrap_or(1) as u32,
         seed: f.integer("seed", 0, i64::MAX, d).map(|s| s as u64),
-        startup_timeout: f.duration("startup_timeout", d).unwrap_or(default.startup_timeout),
-        recovery_timeout: f.duration("recovery_timeout", d).unwrap_or(default.recovery_timeout),
+        startup_timeout: f
+            .duration("startup_timeout", d)
+            .unwrap_or(default.startup_timeout),
+        recovery_timeout: f
+            .duration("recovery_timeout", d)
+            .unwrap_or(default.recovery_timeout),
     }
 }

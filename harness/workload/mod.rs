@@ -105,7 +105,11 @@ pub fn drive(
                         let key = key_of(seq);
                         let value = value_of(&key, seq);
                         if let Some(r) = recorder {
-                            r.record(EventKind::Invoke { op: seq, key: key.clone(), value: value.clone() });
+                            r.record(EventKind::Invoke {
+                                op: seq,
+                                key: key.clone(),
+                                value: value.clone(),
+                            });
                         }
                         let result = client.write(&key, &value);
                         let (outcome, error) = match result {
@@ -114,7 +118,11 @@ pub fn drive(
                             WriteResult::Unknown(e) => (Outcome::Unknown, Some(e)),
                         };
                         if let Some(r) = recorder {
-                            r.record(EventKind::Complete { op: seq, outcome, error });
+                            r.record(EventKind::Complete {
+                                op: seq,
+                                outcome,
+                                error,
+                            });
                         }
                         counts.invoked += 1;
                         match outcome {
@@ -127,7 +135,10 @@ pub fn drive(
                 })
             })
             .collect();
-        workers.into_iter().map(|w| w.join().unwrap_or_default()).collect()
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_default())
+            .collect()
     });
     totals.iter().fold(Counts::default(), |a, c| Counts {
         invoked: a.invoked + c.invoked,

@@ -1,0 +1,342 @@
+//! The harness's own life: locks, Ctrl-C, being killed, cleanup, targets that
+//! never come back, reproducible schedules, offline analysis.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{crashlab, run, write_scenario};
+use serde_json::Value;
+
+fn bin() -> std::path::PathBuf {
+    assert_cmd::cargo::cargo_bin("crashlab")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts demo-kv and waits until it says it is ready.
+fn start_demo_kv(data_dir: &Path) -> Child {
+    let mut child = Command::new(bin())
+        .args(["demo-kv", "--port", &free_port().to_string(), "--data-dir"])
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines.any(|l| l.unwrap().starts_with("ready")),
+        "demo-kv became ready"
+    );
+    child
+}
+
+/// State letter of a process (R, S, T, Z...), or None once it is gone.
+fn state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].chars().next()
+}
+
+fn alive(pid: i32) -> bool {
+    state(pid).is_some_and(|s| s != 'Z' && s != 'X')
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn journal(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("faults.journal"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn target_pids(dir: &Path) -> Vec<i32> {
+    journal(dir)
+        .iter()
+        .filter(|e| e["op"] == "target_started")
+        .map(|e| e["pid"].as_i64().unwrap() as i32)
+        .collect()
+}
+
+#[test]
+fn a_second_demo_kv_refuses_a_data_dir_held_by_a_live_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut first = start_demo_kv(tmp.path());
+    let out = Command::new(bin())
+        .args(["demo-kv", "--port", &free_port().to_string(), "--data-dir"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is in use") && stderr.contains(&format!("locked by pid {}", first.id())),
+        "{stderr}"
+    );
+
+    // Once the holder is dead, its pid file no longer blocks anyone.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut third = start_demo_kv(tmp.path());
+    third.kill().unwrap();
+    third.wait().unwrap();
+}
+
+const PAUSE_SCENARIO: &str = r#"
+name = "long pause"
+[target.kv]
+command = ["crashlab", "demo-kv", "--port", "{port}", "--data-dir", "{data_dir}"]
+probe = { kind = "demo-kv", interval = "10ms", timeout = "50ms" }
+[workload]
+kind = "demo-kv"
+target = "kv"
+rate = 50
+duration = "1s"
+[[fault]]
+kind = "pause"
+target = "kv"
+at = "300ms"
+duration = "60s"
+"#;
+
+/// Starts `crashlab run` on the long-pause scenario and waits for the pause.
+fn run_until_paused(tmp: &Path) -> (Child, std::path::PathBuf, i32) {
+    let path = write_scenario(tmp, "pause.toml", PAUSE_SCENARIO);
+    let dir = tmp.join("run");
+    let harness = Command::new(bin())
+        .arg("run")
+        .arg(&path)
+        .arg("--out")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut pid = 0;
+    wait_until("the pause to be journaled", Duration::from_secs(30), || {
+        pid = journal(&dir)
+            .iter()
+            .find(|e| e["kind"] == "pause")
+            .map_or(0, |e| e["pid"].as_i64().unwrap() as i32);
+        pid != 0
+    });
+    wait_until("the target to stop", Duration::from_secs(5), || {
+        state(pid) == Some('T')
+    });
+    (harness, dir, pid)
+}
+
+#[test]
+fn cleanup_heals_what_a_killed_harness_left_behind() {
+    // Adopt the orphans, as a CI runner or service manager does: without a
+    // subreaper in the session, the kernel sends SIGHUP + SIGCONT to an
+    // orphaned process group with a stopped member, and the pause would end
+    // by accident rather than by cleanup.
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut harness, dir, paused) = run_until_paused(tmp.path());
+    harness.kill().unwrap(); // SIGKILL: no chance to heal anything.
+    harness.wait().unwrap();
+    assert_eq!(state(paused), Some('T'), "the target is left paused");
+
+    let out = crashlab().arg("cleanup").arg(&dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("resumed 1 paused process group(s)"),
+        "{stdout}"
+    );
+    wait_until(
+        "every process of the run to end",
+        Duration::from_secs(10),
+        || !target_pids(&dir).into_iter().any(alive),
+    );
+
+    // Cleaning up twice is harmless.
+    let again = crashlab().arg("cleanup").arg(&dir).output().unwrap();
+    assert!(String::from_utf8_lossy(&again.stdout)
+        .contains("resumed 0 paused process group(s), stopped 0 process(es)"));
+}
+
+#[test]
+fn ctrl_c_heals_stops_and_writes_a_partial_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut harness, dir, paused) = run_until_paused(tmp.path());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(harness.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = harness.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(4),
+        "an interrupted run's verdict is unknown"
+    );
+    assert!(!alive(paused), "the paused target was resumed and stopped");
+    assert!(!target_pids(&dir).into_iter().any(alive));
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["verdict"], "unknown");
+    assert_eq!(report["interrupted"], true);
+    let healed = journal(&dir).iter().any(|e| e["op"] == "healed");
+    assert!(healed, "the pause was healed and journaled");
+}
+
+#[test]
+fn a_target_that_never_recovers_fails_with_its_last_words() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write_scenario(
+        tmp.path(),
+        "never.toml",
+        r#"
+name = "no restart"
+[target.kv]
+command = ["crashlab", "demo-kv", "--port", "{port}", "--data-dir", "{data_dir}"]
+restart = { policy = "never" }
+probe = { kind = "tcp", interval = "10ms" }
+[workload]
+kind = "demo-kv"
+target = "kv"
+rate = 50
+duration = "600ms"
+[[fault]]
+kind = "kill"
+target = "kv"
+at = "200ms"
+[expect]
+rto = "<= 5s"
+[trials]
+recovery_timeout = "500ms"
+"#,
+    );
+    let r = run(&path, &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr());
+    let trial = &r.trials()[0];
+    assert_eq!(trial["verdict"], "fail");
+    assert!(trial["rto_ms"].is_null());
+    assert!(
+        trial["faults"][0]["ttd_ms"].as_f64().is_some(),
+        "the outage was detected"
+    );
+    let logs = trial["target_logs"]["kv"]
+        .as_array()
+        .expect("the target's last lines are in the report");
+    assert!(
+        logs.iter()
+            .any(|l| l.as_str().unwrap().contains("ready port=")),
+        "{logs:?}"
+    );
+    assert_eq!(r.report["expectations"][0]["observed"], "never recovered");
+    assert!(!target_pids(&r.dir).into_iter().any(alive));
+}
+
+#[test]
+fn a_target_that_cannot_start_is_an_environment_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = write_scenario(
+        tmp.path(),
+        "missing.toml",
+        "name = \"missing program\"\n[target.x]\ncommand = [\"/nonexistent/program\"]\nprobe = { kind = \"tcp\" }\n",
+    );
+    let r = run(&missing, &[]);
+    assert_eq!(r.code, 3);
+    assert!(
+        r.stderr().contains("cannot start `/nonexistent/program`"),
+        "{}",
+        r.stderr()
+    );
+
+    let silent = write_scenario(
+        tmp.path(),
+        "silent.toml",
+        "name = \"never healthy\"\n[target.x]\ncommand = [\"sleep\", \"30\"]\nprobe = { kind = \"tcp\" }\n[trials]\nstartup_timeout = \"300ms\"\n",
+    );
+    let r = run(&silent, &[]);
+    assert_eq!(r.code, 3);
+    assert!(
+        r.stderr().contains("did not become healthy"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(r.report["verdict"], "unknown");
+    assert!(
+        !target_pids(&r.dir).into_iter().any(alive),
+        "the sleeping target was stopped"
+    );
+}
+
+const SHORT_KILL: &str = r#"
+name = "short kill"
+[target.kv]
+command = ["crashlab", "demo-kv", "--port", "{port}", "--data-dir", "{data_dir}"]
+probe = { kind = "demo-kv", interval = "5ms" }
+[workload]
+kind = "demo-kv"
+target = "kv"
+rate = 200
+duration = "500ms"
+[[fault]]
+kind = "kill"
+target = "kv"
+at = "100ms..400ms"
+[expect]
+lost_acked = 0
+[trials]
+count = 3
+"#;
+
+fn schedule(r: &common::Run) -> Vec<f64> {
+    r.trials()
+        .iter()
+        .map(|t| t["faults"][0]["scheduled_at_ms"].as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn the_same_seed_gives_the_same_schedule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write_scenario(tmp.path(), "short.toml", SHORT_KILL);
+    let (a, b, c) = (
+        run(&path, &["--seed", "7"]),
+        run(&path, &["--seed", "7"]),
+        run(&path, &["--seed", "8"]),
+    );
+    assert_eq!(schedule(&a), schedule(&b));
+    assert_ne!(schedule(&a), schedule(&c));
+    assert_eq!(a.report["seed"], 7);
+    for s in schedule(&a) {
+        assert!((100.0..=400.0).contains(&s));
+    }
+}
+
+#[test]
+fn analyze_reproduces_the_report_from_the_history() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write_scenario(tmp.path(), "short.toml", SHORT_KILL);
+    let r = run(&path, &["--seed", "9", "--trials", "2"]);
+    assert_eq!(r.code, 0, "{}", r.stderr());
+    std::fs::remove_file(r.dir.join("report.json")).unwrap();
+    let out = crashlab().arg("analyze").arg(&r.dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let again: Value =
+        serde_json::from_str(&std::fs::read_to_string(r.dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(again["trials"], r.report["trials"]);
+    assert_eq!(again["summary"], r.report["summary"]);
+    assert_eq!(again["verdict"], "pass");
+}

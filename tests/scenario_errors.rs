@@ -1,0 +1,186 @@
+//! Bad scenarios: every error listed at once, at file:line:col, exit 2,
+//! nothing started. And every scenario of the library is valid.
+
+mod common;
+
+use common::{crashlab, fixture};
+
+/// Validates a fixture and returns its stderr, asserting exit code 2.
+fn invalid(name: &str) -> String {
+    let path = fixture(&format!("invalid/{name}"));
+    let out = crashlab().arg("validate").arg(&path).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{name} must be rejected with exit 2"
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn assert_line(stderr: &str, name: &str, at: &str, message: &str) {
+    let expected = format!(
+        "{}:{at}: {message}",
+        fixture(&format!("invalid/{name}")).display()
+    );
+    assert!(
+        stderr.lines().any(|l| l.starts_with(&expected)),
+        "expected a line starting with\n  {expected}\ngot:\n{stderr}"
+    );
+}
+
+#[test]
+fn bad_toml_points_at_the_syntax_error() {
+    let e = invalid("bad_toml.toml");
+    assert_line(
+        &e,
+        "bad_toml.toml",
+        "3:11",
+        "invalid TOML: unclosed table, expected `]`",
+    );
+}
+
+#[test]
+fn unknown_key_suggests_the_nearest() {
+    let e = invalid("unknown_key.toml");
+    assert_line(
+        &e,
+        "unknown_key.toml",
+        "5:25",
+        "unknown key `intervall` in `probe` of [target.kv], did you mean `interval`?",
+    );
+}
+
+#[test]
+fn unknown_fault_kind_suggests_kill() {
+    let e = invalid("unknown_fault_kind.toml");
+    assert_line(
+        &e,
+        "unknown_fault_kind.toml",
+        "13:8",
+        "unknown fault kind `kil` in [[fault]] #1, did you mean `kill`?",
+    );
+}
+
+#[test]
+fn negative_and_malformed_durations_are_both_reported() {
+    let e = invalid("bad_duration.toml");
+    assert_line(
+        &e,
+        "bad_duration.toml",
+        "5:36",
+        "`interval` in `probe` of [target.kv]: unknown unit `parsecs`",
+    );
+    assert_line(
+        &e,
+        "bad_duration.toml",
+        "15:6",
+        "`at` in [[fault]] #1: negative duration `-1s`",
+    );
+}
+
+#[test]
+fn a_missing_target_reference_names_the_targets() {
+    let e = invalid("missing_target.toml");
+    assert_line(&e, "missing_target.toml", "14:10", "`target` in [[fault]] #1 names `kvv`, which is not a target of this scenario, did you mean `kv`?");
+}
+
+#[test]
+fn a_fault_outside_the_workload_is_rejected() {
+    let e = invalid("at_outside_workload.toml");
+    assert_line(
+        &e,
+        "at_outside_workload.toml",
+        "15:6",
+        "`at` = 2s..10s in [[fault]] #1 is outside the workload's duration (3s)",
+    );
+}
+
+#[test]
+fn all_errors_of_a_file_are_listed_at_once_in_source_order() {
+    let e = invalid("several_errors.toml");
+    let name = "several_errors.toml";
+    assert_line(
+        &e,
+        name,
+        "2:1",
+        "unknown key `descripton` in the scenario, did you mean `description`?",
+    );
+    assert_line(&e, name, "5:11", "unknown placeholder `{prot}`");
+    assert_line(
+        &e,
+        name,
+        "6:18",
+        "unknown probe kind `htp` in `probe` of [target.kv], did you mean `http`?",
+    );
+    assert_line(
+        &e,
+        name,
+        "11:8",
+        "`rate` in [workload] must be between 1 and 100000, found -5",
+    );
+    assert_line(
+        &e,
+        name,
+        "15:7",
+        "[expect] rto: expected a bound such as \"<= 1s\"",
+    );
+    assert!(e.contains("5 error(s); nothing was started"), "{e}");
+}
+
+#[test]
+fn run_refuses_an_invalid_scenario_before_starting_anything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = crashlab()
+        .arg("run")
+        .arg(fixture("invalid/unknown_fault_kind.toml"))
+        .arg("--out")
+        .arg(tmp.path().join("run"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        !tmp.path().join("run").exists(),
+        "no run directory for an invalid scenario"
+    );
+}
+
+#[test]
+fn every_scenario_in_the_library_is_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut files: Vec<_> = walk(&dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "the library has scenarios");
+    let out = crashlab().arg("validate").args(&files).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn schema_is_json_schema_for_the_scenario_format() {
+    let out = crashlab().arg("schema").output().unwrap();
+    assert!(out.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(schema["additionalProperties"], false);
+    let kinds = &schema["properties"]["fault"]["items"]["properties"]["kind"]["enum"];
+    assert_eq!(kinds, &serde_json::json!(["kill", "pause", "restart"]));
+}
