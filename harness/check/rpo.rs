@@ -12,8 +12,11 @@ use std::collections::HashMap;
 use crate::reports::Rpo;
 use crate::runner::history::{Event, EventKind, Outcome};
 
+/// What was written under a key, and how and when the write ended.
+type Written<'a> = (&'a str, Option<(Outcome, f64)>);
+
 pub fn rpo(events: &[Event]) -> Rpo {
-    let mut written: HashMap<&str, (&str, Option<(Outcome, f64)>)> = HashMap::new();
+    let mut written: HashMap<&str, Written> = HashMap::new();
     let mut key_of_op: HashMap<u64, &str> = HashMap::new();
     let mut read_back: Option<(f64, HashMap<&str, &str>)> = None;
     let mut fault_times = Vec::new();

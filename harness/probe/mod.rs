@@ -152,10 +152,13 @@ pub fn build(plan: &ProbePlan, target: Arc<dyn Target>) -> Box<dyn Probe> {
     }
 }
 
+type Sample = (u64, Instant, bool);
+
 /// The latest samples, for those waiting on health.
 #[derive(Default)]
 pub struct Health {
-    samples: Mutex<(u64, VecDeque<(u64, Instant, bool)>)>,
+    /// The next sequence number, and the latest samples `(seq, start, healthy)`.
+    samples: Mutex<(u64, VecDeque<Sample>)>,
     changed: Condvar,
 }
 

@@ -1,0 +1,54 @@
+//! How much full history recording costs the workload: the same closed-loop
+//! client drives demo-kv on loopback with and without a recorder, alternating,
+//! and the ratio of throughputs is printed.
+//!
+//!     cargo bench --bench workload_throughput
+//!
+//! demo-kv runs with `--fsync never` so that the disk does not hide the
+//! harness's own cost.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use crashlab::runner::history::Recorder;
+use crashlab::workload::{demo_kv::DemoKv, drive, Pace};
+
+fn main() {
+    let port = crashlab::target::free_port().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_crashlab"))
+        .args(["demo-kv", "--fsync", "never", "--port", &port.to_string(), "--data-dir"])
+        .arg(data.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    assert!(lines.any(|l| l.unwrap().starts_with("ready")));
+
+    let workload = DemoKv { addr: SocketAddr::from(([127, 0, 0, 1], port)), timeout: Duration::from_secs(2) };
+    let cancel = AtomicBool::new(false);
+    let duration = Duration::from_secs(3);
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        for record in [true, false] {
+            let recorder = Recorder::new(round);
+            let start = Instant::now();
+            let counts = drive(&workload, Pace::AsFastAsPossible, duration, 8, record.then_some(&recorder), &cancel);
+            let rate = counts.ok as f64 / start.elapsed().as_secs_f64();
+            let events = recorder.finish(start).len();
+            println!("round {round}: {:<18} {rate:>9.0} acked writes/s ({events} events)", if record { "with recording" } else { "without recording" });
+            if record { with.push(rate) } else { without.push(rate) }
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (w, wo) = (median(&mut with), median(&mut without));
+    println!("median: with {w:.0}/s, without {wo:.0}/s, ratio {:.3}", w / wo);
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
