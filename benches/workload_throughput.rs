@@ -39,8 +39,15 @@ fn main() {
             let counts = drive(&workload, Pace::AsFastAsPossible, duration, 8, record.then_some(&recorder), &cancel);
             let rate = counts.ok as f64 / start.elapsed().as_secs_f64();
             let events = recorder.finish(start).len();
-            println!("round {round}: {:<18} {rate:>9.0} acked writes/s ({events} events)", if record { "with recording" } else { "without recording" });
-            if record { with.push(rate) } else { without.push(rate) }
+            println!(
+                "round {round}: {:<18} {rate:>9.0} acked writes/s ({events} events)",
+                if record { "with recording" } else { "without recording" }
+            );
+            if record {
+                with.push(rate)
+            } else {
+                without.push(rate)
+            }
         }
     }
     let median = |v: &mut Vec<f64>| {

@@ -8,16 +8,9 @@ use std::time::Duration;
 #[error("{0}")]
 pub struct DurationError(String);
 
-const UNITS: &[(&str, f64)] = &[
-    ("us", 1e-6),
-    ("ms", 1e-3),
-    ("s", 1.0),
-    ("m", 60.0),
-    ("h", 3600.0),
-];
+const UNITS: &[(&str, f64)] = &[("us", 1e-6), ("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("h", 3600.0)];
 
-const EXPECTED: &str =
-    "expected a duration such as `250ms`, `2s`, `1.5s` or `1m` (units: us, ms, s, m, h)";
+const EXPECTED: &str = "expected a duration such as `250ms`, `2s`, `1.5s` or `1m` (units: us, ms, s, m, h)";
 
 /// Parses one duration. Zero must still carry a unit (`0ms`) so that a bare
 /// number is never silently read as seconds or milliseconds.
@@ -38,11 +31,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         .find(|(name, _)| *name == unit)
         .map(|(_, scale)| *scale)
         .ok_or_else(|| DurationError(format!("unknown unit `{unit}` in `{text}`; {EXPECTED}")))?;
-    let value: f64 = number.parse().map_err(|_| {
-        DurationError(format!(
-            "`{text}` is not a number followed by a unit; {EXPECTED}"
-        ))
-    })?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| DurationError(format!("`{text}` is not a number followed by a unit; {EXPECTED}")))?;
     if !value.is_finite() {
         return Err(DurationError(format!("`{text}` is not finite; {EXPECTED}")));
     }
@@ -76,12 +67,7 @@ impl fmt::Display for TimeSpec {
         if self.min == self.max {
             write!(f, "{}", format_duration(self.min))
         } else {
-            write!(
-                f,
-                "{}..{}",
-                format_duration(self.min),
-                format_duration(self.max)
-            )
+            write!(f, "{}..{}", format_duration(self.min), format_duration(self.max))
         }
     }
 }
@@ -137,16 +123,10 @@ mod tests {
     fn rejects_bad_input_with_a_reason() {
         assert!(parse_duration("-1s").unwrap_err().0.contains("negative"));
         assert!(parse_duration("5").unwrap_err().0.contains("no unit"));
-        assert!(parse_duration("5 parsecs")
-            .unwrap_err()
-            .0
-            .contains("unknown unit `parsecs`"));
+        assert!(parse_duration("5 parsecs").unwrap_err().0.contains("unknown unit `parsecs`"));
         assert_eq!(parse_duration("5 s").unwrap(), Duration::from_secs(5));
         assert!(parse_duration("1.2.3s").is_err());
-        assert!(parse_time_spec("4s..2s")
-            .unwrap_err()
-            .0
-            .contains("ends before"));
+        assert!(parse_time_spec("4s..2s").unwrap_err().0.contains("ends before"));
     }
 
     #[test]

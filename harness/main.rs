@@ -69,19 +69,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Run {
-            scenario,
-            trials,
-            seed,
-            out,
-        } => run(&scenario, RunOptions { trials, seed, out }),
+        Command::Run { scenario, trials, seed, out } => run(&scenario, RunOptions { trials, seed, out }),
         Command::Validate { files } => validate(&files),
         Command::Schema => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&scenario::schema::schema())
-                    .expect("a schema serializes")
-            );
+            println!("{}", serde_json::to_string_pretty(&scenario::schema::schema()).expect("a schema serializes"));
             exit::PASS
         }
         Command::Analyze { run_dir } => analyze(&run_dir),
@@ -105,11 +96,7 @@ fn load(path: &Path) -> Result<(scenario::Plan, String), i32> {
         Ok(plan) => Ok((plan, std::fs::read_to_string(path).unwrap_or_default())),
         Err(LoadError::Invalid(d)) => {
             eprint!("{d}");
-            eprintln!(
-                "{}: {} error(s); nothing was started",
-                path.display(),
-                d.list.len()
-            );
+            eprintln!("{}: {} error(s); nothing was started", path.display(), d.list.len());
             Err(exit::USAGE)
         }
         Err(e) => {
@@ -171,12 +158,9 @@ fn validate(files: &[PathBuf]) -> i32 {
     let mut code = exit::PASS;
     for file in files {
         match load(file) {
-            Ok((plan, _)) => println!(
-                "{}: ok ({} target(s), {} fault(s))",
-                file.display(),
-                plan.targets.len(),
-                plan.faults.len()
-            ),
+            Ok((plan, _)) => {
+                println!("{}: ok ({} target(s), {} fault(s))", file.display(), plan.targets.len(), plan.faults.len())
+            }
             Err(c) => code = c,
         }
     }
@@ -194,18 +178,11 @@ fn analyze(run_dir: &Path) -> i32 {
     let trials = match history::load(&run_dir.join(runner::HISTORY_FILE)) {
         Ok(trials) => trials,
         Err(e) => {
-            eprintln!(
-                "crashlab: cannot read the history of {}: {e}",
-                run_dir.display()
-            );
+            eprintln!("crashlab: cannot read the history of {}: {e}", run_dir.display());
             return exit::USAGE;
         }
     };
-    let reports = trials
-        .iter()
-        .enumerate()
-        .map(|(i, events)| check::check_trial(&plan, i as u32, events))
-        .collect();
+    let reports = trials.iter().enumerate().map(|(i, events)| check::check_trial(&plan, i as u32, events)).collect();
     let seed = old.as_ref().map_or(0, |r| r.seed);
     let error = old.and_then(|r| r.error);
     let report = check::build_report(&plan, seed, reports, error);

@@ -14,16 +14,9 @@ fn rto_of_a_400ms_recovery_is_measured_within_60ms() {
     assert_eq!(r.trials().len(), 10);
     for t in r.trials() {
         let rto = t["rto_ms"].as_f64().expect("every trial recovered");
-        assert!(
-            (400.0..=460.0).contains(&rto),
-            "trial {}: rto {rto} ms outside [400, 460]",
-            t["index"]
-        );
+        assert!((400.0..=460.0).contains(&rto), "trial {}: rto {rto} ms outside [400, 460]", t["index"]);
         let restart = t["faults"][0]["restart_ms"].as_f64().unwrap();
-        assert!(
-            restart < rto,
-            "the restart ({restart} ms) precedes readiness ({rto} ms)"
-        );
+        assert!(restart < rto, "the restart ({restart} ms) precedes readiness ({rto} ms)");
     }
 }
 
@@ -35,11 +28,7 @@ fn fsync_always_never_loses_an_acknowledged_write() {
         let rpo = &t["rpo"];
         let acked = rpo["acked_writes"].as_u64().unwrap();
         // At least 500 writes/s were acknowledged over the 2 s workload.
-        assert!(
-            acked >= 1000,
-            "trial {}: only {acked} writes acknowledged",
-            t["index"]
-        );
+        assert!(acked >= 1000, "trial {}: only {acked} writes acknowledged", t["index"]);
         assert_eq!(rpo["lost_acked"].as_u64(), Some(0), "trial {}", t["index"]);
         assert_eq!(rpo["corrupted"].as_u64(), Some(0), "trial {}", t["index"]);
         assert_eq!(rpo["phantom"].as_u64(), Some(0), "trial {}", t["index"]);
@@ -47,20 +36,13 @@ fn fsync_always_never_loses_an_acknowledged_write() {
     // Check the read-back ourselves: every acknowledged value is there, intact.
     for trial in 0..r.trials().len() as u64 {
         let events = r.history(trial);
-        let read: std::collections::HashMap<String, String> = events
-            .iter()
-            .find(|e| e["event"] == "read_back")
-            .expect("a read-back")["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                (
-                    p[0].as_str().unwrap().to_string(),
-                    p[1].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
+        let read: std::collections::HashMap<String, String> =
+            events.iter().find(|e| e["event"] == "read_back").expect("a read-back")["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_str().unwrap().to_string()))
+                .collect();
         let acked_ops: HashSet<u64> = events
             .iter()
             .filter(|e| e["event"] == "complete" && e["outcome"] == "ok")
@@ -68,10 +50,7 @@ fn fsync_always_never_loses_an_acknowledged_write() {
             .collect();
         for e in events.iter().filter(|e| e["event"] == "invoke") {
             if acked_ops.contains(&e["op"].as_u64().unwrap()) {
-                assert_eq!(
-                    read.get(e["key"].as_str().unwrap()).map(String::as_str),
-                    e["value"].as_str()
-                );
+                assert_eq!(read.get(e["key"].as_str().unwrap()).map(String::as_str), e["value"].as_str());
             }
         }
     }
@@ -93,20 +72,14 @@ fn flush_interval_loses_exactly_what_was_not_flushed() {
             trials_with_loss += 1;
         }
 
-        let log =
-            std::fs::read_to_string(r.dir.join(format!("trial-{i:03}/logs/kv.1.log"))).unwrap();
+        let log = std::fs::read_to_string(r.dir.join(format!("trial-{i:03}/logs/kv.1.log"))).unwrap();
         let flushed: HashSet<&str> = log
             .lines()
             .filter_map(|l| l.strip_prefix("flush n="))
             .flat_map(|l| l.split_once(" keys=").unwrap().1.split(','))
             .collect();
         let events = r.history(i as u64);
-        let kill_at = events
-            .iter()
-            .find(|e| e["event"] == "fault_injected")
-            .unwrap()["t_ms"]
-            .as_f64()
-            .unwrap();
+        let kill_at = events.iter().find(|e| e["event"] == "fault_injected").unwrap()["t_ms"].as_f64().unwrap();
         let acked: HashSet<u64> = events
             .iter()
             .filter(|e| e["event"] == "complete" && e["outcome"] == "ok")
@@ -119,13 +92,7 @@ fn flush_interval_loses_exactly_what_was_not_flushed() {
             .filter(|e| acked.contains(&e["op"].as_u64().unwrap()))
             .filter(|e| !flushed.contains(e["key"].as_str().unwrap()))
             .count() as u64;
-        assert_eq!(
-            lost, expected,
-            "trial {i}: lost_acked disagrees with demo-kv's own flush log"
-        );
+        assert_eq!(lost, expected, "trial {i}: lost_acked disagrees with demo-kv's own flush log");
     }
-    assert!(
-        trials_with_loss >= 8,
-        "only {trials_with_loss} of 10 trials lost writes"
-    );
+    assert!(trials_with_loss >= 8, "only {trials_with_loss} of 10 trials lost writes");
 }

@@ -16,11 +16,7 @@ fn bin() -> std::path::PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Starts demo-kv and waits until it says it is ready.
@@ -32,10 +28,7 @@ fn start_demo_kv(data_dir: &Path) -> Child {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert!(
-        lines.any(|l| l.unwrap().starts_with("ready")),
-        "demo-kv became ready"
-    );
+    assert!(lines.any(|l| l.unwrap().starts_with("ready")), "demo-kv became ready");
     child
 }
 
@@ -66,11 +59,7 @@ fn journal(dir: &Path) -> Vec<Value> {
 }
 
 fn target_pids(dir: &Path) -> Vec<i32> {
-    journal(dir)
-        .iter()
-        .filter(|e| e["op"] == "target_started")
-        .map(|e| e["pid"].as_i64().unwrap() as i32)
-        .collect()
+    journal(dir).iter().filter(|e| e["op"] == "target_started").map(|e| e["pid"].as_i64().unwrap() as i32).collect()
 }
 
 #[test]
@@ -84,10 +73,7 @@ fn a_second_demo_kv_refuses_a_data_dir_held_by_a_live_one() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("is in use") && stderr.contains(&format!("locked by pid {}", first.id())),
-        "{stderr}"
-    );
+    assert!(stderr.contains("is in use") && stderr.contains(&format!("locked by pid {}", first.id())), "{stderr}");
 
     // Once the holder is dead, its pid file no longer blocks anyone.
     first.kill().unwrap();
@@ -129,15 +115,10 @@ fn run_until_paused(tmp: &Path) -> (Child, std::path::PathBuf, i32) {
         .unwrap();
     let mut pid = 0;
     wait_until("the pause to be journaled", Duration::from_secs(30), || {
-        pid = journal(&dir)
-            .iter()
-            .find(|e| e["kind"] == "pause")
-            .map_or(0, |e| e["pid"].as_i64().unwrap() as i32);
+        pid = journal(&dir).iter().find(|e| e["kind"] == "pause").map_or(0, |e| e["pid"].as_i64().unwrap() as i32);
         pid != 0
     });
-    wait_until("the target to stop", Duration::from_secs(5), || {
-        state(pid) == Some('T')
-    });
+    wait_until("the target to stop", Duration::from_secs(5), || state(pid) == Some('T'));
     (harness, dir, pid)
 }
 
@@ -157,41 +138,26 @@ fn cleanup_heals_what_a_killed_harness_left_behind() {
     let out = crashlab().arg("cleanup").arg(&dir).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("resumed 1 paused process group(s)"),
-        "{stdout}"
-    );
-    wait_until(
-        "every process of the run to end",
-        Duration::from_secs(10),
-        || !target_pids(&dir).into_iter().any(alive),
-    );
+    assert!(stdout.contains("resumed 1 paused process group(s)"), "{stdout}");
+    wait_until("every process of the run to end", Duration::from_secs(10), || {
+        !target_pids(&dir).into_iter().any(alive)
+    });
 
     // Cleaning up twice is harmless.
     let again = crashlab().arg("cleanup").arg(&dir).output().unwrap();
-    assert!(String::from_utf8_lossy(&again.stdout)
-        .contains("resumed 0 paused process group(s), stopped 0 process(es)"));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("resumed 0 paused process group(s), stopped 0 process(es)"));
 }
 
 #[test]
 fn ctrl_c_heals_stops_and_writes_a_partial_report() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut harness, dir, paused) = run_until_paused(tmp.path());
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(harness.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(harness.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     let status = harness.wait().unwrap();
-    assert_eq!(
-        status.code(),
-        Some(4),
-        "an interrupted run's verdict is unknown"
-    );
+    assert_eq!(status.code(), Some(4), "an interrupted run's verdict is unknown");
     assert!(!alive(paused), "the paused target was resumed and stopped");
     assert!(!target_pids(&dir).into_iter().any(alive));
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["verdict"], "unknown");
     assert_eq!(report["interrupted"], true);
     let healed = journal(&dir).iter().any(|e| e["op"] == "healed");
@@ -230,18 +196,9 @@ recovery_timeout = "500ms"
     let trial = &r.trials()[0];
     assert_eq!(trial["verdict"], "fail");
     assert!(trial["rto_ms"].is_null());
-    assert!(
-        trial["faults"][0]["ttd_ms"].as_f64().is_some(),
-        "the outage was detected"
-    );
-    let logs = trial["target_logs"]["kv"]
-        .as_array()
-        .expect("the target's last lines are in the report");
-    assert!(
-        logs.iter()
-            .any(|l| l.as_str().unwrap().contains("ready port=")),
-        "{logs:?}"
-    );
+    assert!(trial["faults"][0]["ttd_ms"].as_f64().is_some(), "the outage was detected");
+    let logs = trial["target_logs"]["kv"].as_array().expect("the target's last lines are in the report");
+    assert!(logs.iter().any(|l| l.as_str().unwrap().contains("ready port=")), "{logs:?}");
     assert_eq!(r.report["expectations"][0]["observed"], "never recovered");
     assert!(!target_pids(&r.dir).into_iter().any(alive));
 }
@@ -256,11 +213,7 @@ fn a_target_that_cannot_start_is_an_environment_error() {
     );
     let r = run(&missing, &[]);
     assert_eq!(r.code, 3);
-    assert!(
-        r.stderr().contains("cannot start `/nonexistent/program`"),
-        "{}",
-        r.stderr()
-    );
+    assert!(r.stderr().contains("cannot start `/nonexistent/program`"), "{}", r.stderr());
 
     let silent = write_scenario(
         tmp.path(),
@@ -269,16 +222,9 @@ fn a_target_that_cannot_start_is_an_environment_error() {
     );
     let r = run(&silent, &[]);
     assert_eq!(r.code, 3);
-    assert!(
-        r.stderr().contains("did not become healthy"),
-        "{}",
-        r.stderr()
-    );
+    assert!(r.stderr().contains("did not become healthy"), "{}", r.stderr());
     assert_eq!(r.report["verdict"], "unknown");
-    assert!(
-        !target_pids(&r.dir).into_iter().any(alive),
-        "the sleeping target was stopped"
-    );
+    assert!(!target_pids(&r.dir).into_iter().any(alive), "the sleeping target was stopped");
 }
 
 const SHORT_KILL: &str = r#"
@@ -302,21 +248,14 @@ count = 3
 "#;
 
 fn schedule(r: &common::Run) -> Vec<f64> {
-    r.trials()
-        .iter()
-        .map(|t| t["faults"][0]["scheduled_at_ms"].as_f64().unwrap())
-        .collect()
+    r.trials().iter().map(|t| t["faults"][0]["scheduled_at_ms"].as_f64().unwrap()).collect()
 }
 
 #[test]
 fn the_same_seed_gives_the_same_schedule() {
     let tmp = tempfile::tempdir().unwrap();
     let path = write_scenario(tmp.path(), "short.toml", SHORT_KILL);
-    let (a, b, c) = (
-        run(&path, &["--seed", "7"]),
-        run(&path, &["--seed", "7"]),
-        run(&path, &["--seed", "8"]),
-    );
+    let (a, b, c) = (run(&path, &["--seed", "7"]), run(&path, &["--seed", "7"]), run(&path, &["--seed", "8"]));
     assert_eq!(schedule(&a), schedule(&b));
     assert_ne!(schedule(&a), schedule(&c));
     assert_eq!(a.report["seed"], 7);
@@ -334,8 +273,7 @@ fn analyze_reproduces_the_report_from_the_history() {
     std::fs::remove_file(r.dir.join("report.json")).unwrap();
     let out = crashlab().arg("analyze").arg(&r.dir).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
-    let again: Value =
-        serde_json::from_str(&std::fs::read_to_string(r.dir.join("report.json")).unwrap()).unwrap();
+    let again: Value = serde_json::from_str(&std::fs::read_to_string(r.dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(again["trials"], r.report["trials"]);
     assert_eq!(again["summary"], r.report["summary"]);
     assert_eq!(again["verdict"], "pass");

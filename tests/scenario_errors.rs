@@ -9,19 +9,12 @@ use common::{crashlab, fixture};
 fn invalid(name: &str) -> String {
     let path = fixture(&format!("invalid/{name}"));
     let out = crashlab().arg("validate").arg(&path).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{name} must be rejected with exit 2"
-    );
+    assert_eq!(out.status.code(), Some(2), "{name} must be rejected with exit 2");
     String::from_utf8(out.stderr).unwrap()
 }
 
 fn assert_line(stderr: &str, name: &str, at: &str, message: &str) {
-    let expected = format!(
-        "{}:{at}: {message}",
-        fixture(&format!("invalid/{name}")).display()
-    );
+    let expected = format!("{}:{at}: {message}", fixture(&format!("invalid/{name}")).display());
     assert!(
         stderr.lines().any(|l| l.starts_with(&expected)),
         "expected a line starting with\n  {expected}\ngot:\n{stderr}"
@@ -31,12 +24,7 @@ fn assert_line(stderr: &str, name: &str, at: &str, message: &str) {
 #[test]
 fn bad_toml_points_at_the_syntax_error() {
     let e = invalid("bad_toml.toml");
-    assert_line(
-        &e,
-        "bad_toml.toml",
-        "3:11",
-        "invalid TOML: unclosed table, expected `]`",
-    );
+    assert_line(&e, "bad_toml.toml", "3:11", "invalid TOML: unclosed table, expected `]`");
 }
 
 #[test]
@@ -64,24 +52,19 @@ fn unknown_fault_kind_suggests_kill() {
 #[test]
 fn negative_and_malformed_durations_are_both_reported() {
     let e = invalid("bad_duration.toml");
-    assert_line(
-        &e,
-        "bad_duration.toml",
-        "5:36",
-        "`interval` in `probe` of [target.kv]: unknown unit `parsecs`",
-    );
-    assert_line(
-        &e,
-        "bad_duration.toml",
-        "15:6",
-        "`at` in [[fault]] #1: negative duration `-1s`",
-    );
+    assert_line(&e, "bad_duration.toml", "5:36", "`interval` in `probe` of [target.kv]: unknown unit `parsecs`");
+    assert_line(&e, "bad_duration.toml", "15:6", "`at` in [[fault]] #1: negative duration `-1s`");
 }
 
 #[test]
 fn a_missing_target_reference_names_the_targets() {
     let e = invalid("missing_target.toml");
-    assert_line(&e, "missing_target.toml", "14:10", "`target` in [[fault]] #1 names `kvv`, which is not a target of this scenario, did you mean `kv`?");
+    assert_line(
+        &e,
+        "missing_target.toml",
+        "14:10",
+        "`target` in [[fault]] #1 names `kvv`, which is not a target of this scenario, did you mean `kv`?",
+    );
 }
 
 #[test]
@@ -99,31 +82,11 @@ fn a_fault_outside_the_workload_is_rejected() {
 fn all_errors_of_a_file_are_listed_at_once_in_source_order() {
     let e = invalid("several_errors.toml");
     let name = "several_errors.toml";
-    assert_line(
-        &e,
-        name,
-        "2:1",
-        "unknown key `descripton` in the scenario, did you mean `description`?",
-    );
+    assert_line(&e, name, "2:1", "unknown key `descripton` in the scenario, did you mean `description`?");
     assert_line(&e, name, "5:11", "unknown placeholder `{prot}`");
-    assert_line(
-        &e,
-        name,
-        "6:18",
-        "unknown probe kind `htp` in `probe` of [target.kv], did you mean `http`?",
-    );
-    assert_line(
-        &e,
-        name,
-        "11:8",
-        "`rate` in [workload] must be between 1 and 100000, found -5",
-    );
-    assert_line(
-        &e,
-        name,
-        "15:7",
-        "[expect] rto: expected a bound such as \"<= 1s\"",
-    );
+    assert_line(&e, name, "6:18", "unknown probe kind `htp` in `probe` of [target.kv], did you mean `http`?");
+    assert_line(&e, name, "11:8", "`rate` in [workload] must be between 1 and 100000, found -5");
+    assert_line(&e, name, "15:7", "[expect] rto: expected a bound such as \"<= 1s\"");
     assert!(e.contains("5 error(s); nothing was started"), "{e}");
 }
 
@@ -138,28 +101,17 @@ fn run_refuses_an_invalid_scenario_before_starting_anything() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        !tmp.path().join("run").exists(),
-        "no run directory for an invalid scenario"
-    );
+    assert!(!tmp.path().join("run").exists(), "no run directory for an invalid scenario");
 }
 
 #[test]
 fn every_scenario_in_the_library_is_valid() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
-    let mut files: Vec<_> = walk(&dir)
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
+    let mut files: Vec<_> = walk(&dir).into_iter().filter(|p| p.extension().is_some_and(|e| e == "toml")).collect();
     files.sort();
     assert!(files.len() >= 4, "the library has scenarios");
     let out = crashlab().arg("validate").args(&files).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -23,15 +23,8 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const NAMES: &'static [&'static str] = &[
-        "rto",
-        "ttd",
-        "lost_acked",
-        "window",
-        "unknown_writes",
-        "phantom",
-        "corrupted",
-    ];
+    pub const NAMES: &'static [&'static str] =
+        &["rto", "ttd", "lost_acked", "window", "unknown_writes", "phantom", "corrupted"];
     const ALL: [Metric; 7] = [
         Metric::Rto,
         Metric::Ttd,
@@ -65,11 +58,7 @@ impl Metric {
 impl FromStr for Metric {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
-        Self::NAMES
-            .iter()
-            .position(|n| *n == s)
-            .map(|i| Self::ALL[i])
-            .ok_or(())
+        Self::NAMES.iter().position(|n| *n == s).map(|i| Self::ALL[i]).ok_or(())
     }
 }
 
@@ -124,18 +113,10 @@ impl Expectation {
 impl fmt::Display for Expectation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.metric.is_time() {
-            let bound = crate::duration::format_duration(std::time::Duration::from_secs_f64(
-                self.threshold / 1000.0,
-            ));
+            let bound = crate::duration::format_duration(std::time::Duration::from_secs_f64(self.threshold / 1000.0));
             write!(f, "{} {} {bound}", self.metric.name(), self.op.symbol())
         } else {
-            write!(
-                f,
-                "{} {} {}",
-                self.metric.name(),
-                self.op.symbol(),
-                self.threshold
-            )
+            write!(f, "{} {} {}", self.metric.name(), self.op.symbol(), self.threshold)
         }
     }
 }
@@ -149,41 +130,22 @@ pub fn parse_expectation(metric: Metric, value: &DeValue) -> Result<Expectation,
     };
     let text = match value {
         DeValue::Integer(i) if !metric.is_time() => {
-            let n = i64::from_str_radix(i.as_str(), i.radix())
-                .map_err(|_| format!("expected {expected}"))?;
-            return Ok(Expectation {
-                metric,
-                op: CmpOp::Eq,
-                threshold: n as f64,
-            });
+            let n = i64::from_str_radix(i.as_str(), i.radix()).map_err(|_| format!("expected {expected}"))?;
+            return Ok(Expectation { metric, op: CmpOp::Eq, threshold: n as f64 });
         }
         DeValue::String(s) => s.trim().to_string(),
         _ => return Err(format!("expected {expected}, found {}", value.type_str())),
     };
-    let (op, rest) = [
-        ("<=", CmpOp::Le),
-        (">=", CmpOp::Ge),
-        ("==", CmpOp::Eq),
-        ("<", CmpOp::Lt),
-        (">", CmpOp::Gt),
-    ]
-    .iter()
-    .find_map(|(sym, op)| text.strip_prefix(sym).map(|rest| (*op, rest.trim())))
-    .unwrap_or((CmpOp::Le, text.as_str()));
+    let (op, rest) = [("<=", CmpOp::Le), (">=", CmpOp::Ge), ("==", CmpOp::Eq), ("<", CmpOp::Lt), (">", CmpOp::Gt)]
+        .iter()
+        .find_map(|(sym, op)| text.strip_prefix(sym).map(|rest| (*op, rest.trim())))
+        .unwrap_or((CmpOp::Le, text.as_str()));
     let threshold = if metric.is_time() {
-        parse_duration(rest)
-            .map_err(|e| format!("{e}; expected {expected}"))?
-            .as_secs_f64()
-            * 1000.0
+        parse_duration(rest).map_err(|e| format!("{e}; expected {expected}"))?.as_secs_f64() * 1000.0
     } else {
-        rest.parse::<u64>()
-            .map_err(|_| format!("`{rest}` is not a count; expected {expected}"))? as f64
+        rest.parse::<u64>().map_err(|_| format!("`{rest}` is not a count; expected {expected}"))? as f64
     };
-    Ok(Expectation {
-        metric,
-        op,
-        threshold,
-    })
+    Ok(Expectation { metric, op, threshold })
 }
 
 #[cfg(test)]

@@ -10,8 +10,7 @@ pub mod rto;
 use std::collections::BTreeMap;
 
 use crate::reports::{
-    CheckReport, ExpectationReport, OpCounts, RunReport, Stats, Summary, TrialReport, Verdict,
-    FORMAT_VERSION,
+    CheckReport, ExpectationReport, OpCounts, RunReport, Stats, Summary, TrialReport, Verdict, FORMAT_VERSION,
 };
 use crate::runner::history::{Event, EventKind, Outcome};
 use crate::scenario::Plan;
@@ -45,9 +44,7 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
     let faults = rto::fault_reports(events, healthy_after);
     let rpo = rpo::rpo(events);
     let worst = |values: Vec<Option<f64>>| -> Option<f64> {
-        values.into_iter().try_fold(None, |acc: Option<f64>, v| {
-            v.map(|v| Some(acc.map_or(v, |a| a.max(v))))
-        })?
+        values.into_iter().try_fold(None, |acc: Option<f64>, v| v.map(|v| Some(acc.map_or(v, |a| a.max(v)))))?
     };
     let rto_ms = worst(faults.iter().map(|f| f.rto_ms).collect());
     let ttd_ms = faults.iter().filter_map(|f| f.ttd_ms).reduce(f64::max);
@@ -57,22 +54,11 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
     for e in events {
         match &e.kind {
             EventKind::Invoke { .. } => ops.invoked += 1,
-            EventKind::Complete {
-                outcome: Outcome::Ok,
-                ..
-            } => ops.ok += 1,
-            EventKind::Complete {
-                outcome: Outcome::Fail,
-                ..
-            } => ops.fail += 1,
-            EventKind::Complete {
-                outcome: Outcome::Unknown,
-                ..
-            } => ops.unknown += 1,
+            EventKind::Complete { outcome: Outcome::Ok, .. } => ops.ok += 1,
+            EventKind::Complete { outcome: Outcome::Fail, .. } => ops.fail += 1,
+            EventKind::Complete { outcome: Outcome::Unknown, .. } => ops.unknown += 1,
             EventKind::TrialStarted { seed: s, .. } => seed = *s,
-            EventKind::TrialEnded { interrupted, error } => {
-                ended = Some((*interrupted, error.clone()))
-            }
+            EventKind::TrialEnded { interrupted, error } => ended = Some((*interrupted, error.clone())),
             _ => {}
         }
     }
@@ -96,13 +82,7 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
             name: "completed".into(),
             verdict: Verdict::Unknown,
             expected: "the trial runs to its end".into(),
-            observed: error.unwrap_or_else(|| {
-                if interrupted {
-                    "interrupted".into()
-                } else {
-                    "stopped".into()
-                }
-            }),
+            observed: error.unwrap_or_else(|| if interrupted { "interrupted".into() } else { "stopped".into() }),
         }),
         None => checks.push(CheckReport {
             name: "completed".into(),
@@ -114,15 +94,9 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
     for (i, f) in trial.faults.iter().enumerate() {
         checks.push(CheckReport {
             name: format!("recovered after fault #{} ({} {})", i + 1, f.kind, f.target),
-            verdict: if f.rto_ms.is_some() {
-                Verdict::Pass
-            } else {
-                Verdict::Fail
-            },
+            verdict: if f.rto_ms.is_some() { Verdict::Pass } else { Verdict::Fail },
             expected: "a sustained healthy window".into(),
-            observed: f
-                .rto_ms
-                .map_or("never recovered".into(), |v| format!("after {v:.1}ms")),
+            observed: f.rto_ms.map_or("never recovered".into(), |v| format!("after {v:.1}ms")),
         });
     }
     if plan.workload.is_some() {
@@ -132,17 +106,9 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
         });
         checks.push(CheckReport {
             name: "read_back".into(),
-            verdict: if trial.rpo.read_back {
-                Verdict::Pass
-            } else {
-                Verdict::Unknown
-            },
+            verdict: if trial.rpo.read_back { Verdict::Pass } else { Verdict::Unknown },
             expected: "the store can be read back after recovery".into(),
-            observed: if trial.rpo.read_back {
-                "read".into()
-            } else {
-                failure.unwrap_or_else(|| "not read".into())
-            },
+            observed: if trial.rpo.read_back { "read".into() } else { failure.unwrap_or_else(|| "not read".into()) },
         });
     }
     for e in &plan.expectations {
@@ -174,19 +140,11 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
 
 /// Puts the trials together: summary percentiles, expectations over all
 /// trials (observed = the worst value), and the run's verdict.
-pub fn build_report(
-    plan: &Plan,
-    seed: u64,
-    trials: Vec<TrialReport>,
-    error: Option<String>,
-) -> RunReport {
+pub fn build_report(plan: &Plan, seed: u64, trials: Vec<TrialReport>, error: Option<String>) -> RunReport {
     let stats = |f: &dyn Fn(&TrialReport) -> Option<f64>| Stats::of(trials.iter().filter_map(f));
     let summary = Summary {
         trials: trials.len() as u32,
-        never_recovered: trials
-            .iter()
-            .filter(|t| t.faults.iter().any(|f| f.rto_ms.is_none()))
-            .count() as u32,
+        never_recovered: trials.iter().filter(|t| t.faults.iter().any(|f| f.rto_ms.is_none())).count() as u32,
         rto_ms: stats(&|t| t.rto_ms),
         ttd_ms: stats(&|t| t.ttd_ms),
         lost_acked: stats(&|t| t.rpo.lost_acked.map(|v| v as f64)),
@@ -197,34 +155,20 @@ pub fn build_report(
         .iter()
         .map(|e| {
             let name = e.metric.name();
-            let verdict = Verdict::all(trials.iter().flat_map(|t| {
-                t.checks
-                    .iter()
-                    .filter(|c| c.name == name)
-                    .map(|c| c.verdict)
-            }));
+            let verdict =
+                Verdict::all(trials.iter().flat_map(|t| t.checks.iter().filter(|c| c.name == name).map(|c| c.verdict)));
             // The worst observation: the one that breaks the bound, or else the
             // one nearest to it.
-            let values: Vec<Option<f64>> = trials
-                .iter()
-                .filter(|t| measurable(e.metric, t))
-                .map(|t| observe(e.metric, t))
-                .collect();
+            let values: Vec<Option<f64>> =
+                trials.iter().filter(|t| measurable(e.metric, t)).map(|t| observe(e.metric, t)).collect();
             let worst = values.iter().find(|v| !e.holds(**v)).copied().or_else(|| {
-                values
-                    .iter()
-                    .copied()
-                    .max_by(|a, b| a.unwrap_or(f64::MAX).total_cmp(&b.unwrap_or(f64::MAX)))
+                values.iter().copied().max_by(|a, b| a.unwrap_or(f64::MAX).total_cmp(&b.unwrap_or(f64::MAX)))
             });
             ExpectationReport {
                 name: name.into(),
                 expected: e.to_string(),
                 observed: worst.map_or("n/a".into(), |v| e.metric.show(v)),
-                verdict: if trials.is_empty() {
-                    Verdict::Unknown
-                } else {
-                    verdict
-                },
+                verdict: if trials.is_empty() { Verdict::Unknown } else { verdict },
             }
         })
         .collect();

@@ -32,31 +32,15 @@ pub fn rpo(events: &[Event]) -> Rpo {
                 }
             }
             EventKind::ReadBack { items, .. } => {
-                read_back = Some((
-                    e.t_ms,
-                    items
-                        .iter()
-                        .map(|(k, v)| (k.as_str(), v.as_str()))
-                        .collect(),
-                ));
+                read_back = Some((e.t_ms, items.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()));
             }
             EventKind::FaultInjected { .. } => fault_times.push(e.t_ms),
             _ => {}
         }
     }
-    let acked = written
-        .values()
-        .filter(|w| matches!(w.1, Some((Outcome::Ok, _))))
-        .count() as u64;
-    let unknown = written
-        .values()
-        .filter(|w| !matches!(w.1, Some((Outcome::Ok | Outcome::Fail, _))))
-        .count() as u64;
-    let mut rpo = Rpo {
-        acked_writes: acked,
-        unknown_writes: unknown,
-        ..Rpo::default()
-    };
+    let acked = written.values().filter(|w| matches!(w.1, Some((Outcome::Ok, _)))).count() as u64;
+    let unknown = written.values().filter(|w| !matches!(w.1, Some((Outcome::Ok | Outcome::Fail, _)))).count() as u64;
+    let mut rpo = Rpo { acked_writes: acked, unknown_writes: unknown, ..Rpo::default() };
     let Some((read_at, store)) = read_back else {
         return rpo;
     };
@@ -68,11 +52,7 @@ pub fn rpo(events: &[Event]) -> Rpo {
         match (store.get(key), outcome) {
             (None, Some((Outcome::Ok, t_ack))) => {
                 lost += 1;
-                let fault = fault_times
-                    .iter()
-                    .copied()
-                    .find(|t| t >= t_ack)
-                    .unwrap_or(read_at);
+                let fault = fault_times.iter().copied().find(|t| t >= t_ack).unwrap_or(read_at);
                 window = Some(window.map_or(fault - t_ack, |w: f64| w.max(fault - t_ack)));
             }
             (Some(found), _) if found != value => corrupted += 1,
@@ -100,31 +80,13 @@ mod tests {
     use crate::workload::{key_of, value_of};
 
     fn ev(t_ms: f64, kind: EventKind) -> Event {
-        Event {
-            trial: 0,
-            t_ms,
-            kind,
-        }
+        Event { trial: 0, t_ms, kind }
     }
 
     fn write(events: &mut Vec<Event>, seq: u64, t: f64, outcome: Outcome) {
         let key = key_of(seq);
-        events.push(ev(
-            t,
-            EventKind::Invoke {
-                op: seq,
-                value: value_of(&key, seq),
-                key,
-            },
-        ));
-        events.push(ev(
-            t + 1.0,
-            EventKind::Complete {
-                op: seq,
-                outcome,
-                error: None,
-            },
-        ));
+        events.push(ev(t, EventKind::Invoke { op: seq, value: value_of(&key, seq), key }));
+        events.push(ev(t + 1.0, EventKind::Complete { op: seq, outcome, error: None }));
     }
 
     #[test]
@@ -146,19 +108,11 @@ mod tests {
             },
         ));
         // Survivors: 0..=6 intact except 3 corrupted; 7, 8, 9 lost; 11 phantom; 10 unknown absent.
-        let mut items: Vec<(String, String)> = (0..7)
-            .map(|s| (key_of(s), value_of(&key_of(s), s)))
-            .collect();
+        let mut items: Vec<(String, String)> = (0..7).map(|s| (key_of(s), value_of(&key_of(s), s))).collect();
         items[3].1 = "garbage".into();
         items.push((key_of(11), value_of(&key_of(11), 11)));
         items.push(("stranger".into(), "x".into()));
-        events.push(ev(
-            2000.0,
-            EventKind::ReadBack {
-                target: "kv".into(),
-                items,
-            },
-        ));
+        events.push(ev(2000.0, EventKind::ReadBack { target: "kv".into(), items }));
         let r = rpo(&events);
         assert_eq!(r.acked_writes, 10);
         assert_eq!(r.unknown_writes, 1);
@@ -174,9 +128,6 @@ mod tests {
         let mut events = Vec::new();
         write(&mut events, 0, 0.0, Outcome::Ok);
         let r = rpo(&events);
-        assert_eq!(
-            (r.acked_writes, r.lost_acked, r.read_back),
-            (1, None, false)
-        );
+        assert_eq!((r.acked_writes, r.lost_acked, r.read_back), (1, None, false));
     }
 }

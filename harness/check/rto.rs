@@ -16,14 +16,7 @@ use crate::runner::history::{Event, EventKind};
 pub fn fault_reports(events: &[Event], healthy_after: impl Fn(&str) -> u32) -> Vec<FaultReport> {
     let mut reports: Vec<FaultReport> = Vec::new();
     for e in events {
-        if let EventKind::FaultInjected {
-            fault,
-            kind,
-            target,
-            scheduled_ms,
-            ..
-        } = &e.kind
-        {
+        if let EventKind::FaultInjected { fault, kind, target, scheduled_ms, .. } = &e.kind {
             let t_f = e.t_ms;
             let healed_at_ms = events.iter().find_map(|h| match &h.kind {
                 EventKind::FaultHealed { fault: f, .. } if f == fault => Some(h.t_ms),
@@ -33,9 +26,7 @@ pub fn fault_reports(events: &[Event], healthy_after: impl Fn(&str) -> u32) -> V
                 .iter()
                 .filter(|s| s.t_ms >= t_f)
                 .filter_map(|s| match &s.kind {
-                    EventKind::Probe {
-                        target: t, healthy, ..
-                    } if t == target => Some((s.t_ms, *healthy)),
+                    EventKind::Probe { target: t, healthy, .. } if t == target => Some((s.t_ms, *healthy)),
                     _ => None,
                 })
                 .collect();
@@ -47,9 +38,7 @@ pub fn fault_reports(events: &[Event], healthy_after: impl Fn(&str) -> u32) -> V
                 Some(i) => first_window(&samples[i..], healthy_after(target)),
             };
             let restart_ms = events.iter().find_map(|s| match &s.kind {
-                EventKind::TargetStarted { target: t, .. } if t == target && s.t_ms >= t_f => {
-                    Some(s.t_ms - t_f)
-                }
+                EventKind::TargetStarted { target: t, .. } if t == target && s.t_ms >= t_f => Some(s.t_ms - t_f),
                 _ => None,
             });
             reports.push(FaultReport {
@@ -96,23 +85,11 @@ mod tests {
     use super::*;
 
     fn ev(t_ms: f64, kind: EventKind) -> Event {
-        Event {
-            trial: 0,
-            t_ms,
-            kind,
-        }
+        Event { trial: 0, t_ms, kind }
     }
 
     fn probe(t: f64, healthy: bool) -> Event {
-        ev(
-            t,
-            EventKind::Probe {
-                target: "kv".into(),
-                healthy,
-                latency_ms: 0.1,
-                detail: None,
-            },
-        )
+        ev(t, EventKind::Probe { target: "kv".into(), healthy, latency_ms: 0.1, detail: None })
     }
 
     fn fault(t: f64) -> Event {
@@ -130,25 +107,13 @@ mod tests {
 
     #[test]
     fn rto_is_the_start_of_the_first_sustained_window() {
-        let mut events = vec![
-            probe(95.0, true),
-            fault(100.0),
-            probe(100.5, true),
-            probe(105.0, false),
-            probe(110.0, false),
-        ];
+        let mut events =
+            vec![probe(95.0, true), fault(100.0), probe(100.5, true), probe(105.0, false), probe(110.0, false)];
         // A single healthy blip does not count as recovery with healthy_after = 3.
         events.push(probe(115.0, true));
         events.push(probe(120.0, false));
         events.extend([probe(500.0, true), probe(505.0, true), probe(510.0, true)]);
-        events.push(ev(
-            130.0,
-            EventKind::TargetStarted {
-                target: "kv".into(),
-                incarnation: 2,
-                pid: 1,
-            },
-        ));
+        events.push(ev(130.0, EventKind::TargetStarted { target: "kv".into(), incarnation: 2, pid: 1 }));
         events.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
         let r = &fault_reports(&events, |_| 3)[0];
         assert_eq!(r.ttd_ms, Some(5.0));
@@ -158,12 +123,7 @@ mod tests {
 
     #[test]
     fn never_recovered_is_none_and_no_outage_is_zero() {
-        let events = vec![
-            fault(100.0),
-            probe(105.0, false),
-            probe(110.0, true),
-            probe(115.0, true),
-        ];
+        let events = vec![fault(100.0), probe(105.0, false), probe(110.0, true), probe(115.0, true)];
         assert_eq!(fault_reports(&events, |_| 3)[0].rto_ms, None);
         let events = vec![fault(100.0), probe(105.0, true)];
         assert_eq!(fault_reports(&events, |_| 3)[0].rto_ms, Some(0.0));

@@ -29,10 +29,7 @@ impl Client {
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         stream.set_nodelay(true)?;
-        Ok(Client {
-            reader: BufReader::new(stream),
-            line: String::new(),
-        })
+        Ok(Client { reader: BufReader::new(stream), line: String::new() })
     }
 
     /// Sends one request line and reads one reply line.
@@ -46,10 +43,7 @@ impl Client {
     fn read_line(&mut self) -> io::Result<&str> {
         self.line.clear();
         if self.reader.read_line(&mut self.line)? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed",
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
         }
         Ok(self.line.trim_end())
     }
@@ -101,8 +95,5 @@ impl Client {
 }
 
 fn unexpected(expected: &str, got: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("expected `{expected}`, got `{got}`"),
-    )
+    io::Error::new(io::ErrorKind::InvalidData, format!("expected `{expected}`, got `{got}`"))
 }

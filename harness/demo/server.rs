@@ -32,9 +32,7 @@ fn parse_fsync(text: &str) -> Result<FsyncPolicy, String> {
         "never" => Ok(FsyncPolicy::Never),
         other => match other.strip_prefix("every:") {
             Some(period) => Ok(FsyncPolicy::Every(clap_duration(period)?)),
-            None => Err(format!(
-                "expected `always`, `never` or `every:<duration>`, got `{other}`"
-            )),
+            None => Err(format!("expected `always`, `never` or `every:<duration>`, got `{other}`")),
         },
     }
 }
@@ -134,11 +132,8 @@ fn serve(options: DemoKvOptions) -> Result<(), Refusal> {
             .map_err(io_refusal("cannot read", &log_path))?;
     }
     let replay = wal::replay(&bytes);
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(io_refusal("cannot open", &log_path))?;
+    let log =
+        OpenOptions::new().create(true).append(true).open(&log_path).map_err(io_refusal("cannot open", &log_path))?;
     if let Some(bad) = &replay.bad {
         match options.on_corruption {
             OnCorruption::Refuse => {
@@ -153,14 +148,9 @@ fn serve(options: DemoKvOptions) -> Result<(), Refusal> {
                 ))
             }
             OnCorruption::Truncate => {
-                log.set_len(replay.good_len as u64)
-                    .map_err(io_refusal("cannot truncate", &log_path))?;
-                log.sync_all()
-                    .map_err(io_refusal("cannot sync", &log_path))?;
-                println!(
-                    "truncated {} damaged bytes ({bad})",
-                    bytes.len() - replay.good_len
-                );
+                log.set_len(replay.good_len as u64).map_err(io_refusal("cannot truncate", &log_path))?;
+                log.sync_all().map_err(io_refusal("cannot sync", &log_path))?;
+                println!("truncated {} damaged bytes ({bad})", bytes.len() - replay.good_len);
             }
         }
     }
@@ -169,27 +159,16 @@ fn serve(options: DemoKvOptions) -> Result<(), Refusal> {
     println!("recovered records={records} keys={}", map.len());
     thread::sleep(options.recovery_delay);
 
-    let sync_handle = log
-        .try_clone()
-        .map_err(io_refusal("cannot reopen", &log_path))?;
+    let sync_handle = log.try_clone().map_err(io_refusal("cannot reopen", &log_path))?;
     let shared = Arc::new(Shared {
-        store: Mutex::new(Store {
-            map,
-            log,
-            pending: Vec::new(),
-            pending_keys: Vec::new(),
-        }),
+        store: Mutex::new(Store { map, log, pending: Vec::new(), pending_keys: Vec::new() }),
         sync_handle,
         options: options.clone(),
     });
     start_background(&shared);
 
-    let listener = TcpListener::bind(("127.0.0.1", options.port)).map_err(|e| {
-        (
-            1,
-            format!("cannot listen on 127.0.0.1:{}: {e}", options.port),
-        )
-    })?;
+    let listener = TcpListener::bind(("127.0.0.1", options.port))
+        .map_err(|e| (1, format!("cannot listen on 127.0.0.1:{}: {e}", options.port)))?;
     println!("ready port={}", options.port);
     for stream in listener.incoming().flatten() {
         let shared = Arc::clone(&shared);
@@ -214,11 +193,7 @@ fn lock_data_dir(dir: &Path) -> Result<Flock<File>, Refusal> {
     let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
         let holder = fs::read_to_string(dir.join(PID_FILE)).unwrap_or_default();
         let holder = holder.trim();
-        let holder = if holder.is_empty() {
-            "another process".to_string()
-        } else {
-            format!("pid {holder}")
-        };
+        let holder = if holder.is_empty() { "another process".to_string() } else { format!("pid {holder}") };
         (
             EXIT_LOCKED,
             format!(
@@ -230,8 +205,7 @@ fn lock_data_dir(dir: &Path) -> Result<Flock<File>, Refusal> {
         )
     })?;
     let pid_path = dir.join(PID_FILE);
-    fs::write(&pid_path, format!("{}\n", std::process::id()))
-        .map_err(io_refusal("cannot write", &pid_path))?;
+    fs::write(&pid_path, format!("{}\n", std::process::id())).map_err(io_refusal("cannot write", &pid_path))?;
     Ok(lock)
 }
 
@@ -252,11 +226,8 @@ fn start_background(shared: &Arc<Shared>) {
     }
     // Graceful stop: flush what is pending, sync, and leave.
     let shared = Arc::clone(shared);
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])
-    .expect("signal handlers can be installed");
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .expect("signal handlers can be installed");
     thread::spawn(move || {
         if signals.forever().next().is_some() {
             flush(&shared);
@@ -317,10 +288,7 @@ fn handle(stream: TcpStream, shared: &Shared) -> io::Result<()> {
                 }
                 writeln!(out, "END {}", store.map.len())?;
             }
-            _ => writeln!(
-                out,
-                "ERR expected PING, SET <key> <value>, GET <key> or SCAN"
-            )?,
+            _ => writeln!(out, "ERR expected PING, SET <key> <value>, GET <key> or SCAN")?,
         }
         out.flush()?;
     }

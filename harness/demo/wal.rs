@@ -70,9 +70,7 @@ fn decode_one(bytes: &[u8]) -> Result<(String, String, usize), &'static str> {
     }
     let len = u32::from_le_bytes(bytes[0..4].try_into().unwrap()) as usize;
     let crc = u32::from_le_bytes(bytes[4..8].try_into().unwrap());
-    let payload = bytes
-        .get(HEADER..HEADER + len)
-        .ok_or("torn record (shorter than its length)")?;
+    let payload = bytes.get(HEADER..HEADER + len).ok_or("torn record (shorter than its length)")?;
     if crc32fast::hash(payload) != crc {
         return Err("checksum mismatch");
     }
@@ -80,9 +78,7 @@ fn decode_one(bytes: &[u8]) -> Result<(String, String, usize), &'static str> {
         return Err("record too short for its key length");
     }
     let key_len = u16::from_le_bytes([payload[0], payload[1]]) as usize;
-    let key = payload
-        .get(2..2 + key_len)
-        .ok_or("key longer than its record")?;
+    let key = payload.get(2..2 + key_len).ok_or("key longer than its record")?;
     let value = &payload[2 + key_len..];
     let key = std::str::from_utf8(key).map_err(|_| "key is not UTF-8")?;
     let value = std::str::from_utf8(value).map_err(|_| "value is not UTF-8")?;
@@ -129,12 +125,6 @@ mod tests {
         log[second + HEADER + 2] ^= 0x01;
         let replay = replay(&log);
         assert_eq!(replay.records.len(), 1);
-        assert_eq!(
-            replay.bad,
-            Some(BadRecord {
-                offset: second,
-                reason: "checksum mismatch"
-            })
-        );
+        assert_eq!(replay.bad, Some(BadRecord { offset: second, reason: "checksum mismatch" }));
     }
 }

@@ -56,10 +56,7 @@ impl Journal {
     pub fn create(run_dir: &Path) -> io::Result<Journal> {
         let path = run_dir.join(FILE_NAME);
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        Ok(Journal {
-            path,
-            file: Mutex::new(file),
-        })
+        Ok(Journal { path, file: Mutex::new(file) })
     }
 
     pub fn path(&self) -> &Path {
@@ -78,8 +75,7 @@ impl Journal {
 
 pub fn read(run_dir: &Path) -> io::Result<Vec<Entry>> {
     let path = run_dir.join(FILE_NAME);
-    let file = File::open(&path)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let file = File::open(&path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     let mut entries = Vec::new();
     for line in BufReader::new(file).lines() {
         // A line torn by a killed harness is the last one; what precedes it counts.
@@ -108,18 +104,9 @@ pub fn cleanup(run_dir: &Path) -> io::Result<Cleanup> {
     let entries = read(run_dir)?;
     let mut done = Cleanup::default();
     for entry in &entries {
-        if let Entry::Injected {
-            trial,
-            fault,
-            kind,
-            pid,
-            start_time,
-            ..
-        } = entry
-        {
-            let healed = entries.iter().any(
-                |e| matches!(e, Entry::Healed { trial: t, fault: f } if t == trial && f == fault),
-            );
+        if let Entry::Injected { trial, fault, kind, pid, start_time, .. } = entry {
+            let healed =
+                entries.iter().any(|e| matches!(e, Entry::Healed { trial: t, fault: f } if t == trial && f == fault));
             if kind == "pause" && !healed {
                 let members = procfs::group_members(*pid, *start_time);
                 for member in &members {
@@ -134,9 +121,7 @@ pub fn cleanup(run_dir: &Path) -> io::Result<Cleanup> {
     let groups: Vec<(i32, u64)> = entries
         .iter()
         .filter_map(|e| match e {
-            Entry::TargetStarted {
-                pid, start_time, ..
-            } => Some((*pid, *start_time)),
+            Entry::TargetStarted { pid, start_time, .. } => Some((*pid, *start_time)),
             _ => None,
         })
         .collect();
@@ -148,10 +133,7 @@ pub fn cleanup(run_dir: &Path) -> io::Result<Cleanup> {
 /// still there after `grace`. Returns the pids that were signalled.
 pub fn stop_groups(groups: &[(i32, u64)], grace: Duration) -> Vec<i32> {
     let members = || -> Vec<nix::unistd::Pid> {
-        groups
-            .iter()
-            .flat_map(|(pgid, since)| procfs::group_members(*pgid, *since))
-            .collect()
+        groups.iter().flat_map(|(pgid, since)| procfs::group_members(*pgid, *since)).collect()
     };
     let first = members();
     for pid in &first {

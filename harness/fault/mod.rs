@@ -24,17 +24,9 @@ pub struct FaultContext {
 #[derive(Debug, thiserror::Error)]
 pub enum FaultError {
     #[error("{kind} fault #{index}: {source}")]
-    Target {
-        kind: &'static str,
-        index: usize,
-        source: TargetError,
-    },
+    Target { kind: &'static str, index: usize, source: TargetError },
     #[error("{kind} fault #{index}: cannot journal the injection: {source}")]
-    Journal {
-        kind: &'static str,
-        index: usize,
-        source: std::io::Error,
-    },
+    Journal { kind: &'static str, index: usize, source: std::io::Error },
 }
 
 /// Undoes a fault. Healing twice is harmless; dropping an unhealed guard heals.
@@ -73,16 +65,11 @@ pub struct ProcessFault(pub FaultKind);
 impl Fault for ProcessFault {
     fn inject(&self, ctx: &FaultContext) -> Result<FaultGuard, FaultError> {
         let kind = self.0.name();
-        let target_err = |source| FaultError::Target {
-            kind,
-            index: ctx.index,
-            source,
-        };
-        let process = ctx.target.host_process().ok_or_else(|| {
-            target_err(TargetError::NotRunning {
-                target: ctx.target.name().to_string(),
-            })
-        })?;
+        let target_err = |source| FaultError::Target { kind, index: ctx.index, source };
+        let process = ctx
+            .target
+            .host_process()
+            .ok_or_else(|| target_err(TargetError::NotRunning { target: ctx.target.name().to_string() }))?;
         ctx.journal
             .append(&Entry::Injected {
                 trial: ctx.trial,
@@ -92,11 +79,7 @@ impl Fault for ProcessFault {
                 pid: process.pid,
                 start_time: process.start_time,
             })
-            .map_err(|source| FaultError::Journal {
-                kind,
-                index: ctx.index,
-                source,
-            })?;
+            .map_err(|source| FaultError::Journal { kind, index: ctx.index, source })?;
         let injected = |detail: String| {
             ctx.recorder.record(EventKind::FaultInjected {
                 fault: ctx.index,
@@ -120,19 +103,13 @@ impl Fault for ProcessFault {
             FaultKind::Pause { .. } => {
                 injected(format!("SIGSTOP to pid {}", process.pid));
                 let paused = ctx.target.pause().map_err(target_err)?;
-                let (target, journal, recorder) = (
-                    Arc::clone(&ctx.target),
-                    Arc::clone(&ctx.journal),
-                    ctx.recorder.clone(),
-                );
+                let (target, journal, recorder) =
+                    (Arc::clone(&ctx.target), Arc::clone(&ctx.journal), ctx.recorder.clone());
                 let (trial, fault) = (ctx.trial, ctx.index);
                 Ok(FaultGuard {
                     heal: Some(Box::new(move || {
                         let _ = target.resume(paused);
-                        recorder.record(EventKind::FaultHealed {
-                            fault,
-                            target: target.name().to_string(),
-                        });
+                        recorder.record(EventKind::FaultHealed { fault, target: target.name().to_string() });
                         let _ = journal.append(&Entry::Healed { trial, fault });
                     })),
                 })

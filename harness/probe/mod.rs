@@ -27,9 +27,7 @@ struct TcpProbe {
 
 impl Probe for TcpProbe {
     fn sample(&mut self) -> Result<(), String> {
-        TcpStream::connect_timeout(&self.addr, self.timeout)
-            .map(drop)
-            .map_err(|e| e.to_string())
+        TcpStream::connect_timeout(&self.addr, self.timeout).map(drop).map_err(|e| e.to_string())
     }
 }
 
@@ -40,9 +38,7 @@ struct DemoKvProbe {
 
 impl Probe for DemoKvProbe {
     fn sample(&mut self) -> Result<(), String> {
-        Client::connect(self.addr, self.timeout)
-            .and_then(|mut c| c.ping())
-            .map_err(|e| e.to_string())
+        Client::connect(self.addr, self.timeout).and_then(|mut c| c.ping()).map_err(|e| e.to_string())
     }
 }
 
@@ -58,23 +54,12 @@ struct HttpProbe {
 
 impl Probe for HttpProbe {
     fn sample(&mut self) -> Result<(), String> {
-        let mut stream =
-            TcpStream::connect_timeout(&self.addr, self.timeout).map_err(|e| e.to_string())?;
-        stream
-            .set_read_timeout(Some(self.timeout))
-            .map_err(|e| e.to_string())?;
-        let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.path, self.addr
-        );
-        stream
-            .write_all(request.as_bytes())
-            .map_err(|e| e.to_string())?;
+        let mut stream = TcpStream::connect_timeout(&self.addr, self.timeout).map_err(|e| e.to_string())?;
+        stream.set_read_timeout(Some(self.timeout)).map_err(|e| e.to_string())?;
+        let request = format!("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.path, self.addr);
+        stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
         let mut response = Vec::new();
-        stream
-            .take(1 << 20)
-            .read_to_end(&mut response)
-            .map_err(|e| e.to_string())?;
+        stream.take(1 << 20).read_to_end(&mut response).map_err(|e| e.to_string())?;
         let response = String::from_utf8_lossy(&response);
         let status: u16 = response
             .split_whitespace()
@@ -102,10 +87,7 @@ struct CommandProbe {
 
 impl Probe for CommandProbe {
     fn sample(&mut self) -> Result<(), String> {
-        let out = self
-            .target
-            .exec(&self.argv, self.timeout)
-            .map_err(|e| e.to_string())?;
+        let out = self.target.exec(&self.argv, self.timeout).map_err(|e| e.to_string())?;
         match out.exit {
             Some(exit) if exit.success() => Ok(()),
             Some(exit) => Err(format!("{exit}: {}", out.stderr.trim())),
@@ -124,31 +106,16 @@ pub fn build(plan: &ProbePlan, target: Arc<dyn Target>) -> Box<dyn Probe> {
     };
     let timeout = plan.timeout;
     match &plan.kind {
-        ProbeKind::Tcp { port } => Box::new(TcpProbe {
-            addr: addr(port),
-            timeout,
-        }),
-        ProbeKind::DemoKv { port } => Box::new(DemoKvProbe {
-            addr: addr(port),
-            timeout,
-        }),
-        ProbeKind::Http {
-            port,
-            path,
-            status,
-            body_contains,
-        } => Box::new(HttpProbe {
+        ProbeKind::Tcp { port } => Box::new(TcpProbe { addr: addr(port), timeout }),
+        ProbeKind::DemoKv { port } => Box::new(DemoKvProbe { addr: addr(port), timeout }),
+        ProbeKind::Http { port, path, status, body_contains } => Box::new(HttpProbe {
             addr: addr(port),
             path: path.clone(),
             status: *status,
             body_contains: body_contains.clone(),
             timeout,
         }),
-        ProbeKind::Command { argv } => Box::new(CommandProbe {
-            target,
-            argv: argv.clone(),
-            timeout,
-        }),
+        ProbeKind::Command { argv } => Box::new(CommandProbe { target, argv: argv.clone(), timeout }),
     }
 }
 
@@ -179,13 +146,7 @@ impl Health {
     /// Waits for `n` consecutive healthy samples that all started at or after
     /// `after`; returns the start of the first of them, or `None` at the
     /// deadline or on cancel.
-    pub fn wait_sustained(
-        &self,
-        after: Instant,
-        n: u32,
-        deadline: Instant,
-        cancel: &AtomicBool,
-    ) -> Option<Instant> {
+    pub fn wait_sustained(&self, after: Instant, n: u32, deadline: Instant, cancel: &AtomicBool) -> Option<Instant> {
         let (mut next, mut streak, mut start) = (0u64, 0u32, None);
         let mut guard = self.samples.lock().unwrap();
         loop {
@@ -211,11 +172,7 @@ impl Health {
             if now >= deadline || cancel.load(Ordering::Relaxed) {
                 return None;
             }
-            guard = self
-                .changed
-                .wait_timeout(guard, (deadline - now).min(Duration::from_millis(50)))
-                .unwrap()
-                .0;
+            guard = self.changed.wait_timeout(guard, (deadline - now).min(Duration::from_millis(50))).unwrap().0;
         }
     }
 }
@@ -228,12 +185,7 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    pub fn start(
-        target: &str,
-        mut probe: Box<dyn Probe>,
-        interval: Duration,
-        recorder: Recorder,
-    ) -> Sampler {
+    pub fn start(target: &str, mut probe: Box<dyn Probe>, interval: Duration, recorder: Recorder) -> Sampler {
         let health = Arc::new(Health::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (h, s, target) = (Arc::clone(&health), Arc::clone(&stop), target.to_string());
@@ -267,11 +219,7 @@ impl Sampler {
                 }
             })
             .expect("a probe thread can be started");
-        Sampler {
-            health,
-            stop,
-            thread: Some(thread),
-        }
+        Sampler { health, stop, thread: Some(thread) }
     }
 
     pub fn stop(&mut self) {

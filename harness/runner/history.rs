@@ -109,10 +109,7 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new(trial: u32) -> Self {
-        Recorder {
-            trial,
-            events: Arc::new(Mutex::new(Vec::with_capacity(1 << 14))),
-        }
+        Recorder { trial, events: Arc::new(Mutex::new(Vec::with_capacity(1 << 14))) }
     }
 
     /// Records an event that happens now.
@@ -136,11 +133,7 @@ impl Recorder {
                 } else {
                     -((origin - at).as_secs_f64() * 1000.0)
                 };
-                Event {
-                    trial: self.trial,
-                    t_ms,
-                    kind,
-                }
+                Event { trial: self.trial, t_ms, kind }
             })
             .collect()
     }
@@ -166,12 +159,8 @@ pub fn load(path: &Path) -> io::Result<Vec<Vec<Event>>> {
         if line.trim().is_empty() {
             continue;
         }
-        let event: Event = serde_json::from_str(&line).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}:{}: {e}", path.display(), n + 1),
-            )
-        })?;
+        let event: Event = serde_json::from_str(&line)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}:{}: {e}", path.display(), n + 1)))?;
         let i = event.trial as usize;
         if trials.len() <= i {
             trials.resize_with(i + 1, Vec::new);

@@ -39,10 +39,7 @@ pub struct RunOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    Io { what: String, source: std::io::Error },
 }
 
 /// Why a trial could not run to its end.
@@ -91,19 +88,16 @@ pub fn run(
             std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
             dir.clone()
         }
-        None => new_run_dir(Path::new("crashlab-runs"), &plan.name)
-            .map_err(io("cannot create a run directory".into()))?,
+        None => {
+            new_run_dir(Path::new("crashlab-runs"), &plan.name).map_err(io("cannot create a run directory".into()))?
+        }
     };
     std::fs::write(run_dir.join(SCENARIO_FILE), source)
         .map_err(io(format!("cannot write into {}", run_dir.display())))?;
     let history_path = run_dir.join(HISTORY_FILE);
     let _ = std::fs::remove_file(&history_path);
-    let journal =
-        Arc::new(Journal::create(&run_dir).map_err(io("cannot create the fault journal".into()))?);
-    let seed = options
-        .seed
-        .or(plan.trials.seed)
-        .unwrap_or_else(|| rand::random::<u64>() & JSON_SAFE);
+    let journal = Arc::new(Journal::create(&run_dir).map_err(io("cannot create the fault journal".into()))?);
+    let seed = options.seed.or(plan.trials.seed).unwrap_or_else(|| rand::random::<u64>() & JSON_SAFE);
     let count = options.trials.unwrap_or(plan.trials.count);
 
     let mut trials = Vec::new();
@@ -113,16 +107,8 @@ pub fn run(
             stop = Some(TrialStop::Interrupted);
             break;
         }
-        let (events, trial_stop) = run_trial(
-            plan,
-            index,
-            trial_seed(seed, index),
-            &run_dir,
-            &journal,
-            interrupt,
-        );
-        history::append(&history_path, &events)
-            .map_err(io(format!("cannot write {}", history_path.display())))?;
+        let (events, trial_stop) = run_trial(plan, index, trial_seed(seed, index), &run_dir, &journal, interrupt);
+        history::append(&history_path, &events).map_err(io(format!("cannot write {}", history_path.display())))?;
         let report = check::check_trial(plan, index, &events);
         on_trial(&report, count);
         trials.push(report);
@@ -138,13 +124,8 @@ pub fn run(
     });
     let report = check::build_report(plan, seed, trials, error);
     let report_path = run_dir.join(REPORT_FILE);
-    std::fs::write(&report_path, report.to_json())
-        .map_err(io(format!("cannot write {}", report_path.display())))?;
-    Ok(RunOutcome {
-        run_dir,
-        report,
-        stop,
-    })
+    std::fs::write(&report_path, report.to_json()).map_err(io(format!("cannot write {}", report_path.display())))?;
+    Ok(RunOutcome { run_dir, report, stop })
 }
 
 /// Sleeps until `at`, waking early (and returning false) on cancel.
@@ -185,9 +166,8 @@ fn run_trial(
     let mut samplers: Vec<Sampler> = Vec::new();
     let mut stop = None;
     for t in &plan.targets {
-        let started = free_port()
-            .map_err(|e| format!("cannot allocate a port for target `{}`: {e}", t.name))
-            .and_then(|port| {
+        let started =
+            free_port().map_err(|e| format!("cannot allocate a port for target `{}`: {e}", t.name)).and_then(|port| {
                 let ctx = ProcessContext {
                     trial: index,
                     run_dir: run_dir.to_path_buf(),
@@ -203,12 +183,7 @@ fn run_trial(
         match started {
             Ok(target) => {
                 let probe = probe::build(&t.probe, Arc::clone(&target));
-                samplers.push(Sampler::start(
-                    &t.name,
-                    probe,
-                    t.probe.interval,
-                    recorder.clone(),
-                ));
+                samplers.push(Sampler::start(&t.name, probe, t.probe.interval, recorder.clone()));
                 targets.push(target);
             }
             Err(e) => {
@@ -221,11 +196,7 @@ fn run_trial(
         let deadline = Instant::now() + plan.trials.startup_timeout;
         for ((t, target), sampler) in plan.targets.iter().zip(&targets).zip(&samplers) {
             let begin = Instant::now();
-            if sampler
-                .health
-                .wait_sustained(begin, t.probe.healthy_after, deadline, interrupt)
-                .is_none()
-            {
+            if sampler.health.wait_sustained(begin, t.probe.healthy_after, deadline, interrupt).is_none() {
                 stop = Some(if interrupt.load(Ordering::Relaxed) {
                     TrialStop::Interrupted
                 } else {
@@ -255,15 +226,12 @@ fn run_trial(
             }
         });
         let workload: Option<Box<dyn Workload>> = plan.workload.as_ref().map(|w| {
-            let port = targets
-                .iter()
-                .find(|t| t.name() == w.target)
-                .map_or(0, |t| t.port());
+            let port = targets.iter().find(|t| t.name() == w.target).map_or(0, |t| t.port());
             match w.kind {
-                WorkloadKind::DemoKv => Box::new(DemoKv {
-                    addr: SocketAddr::from(([127, 0, 0, 1], port)),
-                    timeout: w.timeout,
-                }) as Box<dyn Workload>,
+                WorkloadKind::DemoKv => {
+                    Box::new(DemoKv { addr: SocketAddr::from(([127, 0, 0, 1], port)), timeout: w.timeout })
+                        as Box<dyn Workload>
+                }
             }
         });
         recorder.record_at(origin, EventKind::WorkloadStarted);
@@ -274,12 +242,8 @@ fn run_trial(
                 .zip(&schedule)
                 .enumerate()
                 .map(|(i, (f, at))| {
-                    let target = Arc::clone(
-                        targets
-                            .iter()
-                            .find(|t| t.name() == f.target)
-                            .expect("compile checked the name"),
-                    );
+                    let target =
+                        Arc::clone(targets.iter().find(|t| t.name() == f.target).expect("compile checked the name"));
                     let ctx = FaultContext {
                         trial: index,
                         index: i,
@@ -316,10 +280,7 @@ fn run_trial(
                 );
                 recorder.record(EventKind::WorkloadEnded);
             }
-            faults
-                .into_iter()
-                .filter_map(|f| f.join().ok().flatten())
-                .collect::<Vec<_>>()
+            faults.into_iter().filter_map(|f| f.join().ok().flatten()).collect::<Vec<_>>()
         });
         if interrupt.load(Ordering::Relaxed) {
             stop = Some(TrialStop::Interrupted);
@@ -334,21 +295,13 @@ fn run_trial(
             let now = Instant::now();
             let deadline = now + plan.trials.recovery_timeout;
             for (t, sampler) in plan.targets.iter().zip(&samplers) {
-                let _ =
-                    sampler
-                        .health
-                        .wait_sustained(now, t.probe.healthy_after, deadline, &cancel);
+                let _ = sampler.health.wait_sustained(now, t.probe.healthy_after, deadline, &cancel);
             }
             if let (Some(w), Some(plan_w)) = (&workload, &plan.workload) {
                 match read_back(w.as_ref()) {
-                    Ok(items) => recorder.record(EventKind::ReadBack {
-                        target: plan_w.target.clone(),
-                        items,
-                    }),
-                    Err(e) => recorder.record(EventKind::ReadBackFailed {
-                        target: plan_w.target.clone(),
-                        error: e.to_string(),
-                    }),
+                    Ok(items) => recorder.record(EventKind::ReadBack { target: plan_w.target.clone(), items }),
+                    Err(e) => recorder
+                        .record(EventKind::ReadBackFailed { target: plan_w.target.clone(), error: e.to_string() }),
                 }
             }
             if interrupt.load(Ordering::Relaxed) {
@@ -365,10 +318,7 @@ fn run_trial(
     }
     for target in &targets {
         target.stop();
-        recorder.record(EventKind::TargetLog {
-            target: target.name().to_string(),
-            lines: target.last_log_lines(20),
-        });
+        recorder.record(EventKind::TargetLog { target: target.name().to_string(), lines: target.last_log_lines(20) });
     }
     recorder.record(EventKind::TrialEnded {
         interrupted: matches!(stop, Some(TrialStop::Interrupted)),

@@ -7,26 +7,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Creates a fresh directory for a run; never reuses an existing one.
 pub fn new_run_dir(base: &Path, scenario: &str) -> io::Result<PathBuf> {
     std::fs::create_dir_all(base)?;
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let stamp = utc_stamp(secs);
-    let safe: String = scenario
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let safe: String =
+        scenario.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
     for n in 0.. {
-        let name = if n == 0 {
-            format!("{safe}-{stamp}")
-        } else {
-            format!("{safe}-{stamp}-{n}")
-        };
+        let name = if n == 0 { format!("{safe}-{stamp}") } else { format!("{safe}-{stamp}-{n}") };
         let dir = base.join(name);
         match std::fs::create_dir(&dir) {
             Ok(()) => return Ok(dir),
@@ -50,12 +36,7 @@ fn utc_stamp(secs: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]

@@ -21,18 +21,11 @@ pub struct Diagnostics {
 
 impl Diagnostics {
     pub fn new(path: &Path, source_text: &str) -> Self {
-        Diagnostics {
-            path: path.to_path_buf(),
-            source_text: source_text.to_string(),
-            list: Vec::new(),
-        }
+        Diagnostics { path: path.to_path_buf(), source_text: source_text.to_string(), list: Vec::new() }
     }
 
     pub fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
-        self.list.push(Diagnostic {
-            span,
-            message: message.into(),
-        });
+        self.list.push(Diagnostic { span, message: message.into() });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -76,18 +69,14 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
     candidates
         .into_iter()
         .map(|c| (strsim::damerau_levenshtein(word, c), c))
-        .filter(|(distance, c)| {
-            *distance <= 2.max(c.len() / 3) && *distance < c.len().max(word.len())
-        })
+        .filter(|(distance, c)| *distance <= 2.max(c.len() / 3) && *distance < c.len().max(word.len()))
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, c)| c)
 }
 
 /// ", did you mean `x`?" or nothing.
 pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
-    suggest(word, candidates)
-        .map(|s| format!(", did you mean `{s}`?"))
-        .unwrap_or_default()
+    suggest(word, candidates).map(|s| format!(", did you mean `{s}`?")).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -55,20 +55,13 @@ impl<'a, 'i> Fields<'a, 'i> {
     }
 
     fn missing(&self, key: &str, expected: &str, d: &mut Diagnostics) {
-        d.error(
-            self.span.clone(),
-            format!("missing key `{key}` in {}; expected {expected}", self.what),
-        );
+        d.error(self.span.clone(), format!("missing key `{key}` in {}; expected {expected}", self.what));
     }
 
     fn wrong_type(&self, key: &str, value: &Value<'i>, expected: &str, d: &mut Diagnostics) {
         d.error(
             value.span(),
-            format!(
-                "`{key}` in {} must be {expected}, found {}",
-                self.what,
-                value.get_ref().type_str()
-            ),
+            format!("`{key}` in {} must be {expected}, found {}", self.what, value.get_ref().type_str()),
         );
     }
 
@@ -83,12 +76,7 @@ impl<'a, 'i> Fields<'a, 'i> {
         }
     }
 
-    pub fn required_str(
-        &self,
-        key: &str,
-        expected: &str,
-        d: &mut Diagnostics,
-    ) -> Option<(&'a str, Span)> {
+    pub fn required_str(&self, key: &str, expected: &str, d: &mut Diagnostics) -> Option<(&'a str, Span)> {
         if self.get(key).is_none() {
             self.missing(key, expected, d);
             return None;
@@ -125,20 +113,11 @@ impl<'a, 'i> Fields<'a, 'i> {
 
     pub fn integer(&self, key: &str, min: i64, max: i64, d: &mut Diagnostics) -> Option<i64> {
         let value = self.get(key)?;
-        let number = value
-            .get_ref()
-            .as_integer()
-            .and_then(|i| i64::from_str_radix(i.as_str(), i.radix()).ok());
+        let number = value.get_ref().as_integer().and_then(|i| i64::from_str_radix(i.as_str(), i.radix()).ok());
         match number {
             Some(n) if (min..=max).contains(&n) => Some(n),
             Some(n) => {
-                d.error(
-                    value.span(),
-                    format!(
-                        "`{key}` in {} must be between {min} and {max}, found {n}",
-                        self.what
-                    ),
-                );
+                d.error(value.span(), format!("`{key}` in {} must be between {min} and {max}, found {n}", self.what));
                 None
             }
             None => {
@@ -150,9 +129,7 @@ impl<'a, 'i> Fields<'a, 'i> {
 
     pub fn duration(&self, key: &str, d: &mut Diagnostics) -> Option<Duration> {
         let (text, span) = self.str(key, d)?;
-        parse_duration(text)
-            .map_err(|e| d.error(span, format!("`{key}` in {}: {e}", self.what)))
-            .ok()
+        parse_duration(text).map_err(|e| d.error(span, format!("`{key}` in {}: {e}", self.what))).ok()
     }
 
     pub fn time_spec(&self, key: &str, d: &mut Diagnostics) -> Option<(TimeSpec, Span)> {
@@ -160,13 +137,7 @@ impl<'a, 'i> Fields<'a, 'i> {
         match parse_time_spec(text) {
             Ok(spec) => Some((spec, span)),
             Err(e) => {
-                d.error(
-                    span,
-                    format!(
-                        "`{key}` in {}: {e} (or a range such as `2s..4s`)",
-                        self.what
-                    ),
-                );
+                d.error(span, format!("`{key}` in {}: {e} (or a range such as `2s..4s`)", self.what));
                 None
             }
         }
@@ -187,10 +158,7 @@ impl<'a, 'i> Fields<'a, 'i> {
             match item.get_ref().as_str() {
                 Some(s) => out.push(s.to_string()),
                 None => {
-                    d.error(
-                        item.span(),
-                        format!("`{key}` in {} must hold only strings", self.what),
-                    );
+                    d.error(item.span(), format!("`{key}` in {} must hold only strings", self.what));
                     return None;
                 }
             }

@@ -28,64 +28,27 @@ use crate::duration::format_duration;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read scenario {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Invalid(Diagnostics),
 }
 
 /// Reads and compiles a scenario file.
 pub fn load(path: &Path) -> Result<Plan, LoadError> {
-    let source = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let source =
+        std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
     compile(path, &source).map_err(LoadError::Invalid)
 }
 
-pub const TOP_KEYS: &[&str] = &[
-    "name",
-    "description",
-    "target",
-    "workload",
-    "fault",
-    "expect",
-    "trials",
-];
-pub const TARGET_KEYS: &[&str] = &[
-    "kind",
-    "command",
-    "env",
-    "restart",
-    "stop_timeout",
-    "probe",
-    "before_start",
-    "after_stop",
-];
+pub const TOP_KEYS: &[&str] = &["name", "description", "target", "workload", "fault", "expect", "trials"];
+pub const TARGET_KEYS: &[&str] =
+    &["kind", "command", "env", "restart", "stop_timeout", "probe", "before_start", "after_stop"];
 pub const TARGET_KINDS: &[&str] = &["process"];
 pub const RESTART_KEYS: &[&str] = &["policy", "delay"];
-pub const PROBE_KEYS: &[&str] = &[
-    "kind",
-    "port",
-    "path",
-    "status",
-    "body_contains",
-    "command",
-    "interval",
-    "timeout",
-    "healthy_after",
-];
+pub const PROBE_KEYS: &[&str] =
+    &["kind", "port", "path", "status", "body_contains", "command", "interval", "timeout", "healthy_after"];
 pub const PROBE_KINDS: &[&str] = &["tcp", "http", "command", "demo-kv"];
-pub const WORKLOAD_KEYS: &[&str] = &[
-    "kind",
-    "target",
-    "rate",
-    "duration",
-    "connections",
-    "timeout",
-];
+pub const WORKLOAD_KEYS: &[&str] = &["kind", "target", "rate", "duration", "connections", "timeout"];
 pub const WORKLOAD_KINDS: &[&str] = &["demo-kv"];
 pub const FAULT_KEYS: &[&str] = &["kind", "target", "at", "signal", "duration"];
 pub const FAULT_KINDS: &[&str] = &["kill", "pause", "restart"];
@@ -106,21 +69,10 @@ pub fn compile(path: &Path, source: &str) -> Result<Plan, Diagnostics> {
     }
     let root_span = root.span();
     let root = root.get_ref();
-    let top = Fields::new(
-        root,
-        root_span.start..root_span.start,
-        "the scenario",
-        TOP_KEYS,
-        &mut d,
-    );
+    let top = Fields::new(root, root_span.start..root_span.start, "the scenario", TOP_KEYS, &mut d);
 
-    let name = top
-        .required_str("name", "a string naming the scenario", &mut d)
-        .map(|(s, _)| s.to_string());
-    let description = top
-        .str("description", &mut d)
-        .map(|(s, _)| s.to_string())
-        .unwrap_or_default();
+    let name = top.required_str("name", "a string naming the scenario", &mut d).map(|(s, _)| s.to_string());
+    let description = top.str("description", &mut d).map(|(s, _)| s.to_string()).unwrap_or_default();
 
     let mut targets = Vec::new();
     match top.table("target", &mut d) {
@@ -128,14 +80,8 @@ pub fn compile(path: &Path, source: &str) -> Result<Plan, Diagnostics> {
             for (key, value) in table.iter() {
                 let name = key.get_ref().to_string();
                 let what = format!("[target.{name}]");
-                if !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                {
-                    d.error(
-                        key.span(),
-                        format!("target name `{name}` may hold only letters, digits, `-` and `_`"),
-                    );
+                if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                    d.error(key.span(), format!("target name `{name}` may hold only letters, digits, `-` and `_`"));
                 }
                 match value.get_ref().as_table() {
                     Some(t) => targets.extend(compile_target(
@@ -147,10 +93,7 @@ pub fn compile(path: &Path, source: &str) -> Result<Plan, Diagnostics> {
                 }
             }
         }
-        None => d.error(
-            0..0,
-            "missing `[target.<name>]`: a scenario needs at least one target",
-        ),
+        None => d.error(0..0, "missing `[target.<name>]`: a scenario needs at least one target"),
     }
     let target_names: Vec<&str> = root
         .get("target")
@@ -159,11 +102,7 @@ pub fn compile(path: &Path, source: &str) -> Result<Plan, Diagnostics> {
         .unwrap_or_default();
 
     let workload = top.table("workload", &mut d).and_then(|(t, span)| {
-        compile_workload(
-            &Fields::new(t, span, "[workload]", WORKLOAD_KEYS, &mut d),
-            &target_names,
-            &mut d,
-        )
+        compile_workload(&Fields::new(t, span, "[workload]", WORKLOAD_KEYS, &mut d), &target_names, &mut d)
     });
 
     let mut faults = Vec::new();
@@ -173,28 +112,14 @@ pub fn compile(path: &Path, source: &str) -> Result<Plan, Diagnostics> {
                 for (i, item) in items.iter().enumerate() {
                     match item.get_ref().as_table() {
                         Some(t) => {
-                            let f = Fields::new(
-                                t,
-                                item.span(),
-                                format!("[[fault]] #{}", i + 1),
-                                FAULT_KEYS,
-                                &mut d,
-                            );
-                            faults.extend(compile_fault(
-                                &f,
-                                &target_names,
-                                workload.as_ref(),
-                                &mut d,
-                            ));
+                            let f = Fields::new(t, item.span(), format!("[[fault]] #{}", i + 1), FAULT_KEYS, &mut d);
+                            faults.extend(compile_fault(&f, &target_names, workload.as_ref(), &mut d));
                         }
                         None => d.error(item.span(), "each [[fault]] must be a table"),
                     }
                 }
             }
-            None => d.error(
-                value.span(),
-                "`fault` must be an array of tables: write each as [[fault]]",
-            ),
+            None => d.error(value.span(), "`fault` must be an array of tables: write each as [[fault]]"),
         }
     }
 
@@ -207,19 +132,13 @@ pub fn compile(path: &Path, source: &str) -> Result<Plan, Diagnostics> {
             };
             match parse_expectation(metric, value.get_ref()) {
                 Ok(e) => expectations.push(e),
-                Err(message) => d.error(
-                    value.span(),
-                    format!("[expect] {key}: {message}", key = key.get_ref()),
-                ),
+                Err(message) => d.error(value.span(), format!("[expect] {key}: {message}", key = key.get_ref())),
             }
         }
     }
 
     let trials = match top.table("trials", &mut d) {
-        Some((t, span)) => compile_trials(
-            &Fields::new(t, span, "[trials]", TRIALS_KEYS, &mut d),
-            &mut d,
-        ),
+        Some((t, span)) => compile_trials(&Fields::new(t, span, "[trials]", TRIALS_KEYS, &mut d), &mut d),
         None => TrialsPlan::default(),
     };
 
@@ -259,10 +178,7 @@ fn check_templates(argv: &[String], span: &Span, what: &str, d: &mut Diagnostics
                             span.clone(),
                             format!(
                                 "unknown placeholder `{{{name}}}` in {what}{}; expected one of: {}",
-                                diagnostic::did_you_mean(
-                                    name,
-                                    template::PLACEHOLDERS.iter().copied()
-                                ),
+                                diagnostic::did_you_mean(name, template::PLACEHOLDERS.iter().copied()),
                                 template::PLACEHOLDERS
                                     .iter()
                                     .map(|p| format!("{{{p}}}"))
@@ -282,10 +198,7 @@ fn command(f: &Fields, key: &str, required: bool, d: &mut Diagnostics) -> Option
     if required && f.get(key).is_none() {
         d.error(
             f.span.clone(),
-            format!(
-                "missing key `{key}` in {}; expected an array such as [\"program\", \"arg\"]",
-                f.what
-            ),
+            format!("missing key `{key}` in {}; expected an array such as [\"program\", \"arg\"]", f.what),
         );
         return None;
     }
@@ -305,32 +218,22 @@ fn hooks(f: &Fields, key: &str, d: &mut Diagnostics) -> Vec<Vec<String>> {
     let Some(items) = value.get_ref().as_array() else {
         d.error(
             value.span(),
-            format!(
-                "`{key}` in {} must be an array of commands, e.g. [[\"sh\", \"-c\", \"...\"]]",
-                f.what
-            ),
+            format!("`{key}` in {} must be an array of commands, e.g. [[\"sh\", \"-c\", \"...\"]]", f.what),
         );
         return Vec::new();
     };
     let mut out = Vec::new();
     for item in items.iter() {
-        let argv: Option<Vec<String>> = item.get_ref().as_array().and_then(|a| {
-            a.iter()
-                .map(|s| s.get_ref().as_str().map(str::to_string))
-                .collect()
-        });
+        let argv: Option<Vec<String>> = item
+            .get_ref()
+            .as_array()
+            .and_then(|a| a.iter().map(|s| s.get_ref().as_str().map(str::to_string)).collect());
         match argv {
             Some(argv) if !argv.is_empty() => {
                 check_templates(&argv, &item.span(), &format!("`{key}` in {}", f.what), d);
                 out.push(argv);
             }
-            _ => d.error(
-                item.span(),
-                format!(
-                    "each of `{key}` in {} must be a command: an array of strings",
-                    f.what
-                ),
-            ),
+            _ => d.error(item.span(), format!("each of `{key}` in {} must be a command: an array of strings", f.what)),
         }
     }
     out
@@ -345,7 +248,10 @@ fn compile_target(name: String, f: &Fields, d: &mut Diagnostics) -> Option<Targe
                 if later {
                     format!("target kind `{kind}` is not supported by this version yet; expected `process`")
                 } else {
-                    format!("unknown target kind `{kind}`{}; expected `process`", diagnostic::did_you_mean(kind, TARGET_KINDS.iter().copied()))
+                    format!(
+                        "unknown target kind `{kind}`{}; expected `process`",
+                        diagnostic::did_you_mean(kind, TARGET_KINDS.iter().copied())
+                    )
                 },
             );
         }
@@ -356,17 +262,12 @@ fn compile_target(name: String, f: &Fields, d: &mut Diagnostics) -> Option<Targe
         for (key, value) in table.iter() {
             match value.get_ref().as_str() {
                 Some(v) => env.push((key.get_ref().to_string(), v.to_string())),
-                None => d.error(
-                    value.span(),
-                    format!("env values in {} must be strings", f.what),
-                ),
+                None => d.error(value.span(), format!("env values in {} must be strings", f.what)),
             }
         }
     }
     let restart = match f.table("restart", d) {
-        None => Some(RestartPolicy::Always {
-            delay: Duration::ZERO,
-        }),
+        None => Some(RestartPolicy::Always { delay: Duration::ZERO }),
         Some((t, span)) => {
             let r = Fields::new(t, span, format!("`restart` of {}", f.what), RESTART_KEYS, d);
             let delay = r.duration("delay", d).unwrap_or(Duration::ZERO);
@@ -378,16 +279,17 @@ fn compile_target(name: String, f: &Fields, d: &mut Diagnostics) -> Option<Targe
             }
         }
     };
-    let stop_timeout = f
-        .duration("stop_timeout", d)
-        .unwrap_or(Duration::from_secs(5));
+    let stop_timeout = f.duration("stop_timeout", d).unwrap_or(Duration::from_secs(5));
     let probe = match f.table("probe", d) {
-        Some((t, span)) => compile_probe(
-            &Fields::new(t, span, format!("`probe` of {}", f.what), PROBE_KEYS, d),
-            d,
-        ),
+        Some((t, span)) => compile_probe(&Fields::new(t, span, format!("`probe` of {}", f.what), PROBE_KEYS, d), d),
         None => {
-            d.error(f.span.clone(), format!("missing key `probe` in {}; expected e.g. probe = {{ kind = \"tcp\", port = \"{{port}}\" }}", f.what));
+            d.error(
+                f.span.clone(),
+                format!(
+                    "missing key `probe` in {}; expected e.g. probe = {{ kind = \"tcp\", port = \"{{port}}\" }}",
+                    f.what
+                ),
+            );
             None
         }
     };
@@ -415,15 +317,11 @@ fn port(f: &Fields, d: &mut Diagnostics) -> Option<PortRef> {
         }
         d.error(
             value.span(),
-            format!(
-                "`port` in {} must be \"{{port}}\" (the target's allocated port) or a number",
-                f.what
-            ),
+            format!("`port` in {} must be \"{{port}}\" (the target's allocated port) or a number", f.what),
         );
         return None;
     }
-    f.integer("port", 1, 65535, d)
-        .map(|p| PortRef::Fixed(p as u16))
+    f.integer("port", 1, 65535, d).map(|p| PortRef::Fixed(p as u16))
 }
 
 fn compile_probe(f: &Fields, d: &mut Diagnostics) -> Option<ProbePlan> {
@@ -432,11 +330,7 @@ fn compile_probe(f: &Fields, d: &mut Diagnostics) -> Option<ProbePlan> {
         None if f.get("kind").is_none() => {
             d.error(
                 f.span.clone(),
-                format!(
-                    "missing key `kind` in {}; expected one of: {}",
-                    f.what,
-                    PROBE_KINDS.join(", ")
-                ),
+                format!("missing key `kind` in {}; expected one of: {}", f.what, PROBE_KINDS.join(", ")),
             );
             return None;
         }
@@ -447,30 +341,16 @@ fn compile_probe(f: &Fields, d: &mut Diagnostics) -> Option<ProbePlan> {
         "demo-kv" => ProbeKind::DemoKv { port: port(f, d)? },
         "http" => ProbeKind::Http {
             port: port(f, d)?,
-            path: f
-                .str("path", d)
-                .map(|(s, _)| s.to_string())
-                .unwrap_or_else(|| "/".into()),
+            path: f.str("path", d).map(|(s, _)| s.to_string()).unwrap_or_else(|| "/".into()),
             status: f.integer("status", 100, 599, d).unwrap_or(200) as u16,
             body_contains: f.str("body_contains", d).map(|(s, _)| s.to_string()),
         },
-        _ => ProbeKind::Command {
-            argv: command(f, "command", true, d)?,
-        },
+        _ => ProbeKind::Command { argv: command(f, "command", true, d)? },
     };
-    let interval = f
-        .duration("interval", d)
-        .unwrap_or(Duration::from_millis(10));
-    let timeout = f
-        .duration("timeout", d)
-        .unwrap_or(Duration::from_millis(500));
+    let interval = f.duration("interval", d).unwrap_or(Duration::from_millis(10));
+    let timeout = f.duration("timeout", d).unwrap_or(Duration::from_millis(500));
     let healthy_after = f.integer("healthy_after", 1, 10_000, d).unwrap_or(3) as u32;
-    Some(ProbePlan {
-        kind,
-        interval,
-        timeout,
-        healthy_after,
-    })
+    Some(ProbePlan { kind, interval, timeout, healthy_after })
 }
 
 fn target_ref(f: &Fields, targets: &[&str], d: &mut Diagnostics) -> Option<String> {
@@ -484,11 +364,7 @@ fn target_ref(f: &Fields, targets: &[&str], d: &mut Diagnostics) -> Option<Strin
             "`target` in {} names `{name}`, which is not a target of this scenario{}; targets: {}",
             f.what,
             diagnostic::did_you_mean(name, targets.iter().copied()),
-            if targets.is_empty() {
-                "(none)".to_string()
-            } else {
-                targets.join(", ")
-            }
+            if targets.is_empty() { "(none)".to_string() } else { targets.join(", ") }
         ),
     );
     None
@@ -498,10 +374,7 @@ fn compile_workload(f: &Fields, targets: &[&str], d: &mut Diagnostics) -> Option
     let kind = match f.choice("kind", "workload kind", WORKLOAD_KINDS, d) {
         Some(_) => Some(WorkloadKind::DemoKv),
         None if f.get("kind").is_none() => {
-            d.error(
-                f.span.clone(),
-                "missing key `kind` in [workload]; expected `demo-kv`",
-            );
+            d.error(f.span.clone(), "missing key `kind` in [workload]; expected `demo-kv`");
             None
         }
         None => None,
@@ -509,26 +382,14 @@ fn compile_workload(f: &Fields, targets: &[&str], d: &mut Diagnostics) -> Option
     let target = target_ref(f, targets, d);
     let rate = f.integer("rate", 1, 100_000, d).unwrap_or(100) as u32;
     let duration = if f.get("duration").is_none() {
-        d.error(
-            f.span.clone(),
-            "missing key `duration` in [workload]; expected a duration such as `6s`",
-        );
+        d.error(f.span.clone(), "missing key `duration` in [workload]; expected a duration such as `6s`");
         None
     } else {
         f.duration("duration", d)
     };
     let connections = f.integer("connections", 1, 1024, d).unwrap_or(8) as u32;
-    let timeout = f
-        .duration("timeout", d)
-        .unwrap_or(Duration::from_millis(500));
-    Some(WorkloadPlan {
-        kind: kind?,
-        target: target?,
-        rate,
-        duration: duration?,
-        connections,
-        timeout,
-    })
+    let timeout = f.duration("timeout", d).unwrap_or(Duration::from_millis(500));
+    Some(WorkloadPlan { kind: kind?, target: target?, rate, duration: duration?, connections, timeout })
 }
 
 fn signal_names() -> Vec<&'static str> {
@@ -546,11 +407,7 @@ fn compile_fault(
         None if f.get("kind").is_none() => {
             d.error(
                 f.span.clone(),
-                format!(
-                    "missing key `kind` in {}; expected one of: {}",
-                    f.what,
-                    FAULT_KINDS.join(", ")
-                ),
+                format!("missing key `kind` in {}; expected one of: {}", f.what, FAULT_KINDS.join(", ")),
             );
             None
         }
@@ -576,10 +433,7 @@ fn compile_fault(
         None if f.get("at").is_none() => {
             d.error(
                 f.span.clone(),
-                format!(
-                    "missing key `at` in {}; expected a time such as `2s` or a range `2s..4s`",
-                    f.what
-                ),
+                format!("missing key `at` in {}; expected a time such as `2s` or a range `2s..4s`", f.what),
             );
             None
         }
@@ -591,17 +445,17 @@ fn compile_fault(
                 None => Some(Signal::SIGKILL),
                 Some((text, span)) => {
                     let upper = text.to_ascii_uppercase();
-                    let full = if upper.starts_with("SIG") {
-                        upper
-                    } else {
-                        format!("SIG{upper}")
-                    };
+                    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
                     let parsed = Signal::from_str(&full).ok();
                     if parsed.is_none() {
                         let names = signal_names();
                         d.error(
                             span,
-                            format!("unknown signal `{text}` in {}{}; expected a name such as SIGKILL, SIGTERM or SIGSEGV", f.what, diagnostic::did_you_mean(&full, names)),
+                            format!(
+                                "unknown signal `{text}` in {}{}; expected a name such as SIGKILL, SIGTERM or SIGSEGV",
+                                f.what,
+                                diagnostic::did_you_mean(&full, names)
+                            ),
                         );
                     }
                     parsed
@@ -613,34 +467,21 @@ fn compile_fault(
             if f.get("duration").is_none() {
                 d.error(
                     f.span.clone(),
-                    format!(
-                        "missing key `duration` in {}; a pause needs one, e.g. duration = \"2s\"",
-                        f.what
-                    ),
+                    format!("missing key `duration` in {}; a pause needs one, e.g. duration = \"2s\"", f.what),
                 );
             }
-            FaultKind::Pause {
-                duration: f.duration("duration", d)?,
-            }
+            FaultKind::Pause { duration: f.duration("duration", d)? }
         }
         _ => FaultKind::Restart,
     };
-    for (key, applies) in [
-        ("signal", matches!(kind, FaultKind::Kill { .. })),
-        ("duration", matches!(kind, FaultKind::Pause { .. })),
-    ] {
+    for (key, applies) in
+        [("signal", matches!(kind, FaultKind::Kill { .. })), ("duration", matches!(kind, FaultKind::Pause { .. }))]
+    {
         if let (Some(value), false) = (f.get(key), applies) {
-            d.error(
-                value.span(),
-                format!("`{key}` does not apply to a `{}` fault", kind.name()),
-            );
+            d.error(value.span(), format!("`{key}` does not apply to a `{}` fault", kind.name()));
         }
     }
-    Some(FaultPlan {
-        kind,
-        target: target?,
-        at: at?,
-    })
+    Some(FaultPlan { kind, target: target?, at: at? })
 }
 
 fn compile_trials(f: &Fields, d: &mut Diagnostics) -> TrialsPlan {
@@ -648,11 +489,7 @@ fn compile_trials(f: &Fields, d: &mut Diagnostics) -> TrialsPlan {
     TrialsPlan {
         count: f.integer("count", 1, 1_000_000, d).unwrap_or(1) as u32,
         seed: f.integer("seed", 0, i64::MAX, d).map(|s| s as u64),
-        startup_timeout: f
-            .duration("startup_timeout", d)
-            .unwrap_or(default.startup_timeout),
-        recovery_timeout: f
-            .duration("recovery_timeout", d)
-            .unwrap_or(default.recovery_timeout),
+        startup_timeout: f.duration("startup_timeout", d).unwrap_or(default.startup_timeout),
+        recovery_timeout: f.duration("recovery_timeout", d).unwrap_or(default.recovery_timeout),
     }
 }

@@ -64,12 +64,7 @@ pub enum ProbeKind {
     /// A TCP connect succeeds.
     Tcp { port: PortRef },
     /// An HTTP GET answers with `status` (and a body containing a text).
-    Http {
-        port: PortRef,
-        path: String,
-        status: u16,
-        body_contains: Option<String>,
-    },
+    Http { port: PortRef, path: String, status: u16, body_contains: Option<String> },
     /// A command exits 0.
     Command { argv: Vec<String> },
     /// demo-kv answers PING with PONG.

@@ -9,10 +9,7 @@ use crate::check::expect::Metric;
 
 fn object(keys: &[&str], props: Value, required: &[&str]) -> Value {
     let props = props.as_object().cloned().unwrap_or_default();
-    debug_assert!(
-        keys.iter().all(|k| props.contains_key(*k)),
-        "a key lacks a schema"
-    );
+    debug_assert!(keys.iter().all(|k| props.contains_key(*k)), "a key lacks a schema");
     json!({ "type": "object", "additionalProperties": false, "properties": props, "required": required })
 }
 
@@ -131,12 +128,7 @@ mod tests {
     use super::*;
 
     fn keys(v: &Value) -> Vec<String> {
-        let mut k: Vec<String> = v["properties"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .cloned()
-            .collect();
+        let mut k: Vec<String> = v["properties"].as_object().unwrap().keys().cloned().collect();
         k.sort();
         k
     }

@@ -9,9 +9,7 @@ pub fn placeholders(text: &str) -> Result<Vec<&str>, String> {
     let mut rest = text;
     while let Some(open) = rest.find('{') {
         let after = &rest[open + 1..];
-        let close = after
-            .find('}')
-            .ok_or_else(|| format!("unclosed `{{` in `{text}`"))?;
+        let close = after.find('}').ok_or_else(|| format!("unclosed `{{` in `{text}`"))?;
         names.push(&after[..close]);
         rest = &after[close + 1..];
     }
@@ -34,10 +32,7 @@ mod tests {
 
     #[test]
     fn finds_and_fills() {
-        assert_eq!(
-            placeholders("--port={port} {data_dir}").unwrap(),
-            vec!["port", "data_dir"]
-        );
+        assert_eq!(placeholders("--port={port} {data_dir}").unwrap(), vec!["port", "data_dir"]);
         assert!(placeholders("{port").is_err());
         assert_eq!(render("{port}/{port}", &[("port", "80".into())]), "80/80");
     }

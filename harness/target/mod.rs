@@ -24,30 +24,15 @@ pub struct HostProcess {
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     #[error("target `{target}`: cannot start `{program}`: {source}")]
-    Spawn {
-        target: String,
-        program: String,
-        source: std::io::Error,
-    },
+    Spawn { target: String, program: String, source: std::io::Error },
     #[error("target `{target}` is not running")]
     NotRunning { target: String },
     #[error("target `{target}`: cannot send {signal}: {source}")]
-    Signal {
-        target: String,
-        signal: &'static str,
-        source: nix::errno::Errno,
-    },
+    Signal { target: String, signal: &'static str, source: nix::errno::Errno },
     #[error("target `{target}`: hook `{command}` failed: {detail}")]
-    Hook {
-        target: String,
-        command: String,
-        detail: String,
-    },
+    Hook { target: String, command: String, detail: String },
     #[error("target `{target}`: {source}")]
-    Io {
-        target: String,
-        source: std::io::Error,
-    },
+    Io { target: String, source: std::io::Error },
 }
 
 pub trait Target: Send + Sync {
@@ -66,11 +51,7 @@ pub trait Target: Send + Sync {
     /// more restarts. Idempotent.
     fn stop(&self);
     /// Runs a command in the target's context (its environment, templating).
-    fn exec(
-        &self,
-        argv: &[String],
-        timeout: std::time::Duration,
-    ) -> Result<reaper::Output, TargetError>;
+    fn exec(&self, argv: &[String], timeout: std::time::Duration) -> Result<reaper::Output, TargetError>;
     fn host_process(&self) -> Option<HostProcess>;
     /// The port allocated to the target (`{port}`).
     fn port(&self) -> u16;
@@ -83,7 +64,5 @@ pub trait Target: Send + Sync {
 /// Asks the kernel for a free port on loopback. Another process may take it
 /// before the target binds it; the start-up probe would then fail loudly.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

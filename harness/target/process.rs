@@ -59,10 +59,7 @@ impl ProcessTarget {
     pub fn new(plan: &TargetPlan, ctx: ProcessContext) -> Result<ProcessTarget, TargetError> {
         let data_dir = ctx.trial_dir.join("data").join(&plan.name);
         let log_dir = ctx.trial_dir.join("logs");
-        let io = |source| TargetError::Io {
-            target: plan.name.clone(),
-            source,
-        };
+        let io = |source| TargetError::Io { target: plan.name.clone(), source };
         fs::create_dir_all(&data_dir).map_err(io)?;
         fs::create_dir_all(&log_dir).map_err(io)?;
         let vars = vec![
@@ -81,10 +78,7 @@ impl ProcessTarget {
             state: Mutex::default(),
             changed: Condvar::new(),
         };
-        Ok(ProcessTarget {
-            inner: Arc::new(inner),
-            supervisor: Mutex::new(None),
-        })
+        Ok(ProcessTarget { inner: Arc::new(inner), supervisor: Mutex::new(None) })
     }
 }
 
@@ -96,42 +90,25 @@ impl Inner {
     /// Renders templates and resolves `crashlab` to this very binary, so that
     /// scenarios work from `cargo run` and after `cargo install` alike.
     fn command(&self, argv: &[String]) -> Command {
-        let argv: Vec<String> = argv
-            .iter()
-            .map(|a| template::render(a, &self.vars))
-            .collect();
+        let argv: Vec<String> = argv.iter().map(|a| template::render(a, &self.vars)).collect();
         let program = if argv[0] == "crashlab" {
             std::env::current_exe().unwrap_or_else(|_| PathBuf::from("crashlab"))
         } else {
             PathBuf::from(&argv[0])
         };
         let mut command = Command::new(program);
-        command.args(&argv[1..]).envs(
-            self.plan
-                .env
-                .iter()
-                .map(|(k, v)| (k, template::render(v, &self.vars))),
-        );
+        command.args(&argv[1..]).envs(self.plan.env.iter().map(|(k, v)| (k, template::render(v, &self.vars))));
         command.current_dir(&self.ctx.trial_dir);
         command
     }
 
     fn spawn(&self, state: &mut State) -> Result<Receiver<Exit>, TargetError> {
         let incarnation = state.incarnations + 1;
-        let log_path = self
-            .log_dir
-            .join(format!("{}.{incarnation}.log", self.name()));
-        let io = |source| TargetError::Io {
-            target: self.name().to_string(),
-            source,
-        };
+        let log_path = self.log_dir.join(format!("{}.{incarnation}.log", self.name()));
+        let io = |source| TargetError::Io { target: self.name().to_string(), source };
         let log = File::create(&log_path).map_err(io)?;
         let mut command = self.command(&self.plan.command);
-        command
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(io)?)
-            .stderr(log)
-            .process_group(0);
+        command.stdin(Stdio::null()).stdout(log.try_clone().map_err(io)?).stderr(log).process_group(0);
         let (child, exited) = reaper::spawn(&mut command).map_err(|source| TargetError::Spawn {
             target: self.name().to_string(),
             program: self.plan.command[0].clone(),
@@ -147,17 +124,9 @@ impl Inner {
             pid,
             start_time,
         });
-        self.ctx.recorder.record(EventKind::TargetStarted {
-            target: self.name().to_string(),
-            incarnation,
-            pid,
-        });
+        self.ctx.recorder.record(EventKind::TargetStarted { target: self.name().to_string(), incarnation, pid });
         state.incarnations = incarnation;
-        state.current = Some(HostProcess {
-            pid,
-            start_time,
-            incarnation,
-        });
+        state.current = Some(HostProcess { pid, start_time, incarnation });
         self.changed.notify_all();
         Ok(exited)
     }
@@ -200,13 +169,7 @@ impl Inner {
                 }
                 match deadline {
                     Some(at) if Instant::now() >= at => break,
-                    Some(at) => {
-                        state = self
-                            .changed
-                            .wait_timeout(state, at - Instant::now())
-                            .unwrap()
-                            .0
-                    }
+                    Some(at) => state = self.changed.wait_timeout(state, at - Instant::now()).unwrap().0,
                     None => state = self.changed.wait(state).unwrap(),
                 }
             }
@@ -237,11 +200,7 @@ impl Inner {
             let now = Instant::now();
             if now >= deadline {
                 if killed {
-                    eprintln!(
-                        "crashlab: target `{}` (pid {}) did not exit after SIGKILL",
-                        self.name(),
-                        process.pid
-                    );
+                    eprintln!("crashlab: target `{}` (pid {}) did not exit after SIGKILL", self.name(), process.pid);
                     return;
                 }
                 kill_group(process, Signal::SIGKILL);
@@ -254,13 +213,7 @@ impl Inner {
     }
 
     fn current(&self) -> Result<HostProcess, TargetError> {
-        self.state
-            .lock()
-            .unwrap()
-            .current
-            .ok_or_else(|| TargetError::NotRunning {
-                target: self.name().to_string(),
-            })
+        self.state.lock().unwrap().current.ok_or_else(|| TargetError::NotRunning { target: self.name().to_string() })
     }
 
     fn signal(&self, signal: Signal) -> Result<HostProcess, TargetError> {
@@ -302,10 +255,7 @@ impl Target for ProcessTarget {
         let handle = thread::Builder::new()
             .name(format!("supervise-{}", self.name()))
             .spawn(move || inner.supervise(exited))
-            .map_err(|source| TargetError::Io {
-                target: self.name().to_string(),
-                source,
-            })?;
+            .map_err(|source| TargetError::Io { target: self.name().to_string(), source })?;
         *self.supervisor.lock().unwrap() = Some(handle);
         Ok(())
     }
@@ -374,10 +324,7 @@ impl Target for ProcessTarget {
         for i in (1..=incarnations).rev() {
             let path = self.inner.log_dir.join(format!("{}.{i}.log", self.name()));
             let text = fs::read_to_string(&path).unwrap_or_default();
-            let mut these: Vec<String> = text
-                .lines()
-                .map(|l| format!("[{}.{i}] {l}", self.name()))
-                .collect();
+            let mut these: Vec<String> = text.lines().map(|l| format!("[{}.{i}] {l}", self.name())).collect();
             these.append(&mut lines);
             lines = these;
             if lines.len() >= n {
@@ -401,14 +348,8 @@ fn run_hook(target: &ProcessTarget, argv: &[String]) -> Result<(), TargetError> 
         command: argv.join(" "),
         detail: format!(
             "{}{}",
-            output
-                .exit
-                .map_or("did not finish".into(), |e| e.to_string()),
-            if output.stderr.trim().is_empty() {
-                String::new()
-            } else {
-                format!(": {}", output.stderr.trim())
-            }
+            output.exit.map_or("did not finish".into(), |e| e.to_string()),
+            if output.stderr.trim().is_empty() { String::new() } else { format!(": {}", output.stderr.trim()) }
         ),
     })
 }
@@ -427,9 +368,7 @@ pub fn run_processes_alive(run_dir: &Path) -> std::io::Result<Vec<i32>> {
     Ok(entries
         .iter()
         .filter_map(|e| match e {
-            Entry::TargetStarted {
-                pid, start_time, ..
-            } => Some(procfs::group_members(*pid, *start_time)),
+            Entry::TargetStarted { pid, start_time, .. } => Some(procfs::group_members(*pid, *start_time)),
             _ => None,
         })
         .flatten()

@@ -48,9 +48,7 @@ pub fn group_members(pgid: i32, since: u64) -> Vec<Pid> {
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            stat(*pid).is_some_and(|s| s.pgrp == pgid && s.start_time >= since && s.is_alive())
-        })
+        .filter(|pid| stat(*pid).is_some_and(|s| s.pgrp == pgid && s.start_time >= since && s.is_alive()))
         .map(Pid::from_raw)
         .collect()
 }
@@ -63,13 +61,7 @@ mod tests {
     fn reads_this_process() {
         let me = stat(std::process::id() as i32).unwrap();
         assert!(me.is_alive());
-        assert!(is_same_live_process(
-            std::process::id() as i32,
-            me.start_time
-        ));
-        assert!(!is_same_live_process(
-            std::process::id() as i32,
-            me.start_time + 1
-        ));
+        assert!(is_same_live_process(std::process::id() as i32, me.start_time));
+        assert!(!is_same_live_process(std::process::id() as i32, me.start_time + 1));
     }
 }

@@ -70,15 +70,10 @@ pub fn become_subreaper() -> io::Result<()> {
     let mut started = false;
     GLOBAL.get_or_init(|| {
         started = true;
-        Global {
-            waiting: Mutex::new(HashMap::new()),
-            has_children: Condvar::new(),
-        }
+        Global { waiting: Mutex::new(HashMap::new()), has_children: Condvar::new() }
     });
     if started {
-        thread::Builder::new()
-            .name("reaper".into())
-            .spawn(reap_forever)?;
+        thread::Builder::new().name("reaper".into()).spawn(reap_forever)?;
     }
     Ok(())
 }
@@ -98,9 +93,7 @@ fn reap_forever() {
             }
             Err(Errno::ECHILD) => {
                 let waiting = global.waiting.lock().unwrap();
-                let _ = global
-                    .has_children
-                    .wait_timeout(waiting, Duration::from_millis(200));
+                let _ = global.has_children.wait_timeout(waiting, Duration::from_millis(200));
             }
             Err(Errno::EINTR) => {}
             Err(e) => {
@@ -156,11 +149,7 @@ pub fn run(command: &mut Command, timeout: Duration) -> io::Result<Output> {
     use std::os::unix::process::CommandExt;
     // Its own group, so that a timeout also ends whatever it started (which
     // would otherwise hold the pipes open).
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     let (mut child, exited) = spawn(command)?;
     let read = |mut pipe: Box<dyn Read + Send>| {
         thread::spawn(move || {
@@ -174,18 +163,10 @@ pub fn run(command: &mut Command, timeout: Duration) -> io::Result<Output> {
     let (exit, timed_out) = match exited.recv_timeout(timeout) {
         Ok(exit) => (Some(exit), false),
         Err(RecvTimeoutError::Timeout) => {
-            let _ = nix::sys::signal::killpg(
-                Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            let _ = nix::sys::signal::killpg(Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL);
             (exited.recv().ok(), true)
         }
         Err(RecvTimeoutError::Disconnected) => (None, false),
     };
-    Ok(Output {
-        exit,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-        timed_out,
-    })
+    Ok(Output { exit, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default(), timed_out })
 }

@@ -36,9 +36,7 @@ impl Client for DemoKvClient {
                     // The server answered, and not OK: it refused the write.
                     ErrorKind::InvalidData => WriteResult::Fail(e.to_string()),
                     // Sent, but no answer: it may have been applied.
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut => {
-                        WriteResult::Unknown("timeout".into())
-                    }
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut => WriteResult::Unknown("timeout".into()),
                     _ => WriteResult::Unknown(e.to_string()),
                 }
             }
@@ -48,11 +46,7 @@ impl Client for DemoKvClient {
 
 impl Workload for DemoKv {
     fn client(&self) -> Box<dyn Client> {
-        Box::new(DemoKvClient {
-            addr: self.addr,
-            timeout: self.timeout,
-            conn: None,
-        })
+        Box::new(DemoKvClient { addr: self.addr, timeout: self.timeout, conn: None })
     }
 
     fn read_back(&self) -> io::Result<Vec<(String, String)>> {

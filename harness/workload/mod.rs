@@ -105,11 +105,7 @@ pub fn drive(
                         let key = key_of(seq);
                         let value = value_of(&key, seq);
                         if let Some(r) = recorder {
-                            r.record(EventKind::Invoke {
-                                op: seq,
-                                key: key.clone(),
-                                value: value.clone(),
-                            });
+                            r.record(EventKind::Invoke { op: seq, key: key.clone(), value: value.clone() });
                         }
                         let result = client.write(&key, &value);
                         let (outcome, error) = match result {
@@ -118,11 +114,7 @@ pub fn drive(
                             WriteResult::Unknown(e) => (Outcome::Unknown, Some(e)),
                         };
                         if let Some(r) = recorder {
-                            r.record(EventKind::Complete {
-                                op: seq,
-                                outcome,
-                                error,
-                            });
+                            r.record(EventKind::Complete { op: seq, outcome, error });
                         }
                         counts.invoked += 1;
                         match outcome {
@@ -135,10 +127,7 @@ pub fn drive(
                 })
             })
             .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().unwrap_or_default())
-            .collect()
+        workers.into_iter().map(|w| w.join().unwrap_or_default()).collect()
     });
     totals.iter().fold(Counts::default(), |a, c| Counts {
         invoked: a.invoked + c.invoked,

@@ -42,10 +42,7 @@ mod tests {
     #[test]
     fn nearest_rank() {
         let s = Stats::of((1..=100).map(f64::from));
-        assert_eq!(
-            (s.min, s.p50, s.p95, s.p99, s.max),
-            (Some(1.0), Some(50.0), Some(95.0), Some(99.0), Some(100.0))
-        );
+        assert_eq!((s.min, s.p50, s.p95, s.p99, s.max), (Some(1.0), Some(50.0), Some(95.0), Some(99.0), Some(100.0)));
         let s = Stats::of([3.0, 1.0, 2.0]);
         assert_eq!((s.p50, s.p99, s.mean), (Some(2.0), Some(3.0), Some(2.0)));
         assert_eq!(Stats::of([]).count, 0);

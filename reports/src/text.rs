@@ -19,27 +19,11 @@ pub fn render_text(report: &RunReport) -> String {
     let _ = writeln!(
         out,
         "{:>5}  {:>7}  {:>10}  {:>8}  {:>10}  {:>6}  {:>7}  {:>9}  {:>7}",
-        "trial",
-        "verdict",
-        "rto_ms",
-        "ttd_ms",
-        "restart_ms",
-        "acked",
-        "lost",
-        "window_ms",
-        "unknown"
+        "trial", "verdict", "rto_ms", "ttd_ms", "restart_ms", "acked", "lost", "window_ms", "unknown"
     );
     for t in &report.trials {
-        let restart = t
-            .faults
-            .iter()
-            .filter_map(|f| f.restart_ms)
-            .reduce(f64::max);
-        let rto = if t.rto_ms.is_none() && !t.faults.is_empty() {
-            "never".into()
-        } else {
-            ms(t.rto_ms)
-        };
+        let restart = t.faults.iter().filter_map(|f| f.restart_ms).reduce(f64::max);
+        let rto = if t.rto_ms.is_none() && !t.faults.is_empty() { "never".into() } else { ms(t.rto_ms) };
         let _ = writeln!(
             out,
             "{:>5}  {:>7}  {:>10}  {:>8}  {:>10}  {:>6}  {:>7}  {:>9}  {:>7}",
@@ -69,21 +53,11 @@ pub fn render_text(report: &RunReport) -> String {
         out.push_str(&line("lost_acked", &report.summary.lost_acked));
         out.push_str(&line("window_ms", &report.summary.window_ms));
         if report.summary.never_recovered > 0 {
-            let _ = writeln!(
-                out,
-                "never recovered in {} trial(s)",
-                report.summary.never_recovered
-            );
+            let _ = writeln!(out, "never recovered in {} trial(s)", report.summary.never_recovered);
         }
     }
     for e in &report.expectations {
-        let _ = writeln!(
-            out,
-            "expect {:<28} observed {:<18} {}",
-            e.expected,
-            e.observed,
-            e.verdict.as_str()
-        );
+        let _ = writeln!(out, "expect {:<28} observed {:<18} {}", e.expected, e.observed, e.verdict.as_str());
     }
     for t in report.trials.iter().filter(|t| t.verdict != Verdict::Pass) {
         for c in t.checks.iter().filter(|c| c.verdict != Verdict::Pass) {

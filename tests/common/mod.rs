@@ -12,15 +12,11 @@ pub fn crashlab() -> Command {
 }
 
 pub fn scenario(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("scenarios")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name)
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 /// A finished `crashlab run`: its exit code, report and run directory.
@@ -72,13 +68,7 @@ pub fn run(scenario: &Path, args: &[&str]) -> Run {
     let report = std::fs::read_to_string(dir.join("report.json"))
         .map(|t| serde_json::from_str(&t).expect("report.json is JSON"))
         .unwrap_or(Value::Null);
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        report,
-        dir,
-        output,
-        _tmp: tmp,
-    }
+    Run { code: output.status.code().unwrap_or(-1), report, dir, output, _tmp: tmp }
 }
 
 /// Writes a scenario into a temp dir and returns its path (kept alive by the dir).
