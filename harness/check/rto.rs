@@ -32,15 +32,23 @@ pub fn fault_reports(events: &[Event], healthy_after: impl Fn(&str) -> u32) -> V
                 .collect();
             let first_bad = samples.iter().position(|(_, ok)| !ok);
             let ttd_ms = first_bad.map(|i| samples[i].0 - t_f);
-            let window = match first_bad {
-                None if samples.is_empty() => None,
-                None => Some(t_f),
-                Some(i) => first_window(&samples[i..], healthy_after(target)),
-            };
-            let restart_ms = events.iter().find_map(|s| match &s.kind {
-                EventKind::TargetStarted { target: t, .. } if t == target && s.t_ms >= t_f => Some(s.t_ms - t_f),
+            let restarted_at = events.iter().find_map(|s| match &s.kind {
+                EventKind::TargetStarted { target: t, .. } if t == target && s.t_ms >= t_f => Some(s.t_ms),
                 _ => None,
             });
+            // The window opens after the outage: after the first failed
+            // sample, and never before the new incarnation exists (an outage
+            // shorter than the probe interval can fall between two samples).
+            let opens = first_bad.map(|i| samples[i].0).into_iter().chain(restarted_at).reduce(f64::max);
+            let window = match opens {
+                None if samples.is_empty() => None,
+                None => Some(t_f),
+                Some(from) => {
+                    let start = samples.iter().position(|(t, _)| *t >= from).unwrap_or(samples.len());
+                    first_window(&samples[start..], healthy_after(target))
+                }
+            };
+            let restart_ms = restarted_at.map(|t| t - t_f);
             reports.push(FaultReport {
                 kind: kind.clone(),
                 target: target.clone(),
@@ -119,6 +127,22 @@ mod tests {
         assert_eq!(r.ttd_ms, Some(5.0));
         assert_eq!(r.rto_ms, Some(400.0));
         assert_eq!(r.restart_ms, Some(30.0));
+    }
+
+    #[test]
+    fn an_outage_between_two_samples_still_counts_from_the_restart() {
+        let events = vec![
+            probe(95.0, true),
+            fault(100.0),
+            ev(103.0, EventKind::TargetStarted { target: "kv".into(), incarnation: 2, pid: 1 }),
+            probe(106.0, true),
+            probe(111.0, true),
+            probe(116.0, true),
+        ];
+        let r = &fault_reports(&events, |_| 3)[0];
+        assert_eq!(r.ttd_ms, None, "the probe never saw the outage");
+        assert_eq!(r.rto_ms, Some(6.0));
+        assert_eq!(r.restart_ms, Some(3.0));
     }
 
     #[test]
