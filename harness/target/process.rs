@@ -5,7 +5,7 @@
 
 use std::fs::{self, File};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Condvar, Mutex};
@@ -17,7 +17,7 @@ use nix::unistd::Pid;
 
 use super::reaper::{self, Exit};
 use super::{procfs, HostProcess, Target, TargetError};
-use crate::fault::journal::{self, Entry, Journal};
+use crate::fault::journal::{Entry, Journal};
 use crate::runner::history::{EventKind, Recorder};
 use crate::scenario::template;
 use crate::scenario::{RestartPolicy, TargetPlan};
@@ -359,19 +359,4 @@ impl Drop for ProcessTarget {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// Used by `journal::cleanup` callers and tests: whether any process of the
-/// run in `run_dir` is still alive.
-pub fn run_processes_alive(run_dir: &Path) -> std::io::Result<Vec<i32>> {
-    let entries = journal::read(run_dir)?;
-    Ok(entries
-        .iter()
-        .filter_map(|e| match e {
-            Entry::TargetStarted { pid, start_time, .. } => Some(procfs::group_members(*pid, *start_time)),
-            _ => None,
-        })
-        .flatten()
-        .map(|p| p.as_raw())
-        .collect())
 }

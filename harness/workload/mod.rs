@@ -6,7 +6,6 @@ pub mod demo_kv;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -136,6 +135,3 @@ pub fn drive(
         unknown: a.unknown + c.unknown,
     })
 }
-
-/// Shared between the runner and the workload thread.
-pub type Cancel = Arc<AtomicBool>;
