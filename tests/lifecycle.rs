@@ -185,6 +185,10 @@ duration = "600ms"
 kind = "kill"
 target = "kv"
 at = "200ms"
+[[fault]]
+kind = "kill"
+target = "kv"
+at = "400ms"
 [expect]
 rto = "<= 5s"
 [trials]
@@ -200,6 +204,10 @@ recovery_timeout = "500ms"
     let logs = trial["target_logs"]["kv"].as_array().expect("the target's last lines are in the report");
     assert!(logs.iter().any(|l| l.as_str().unwrap().contains("ready port=")), "{logs:?}");
     assert_eq!(r.report["expectations"][0]["observed"], "never recovered");
+    // The second kill found nothing to kill: that is said, not passed over.
+    let second = trial["checks"].as_array().unwrap().iter().find(|c| c["name"] == "fault #2 injected").unwrap();
+    assert_eq!(second["verdict"], "unknown");
+    assert!(second["observed"].as_str().unwrap().contains("is not running"), "{second}");
     assert!(!target_pids(&r.dir).into_iter().any(alive));
 }
 

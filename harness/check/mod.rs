@@ -91,6 +91,16 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
             observed: "the history ends early".into(),
         }),
     }
+    for e in events {
+        if let EventKind::FaultFailed { fault, target, error } = &e.kind {
+            checks.push(CheckReport {
+                name: format!("fault #{} injected", fault + 1),
+                verdict: Verdict::Unknown,
+                expected: format!("the fault reaches target `{target}`"),
+                observed: error.clone(),
+            });
+        }
+    }
     for (i, f) in trial.faults.iter().enumerate() {
         checks.push(CheckReport {
             name: format!("recovered after fault #{} ({} {})", i + 1, f.kind, f.target),

@@ -63,6 +63,12 @@ pub enum EventKind {
         fault: usize,
         target: String,
     },
+    /// A fault could not be injected (e.g. its target was down at that moment).
+    FaultFailed {
+        fault: usize,
+        target: String,
+        error: String,
+    },
     Probe {
         target: String,
         healthy: bool,

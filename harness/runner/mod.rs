@@ -235,7 +235,7 @@ fn run_trial(
             }
         });
         recorder.record_at(origin, EventKind::WorkloadStarted);
-        let fault_errors = thread::scope(|scope| {
+        thread::scope(|scope| {
             let faults: Vec<_> = plan
                 .faults
                 .iter()
@@ -253,19 +253,24 @@ fn run_trial(
                         scheduled_ms: at.as_secs_f64() * 1000.0,
                     };
                     let cancel = &cancel;
-                    scope.spawn(move || -> Option<String> {
+                    scope.spawn(move || {
                         if !sleep_until(origin + *at, cancel) {
-                            return None;
+                            return;
                         }
                         let guard = match ProcessFault(f.kind).inject(&ctx) {
                             Ok(guard) => guard,
-                            Err(e) => return Some(e.to_string()),
+                            Err(e) => {
+                                let error = e.to_string();
+                                eprintln!("crashlab: trial {index}: {error}");
+                                let target = f.target.clone();
+                                ctx.recorder.record(EventKind::FaultFailed { fault: i, target, error });
+                                return;
+                            }
                         };
                         if let FaultKind::Pause { duration } = f.kind {
                             sleep_until(Instant::now() + duration, cancel);
                         }
                         guard.heal();
-                        None
                     })
                 })
                 .collect();
@@ -280,13 +285,12 @@ fn run_trial(
                 );
                 recorder.record(EventKind::WorkloadEnded);
             }
-            faults.into_iter().filter_map(|f| f.join().ok().flatten()).collect::<Vec<_>>()
+            for f in faults {
+                let _ = f.join();
+            }
         });
         if interrupt.load(Ordering::Relaxed) {
             stop = Some(TrialStop::Interrupted);
-        }
-        for e in fault_errors {
-            eprintln!("crashlab: trial {index}: {e}");
         }
 
         // Recovery: each target must show a sustained healthy window after
