@@ -229,10 +229,14 @@ impl Inner {
 
 /// Signals every live member of a target incarnation's group.
 fn kill_group(process: HostProcess, signal: Signal) {
-    if killpg(Pid::from_raw(process.pid), signal).is_err() {
-        // The leader is gone: signal the members one by one, if any remain.
-        for pid in procfs::group_members(process.pid, process.start_time) {
-            let _ = nix::sys::signal::kill(pid, signal);
+    match killpg(Pid::from_raw(process.pid), signal) {
+        // ESRCH: the group is empty. This runs on the restart path, so it
+        // must not scan /proc when there is nothing left to signal.
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(_) => {
+            for pid in procfs::group_members(process.pid, process.start_time) {
+                let _ = nix::sys::signal::kill(pid, signal);
+            }
         }
     }
 }
