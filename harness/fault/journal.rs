@@ -4,7 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -48,7 +48,6 @@ pub enum Entry {
 }
 
 pub struct Journal {
-    path: PathBuf,
     file: Mutex<File>,
 }
 
@@ -56,11 +55,7 @@ impl Journal {
     pub fn create(run_dir: &Path) -> io::Result<Journal> {
         let path = run_dir.join(FILE_NAME);
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        Ok(Journal { path, file: Mutex::new(file) })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Journal { file: Mutex::new(file) })
     }
 
     /// Appends and syncs one entry; returns only once it is on disk.
