@@ -60,10 +60,20 @@ enum Command {
     #[command(after_help = EXIT_CODES)]
     Analyze { run_dir: PathBuf },
     /// Heal what a run left behind if the harness itself was killed:
-    /// resume paused targets and stop the run's processes.
+    /// resume paused targets, stop the run's processes and lock holders,
+    /// unmount its FUSE layers and put back the original bytes of files its
+    /// faults damaged (all from the run's fault journal).
     Cleanup { run_dir: PathBuf },
     /// Run the reference key-value store (the embedded default target).
     DemoKv(demo::DemoKvOptions),
+    /// (internal) Hold a lock for a stale-lock fault.
+    #[command(hide = true)]
+    LockHolder {
+        #[arg(long)]
+        path: PathBuf,
+        #[arg(long, value_parser = ["flock", "fcntl", "none"])]
+        lock: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -78,6 +88,7 @@ fn main() -> ExitCode {
         Command::Analyze { run_dir } => analyze(&run_dir),
         Command::Cleanup { run_dir } => cleanup(&run_dir),
         Command::DemoKv(options) => demo::run(options),
+        Command::LockHolder { path, lock } => fault::stale_lock::lock_holder_main(&path, &lock),
     };
     ExitCode::from(code as u8)
 }
@@ -92,7 +103,14 @@ fn verdict_code(verdict: Verdict) -> i32 {
 
 /// Loads a scenario, printing every error; `Err` holds the exit code.
 fn load(path: &Path) -> Result<(scenario::Plan, String), i32> {
-    match scenario::load(path) {
+    load_with(path, scenario::load)
+}
+
+fn load_with(
+    path: &Path,
+    loader: fn(&Path) -> Result<scenario::Plan, LoadError>,
+) -> Result<(scenario::Plan, String), i32> {
+    match loader(path) {
         Ok(plan) => Ok((plan, std::fs::read_to_string(path).unwrap_or_default())),
         Err(LoadError::Invalid(d)) => {
             eprint!("{d}");
@@ -168,7 +186,7 @@ fn validate(files: &[PathBuf]) -> i32 {
 }
 
 fn analyze(run_dir: &Path) -> i32 {
-    let (plan, _) = match load(&run_dir.join(runner::SCENARIO_FILE)) {
+    let (plan, _) = match load_with(&run_dir.join(runner::SCENARIO_FILE), scenario::load_stored) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
@@ -198,11 +216,17 @@ fn cleanup(run_dir: &Path) -> i32 {
     match fault::journal::cleanup(run_dir) {
         Ok(done) => {
             println!(
-                "{}: resumed {} paused process group(s), stopped {} process(es)",
+                "{}: resumed {} paused process group(s), stopped {} process(es), unmounted {} FUSE layer(s), \
+                 restored {} damaged file(s)",
                 run_dir.display(),
                 done.resumed.len(),
-                done.stopped.len()
+                done.stopped.len(),
+                done.unmounted.len(),
+                done.restored.len()
             );
+            for (file, why) in &done.not_restored {
+                println!("  not restored: {}: {why}", file.display());
+            }
             exit::PASS
         }
         Err(e) => {

@@ -10,7 +10,8 @@ pub mod rto;
 use std::collections::BTreeMap;
 
 use crate::reports::{
-    CheckReport, ExpectationReport, OpCounts, RunReport, Stats, Summary, TrialReport, Verdict, FORMAT_VERSION,
+    CheckReport, ExpectationReport, OpCounts, RunReport, Stats, StepReport, Summary, TrialReport, Verdict,
+    FORMAT_VERSION,
 };
 use crate::runner::history::{Event, EventKind, Outcome};
 use crate::scenario::Plan;
@@ -72,8 +73,10 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
         rpo,
         ops,
         checks: Vec::new(),
+        recovery: Vec::new(),
         target_logs: BTreeMap::new(),
     };
+    trial.recovery = recovery_steps(events, rto_ms);
 
     let mut checks = Vec::new();
     match ended {
@@ -101,12 +104,45 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
             });
         }
     }
+    for e in events {
+        if let EventKind::BackupFailed { name, target, error } = &e.kind {
+            checks.push(CheckReport {
+                name: format!("backup {name}"),
+                verdict: Verdict::Unknown,
+                expected: format!("a copy of the data dir of `{target}`"),
+                observed: error.clone(),
+            });
+        }
+    }
+    if !plan.recover.is_empty() && !trial.faults.is_empty() {
+        let failed = trial.recovery.iter().find(|s| !s.ok && s.duration_ms.is_some());
+        let done = trial.recovery.iter().filter(|s| s.ok).count();
+        checks.push(CheckReport {
+            name: "recovery procedure".into(),
+            verdict: match failed {
+                Some(_) => Verdict::Fail,
+                None if done == plan.recover.len() => Verdict::Pass,
+                None => Verdict::Unknown,
+            },
+            expected: format!("all {} steps succeed", plan.recover.len()),
+            observed: match failed {
+                Some(s) => format!("step {} ({}) failed: {}", s.step, s.action, s.detail),
+                None => format!("{done} of {} steps done", plan.recover.len()),
+            },
+        });
+    }
     for (i, f) in trial.faults.iter().enumerate() {
         checks.push(CheckReport {
             name: format!("recovered after fault #{} ({} {})", i + 1, f.kind, f.target),
             verdict: if f.rto_ms.is_some() { Verdict::Pass } else { Verdict::Fail },
             expected: "a sustained healthy window".into(),
-            observed: f.rto_ms.map_or("never recovered".into(), |v| format!("after {v:.1}ms")),
+            observed: f.rto_ms.map_or_else(
+                || match last_log_line(events, &f.target) {
+                    Some(line) => format!("never recovered; its last output: {line}"),
+                    None => "never recovered".into(),
+                },
+                |v| format!("after {v:.1}ms"),
+            ),
         });
     }
     if plan.workload.is_some() {
@@ -146,6 +182,44 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
         }
     }
     trial
+}
+
+/// The last line a target printed, as kept at the end of the trial.
+fn last_log_line<'a>(events: &'a [Event], target: &str) -> Option<&'a str> {
+    events.iter().rev().find_map(|e| match &e.kind {
+        EventKind::TargetLog { target: t, lines } if t == target => lines.last().map(String::as_str),
+        _ => None,
+    })
+}
+
+/// The procedure's steps from their start and end events.
+fn recovery_steps(events: &[Event], rto_ms: Option<f64>) -> Vec<StepReport> {
+    let mut steps: Vec<StepReport> = Vec::new();
+    for e in events {
+        match &e.kind {
+            EventKind::RecoverStarted { step, action, target } => steps.push(StepReport {
+                step: step + 1,
+                action: action.clone(),
+                target: target.clone(),
+                started_at_ms: e.t_ms,
+                duration_ms: None,
+                ok: false,
+                detail: String::new(),
+                share_of_rto: None,
+            }),
+            EventKind::RecoverEnded { step, ok, detail } => {
+                if let Some(s) = steps.iter_mut().find(|s| s.step == step + 1) {
+                    let duration = e.t_ms - s.started_at_ms;
+                    s.duration_ms = Some(duration);
+                    s.ok = *ok;
+                    s.detail = detail.clone();
+                    s.share_of_rto = rto_ms.filter(|r| *r > 0.0).map(|r| duration / r);
+                }
+            }
+            _ => {}
+        }
+    }
+    steps
 }
 
 /// Puts the trials together: summary percentiles, expectations over all

@@ -9,14 +9,36 @@
 //! - restart: the start of X's next incarnation after `t_f`.
 //!
 //! A fault whose target never shows such a window has RTO `None`.
+//!
+//! With a recovery procedure, the window also opens no earlier than the end
+//! of its last step that acts (not a `wait`): recovery is the procedure's
+//! result, and a healthy moment before the procedure took the target down
+//! is not it.
 
 use crate::reports::FaultReport;
 use crate::runner::history::{Event, EventKind};
 
+/// When the recovery procedure's last acting step ended, if it ran.
+pub fn procedure_end(events: &[Event]) -> Option<f64> {
+    let mut acting = std::collections::HashMap::new();
+    let mut end = None;
+    for e in events {
+        match &e.kind {
+            EventKind::RecoverStarted { step, action, .. } => {
+                acting.insert(*step, action != "wait");
+            }
+            EventKind::RecoverEnded { step, .. } if acting.get(step) == Some(&true) => end = Some(e.t_ms),
+            _ => {}
+        }
+    }
+    end
+}
+
 pub fn fault_reports(events: &[Event], healthy_after: impl Fn(&str) -> u32) -> Vec<FaultReport> {
     let mut reports: Vec<FaultReport> = Vec::new();
+    let procedure_end = procedure_end(events);
     for e in events {
-        if let EventKind::FaultInjected { fault, kind, target, scheduled_ms, .. } = &e.kind {
+        if let EventKind::FaultInjected { fault, kind, target, scheduled_ms, detail } = &e.kind {
             let t_f = e.t_ms;
             let healed_at_ms = events.iter().find_map(|h| match &h.kind {
                 EventKind::FaultHealed { fault: f, .. } if f == fault => Some(h.t_ms),
@@ -39,7 +61,12 @@ pub fn fault_reports(events: &[Event], healthy_after: impl Fn(&str) -> u32) -> V
             // The window opens after the outage: after the first failed
             // sample, and never before the new incarnation exists (an outage
             // shorter than the probe interval can fall between two samples).
-            let opens = first_bad.map(|i| samples[i].0).into_iter().chain(restarted_at).reduce(f64::max);
+            let opens = first_bad
+                .map(|i| samples[i].0)
+                .into_iter()
+                .chain(restarted_at)
+                .chain(procedure_end.filter(|end| *end >= t_f))
+                .reduce(f64::max);
             let window = match opens {
                 None if samples.is_empty() => None,
                 None => Some(t_f),
@@ -52,6 +79,7 @@ pub fn fault_reports(events: &[Event], healthy_after: impl Fn(&str) -> u32) -> V
             reports.push(FaultReport {
                 kind: kind.clone(),
                 target: target.clone(),
+                detail: detail.clone(),
                 scheduled_at_ms: *scheduled_ms,
                 injected_at_ms: t_f,
                 healed_at_ms,

@@ -46,6 +46,18 @@ pub enum OnCorruption {
     Truncate,
 }
 
+/// What to make of a pid file found at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PidfilePolicy {
+    /// The flock on LOCK is the arbiter; a pid file is only informative.
+    Ignore,
+    /// Refuse to start while a pid file exists, as naive services do
+    /// (their runbooks say "remove the stale pid file and restart").
+    Refuse,
+    /// Refuse only if the pid file names a live process, as PostgreSQL does.
+    RefuseLive,
+}
+
 /// `crashlab demo-kv`: the reference key-value store.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoKvOptions {
@@ -74,6 +86,11 @@ pub struct DemoKvOptions {
     /// test can compare what was lost with what was never flushed.
     #[arg(long)]
     pub log_flushes: bool,
+    /// What to make of a pid file left in the data dir: `ignore` (the LOCK
+    /// flock decides), `refuse` (any pid file blocks the start) or
+    /// `refuse-live` (one naming a live process blocks it).
+    #[arg(long, value_enum, default_value = "ignore")]
+    pub pidfile_policy: PidfilePolicy,
 }
 
 const LOG_FILE: &str = "wal.log";
@@ -122,6 +139,7 @@ fn io_refusal(what: &str, path: &Path) -> impl Fn(io::Error) -> Refusal {
 fn serve(options: DemoKvOptions) -> Result<(), Refusal> {
     let dir = options.data_dir.clone();
     fs::create_dir_all(&dir).map_err(io_refusal("cannot create data dir", &dir))?;
+    check_pid_file(&dir, options.pidfile_policy)?;
     let _lock = lock_data_dir(&dir)?;
 
     let log_path = dir.join(LOG_FILE);
@@ -179,6 +197,32 @@ fn serve(options: DemoKvOptions) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Applies the pid file policy before anything else is touched.
+fn check_pid_file(dir: &Path, policy: PidfilePolicy) -> Result<(), Refusal> {
+    let path = dir.join(PID_FILE);
+    let Ok(text) = fs::read_to_string(&path) else { return Ok(()) };
+    let pid = text.trim().parse::<i32>().ok();
+    let live = pid.is_some_and(|pid| {
+        pid != std::process::id() as i32 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    });
+    let named = pid.map_or("no valid pid".to_string(), |p| format!("pid {p}"));
+    match policy {
+        PidfilePolicy::Ignore => Ok(()),
+        PidfilePolicy::RefuseLive if !live => Ok(()),
+        PidfilePolicy::RefuseLive => {
+            Err((EXIT_LOCKED, format!("pid file {} names {named}, which is alive; refusing to start", path.display())))
+        }
+        PidfilePolicy::Refuse => Err((
+            EXIT_LOCKED,
+            format!(
+                "pid file {} exists ({named}{}); refusing to start: if no demo-kv runs on this data dir, remove it",
+                path.display(),
+                if live { ", alive" } else { ", not running" }
+            ),
+        )),
+    }
+}
+
 /// Takes the data dir's LOCK (flock) and writes the pid file. The flock is the
 /// arbiter: it dies with its holder, so a pid file left by a dead process
 /// never blocks a restart, but a live holder always does.
@@ -232,6 +276,8 @@ fn start_background(shared: &Arc<Shared>) {
         if signals.forever().next().is_some() {
             flush(&shared);
             let _ = shared.sync_handle.sync_all();
+            // A clean stop leaves no pid file behind; only a crash does.
+            let _ = fs::remove_file(shared.options.data_dir.join(PID_FILE));
             println!("stopped gracefully");
             std::process::exit(0);
         }

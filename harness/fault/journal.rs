@@ -43,6 +43,30 @@ pub enum Entry {
         trial: u32,
         fault: usize,
     },
+    /// Original bytes of a damaged file were saved; written before the damage.
+    Corrupted {
+        trial: u32,
+        fault: usize,
+        #[serde(flatten)]
+        saved: super::corrupt::SavedFile,
+    },
+    /// A process the fault started (a lock holder, an unrelated pid), to kill.
+    HolderStarted {
+        trial: u32,
+        fault: usize,
+        pid: i32,
+        start_time: u64,
+    },
+    /// A FUSE layer was mounted over a data dir.
+    Mounted {
+        trial: u32,
+        target: String,
+        mountpoint: std::path::PathBuf,
+    },
+    Unmounted {
+        trial: u32,
+        mountpoint: std::path::PathBuf,
+    },
     /// The harness finished its own teardown.
     Finished,
 }
@@ -89,20 +113,28 @@ pub struct Cleanup {
     pub resumed: Vec<i32>,
     /// Processes of the run that were still running and were stopped.
     pub stopped: Vec<i32>,
+    /// FUSE layers that were still mounted and were unmounted.
+    pub unmounted: Vec<std::path::PathBuf>,
+    /// Damaged files whose original bytes were put back.
+    pub restored: Vec<std::path::PathBuf>,
+    /// Damaged files left as they are, and why.
+    pub not_restored: Vec<(std::path::PathBuf, String)>,
 }
 
 /// Heals what the journal says may still be in effect: resumes paused
-/// process groups and stops every process of the run's target groups. Only
-/// processes whose identity (pid and start time) matches the journal are
-/// signalled.
+/// process groups, stops every process of the run's target groups and the
+/// holders its faults started, unmounts FUSE layers, and restores damaged
+/// files that nothing changed since. Only processes whose identity (pid and
+/// start time) matches the journal are signalled.
 pub fn cleanup(run_dir: &Path) -> io::Result<Cleanup> {
     let entries = read(run_dir)?;
     let mut done = Cleanup::default();
+    let healed = |trial: u32, fault: usize| {
+        entries.iter().any(|e| matches!(e, Entry::Healed { trial: t, fault: f } if *t == trial && *f == fault))
+    };
     for entry in &entries {
         if let Entry::Injected { trial, fault, kind, pid, start_time, .. } = entry {
-            let healed =
-                entries.iter().any(|e| matches!(e, Entry::Healed { trial: t, fault: f } if t == trial && f == fault));
-            if kind == "pause" && !healed {
+            if kind == "pause" && !healed(*trial, *fault) {
                 let members = procfs::group_members(*pid, *start_time);
                 for member in &members {
                     let _ = kill(*member, Signal::SIGCONT);
@@ -117,10 +149,34 @@ pub fn cleanup(run_dir: &Path) -> io::Result<Cleanup> {
         .iter()
         .filter_map(|e| match e {
             Entry::TargetStarted { pid, start_time, .. } => Some((*pid, *start_time)),
+            Entry::HolderStarted { pid, start_time, .. } => Some((*pid, *start_time)),
             _ => None,
         })
         .collect();
     done.stopped = stop_groups(&groups, Duration::from_secs(3));
+    for entry in &entries {
+        if let Entry::Mounted { trial, mountpoint, .. } = entry {
+            let unmounted = entries
+                .iter()
+                .any(|e| matches!(e, Entry::Unmounted { trial: t, mountpoint: m } if t == trial && m == mountpoint));
+            if !unmounted && super::unsynced::is_mounted(mountpoint) {
+                super::unsynced::unmount(mountpoint)?;
+                done.unmounted.push(mountpoint.clone());
+            }
+        }
+    }
+    // Newest damage first, so that two faults on one file unwind in order.
+    for entry in entries.iter().rev() {
+        if let Entry::Corrupted { trial, fault, saved } = entry {
+            if healed(*trial, *fault) {
+                continue;
+            }
+            match saved.restore() {
+                Ok(()) => done.restored.push(saved.file.clone()),
+                Err(why) => done.not_restored.push((saved.file.clone(), why.to_string())),
+            }
+        }
+    }
     Ok(done)
 }
 

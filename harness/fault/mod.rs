@@ -1,15 +1,28 @@
 //! Faults: `inject` returns a [`FaultGuard`] that heals (explicitly, or on
 //! drop as a backstop). Every injection is journaled, and synced, before it
 //! takes effect, so that `crashlab cleanup` can heal after a killed harness.
+//!
+//! Guardrails, for every fault: it acts only on processes the run started
+//! and on files inside the target's data dir (see [`confine`]).
 
+pub mod confine;
+pub mod corrupt;
 pub mod journal;
+mod passthrough;
+mod process;
+pub mod stale_lock;
+pub mod unsynced;
 
+use std::path::PathBuf;
 use std::sync::Arc;
+
+use rand::SeedableRng;
 
 use crate::runner::history::{EventKind, Recorder};
 use crate::scenario::FaultKind;
 use crate::target::{Target, TargetError};
 use journal::{Entry, Journal};
+pub use process::ProcessFault;
 
 /// Everything an injection needs to act and to leave a trace.
 pub struct FaultContext {
@@ -19,14 +32,61 @@ pub struct FaultContext {
     pub journal: Arc<Journal>,
     pub recorder: Recorder,
     pub scheduled_ms: f64,
+    /// The trial's seed: offsets and tears are drawn from it.
+    pub seed: u64,
+    /// Where the fault keeps what it needs to undo itself (original bytes).
+    pub trial_dir: PathBuf,
+    /// The target's FUSE layer, when a lose-unsynced fault needs one.
+    pub unsynced: Option<Arc<unsynced::UnsyncedFs>>,
+}
+
+impl FaultContext {
+    /// A generator private to this fault of this trial.
+    pub fn rng(&self) -> rand_chacha::ChaCha8Rng {
+        let stream = (self.index as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
+        rand_chacha::ChaCha8Rng::seed_from_u64(self.seed ^ stream)
+    }
+
+    pub fn journal(&self, entry: &Entry) -> Result<(), FaultError> {
+        self.journal.append(entry).map_err(|source| self.error(FaultErrorKind::Journal(source)))
+    }
+
+    pub fn error(&self, kind: FaultErrorKind) -> FaultError {
+        FaultError { fault: self.index, target: self.target.name().to_string(), kind }
+    }
+
+    /// Records the injection in the history, with what exactly it did.
+    pub fn injected(&self, kind: &str, detail: String) {
+        self.recorder.record(EventKind::FaultInjected {
+            fault: self.index,
+            kind: kind.to_string(),
+            target: self.target.name().to_string(),
+            scheduled_ms: self.scheduled_ms,
+            detail,
+        });
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum FaultError {
-    #[error("{kind} fault #{index}: {source}")]
-    Target { kind: &'static str, index: usize, source: TargetError },
-    #[error("{kind} fault #{index}: cannot journal the injection: {source}")]
-    Journal { kind: &'static str, index: usize, source: std::io::Error },
+#[error("fault #{} on `{target}`: {kind}", fault + 1)]
+pub struct FaultError {
+    pub fault: usize,
+    pub target: String,
+    pub kind: FaultErrorKind,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FaultErrorKind {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("cannot journal the injection: {0}")]
+    Journal(std::io::Error),
+    #[error("{0}")]
+    Refused(#[from] confine::Refusal),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("{0}")]
+    Other(String),
 }
 
 /// Undoes a fault. Healing twice is harmless; dropping an unhealed guard heals.
@@ -55,65 +115,28 @@ impl Drop for FaultGuard {
     }
 }
 
+impl FaultGuard {
+    pub fn new(heal: impl FnOnce() + Send + 'static) -> Self {
+        FaultGuard { heal: Some(Box::new(heal)) }
+    }
+}
+
 pub trait Fault: Send + Sync {
     fn inject(&self, ctx: &FaultContext) -> Result<FaultGuard, FaultError>;
 }
 
-/// Faults on a target's processes: kill, pause, restart.
-pub struct ProcessFault(pub FaultKind);
-
-impl Fault for ProcessFault {
-    fn inject(&self, ctx: &FaultContext) -> Result<FaultGuard, FaultError> {
-        let kind = self.0.name();
-        let target_err = |source| FaultError::Target { kind, index: ctx.index, source };
-        let process = ctx
-            .target
-            .host_process()
-            .ok_or_else(|| target_err(TargetError::NotRunning { target: ctx.target.name().to_string() }))?;
-        ctx.journal
-            .append(&Entry::Injected {
-                trial: ctx.trial,
-                fault: ctx.index,
-                kind: kind.to_string(),
-                target: ctx.target.name().to_string(),
-                pid: process.pid,
-                start_time: process.start_time,
-            })
-            .map_err(|source| FaultError::Journal { kind, index: ctx.index, source })?;
-        let injected = |detail: String| {
-            ctx.recorder.record(EventKind::FaultInjected {
-                fault: ctx.index,
-                kind: kind.to_string(),
-                target: ctx.target.name().to_string(),
-                scheduled_ms: ctx.scheduled_ms,
-                detail,
-            })
-        };
-        match self.0 {
-            FaultKind::Kill { signal } => {
-                injected(format!("{} to pid {}", signal.as_str(), process.pid));
-                ctx.target.signal(signal).map_err(target_err)?;
-                Ok(FaultGuard::nothing())
-            }
-            FaultKind::Restart => {
-                injected(format!("graceful restart of pid {}", process.pid));
-                ctx.target.restart().map_err(target_err)?;
-                Ok(FaultGuard::nothing())
-            }
-            FaultKind::Pause { .. } => {
-                injected(format!("SIGSTOP to pid {}", process.pid));
-                let paused = ctx.target.pause().map_err(target_err)?;
-                let (target, journal, recorder) =
-                    (Arc::clone(&ctx.target), Arc::clone(&ctx.journal), ctx.recorder.clone());
-                let (trial, fault) = (ctx.trial, ctx.index);
-                Ok(FaultGuard {
-                    heal: Some(Box::new(move || {
-                        let _ = target.resume(paused);
-                        recorder.record(EventKind::FaultHealed { fault, target: target.name().to_string() });
-                        let _ = journal.append(&Entry::Healed { trial, fault });
-                    })),
-                })
-            }
-        }
+/// The fault that a plan's kind describes.
+pub fn build(kind: &FaultKind) -> Box<dyn Fault> {
+    match kind {
+        FaultKind::Kill { .. } | FaultKind::Pause { .. } | FaultKind::Restart => Box::new(ProcessFault(kind.clone())),
+        FaultKind::Corrupt(plan) => Box::new(corrupt::Corrupt(plan.clone())),
+        FaultKind::StaleLock(plan) => Box::new(stale_lock::StaleLock(plan.clone())),
+        FaultKind::LoseUnsynced { torn } => Box::new(unsynced::LoseUnsynced { torn: *torn }),
     }
+}
+
+/// Marks a fault healed in the history and the journal.
+fn healed(trial: u32, fault: usize, target: &str, detail: String, recorder: &Recorder, journal: &Journal) {
+    recorder.record(EventKind::FaultHealed { fault, target: target.to_string(), detail });
+    let _ = journal.append(&Entry::Healed { trial, fault });
 }

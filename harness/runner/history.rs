@@ -62,12 +62,41 @@ pub enum EventKind {
     FaultHealed {
         fault: usize,
         target: String,
+        /// How healing went, when there is something to say (a damaged
+        /// file left as the target rewrote it).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        detail: String,
     },
     /// A fault could not be injected (e.g. its target was down at that moment).
     FaultFailed {
         fault: usize,
         target: String,
         error: String,
+    },
+    /// A `[[backup]]` copied a target's data dir.
+    BackupTaken {
+        name: String,
+        target: String,
+        files: u64,
+        bytes: u64,
+    },
+    BackupFailed {
+        name: String,
+        target: String,
+        error: String,
+    },
+    /// A step of the recovery procedure began.
+    RecoverStarted {
+        step: usize,
+        action: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
+    },
+    RecoverEnded {
+        step: usize,
+        ok: bool,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        detail: String,
     },
     Probe {
         target: String,

@@ -3,12 +3,13 @@
 //! judge the history alone.
 
 pub mod history;
+mod recover;
 mod run_dir;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,8 @@ use rand::SeedableRng;
 
 use crate::check;
 use crate::fault::journal::{Entry, Journal};
-use crate::fault::{Fault, FaultContext, ProcessFault};
+use crate::fault::unsynced::UnsyncedFs;
+use crate::fault::{self, FaultContext, FaultGuard};
 use crate::probe::{self, Sampler};
 use crate::reports::{RunReport, TrialReport};
 use crate::scenario::{FaultKind, Plan, WorkloadKind};
@@ -129,7 +131,7 @@ pub fn run(
 }
 
 /// Sleeps until `at`, waking early (and returning false) on cancel.
-fn sleep_until(at: Instant, cancel: &AtomicBool) -> bool {
+pub(crate) fn sleep_until(at: Instant, cancel: &AtomicBool) -> bool {
     loop {
         if cancel.load(Ordering::Relaxed) {
             return false;
@@ -155,17 +157,21 @@ fn run_trial(
     let recorder = Recorder::new(index);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let schedule: Vec<Duration> = plan.faults.iter().map(|f| f.at.sample(&mut rng)).collect();
+    let backup_schedule: Vec<Duration> = plan.backups.iter().map(|b| b.at.sample(&mut rng)).collect();
     recorder.record(EventKind::TrialStarted {
         seed,
         scheduled_ms: schedule.iter().map(|d| d.as_secs_f64() * 1000.0).collect(),
     });
     let trial_dir = run_dir.join(format!("trial-{index:03}"));
 
-    // Targets and their probes.
+    // Targets, the FUSE layers under them, and their probes.
     let mut targets: Vec<Arc<dyn Target>> = Vec::new();
+    let mut layers: Vec<(String, Arc<UnsyncedFs>)> = Vec::new();
     let mut samplers: Vec<Sampler> = Vec::new();
     let mut stop = None;
     for t in &plan.targets {
+        let needs_layer =
+            plan.faults.iter().any(|f| f.target == t.name && matches!(f.kind, FaultKind::LoseUnsynced { .. }));
         let started =
             free_port().map_err(|e| format!("cannot allocate a port for target `{}`: {e}", t.name)).and_then(|port| {
                 let ctx = ProcessContext {
@@ -177,6 +183,12 @@ fn run_trial(
                     journal: Arc::clone(journal),
                 };
                 let target = ProcessTarget::new(t, ctx).map_err(|e| e.to_string())?;
+                if needs_layer {
+                    let dir = &target.data_dirs()[0];
+                    let layer = UnsyncedFs::mount(dir, index, &t.name, Arc::clone(journal))
+                        .map_err(|e| format!("target `{}`: {e}", t.name))?;
+                    layers.push((t.name.clone(), Arc::new(layer)));
+                }
                 target.start().map_err(|e| e.to_string())?;
                 Ok(Arc::new(target) as Arc<dyn Target>)
             });
@@ -211,7 +223,13 @@ fn run_trial(
         }
     }
 
-    // The timeline: workload and faults, from origin = 0 ms.
+    // Guards of faults that stay in effect until the end of the trial.
+    let lasting: Mutex<Vec<FaultGuard>> = Mutex::new(Vec::new());
+    let target_of =
+        |name: &str| Arc::clone(targets.iter().find(|t| t.name() == name).expect("compile checked the name"));
+
+    // The timeline: workload, backups, faults and the recovery procedure,
+    // from origin = 0 ms.
     let origin = Instant::now();
     if stop.is_none() {
         let cancel = Arc::new(AtomicBool::new(false));
@@ -234,30 +252,45 @@ fn run_trial(
                 }
             }
         });
+        let healthy_after = |name: &str| plan.target(name).map_or(1, |t| t.probe.healthy_after);
         recorder.record_at(origin, EventKind::WorkloadStarted);
         thread::scope(|scope| {
+            for (b, at) in plan.backups.iter().zip(&backup_schedule) {
+                let (target, recorder, cancel, trial_dir) = (target_of(&b.target), &recorder, &cancel, &trial_dir);
+                scope.spawn(move || {
+                    if sleep_until(origin + *at, cancel) {
+                        recover::take_backup(b, target.as_ref(), trial_dir, recorder);
+                    }
+                });
+            }
+            // Each fault thread reports once its fault is in (or failed):
+            // the recovery procedure starts after the last one.
+            let (injected_tx, injected_rx) = std::sync::mpsc::channel::<()>();
             let faults: Vec<_> = plan
                 .faults
                 .iter()
                 .zip(&schedule)
                 .enumerate()
                 .map(|(i, (f, at))| {
-                    let target =
-                        Arc::clone(targets.iter().find(|t| t.name() == f.target).expect("compile checked the name"));
                     let ctx = FaultContext {
                         trial: index,
                         index: i,
-                        target,
+                        target: target_of(&f.target),
                         journal: Arc::clone(journal),
                         recorder: recorder.clone(),
                         scheduled_ms: at.as_secs_f64() * 1000.0,
+                        seed,
+                        trial_dir: trial_dir.clone(),
+                        unsynced: layers.iter().find(|(n, _)| *n == f.target).map(|(_, l)| Arc::clone(l)),
                     };
-                    let cancel = &cancel;
+                    let (cancel, lasting, injected_tx) = (&cancel, &lasting, injected_tx.clone());
                     scope.spawn(move || {
                         if !sleep_until(origin + *at, cancel) {
                             return;
                         }
-                        let guard = match ProcessFault(f.kind).inject(&ctx) {
+                        let result = fault::build(&f.kind).inject(&ctx);
+                        let _ = injected_tx.send(());
+                        let guard = match result {
                             Ok(guard) => guard,
                             Err(e) => {
                                 let error = e.to_string();
@@ -267,13 +300,37 @@ fn run_trial(
                                 return;
                             }
                         };
-                        if let FaultKind::Pause { duration } = f.kind {
-                            sleep_until(Instant::now() + duration, cancel);
+                        match f.kind.heal_after() {
+                            Some(duration) => {
+                                sleep_until(Instant::now() + duration, cancel);
+                                guard.heal();
+                            }
+                            None => lasting.lock().unwrap().push(guard),
                         }
-                        guard.heal();
                     })
                 })
                 .collect();
+            drop(injected_tx);
+            let procedure = (!plan.recover.is_empty()).then(|| {
+                let (cancel, targets, samplers, trial_dir, recorder) =
+                    (&cancel, &targets, &samplers, &trial_dir, &recorder);
+                let count = plan.faults.len();
+                scope.spawn(move || {
+                    // All faults in (a cancelled trial ends the wait early).
+                    if injected_rx.iter().take(count).count() < count {
+                        return;
+                    }
+                    recover::Procedure {
+                        steps: &plan.recover,
+                        targets,
+                        samplers,
+                        healthy_after: &healthy_after,
+                        trial_dir,
+                        recorder,
+                    }
+                    .run(cancel);
+                })
+            });
             if let (Some(w), Some(plan_w)) = (&workload, &plan.workload) {
                 workload::drive(
                     w.as_ref(),
@@ -287,6 +344,9 @@ fn run_trial(
             }
             for f in faults {
                 let _ = f.join();
+            }
+            if let Some(p) = procedure {
+                let _ = p.join();
             }
         });
         if interrupt.load(Ordering::Relaxed) {
@@ -316,13 +376,20 @@ fn run_trial(
         let _ = watcher.join();
     }
 
-    // Teardown, whatever happened.
+    // Teardown, whatever happened: targets first, then what the faults left
+    // (damaged files, lock holders), then the FUSE layers.
     for sampler in &mut samplers {
         sampler.stop();
     }
     for target in &targets {
         target.stop();
         recorder.record(EventKind::TargetLog { target: target.name().to_string(), lines: target.last_log_lines(20) });
+    }
+    for guard in lasting.into_inner().unwrap().into_iter().rev() {
+        guard.heal();
+    }
+    for (_, layer) in &layers {
+        layer.unmount();
     }
     recorder.record(EventKind::TrialEnded {
         interrupted: matches!(stop, Some(TrialStop::Interrupted)),

@@ -11,6 +11,7 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use super::diagnostic::{did_you_mean, Diagnostics};
+use super::plan::Size;
 use crate::duration::{parse_duration, parse_time_spec, TimeSpec};
 
 pub type Span = Range<usize>;
@@ -177,4 +178,72 @@ impl<'a, 'i> Fields<'a, 'i> {
             }
         }
     }
+
+    pub fn bool(&self, key: &str, d: &mut Diagnostics) -> Option<bool> {
+        let value = self.get(key)?;
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                self.wrong_type(key, value, "true or false", d);
+                None
+            }
+        }
+    }
+
+    /// A number of bytes: an integer, or a string such as `"4KiB"`, `"1MiB"`.
+    pub fn bytes(&self, key: &str, d: &mut Diagnostics) -> Option<u64> {
+        match self.bytes_or_fraction(key, false, d)? {
+            Size::Bytes(n) => Some(n),
+            Size::Fraction(_) => None,
+        }
+    }
+
+    /// Bytes, or with `fraction_ok` a percentage of a file (`"50%"`).
+    pub fn bytes_or_fraction(&self, key: &str, fraction_ok: bool, d: &mut Diagnostics) -> Option<Size> {
+        let value = self.get(key)?;
+        if let Some(i) = value.get_ref().as_integer() {
+            return match u64::from_str_radix(i.as_str(), i.radix()) {
+                Ok(n) => Some(Size::Bytes(n)),
+                Err(_) => {
+                    d.error(value.span(), format!("`{key}` in {} must be a number of bytes >= 0", self.what));
+                    None
+                }
+            };
+        }
+        let expected = if fraction_ok {
+            "a number of bytes (4096, \"4KiB\", \"1MiB\") or a percentage of the file (\"50%\")"
+        } else {
+            "a number of bytes (4096, \"4KiB\", \"1MiB\")"
+        };
+        let Some(text) = value.get_ref().as_str() else {
+            self.wrong_type(key, value, expected, d);
+            return None;
+        };
+        let parsed = match text.strip_suffix('%') {
+            Some(pct) if fraction_ok => {
+                pct.trim().parse::<f64>().ok().filter(|p| (0.0..=100.0).contains(p)).map(|p| Size::Fraction(p / 100.0))
+            }
+            Some(_) => None,
+            None => parse_bytes(text).map(Size::Bytes),
+        };
+        if parsed.is_none() {
+            d.error(value.span(), format!("`{key}` in {}: cannot read `{text}`; expected {expected}", self.what));
+        }
+        parsed
+    }
+}
+
+/// `"512"`, `"4KiB"`, `"1MiB"`, `"1GiB"` (also KB/MB/GB as powers of 1024).
+fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "KB" | "K" => 1 << 10,
+        "MiB" | "MB" | "M" => 1 << 20,
+        "GiB" | "GB" | "G" => 1 << 30,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(scale)
 }

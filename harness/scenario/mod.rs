@@ -5,8 +5,10 @@
 //! key or value.
 
 pub mod diagnostic;
+pub mod faults;
 mod fields;
 pub mod plan;
+mod recover;
 pub mod schema;
 pub mod template;
 
@@ -14,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use toml::de::DeTable;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
@@ -22,7 +23,6 @@ use fields::{Fields, Span};
 pub use plan::*;
 
 use crate::check::expect::{parse_expectation, Metric};
-use crate::duration::format_duration;
 
 /// Why a scenario could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -40,9 +40,29 @@ pub fn load(path: &Path) -> Result<Plan, LoadError> {
     compile(path, &source).map_err(LoadError::Invalid)
 }
 
-pub const TOP_KEYS: &[&str] = &["name", "description", "target", "workload", "fault", "expect", "trials"];
-pub const TARGET_KEYS: &[&str] =
-    &["kind", "command", "env", "restart", "stop_timeout", "probe", "before_start", "after_stop"];
+/// Loads the copy of a scenario kept in a run directory, for `analyze`:
+/// paths it names (backups to restore) were checked when it ran, and are
+/// relative to where it was then, so they are not checked again.
+pub fn load_stored(path: &Path) -> Result<Plan, LoadError> {
+    let source =
+        std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+    compile_with(path, &source, false).map_err(LoadError::Invalid)
+}
+
+pub const TOP_KEYS: &[&str] =
+    &["name", "description", "target", "workload", "fault", "backup", "recover", "expect", "trials"];
+pub const TARGET_KEYS: &[&str] = &[
+    "kind",
+    "command",
+    "env",
+    "restart",
+    "stop_timeout",
+    "probe",
+    "before_start",
+    "after_stop",
+    "data_dir",
+    "disposable",
+];
 pub const TARGET_KINDS: &[&str] = &["process"];
 pub const RESTART_KEYS: &[&str] = &["policy", "delay"];
 pub const PROBE_KEYS: &[&str] =
@@ -50,12 +70,17 @@ pub const PROBE_KEYS: &[&str] =
 pub const PROBE_KINDS: &[&str] = &["tcp", "http", "command", "demo-kv"];
 pub const WORKLOAD_KEYS: &[&str] = &["kind", "target", "rate", "duration", "connections", "timeout"];
 pub const WORKLOAD_KINDS: &[&str] = &["demo-kv"];
-pub const FAULT_KEYS: &[&str] = &["kind", "target", "at", "signal", "duration"];
-pub const FAULT_KINDS: &[&str] = &["kill", "pause", "restart"];
+pub use faults::{FAULT_KEYS, FAULT_KINDS};
+pub use recover::{BACKUP_KEYS, RECOVER_ACTIONS, RECOVER_KEYS};
 pub const TRIALS_KEYS: &[&str] = &["count", "seed", "startup_timeout", "recovery_timeout"];
 
 /// Compiles scenario source into a plan, or every problem found in it.
 pub fn compile(path: &Path, source: &str) -> Result<Plan, Diagnostics> {
+    compile_with(path, source, true)
+}
+
+/// `check_paths`: whether paths the scenario names must exist now.
+fn compile_with(path: &Path, source: &str, check_paths: bool) -> Result<Plan, Diagnostics> {
     let mut d = Diagnostics::new(path, source);
     let (root, errors) = DeTable::parse_recoverable(source);
     if !errors.is_empty() {
@@ -113,7 +138,7 @@ pub fn compile(path: &Path, source: &str) -> Result<Plan, Diagnostics> {
                     match item.get_ref().as_table() {
                         Some(t) => {
                             let f = Fields::new(t, item.span(), format!("[[fault]] #{}", i + 1), FAULT_KEYS, &mut d);
-                            faults.extend(compile_fault(&f, &target_names, workload.as_ref(), &mut d));
+                            faults.extend(faults::compile_fault(&f, &target_names, workload.as_ref(), &mut d));
                         }
                         None => d.error(item.span(), "each [[fault]] must be a table"),
                     }
@@ -122,6 +147,15 @@ pub fn compile(path: &Path, source: &str) -> Result<Plan, Diagnostics> {
             None => d.error(value.span(), "`fault` must be an array of tables: write each as [[fault]]"),
         }
     }
+
+    let backups = recover::compile_backups(&top, &target_names, &faults, &mut d);
+    let recover = recover::compile_recover(&top, &target_names, &backups, check_paths, &mut d);
+    let data_dir_span = |name: &str| {
+        let target = root.get("target").and_then(|t| t.get_ref().as_table()).and_then(|t| t.get(name));
+        let dir = target.and_then(|t| t.get_ref().as_table()).and_then(|t| t.get("data_dir"));
+        dir.or(target).map_or(0..0, |v| v.span())
+    };
+    faults::check_disposable(&targets, &faults, &recover, data_dir_span, &mut d);
 
     let mut expectations = Vec::new();
     if let Some((t, span)) = top.table("expect", &mut d) {
@@ -150,6 +184,8 @@ pub fn compile(path: &Path, source: &str) -> Result<Plan, Diagnostics> {
             targets,
             workload,
             faults,
+            backups,
+            recover,
             expectations,
             trials,
         }),
@@ -194,7 +230,7 @@ fn check_templates(argv: &[String], span: &Span, what: &str, d: &mut Diagnostics
     }
 }
 
-fn command(f: &Fields, key: &str, required: bool, d: &mut Diagnostics) -> Option<Vec<String>> {
+pub(crate) fn command(f: &Fields, key: &str, required: bool, d: &mut Diagnostics) -> Option<Vec<String>> {
     if required && f.get(key).is_none() {
         d.error(
             f.span.clone(),
@@ -295,6 +331,12 @@ fn compile_target(name: String, f: &Fields, d: &mut Diagnostics) -> Option<Targe
     };
     let before_start = hooks(f, "before_start", d);
     let after_stop = hooks(f, "after_stop", d);
+    let data_dir = f.str("data_dir", d).map(|(dir, span)| {
+        check_templates(&[dir.to_string()], &span, &format!("`data_dir` of {}", f.what), d);
+        dir.to_string()
+    });
+    // The harness's own per-trial data dirs are disposable by construction.
+    let disposable = f.bool("disposable", d).unwrap_or(data_dir.is_none());
     Some(TargetPlan {
         name,
         command: command?,
@@ -304,6 +346,8 @@ fn compile_target(name: String, f: &Fields, d: &mut Diagnostics) -> Option<Targe
         probe: probe?,
         before_start,
         after_stop,
+        data_dir,
+        disposable,
     })
 }
 
@@ -353,7 +397,7 @@ fn compile_probe(f: &Fields, d: &mut Diagnostics) -> Option<ProbePlan> {
     Some(ProbePlan { kind, interval, timeout, healthy_after })
 }
 
-fn target_ref(f: &Fields, targets: &[&str], d: &mut Diagnostics) -> Option<String> {
+pub(crate) fn target_ref(f: &Fields, targets: &[&str], d: &mut Diagnostics) -> Option<String> {
     let (name, span) = f.required_str("target", "the name of a [target.<name>]", d)?;
     if targets.contains(&name) {
         return Some(name.to_string());
@@ -390,98 +434,6 @@ fn compile_workload(f: &Fields, targets: &[&str], d: &mut Diagnostics) -> Option
     let connections = f.integer("connections", 1, 1024, d).unwrap_or(8) as u32;
     let timeout = f.duration("timeout", d).unwrap_or(Duration::from_millis(500));
     Some(WorkloadPlan { kind: kind?, target: target?, rate, duration: duration?, connections, timeout })
-}
-
-fn signal_names() -> Vec<&'static str> {
-    Signal::iterator().map(|s| s.as_str()).collect()
-}
-
-fn compile_fault(
-    f: &Fields,
-    targets: &[&str],
-    workload: Option<&WorkloadPlan>,
-    d: &mut Diagnostics,
-) -> Option<FaultPlan> {
-    let kind = match f.choice("kind", "fault kind", FAULT_KINDS, d) {
-        Some((kind, _)) => Some(kind),
-        None if f.get("kind").is_none() => {
-            d.error(
-                f.span.clone(),
-                format!("missing key `kind` in {}; expected one of: {}", f.what, FAULT_KINDS.join(", ")),
-            );
-            None
-        }
-        None => None,
-    };
-    let target = target_ref(f, targets, d);
-    let at = match f.time_spec("at", d) {
-        Some((at, span)) => {
-            if let Some(w) = workload {
-                if at.max > w.duration {
-                    d.error(
-                        span,
-                        format!(
-                            "`at` = {at} in {} is outside the workload's duration ({}); a fault must fall inside it",
-                            f.what,
-                            format_duration(w.duration)
-                        ),
-                    );
-                }
-            }
-            Some(at)
-        }
-        None if f.get("at").is_none() => {
-            d.error(
-                f.span.clone(),
-                format!("missing key `at` in {}; expected a time such as `2s` or a range `2s..4s`", f.what),
-            );
-            None
-        }
-        None => None,
-    };
-    let kind = match kind? {
-        "kill" => {
-            let signal = match f.str("signal", d) {
-                None => Some(Signal::SIGKILL),
-                Some((text, span)) => {
-                    let upper = text.to_ascii_uppercase();
-                    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
-                    let parsed = Signal::from_str(&full).ok();
-                    if parsed.is_none() {
-                        let names = signal_names();
-                        d.error(
-                            span,
-                            format!(
-                                "unknown signal `{text}` in {}{}; expected a name such as SIGKILL, SIGTERM or SIGSEGV",
-                                f.what,
-                                diagnostic::did_you_mean(&full, names)
-                            ),
-                        );
-                    }
-                    parsed
-                }
-            };
-            FaultKind::Kill { signal: signal? }
-        }
-        "pause" => {
-            if f.get("duration").is_none() {
-                d.error(
-                    f.span.clone(),
-                    format!("missing key `duration` in {}; a pause needs one, e.g. duration = \"2s\"", f.what),
-                );
-            }
-            FaultKind::Pause { duration: f.duration("duration", d)? }
-        }
-        _ => FaultKind::Restart,
-    };
-    for (key, applies) in
-        [("signal", matches!(kind, FaultKind::Kill { .. })), ("duration", matches!(kind, FaultKind::Pause { .. }))]
-    {
-        if let (Some(value), false) = (f.get(key), applies) {
-            d.error(value.span(), format!("`{key}` does not apply to a `{}` fault", kind.name()));
-        }
-    }
-    Some(FaultPlan { kind, target: target?, at: at? })
 }
 
 fn compile_trials(f: &Fields, d: &mut Diagnostics) -> TrialsPlan {

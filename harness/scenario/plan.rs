@@ -15,6 +15,10 @@ pub struct Plan {
     pub targets: Vec<TargetPlan>,
     pub workload: Option<WorkloadPlan>,
     pub faults: Vec<FaultPlan>,
+    /// Backups taken on the timeline, before the faults, for `restore` steps.
+    pub backups: Vec<BackupPlan>,
+    /// The runbook: what recovery takes when the service cannot heal itself.
+    pub recover: Vec<RecoverStep>,
     pub expectations: Vec<Expectation>,
     pub trials: TrialsPlan,
 }
@@ -40,6 +44,13 @@ pub struct TargetPlan {
     /// Commands run once per trial before the first start / after the last stop.
     pub before_start: Vec<Vec<String>>,
     pub after_stop: Vec<Vec<String>>,
+    /// A data dir of the scenario's choosing (templated); by default the
+    /// harness makes a fresh one per trial under the run directory.
+    pub data_dir: Option<String>,
+    /// Whether storage faults may damage the data dir. Always true for the
+    /// harness's own per-trial data dirs; a `data_dir` of the scenario's
+    /// choosing must say so.
+    pub disposable: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +114,7 @@ pub struct FaultPlan {
     pub at: TimeSpec,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum FaultKind {
     /// Send a signal to the target's process group.
     Kill { signal: nix::sys::signal::Signal },
@@ -111,6 +122,13 @@ pub enum FaultKind {
     Pause { duration: Duration },
     /// Graceful stop, then start (whatever the restart policy).
     Restart,
+    /// Damage files of the target's data dir.
+    Corrupt(CorruptPlan),
+    /// A lock or pid file that outlives its owner.
+    StaleLock(StaleLockPlan),
+    /// Power loss: kill the target and discard every byte it wrote but did
+    /// not fsync (needs the FUSE layer, mounted for the whole trial).
+    LoseUnsynced { torn: bool },
 }
 
 impl FaultKind {
@@ -119,6 +137,173 @@ impl FaultKind {
             FaultKind::Kill { .. } => "kill",
             FaultKind::Pause { .. } => "pause",
             FaultKind::Restart => "restart",
+            FaultKind::Corrupt(_) => "corrupt",
+            FaultKind::StaleLock(_) => "stale-lock",
+            FaultKind::LoseUnsynced { .. } => "lose-unsynced",
+        }
+    }
+
+    /// How long the fault stays in effect before it is healed; `None`: until
+    /// the end of the trial.
+    pub fn heal_after(&self) -> Option<Duration> {
+        match self {
+            FaultKind::Pause { duration } => Some(*duration),
+            FaultKind::StaleLock(plan) => plan.duration,
+            _ => None,
+        }
+    }
+
+    /// Whether the fault touches the target's data dir.
+    pub fn is_storage(&self) -> bool {
+        matches!(self, FaultKind::Corrupt(_) | FaultKind::StaleLock(_) | FaultKind::LoseUnsynced { .. })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorruptPlan {
+    /// A glob relative to the data dir; every file it matches is damaged.
+    pub path: String,
+    pub mode: CorruptMode,
+    pub when: When,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// Stop the target (gracefully), damage, start it again.
+    Offline,
+    /// Damage the files under the running target.
+    Online,
+}
+
+/// Where a damaged range starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Offset {
+    /// Uniform over the file, from the trial's seed.
+    Seeded,
+    Bytes(u64),
+    /// A fraction of the file's length (`"50%"`).
+    Fraction(f64),
+}
+
+/// A length: bytes or a fraction of the file.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Size {
+    Bytes(u64),
+    Fraction(f64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CorruptMode {
+    Bitflip {
+        bits: u32,
+        offset: Offset,
+    },
+    Zero {
+        offset: Offset,
+        length: u64,
+    },
+    Random {
+        offset: Offset,
+        length: u64,
+    },
+    /// Cut the file to a length.
+    Truncate {
+        to: Size,
+    },
+    /// Cut the last bytes, as a write interrupted by power loss; by default
+    /// a seeded count between 1 and 512 bytes.
+    TornTail {
+        bytes: Option<u64>,
+    },
+    Delete,
+    /// Exchange two non-overlapping blocks at seeded offsets.
+    Swap {
+        length: u64,
+    },
+}
+
+impl CorruptMode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CorruptMode::Bitflip { .. } => "bitflip",
+            CorruptMode::Zero { .. } => "zero",
+            CorruptMode::Random { .. } => "random",
+            CorruptMode::Truncate { .. } => "truncate",
+            CorruptMode::TornTail { .. } => "torn-tail",
+            CorruptMode::Delete => "delete",
+            CorruptMode::Swap { .. } => "swap",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaleLockPlan {
+    pub variant: StaleLockVariant,
+    /// The lock or pid file, relative to the data dir.
+    pub path: String,
+    /// Heal (kill the holder) after this long; by default at the end of the trial.
+    pub duration: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleLockVariant {
+    /// The target crashes; the file is left naming a dead pid.
+    Leftover,
+    /// The target crashes; a forked child that kept the lock descriptor
+    /// survives it. flock locks live on in such a child, fcntl locks do not.
+    Held { lock: LockKind },
+    /// The target crashes; the pid file names a live, unrelated process.
+    PidReused,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    Flock,
+    Fcntl,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupPlan {
+    pub name: String,
+    pub target: String,
+    pub at: TimeSpec,
+}
+
+/// One step of a recovery procedure, run in order after the faults.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecoverStep {
+    /// A command (templated with the target's placeholders); must exit 0.
+    Run { target: String, argv: Vec<String>, timeout: Duration },
+    /// Replace the target's data dir with a backup: a `[[backup]]` name, or
+    /// a directory or .tar / .tar.gz file.
+    Restore { target: String, from: RestoreSource },
+    /// Remove a file or directory of the target's data dir.
+    Remove { target: String, path: String },
+    /// Take the target down (gracefully) and keep it down.
+    Stop { target: String },
+    /// Start it again.
+    Start { target: String },
+    /// Wait for a sustained healthy window of the target.
+    WaitHealthy { target: String, timeout: Duration },
+    /// Wait a fixed time (an operator's reaction time).
+    Sleep { duration: Duration },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RestoreSource {
+    Backup(String),
+    Path(PathBuf),
+}
+
+impl RecoverStep {
+    pub fn action(&self) -> &'static str {
+        match self {
+            RecoverStep::Run { .. } => "run",
+            RecoverStep::Restore { .. } => "restore",
+            RecoverStep::Remove { .. } => "remove",
+            RecoverStep::Stop { .. } => "stop",
+            RecoverStep::Start { .. } => "start",
+            RecoverStep::WaitHealthy { .. } | RecoverStep::Sleep { .. } => "wait",
         }
     }
 }

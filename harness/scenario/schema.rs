@@ -58,6 +58,8 @@ pub fn schema() -> Value {
             "probe": probe,
             "before_start": { "type": "array", "items": command("a command") },
             "after_stop": { "type": "array", "items": command("a command") },
+            "data_dir": { "type": "string", "description": "the data dir ({data_dir}); default: a fresh one per trial in the run directory" },
+            "disposable": { "type": "boolean", "description": "whether storage faults may damage a data_dir of your choosing (the default ones always are)" },
         }),
         &["command", "probe"],
     );
@@ -80,9 +82,42 @@ pub fn schema() -> Value {
             "target": { "type": "string" },
             "at": { "type": "string", "pattern": TIME, "description": "a time (2s) or a range drawn with the trial's seed (2s..4s), from the start of the workload" },
             "signal": { "type": "string", "description": "kill: the signal, default SIGKILL" },
-            "duration": duration("pause: how long"),
+            "duration": duration("pause: how long; stale-lock: heal after this long (default: at the end of the trial)"),
+            "path": { "type": "string", "description": "corrupt: a file or glob relative to the data dir; stale-lock: the lock or pid file" },
+            "mode": { "enum": faults::CORRUPT_MODES, "description": "corrupt: what to do to the file" },
+            "when": { "enum": ["offline", "online"], "description": "corrupt: with the target stopped (default) or running" },
+            "bits": { "type": "integer", "minimum": 1, "description": "bitflip: how many bits, default 1" },
+            "offset": { "description": "bitflip, zero, random: where; bytes, \"50%\" of the file, or \"seeded\" (default)", "oneOf": [ { "type": "integer", "minimum": 0 }, { "type": "string" } ] },
+            "length": { "description": "zero, random, swap: bytes (4096, \"1MiB\"), default 4096", "oneOf": [ { "type": "integer", "minimum": 1 }, { "type": "string" } ] },
+            "to": { "description": "truncate: the new length, bytes or \"50%\"", "oneOf": [ { "type": "integer", "minimum": 0 }, { "type": "string" } ] },
+            "bytes": { "description": "torn-tail: how many bytes to cut, default seeded 1..512", "oneOf": [ { "type": "integer", "minimum": 0 }, { "type": "string" } ] },
+            "variant": { "enum": faults::STALE_LOCK_VARIANTS, "description": "stale-lock: leftover (names a dead pid), held (a surviving child keeps the lock), pid-reused (names a live unrelated process)" },
+            "lock": { "enum": ["flock", "fcntl"], "description": "stale-lock held: the lock kind, default flock" },
+            "torn": { "type": "boolean", "description": "lose-unsynced: keep a seeded prefix of the last unsynced write" },
         }),
         &["kind", "target", "at"],
+    );
+    let backup = object(
+        BACKUP_KEYS,
+        json!({
+            "name": { "type": "string", "description": "what `restore` steps call it, default backup-N" },
+            "target": { "type": "string" },
+            "at": { "type": "string", "pattern": TIME, "description": "when, before the first fault" },
+        }),
+        &["target", "at"],
+    );
+    let recover = object(
+        RECOVER_KEYS,
+        json!({
+            "action": { "enum": RECOVER_ACTIONS },
+            "target": { "type": "string" },
+            "command": command("run: the command, templated like the target's"),
+            "timeout": duration("run: default 60s; wait: default 30s"),
+            "from": { "type": "string", "description": "restore: a [[backup]] name, or a directory or .tar/.tar.gz (relative to the scenario)" },
+            "path": { "type": "string", "description": "remove: a path relative to the data dir" },
+            "duration": duration("wait: a fixed pause instead of waiting for health"),
+        }),
+        &["action"],
     );
     let mut expect_props = Map::new();
     for name in Metric::NAMES {
@@ -113,6 +148,8 @@ pub fn schema() -> Value {
             "target": { "type": "object", "additionalProperties": target, "minProperties": 1 },
             "workload": workload,
             "fault": { "type": "array", "items": fault },
+            "backup": { "type": "array", "items": backup },
+            "recover": { "type": "array", "items": recover },
             "expect": expect,
             "trials": trials,
         }),
@@ -149,6 +186,8 @@ mod tests {
         assert_eq!(keys(&target["properties"]["restart"]), sorted(RESTART_KEYS));
         assert_eq!(keys(&s["properties"]["workload"]), sorted(WORKLOAD_KEYS));
         assert_eq!(keys(&s["properties"]["fault"]["items"]), sorted(FAULT_KEYS));
+        assert_eq!(keys(&s["properties"]["backup"]["items"]), sorted(BACKUP_KEYS));
+        assert_eq!(keys(&s["properties"]["recover"]["items"]), sorted(RECOVER_KEYS));
         assert_eq!(keys(&s["properties"]["expect"]), sorted(Metric::NAMES));
         assert_eq!(keys(&s["properties"]["trials"]), sorted(TRIALS_KEYS));
     }

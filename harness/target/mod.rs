@@ -47,6 +47,13 @@ pub trait Target: Send + Sync {
     /// Graceful stop of the current incarnation, then a new one, whatever the
     /// restart policy.
     fn restart(&self) -> Result<HostProcess, TargetError>;
+    /// Takes the target down (`signal` to its group: SIGTERM for a graceful
+    /// stop, SIGKILL for a crash; SIGKILL after the stop timeout either way)
+    /// and keeps it down, whatever the restart policy, until
+    /// [`Target::release`]. Returns the incarnation it stopped, if one ran.
+    fn hold(&self, signal: Signal) -> Option<HostProcess>;
+    /// Ends a [`Target::hold`]: a new incarnation starts at once.
+    fn release(&self);
     /// Graceful stop (SIGTERM, then SIGKILL after the stop timeout) and no
     /// more restarts. Idempotent.
     fn stop(&self);

@@ -53,22 +53,27 @@ struct State {
     incarnations: u32,
     stopping: bool,
     restart_requested: bool,
+    /// Held down by a fault or a recovery step: no restarts until released.
+    held: bool,
 }
 
 impl ProcessTarget {
     pub fn new(plan: &TargetPlan, ctx: ProcessContext) -> Result<ProcessTarget, TargetError> {
-        let data_dir = ctx.trial_dir.join("data").join(&plan.name);
-        let log_dir = ctx.trial_dir.join("logs");
-        let io = |source| TargetError::Io { target: plan.name.clone(), source };
-        fs::create_dir_all(&data_dir).map_err(io)?;
-        fs::create_dir_all(&log_dir).map_err(io)?;
-        let vars = vec![
+        let mut vars = vec![
             ("port", ctx.port.to_string()),
-            ("data_dir", data_dir.display().to_string()),
             ("run_dir", ctx.run_dir.display().to_string()),
             ("trial", ctx.trial.to_string()),
             ("target", plan.name.clone()),
         ];
+        let data_dir = match &plan.data_dir {
+            Some(dir) => PathBuf::from(template::render(dir, &vars)),
+            None => ctx.trial_dir.join("data").join(&plan.name),
+        };
+        vars.push(("data_dir", data_dir.display().to_string()));
+        let log_dir = ctx.trial_dir.join("logs");
+        let io = |source| TargetError::Io { target: plan.name.clone(), source };
+        fs::create_dir_all(&data_dir).map_err(io)?;
+        fs::create_dir_all(&log_dir).map_err(io)?;
         let inner = Inner {
             plan: plan.clone(),
             ctx,
@@ -167,6 +172,10 @@ impl Inner {
                     state.restart_requested = false;
                     break;
                 }
+                if state.held {
+                    state = self.changed.wait(state).unwrap();
+                    continue;
+                }
                 match deadline {
                     Some(at) if Instant::now() >= at => break,
                     Some(at) => state = self.changed.wait_timeout(state, at - Instant::now()).unwrap().0,
@@ -188,12 +197,13 @@ impl Inner {
         }
     }
 
-    /// SIGTERM, then SIGKILL after the stop timeout; returns once it exited.
-    fn stop_current(&self, mut state: std::sync::MutexGuard<'_, State>) {
+    /// `first` (SIGTERM for a graceful stop), then SIGKILL after the stop
+    /// timeout; returns once it exited.
+    fn stop_current(&self, mut state: std::sync::MutexGuard<'_, State>, first: Signal) {
         let Some(process) = state.current else { return };
         // A paused process cannot act on SIGTERM.
         kill_group(process, Signal::SIGCONT);
-        kill_group(process, Signal::SIGTERM);
+        kill_group(process, first);
         let mut deadline = Instant::now() + self.plan.stop_timeout;
         let mut killed = false;
         while state.current == Some(process) {
@@ -253,6 +263,7 @@ impl Target for ProcessTarget {
         let exited = {
             let mut state = self.inner.state.lock().unwrap();
             state.stopping = false;
+            state.held = false;
             self.inner.spawn(&mut state)?
         };
         let inner = Arc::clone(&self.inner);
@@ -281,8 +292,23 @@ impl Target for ProcessTarget {
         let process = self.inner.current()?;
         let mut state = self.inner.state.lock().unwrap();
         state.restart_requested = true;
-        self.inner.stop_current(state);
+        self.inner.stop_current(state, Signal::SIGTERM);
         Ok(process)
+    }
+
+    fn hold(&self, signal: Signal) -> Option<HostProcess> {
+        let mut state = self.inner.state.lock().unwrap();
+        state.held = true;
+        let process = state.current;
+        self.inner.stop_current(state, signal);
+        process
+    }
+
+    fn release(&self) {
+        let mut state = self.inner.state.lock().unwrap();
+        state.held = false;
+        state.restart_requested = state.current.is_none();
+        self.inner.changed.notify_all();
     }
 
     fn stop(&self) {
@@ -292,7 +318,7 @@ impl Target for ProcessTarget {
         let mut state = self.inner.state.lock().unwrap();
         state.stopping = true;
         self.inner.changed.notify_all();
-        self.inner.stop_current(state);
+        self.inner.stop_current(state, Signal::SIGTERM);
         let _ = handle.join();
         for hook in &self.inner.plan.after_stop {
             if let Err(e) = run_hook(self, hook) {

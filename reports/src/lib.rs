@@ -76,15 +76,39 @@ pub struct TrialReport {
     pub rpo: Rpo,
     pub ops: OpCounts,
     pub checks: Vec<CheckReport>,
+    /// The recovery procedure's steps, timed, when the scenario has one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recovery: Vec<StepReport>,
     /// Last lines of each target's output, kept when the trial did not pass.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub target_logs: BTreeMap<String, Vec<String>>,
+}
+
+/// One step of a recovery procedure.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepReport {
+    /// 1-based, in the scenario's order.
+    pub step: usize,
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    pub started_at_ms: f64,
+    /// Null if the step never ended (the trial was cut short).
+    pub duration_ms: Option<f64>,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    /// `duration_ms / rto_ms` of the trial: the step's share of the outage.
+    pub share_of_rto: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FaultReport {
     pub kind: String,
     pub target: String,
+    /// What exactly the fault did (signal and pid, offsets, bytes discarded).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
     /// When the schedule asked for it (from the seed).
     pub scheduled_at_ms: f64,
     pub injected_at_ms: f64,

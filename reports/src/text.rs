@@ -38,6 +38,17 @@ pub fn render_text(report: &RunReport) -> String {
             t.rpo.unknown_writes,
         );
     }
+    for t in report.trials.iter().filter(|t| !t.recovery.is_empty()) {
+        let steps: Vec<String> = t
+            .recovery
+            .iter()
+            .map(|s| {
+                let took = s.duration_ms.map_or("cut short".into(), |d| format!("{d:.1}ms"));
+                format!("{} {}{}", s.action, took, if s.ok || s.duration_ms.is_none() { "" } else { " FAILED" })
+            })
+            .collect();
+        let _ = writeln!(out, "trial {} recovery: {}", t.index, steps.join(", "));
+    }
     if report.trials.len() > 1 {
         let line = |name: &str, s: &Stats| {
             format!(

@@ -1,0 +1,358 @@
+//! The `corrupt` fault: damage files of a target's data dir at offsets drawn
+//! from the trial's seed, keeping the original bytes so that the damage can
+//! be undone (at the end of the trial, or by `crashlab cleanup`).
+//!
+//! Order of work, so that a harness killed at any point leaves a restorable
+//! file: save the original bytes and sync them, journal where they are, then
+//! damage the file and sync it, then journal how the damage left it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::journal::Entry;
+use super::{confine, healed, Fault, FaultContext, FaultError, FaultErrorKind, FaultGuard};
+use crate::scenario::{CorruptMode, CorruptPlan, Offset, Size, When};
+
+pub struct Corrupt(pub CorruptPlan);
+
+/// A damaged file and where its original bytes are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedFile {
+    pub file: PathBuf,
+    /// The original bytes of `ranges`, one after the other.
+    pub saved: PathBuf,
+    pub original_len: u64,
+    /// `(offset, length)` of each saved range.
+    pub ranges: Vec<(u64, u64)>,
+    pub deleted: bool,
+}
+
+/// Enough of a file's metadata to tell whether anything wrote to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    pub len: u64,
+    pub ino: u64,
+    pub mtime_ns: i128,
+}
+
+impl Stamp {
+    pub fn of(path: &Path) -> Option<Stamp> {
+        let m = fs::symlink_metadata(path).ok()?;
+        Some(Stamp {
+            len: m.len(),
+            ino: m.ino(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        })
+    }
+}
+
+/// One change to a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Edit {
+    Write { offset: u64, bytes: Vec<u8> },
+    SetLen(u64),
+    Delete,
+}
+
+impl SavedFile {
+    /// Puts the original bytes back, unless the file changed since the
+    /// damage (`after`, when known): then it is left as it is, since the
+    /// target may have repaired or rewritten it.
+    pub fn restore_if_unchanged(&self, after: Option<Stamp>) -> io::Result<()> {
+        let now = Stamp::of(&self.file);
+        if self.deleted {
+            if now.is_some() {
+                return Err(io::Error::other("the file exists again: the target recreated it"));
+            }
+            fs::copy(&self.saved, &self.file)?;
+            return File::open(&self.file)?.sync_all();
+        }
+        if let Some(after) = after {
+            if now != Some(after) {
+                return Err(io::Error::other("the file changed after the damage: the target rewrote it"));
+            }
+        }
+        self.restore_bytes()
+    }
+
+    fn restore_bytes(&self) -> io::Result<()> {
+        let file = OpenOptions::new().write(true).open(&self.file)?;
+        let saved = File::open(&self.saved)?;
+        let mut at = 0;
+        let mut buf = vec![0; 1 << 20];
+        for &(offset, len) in &self.ranges {
+            let mut done = 0;
+            while done < len {
+                let n = (len - done).min(buf.len() as u64) as usize;
+                saved.read_exact_at(&mut buf[..n], at + done)?;
+                file.write_all_at(&buf[..n], offset + done)?;
+                done += n as u64;
+            }
+            at += len;
+        }
+        file.set_len(self.original_len)?;
+        file.sync_all()
+    }
+
+    /// For `crashlab cleanup`: restores with the stamp the journal has.
+    pub fn restore(&self) -> io::Result<()> {
+        self.restore_if_unchanged(None)
+    }
+}
+
+/// Where damage starts in a file of `len` bytes, for a range of `span` bytes.
+fn start(offset: Offset, len: u64, span: u64, rng: &mut impl Rng) -> u64 {
+    let last = len.saturating_sub(span);
+    match offset {
+        Offset::Seeded => rng.random_range(0..=last),
+        Offset::Bytes(n) => n.min(last),
+        Offset::Fraction(x) => ((len as f64 * x) as u64).min(len.saturating_sub(1)),
+    }
+}
+
+/// What the mode does to a file of `len` bytes, and its description.
+fn edits(mode: CorruptMode, file: &File, len: u64, rng: &mut impl Rng) -> io::Result<(Vec<Edit>, String)> {
+    let read = |offset: u64, n: u64| -> io::Result<Vec<u8>> {
+        let mut buf = vec![0; n as usize];
+        file.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    };
+    Ok(match mode {
+        _ if len == 0 && !matches!(mode, CorruptMode::Delete) => (Vec::new(), "empty file, nothing to damage".into()),
+        CorruptMode::Bitflip { bits, offset } => {
+            // Distinct (byte, bit) pairs; a fixed offset keeps them in the
+            // bytes that follow it.
+            let total_bits = len.saturating_mul(8);
+            let bits = u64::from(bits).min(total_bits);
+            let mut chosen = std::collections::BTreeSet::new();
+            while (chosen.len() as u64) < bits {
+                let bit = match offset {
+                    Offset::Seeded => rng.random_range(0..total_bits),
+                    _ => {
+                        let base = start(offset, len, 1, rng) * 8;
+                        (base + rng.random_range(0..bits.max(8))).min(total_bits - 1)
+                    }
+                };
+                chosen.insert(bit);
+            }
+            let mut edits: Vec<Edit> = Vec::new();
+            let mut described = Vec::new();
+            for bit in chosen {
+                let (at, b) = (bit / 8, (bit % 8) as u8);
+                described.push(format!("byte {at} bit {b}"));
+                match edits.last_mut() {
+                    Some(Edit::Write { offset, bytes }) if *offset == at => bytes[0] ^= 1 << b,
+                    _ => {
+                        let mut byte = read(at, 1)?;
+                        byte[0] ^= 1 << b;
+                        edits.push(Edit::Write { offset: at, bytes: byte });
+                    }
+                }
+            }
+            (edits, format!("flipped {}", described.join(", ")))
+        }
+        CorruptMode::Zero { offset, length } | CorruptMode::Random { offset, length } => {
+            let length = length.min(len);
+            let at = start(offset, len, length, rng);
+            let length = length.min(len - at);
+            let bytes = if matches!(mode, CorruptMode::Zero { .. }) {
+                vec![0; length as usize]
+            } else {
+                let mut b = vec![0; length as usize];
+                rng.fill(&mut b[..]);
+                b
+            };
+            let what = if matches!(mode, CorruptMode::Zero { .. }) { "zeroed" } else { "overwrote with random bytes" };
+            (vec![Edit::Write { offset: at, bytes }], format!("{what} bytes {at}..{}", at + length))
+        }
+        CorruptMode::Truncate { to } => {
+            let to = match to {
+                Size::Bytes(n) => n,
+                Size::Fraction(x) => (len as f64 * x) as u64,
+            };
+            if to >= len {
+                (Vec::new(), format!("already {len} bytes, not longer than {to}"))
+            } else {
+                (vec![Edit::SetLen(to)], format!("truncated from {len} to {to} bytes"))
+            }
+        }
+        CorruptMode::TornTail { bytes } => {
+            let cut = bytes.unwrap_or_else(|| rng.random_range(1..=len.min(512))).min(len);
+            (vec![Edit::SetLen(len - cut)], format!("cut the last {cut} bytes ({len} -> {})", len - cut))
+        }
+        CorruptMode::Delete => (vec![Edit::Delete], format!("deleted ({len} bytes)")),
+        CorruptMode::Swap { length } => {
+            let length = length.min(len / 2);
+            if length == 0 {
+                (Vec::new(), "too short to swap blocks".into())
+            } else {
+                let a = rng.random_range(0..=len - 2 * length);
+                let b = rng.random_range(a + length..=len - length);
+                let (block_a, block_b) = (read(a, length)?, read(b, length)?);
+                (
+                    vec![Edit::Write { offset: a, bytes: block_b }, Edit::Write { offset: b, bytes: block_a }],
+                    format!("swapped bytes {a}..{} with {b}..{}", a + length, b + length),
+                )
+            }
+        }
+    })
+}
+
+/// Saves what `edits` will overwrite or cut, applies them, and returns the record.
+fn damage(
+    file_path: &Path,
+    saved_path: &Path,
+    edits: &[Edit],
+    len: u64,
+    ctx: &FaultContext,
+) -> Result<SavedFile, FaultError> {
+    let io = |what: String| move |source| ctx.error(FaultErrorKind::Io { what, source });
+    let mut ranges = Vec::new();
+    let mut deleted = false;
+    for edit in edits {
+        match edit {
+            Edit::Write { offset, bytes } => ranges.push((*offset, (bytes.len() as u64).min(len - offset))),
+            Edit::SetLen(to) => ranges.push((*to, len - to)),
+            Edit::Delete => deleted = true,
+        }
+    }
+    if let Some(parent) = saved_path.parent() {
+        fs::create_dir_all(parent).map_err(io(format!("cannot create {}", parent.display())))?;
+    }
+    if deleted {
+        fs::copy(file_path, saved_path).map_err(io(format!("cannot save {}", file_path.display())))?;
+        ranges = vec![(0, len)];
+    } else {
+        let source = File::open(file_path).map_err(io(format!("cannot read {}", file_path.display())))?;
+        let mut out = File::create(saved_path).map_err(io(format!("cannot create {}", saved_path.display())))?;
+        let mut buf = vec![0; 1 << 20];
+        for &(offset, n) in &ranges {
+            let mut done = 0;
+            while done < n {
+                let chunk = (n - done).min(buf.len() as u64) as usize;
+                source
+                    .read_exact_at(&mut buf[..chunk], offset + done)
+                    .map_err(io(format!("cannot read {}", file_path.display())))?;
+                out.write_all(&buf[..chunk]).map_err(io(format!("cannot write {}", saved_path.display())))?;
+                done += chunk as u64;
+            }
+        }
+    }
+    File::open(saved_path).and_then(|f| f.sync_all()).map_err(io(format!("cannot sync {}", saved_path.display())))?;
+    let saved = SavedFile {
+        file: file_path.to_path_buf(),
+        saved: saved_path.to_path_buf(),
+        original_len: len,
+        ranges,
+        deleted,
+    };
+    ctx.journal(&Entry::Corrupted { trial: ctx.trial, fault: ctx.index, saved: saved.clone() })?;
+
+    let damage_err = io(format!("cannot damage {}", file_path.display()));
+    if deleted {
+        fs::remove_file(file_path).map_err(damage_err)?;
+        return Ok(saved);
+    }
+    let file =
+        OpenOptions::new().write(true).open(file_path).map_err(io(format!("cannot open {}", file_path.display())))?;
+    for edit in edits {
+        match edit {
+            Edit::Write { offset, bytes } => file.write_all_at(bytes, *offset),
+            Edit::SetLen(to) => file.set_len(*to),
+            Edit::Delete => Ok(()),
+        }
+        .map_err(io(format!("cannot damage {}", file_path.display())))?;
+    }
+    file.sync_all().map_err(io(format!("cannot sync {}", file_path.display())))?;
+    Ok(saved)
+}
+
+impl Fault for Corrupt {
+    fn inject(&self, ctx: &FaultContext) -> Result<FaultGuard, FaultError> {
+        let plan = &self.0;
+        let began = Instant::now();
+        let dir = confine::data_dir(ctx.target.as_ref()).map_err(|r| ctx.error(r.into()))?;
+        if plan.when == When::Offline {
+            ctx.target.hold(Signal::SIGTERM);
+        }
+        let result = self.damage_all(ctx, &dir);
+        if plan.when == When::Offline {
+            ctx.target.release();
+        }
+        let (records, detail) = result?;
+        let when = if plan.when == When::Offline { "offline" } else { "online" };
+        ctx.recorder.record_at(
+            began,
+            crate::runner::history::EventKind::FaultInjected {
+                fault: ctx.index,
+                kind: "corrupt".into(),
+                target: ctx.target.name().to_string(),
+                scheduled_ms: ctx.scheduled_ms,
+                detail: format!("{} ({when}): {detail}", plan.mode.name()),
+            },
+        );
+        let (trial, fault, target) = (ctx.trial, ctx.index, Arc::clone(&ctx.target));
+        let (recorder, journal) = (ctx.recorder.clone(), Arc::clone(&ctx.journal));
+        Ok(FaultGuard::new(move || {
+            let outcomes: Vec<String> = records
+                .iter()
+                .rev()
+                .map(|(saved, after)| {
+                    let name = saved.file.file_name().unwrap_or_default().to_string_lossy();
+                    match saved.restore_if_unchanged(*after) {
+                        Ok(()) => format!("{name}: original bytes restored"),
+                        Err(e) => format!("{name}: left as it is ({e})"),
+                    }
+                })
+                .collect();
+            healed(trial, fault, target.name(), outcomes.join("; "), &recorder, &journal);
+        }))
+    }
+}
+
+impl Corrupt {
+    #[allow(clippy::type_complexity)]
+    fn damage_all(
+        &self,
+        ctx: &FaultContext,
+        dir: &Path,
+    ) -> Result<(Vec<(SavedFile, Option<Stamp>)>, String), FaultError> {
+        let plan = &self.0;
+        let files = confine::matches(dir, &plan.path).map_err(|r| ctx.error(r.into()))?;
+        if files.is_empty() {
+            return Err(ctx.error(FaultErrorKind::Other(format!(
+                "no file in {} matches `{}`",
+                dir.display(),
+                plan.path
+            ))));
+        }
+        let mut rng = ctx.rng();
+        let mut records = Vec::new();
+        let mut described = Vec::new();
+        for (n, path) in files.iter().enumerate() {
+            let io = |what: String| move |source| ctx.error(FaultErrorKind::Io { what, source });
+            let file = File::open(path).map_err(io(format!("cannot open {}", path.display())))?;
+            let len = file.metadata().map_err(io(format!("cannot stat {}", path.display())))?.len();
+            let (edits, what) =
+                edits(plan.mode, &file, len, &mut rng).map_err(io(format!("cannot read {}", path.display())))?;
+            let name = path.strip_prefix(dir).unwrap_or(path).display().to_string();
+            described.push(format!("{name}: {what}"));
+            if edits.is_empty() {
+                continue;
+            }
+            let saved_path = ctx.trial_dir.join("faults").join(format!("fault-{}.{}.orig", ctx.index + 1, n + 1));
+            let saved = damage(path, &saved_path, &edits, len, ctx)?;
+            let after = Stamp::of(path);
+            records.push((saved, after));
+        }
+        Ok((records, described.join("; ")))
+    }
+}

@@ -1,0 +1,55 @@
+//! Faults on a target's processes: kill, pause, restart.
+
+use std::sync::Arc;
+
+use super::journal::Entry;
+use super::{healed, Fault, FaultContext, FaultError, FaultGuard};
+use crate::scenario::FaultKind;
+use crate::target::TargetError;
+
+/// Faults on a target's processes: kill, pause, restart.
+pub struct ProcessFault(pub FaultKind);
+
+impl Fault for ProcessFault {
+    fn inject(&self, ctx: &FaultContext) -> Result<FaultGuard, FaultError> {
+        let kind = self.0.name();
+        let target_err = |source: TargetError| ctx.error(source.into());
+        let process = ctx
+            .target
+            .host_process()
+            .ok_or_else(|| target_err(TargetError::NotRunning { target: ctx.target.name().to_string() }))?;
+        ctx.journal(&Entry::Injected {
+            trial: ctx.trial,
+            fault: ctx.index,
+            kind: kind.to_string(),
+            target: ctx.target.name().to_string(),
+            pid: process.pid,
+            start_time: process.start_time,
+        })?;
+        let injected = |detail: String| ctx.injected(kind, detail);
+        match self.0 {
+            FaultKind::Kill { signal } => {
+                injected(format!("{} to pid {}", signal.as_str(), process.pid));
+                ctx.target.signal(signal).map_err(target_err)?;
+                Ok(FaultGuard::nothing())
+            }
+            FaultKind::Restart => {
+                injected(format!("graceful restart of pid {}", process.pid));
+                ctx.target.restart().map_err(target_err)?;
+                Ok(FaultGuard::nothing())
+            }
+            FaultKind::Pause { .. } => {
+                injected(format!("SIGSTOP to pid {}", process.pid));
+                let paused = ctx.target.pause().map_err(target_err)?;
+                let (target, journal, recorder) =
+                    (Arc::clone(&ctx.target), Arc::clone(&ctx.journal), ctx.recorder.clone());
+                let (trial, fault) = (ctx.trial, ctx.index);
+                Ok(FaultGuard::new(move || {
+                    let _ = target.resume(paused);
+                    healed(trial, fault, target.name(), String::new(), &recorder, &journal);
+                }))
+            }
+            _ => unreachable!("build() gives storage faults their own types"),
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Backups before the faults and the recovery procedure after them: a
+//! runbook, executed and timed step by step.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+
+use super::history::{EventKind, Recorder};
+use super::sleep_until;
+use crate::fault::confine;
+use crate::probe::Sampler;
+use crate::scenario::{BackupPlan, RecoverStep, RestoreSource};
+use crate::target::Target;
+
+/// Where a trial keeps its backups.
+pub fn backup_dir(trial_dir: &Path, name: &str) -> PathBuf {
+    trial_dir.join("backups").join(name)
+}
+
+/// Copies the target's data dir while the target is paused (SIGSTOP), so
+/// that the copy is a consistent snapshot: no write is half done.
+pub fn take_backup(plan: &BackupPlan, target: &dyn Target, trial_dir: &Path, recorder: &Recorder) {
+    let result = (|| -> io::Result<(u64, u64)> {
+        let from = confine::data_dir(target).map_err(io::Error::other)?;
+        let to = backup_dir(trial_dir, &plan.name);
+        let _ = fs::remove_dir_all(&to);
+        fs::create_dir_all(&to)?;
+        let paused = target.pause().ok();
+        let copied = copy_tree(&from, &to);
+        if let Some(p) = paused {
+            let _ = target.resume(p);
+        }
+        copied
+    })();
+    recorder.record(match result {
+        Ok((files, bytes)) => {
+            EventKind::BackupTaken { name: plan.name.clone(), target: plan.target.clone(), files, bytes }
+        }
+        Err(e) => {
+            EventKind::BackupFailed { name: plan.name.clone(), target: plan.target.clone(), error: e.to_string() }
+        }
+    });
+}
+
+/// Copies the contents of `from` into `to`; returns (files, bytes).
+fn copy_tree(from: &Path, to: &Path) -> io::Result<(u64, u64)> {
+    let mut total = (0, 0);
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let dest = to.join(entry.file_name());
+        if kind.is_dir() {
+            fs::create_dir_all(&dest)?;
+            let (f, b) = copy_tree(&entry.path(), &dest)?;
+            total = (total.0 + f, total.1 + b);
+        } else if kind.is_file() {
+            total = (total.0 + 1, total.1 + fs::copy(entry.path(), &dest)?);
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(entry.path())?, &dest)?;
+        }
+    }
+    Ok(total)
+}
+
+/// Empties a directory without removing it (it may be a mount point).
+fn empty_dir(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            fs::remove_dir_all(entry.path())?;
+        } else {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Replaces the data dir's contents with a backup directory or tarball.
+fn restore(from: &Path, data_dir: &Path) -> io::Result<String> {
+    empty_dir(data_dir)?;
+    let name = from.display().to_string();
+    if from.is_dir() {
+        let (files, bytes) = copy_tree(from, data_dir)?;
+        return Ok(format!("{files} files, {bytes} bytes from {name}"));
+    }
+    let file = fs::File::open(from)?;
+    let reader: Box<dyn io::Read> = if name.ends_with(".gz") || name.ends_with(".tgz") {
+        Box::new(flate2::read::GzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    // `unpack` refuses entries that would land outside the directory.
+    tar::Archive::new(reader).unpack(data_dir)?;
+    Ok(format!("unpacked {name}"))
+}
+
+/// What a procedure step needs of the trial.
+pub struct Procedure<'a> {
+    pub steps: &'a [RecoverStep],
+    pub targets: &'a [Arc<dyn Target>],
+    pub samplers: &'a [Sampler],
+    pub healthy_after: &'a dyn Fn(&str) -> u32,
+    pub trial_dir: &'a Path,
+    pub recorder: &'a Recorder,
+}
+
+impl Procedure<'_> {
+    fn target(&self, name: &str) -> (&Arc<dyn Target>, &Sampler) {
+        let i = self.targets.iter().position(|t| t.name() == name).expect("compile checked target names");
+        (&self.targets[i], &self.samplers[i])
+    }
+
+    /// Runs the steps in order; stops at the first that fails.
+    pub fn run(&self, cancel: &AtomicBool) {
+        for (i, step) in self.steps.iter().enumerate() {
+            if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            let target = match step {
+                RecoverStep::Run { target, .. }
+                | RecoverStep::Restore { target, .. }
+                | RecoverStep::Remove { target, .. }
+                | RecoverStep::Stop { target }
+                | RecoverStep::Start { target }
+                | RecoverStep::WaitHealthy { target, .. } => Some(target.clone()),
+                RecoverStep::Sleep { .. } => None,
+            };
+            self.recorder.record(EventKind::RecoverStarted { step: i, action: step.action().into(), target });
+            let (ok, detail) = match self.step(step, cancel) {
+                Ok(detail) => (true, detail),
+                Err(e) => (false, e),
+            };
+            self.recorder.record(EventKind::RecoverEnded { step: i, ok, detail });
+            if !ok {
+                return;
+            }
+        }
+    }
+
+    fn step(&self, step: &RecoverStep, cancel: &AtomicBool) -> Result<String, String> {
+        match step {
+            RecoverStep::Run { target, argv, timeout } => {
+                let (t, _) = self.target(target);
+                let out = t.exec(argv, *timeout).map_err(|e| e.to_string())?;
+                let stderr = out.stderr.trim();
+                match out.exit {
+                    Some(exit) if exit.success() => Ok(String::new()),
+                    Some(exit) => Err(format!("`{}`: {exit}{}", argv.join(" "), tail(stderr))),
+                    None => Err(format!("`{}` did not finish within {timeout:?}", argv.join(" "))),
+                }
+            }
+            RecoverStep::Restore { target, from } => {
+                let (t, _) = self.target(target);
+                let dir = confine::data_dir(t.as_ref()).map_err(|e| e.to_string())?;
+                let from = match from {
+                    RestoreSource::Backup(name) => backup_dir(self.trial_dir, name),
+                    RestoreSource::Path(path) => path.clone(),
+                };
+                if !from.exists() {
+                    return Err(format!("{} does not exist (was the backup taken?)", from.display()));
+                }
+                restore(&from, &dir).map_err(|e| format!("cannot restore {}: {e}", from.display()))
+            }
+            RecoverStep::Remove { target, path } => {
+                let (t, _) = self.target(target);
+                let dir = confine::data_dir(t.as_ref()).map_err(|e| e.to_string())?;
+                let path = confine::path_in(&dir, path).map_err(|e| e.to_string())?;
+                let removed = match fs::symlink_metadata(&path) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok("already absent".into()),
+                    Err(e) => Err(e),
+                    Ok(m) if m.is_dir() => fs::remove_dir_all(&path),
+                    Ok(_) => fs::remove_file(&path),
+                };
+                removed.map(|()| String::new()).map_err(|e| format!("cannot remove {}: {e}", path.display()))
+            }
+            RecoverStep::Stop { target } => {
+                let stopped = self.target(target).0.hold(Signal::SIGTERM);
+                Ok(stopped.map_or("was not running".into(), |p| format!("stopped pid {}", p.pid)))
+            }
+            RecoverStep::Start { target } => {
+                self.target(target).0.release();
+                Ok(String::new())
+            }
+            RecoverStep::WaitHealthy { target, timeout } => {
+                let (_, sampler) = self.target(target);
+                let now = Instant::now();
+                match sampler.health.wait_sustained(now, (self.healthy_after)(target), now + *timeout, cancel) {
+                    Some(_) => Ok(String::new()),
+                    None => Err(format!("`{target}` not healthy within {timeout:?}")),
+                }
+            }
+            RecoverStep::Sleep { duration } => {
+                sleep_until(Instant::now() + *duration, cancel);
+                Ok(String::new())
+            }
+        }
+    }
+}
+
+fn tail(stderr: &str) -> String {
+    let last: Vec<&str> = stderr.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect();
+    if last.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", last.join(" | "))
+    }
+}

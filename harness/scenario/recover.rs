@@ -1,0 +1,205 @@
+//! `[[backup]]` and `[[recover]]` tables: a runbook's recovery procedure.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::diagnostic::{self, Diagnostics};
+use super::fields::Fields;
+use super::plan::*;
+use super::{command, target_ref};
+
+pub const BACKUP_KEYS: &[&str] = &["name", "target", "at"];
+pub const RECOVER_KEYS: &[&str] = &["action", "target", "command", "timeout", "from", "path", "duration"];
+pub const RECOVER_ACTIONS: &[&str] = &["run", "restore", "remove", "stop", "start", "wait"];
+
+/// The keys (beyond action) each action reads.
+fn applicable(action: &str) -> &'static [&'static str] {
+    match action {
+        "run" => &["target", "command", "timeout"],
+        "restore" => &["target", "from"],
+        "remove" => &["target", "path"],
+        "stop" | "start" => &["target"],
+        "wait" => &["target", "timeout", "duration"],
+        _ => &[],
+    }
+}
+
+/// Each array-of-tables entry of `key`, opened as [`Fields`].
+fn entries<'a, 'i>(top: &Fields<'a, 'i>, key: &str, known: &[&str], d: &mut Diagnostics) -> Vec<Fields<'a, 'i>> {
+    let Some(value) = top.get(key) else { return Vec::new() };
+    let Some(items) = value.get_ref().as_array() else {
+        d.error(value.span(), format!("`{key}` must be an array of tables: write each as [[{key}]]"));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match item.get_ref().as_table() {
+            Some(t) => out.push(Fields::new(t, item.span(), format!("[[{key}]] #{}", i + 1), known, d)),
+            None => d.error(item.span(), format!("each [[{key}]] must be a table")),
+        }
+    }
+    out
+}
+
+pub fn compile_backups(top: &Fields, targets: &[&str], faults: &[FaultPlan], d: &mut Diagnostics) -> Vec<BackupPlan> {
+    let first_fault = faults.iter().map(|f| f.at.min).min();
+    let mut backups: Vec<BackupPlan> = Vec::new();
+    for (i, f) in entries(top, "backup", BACKUP_KEYS, d).iter().enumerate() {
+        let name = f.str("name", d).map_or_else(|| format!("backup-{}", i + 1), |(n, _)| n.to_string());
+        if backups.iter().any(|b| b.name == name) {
+            d.error(f.span.clone(), format!("two [[backup]] tables are named `{name}`"));
+        }
+        let target = target_ref(f, targets, d);
+        let at = match f.time_spec("at", d) {
+            Some((at, span)) => {
+                if first_fault.is_some_and(|first| at.max >= first) {
+                    d.error(span, format!("`at` = {at} in {}: a backup must be taken before the first fault", f.what));
+                }
+                Some(at)
+            }
+            None => {
+                if f.get("at").is_none() {
+                    d.error(f.span.clone(), format!("missing key `at` in {}; expected a time such as `1s`", f.what));
+                }
+                None
+            }
+        };
+        if let (Some(target), Some(at)) = (target, at) {
+            backups.push(BackupPlan { name, target, at });
+        }
+    }
+    backups
+}
+
+pub fn compile_recover(
+    top: &Fields,
+    targets: &[&str],
+    backups: &[BackupPlan],
+    check_paths: bool,
+    d: &mut Diagnostics,
+) -> Vec<RecoverStep> {
+    // Relative `from` paths are relative to the scenario file.
+    let base = d.path.parent().map(Path::to_path_buf);
+    let mut steps = Vec::new();
+    // Which targets a `stop` step has taken down so far (and not started again).
+    let mut stopped: Vec<String> = Vec::new();
+    for f in entries(top, "recover", RECOVER_KEYS, d) {
+        let Some((action, _)) = f.choice("action", "recovery action", RECOVER_ACTIONS, d) else {
+            if f.get("action").is_none() {
+                d.error(
+                    f.span.clone(),
+                    format!("missing key `action` in {}; expected one of: {}", f.what, RECOVER_ACTIONS.join(", ")),
+                );
+            }
+            continue;
+        };
+        let applies = applicable(action);
+        for key in RECOVER_KEYS.iter().filter(|k| **k != "action") {
+            if let (Some(value), false) = (f.get(key), applies.contains(key)) {
+                d.error(
+                    value.span(),
+                    format!("`{key}` does not apply to a `{action}` step (its keys: {})", applies.join(", ")),
+                );
+            }
+        }
+        let step = match action {
+            "wait" => match (f.get("target"), f.get("duration")) {
+                (Some(_), None) => target_ref(&f, targets, d).map(|target| RecoverStep::WaitHealthy {
+                    target,
+                    timeout: f.duration("timeout", d).unwrap_or(Duration::from_secs(30)),
+                }),
+                (None, Some(_)) => f.duration("duration", d).map(|duration| RecoverStep::Sleep { duration }),
+                _ => {
+                    d.error(
+                        f.span.clone(),
+                        format!(
+                            "a `wait` step in {} needs either `target` (wait for it to be healthy) or `duration` \
+                             (a fixed pause), not both",
+                            f.what
+                        ),
+                    );
+                    None
+                }
+            },
+            _ => {
+                let Some(target) = target_ref(&f, targets, d) else { continue };
+                match action {
+                    "run" => command(&f, "command", true, d).map(|argv| RecoverStep::Run {
+                        target,
+                        argv,
+                        timeout: f.duration("timeout", d).unwrap_or(Duration::from_secs(60)),
+                    }),
+                    "stop" => {
+                        stopped.push(target.clone());
+                        Some(RecoverStep::Stop { target })
+                    }
+                    "start" => {
+                        stopped.retain(|t| *t != target);
+                        Some(RecoverStep::Start { target })
+                    }
+                    "remove" => {
+                        let path = f.required_str("path", "a path relative to the target's data dir", d);
+                        path.and_then(|(p, span)| {
+                            if Path::new(p).components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+                                d.error(
+                                    span,
+                                    format!("`path` in {} must be relative to the data dir, without `..`", f.what),
+                                );
+                                return None;
+                            }
+                            Some(RecoverStep::Remove { target: target.clone(), path: p.to_string() })
+                        })
+                    }
+                    _ => {
+                        if !stopped.contains(&target) {
+                            d.error(
+                                f.span.clone(),
+                                format!(
+                                    "{}: `restore` would replace the data dir of `{target}` under the running \
+                                     service; put a step {{ action = \"stop\", target = \"{target}\" }} before it \
+                                     (and a `start` after it)",
+                                    f.what
+                                ),
+                            );
+                        }
+                        restore_source(&f, backups, &target, base.as_deref(), check_paths, d)
+                            .map(|from| RecoverStep::Restore { target, from })
+                    }
+                }
+            }
+        };
+        steps.extend(step);
+    }
+    steps
+}
+
+fn restore_source(
+    f: &Fields,
+    backups: &[BackupPlan],
+    target: &str,
+    base: Option<&Path>,
+    check_paths: bool,
+    d: &mut Diagnostics,
+) -> Option<RestoreSource> {
+    let (from, span) = f.required_str("from", "the name of a [[backup]], or a directory or .tar/.tar.gz file", d)?;
+    if let Some(b) = backups.iter().find(|b| b.name == from) {
+        if b.target != target {
+            d.error(span, format!("backup `{from}` was taken of target `{}`, not `{target}`", b.target));
+            return None;
+        }
+        return Some(RestoreSource::Backup(from.to_string()));
+    }
+    let path = base.map_or_else(|| Path::new(from).to_path_buf(), |b| b.join(from));
+    if path.exists() || !check_paths {
+        return Some(RestoreSource::Path(path));
+    }
+    d.error(
+        span,
+        format!(
+            "`from` = \"{from}\" in {} is neither a [[backup]] of this scenario{} nor an existing path",
+            f.what,
+            diagnostic::did_you_mean(from, backups.iter().map(|b| b.name.as_str()))
+        ),
+    );
+    None
+}
