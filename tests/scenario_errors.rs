@@ -134,5 +134,19 @@ fn schema_is_json_schema_for_the_scenario_format() {
     let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(schema["additionalProperties"], false);
     let kinds = &schema["properties"]["fault"]["items"]["properties"]["kind"]["enum"];
-    assert_eq!(kinds, &serde_json::json!(["kill", "pause", "restart"]));
+    assert_eq!(kinds, &serde_json::json!(["kill", "pause", "restart", "corrupt", "stale-lock", "lose-unsynced"]));
+}
+
+#[test]
+fn storage_faults_and_runbooks_are_checked_before_anything_runs() {
+    let name = "storage_mistakes.toml";
+    let e = invalid(name);
+    assert_line(&e, name, "5:12", "[target.kv] has data_dir = \"/var/lib/precious\", which is not marked disposable");
+    assert_line(&e, name, "11:8", "`path` in [[fault]] #1 must be a path relative to the target's data dir");
+    assert_line(&e, name, "13:8", "`bits` does not apply to a `corrupt` fault in mode `zero`");
+    assert_line(&e, name, "20:8", "`lock` in [[fault]] #2 applies only to variant `held`");
+    assert_line(&e, name, "24:1", "[[recover]] #1: `restore` would replace the data dir of `kv` under the running");
+    assert_line(&e, name, "27:8", "`from` = \"nightly\" in [[recover]] #1 is neither a [[backup]]");
+    assert_line(&e, name, "29:1", "a `wait` step in [[recover]] #2 needs either `target`");
+    assert!(e.contains("7 error(s); nothing was started"), "{e}");
 }

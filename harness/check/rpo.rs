@@ -4,7 +4,9 @@
 //! - corrupted: present with a value other than the one written;
 //! - phantom: present but never written, or written with a definite failure;
 //! - window: `t_fault - t_ack` of the oldest lost write, against the first
-//!   fault after its acknowledgement (or the read-back, if none followed);
+//!   fault after its acknowledgement; a write acknowledged while the last
+//!   fault was taking effect (e.g. during a graceful stop) counts 0, and
+//!   without any fault the read-back stands in for it;
 //! - unknown writes: no answer; whether they survive says nothing.
 
 use std::collections::HashMap;
@@ -52,8 +54,10 @@ pub fn rpo(events: &[Event]) -> Rpo {
         match (store.get(key), outcome) {
             (None, Some((Outcome::Ok, t_ack))) => {
                 lost += 1;
-                let fault = fault_times.iter().copied().find(|t| t >= t_ack).unwrap_or(read_at);
-                window = Some(window.map_or(fault - t_ack, |w: f64| w.max(fault - t_ack)));
+                let fault =
+                    fault_times.iter().copied().find(|t| t >= t_ack).or(fault_times.last().copied()).unwrap_or(read_at);
+                let w = (fault - t_ack).max(0.0);
+                window = Some(window.map_or(w, |old: f64| old.max(w)));
             }
             (Some(found), _) if found != value => corrupted += 1,
             _ => {}
@@ -129,5 +133,28 @@ mod tests {
         write(&mut events, 0, 0.0, Outcome::Ok);
         let r = rpo(&events);
         assert_eq!((r.acked_writes, r.lost_acked, r.read_back), (1, None, false));
+    }
+
+    #[test]
+    fn a_write_acknowledged_while_the_fault_took_effect_has_a_zero_window() {
+        let fault = |t: f64| {
+            ev(
+                t,
+                EventKind::FaultInjected {
+                    fault: 0,
+                    kind: "corrupt".into(),
+                    target: "kv".into(),
+                    scheduled_ms: t,
+                    detail: String::new(),
+                },
+            )
+        };
+        let mut events = vec![fault(100.0)];
+        // Invoked at 99.5 ms, acknowledged at 100.5 ms, during the graceful
+        // stop that the fault began: lost, but not 1.9 s before the read-back.
+        write(&mut events, 0, 99.5, Outcome::Ok);
+        events.push(ev(2000.0, EventKind::ReadBack { target: "kv".into(), items: Vec::new() }));
+        let r = rpo(&events);
+        assert_eq!((r.lost_acked, r.window_ms), (Some(1), Some(0.0)));
     }
 }

@@ -77,3 +77,39 @@ pub fn write_scenario(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).expect("scenario written");
     path
 }
+
+/// Whether a test may use `dependency`. Missing, the test is skipped with a
+/// message saying why, unless `CRASHLAB_REQUIRE` (comma-separated, as CI
+/// sets it) lists the dependency: then a missing one fails the test.
+pub fn available(dependency: &str, present: bool, why: &str) -> bool {
+    if present {
+        return true;
+    }
+    let required = std::env::var("CRASHLAB_REQUIRE").unwrap_or_default();
+    if required.split(',').any(|r| r.trim() == dependency || r.trim() == "all") {
+        panic!("CRASHLAB_REQUIRE lists `{dependency}`, but it is missing: {why}");
+    }
+    eprintln!("SKIPPED: needs `{dependency}`: {why} (set CRASHLAB_REQUIRE={dependency} to make this a failure)");
+    false
+}
+
+/// FUSE: the device, and root (which mounts directly) or fusermount3.
+pub fn fuse_available() -> bool {
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { nix::libc::geteuid() } == 0;
+    available(
+        "fuse",
+        Path::new("/dev/fuse").exists() && (root || which("fusermount3")),
+        "the lose-unsynced fault mounts a FUSE layer (/dev/fuse, and root or fusermount3 from the fuse3 package)",
+    )
+}
+
+/// `fuser` from psmisc, which the stale-lock runbook uses to kill the holder.
+pub fn psmisc_available() -> bool {
+    available("psmisc", which("fuser"), "the stale-lock runbook runs `fuser -k` (Debian package psmisc)")
+}
+
+pub fn which(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}

@@ -1,0 +1,369 @@
+//! Known answers for the storage faults: demo-kv's log is simple enough that
+//! the true loss of each fault can be computed from the history alone, and
+//! compared with what the harness measured.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+
+use common::{fuse_available, psmisc_available, run, scenario, Run};
+use serde_json::Value;
+
+/// The ops of one trial: (invoke time, key, value, outcome, complete time).
+struct Op {
+    invoked: f64,
+    key: String,
+    value: String,
+    ok: bool,
+}
+
+fn ops(r: &Run, trial: u64) -> Vec<Op> {
+    let events = r.history(trial);
+    let outcomes: HashMap<u64, &Value> =
+        events.iter().filter(|e| e["event"] == "complete").map(|e| (e["op"].as_u64().unwrap(), e)).collect();
+    let mut ops: Vec<(u64, Op)> = events
+        .iter()
+        .filter(|e| e["event"] == "invoke")
+        .map(|e| {
+            let op = e["op"].as_u64().unwrap();
+            (
+                op,
+                Op {
+                    invoked: e["t_ms"].as_f64().unwrap(),
+                    key: e["key"].as_str().unwrap().into(),
+                    value: e["value"].as_str().unwrap().into(),
+                    ok: outcomes.get(&op).is_some_and(|c| c["outcome"] == "ok"),
+                },
+            )
+        })
+        .collect();
+    ops.sort_by_key(|(op, _)| *op);
+    ops.into_iter().map(|(_, o)| o).collect()
+}
+
+fn fault_time(r: &Run, trial: u64) -> f64 {
+    r.history(trial).iter().find(|e| e["event"] == "fault_injected").expect("the fault was injected")["t_ms"]
+        .as_f64()
+        .unwrap()
+}
+
+/// When the incarnation that the fault took down exited: every write it
+/// acknowledged was invoked before then.
+fn first_exit(r: &Run, trial: u64) -> f64 {
+    r.history(trial).iter().find(|e| e["event"] == "target_exited").expect("the target went down")["t_ms"]
+        .as_f64()
+        .unwrap()
+}
+
+fn fault_detail(t: &Value) -> String {
+    t["faults"][0]["detail"].as_str().unwrap().to_string()
+}
+
+fn lost(t: &Value) -> u64 {
+    t["rpo"]["lost_acked"].as_u64().expect("the store was read back")
+}
+
+#[test]
+fn lose_unsynced_with_fsync_always_loses_nothing_acknowledged() {
+    if !fuse_available() {
+        return;
+    }
+    let r = run(&scenario("lose-unsynced-fsync-always.toml"), &["--seed", "11"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    assert_eq!(r.trials().len(), 10);
+    for t in r.trials() {
+        assert!(t["rpo"]["acked_writes"].as_u64().unwrap() >= 500, "trial {}: too few writes", t["index"]);
+        assert_eq!(lost(t), 0, "trial {}: {}", t["index"], fault_detail(t));
+        assert!(fault_detail(t).contains("discarded"), "{}", fault_detail(t));
+    }
+}
+
+/// With --fsync never, no write is ever synced: the power loss must take
+/// exactly the writes the killed incarnation acknowledged, in every trial.
+#[test]
+fn lose_unsynced_with_fsync_never_loses_exactly_what_was_acknowledged_before_the_power_loss() {
+    if !fuse_available() {
+        return;
+    }
+    let r = run(&scenario("lose-unsynced-fsync-never.toml"), &["--seed", "12"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    assert_eq!(r.trials().len(), 10);
+    for (i, t) in r.trials().iter().enumerate() {
+        let at = first_exit(&r, i as u64);
+        let expected = ops(&r, i as u64).iter().filter(|o| o.ok && o.invoked < at).count() as u64;
+        assert!(expected > 100, "trial {i}: only {expected} writes before the power loss");
+        assert_eq!(lost(t), expected, "trial {i}: {}", fault_detail(t));
+        // The writes after the restart were kept: nothing else went missing.
+        assert_eq!(t["rpo"]["corrupted"].as_u64(), Some(0));
+    }
+}
+
+/// Encoded size of one demo-kv log record (`len | crc | key_len | key | value`).
+fn record_len(key: &str, value: &str) -> u64 {
+    let mut out = Vec::new();
+    crashlab::demo::wal::encode(key, value, &mut out);
+    out.len() as u64
+}
+
+/// The byte a bitflip hit, from the fault's detail ("flipped byte N bit B").
+fn flipped_byte(detail: &str) -> u64 {
+    let after = detail.split("flipped byte ").nth(1).expect("a bitflip detail");
+    after.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// One connection, fsync always, target stopped gracefully before the damage:
+/// the log holds the acknowledged writes in op order, so the record the flip
+/// hit, and every acknowledged record from it on, are known.
+#[test]
+fn corrupt_mid_wal_with_truncate_loses_exactly_the_records_from_the_damaged_one() {
+    let r = run(&scenario("corrupt-wal-truncate.toml"), &["--seed", "13"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    for (i, t) in r.trials().iter().enumerate() {
+        // Writes acknowledged by the incarnation that the offline damage
+        // stopped: it serves until SIGTERM ends it.
+        let at = first_exit(&r, i as u64);
+        let logged: Vec<Op> = ops(&r, i as u64).into_iter().filter(|o| o.ok && o.invoked < at).collect();
+        let hit = flipped_byte(&fault_detail(t));
+        let mut start = 0;
+        let damaged = logged
+            .iter()
+            .position(|o| {
+                let end = start + record_len(&o.key, &o.value);
+                let inside = (start..end).contains(&hit);
+                start = end;
+                inside
+            })
+            .unwrap_or_else(|| panic!("trial {i}: byte {hit} is past the {start} bytes of acknowledged records"));
+        let expected = (logged.len() - damaged) as u64;
+        assert!(expected > 50, "trial {i}: the flip at 50% should cut about half the log");
+        assert_eq!(lost(t), expected, "trial {i}: {}", fault_detail(t));
+    }
+}
+
+#[test]
+fn corrupt_mid_wal_with_refuse_never_recovers_and_names_the_refusal() {
+    let r = run(&scenario("corrupt-wal-refuse.toml"), &["--seed", "14"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout(), r.stderr());
+    let t = &r.trials()[0];
+    assert!(t["rto_ms"].is_null());
+    let recovered = t["checks"].as_array().unwrap().iter().find(|c| c["name"] == "recovered after fault #1 (corrupt kv)");
+    let observed = recovered.unwrap()["observed"].as_str().unwrap();
+    assert!(observed.contains("checksum mismatch") && observed.contains("refusing to start"), "{observed}");
+    // The damaged file was put back as it was once the trial ended.
+    let healed = r.history(0).into_iter().find(|e| e["event"] == "fault_healed").unwrap();
+    assert!(healed["detail"].as_str().unwrap().contains("original bytes restored"), "{healed}");
+}
+
+#[test]
+fn torn_tail_loses_at_most_the_torn_record() {
+    let r = run(&scenario("torn-tail-wal.toml"), &["--seed", "15"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    for (i, t) in r.trials().iter().enumerate() {
+        assert!(fault_detail(t).contains("cut the last 17 bytes"), "{}", fault_detail(t));
+        let at = first_exit(&r, i as u64);
+        let last_acked = ops(&r, i as u64).into_iter().filter(|o| o.ok && o.invoked < at).last().unwrap();
+        let items: HashSet<String> = r
+            .history(i as u64)
+            .iter()
+            .find(|e| e["event"] == "read_back")
+            .unwrap()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[0].as_str().unwrap().to_string())
+            .collect();
+        match lost(t) {
+            // The torn record was the last acknowledged one...
+            1 => assert!(!items.contains(&last_acked.key), "trial {i}: the lost write is the last one"),
+            // ...or a write in flight when the target stopped, never acknowledged.
+            0 => assert!(items.contains(&last_acked.key)),
+            n => panic!("trial {i}: {n} writes lost to a 17-byte tear"),
+        }
+    }
+}
+
+#[test]
+fn a_held_flock_blocks_until_the_runbook_kills_the_holder_and_rto_includes_the_procedure() {
+    if !psmisc_available() {
+        return;
+    }
+    let r = run(&scenario("stale-lock-held-runbook.toml"), &["--seed", "16"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    for t in r.trials() {
+        let detail = fault_detail(t);
+        assert!(detail.contains("keeps the lock"), "{detail}");
+        let steps = t["recovery"].as_array().unwrap();
+        assert_eq!(steps.len(), 3);
+        assert!(steps.iter().all(|s| s["ok"] == true), "{steps:?}");
+        // The service stays down until the holder dies: RTO covers the
+        // operator's 300 ms and the kill.
+        let rto = t["rto_ms"].as_f64().unwrap();
+        let kill_ended = steps[1]["started_at_ms"].as_f64().unwrap() + steps[1]["duration_ms"].as_f64().unwrap();
+        let injected = t["faults"][0]["injected_at_ms"].as_f64().unwrap();
+        assert!(rto >= kill_ended - injected, "rto {rto} ms ends before the holder was killed");
+        assert!((300.0..800.0).contains(&rto), "rto {rto} ms");
+    }
+    // demo-kv said why it would not start meanwhile.
+    let logs = std::fs::read_dir(r.dir.join("trial-000/logs")).unwrap();
+    let refused = logs
+        .flatten()
+        .any(|f| std::fs::read_to_string(f.path()).unwrap_or_default().contains("is in use"));
+    assert!(refused, "some incarnation refused the locked data dir");
+}
+
+/// The same crash with an fcntl lock: the lock dies with its owner even
+/// though the forked child lives on, so there is no outage beyond the restart.
+#[test]
+fn a_held_fcntl_lock_dies_with_its_owner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(scenario("stale-lock-held-runbook.toml"))
+        .unwrap()
+        .replace("lock = \"flock\"", "lock = \"fcntl\"\nduration = \"1s\"");
+    let text = text[..text.find("[[recover]]").unwrap()].to_string() + "[trials]\ncount = 1\n";
+    let path = common::write_scenario(tmp.path(), "fcntl.toml", &text);
+    let r = run(&path, &["--seed", "17"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    let t = &r.trials()[0];
+    assert!(fault_detail(t).contains("the lock died with the holder"), "{}", fault_detail(t));
+    let rto = t["rto_ms"].as_f64().unwrap();
+    assert!(rto < 200.0, "rto {rto} ms: the fcntl lock should not have outlived its owner");
+}
+
+#[test]
+fn a_leftover_pid_file_blocks_a_naive_service_until_removed() {
+    let r = run(&scenario("stale-pidfile-leftover.toml"), &["--seed", "18"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    for t in r.trials() {
+        assert!(fault_detail(t).contains("naming dead pid"), "{}", fault_detail(t));
+        let rto = t["rto_ms"].as_f64().unwrap();
+        assert!(rto >= 200.0, "rto {rto} ms: the naive service waited for the runbook's 200 ms");
+    }
+}
+
+/// The restore takes the store back to the backup: what is lost is exactly
+/// the writes acknowledged after the backup and before the damage.
+#[test]
+fn restore_from_backup_loses_exactly_the_writes_after_the_backup() {
+    let r = run(&scenario("corrupt-restore-backup.toml"), &["--seed", "19"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    for (i, t) in r.trials().iter().enumerate() {
+        let events = r.history(i as u64);
+        let backup_at = events.iter().find(|e| e["event"] == "backup_taken").unwrap()["t_ms"].as_f64().unwrap();
+        let fault_at = fault_time(&r, i as u64);
+        let restored_at = events
+            .iter()
+            .find(|e| e["event"] == "recover_started" && e["action"] == "restore")
+            .unwrap()["t_ms"]
+            .as_f64()
+            .unwrap();
+        let ops = ops(&r, i as u64);
+        // The backup pauses the target: writes invoked before it began are in
+        // it; writes invoked after the backup and before the restore are not.
+        // A write in flight across the backup's pause may fall either way.
+        let certain = ops.iter().filter(|o| o.ok && o.invoked > backup_at + 5.0 && o.invoked < fault_at).count();
+        let possible = ops.iter().filter(|o| o.ok && o.invoked > backup_at - 50.0 && o.invoked < restored_at).count();
+        let lost = lost(t) as usize;
+        assert!((certain..=possible).contains(&lost), "trial {i}: lost {lost}, expected {certain}..={possible}");
+        assert!(possible - certain <= 25, "trial {i}: the answer is too loose: {certain}..={possible}");
+        let steps: Vec<&str> = t["recovery"].as_array().unwrap().iter().map(|s| s["action"].as_str().unwrap()).collect();
+        assert_eq!(steps, ["stop", "restore", "start", "wait"]);
+    }
+}
+
+fn journal(dir: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("faults.journal"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn mounted(path: &std::path::Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines().any(|l| l.split(' ').nth(4) == Some(&*path.display().to_string()))
+}
+
+/// The harness is SIGKILLed with its FUSE layer mounted and a file damaged:
+/// `crashlab cleanup` must unmount it, stop the target and put back the
+/// original bytes, checked against a copy the test kept.
+#[test]
+fn cleanup_after_a_killed_harness_unmounts_and_restores_the_damaged_file() {
+    if !fuse_available() {
+        return;
+    }
+    // Adopt the orphans (see lifecycle.rs): the killed harness's target must
+    // not be re-parented to an init that does not reap.
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let original: Vec<u8> = (0..256 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let fixture = tmp.path().join("static.bin");
+    std::fs::write(&fixture, &original).unwrap();
+    let text = format!(
+        r#"
+name = "killed-mid-trial"
+[target.kv]
+command = ["crashlab", "demo-kv", "--port", "{{port}}", "--data-dir", "{{data_dir}}", "--fsync", "never"]
+before_start = [["cp", "{fixture}", "{{data_dir}}/static.bin"]]
+probe = {{ kind = "demo-kv", interval = "5ms" }}
+[workload]
+kind = "demo-kv"
+target = "kv"
+rate = 100
+duration = "60s"
+[[fault]]
+kind = "corrupt"
+target = "kv"
+path = "static.bin"
+mode = "zero"
+length = "64KiB"
+when = "online"
+at = "300ms"
+[[fault]]
+kind = "lose-unsynced"
+target = "kv"
+at = "50s"
+"#,
+        fixture = fixture.display()
+    );
+    let path = common::write_scenario(tmp.path(), "killed.toml", &text);
+    let dir = tmp.path().join("run");
+    let mut harness = std::process::Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
+        .arg("run")
+        .arg(&path)
+        .arg("--out")
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !journal(&dir).iter().any(|e| e["op"] == "corrupted") {
+        assert!(std::time::Instant::now() < deadline, "the corruption was never journaled");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    harness.kill().unwrap();
+    harness.wait().unwrap();
+
+    let data_dir = dir.join("trial-000/data/kv").canonicalize().unwrap();
+    assert!(mounted(&data_dir), "the FUSE layer is left mounted by the killed harness");
+    let targets: Vec<i32> = journal(&dir)
+        .iter()
+        .filter(|e| e["op"] == "target_started")
+        .map(|e| e["pid"].as_i64().unwrap() as i32)
+        .collect();
+
+    let out = common::crashlab().arg("cleanup").arg(&dir).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("unmounted 1 FUSE layer(s), restored 1 damaged file(s)"), "{stdout}");
+    assert!(!mounted(&data_dir), "cleanup unmounted the layer");
+    let restored = std::fs::read(data_dir.join("static.bin")).unwrap();
+    assert_eq!(crc32fast::hash(&restored), crc32fast::hash(&original), "the original bytes are back");
+    assert_eq!(restored, original);
+    for pid in targets {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rfind(')').and_then(|i| stat[i + 2..].chars().next());
+        assert!(matches!(state, None | Some('Z') | Some('X')), "target pid {pid} is still alive");
+    }
+}
