@@ -1,7 +1,24 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs on a fresh machine. The process-target
-# tests need only the Rust toolchain; Docker images, Redis and PostgreSQL will
-# be installed here when the tests that use them land.
+# Installs what the test suite needs on a fresh machine: the Rust toolchain's
+# rustfmt and clippy, FUSE (the lose-unsynced layer) and psmisc (`fuser`, run
+# by a stale-lock runbook). Docker images, Redis and PostgreSQL will be
+# installed here when the tests that use them land.
 set -euo pipefail
 command -v cargo >/dev/null || { echo "ci/install-deps.sh: cargo is required" >&2; exit 1; }
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+missing=()
+command -v fusermount3 >/dev/null || missing+=(fuse3)
+command -v fuser >/dev/null || missing+=(psmisc)
+if [ "${#missing[@]}" -gt 0 ]; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "ci/install-deps.sh: please install: ${missing[*]}" >&2
+    fi
+fi
+# The FUSE device may be absent in a fresh container; the kernel has FUSE.
+if [ ! -e /dev/fuse ] && [ "$(id -u)" = 0 ]; then
+    mknod -m 666 /dev/fuse c 10 229 || true
+fi

@@ -146,7 +146,8 @@ fn corrupt_mid_wal_with_refuse_never_recovers_and_names_the_refusal() {
     assert_eq!(r.code, 1, "{}\n{}", r.stdout(), r.stderr());
     let t = &r.trials()[0];
     assert!(t["rto_ms"].is_null());
-    let recovered = t["checks"].as_array().unwrap().iter().find(|c| c["name"] == "recovered after fault #1 (corrupt kv)");
+    let recovered =
+        t["checks"].as_array().unwrap().iter().find(|c| c["name"] == "recovered after fault #1 (corrupt kv)");
     let observed = recovered.unwrap()["observed"].as_str().unwrap();
     assert!(observed.contains("checksum mismatch") && observed.contains("refusing to start"), "{observed}");
     // The damaged file was put back as it was once the trial ended.
@@ -161,12 +162,8 @@ fn torn_tail_loses_at_most_the_torn_record() {
     for (i, t) in r.trials().iter().enumerate() {
         assert!(fault_detail(t).contains("cut the last 17 bytes"), "{}", fault_detail(t));
         let at = first_exit(&r, i as u64);
-        let last_acked = ops(&r, i as u64).into_iter().filter(|o| o.ok && o.invoked < at).last().unwrap();
-        let items: HashSet<String> = r
-            .history(i as u64)
-            .iter()
-            .find(|e| e["event"] == "read_back")
-            .unwrap()["items"]
+        let last_acked = ops(&r, i as u64).into_iter().rfind(|o| o.ok && o.invoked < at).unwrap();
+        let items: HashSet<String> = r.history(i as u64).iter().find(|e| e["event"] == "read_back").unwrap()["items"]
             .as_array()
             .unwrap()
             .iter()
@@ -205,9 +202,7 @@ fn a_held_flock_blocks_until_the_runbook_kills_the_holder_and_rto_includes_the_p
     }
     // demo-kv said why it would not start meanwhile.
     let logs = std::fs::read_dir(r.dir.join("trial-000/logs")).unwrap();
-    let refused = logs
-        .flatten()
-        .any(|f| std::fs::read_to_string(f.path()).unwrap_or_default().contains("is in use"));
+    let refused = logs.flatten().any(|f| std::fs::read_to_string(f.path()).unwrap_or_default().contains("is in use"));
     assert!(refused, "some incarnation refused the locked data dir");
 }
 
@@ -250,10 +245,8 @@ fn restore_from_backup_loses_exactly_the_writes_after_the_backup() {
         let events = r.history(i as u64);
         let backup_at = events.iter().find(|e| e["event"] == "backup_taken").unwrap()["t_ms"].as_f64().unwrap();
         let fault_at = fault_time(&r, i as u64);
-        let restored_at = events
-            .iter()
-            .find(|e| e["event"] == "recover_started" && e["action"] == "restore")
-            .unwrap()["t_ms"]
+        let restored_at = events.iter().find(|e| e["event"] == "recover_started" && e["action"] == "restore").unwrap()
+            ["t_ms"]
             .as_f64()
             .unwrap();
         let ops = ops(&r, i as u64);
@@ -265,7 +258,8 @@ fn restore_from_backup_loses_exactly_the_writes_after_the_backup() {
         let lost = lost(t) as usize;
         assert!((certain..=possible).contains(&lost), "trial {i}: lost {lost}, expected {certain}..={possible}");
         assert!(possible - certain <= 25, "trial {i}: the answer is too loose: {certain}..={possible}");
-        let steps: Vec<&str> = t["recovery"].as_array().unwrap().iter().map(|s| s["action"].as_str().unwrap()).collect();
+        let steps: Vec<&str> =
+            t["recovery"].as_array().unwrap().iter().map(|s| s["action"].as_str().unwrap()).collect();
         assert_eq!(steps, ["stop", "restore", "start", "wait"]);
     }
 }
@@ -366,4 +360,100 @@ at = "50s"
         let state = stat.rfind(')').and_then(|i| stat[i + 2..].chars().next());
         assert!(matches!(state, None | Some('Z') | Some('X')), "target pid {pid} is still alive");
     }
+}
+
+/// The FUSE layer on its own: what survives a power loss is exactly what was
+/// fsynced, byte for byte, seen through the mount and on the backing files.
+#[test]
+fn a_power_loss_keeps_exactly_the_fsynced_bytes() {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    if !fuse_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    let dir = dir.canonicalize().unwrap();
+    let journal = std::sync::Arc::new(crashlab::fault::journal::Journal::create(tmp.path()).unwrap());
+    let layer = crashlab::fault::unsynced::UnsyncedFs::mount(&dir, 0, "kv", journal).unwrap();
+
+    // a: 100 synced bytes, then an unsynced append and an unsynced overwrite.
+    let mut a = std::fs::File::create(dir.join("a.log")).unwrap();
+    a.write_all(&[b'A'; 100]).unwrap();
+    a.sync_data().unwrap();
+    a.write_all(&[b'B'; 50]).unwrap();
+    a.write_all_at(&[b'C'; 10], 10).unwrap();
+    // b: never synced.
+    std::fs::File::create(dir.join("b.log")).unwrap().write_all(&[b'X'; 30]).unwrap();
+    // c: 10 synced bytes, then the very last write of all, unsynced.
+    let mut c = std::fs::File::create(dir.join("c.log")).unwrap();
+    c.write_all(&[b'D'; 10]).unwrap();
+    c.sync_all().unwrap();
+    c.write_all(&[b'E'; 40]).unwrap();
+    drop((a, c));
+
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(7);
+    let loss = layer.power_loss(Some(&mut rng)).unwrap();
+    assert_eq!((loss.files, loss.writes, loss.bytes), (3, 4, 130), "{loss:?}");
+    let (torn_file, kept, of) = loss.torn.clone().expect("the last write was torn");
+    assert_eq!((torn_file.to_str(), of), (Some("c.log"), 40));
+    assert!(kept < 40);
+
+    let expect = |name: &str, content: Vec<u8>| {
+        assert_eq!(std::fs::read(dir.join(name)).unwrap(), content, "{name} through the mount");
+    };
+    expect("a.log", vec![b'A'; 100]);
+    expect("b.log", Vec::new());
+    let mut torn = vec![b'D'; 10];
+    torn.extend(std::iter::repeat_n(b'E', kept as usize));
+    expect("c.log", torn.clone());
+
+    // After the layer is gone, the backing files say the same.
+    layer.unmount();
+    assert_eq!(std::fs::read(dir.join("a.log")).unwrap(), vec![b'A'; 100]);
+    assert_eq!(std::fs::read(dir.join("c.log")).unwrap(), torn);
+    assert!(!crashlab::fault::unsynced::is_mounted(&dir));
+}
+
+/// PostgreSQL's rule (demo-kv --pidfile-policy refuse-live): a pid file
+/// naming a dead pid is no obstacle, one naming a live process is, until
+/// that process is gone.
+#[test]
+fn a_pid_file_blocks_a_careful_service_only_while_it_names_a_live_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = |variant: &str| {
+        format!(
+            r#"
+name = "pidfile-{variant}"
+[target.kv]
+command = ["crashlab", "demo-kv", "--port", "{{port}}", "--data-dir", "{{data_dir}}", "--pidfile-policy", "refuse-live"]
+restart = {{ delay = "20ms" }}
+probe = {{ kind = "demo-kv", interval = "5ms" }}
+[workload]
+kind = "demo-kv"
+target = "kv"
+rate = 100
+duration = "1500ms"
+[[fault]]
+kind = "stale-lock"
+variant = "{variant}"
+path = "demo-kv.pid"
+duration = "500ms"
+target = "kv"
+at = "300ms"
+"#
+        )
+    };
+    let rto = |variant: &str| {
+        let path = common::write_scenario(tmp.path(), &format!("{variant}.toml"), &scenario(variant));
+        let r = run(&path, &["--seed", "20"]);
+        assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+        (r.trials()[0]["rto_ms"].as_f64().unwrap(), fault_detail(&r.trials()[0]))
+    };
+    let (dead, detail) = rto("leftover");
+    assert!(dead < 200.0, "a dead pid's file blocked for {dead} ms ({detail})");
+    let (live, detail) = rto("pid-reused");
+    assert!(detail.contains("a live process unrelated to the service"), "{detail}");
+    assert!((500.0..900.0).contains(&live), "a live pid's file should block until healed at 500 ms, rto {live} ms");
 }

@@ -206,18 +206,32 @@ fn edits(mode: CorruptMode, file: &File, len: u64, rng: &mut impl Rng) -> io::Re
     })
 }
 
-/// Saves what `edits` will overwrite or cut, applies them, and returns the record.
-fn damage(
-    file_path: &Path,
+/// An io::Error that says which file and what was being done.
+fn context(what: &str, path: &Path) -> impl FnOnce(io::Error) -> io::Error {
+    let message = format!("{what} {}", path.display());
+    move |e| io::Error::new(e.kind(), format!("{message}: {e}"))
+}
+
+/// Damages one file as `mode` says, with offsets from `rng`. The original
+/// bytes go to `saved_path` (synced) and `journal` is called with the record
+/// before the file is touched; then the file is damaged and synced. Returns
+/// the record, or `None` if there was nothing to damage, and what was done.
+pub fn corrupt_file(
+    path: &Path,
+    mode: CorruptMode,
     saved_path: &Path,
-    edits: &[Edit],
-    len: u64,
-    ctx: &FaultContext,
-) -> Result<SavedFile, FaultError> {
-    let io = |what: String| move |source| ctx.error(FaultErrorKind::Io { what, source });
+    rng: &mut impl Rng,
+    journal: impl FnOnce(&SavedFile) -> io::Result<()>,
+) -> io::Result<(Option<SavedFile>, String)> {
+    let file = File::open(path).map_err(context("cannot open", path))?;
+    let len = file.metadata().map_err(context("cannot stat", path))?.len();
+    let (edits, what) = edits(mode, &file, len, rng).map_err(context("cannot read", path))?;
+    if edits.is_empty() {
+        return Ok((None, what));
+    }
     let mut ranges = Vec::new();
     let mut deleted = false;
-    for edit in edits {
+    for edit in &edits {
         match edit {
             Edit::Write { offset, bytes } => ranges.push((*offset, (bytes.len() as u64).min(len - offset))),
             Edit::SetLen(to) => ranges.push((*to, len - to)),
@@ -225,54 +239,44 @@ fn damage(
         }
     }
     if let Some(parent) = saved_path.parent() {
-        fs::create_dir_all(parent).map_err(io(format!("cannot create {}", parent.display())))?;
+        fs::create_dir_all(parent).map_err(context("cannot create", parent))?;
     }
     if deleted {
-        fs::copy(file_path, saved_path).map_err(io(format!("cannot save {}", file_path.display())))?;
+        fs::copy(path, saved_path).map_err(context("cannot save", path))?;
         ranges = vec![(0, len)];
     } else {
-        let source = File::open(file_path).map_err(io(format!("cannot read {}", file_path.display())))?;
-        let mut out = File::create(saved_path).map_err(io(format!("cannot create {}", saved_path.display())))?;
+        let mut out = File::create(saved_path).map_err(context("cannot create", saved_path))?;
         let mut buf = vec![0; 1 << 20];
         for &(offset, n) in &ranges {
             let mut done = 0;
             while done < n {
                 let chunk = (n - done).min(buf.len() as u64) as usize;
-                source
-                    .read_exact_at(&mut buf[..chunk], offset + done)
-                    .map_err(io(format!("cannot read {}", file_path.display())))?;
-                out.write_all(&buf[..chunk]).map_err(io(format!("cannot write {}", saved_path.display())))?;
+                file.read_exact_at(&mut buf[..chunk], offset + done).map_err(context("cannot read", path))?;
+                out.write_all(&buf[..chunk]).map_err(context("cannot write", saved_path))?;
                 done += chunk as u64;
             }
         }
     }
-    File::open(saved_path).and_then(|f| f.sync_all()).map_err(io(format!("cannot sync {}", saved_path.display())))?;
-    let saved = SavedFile {
-        file: file_path.to_path_buf(),
-        saved: saved_path.to_path_buf(),
-        original_len: len,
-        ranges,
-        deleted,
-    };
-    ctx.journal(&Entry::Corrupted { trial: ctx.trial, fault: ctx.index, saved: saved.clone() })?;
+    File::open(saved_path).and_then(|f| f.sync_all()).map_err(context("cannot sync", saved_path))?;
+    let saved =
+        SavedFile { file: path.to_path_buf(), saved: saved_path.to_path_buf(), original_len: len, ranges, deleted };
+    journal(&saved)?;
 
-    let damage_err = io(format!("cannot damage {}", file_path.display()));
     if deleted {
-        fs::remove_file(file_path).map_err(damage_err)?;
-        return Ok(saved);
+        fs::remove_file(path).map_err(context("cannot delete", path))?;
+        return Ok((Some(saved), what));
     }
-    let file =
-        OpenOptions::new().write(true).open(file_path).map_err(io(format!("cannot open {}", file_path.display())))?;
-    for edit in edits {
+    let file = OpenOptions::new().write(true).open(path).map_err(context("cannot open", path))?;
+    for edit in &edits {
         match edit {
             Edit::Write { offset, bytes } => file.write_all_at(bytes, *offset),
             Edit::SetLen(to) => file.set_len(*to),
             Edit::Delete => Ok(()),
         }
-        .map_err(io(format!("cannot damage {}", file_path.display())))?;
+        .map_err(context("cannot damage", path))?;
     }
-    file.sync_all().map_err(io(format!("cannot sync {}", file_path.display())))?;
-    Ok(saved)
+    file.sync_all().map_err(context("cannot sync", path))?;
+    Ok((Some(saved), what))
 }
 
 impl Fault for Corrupt {
@@ -338,20 +342,17 @@ impl Corrupt {
         let mut records = Vec::new();
         let mut described = Vec::new();
         for (n, path) in files.iter().enumerate() {
-            let io = |what: String| move |source| ctx.error(FaultErrorKind::Io { what, source });
-            let file = File::open(path).map_err(io(format!("cannot open {}", path.display())))?;
-            let len = file.metadata().map_err(io(format!("cannot stat {}", path.display())))?.len();
-            let (edits, what) =
-                edits(plan.mode, &file, len, &mut rng).map_err(io(format!("cannot read {}", path.display())))?;
-            let name = path.strip_prefix(dir).unwrap_or(path).display().to_string();
-            described.push(format!("{name}: {what}"));
-            if edits.is_empty() {
-                continue;
-            }
             let saved_path = ctx.trial_dir.join("faults").join(format!("fault-{}.{}.orig", ctx.index + 1, n + 1));
-            let saved = damage(path, &saved_path, &edits, len, ctx)?;
-            let after = Stamp::of(path);
-            records.push((saved, after));
+            let journal = |saved: &SavedFile| {
+                let entry = Entry::Corrupted { trial: ctx.trial, fault: ctx.index, saved: saved.clone() };
+                ctx.journal.append(&entry)
+            };
+            let (saved, what) = corrupt_file(path, plan.mode, &saved_path, &mut rng, journal)
+                .map_err(|source| ctx.error(FaultErrorKind::Io { what: "corrupt".into(), source }))?;
+            described.push(format!("{}: {what}", path.strip_prefix(dir).unwrap_or(path).display()));
+            if let Some(saved) = saved {
+                records.push((saved, Stamp::of(path)));
+            }
         }
         Ok((records, described.join("; ")))
     }

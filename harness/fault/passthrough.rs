@@ -202,8 +202,9 @@ impl Passthrough {
     fn open_options(flags: i32) -> OpenOptions {
         let mut o = OpenOptions::new();
         match flags & libc::O_ACCMODE {
-            libc::O_WRONLY => o.write(true),
-            libc::O_RDWR => o.read(true).write(true),
+            // Writable descriptors also read: a write first keeps the bytes
+            // it overwrites.
+            libc::O_WRONLY | libc::O_RDWR => o.read(true).write(true),
             _ => o.read(true),
         };
         // The kernel hands explicit offsets, also for O_APPEND; pwrite on

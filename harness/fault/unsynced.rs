@@ -46,6 +46,13 @@ impl UnsyncedFs {
     /// Mounts the layer over `dir`, journaled first so that `crashlab
     /// cleanup` unmounts it if the harness dies.
     pub fn mount(dir: &Path, trial: u32, target: &str, journal: Arc<Journal>) -> io::Result<UnsyncedFs> {
+        if !Path::new("/dev/fuse").exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the lose-unsynced fault needs FUSE, and /dev/fuse is missing (load the fuse module; in a \
+                 container, pass --device /dev/fuse)",
+            ));
+        }
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let fs = Passthrough::new(dir, Arc::clone(&ledger))?;
         let backing = fs.root();
@@ -53,7 +60,14 @@ impl UnsyncedFs {
         let options = [fuser::MountOption::FSName("crashlab-unsynced".into()), fuser::MountOption::NoAtime];
         let session = fuser::spawn_mount2(fs, dir, &options).map_err(|e| {
             let _ = journal.append(&Entry::Unmounted { trial, mountpoint: dir.to_path_buf() });
-            io::Error::new(e.kind(), format!("cannot mount the FUSE layer over {}: {e}", dir.display()))
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot mount the FUSE layer over {}: {e} (mounting needs root, or fusermount3 from the fuse3 \
+                     package)",
+                    dir.display()
+                ),
+            )
         })?;
         let notifier = session.notifier();
         Ok(UnsyncedFs {
@@ -65,11 +79,6 @@ impl UnsyncedFs {
             trial,
             journal,
         })
-    }
-
-    /// Bytes written and not yet fsynced, over all files.
-    pub fn unsynced_bytes(&self) -> u64 {
-        self.ledger.lock().unwrap().pending.values().map(|p| p.bytes).sum()
     }
 
     /// Rolls every file back to what was last fsynced, keeping with `tear`
