@@ -84,11 +84,25 @@ impl Journal {
 
     /// Appends and syncs one entry; returns only once it is on disk.
     pub fn append(&self, entry: &Entry) -> io::Result<()> {
+        self.write(entry, true)
+    }
+
+    /// Appends an entry that cleanup can do without (a target's exit: its
+    /// identity check already tells a dead process), unsynced, so that the
+    /// restart path never waits for the disk.
+    pub fn note(&self, entry: &Entry) -> io::Result<()> {
+        self.write(entry, false)
+    }
+
+    fn write(&self, entry: &Entry, sync: bool) -> io::Result<()> {
         let mut line = serde_json::to_vec(entry)?;
         line.push(b'\n');
         let mut file = self.file.lock().unwrap();
         file.write_all(&line)?;
-        file.sync_data()
+        if sync {
+            file.sync_data()?;
+        }
+        Ok(())
     }
 }
 

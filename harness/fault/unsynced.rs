@@ -126,7 +126,15 @@ impl UnsyncedFs {
     /// Unmounts (idempotent). The target must be stopped.
     pub fn unmount(&self) {
         if let Some(session) = self.session.lock().unwrap().take() {
-            session.join();
+            // A lazy detach of our own first: fuser's plain umount fails
+            // with EBUSY while a stray process keeps a file open, and
+            // joining its loop would then wait forever. Detached, the layer
+            // serves such a process until it lets go, and the session's
+            // thread ends on its own.
+            if let Err(e) = unmount(&self.mountpoint) {
+                eprintln!("crashlab: {e}");
+            }
+            drop(session);
             let _ = self.journal.append(&Entry::Unmounted { trial: self.trial, mountpoint: self.mountpoint.clone() });
         }
     }

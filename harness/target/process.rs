@@ -149,7 +149,7 @@ impl Inner {
                     pid: process.pid,
                     status: exit.map_or("unknown".into(), |e| e.to_string()),
                 });
-                let _ = self.ctx.journal.append(&Entry::TargetExited {
+                let _ = self.ctx.journal.note(&Entry::TargetExited {
                     trial: self.ctx.trial,
                     target: self.name().to_string(),
                     pid: process.pid,
