@@ -42,17 +42,7 @@ pub fn compile_fault(
     workload: Option<&WorkloadPlan>,
     d: &mut Diagnostics,
 ) -> Option<FaultPlan> {
-    let kind = match f.choice("kind", "fault kind", FAULT_KINDS, d) {
-        Some((kind, _)) => Some(kind),
-        None if f.get("kind").is_none() => {
-            d.error(
-                f.span.clone(),
-                format!("missing key `kind` in {}; expected one of: {}", f.what, FAULT_KINDS.join(", ")),
-            );
-            None
-        }
-        None => None,
-    };
+    let kind = f.required_choice("kind", "fault kind", FAULT_KINDS, d).map(|(kind, _)| kind);
     let target = target_ref(f, targets, d);
     let at = match f.time_spec("at", d) {
         Some((at, span)) => {
@@ -169,18 +159,7 @@ fn corrupt(f: &Fields, d: &mut Diagnostics) -> Option<CorruptPlan> {
         Some(("online", _)) => When::Online,
         _ => When::Offline,
     };
-    let mode = match f.choice("mode", "corrupt mode", CORRUPT_MODES, d) {
-        Some((mode, _)) => mode,
-        None => {
-            if f.get("mode").is_none() {
-                d.error(
-                    f.span.clone(),
-                    format!("missing key `mode` in {}; expected one of: {}", f.what, CORRUPT_MODES.join(", ")),
-                );
-            }
-            return None;
-        }
-    };
+    let (mode, _) = f.required_choice("mode", "corrupt mode", CORRUPT_MODES, d)?;
     let length = |d: &mut Diagnostics| match f.get("length") {
         None => Some(4096),
         Some(_) => f.bytes("length", d).filter(|n| *n > 0).or_else(|| {
@@ -216,18 +195,7 @@ fn corrupt(f: &Fields, d: &mut Diagnostics) -> Option<CorruptPlan> {
 }
 
 fn stale_lock(f: &Fields, d: &mut Diagnostics) -> Option<StaleLockPlan> {
-    let variant = match f.choice("variant", "stale-lock variant", STALE_LOCK_VARIANTS, d) {
-        Some((variant, _)) => variant,
-        None => {
-            if f.get("variant").is_none() {
-                d.error(
-                    f.span.clone(),
-                    format!("missing key `variant` in {}; expected one of: {}", f.what, STALE_LOCK_VARIANTS.join(", ")),
-                );
-            }
-            return None;
-        }
-    };
+    let (variant, _) = f.required_choice("variant", "stale-lock variant", STALE_LOCK_VARIANTS, d)?;
     let path = data_path(f, "path", "the lock or pid file, relative to the data dir, e.g. \"LOCK\"", d);
     let lock = match f.choice("lock", "lock kind", &["flock", "fcntl"], d) {
         Some(("fcntl", _)) => LockKind::Fcntl,

@@ -112,6 +112,21 @@ impl<'a, 'i> Fields<'a, 'i> {
         }
     }
 
+    /// [`Fields::choice`] for a key that must be there.
+    pub fn required_choice(
+        &self,
+        key: &str,
+        noun: &str,
+        choices: &[&'static str],
+        d: &mut Diagnostics,
+    ) -> Option<(&'static str, Span)> {
+        if self.get(key).is_none() {
+            self.missing(key, &format!("one of: {}", choices.join(", ")), d);
+            return None;
+        }
+        self.choice(key, noun, choices, d)
+    }
+
     pub fn integer(&self, key: &str, min: i64, max: i64, d: &mut Diagnostics) -> Option<i64> {
         let value = self.get(key)?;
         let number = value.get_ref().as_integer().and_then(|i| i64::from_str_radix(i.as_str(), i.radix()).ok());

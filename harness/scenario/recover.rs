@@ -84,13 +84,7 @@ pub fn compile_recover(
     // Which targets a `stop` step has taken down so far (and not started again).
     let mut stopped: Vec<String> = Vec::new();
     for f in entries(top, "recover", RECOVER_KEYS, d) {
-        let Some((action, _)) = f.choice("action", "recovery action", RECOVER_ACTIONS, d) else {
-            if f.get("action").is_none() {
-                d.error(
-                    f.span.clone(),
-                    format!("missing key `action` in {}; expected one of: {}", f.what, RECOVER_ACTIONS.join(", ")),
-                );
-            }
+        let Some((action, _)) = f.required_choice("action", "recovery action", RECOVER_ACTIONS, d) else {
             continue;
         };
         let applies = applicable(action);
