@@ -357,3 +357,87 @@ impl Corrupt {
         Ok((records, described.join("; ")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    /// Each mode changes exactly what it says, and restoring gives back the
+    /// original file, byte for byte.
+    #[test]
+    fn every_mode_damages_what_it_says_and_restores_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let original: Vec<u8> = (0..10_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        let modes = [
+            CorruptMode::Bitflip { bits: 3, offset: Offset::Seeded },
+            CorruptMode::Bitflip { bits: 1, offset: Offset::Fraction(0.5) },
+            CorruptMode::Zero { offset: Offset::Bytes(100), length: 50 },
+            CorruptMode::Random { offset: Offset::Seeded, length: 64 },
+            CorruptMode::Truncate { to: Size::Fraction(0.25) },
+            CorruptMode::TornTail { bytes: Some(17) },
+            CorruptMode::Delete,
+            CorruptMode::Swap { length: 100 },
+        ];
+        for (i, mode) in modes.into_iter().enumerate() {
+            let path = dir.path().join(format!("file-{i}"));
+            fs::write(&path, &original).unwrap();
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(i as u64);
+            let mut journaled = None;
+            let saved_path = dir.path().join(format!("saved-{i}"));
+            let journal = |s: &SavedFile| {
+                journaled = Some(s.clone());
+                Ok(())
+            };
+            let (saved, what) = corrupt_file(&path, mode, &saved_path, &mut rng, journal).unwrap();
+            let saved = saved.unwrap();
+            assert_eq!(journaled.as_ref(), Some(&saved), "journaled before the damage");
+            let damaged = fs::read(&path).unwrap_or_default();
+            match mode {
+                CorruptMode::Bitflip { bits, .. } => {
+                    let flipped: u32 = damaged.iter().zip(&original).map(|(a, b)| (a ^ b).count_ones()).sum();
+                    assert_eq!(flipped, bits, "{what}");
+                }
+                CorruptMode::Zero { .. } => {
+                    assert_eq!(&damaged[100..150], &[0; 50][..], "{what}");
+                    assert_eq!((&damaged[..100], &damaged[150..]), (&original[..100], &original[150..]));
+                }
+                CorruptMode::Random { .. } => {
+                    let differ = damaged.iter().zip(&original).filter(|(a, b)| a != b).count();
+                    assert!((40..=64).contains(&differ), "{what}: {differ} bytes differ");
+                }
+                CorruptMode::Truncate { .. } => assert_eq!(damaged, &original[..2500], "{what}"),
+                CorruptMode::TornTail { .. } => assert_eq!(damaged, &original[..original.len() - 17], "{what}"),
+                CorruptMode::Delete => assert!(!path.exists(), "{what}"),
+                CorruptMode::Swap { .. } => {
+                    let differ = damaged.iter().zip(&original).filter(|(a, b)| a != b).count();
+                    assert!(differ > 100 && damaged.len() == original.len(), "{what}");
+                    let mut a = damaged.clone();
+                    let mut b = original.clone();
+                    a.sort_unstable();
+                    b.sort_unstable();
+                    assert_eq!(a, b, "a swap moves bytes, it changes none");
+                }
+            }
+            saved.restore_if_unchanged(if mode == CorruptMode::Delete { None } else { Stamp::of(&path) }).unwrap();
+            assert_eq!(fs::read(&path).unwrap(), original, "mode {} restored", mode.name());
+        }
+    }
+
+    #[test]
+    fn a_file_the_target_rewrote_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal.log");
+        fs::write(&path, [7u8; 1000]).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mode = CorruptMode::TornTail { bytes: Some(10) };
+        let (saved, _) = corrupt_file(&path, mode, &dir.path().join("saved"), &mut rng, |_| Ok(())).unwrap();
+        let after = Stamp::of(&path);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"repaired").unwrap();
+        let err = saved.unwrap().restore_if_unchanged(after).unwrap_err();
+        assert!(err.to_string().contains("changed after the damage"), "{err}");
+        assert!(fs::read(&path).unwrap().ends_with(b"repaired"));
+    }
+}
