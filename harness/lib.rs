@@ -12,6 +12,7 @@ pub mod duration;
 pub mod exit;
 pub mod fault;
 pub mod probe;
+pub mod proxy;
 pub mod runner;
 pub mod scenario;
 pub mod target;
