@@ -1,7 +1,7 @@
 //! Recovery time: from each fault to the first sustained healthy window.
 //!
-//! For a fault at `t_f` on target X, using X's probe samples (dated by the
-//! start of each attempt):
+//! For a fault at `t_f` on target X, using X's probe samples (a failed one
+//! dated by the start of its attempt, a healthy one by its answer):
 //! - time-to-detect: the first unhealthy sample at or after `t_f`;
 //! - RTO: the start of the first run of `healthy_after` consecutive healthy
 //!   samples after that unhealthy one. If no sample after `t_f` was ever
@@ -44,14 +44,21 @@ pub fn fault_reports(events: &[Event], healthy_after: impl Fn(&str) -> u32) -> V
                 EventKind::FaultHealed { fault: f, .. } if f == fault => Some(h.t_ms),
                 _ => None,
             });
-            let samples: Vec<(f64, bool)> = events
+            // A failed sample dates the outage from its start; a healthy one
+            // proves health only once its answer came, which matters when
+            // the answer waited (a probe started inside a blackhole and
+            // answered after the heal).
+            let mut samples: Vec<(f64, bool)> = events
                 .iter()
                 .filter(|s| s.t_ms >= t_f)
                 .filter_map(|s| match &s.kind {
-                    EventKind::Probe { target: t, healthy, .. } if t == target => Some((s.t_ms, *healthy)),
+                    EventKind::Probe { target: t, healthy, latency_ms, .. } if t == target => {
+                        Some((if *healthy { s.t_ms + latency_ms } else { s.t_ms }, *healthy))
+                    }
                     _ => None,
                 })
                 .collect();
+            samples.sort_by(|a, b| a.0.total_cmp(&b.0));
             let first_bad = samples.iter().position(|(_, ok)| !ok);
             let ttd_ms = first_bad.map(|i| samples[i].0 - t_f);
             let restarted_at = events.iter().find_map(|s| match &s.kind {
@@ -125,7 +132,7 @@ mod tests {
     }
 
     fn probe(t: f64, healthy: bool) -> Event {
-        ev(t, EventKind::Probe { target: "kv".into(), healthy, latency_ms: 0.1, detail: None })
+        ev(t, EventKind::Probe { target: "kv".into(), healthy, latency_ms: 0.0, detail: None })
     }
 
     fn fault(t: f64) -> Event {
@@ -179,5 +186,16 @@ mod tests {
         assert_eq!(fault_reports(&events, |_| 3)[0].rto_ms, None);
         let events = vec![fault(100.0), probe(105.0, true)];
         assert_eq!(fault_reports(&events, |_| 3)[0].rto_ms, Some(0.0));
+    }
+
+    #[test]
+    fn a_healthy_answer_that_waited_counts_from_when_it_came() {
+        // A probe started at 190 ms inside a blackhole, answered when it
+        // healed at 300 ms: recovery is at 300 ms, not 190.
+        let waited =
+            ev(190.0, EventKind::Probe { target: "kv".into(), healthy: true, latency_ms: 110.0, detail: None });
+        let events = vec![fault(100.0), probe(105.0, false), probe(150.0, false), waited, probe(305.0, true)];
+        let r = &fault_reports(&events, |_| 2)[0];
+        assert_eq!(r.rto_ms, Some(200.0));
     }
 }

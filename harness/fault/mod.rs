@@ -8,6 +8,7 @@
 pub mod confine;
 pub mod corrupt;
 pub mod journal;
+mod link;
 mod passthrough;
 mod process;
 pub mod stale_lock;
@@ -38,6 +39,8 @@ pub struct FaultContext {
     pub trial_dir: PathBuf,
     /// The target's FUSE layer, when a lose-unsynced fault needs one.
     pub unsynced: Option<Arc<unsynced::UnsyncedFs>>,
+    /// The proxy a link fault acts on.
+    pub proxy: Option<Arc<crate::proxy::Proxy>>,
 }
 
 impl FaultContext {
@@ -132,6 +135,7 @@ pub fn build(kind: &FaultKind) -> Box<dyn Fault> {
         FaultKind::Corrupt(plan) => Box::new(corrupt::Corrupt(plan.clone())),
         FaultKind::StaleLock(plan) => Box::new(stale_lock::StaleLock(plan.clone())),
         FaultKind::LoseUnsynced { torn } => Box::new(unsynced::LoseUnsynced { torn: *torn }),
+        FaultKind::Link { direction, toxic, .. } => Box::new(link::LinkFault { direction: *direction, toxic: *toxic }),
     }
 }
 

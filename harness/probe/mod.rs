@@ -96,10 +96,13 @@ impl Probe for CommandProbe {
     }
 }
 
-pub fn build(plan: &ProbePlan, target: Arc<dyn Target>) -> Box<dyn Probe> {
+/// The probe a plan describes; `proxy_port` gives the port of a proxy that
+/// the probe goes through (`port = "{proxy.NAME}"`).
+pub fn build(plan: &ProbePlan, target: Arc<dyn Target>, proxy_port: impl Fn(&str) -> u16) -> Box<dyn Probe> {
     let addr = |port: &PortRef| {
         let port = match port {
             PortRef::Allocated => target.port(),
+            PortRef::Proxy(name) => proxy_port(name),
             PortRef::Fixed(p) => *p,
         };
         SocketAddr::from(([127, 0, 0, 1], port))

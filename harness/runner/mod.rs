@@ -20,6 +20,7 @@ use crate::fault::journal::{Entry, Journal};
 use crate::fault::unsynced::UnsyncedFs;
 use crate::fault::{self, FaultContext, FaultGuard};
 use crate::probe::{self, Sampler};
+use crate::proxy::Proxy;
 use crate::reports::{RunReport, TrialReport};
 use crate::scenario::{FaultKind, Plan, WorkloadKind};
 use crate::target::process::ProcessContext;
@@ -164,37 +165,65 @@ fn run_trial(
     });
     let trial_dir = run_dir.join(format!("trial-{index:03}"));
 
+    // Ports first: proxies forward to targets' ports, and targets' commands
+    // may name proxies' ports.
+    let mut stop = None;
+    let ports: Vec<u16> = match plan.targets.iter().map(|t| free_port().map_err(|e| (t, e))).collect() {
+        Ok(ports) => ports,
+        Err((t, e)) => {
+            stop = Some(TrialStop::Environment(format!("cannot allocate a port for target `{}`: {e}", t.name)));
+            Vec::new()
+        }
+    };
+    let mut proxies: Vec<(String, Arc<Proxy>)> = Vec::new();
+    if stop.is_none() {
+        for p in &plan.proxies {
+            let port = plan.targets.iter().position(|t| t.name == p.target).map(|i| ports[i]).expect("checked");
+            match Proxy::start(SocketAddr::from(([127, 0, 0, 1], port))) {
+                Ok(proxy) => proxies.push((p.name.clone(), Arc::new(proxy))),
+                Err(e) => {
+                    stop = Some(TrialStop::Environment(format!("cannot start proxy `{}`: {e}", p.name)));
+                    break;
+                }
+            }
+        }
+    }
+    let proxy_ports: Vec<(String, u16)> = proxies.iter().map(|(n, p)| (n.clone(), p.port())).collect();
+    let proxy_port = |name: &str| proxy_ports.iter().find(|(n, _)| n == name).map_or(0, |(_, p)| *p);
+
     // Targets, the FUSE layers under them, and their probes.
     let mut targets: Vec<Arc<dyn Target>> = Vec::new();
     let mut layers: Vec<(String, Arc<UnsyncedFs>)> = Vec::new();
     let mut samplers: Vec<Sampler> = Vec::new();
-    let mut stop = None;
-    for t in &plan.targets {
+    for (t, port) in plan.targets.iter().zip(ports.iter().copied()) {
+        if stop.is_some() {
+            break;
+        }
         let needs_layer =
             plan.faults.iter().any(|f| f.target == t.name && matches!(f.kind, FaultKind::LoseUnsynced { .. }));
-        let started =
-            free_port().map_err(|e| format!("cannot allocate a port for target `{}`: {e}", t.name)).and_then(|port| {
-                let ctx = ProcessContext {
-                    trial: index,
-                    run_dir: run_dir.to_path_buf(),
-                    trial_dir: trial_dir.clone(),
-                    port,
-                    recorder: recorder.clone(),
-                    journal: Arc::clone(journal),
-                };
-                let target = ProcessTarget::new(t, ctx).map_err(|e| e.to_string())?;
-                if needs_layer {
-                    let dir = &target.data_dirs()[0];
-                    let layer = UnsyncedFs::mount(dir, index, &t.name, Arc::clone(journal))
-                        .map_err(|e| format!("target `{}`: {e}", t.name))?;
-                    layers.push((t.name.clone(), Arc::new(layer)));
-                }
-                target.start().map_err(|e| e.to_string())?;
-                Ok(Arc::new(target) as Arc<dyn Target>)
-            });
+        let ctx = ProcessContext {
+            trial: index,
+            run_dir: run_dir.to_path_buf(),
+            trial_dir: trial_dir.clone(),
+            port,
+            recorder: recorder.clone(),
+            journal: Arc::clone(journal),
+            proxy_ports: proxy_ports.clone(),
+        };
+        let started = (|| {
+            let target = ProcessTarget::new(t, ctx).map_err(|e| e.to_string())?;
+            if needs_layer {
+                let dir = &target.data_dirs()[0];
+                let layer = UnsyncedFs::mount(dir, index, &t.name, Arc::clone(journal))
+                    .map_err(|e| format!("target `{}`: {e}", t.name))?;
+                layers.push((t.name.clone(), Arc::new(layer)));
+            }
+            target.start().map_err(|e| e.to_string())?;
+            Ok::<_, String>(Arc::new(target) as Arc<dyn Target>)
+        })();
         match started {
             Ok(target) => {
-                let probe = probe::build(&t.probe, Arc::clone(&target));
+                let probe = probe::build(&t.probe, Arc::clone(&target), proxy_port);
                 samplers.push(Sampler::start(&t.name, probe, t.probe.interval, recorder.clone()));
                 targets.push(target);
             }
@@ -244,7 +273,10 @@ fn run_trial(
             }
         });
         let workload: Option<Box<dyn Workload>> = plan.workload.as_ref().map(|w| {
-            let port = targets.iter().find(|t| t.name() == w.target).map_or(0, |t| t.port());
+            let port = match &w.via {
+                Some(proxy) => proxy_port(proxy),
+                None => targets.iter().find(|t| t.name() == w.target).map_or(0, |t| t.port()),
+            };
             match w.kind {
                 WorkloadKind::DemoKv => {
                     Box::new(DemoKv { addr: SocketAddr::from(([127, 0, 0, 1], port)), timeout: w.timeout })
@@ -282,6 +314,12 @@ fn run_trial(
                         seed,
                         trial_dir: trial_dir.clone(),
                         unsynced: layers.iter().find(|(n, _)| *n == f.target).map(|(_, l)| Arc::clone(l)),
+                        proxy: match &f.kind {
+                            FaultKind::Link { proxy, .. } => {
+                                proxies.iter().find(|(n, _)| n == proxy).map(|(_, p)| Arc::clone(p))
+                            }
+                            _ => None,
+                        },
                     };
                     let (cancel, lasting, injected_tx) = (&cancel, &lasting, injected_tx.clone());
                     scope.spawn(move || {
@@ -390,6 +428,9 @@ fn run_trial(
     }
     for (_, layer) in &layers {
         layer.unmount();
+    }
+    for (_, proxy) in &proxies {
+        proxy.stop();
     }
     recorder.record(EventKind::TrialEnded {
         interrupted: matches!(stop, Some(TrialStop::Interrupted)),

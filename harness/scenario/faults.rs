@@ -12,10 +12,49 @@ use super::target_ref;
 use crate::duration::format_duration;
 
 pub const FAULT_KEYS: &[&str] = &[
-    "kind", "target", "at", "signal", "duration", "path", "mode", "when", "bits", "offset", "length", "to", "bytes",
-    "variant", "lock", "torn",
+    "kind",
+    "target",
+    "at",
+    "signal",
+    "duration",
+    "path",
+    "mode",
+    "when",
+    "bits",
+    "offset",
+    "length",
+    "to",
+    "bytes",
+    "variant",
+    "lock",
+    "torn",
+    "proxy",
+    "direction",
+    "delay",
+    "jitter",
+    "rate",
+    "size",
 ];
-pub const FAULT_KINDS: &[&str] = &["kill", "pause", "restart", "corrupt", "stale-lock", "lose-unsynced"];
+pub const FAULT_KINDS: &[&str] = &[
+    "kill",
+    "pause",
+    "restart",
+    "corrupt",
+    "stale-lock",
+    "lose-unsynced",
+    "blackhole",
+    "refuse",
+    "reset",
+    "latency",
+    "bandwidth",
+    "slow-close",
+    "timeout",
+    "slice",
+    "limit-data",
+];
+/// The faults that act on a proxy's links.
+pub const LINK_KINDS: &[&str] =
+    &["blackhole", "refuse", "reset", "latency", "bandwidth", "slow-close", "timeout", "slice", "limit-data"];
 pub const CORRUPT_MODES: &[&str] = &["bitflip", "zero", "random", "truncate", "torn-tail", "delete", "swap"];
 pub const STALE_LOCK_VARIANTS: &[&str] = &["leftover", "held", "pid-reused"];
 
@@ -32,6 +71,14 @@ fn applicable(kind: &str, mode: Option<&str>) -> &'static [&'static str] {
         ("corrupt", _) => &["path", "mode", "when"],
         ("stale-lock", _) => &["variant", "path", "lock", "duration"],
         ("lose-unsynced", _) => &["torn"],
+        ("reset", _) => &["proxy"],
+        ("refuse", _) => &["proxy", "duration"],
+        ("blackhole", _) => &["proxy", "direction", "duration"],
+        ("latency", _) => &["proxy", "direction", "duration", "delay", "jitter"],
+        ("bandwidth", _) => &["proxy", "direction", "duration", "rate"],
+        ("slow-close" | "timeout", _) => &["proxy", "direction", "duration", "delay"],
+        ("slice", _) => &["proxy", "direction", "duration", "size", "delay"],
+        ("limit-data", _) => &["proxy", "direction", "duration", "bytes"],
         _ => &[],
     }
 }
@@ -39,11 +86,22 @@ fn applicable(kind: &str, mode: Option<&str>) -> &'static [&'static str] {
 pub fn compile_fault(
     f: &Fields,
     targets: &[&str],
+    proxies: &[ProxyPlan],
     workload: Option<&WorkloadPlan>,
     d: &mut Diagnostics,
 ) -> Option<FaultPlan> {
     let kind = f.required_choice("kind", "fault kind", FAULT_KINDS, d).map(|(kind, _)| kind);
-    let target = target_ref(f, targets, d);
+    // A link fault names a proxy; its target is the one behind the proxy.
+    let link = kind.is_some_and(|k| LINK_KINDS.contains(&k));
+    let proxy = if link { proxy_ref(f, proxies, d) } else { None };
+    let target = match (link, &proxy) {
+        (true, Some(p)) => Some(p.target.clone()),
+        (true, None) => None,
+        (false, _) => target_ref(f, targets, d),
+    };
+    if let (true, Some(value)) = (link, f.get("target")) {
+        d.error(value.span(), format!("a `{}` fault names a `proxy`, not a `target`", kind.unwrap_or_default()));
+    }
     let at = match f.time_spec("at", d) {
         Some((at, span)) => {
             if let Some(w) = workload {
@@ -70,20 +128,33 @@ pub fn compile_fault(
         None => None,
     };
     let kind_name = kind?;
-    let mode_name = f.get("mode").and_then(|v| v.get_ref().as_str());
-    let applies = applicable(kind_name, mode_name);
-    for key in FAULT_KEYS.iter().filter(|k| !["kind", "target", "at"].contains(k)) {
-        if let (Some(value), false) = (f.get(key), applies.contains(key)) {
-            let what = match (kind_name, mode_name) {
-                ("corrupt", Some(mode)) if CORRUPT_MODES.contains(&mode) => {
-                    format!("a `corrupt` fault in mode `{mode}`")
-                }
-                _ => format!("a `{kind_name}` fault"),
-            };
-            let keys = if applies.is_empty() { "none".to_string() } else { applies.join(", ") };
-            d.error(value.span(), format!("`{key}` does not apply to {what} (its keys: {keys})"));
-        }
+    if link {
+        check_applicable(f, kind_name, None, d);
+        let toxic = toxic(kind_name, f, d);
+        let duration = if kind_name == "reset" {
+            None
+        } else if f.get("duration").is_none() {
+            d.error(
+                f.span.clone(),
+                format!("missing key `duration` in {}; a `{kind_name}` heals after it, e.g. duration = \"2s\"", f.what),
+            );
+            return None;
+        } else {
+            Some(f.duration("duration", d)?)
+        };
+        let direction = match f.choice("direction", "direction", &["both", "up", "down"], d) {
+            Some(("up", _)) => crate::proxy::Direction::Up,
+            Some(("down", _)) => crate::proxy::Direction::Down,
+            _ => crate::proxy::Direction::Both,
+        };
+        return Some(FaultPlan {
+            kind: FaultKind::Link { proxy: proxy?.name.clone(), direction, toxic: toxic?, duration },
+            target: target?,
+            at: at?,
+        });
     }
+    let mode_name = f.get("mode").and_then(|v| v.get_ref().as_str());
+    check_applicable(f, kind_name, mode_name, d);
     let kind = match kind_name {
         "kill" => FaultKind::Kill { signal: signal(f, d)? },
         "pause" => {
@@ -101,6 +172,115 @@ pub fn compile_fault(
         _ => FaultKind::LoseUnsynced { torn: f.bool("torn", d).unwrap_or(false) },
     };
     Some(FaultPlan { kind, target: target?, at: at? })
+}
+
+/// Reports every key that the kind (or corrupt mode) does not read.
+fn check_applicable(f: &Fields, kind: &str, mode: Option<&str>, d: &mut Diagnostics) {
+    let applies = applicable(kind, mode);
+    for key in FAULT_KEYS.iter().filter(|k| !["kind", "target", "at"].contains(k)) {
+        if let (Some(value), false) = (f.get(key), applies.contains(key)) {
+            let what = match (kind, mode) {
+                ("corrupt", Some(mode)) if CORRUPT_MODES.contains(&mode) => {
+                    format!("a `corrupt` fault in mode `{mode}`")
+                }
+                _ => format!("a `{kind}` fault"),
+            };
+            let keys = if applies.is_empty() { "none".to_string() } else { applies.join(", ") };
+            d.error(value.span(), format!("`{key}` does not apply to {what} (its keys: {keys})"));
+        }
+    }
+}
+
+fn proxy_ref<'p>(f: &Fields, proxies: &'p [ProxyPlan], d: &mut Diagnostics) -> Option<&'p ProxyPlan> {
+    let (name, span) = f.required_str("proxy", "the name of a [proxy.<name>]", d)?;
+    let found = proxies.iter().find(|p| p.name == name);
+    if found.is_none() {
+        let names: Vec<&str> = proxies.iter().map(|p| p.name.as_str()).collect();
+        let known = if names.is_empty() {
+            "(none: declare one as [proxy.<name>] with target = \"...\")".to_string()
+        } else {
+            names.join(", ")
+        };
+        d.error(
+            span,
+            format!(
+                "`proxy` in {} names `{name}`, which is not a proxy of this scenario{}; proxies: {known}",
+                f.what,
+                diagnostic::did_you_mean(name, names.iter().copied()),
+            ),
+        );
+    }
+    found
+}
+
+/// Bytes per second: `"100KB/s"`, `"1MiB/s"`, or a number.
+fn rate(f: &Fields, d: &mut Diagnostics) -> Option<u64> {
+    let value = f.get("rate")?;
+    let Some(text) = value.get_ref().as_str() else {
+        return f.bytes("rate", d).filter(|r| *r > 0);
+    };
+    let parsed = super::fields::parse_bytes(text.strip_suffix("/s").unwrap_or(text)).filter(|r| *r > 0);
+    if parsed.is_none() {
+        d.error(
+            value.span(),
+            format!("`rate` in {}: expected bytes per second such as \"100KB/s\" or \"1MiB/s\"", f.what),
+        );
+    }
+    parsed
+}
+
+fn toxic(kind: &str, f: &Fields, d: &mut Diagnostics) -> Option<Toxic> {
+    let required = |key: &str, example: &str, d: &mut Diagnostics| {
+        let present = f.get(key).is_some();
+        if !present {
+            d.error(f.span.clone(), format!("missing key `{key}` in {}; a `{kind}` needs it, e.g. {example}", f.what));
+        }
+        present
+    };
+    Some(match kind {
+        "blackhole" => Toxic::Blackhole,
+        "refuse" => Toxic::Refuse,
+        "reset" => Toxic::Reset,
+        "latency" => {
+            let present = required("delay", "delay = \"100ms\"", d);
+            let jitter = f.duration("jitter", d).unwrap_or(std::time::Duration::ZERO);
+            if !present {
+                return None;
+            }
+            Toxic::Latency { delay: f.duration("delay", d)?, jitter }
+        }
+        "bandwidth" => {
+            if !required("rate", "rate = \"100KB/s\"", d) {
+                return None;
+            }
+            Toxic::Bandwidth { bytes_per_second: rate(f, d)? }
+        }
+        "slow-close" | "timeout" => {
+            if !required("delay", "delay = \"1s\"", d) {
+                return None;
+            }
+            let delay = f.duration("delay", d)?;
+            if kind == "timeout" {
+                Toxic::Timeout { delay }
+            } else {
+                Toxic::SlowClose { delay }
+            }
+        }
+        "slice" => {
+            let present = required("size", "size = 64", d);
+            let delay = f.duration("delay", d).unwrap_or(std::time::Duration::ZERO);
+            if !present {
+                return None;
+            }
+            Toxic::Slice { size: f.bytes("size", d).filter(|s| *s > 0)?, delay }
+        }
+        _ => {
+            if !required("bytes", "bytes = 1000", d) {
+                return None;
+            }
+            Toxic::LimitData { bytes: f.bytes("bytes", d)? }
+        }
+    })
 }
 
 fn signal(f: &Fields, d: &mut Diagnostics) -> Option<Signal> {

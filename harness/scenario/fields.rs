@@ -249,7 +249,7 @@ impl<'a, 'i> Fields<'a, 'i> {
 }
 
 /// `"512"`, `"4KiB"`, `"1MiB"`, `"1GiB"` (also KB/MB/GB as powers of 1024).
-fn parse_bytes(text: &str) -> Option<u64> {
+pub fn parse_bytes(text: &str) -> Option<u64> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);

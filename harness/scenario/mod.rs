@@ -50,7 +50,8 @@ pub fn load_stored(path: &Path) -> Result<Plan, LoadError> {
 }
 
 pub const TOP_KEYS: &[&str] =
-    &["name", "description", "target", "workload", "fault", "backup", "recover", "expect", "trials"];
+    &["name", "description", "target", "proxy", "workload", "fault", "backup", "recover", "expect", "trials"];
+pub const PROXY_KEYS: &[&str] = &["target"];
 pub const TARGET_KEYS: &[&str] = &[
     "kind",
     "command",
@@ -68,7 +69,7 @@ pub const RESTART_KEYS: &[&str] = &["policy", "delay"];
 pub const PROBE_KEYS: &[&str] =
     &["kind", "port", "path", "status", "body_contains", "command", "interval", "timeout", "healthy_after"];
 pub const PROBE_KINDS: &[&str] = &["tcp", "http", "command", "demo-kv"];
-pub const WORKLOAD_KEYS: &[&str] = &["kind", "target", "rate", "duration", "connections", "timeout"];
+pub const WORKLOAD_KEYS: &[&str] = &["kind", "target", "via", "rate", "duration", "connections", "timeout"];
 pub const WORKLOAD_KINDS: &[&str] = &["demo-kv"];
 pub use faults::{FAULT_KEYS, FAULT_KINDS};
 pub use recover::{BACKUP_KEYS, RECOVER_ACTIONS, RECOVER_KEYS};
@@ -126,8 +127,10 @@ fn compile_with(path: &Path, source: &str, check_paths: bool) -> Result<Plan, Di
         .map(|t| t.keys().map(|k| k.get_ref().as_ref()).collect())
         .unwrap_or_default();
 
+    let proxies = compile_proxies(&top, &target_names, &mut d);
+    check_proxy_refs(root, &targets, &proxies, &mut d);
     let workload = top.table("workload", &mut d).and_then(|(t, span)| {
-        compile_workload(&Fields::new(t, span, "[workload]", WORKLOAD_KEYS, &mut d), &target_names, &mut d)
+        compile_workload(&Fields::new(t, span, "[workload]", WORKLOAD_KEYS, &mut d), &target_names, &proxies, &mut d)
     });
 
     let mut faults = Vec::new();
@@ -138,7 +141,13 @@ fn compile_with(path: &Path, source: &str, check_paths: bool) -> Result<Plan, Di
                     match item.get_ref().as_table() {
                         Some(t) => {
                             let f = Fields::new(t, item.span(), format!("[[fault]] #{}", i + 1), FAULT_KEYS, &mut d);
-                            faults.extend(faults::compile_fault(&f, &target_names, workload.as_ref(), &mut d));
+                            faults.extend(faults::compile_fault(
+                                &f,
+                                &target_names,
+                                &proxies,
+                                workload.as_ref(),
+                                &mut d,
+                            ));
                         }
                         None => d.error(item.span(), "each [[fault]] must be a table"),
                     }
@@ -182,6 +191,7 @@ fn compile_with(path: &Path, source: &str, check_paths: bool) -> Result<Plan, Di
             description,
             source_path: path.to_path_buf(),
             targets,
+            proxies,
             workload,
             faults,
             backups,
@@ -209,7 +219,8 @@ fn check_templates(argv: &[String], span: &Span, what: &str, d: &mut Diagnostics
         match template::placeholders(arg) {
             Ok(names) => {
                 for name in names {
-                    if !template::PLACEHOLDERS.contains(&name) {
+                    // `{proxy.NAME}` is checked once the proxies are known.
+                    if !template::PLACEHOLDERS.contains(&name) && !name.starts_with("proxy.") {
                         d.error(
                             span.clone(),
                             format!(
@@ -359,6 +370,9 @@ fn port(f: &Fields, d: &mut Diagnostics) -> Option<PortRef> {
         if text == "{port}" {
             return Some(PortRef::Allocated);
         }
+        if let Some(name) = text.strip_prefix("{proxy.").and_then(|t| t.strip_suffix('}')) {
+            return Some(PortRef::Proxy(name.to_string()));
+        }
         d.error(
             value.span(),
             format!("`port` in {} must be \"{{port}}\" (the target's allocated port) or a number", f.what),
@@ -414,7 +428,73 @@ pub(crate) fn target_ref(f: &Fields, targets: &[&str], d: &mut Diagnostics) -> O
     None
 }
 
-fn compile_workload(f: &Fields, targets: &[&str], d: &mut Diagnostics) -> Option<WorkloadPlan> {
+/// `[proxy.NAME]` tables: each forwards to a target's `{port}`.
+fn compile_proxies(top: &Fields, targets: &[&str], d: &mut Diagnostics) -> Vec<ProxyPlan> {
+    let mut proxies = Vec::new();
+    let Some((table, _)) = top.table("proxy", d) else { return proxies };
+    for (key, value) in table.iter() {
+        let name = key.get_ref().to_string();
+        let what = format!("[proxy.{name}]");
+        match value.get_ref().as_table() {
+            Some(t) => {
+                let f = Fields::new(t, value.span(), what, PROXY_KEYS, d);
+                if let Some(target) = target_ref(&f, targets, d) {
+                    proxies.push(ProxyPlan { name, target });
+                }
+            }
+            None => d.error(value.span(), format!("{what} must be a table, e.g. [proxy.{name}] target = \"kv\"")),
+        }
+    }
+    proxies
+}
+
+/// Every `{proxy.NAME}` in a target's command, env, hooks or data dir, and
+/// every probe port, must name a declared proxy.
+fn check_proxy_refs(root: &DeTable, targets: &[TargetPlan], proxies: &[ProxyPlan], d: &mut Diagnostics) {
+    let names: Vec<&str> = proxies.iter().map(|p| p.name.as_str()).collect();
+    for t in targets {
+        let texts = t
+            .command
+            .iter()
+            .chain(t.env.iter().map(|(_, v)| v))
+            .chain(t.before_start.iter().flatten())
+            .chain(t.after_stop.iter().flatten())
+            .chain(t.data_dir.iter());
+        let mut unknown: Vec<String> = texts
+            .flat_map(|text| template::placeholders(text).unwrap_or_default())
+            .filter_map(|p| p.strip_prefix("proxy."))
+            .filter(|p| !names.contains(p))
+            .map(str::to_string)
+            .collect();
+        if let ProbeKind::Tcp { port: PortRef::Proxy(p) }
+        | ProbeKind::DemoKv { port: PortRef::Proxy(p) }
+        | ProbeKind::Http { port: PortRef::Proxy(p), .. } = &t.probe.kind
+        {
+            if !names.contains(&p.as_str()) {
+                unknown.push(p.clone());
+            }
+        }
+        unknown.dedup();
+        let span = root
+            .get("target")
+            .and_then(|v| v.get_ref().as_table())
+            .and_then(|v| v.get(t.name.as_str()))
+            .map_or(0..0, |v| v.span());
+        for name in unknown {
+            d.error(
+                span.clone(),
+                format!(
+                    "[target.{}] uses `{{proxy.{name}}}`, but no [proxy.{name}] is declared{}; proxies: {}",
+                    t.name,
+                    diagnostic::did_you_mean(&name, names.iter().copied()),
+                    if names.is_empty() { "(none)".to_string() } else { names.join(", ") }
+                ),
+            );
+        }
+    }
+}
+
+fn compile_workload(f: &Fields, targets: &[&str], proxies: &[ProxyPlan], d: &mut Diagnostics) -> Option<WorkloadPlan> {
     let kind = match f.choice("kind", "workload kind", WORKLOAD_KINDS, d) {
         Some(_) => Some(WorkloadKind::DemoKv),
         None if f.get("kind").is_none() => {
@@ -424,6 +504,30 @@ fn compile_workload(f: &Fields, targets: &[&str], d: &mut Diagnostics) -> Option
         None => None,
     };
     let target = target_ref(f, targets, d);
+    let via = f.str("via", d).and_then(|(name, span)| match proxies.iter().find(|p| p.name == name) {
+        Some(p) if Some(&p.target) != target.as_ref() => {
+            d.error(
+                span,
+                format!(
+                    "`via` = \"{name}\" in [workload]: that proxy leads to `{}`, not the workload's target",
+                    p.target
+                ),
+            );
+            None
+        }
+        Some(_) => Some(name.to_string()),
+        None => {
+            let names: Vec<&str> = proxies.iter().map(|p| p.name.as_str()).collect();
+            d.error(
+                span,
+                format!(
+                    "`via` in [workload] names `{name}`, which is not a proxy of this scenario{}",
+                    diagnostic::did_you_mean(name, names.iter().copied())
+                ),
+            );
+            None
+        }
+    });
     let rate = f.integer("rate", 1, 100_000, d).unwrap_or(100) as u32;
     let duration = if f.get("duration").is_none() {
         d.error(f.span.clone(), "missing key `duration` in [workload]; expected a duration such as `6s`");
@@ -433,7 +537,7 @@ fn compile_workload(f: &Fields, targets: &[&str], d: &mut Diagnostics) -> Option
     };
     let connections = f.integer("connections", 1, 1024, d).unwrap_or(8) as u32;
     let timeout = f.duration("timeout", d).unwrap_or(Duration::from_millis(500));
-    Some(WorkloadPlan { kind: kind?, target: target?, rate, duration: duration?, connections, timeout })
+    Some(WorkloadPlan { kind: kind?, target: target?, via, rate, duration: duration?, connections, timeout })
 }
 
 fn compile_trials(f: &Fields, d: &mut Diagnostics) -> TrialsPlan {

@@ -13,6 +13,8 @@ pub struct Plan {
     /// Where the scenario came from (for messages and for `analyze`).
     pub source_path: PathBuf,
     pub targets: Vec<TargetPlan>,
+    /// Fault proxies in front of targets' ports.
+    pub proxies: Vec<ProxyPlan>,
     pub workload: Option<WorkloadPlan>,
     pub faults: Vec<FaultPlan>,
     /// Backups taken on the timeline, before the faults, for `restore` steps.
@@ -82,17 +84,30 @@ pub enum ProbeKind {
     DemoKv { port: PortRef },
 }
 
-/// A port: the target's allocated `{port}` or a fixed number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A port: the target's allocated `{port}`, a proxy's (`{proxy.NAME}`) or a
+/// fixed number.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortRef {
     Allocated,
+    Proxy(String),
     Fixed(u16),
+}
+
+/// A fault proxy: listens on a port of its own (`{proxy.NAME}`) and forwards
+/// to the target's `{port}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyPlan {
+    pub name: String,
+    pub target: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct WorkloadPlan {
     pub kind: WorkloadKind,
     pub target: String,
+    /// A proxy the workload's clients go through, instead of straight to
+    /// the target's port.
+    pub via: Option<String>,
     /// Operations per second, open loop: issued on schedule whether or not
     /// earlier ones have finished (up to `connections` in flight).
     pub rate: u32,
@@ -129,6 +144,39 @@ pub enum FaultKind {
     /// Power loss: kill the target and discard every byte it wrote but did
     /// not fsync (needs the FUSE layer, mounted for the whole trial).
     LoseUnsynced { torn: bool },
+    /// A fault of a proxy's links, healed after `duration` (a reset is a
+    /// single blow).
+    Link { proxy: String, direction: crate::proxy::Direction, toxic: Toxic, duration: Option<Duration> },
+}
+
+/// What a link fault does to the connections through a proxy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Toxic {
+    Blackhole,
+    Refuse,
+    Reset,
+    Latency { delay: Duration, jitter: Duration },
+    Bandwidth { bytes_per_second: u64 },
+    SlowClose { delay: Duration },
+    Timeout { delay: Duration },
+    Slice { size: u64, delay: Duration },
+    LimitData { bytes: u64 },
+}
+
+impl Toxic {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Toxic::Blackhole => "blackhole",
+            Toxic::Refuse => "refuse",
+            Toxic::Reset => "reset",
+            Toxic::Latency { .. } => "latency",
+            Toxic::Bandwidth { .. } => "bandwidth",
+            Toxic::SlowClose { .. } => "slow-close",
+            Toxic::Timeout { .. } => "timeout",
+            Toxic::Slice { .. } => "slice",
+            Toxic::LimitData { .. } => "limit-data",
+        }
+    }
 }
 
 impl FaultKind {
@@ -140,6 +188,7 @@ impl FaultKind {
             FaultKind::Corrupt(_) => "corrupt",
             FaultKind::StaleLock(_) => "stale-lock",
             FaultKind::LoseUnsynced { .. } => "lose-unsynced",
+            FaultKind::Link { toxic, .. } => toxic.name(),
         }
     }
 
@@ -149,6 +198,7 @@ impl FaultKind {
         match self {
             FaultKind::Pause { duration } => Some(*duration),
             FaultKind::StaleLock(plan) => plan.duration,
+            FaultKind::Link { duration, .. } => *duration,
             _ => None,
         }
     }

@@ -25,8 +25,8 @@ fn command(description: &str) -> Value {
 }
 
 pub fn schema() -> Value {
-    let port = json!({ "description": "\"{port}\" (the target's allocated port) or a number",
-        "oneOf": [ { "const": "{port}" }, { "type": "integer", "minimum": 1, "maximum": 65535 } ] });
+    let port = json!({ "description": "\"{port}\" (the target's allocated port), \"{proxy.<name>}\" (through a proxy) or a number",
+        "oneOf": [ { "type": "string", "pattern": "^\\{(port|proxy\\.[A-Za-z0-9_-]+)\\}$" }, { "type": "integer", "minimum": 1, "maximum": 65535 } ] });
     let probe = object(
         PROBE_KEYS,
         json!({
@@ -68,6 +68,7 @@ pub fn schema() -> Value {
         json!({
             "kind": { "enum": WORKLOAD_KINDS },
             "target": { "type": "string" },
+            "via": { "type": "string", "description": "a [proxy.<name>] in front of the target that the clients go through" },
             "rate": { "type": "integer", "minimum": 1, "description": "operations per second, open loop" },
             "duration": duration("how long the workload runs; faults fall inside it"),
             "connections": { "type": "integer", "minimum": 1, "description": "concurrent connections, default 8" },
@@ -82,7 +83,7 @@ pub fn schema() -> Value {
             "target": { "type": "string" },
             "at": { "type": "string", "pattern": TIME, "description": "a time (2s) or a range drawn with the trial's seed (2s..4s), from the start of the workload" },
             "signal": { "type": "string", "description": "kill: the signal, default SIGKILL" },
-            "duration": duration("pause: how long; stale-lock: heal after this long (default: at the end of the trial)"),
+            "duration": duration("pause, link faults: how long; stale-lock: heal after this long (default: at the end of the trial)"),
             "path": { "type": "string", "description": "corrupt: a file or glob relative to the data dir; stale-lock: the lock or pid file" },
             "mode": { "enum": faults::CORRUPT_MODES, "description": "corrupt: what to do to the file" },
             "when": { "enum": ["offline", "online"], "description": "corrupt: with the target stopped (default) or running" },
@@ -90,10 +91,16 @@ pub fn schema() -> Value {
             "offset": { "description": "bitflip, zero, random: where; bytes, \"50%\" of the file, or \"seeded\" (default)", "oneOf": [ { "type": "integer", "minimum": 0 }, { "type": "string" } ] },
             "length": { "description": "zero, random, swap: bytes (4096, \"1MiB\"), default 4096", "oneOf": [ { "type": "integer", "minimum": 1 }, { "type": "string" } ] },
             "to": { "description": "truncate: the new length, bytes or \"50%\"", "oneOf": [ { "type": "integer", "minimum": 0 }, { "type": "string" } ] },
-            "bytes": { "description": "torn-tail: how many bytes to cut, default seeded 1..512", "oneOf": [ { "type": "integer", "minimum": 0 }, { "type": "string" } ] },
+            "bytes": { "description": "torn-tail: how many bytes to cut, default seeded 1..512; limit-data: close after this many bytes", "oneOf": [ { "type": "integer", "minimum": 0 }, { "type": "string" } ] },
             "variant": { "enum": faults::STALE_LOCK_VARIANTS, "description": "stale-lock: leftover (names a dead pid), held (a surviving child keeps the lock), pid-reused (names a live unrelated process)" },
             "lock": { "enum": ["flock", "fcntl"], "description": "stale-lock held: the lock kind, default flock" },
             "torn": { "type": "boolean", "description": "lose-unsynced: keep a seeded prefix of the last unsynced write" },
+            "proxy": { "type": "string", "description": "link faults (blackhole, refuse, reset, latency, bandwidth, slow-close, timeout, slice, limit-data): the [proxy.<name>]" },
+            "direction": { "enum": ["both", "up", "down"], "description": "link faults: up = client to target, down = target to client; default both" },
+            "delay": duration("latency: per chunk; slow-close, timeout: how long; slice: between pieces"),
+            "jitter": duration("latency: uniform ± around the delay, default 0"),
+            "rate": { "description": "bandwidth: bytes per second (\"100KB/s\")", "oneOf": [ { "type": "integer", "minimum": 1 }, { "type": "string" } ] },
+            "size": { "description": "slice: bytes per piece", "oneOf": [ { "type": "integer", "minimum": 1 }, { "type": "string" } ] },
         }),
         &["kind", "target", "at"],
     );
@@ -146,6 +153,7 @@ pub fn schema() -> Value {
             "name": { "type": "string" },
             "description": { "type": "string" },
             "target": { "type": "object", "additionalProperties": target, "minProperties": 1 },
+            "proxy": { "type": "object", "additionalProperties": object(PROXY_KEYS, json!({ "target": { "type": "string", "description": "the target whose {port} it forwards to; it listens on {proxy.<name>}" } }), &["target"]) },
             "workload": workload,
             "fault": { "type": "array", "items": fault },
             "backup": { "type": "array", "items": backup },
@@ -185,6 +193,7 @@ mod tests {
         assert_eq!(keys(&target["properties"]["probe"]), sorted(PROBE_KEYS));
         assert_eq!(keys(&target["properties"]["restart"]), sorted(RESTART_KEYS));
         assert_eq!(keys(&s["properties"]["workload"]), sorted(WORKLOAD_KEYS));
+        assert_eq!(keys(&s["properties"]["proxy"]["additionalProperties"]), sorted(PROXY_KEYS));
         assert_eq!(keys(&s["properties"]["fault"]["items"]), sorted(FAULT_KEYS));
         assert_eq!(keys(&s["properties"]["backup"]["items"]), sorted(BACKUP_KEYS));
         assert_eq!(keys(&s["properties"]["recover"]["items"]), sorted(RECOVER_KEYS));

@@ -18,10 +18,10 @@ pub fn placeholders(text: &str) -> Result<Vec<&str>, String> {
 
 /// Fills placeholders from `(name, value)` pairs. Names were checked at
 /// compile time, so an unknown one is left as it is.
-pub fn render(text: &str, vars: &[(&str, String)]) -> String {
+pub fn render<K: AsRef<str>>(text: &str, vars: &[(K, String)]) -> String {
     let mut out = text.to_string();
     for (name, value) in vars {
-        out = out.replace(&format!("{{{name}}}"), value);
+        out = out.replace(&format!("{{{}}}", name.as_ref()), value);
     }
     out
 }

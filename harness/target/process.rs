@@ -30,6 +30,8 @@ pub struct ProcessContext {
     pub port: u16,
     pub recorder: Recorder,
     pub journal: Arc<Journal>,
+    /// The port of each proxy of the trial, for `{proxy.NAME}`.
+    pub proxy_ports: Vec<(String, u16)>,
 }
 
 pub struct ProcessTarget {
@@ -42,7 +44,7 @@ struct Inner {
     ctx: ProcessContext,
     data_dir: PathBuf,
     log_dir: PathBuf,
-    vars: Vec<(&'static str, String)>,
+    vars: Vec<(String, String)>,
     state: Mutex<State>,
     changed: Condvar,
 }
@@ -60,16 +62,18 @@ struct State {
 impl ProcessTarget {
     pub fn new(plan: &TargetPlan, ctx: ProcessContext) -> Result<ProcessTarget, TargetError> {
         let mut vars = vec![
-            ("port", ctx.port.to_string()),
-            ("run_dir", ctx.run_dir.display().to_string()),
-            ("trial", ctx.trial.to_string()),
-            ("target", plan.name.clone()),
+            ("port".to_string(), ctx.port.to_string()),
+            ("run_dir".to_string(), ctx.run_dir.display().to_string()),
+            ("trial".to_string(), ctx.trial.to_string()),
+            ("target".to_string(), plan.name.clone()),
         ];
+        // `{proxy.NAME}`: the ports of the run's proxies.
+        vars.extend(ctx.proxy_ports.iter().map(|(name, port)| (format!("proxy.{name}"), port.to_string())));
         let data_dir = match &plan.data_dir {
             Some(dir) => PathBuf::from(template::render(dir, &vars)),
             None => ctx.trial_dir.join("data").join(&plan.name),
         };
-        vars.push(("data_dir", data_dir.display().to_string()));
+        vars.push(("data_dir".to_string(), data_dir.display().to_string()));
         let log_dir = ctx.trial_dir.join("logs");
         let io = |source| TargetError::Io { target: plan.name.clone(), source };
         fs::create_dir_all(&data_dir).map_err(io)?;
