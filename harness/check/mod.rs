@@ -10,8 +10,8 @@ pub mod rto;
 use std::collections::BTreeMap;
 
 use crate::reports::{
-    CheckReport, ExpectationReport, OpCounts, RunReport, Stats, StepReport, Summary, TrialReport, Verdict,
-    FORMAT_VERSION,
+    Availability, CheckReport, ExpectationReport, OpCounts, RunReport, Stats, StepReport, Summary, TrialReport,
+    Verdict, FORMAT_VERSION,
 };
 use crate::runner::history::{Event, EventKind, Outcome};
 use crate::scenario::Plan;
@@ -73,6 +73,7 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
         rpo,
         ops,
         checks: Vec::new(),
+        availability: availability(events),
         recovery: Vec::new(),
         target_logs: BTreeMap::new(),
     };
@@ -182,6 +183,26 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
         }
     }
     trial
+}
+
+/// Which ops, by the time they were sent, succeeded.
+fn availability(events: &[Event]) -> Option<Availability> {
+    let mut sent = std::collections::HashMap::new();
+    let mut ops = Vec::new();
+    for e in events {
+        match &e.kind {
+            EventKind::Invoke { op, .. } => {
+                sent.insert(*op, e.t_ms);
+            }
+            EventKind::Complete { op, outcome, .. } => {
+                if let Some(at) = sent.get(op) {
+                    ops.push((*at, *outcome == Outcome::Ok));
+                }
+            }
+            _ => {}
+        }
+    }
+    Availability::of(ops)
 }
 
 /// The last line a target printed, as kept at the end of the trial.

@@ -76,12 +76,46 @@ pub struct TrialReport {
     pub rpo: Rpo,
     pub ops: OpCounts,
     pub checks: Vec<CheckReport>,
+    /// Op outcomes over the trial's timeline, by the time each op was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability: Option<Availability>,
     /// The recovery procedure's steps, timed, when the scenario has one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recovery: Vec<StepReport>,
     /// Last lines of each target's output, kept when the trial did not pass.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub target_logs: BTreeMap<String, Vec<String>>,
+}
+
+/// Availability over time: per bucket of `bucket_ms` from 0 ms, how many
+/// ops sent in it succeeded and how many did not (failed or unknown).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Availability {
+    pub bucket_ms: f64,
+    pub ok: Vec<u32>,
+    pub not_ok: Vec<u32>,
+}
+
+impl Availability {
+    pub const BUCKET_MS: f64 = 100.0;
+
+    /// Buckets `(start_ms, outcome ok)` of ops into [`Self::BUCKET_MS`] slots.
+    pub fn of(ops: impl IntoIterator<Item = (f64, bool)>) -> Option<Availability> {
+        let mut a = Availability { bucket_ms: Self::BUCKET_MS, ..Default::default() };
+        for (at, ok) in ops {
+            let i = (at.max(0.0) / a.bucket_ms) as usize;
+            if a.ok.len() <= i {
+                a.ok.resize(i + 1, 0);
+                a.not_ok.resize(i + 1, 0);
+            }
+            if ok {
+                a.ok[i] += 1;
+            } else {
+                a.not_ok[i] += 1;
+            }
+        }
+        (!a.ok.is_empty()).then_some(a)
+    }
 }
 
 /// One step of a recovery procedure.

@@ -12,6 +12,26 @@ fn count(v: Option<u64>) -> String {
     v.map_or("?".into(), |v| v.to_string())
 }
 
+/// At most 60 marks, one per span of buckets, from `·` (no op sent) and
+/// `_` (none succeeded) up to `█` (all succeeded).
+fn sparkline(a: &crate::Availability) -> (String, f64) {
+    const LEVELS: [char; 8] = ['_', '▁', '▂', '▃', '▄', '▅', '▆', '█'];
+    let per = a.ok.len().div_ceil(60).max(1);
+    let marks =
+        a.ok.chunks(per)
+            .zip(a.not_ok.chunks(per))
+            .map(|(ok, not)| {
+                let (ok, not): (u32, u32) = (ok.iter().sum(), not.iter().sum());
+                if ok + not == 0 {
+                    '·'
+                } else {
+                    LEVELS[(ok as usize * (LEVELS.len() - 1)).div_ceil((ok + not) as usize)]
+                }
+            })
+            .collect();
+    (marks, per as f64 * a.bucket_ms)
+}
+
 /// A table of trials, the summary percentiles and the expectations.
 pub fn render_text(report: &RunReport) -> String {
     let mut out = String::new();
@@ -37,6 +57,14 @@ pub fn render_text(report: &RunReport) -> String {
             ms(t.rpo.window_ms),
             t.rpo.unknown_writes,
         );
+    }
+    for t in &report.trials {
+        if let Some(a) = &t.availability {
+            if a.not_ok.iter().any(|n| *n > 0) {
+                let (marks, per) = sparkline(a);
+                let _ = writeln!(out, "trial {} availability {marks} ({per:.0} ms a mark)", t.index);
+            }
+        }
     }
     for t in report.trials.iter().filter(|t| !t.recovery.is_empty()) {
         let steps: Vec<String> = t
