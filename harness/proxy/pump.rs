@@ -59,7 +59,7 @@ async fn pump(
     mut watcher: watch::Receiver<Behavior>,
     resets: u64,
 ) -> (End, OwnedReadHalf, OwnedWriteHalf) {
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = vec![0u8; 64 * 1024];
     // Bytes forwarded since the behaviour last changed (for limit-data).
     let mut counted = (u64::MAX, 0u64);
     loop {
