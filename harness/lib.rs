@@ -11,6 +11,7 @@ pub mod demo;
 pub mod duration;
 pub mod exit;
 pub mod fault;
+pub mod network;
 pub mod probe;
 pub mod proxy;
 pub mod runner;

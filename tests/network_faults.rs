@@ -71,3 +71,159 @@ fn a_2s_blackhole_fails_the_ops_inside_it_and_recovers_at_the_heal_losing_nothin
     assert_eq!(t["rpo"]["lost_acked"].as_u64(), Some(0));
     assert!(fault(&r)["ttd_ms"].as_f64().unwrap() <= 120.0, "the probe saw the outage within its timeout");
 }
+
+mod partition {
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use serde_json::Value;
+
+    use super::common;
+
+    const SCENARIO: &str = r#"
+name = "partition-test"
+[network]
+kind = "namespaces"
+[target.a]
+command = ["crashlab", "demo-kv", "--host", "{host}", "--port", "{port}", "--data-dir", "{data_dir}"]
+probe = { kind = "demo-kv", interval = "10ms", timeout = "100ms" }
+[target.b]
+command = ["crashlab", "demo-kv", "--host", "{host}", "--port", "{port}", "--data-dir", "{data_dir}"]
+probe = { kind = "demo-kv", interval = "10ms", timeout = "100ms" }
+[target.c]
+command = ["crashlab", "demo-kv", "--host", "{host}", "--port", "{port}", "--data-dir", "{data_dir}"]
+probe = { kind = "demo-kv", interval = "10ms", timeout = "100ms" }
+[workload]
+kind = "demo-kv"
+target = "a"
+rate = 50
+duration = "7s"
+[[fault]]
+kind = "partition"
+isolate = "b"
+duration = "3s"
+at = "2s"
+"#;
+
+    fn journal(dir: &std::path::Path) -> Vec<Value> {
+        std::fs::read_to_string(dir.join("faults.journal"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn wait_for(dir: &std::path::Path, what: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while journal(dir).iter().filter(|e| e["op"] == what).count() < n {
+            assert!(Instant::now() < deadline, "timed out waiting for {n} `{what}` in the journal");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn start(dir: &std::path::Path, scenario: &std::path::Path) -> Child {
+        Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
+            .arg("run")
+            .arg(scenario)
+            .arg("--out")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn text(args: &[&str]) -> String {
+        let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn address(ns: &str) -> String {
+        let out = text(&["ip", "-n", ns, "-4", "-o", "addr", "show", "scope", "global"]);
+        let inet = out.split_whitespace().skip_while(|w| *w != "inet").nth(1).expect("an address");
+        inet.split('/').next().unwrap().to_string()
+    }
+
+    /// Whether `ns` gets an answer (even a refusal) from `ip` within 1 s.
+    fn reaches(ns: &str, ip: &str) -> bool {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "timeout", "1", "bash", "-c", &format!("exec 3<>/dev/tcp/{ip}/1")])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            Some(124) => false,
+            _ => stderr.contains("refused") || out.status.success(),
+        }
+    }
+
+    fn names(dir: &std::path::Path) -> (Vec<String>, String) {
+        let created = journal(dir).into_iter().find(|e| e["op"] == "network_created").unwrap();
+        let ns = created["namespaces"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()).collect();
+        (ns, created["host_link"].as_str().unwrap().to_string())
+    }
+
+    fn gone(namespaces: &[String], link: &str) -> bool {
+        let list = text(&["ip", "netns", "list"]);
+        let links = text(&["ip", "-o", "link", "show"]);
+        namespaces.iter().all(|n| !list.lines().any(|l| l.split_whitespace().next() == Some(n)))
+            && !links.contains(&format!(" {link}@"))
+    }
+
+    fn ruleset() -> String {
+        text(&["iptables-save"]).lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n")
+    }
+
+    #[test]
+    fn isolating_one_of_three_nodes_cuts_exactly_its_links_and_leaves_nothing_behind() {
+        if !common::netns_available() {
+            return;
+        }
+        nix::sys::prctl::set_child_subreaper(true).unwrap();
+        let before = ruleset();
+        let tmp = tempfile::tempdir().unwrap();
+        let scenario = common::write_scenario(tmp.path(), "partition.toml", SCENARIO);
+        let dir = tmp.path().join("run");
+        let mut harness = start(&dir, &scenario);
+        wait_for(&dir, "target_started", 3);
+        let (namespaces, link) = names(&dir);
+        let ns = |t: &str| namespaces.iter().find(|n| n.ends_with(&format!("-{t}"))).unwrap().clone();
+        let (a, b, c) = (ns("a"), ns("b"), ns("c"));
+        let (ip_b, ip_c) = (address(&b), address(&c));
+        assert!(reaches(&a, &ip_b) && reaches(&a, &ip_c), "before the partition every node reaches the others");
+
+        wait_for(&dir, "partition_rule", 2);
+        // Each rule is journaled just before it is added.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!reaches(&a, &ip_b), "a reaches the isolated b");
+        assert!(!reaches(&c, &ip_b), "c reaches the isolated b");
+        assert!(!reaches(&b, &ip_c), "the isolated b reaches c");
+        assert!(reaches(&a, &ip_c), "a and c, on the same side, still reach each other");
+
+        wait_for(&dir, "healed", 1);
+        assert!(reaches(&a, &ip_b) && reaches(&b, &ip_c), "after the heal every node reaches the others again");
+
+        let status = harness.wait().unwrap();
+        assert_eq!(status.code(), Some(0));
+        let report: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+        let fault = &report["trials"][0]["faults"][0];
+        let rto = fault["rto_ms"].as_f64().unwrap();
+        assert!((3000.0..3500.0).contains(&rto), "b recovered {rto} ms after being isolated for 3 s");
+        assert!(gone(&namespaces, &link), "the run's namespaces and link are gone");
+        assert_eq!(ruleset(), before, "the host's ruleset is as before");
+
+        // Killed mid-partition, the harness leaves its namespaces; cleanup removes them.
+        let dir = tmp.path().join("killed");
+        let mut harness = start(&dir, &scenario);
+        wait_for(&dir, "partition_rule", 2);
+        harness.kill().unwrap();
+        harness.wait().unwrap();
+        let (namespaces, link) = names(&dir);
+        assert!(!gone(&namespaces, &link), "a killed harness leaves its namespaces");
+        let out = common::crashlab().arg("cleanup").arg(&dir).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("removed 5 network namespace(s) and link(s)"), "{stdout}");
+        assert!(gone(&namespaces, &link), "cleanup removed the namespaces and the link");
+        assert_eq!(ruleset(), before);
+    }
+}

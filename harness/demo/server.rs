@@ -61,9 +61,13 @@ pub enum PidfilePolicy {
 /// `crashlab demo-kv`: the reference key-value store.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoKvOptions {
-    /// TCP port to listen on (127.0.0.1).
+    /// TCP port to listen on.
     #[arg(long)]
     pub port: u16,
+    /// Address to listen on (a target in a network namespace listens on
+    /// its own address there: `--host {host}`).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
     /// Directory for the log, the LOCK and the pid file; created if missing.
     #[arg(long)]
     pub data_dir: PathBuf,
@@ -185,8 +189,8 @@ fn serve(options: DemoKvOptions) -> Result<(), Refusal> {
     });
     start_background(&shared);
 
-    let listener = TcpListener::bind(("127.0.0.1", options.port))
-        .map_err(|e| (1, format!("cannot listen on 127.0.0.1:{}: {e}", options.port)))?;
+    let listener = TcpListener::bind((options.host, options.port))
+        .map_err(|e| (1, format!("cannot listen on {}:{}: {e}", options.host, options.port)))?;
     println!("ready port={}", options.port);
     for stream in listener.incoming().flatten() {
         let shared = Arc::clone(&shared);

@@ -67,6 +67,22 @@ pub enum Entry {
         trial: u32,
         mountpoint: std::path::PathBuf,
     },
+    /// A namespaces network: names journaled before anything is created.
+    NetworkCreated {
+        #[serde(flatten)]
+        names: crate::network::NetworkNames,
+    },
+    NetworkDestroyed {
+        #[serde(flatten)]
+        names: crate::network::NetworkNames,
+    },
+    /// A partition rule, journaled before it is added to the namespace.
+    PartitionRule {
+        trial: u32,
+        fault: usize,
+        namespace: String,
+        rule: Vec<String>,
+    },
     /// The harness finished its own teardown.
     Finished,
 }
@@ -133,6 +149,8 @@ pub struct Cleanup {
     pub restored: Vec<std::path::PathBuf>,
     /// Damaged files left as they are, and why.
     pub not_restored: Vec<(std::path::PathBuf, String)>,
+    /// Network namespaces and links deleted.
+    pub network_removed: usize,
 }
 
 /// Heals what the journal says may still be in effect: resumes paused
@@ -176,6 +194,15 @@ pub fn cleanup(run_dir: &Path) -> io::Result<Cleanup> {
             if !unmounted && super::unsynced::is_mounted(mountpoint) {
                 super::unsynced::unmount(mountpoint)?;
                 done.unmounted.push(mountpoint.clone());
+            }
+        }
+    }
+    // Namespaces take their partition rules with them.
+    for entry in &entries {
+        if let Entry::NetworkCreated { names } = entry {
+            let destroyed = entries.iter().any(|e| matches!(e, Entry::NetworkDestroyed { names: n } if n == names));
+            if !destroyed {
+                done.network_removed += crate::network::destroy(names);
             }
         }
     }

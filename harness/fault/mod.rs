@@ -9,6 +9,7 @@ pub mod confine;
 pub mod corrupt;
 pub mod journal;
 mod link;
+mod partition;
 mod passthrough;
 mod process;
 pub mod stale_lock;
@@ -41,6 +42,8 @@ pub struct FaultContext {
     pub unsynced: Option<Arc<unsynced::UnsyncedFs>>,
     /// The proxy a link fault acts on.
     pub proxy: Option<Arc<crate::proxy::Proxy>>,
+    /// The targets' namespaces, for partitions.
+    pub network: Option<Arc<crate::network::Network>>,
 }
 
 impl FaultContext {
@@ -136,6 +139,7 @@ pub fn build(kind: &FaultKind) -> Box<dyn Fault> {
         FaultKind::StaleLock(plan) => Box::new(stale_lock::StaleLock(plan.clone())),
         FaultKind::LoseUnsynced { torn } => Box::new(unsynced::LoseUnsynced { torn: *torn }),
         FaultKind::Link { direction, toxic, .. } => Box::new(link::LinkFault { direction: *direction, toxic: *toxic }),
+        FaultKind::Partition(plan) => Box::new(partition::Partition(plan.clone())),
     }
 }
 

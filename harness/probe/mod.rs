@@ -99,13 +99,11 @@ impl Probe for CommandProbe {
 /// The probe a plan describes; `proxy_port` gives the port of a proxy that
 /// the probe goes through (`port = "{proxy.NAME}"`).
 pub fn build(plan: &ProbePlan, target: Arc<dyn Target>, proxy_port: impl Fn(&str) -> u16) -> Box<dyn Probe> {
-    let addr = |port: &PortRef| {
-        let port = match port {
-            PortRef::Allocated => target.port(),
-            PortRef::Proxy(name) => proxy_port(name),
-            PortRef::Fixed(p) => *p,
-        };
-        SocketAddr::from(([127, 0, 0, 1], port))
+    let addr = |port: &PortRef| match port {
+        PortRef::Allocated => SocketAddr::new(target.host(), target.port()),
+        // Proxies listen on the harness's own loopback.
+        PortRef::Proxy(name) => SocketAddr::from(([127, 0, 0, 1], proxy_port(name))),
+        PortRef::Fixed(p) => SocketAddr::new(target.host(), *p),
     };
     let timeout = plan.timeout;
     match &plan.kind {

@@ -6,7 +6,7 @@ pub mod history;
 mod recover;
 mod run_dir;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,10 +19,11 @@ use crate::check;
 use crate::fault::journal::{Entry, Journal};
 use crate::fault::unsynced::UnsyncedFs;
 use crate::fault::{self, FaultContext, FaultGuard};
+use crate::network::Network;
 use crate::probe::{self, Sampler};
 use crate::proxy::Proxy;
 use crate::reports::{RunReport, TrialReport};
-use crate::scenario::{FaultKind, Plan, WorkloadKind};
+use crate::scenario::{FaultKind, NetworkPlan, Plan, WorkloadKind};
 use crate::target::process::ProcessContext;
 use crate::target::{free_port, ProcessTarget, Target};
 use crate::workload::{self, demo_kv::DemoKv, Pace, Workload};
@@ -103,6 +104,23 @@ pub fn run(
     let seed = options.seed.or(plan.trials.seed).unwrap_or_else(|| rand::random::<u64>() & JSON_SAFE);
     let count = options.trials.unwrap_or(plan.trials.count);
 
+    // A namespaces network lives for the whole run; its partitions come and
+    // go with the faults.
+    let network = match plan.network {
+        NetworkPlan::Host => None,
+        NetworkPlan::Namespaces => {
+            let names: Vec<&str> = plan.targets.iter().map(|t| t.name.as_str()).collect();
+            match Network::create(&names, &journal) {
+                Ok(n) => Some(Arc::new(n)),
+                Err(e) => {
+                    let report = check::build_report(plan, seed, Vec::new(), Some(e.to_string()));
+                    let _ = journal.append(&Entry::Finished);
+                    let _ = std::fs::write(run_dir.join(REPORT_FILE), report.to_json());
+                    return Ok(RunOutcome { run_dir, report, stop: Some(TrialStop::Environment(e.to_string())) });
+                }
+            }
+        }
+    };
     let mut trials = Vec::new();
     let mut stop = None;
     for index in 0..count {
@@ -110,7 +128,8 @@ pub fn run(
             stop = Some(TrialStop::Interrupted);
             break;
         }
-        let (events, trial_stop) = run_trial(plan, index, trial_seed(seed, index), &run_dir, &journal, interrupt);
+        let (events, trial_stop) =
+            run_trial(plan, index, trial_seed(seed, index), &run_dir, &journal, network.as_ref(), interrupt);
         history::append(&history_path, &events).map_err(io(format!("cannot write {}", history_path.display())))?;
         let report = check::check_trial(plan, index, &events);
         on_trial(&report, count);
@@ -119,6 +138,9 @@ pub fn run(
             stop = trial_stop;
             break;
         }
+    }
+    if let Some(network) = &network {
+        network.destroy();
     }
     let _ = journal.append(&Entry::Finished);
     let error = stop.as_ref().map(|s| match s {
@@ -153,6 +175,7 @@ fn run_trial(
     seed: u64,
     run_dir: &Path,
     journal: &Arc<Journal>,
+    network: Option<&Arc<Network>>,
     interrupt: &Arc<AtomicBool>,
 ) -> (Vec<history::Event>, Option<TrialStop>) {
     let recorder = Recorder::new(index);
@@ -175,11 +198,16 @@ fn run_trial(
             Vec::new()
         }
     };
+    // Where each target is reached: its namespace's address, or loopback.
+    let host_of = |name: &str| -> IpAddr {
+        network.and_then(|n| n.member(name)).map_or(IpAddr::from([127, 0, 0, 1]), |m| IpAddr::V4(m.address))
+    };
+    let hosts: Vec<(String, IpAddr)> = plan.targets.iter().map(|t| (t.name.clone(), host_of(&t.name))).collect();
     let mut proxies: Vec<(String, Arc<Proxy>)> = Vec::new();
     if stop.is_none() {
         for p in &plan.proxies {
             let port = plan.targets.iter().position(|t| t.name == p.target).map(|i| ports[i]).expect("checked");
-            match Proxy::start(SocketAddr::from(([127, 0, 0, 1], port))) {
+            match Proxy::start(SocketAddr::new(host_of(&p.target), port)) {
                 Ok(proxy) => proxies.push((p.name.clone(), Arc::new(proxy))),
                 Err(e) => {
                     stop = Some(TrialStop::Environment(format!("cannot start proxy `{}`: {e}", p.name)));
@@ -209,6 +237,9 @@ fn run_trial(
             recorder: recorder.clone(),
             journal: Arc::clone(journal),
             proxy_ports: proxy_ports.clone(),
+            namespace: network.and_then(|n| n.member(&t.name)).map(|m| m.namespace.clone()),
+            host: host_of(&t.name),
+            hosts: hosts.clone(),
         };
         let started = (|| {
             let target = ProcessTarget::new(t, ctx).map_err(|e| e.to_string())?;
@@ -277,10 +308,10 @@ fn run_trial(
                 Some(proxy) => proxy_port(proxy),
                 None => targets.iter().find(|t| t.name() == w.target).map_or(0, |t| t.port()),
             };
+            let host = if w.via.is_some() { IpAddr::from([127, 0, 0, 1]) } else { host_of(&w.target) };
             match w.kind {
                 WorkloadKind::DemoKv => {
-                    Box::new(DemoKv { addr: SocketAddr::from(([127, 0, 0, 1], port)), timeout: w.timeout })
-                        as Box<dyn Workload>
+                    Box::new(DemoKv { addr: SocketAddr::new(host, port), timeout: w.timeout }) as Box<dyn Workload>
                 }
             }
         });
@@ -320,6 +351,7 @@ fn run_trial(
                             }
                             _ => None,
                         },
+                        network: network.cloned(),
                     };
                     let (cancel, lasting, injected_tx) = (&cancel, &lasting, injected_tx.clone());
                     scope.spawn(move || {

@@ -34,6 +34,9 @@ pub const FAULT_KEYS: &[&str] = &[
     "jitter",
     "rate",
     "size",
+    "isolate",
+    "groups",
+    "one_way",
 ];
 pub const FAULT_KINDS: &[&str] = &[
     "kill",
@@ -51,6 +54,7 @@ pub const FAULT_KINDS: &[&str] = &[
     "timeout",
     "slice",
     "limit-data",
+    "partition",
 ];
 /// The faults that act on a proxy's links.
 pub const LINK_KINDS: &[&str] =
@@ -79,6 +83,7 @@ fn applicable(kind: &str, mode: Option<&str>) -> &'static [&'static str] {
         ("slow-close" | "timeout", _) => &["proxy", "direction", "duration", "delay"],
         ("slice", _) => &["proxy", "direction", "duration", "size", "delay"],
         ("limit-data", _) => &["proxy", "direction", "duration", "bytes"],
+        ("partition", _) => &["isolate", "groups", "one_way", "duration"],
         _ => &[],
     }
 }
@@ -87,6 +92,7 @@ pub fn compile_fault(
     f: &Fields,
     targets: &[&str],
     proxies: &[ProxyPlan],
+    network: NetworkPlan,
     workload: Option<&WorkloadPlan>,
     d: &mut Diagnostics,
 ) -> Option<FaultPlan> {
@@ -94,9 +100,12 @@ pub fn compile_fault(
     // A link fault names a proxy; its target is the one behind the proxy.
     let link = kind.is_some_and(|k| LINK_KINDS.contains(&k));
     let proxy = if link { proxy_ref(f, proxies, d) } else { None };
+    let partition = kind == Some("partition");
     let target = match (link, &proxy) {
         (true, Some(p)) => Some(p.target.clone()),
         (true, None) => None,
+        // A partition names its targets in `isolate` or `groups`.
+        (false, _) if partition => None,
         (false, _) => target_ref(f, targets, d),
     };
     if let (true, Some(value)) = (link, f.get("target")) {
@@ -128,6 +137,22 @@ pub fn compile_fault(
         None => None,
     };
     let kind_name = kind?;
+    if partition {
+        check_applicable(f, kind_name, None, d);
+        if network != NetworkPlan::Namespaces {
+            d.error(
+                f.span.clone(),
+                format!(
+                    "a `partition` in {} needs the targets in namespaces: add [network] kind = \"namespaces\"",
+                    f.what
+                ),
+            );
+        }
+        let plan = partition_plan(f, targets, d)?;
+        // RTO is measured on the isolated target, or the first of the far group.
+        let target = plan.groups[1][0].clone();
+        return Some(FaultPlan { kind: FaultKind::Partition(plan), target, at: at? });
+    }
     if link {
         check_applicable(f, kind_name, None, d);
         let toxic = toxic(kind_name, f, d);
@@ -425,6 +450,80 @@ pub fn check_disposable(
                     target.data_dir.as_deref().unwrap_or_default()
                 ),
             );
+        }
+    }
+}
+
+fn partition_plan(f: &Fields, targets: &[&str], d: &mut Diagnostics) -> Option<PartitionPlan> {
+    let duration = if f.get("duration").is_none() {
+        d.error(f.span.clone(), format!("missing key `duration` in {}; a partition heals after it", f.what));
+        None
+    } else {
+        f.duration("duration", d)
+    };
+    let one_way = f.bool("one_way", d).unwrap_or(false);
+    let check = |name: &str, span: &std::ops::Range<usize>, d: &mut Diagnostics| {
+        let known = targets.contains(&name);
+        if !known {
+            d.error(
+                span.clone(),
+                format!(
+                    "`{name}` in {} is not a target of this scenario{}",
+                    f.what,
+                    diagnostic::did_you_mean(name, targets.iter().copied())
+                ),
+            );
+        }
+        known
+    };
+    match (f.str("isolate", d), f.get("groups")) {
+        (Some((name, span)), None) => {
+            if one_way {
+                d.error(span.clone(), format!("`one_way` in {} applies to `groups`, not `isolate`", f.what));
+            }
+            let others: Vec<String> = targets.iter().filter(|t| **t != name).map(|t| t.to_string()).collect();
+            let known = check(name, &span, d);
+            let plan = PartitionPlan {
+                groups: [others, vec![name.to_string()]],
+                isolate: true,
+                one_way: false,
+                duration: duration?,
+            };
+            known.then_some(plan)
+        }
+        (None, Some(value)) => {
+            type Named = (String, std::ops::Range<usize>);
+            let groups: Option<Vec<Vec<Named>>> = value.get_ref().as_array().and_then(|groups| {
+                groups
+                    .iter()
+                    .map(|g| {
+                        g.get_ref().as_array().and_then(|names| {
+                            names.iter().map(|n| n.get_ref().as_str().map(|s| (s.to_string(), n.span()))).collect()
+                        })
+                    })
+                    .collect()
+            });
+            let Some(groups) = groups.filter(|g| g.len() == 2 && g.iter().all(|g| !g.is_empty())) else {
+                d.error(
+                    value.span(),
+                    format!("`groups` in {} must be two lists of target names, e.g. [[\"a\"], [\"b\", \"c\"]]", f.what),
+                );
+                return None;
+            };
+            let mut known = true;
+            for (name, span) in groups.iter().flatten() {
+                known &= check(name, span, d);
+            }
+            let names = |i: usize| groups[i].iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+            let plan = PartitionPlan { groups: [names(0), names(1)], isolate: false, one_way, duration: duration? };
+            known.then_some(plan)
+        }
+        _ => {
+            d.error(
+                f.span.clone(),
+                format!("a `partition` in {} needs either `isolate = \"target\"` or `groups = [[...], [...]]`", f.what),
+            );
+            None
         }
     }
 }

@@ -49,8 +49,20 @@ pub fn load_stored(path: &Path) -> Result<Plan, LoadError> {
     compile_with(path, &source, false).map_err(LoadError::Invalid)
 }
 
-pub const TOP_KEYS: &[&str] =
-    &["name", "description", "target", "proxy", "workload", "fault", "backup", "recover", "expect", "trials"];
+pub const TOP_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "target",
+    "network",
+    "proxy",
+    "workload",
+    "fault",
+    "backup",
+    "recover",
+    "expect",
+    "trials",
+];
+pub const NETWORK_KEYS: &[&str] = &["kind"];
 pub const PROXY_KEYS: &[&str] = &["target"];
 pub const TARGET_KEYS: &[&str] = &[
     "kind",
@@ -128,7 +140,17 @@ fn compile_with(path: &Path, source: &str, check_paths: bool) -> Result<Plan, Di
         .unwrap_or_default();
 
     let proxies = compile_proxies(&top, &target_names, &mut d);
-    check_proxy_refs(root, &targets, &proxies, &mut d);
+    check_proxy_refs(root, &targets, &proxies, &target_names, &mut d);
+    let network = match top.table("network", &mut d) {
+        None => NetworkPlan::Host,
+        Some((t, span)) => {
+            let f = Fields::new(t, span, "[network]", NETWORK_KEYS, &mut d);
+            match f.required_choice("kind", "network kind", &["host", "namespaces"], &mut d) {
+                Some(("namespaces", _)) => NetworkPlan::Namespaces,
+                _ => NetworkPlan::Host,
+            }
+        }
+    };
     let workload = top.table("workload", &mut d).and_then(|(t, span)| {
         compile_workload(&Fields::new(t, span, "[workload]", WORKLOAD_KEYS, &mut d), &target_names, &proxies, &mut d)
     });
@@ -145,6 +167,7 @@ fn compile_with(path: &Path, source: &str, check_paths: bool) -> Result<Plan, Di
                                 &f,
                                 &target_names,
                                 &proxies,
+                                network,
                                 workload.as_ref(),
                                 &mut d,
                             ));
@@ -192,6 +215,7 @@ fn compile_with(path: &Path, source: &str, check_paths: bool) -> Result<Plan, Di
             source_path: path.to_path_buf(),
             targets,
             proxies,
+            network,
             workload,
             faults,
             backups,
@@ -220,7 +244,12 @@ fn check_templates(argv: &[String], span: &Span, what: &str, d: &mut Diagnostics
             Ok(names) => {
                 for name in names {
                     // `{proxy.NAME}` is checked once the proxies are known.
-                    if !template::PLACEHOLDERS.contains(&name) && !name.starts_with("proxy.") {
+                    // `{proxy.NAME}` and `{host.TARGET}` are checked once
+                    // proxies and targets are known.
+                    if !template::PLACEHOLDERS.contains(&name)
+                        && !name.starts_with("proxy.")
+                        && !name.starts_with("host.")
+                    {
                         d.error(
                             span.clone(),
                             format!(
@@ -450,7 +479,13 @@ fn compile_proxies(top: &Fields, targets: &[&str], d: &mut Diagnostics) -> Vec<P
 
 /// Every `{proxy.NAME}` in a target's command, env, hooks or data dir, and
 /// every probe port, must name a declared proxy.
-fn check_proxy_refs(root: &DeTable, targets: &[TargetPlan], proxies: &[ProxyPlan], d: &mut Diagnostics) {
+fn check_proxy_refs(
+    root: &DeTable,
+    targets: &[TargetPlan],
+    proxies: &[ProxyPlan],
+    target_names: &[&str],
+    d: &mut Diagnostics,
+) {
     let names: Vec<&str> = proxies.iter().map(|p| p.name.as_str()).collect();
     for t in targets {
         let texts = t
@@ -460,11 +495,29 @@ fn check_proxy_refs(root: &DeTable, targets: &[TargetPlan], proxies: &[ProxyPlan
             .chain(t.before_start.iter().flatten())
             .chain(t.after_stop.iter().flatten())
             .chain(t.data_dir.iter());
-        let mut unknown: Vec<String> = texts
-            .flat_map(|text| template::placeholders(text).unwrap_or_default())
+        let placeholders: Vec<&str> = texts.flat_map(|text| template::placeholders(text).unwrap_or_default()).collect();
+        let span = root
+            .get("target")
+            .and_then(|v| v.get_ref().as_table())
+            .and_then(|v| v.get(t.name.as_str()))
+            .map_or(0..0, |v| v.span());
+        for host in placeholders.iter().filter_map(|p| p.strip_prefix("host.")) {
+            if !target_names.contains(&host) {
+                d.error(
+                    span.clone(),
+                    format!(
+                        "[target.{}] uses `{{host.{host}}}`, but there is no [target.{host}]{}",
+                        t.name,
+                        diagnostic::did_you_mean(host, target_names.iter().copied())
+                    ),
+                );
+            }
+        }
+        let mut unknown: Vec<String> = placeholders
+            .iter()
             .filter_map(|p| p.strip_prefix("proxy."))
             .filter(|p| !names.contains(p))
-            .map(str::to_string)
+            .map(|p| p.to_string())
             .collect();
         if let ProbeKind::Tcp { port: PortRef::Proxy(p) }
         | ProbeKind::DemoKv { port: PortRef::Proxy(p) }
@@ -475,11 +528,6 @@ fn check_proxy_refs(root: &DeTable, targets: &[TargetPlan], proxies: &[ProxyPlan
             }
         }
         unknown.dedup();
-        let span = root
-            .get("target")
-            .and_then(|v| v.get_ref().as_table())
-            .and_then(|v| v.get(t.name.as_str()))
-            .map_or(0..0, |v| v.span());
         for name in unknown {
             d.error(
                 span.clone(),

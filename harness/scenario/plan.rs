@@ -15,6 +15,8 @@ pub struct Plan {
     pub targets: Vec<TargetPlan>,
     /// Fault proxies in front of targets' ports.
     pub proxies: Vec<ProxyPlan>,
+    /// Whether process targets get network namespaces of their own.
+    pub network: NetworkPlan,
     pub workload: Option<WorkloadPlan>,
     pub faults: Vec<FaultPlan>,
     /// Backups taken on the timeline, before the faults, for `restore` steps.
@@ -93,6 +95,16 @@ pub enum PortRef {
     Fixed(u16),
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkPlan {
+    /// Targets share the host's network; `{host}` is 127.0.0.1.
+    #[default]
+    Host,
+    /// Each target in a namespace of its own on a private bridge; `{host}`
+    /// is its address there.
+    Namespaces,
+}
+
 /// A fault proxy: listens on a port of its own (`{proxy.NAME}`) and forwards
 /// to the target's `{port}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +159,19 @@ pub enum FaultKind {
     /// A fault of a proxy's links, healed after `duration` (a reset is a
     /// single blow).
     Link { proxy: String, direction: crate::proxy::Direction, toxic: Toxic, duration: Option<Duration> },
+    /// Kernel-level partition between targets' namespaces.
+    Partition(PartitionPlan),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionPlan {
+    /// Traffic between `groups[0]` and `groups[1]` is dropped; with
+    /// `one_way`, only what the first sends to the second. An isolated
+    /// target is cut from everyone, the harness included.
+    pub groups: [Vec<String>; 2],
+    pub isolate: bool,
+    pub one_way: bool,
+    pub duration: Duration,
 }
 
 /// What a link fault does to the connections through a proxy.
@@ -189,6 +214,7 @@ impl FaultKind {
             FaultKind::StaleLock(_) => "stale-lock",
             FaultKind::LoseUnsynced { .. } => "lose-unsynced",
             FaultKind::Link { toxic, .. } => toxic.name(),
+            FaultKind::Partition(_) => "partition",
         }
     }
 
@@ -199,6 +225,7 @@ impl FaultKind {
             FaultKind::Pause { duration } => Some(*duration),
             FaultKind::StaleLock(plan) => plan.duration,
             FaultKind::Link { duration, .. } => *duration,
+            FaultKind::Partition(p) => Some(p.duration),
             _ => None,
         }
     }

@@ -101,6 +101,9 @@ pub fn schema() -> Value {
             "jitter": duration("latency: uniform ± around the delay, default 0"),
             "rate": { "description": "bandwidth: bytes per second (\"100KB/s\")", "oneOf": [ { "type": "integer", "minimum": 1 }, { "type": "string" } ] },
             "size": { "description": "slice: bytes per piece", "oneOf": [ { "type": "integer", "minimum": 1 }, { "type": "string" } ] },
+            "isolate": { "type": "string", "description": "partition: the target cut off from every other address" },
+            "groups": { "type": "array", "items": { "type": "array", "items": { "type": "string" } }, "minItems": 2, "maxItems": 2, "description": "partition: two groups of targets that cannot reach each other" },
+            "one_way": { "type": "boolean", "description": "partition with groups: only what the first group sends to the second is dropped" },
         }),
         &["kind", "target", "at"],
     );
@@ -154,6 +157,7 @@ pub fn schema() -> Value {
             "description": { "type": "string" },
             "target": { "type": "object", "additionalProperties": target, "minProperties": 1 },
             "proxy": { "type": "object", "additionalProperties": object(PROXY_KEYS, json!({ "target": { "type": "string", "description": "the target whose {port} it forwards to; it listens on {proxy.<name>}" } }), &["target"]) },
+            "network": object(NETWORK_KEYS, json!({ "kind": { "enum": ["host", "namespaces"], "description": "namespaces: each target in a network namespace of its own ({host} is its address), for partitions" } }), &["kind"]),
             "workload": workload,
             "fault": { "type": "array", "items": fault },
             "backup": { "type": "array", "items": backup },
@@ -193,6 +197,7 @@ mod tests {
         assert_eq!(keys(&target["properties"]["probe"]), sorted(PROBE_KEYS));
         assert_eq!(keys(&target["properties"]["restart"]), sorted(RESTART_KEYS));
         assert_eq!(keys(&s["properties"]["workload"]), sorted(WORKLOAD_KEYS));
+        assert_eq!(keys(&s["properties"]["network"]), sorted(NETWORK_KEYS));
         assert_eq!(keys(&s["properties"]["proxy"]["additionalProperties"]), sorted(PROXY_KEYS));
         assert_eq!(keys(&s["properties"]["fault"]["items"]), sorted(FAULT_KEYS));
         assert_eq!(keys(&s["properties"]["backup"]["items"]), sorted(BACKUP_KEYS));

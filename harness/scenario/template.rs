@@ -1,7 +1,7 @@
 //! `{placeholder}` templates in commands and ports.
 
 /// The placeholders a target's command may use.
-pub const PLACEHOLDERS: &[&str] = &["port", "data_dir", "run_dir", "trial", "target"];
+pub const PLACEHOLDERS: &[&str] = &["port", "host", "data_dir", "run_dir", "trial", "target"];
 
 /// The names of the placeholders in a text, or the reason it is malformed.
 pub fn placeholders(text: &str) -> Result<Vec<&str>, String> {

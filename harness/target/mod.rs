@@ -62,6 +62,8 @@ pub trait Target: Send + Sync {
     fn host_process(&self) -> Option<HostProcess>;
     /// The port allocated to the target (`{port}`).
     fn port(&self) -> u16;
+    /// The address the target is reached at (`{host}`).
+    fn host(&self) -> std::net::IpAddr;
     fn data_dirs(&self) -> Vec<PathBuf>;
     /// The last lines the target printed (stdout and stderr of its latest
     /// incarnations), for reports of failures.

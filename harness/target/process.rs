@@ -32,6 +32,12 @@ pub struct ProcessContext {
     pub journal: Arc<Journal>,
     /// The port of each proxy of the trial, for `{proxy.NAME}`.
     pub proxy_ports: Vec<(String, u16)>,
+    /// The target's network namespace, if it has one of its own.
+    pub namespace: Option<String>,
+    /// Where the target is reached (`{host}`), and the other targets
+    /// (`{host.NAME}`).
+    pub host: std::net::IpAddr,
+    pub hosts: Vec<(String, std::net::IpAddr)>,
 }
 
 pub struct ProcessTarget {
@@ -67,6 +73,8 @@ impl ProcessTarget {
             ("trial".to_string(), ctx.trial.to_string()),
             ("target".to_string(), plan.name.clone()),
         ];
+        vars.push(("host".to_string(), ctx.host.to_string()));
+        vars.extend(ctx.hosts.iter().map(|(name, ip)| (format!("host.{name}"), ip.to_string())));
         // `{proxy.NAME}`: the ports of the run's proxies.
         vars.extend(ctx.proxy_ports.iter().map(|(name, port)| (format!("proxy.{name}"), port.to_string())));
         let data_dir = match &plan.data_dir {
@@ -117,6 +125,17 @@ impl Inner {
         let io = |source| TargetError::Io { target: self.name().to_string(), source };
         let log = File::create(&log_path).map_err(io)?;
         let mut command = self.command(&self.plan.command);
+        if let Some(ns) = &self.ctx.namespace {
+            // `ip netns exec` enters the namespace and execs the target in
+            // place: same pid, same process group.
+            let mut wrapped = Command::new("ip");
+            wrapped.args(["netns", "exec", ns]).arg(command.get_program()).args(command.get_args());
+            wrapped.envs(command.get_envs().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))));
+            if let Some(dir) = command.get_current_dir() {
+                wrapped.current_dir(dir);
+            }
+            command = wrapped;
+        }
         command.stdin(Stdio::null()).stdout(log.try_clone().map_err(io)?).stderr(log).process_group(0);
         let (child, exited) = reaper::spawn(&mut command).map_err(|source| TargetError::Spawn {
             target: self.name().to_string(),
@@ -346,6 +365,10 @@ impl Target for ProcessTarget {
 
     fn port(&self) -> u16 {
         self.inner.ctx.port
+    }
+
+    fn host(&self) -> std::net::IpAddr {
+        self.inner.ctx.host
     }
 
     fn data_dirs(&self) -> Vec<PathBuf> {

@@ -112,3 +112,14 @@ pub fn psmisc_available() -> bool {
 pub fn which(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
+
+/// Network namespaces, veth, bridges and iptables: root, iproute2, iptables.
+pub fn netns_available() -> bool {
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { nix::libc::geteuid() } == 0;
+    available(
+        "netns",
+        root && which("ip") && which("iptables"),
+        "partitions run targets in network namespaces (root, iproute2 and iptables)",
+    )
+}
