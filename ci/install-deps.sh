@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh machine: the Rust toolchain's
-# rustfmt and clippy, FUSE (the lose-unsynced layer) and psmisc (`fuser`, run
-# by a stale-lock runbook). Docker images, Redis and PostgreSQL will be
-# installed here when the tests that use them land.
+# rustfmt and clippy, FUSE (the lose-unsynced layer), psmisc (`fuser`, run by
+# a stale-lock runbook), iproute2 and iptables (network namespaces and
+# partitions). Docker images, Redis and PostgreSQL will be installed here
+# when the tests that use them land.
 set -euo pipefail
 command -v cargo >/dev/null || { echo "ci/install-deps.sh: cargo is required" >&2; exit 1; }
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
@@ -10,6 +11,8 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 missing=()
 command -v fusermount3 >/dev/null || missing+=(fuse3)
 command -v fuser >/dev/null || missing+=(psmisc)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v iptables >/dev/null || missing+=(iptables)
 if [ "${#missing[@]}" -gt 0 ]; then
     if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
         apt-get update -qq

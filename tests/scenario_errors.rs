@@ -134,7 +134,9 @@ fn schema_is_json_schema_for_the_scenario_format() {
     let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(schema["additionalProperties"], false);
     let kinds = &schema["properties"]["fault"]["items"]["properties"]["kind"]["enum"];
-    assert_eq!(kinds, &serde_json::json!(["kill", "pause", "restart", "corrupt", "stale-lock", "lose-unsynced"]));
+    // The compiler's own list: every kind it accepts, and only those.
+    assert_eq!(kinds, &serde_json::json!(crashlab::scenario::FAULT_KINDS));
+    assert!(kinds.as_array().unwrap().len() >= 16, "process, storage, link and partition faults");
 }
 
 #[test]
@@ -149,4 +151,26 @@ fn storage_faults_and_runbooks_are_checked_before_anything_runs() {
     assert_line(&e, name, "27:8", "`from` = \"nightly\" in [[recover]] #1 is neither a [[backup]]");
     assert_line(&e, name, "29:1", "a `wait` step in [[recover]] #2 needs either `target`");
     assert!(e.contains("7 error(s); nothing was started"), "{e}");
+}
+
+#[test]
+fn proxies_and_partitions_are_checked_before_anything_runs() {
+    let name = "network_mistakes.toml";
+    let e = invalid(name);
+    assert_line(
+        &e,
+        name,
+        "3:1",
+        "[target.kv] uses `{proxy.upstrem}`, but no [proxy.upstrem] is declared; proxies: front",
+    );
+    assert_line(
+        &e,
+        name,
+        "13:7",
+        "`via` in [workload] names `frnt`, which is not a proxy of this scenario, did you mean `front`?",
+    );
+    assert_line(&e, name, "16:1", "missing key `delay` in [[fault]] #1; a `latency` needs it");
+    assert_line(&e, name, "19:10", "a `latency` fault names a `proxy`, not a `target`");
+    assert_line(&e, name, "23:1", "a `partition` in [[fault]] #2 needs the targets in namespaces");
+    assert_line(&e, name, "25:11", "`kvv` in [[fault]] #2 is not a target of this scenario, did you mean `kv`?");
 }

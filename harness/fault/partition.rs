@@ -12,28 +12,27 @@ use crate::scenario::PartitionPlan;
 pub struct Partition(pub PartitionPlan);
 
 impl Partition {
-    /// `(namespace, rule)` pairs that make the partition.
-    fn rules(&self, network: &Network) -> Vec<(String, Vec<String>)> {
+    /// `(namespace, rule)` pairs that make the partition, given each
+    /// target's `(namespace, address)` and the network's subnet.
+    fn rules(&self, member: impl Fn(&str) -> (String, String), subnet: &str) -> Vec<(String, Vec<String>)> {
         let plan = &self.0;
-        let rule = |chain: &str, flag: &str, address: String| {
-            vec![chain.to_string(), flag.to_string(), address, "-j".into(), "DROP".into()]
-        };
-        let member = |t: &String| network.member(t).expect("compile checked the targets");
+        let rule =
+            |chain: &str, flag: &str, address: &str| [chain, flag, address, "-j", "DROP"].map(String::from).to_vec();
         let mut rules = Vec::new();
         if plan.isolate {
-            let m = member(&plan.groups[1][0]);
-            rules.push((m.namespace.clone(), rule("INPUT", "-s", network.subnet())));
-            rules.push((m.namespace.clone(), rule("OUTPUT", "-d", network.subnet())));
+            let (ns, _) = member(&plan.groups[1][0]);
+            rules.push((ns.clone(), rule("INPUT", "-s", subnet)));
+            rules.push((ns, rule("OUTPUT", "-d", subnet)));
             return rules;
         }
         for a in &plan.groups[0] {
             for b in &plan.groups[1] {
-                let (a, b) = (member(a), member(b));
+                let ((a_ns, a_ip), (b_ns, b_ip)) = (member(a), member(b));
                 if plan.one_way {
-                    rules.push((b.namespace.clone(), rule("INPUT", "-s", a.address.to_string())));
+                    rules.push((b_ns, rule("INPUT", "-s", &a_ip)));
                 } else {
-                    rules.push((a.namespace.clone(), rule("INPUT", "-s", b.address.to_string())));
-                    rules.push((a.namespace.clone(), rule("OUTPUT", "-d", b.address.to_string())));
+                    rules.push((a_ns.clone(), rule("INPUT", "-s", &b_ip)));
+                    rules.push((a_ns, rule("OUTPUT", "-d", &b_ip)));
                 }
             }
         }
@@ -59,7 +58,11 @@ impl Fault for Partition {
         let Some(network) = ctx.network.clone() else {
             return Err(ctx.error(FaultErrorKind::Other("the targets are not in network namespaces".into())));
         };
-        let rules = self.rules(&network);
+        let member = |t: &str| {
+            let m = network.member(t).expect("compile checked the targets");
+            (m.namespace.clone(), m.address.to_string())
+        };
+        let rules = self.rules(member, &network.subnet());
         ctx.injected("partition", self.describe());
         let mut added: Vec<(String, Vec<String>)> = Vec::new();
         for (namespace, rule) in rules {
@@ -87,5 +90,49 @@ impl Fault for Partition {
             }
             healed(trial, fault, target.name(), String::new(), &recorder, &journal);
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn rules(groups: [&[&str]; 2], isolate: bool, one_way: bool) -> Vec<String> {
+        let plan = PartitionPlan {
+            groups: groups.map(|g| g.iter().map(|s| s.to_string()).collect()),
+            isolate,
+            one_way,
+            duration: Duration::from_secs(1),
+        };
+        let member = |t: &str| (format!("ns-{t}"), format!("10.0.0.{}", t.as_bytes()[0] - b'a' + 10));
+        Partition(plan)
+            .rules(member, "10.0.0.0/24")
+            .into_iter()
+            .map(|(ns, r)| format!("{ns}: {}", r.join(" ")))
+            .collect()
+    }
+
+    #[test]
+    fn each_shape_of_partition_drops_exactly_its_links() {
+        assert_eq!(
+            rules([&["a", "c"], &["b"]], true, false),
+            ["ns-b: INPUT -s 10.0.0.0/24 -j DROP", "ns-b: OUTPUT -d 10.0.0.0/24 -j DROP"]
+        );
+        assert_eq!(
+            rules([&["a"], &["b", "c"]], false, false),
+            [
+                "ns-a: INPUT -s 10.0.0.11 -j DROP",
+                "ns-a: OUTPUT -d 10.0.0.11 -j DROP",
+                "ns-a: INPUT -s 10.0.0.12 -j DROP",
+                "ns-a: OUTPUT -d 10.0.0.12 -j DROP",
+            ]
+        );
+        // One way: b and c no longer hear a; a still hears them.
+        assert_eq!(
+            rules([&["a"], &["b", "c"]], false, true),
+            ["ns-b: INPUT -s 10.0.0.10 -j DROP", "ns-c: INPUT -s 10.0.0.10 -j DROP"]
+        );
     }
 }
