@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use super::journal::Entry;
 use super::{healed, Fault, FaultContext, FaultError, FaultErrorKind, FaultGuard};
-use crate::network::Network;
 use crate::scenario::PartitionPlan;
 
 pub struct Partition(pub PartitionPlan);
