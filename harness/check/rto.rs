@@ -1,7 +1,8 @@
 //! Recovery time: from each fault to the first sustained healthy window.
 //!
-//! For a fault at `t_f` on target X, using X's probe samples (a failed one
-//! dated by the start of its attempt, a healthy one by its answer):
+//! For a fault at `t_f` on target X, using X's probe samples that ended
+//! after it (a failed one dated by the start of its attempt, or `t_f` if it
+//! began before; a healthy one by its answer):
 //! - time-to-detect: the first unhealthy sample at or after `t_f`;
 //! - RTO: the start of the first run of `healthy_after` consecutive healthy
 //!   samples after that unhealthy one. If no sample after `t_f` was ever
@@ -44,16 +45,21 @@ pub fn fault_reports(events: &[Event], healthy_after: impl Fn(&str) -> u32) -> V
                 EventKind::FaultHealed { fault: f, .. } if f == fault => Some(h.t_ms),
                 _ => None,
             });
-            // A failed sample dates the outage from its start; a healthy one
+            // A failed sample dates the outage from its start (or from the
+            // fault, if it began before and failed after it); a healthy one
             // proves health only once its answer came, which matters when
             // the answer waited (a probe started inside a blackhole and
             // answered after the heal).
             let mut samples: Vec<(f64, bool)> = events
                 .iter()
-                .filter(|s| s.t_ms >= t_f)
                 .filter_map(|s| match &s.kind {
                     EventKind::Probe { target: t, healthy, latency_ms, .. } if t == target => {
-                        Some((if *healthy { s.t_ms + latency_ms } else { s.t_ms }, *healthy))
+                        let answered = s.t_ms + latency_ms;
+                        match healthy {
+                            true if answered >= t_f => Some((answered, true)),
+                            false if answered >= t_f => Some((s.t_ms.max(t_f), false)),
+                            _ => None,
+                        }
                     }
                     _ => None,
                 })
@@ -196,6 +202,18 @@ mod tests {
             ev(190.0, EventKind::Probe { target: "kv".into(), healthy: true, latency_ms: 110.0, detail: None });
         let events = vec![fault(100.0), probe(105.0, false), probe(150.0, false), waited, probe(305.0, true)];
         let r = &fault_reports(&events, |_| 2)[0];
+        assert_eq!(r.rto_ms, Some(200.0));
+    }
+
+    #[test]
+    fn a_sample_in_flight_when_the_fault_hit_detects_it() {
+        // Started at 99 ms, timed out at 199 ms: the fault at 100 ms was
+        // detected at once, not by the next sample at 199 ms.
+        let in_flight =
+            ev(99.0, EventKind::Probe { target: "kv".into(), healthy: false, latency_ms: 100.0, detail: None });
+        let events = vec![probe(90.0, true), in_flight, fault(100.0), probe(199.0, false), probe(300.0, true)];
+        let r = &fault_reports(&events, |_| 1)[0];
+        assert_eq!(r.ttd_ms, Some(0.0));
         assert_eq!(r.rto_ms, Some(200.0));
     }
 }
