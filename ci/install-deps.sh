@@ -2,8 +2,9 @@
 # Installs what the test suite needs on a fresh machine: the Rust toolchain's
 # rustfmt and clippy, FUSE (the lose-unsynced layer), psmisc (`fuser`, run by
 # a stale-lock runbook), iproute2 and iptables (network namespaces and
-# partitions). Docker images, Redis and PostgreSQL will be installed here
-# when the tests that use them land.
+# partitions), and a Docker engine for container targets (their image is
+# built by the tests themselves: nothing is pulled). Redis and PostgreSQL
+# will be installed here when the tests that use them land.
 set -euo pipefail
 command -v cargo >/dev/null || { echo "ci/install-deps.sh: cargo is required" >&2; exit 1; }
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
@@ -20,6 +21,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
     else
         echo "ci/install-deps.sh: please install: ${missing[*]}" >&2
     fi
+fi
+# Container targets: the engine must answer (it runs on these machines).
+if ! docker version >/dev/null 2>&1; then
+    if command -v dockerd >/dev/null && [ "$(id -u)" = 0 ]; then
+        (dockerd >/tmp/dockerd.log 2>&1 &)
+        for _ in $(seq 1 30); do docker version >/dev/null 2>&1 && break; sleep 1; done
+    fi
+    docker version >/dev/null 2>&1 || echo "ci/install-deps.sh: no Docker engine answers; container tests will fail" >&2
 fi
 # The FUSE device may be absent in a fresh container; the kernel has FUSE.
 if [ ! -e /dev/fuse ] && [ "$(id -u)" = 0 ]; then

@@ -9,8 +9,10 @@
 pub mod check;
 pub mod demo;
 pub mod duration;
+pub mod engine;
 pub mod exit;
 pub mod fault;
+pub mod image;
 pub mod network;
 pub mod probe;
 pub mod proxy;

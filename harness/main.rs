@@ -29,6 +29,18 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum ImageCommand {
+    /// Build (or reuse) an image and print its name. `demo-kv`: this binary
+    /// and the shared libraries it links, in a root file system of its own,
+    /// imported into the local engine (no registry needed), tagged by a hash
+    /// of those files.
+    Build {
+        #[arg(value_parser = ["demo-kv"])]
+        what: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run a scenario: start its targets, drive the workload, inject the
     /// faults, wait for recovery, read back, and judge.
@@ -66,6 +78,9 @@ enum Command {
     Cleanup { run_dir: PathBuf },
     /// Run the reference key-value store (the embedded default target).
     DemoKv(demo::DemoKvOptions),
+    /// Build container images without a registry.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// (internal) Hold a lock for a stale-lock fault.
     #[command(hide = true)]
     LockHolder {
@@ -88,6 +103,7 @@ fn main() -> ExitCode {
         Command::Analyze { run_dir } => analyze(&run_dir),
         Command::Cleanup { run_dir } => cleanup(&run_dir),
         Command::DemoKv(options) => demo::run(options),
+        Command::Image(ImageCommand::Build { .. }) => build_image(),
         Command::LockHolder { path, lock } => fault::stale_lock::lock_holder_main(&path, &lock),
     };
     ExitCode::from(code as u8)
@@ -212,18 +228,37 @@ fn analyze(run_dir: &Path) -> i32 {
     verdict_code(report.verdict)
 }
 
+fn build_image() -> i32 {
+    let started = std::time::Instant::now();
+    let built = crashlab::engine::Engine::connect()
+        .map_err(crashlab::image::ImageError::from)
+        .and_then(|engine| crashlab::image::demo_kv(&engine));
+    match built {
+        Ok((image, fresh)) => {
+            let how = if fresh { "built" } else { "cached" };
+            println!("{image} ({how}, {:.2} s)", started.elapsed().as_secs_f64());
+            exit::PASS
+        }
+        Err(e) => {
+            eprintln!("crashlab: {e}");
+            exit::ENVIRONMENT
+        }
+    }
+}
+
 fn cleanup(run_dir: &Path) -> i32 {
     match fault::journal::cleanup(run_dir) {
         Ok(done) => {
             println!(
                 "{}: resumed {} paused process group(s), stopped {} process(es), unmounted {} FUSE layer(s), \
-                 restored {} damaged file(s), removed {} network namespace(s) and link(s)",
+                 restored {} damaged file(s), removed {} network namespace(s) and link(s), removed {} container(s)",
                 run_dir.display(),
                 done.resumed.len(),
                 done.stopped.len(),
                 done.unmounted.len(),
                 done.restored.len(),
-                done.network_removed
+                done.network_removed,
+                done.containers_removed
             );
             for (file, why) in &done.not_restored {
                 println!("  not restored: {}: {why}", file.display());

@@ -67,6 +67,13 @@ pub enum Entry {
         trial: u32,
         mountpoint: std::path::PathBuf,
     },
+    /// A container the run created (removed by cleanup).
+    ContainerCreated {
+        trial: u32,
+        target: String,
+        id: String,
+        run_label: String,
+    },
     /// A namespaces network: names journaled before anything is created.
     NetworkCreated {
         #[serde(flatten)]
@@ -151,6 +158,8 @@ pub struct Cleanup {
     pub not_restored: Vec<(std::path::PathBuf, String)>,
     /// Network namespaces and links deleted.
     pub network_removed: usize,
+    /// Containers of the run removed.
+    pub containers_removed: usize,
 }
 
 /// Heals what the journal says may still be in effect: resumes paused
@@ -194,6 +203,27 @@ pub fn cleanup(run_dir: &Path) -> io::Result<Cleanup> {
             if !unmounted && super::unsynced::is_mounted(mountpoint) {
                 super::unsynced::unmount(mountpoint)?;
                 done.unmounted.push(mountpoint.clone());
+            }
+        }
+    }
+    // Containers: found by the run's label, so that none escapes even if
+    // its creation was not journaled.
+    let labels: std::collections::BTreeSet<&str> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::ContainerCreated { run_label, .. } => Some(run_label.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !labels.is_empty() {
+        let engine = crate::engine::Engine::connect().map_err(io::Error::other)?;
+        for label in labels {
+            for (id, ..) in
+                engine.labelled(&format!("{}={label}", crate::engine::RUN_LABEL)).map_err(io::Error::other)?
+            {
+                if engine.remove(&id).is_ok() {
+                    done.containers_removed += 1;
+                }
             }
         }
     }

@@ -88,16 +88,16 @@ impl Behavior {
     }
 }
 
-/// The runtime every proxy of this process runs on.
-fn runtime() -> &'static Runtime {
+/// The runtime the proxies (and the container engine client) run on.
+pub(crate) fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
-            .thread_name("proxy")
+            .thread_name("crashlab-io")
             .enable_all()
             .build()
-            .expect("the proxy runtime starts")
+            .expect("the I/O runtime starts")
     })
 }
 

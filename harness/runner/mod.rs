@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 
 use crate::check;
+use crate::engine::{Engine, RUN_LABEL};
 use crate::fault::journal::{Entry, Journal};
 use crate::fault::unsynced::UnsyncedFs;
 use crate::fault::{self, FaultContext, FaultGuard};
@@ -23,7 +24,8 @@ use crate::network::Network;
 use crate::probe::{self, Sampler};
 use crate::proxy::Proxy;
 use crate::reports::{RunReport, TrialReport};
-use crate::scenario::{FaultKind, NetworkPlan, Plan, WorkloadKind};
+use crate::scenario::{FaultKind, NetworkPlan, Plan, TargetKind, TargetPlan, WorkloadKind};
+use crate::target::container::ContainerTarget;
 use crate::target::process::ProcessContext;
 use crate::target::{free_port, ProcessTarget, Target};
 use crate::workload::{self, demo_kv::DemoKv, Pace, Workload};
@@ -121,6 +123,15 @@ pub fn run(
             }
         }
     };
+    let containers = match Containers::prepare(plan, &run_dir) {
+        Ok(c) => c,
+        Err(e) => {
+            let report = check::build_report(plan, seed, Vec::new(), Some(e.clone()));
+            let _ = journal.append(&Entry::Finished);
+            let _ = std::fs::write(run_dir.join(REPORT_FILE), report.to_json());
+            return Ok(RunOutcome { run_dir, report, stop: Some(TrialStop::Environment(e)) });
+        }
+    };
     let mut trials = Vec::new();
     let mut stop = None;
     for index in 0..count {
@@ -128,8 +139,14 @@ pub fn run(
             stop = Some(TrialStop::Interrupted);
             break;
         }
-        let (events, trial_stop) =
-            run_trial(plan, index, trial_seed(seed, index), &run_dir, &journal, network.as_ref(), interrupt);
+        let shared = RunShared {
+            run_dir: &run_dir,
+            journal: &journal,
+            network: network.as_ref(),
+            containers: containers.as_ref(),
+            interrupt,
+        };
+        let (events, trial_stop) = run_trial(plan, index, trial_seed(seed, index), &shared);
         history::append(&history_path, &events).map_err(io(format!("cannot write {}", history_path.display())))?;
         let report = check::check_trial(plan, index, &events);
         on_trial(&report, count);
@@ -153,6 +170,75 @@ pub fn run(
     Ok(RunOutcome { run_dir, report, stop })
 }
 
+/// What every trial of a run shares.
+#[derive(Clone, Copy)]
+struct RunShared<'a> {
+    run_dir: &'a Path,
+    journal: &'a Arc<Journal>,
+    network: Option<&'a Arc<Network>>,
+    containers: Option<&'a Containers>,
+    interrupt: &'a Arc<AtomicBool>,
+}
+
+/// The container engine and images of a run with container targets.
+struct Containers {
+    engine: Arc<Engine>,
+    /// `(target, image)`.
+    images: Vec<(String, String)>,
+    /// The `crashlab.run` label of this run's containers.
+    label: String,
+}
+
+impl Containers {
+    fn prepare(plan: &Plan, run_dir: &Path) -> Result<Option<Containers>, String> {
+        let wanted: Vec<&TargetPlan> = plan.targets.iter().filter(|t| t.kind == TargetKind::Container).collect();
+        if wanted.is_empty() {
+            return Ok(None);
+        }
+        let engine = Engine::connect().map_err(|e| format!("{e} (container targets need a Docker engine)"))?;
+        // The run's directory name as the engine allows it in container
+        // names, made unique: two runs may share a directory name.
+        let name: String = run_dir
+            .file_name()
+            .map(|n| {
+                n.to_string_lossy()
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+                    .collect()
+            })
+            .unwrap_or_else(|| "crashlab".into());
+        let label = format!("{name}-{:06x}", rand::random::<u32>() & 0xff_ffff);
+        if let Ok(left) = engine.labelled(RUN_LABEL) {
+            let others: Vec<&str> =
+                left.iter().filter(|(.., run)| *run != label).map(|(_, name, _)| name.as_str()).collect();
+            if !others.is_empty() {
+                eprintln!(
+                    "crashlab: warning: {} container(s) of earlier runs remain ({}); `crashlab cleanup RUN_DIR` removes them",
+                    others.len(),
+                    others.join(", ")
+                );
+            }
+        }
+        let mut images = Vec::new();
+        for t in wanted {
+            let image = t.image.clone().unwrap_or_default();
+            let image = if image == crate::image::DEMO_KV_REPO {
+                crate::image::demo_kv(&engine).map_err(|e| e.to_string())?.0
+            } else if engine.image_exists(&image) {
+                image
+            } else {
+                return Err(format!(
+                    "target `{}`: image `{image}` is not in the local engine, and none can be pulled here; build it \
+                     (`crashlab image build demo-kv` makes crashlab/demo-kv)",
+                    t.name
+                ));
+            };
+            images.push((t.name.clone(), image));
+        }
+        Ok(Some(Containers { engine: Arc::new(engine), images, label }))
+    }
+}
+
 /// Sleeps until `at`, waking early (and returning false) on cancel.
 pub(crate) fn sleep_until(at: Instant, cancel: &AtomicBool) -> bool {
     loop {
@@ -169,15 +255,8 @@ pub(crate) fn sleep_until(at: Instant, cancel: &AtomicBool) -> bool {
 
 /// One trial, start to teardown. Returns its events and, if it could not run
 /// to its end, why.
-fn run_trial(
-    plan: &Plan,
-    index: u32,
-    seed: u64,
-    run_dir: &Path,
-    journal: &Arc<Journal>,
-    network: Option<&Arc<Network>>,
-    interrupt: &Arc<AtomicBool>,
-) -> (Vec<history::Event>, Option<TrialStop>) {
+fn run_trial(plan: &Plan, index: u32, seed: u64, shared: &RunShared) -> (Vec<history::Event>, Option<TrialStop>) {
+    let RunShared { run_dir, journal, network, containers, interrupt } = *shared;
     let recorder = Recorder::new(index);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let schedule: Vec<Duration> = plan.faults.iter().map(|f| f.at.sample(&mut rng)).collect();
@@ -242,7 +321,14 @@ fn run_trial(
             hosts: hosts.clone(),
         };
         let started = (|| {
-            let target = ProcessTarget::new(t, ctx).map_err(|e| e.to_string())?;
+            let target: Arc<dyn Target> = match (t.kind, containers) {
+                (TargetKind::Container, Some(c)) => {
+                    let image = c.images.iter().find(|(n, _)| *n == t.name).map(|(_, i)| i.clone()).unwrap_or_default();
+                    let target = ContainerTarget::new(t, ctx, Arc::clone(&c.engine), image, c.label.clone());
+                    Arc::new(target.map_err(|e| e.to_string())?)
+                }
+                _ => Arc::new(ProcessTarget::new(t, ctx).map_err(|e| e.to_string())?),
+            };
             if needs_layer {
                 let dir = &target.data_dirs()[0];
                 let layer = UnsyncedFs::mount(dir, index, &t.name, Arc::clone(journal))
@@ -250,7 +336,7 @@ fn run_trial(
                 layers.push((t.name.clone(), Arc::new(layer)));
             }
             target.start().map_err(|e| e.to_string())?;
-            Ok::<_, String>(Arc::new(target) as Arc<dyn Target>)
+            Ok::<_, String>(target)
         })();
         match started {
             Ok(target) => {

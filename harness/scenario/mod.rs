@@ -75,8 +75,9 @@ pub const TARGET_KEYS: &[&str] = &[
     "after_stop",
     "data_dir",
     "disposable",
+    "image",
 ];
-pub const TARGET_KINDS: &[&str] = &["process"];
+pub const TARGET_KINDS: &[&str] = &["process", "container"];
 pub const RESTART_KEYS: &[&str] = &["policy", "delay"];
 pub const PROBE_KEYS: &[&str] =
     &["kind", "port", "path", "status", "body_contains", "command", "interval", "timeout", "healthy_after"];
@@ -316,21 +317,37 @@ fn hooks(f: &Fields, key: &str, d: &mut Diagnostics) -> Vec<Vec<String>> {
 }
 
 fn compile_target(name: String, f: &Fields, d: &mut Diagnostics) -> Option<TargetPlan> {
-    if let Some((kind, span)) = f.str("kind", d) {
-        if !TARGET_KINDS.contains(&kind) {
-            let later = ["container", "compose", "external"].contains(&kind);
-            d.error(
-                span,
-                if later {
-                    format!("target kind `{kind}` is not supported by this version yet; expected `process`")
-                } else {
-                    format!(
-                        "unknown target kind `{kind}`{}; expected `process`",
-                        diagnostic::did_you_mean(kind, TARGET_KINDS.iter().copied())
-                    )
-                },
-            );
+    let mut kind = TargetKind::Process;
+    if let Some((text, span)) = f.str("kind", d) {
+        match text {
+            "process" => {}
+            "container" => kind = TargetKind::Container,
+            _ => {
+                let later = ["compose", "external"].contains(&text);
+                d.error(
+                    span,
+                    if later {
+                        format!("target kind `{text}` is not supported by this version yet; expected `process` or `container`")
+                    } else {
+                        format!(
+                            "unknown target kind `{text}`{}; expected `process` or `container`",
+                            diagnostic::did_you_mean(text, TARGET_KINDS.iter().copied())
+                        )
+                    },
+                );
+            }
         }
+    }
+    let image = f.str("image", d).map(|(image, _)| image.to_string());
+    match (kind, &image, f.get("image")) {
+        (TargetKind::Container, None, None) => d.error(
+            f.span.clone(),
+            format!("missing key `image` in {}; a container needs one, e.g. image = \"crashlab/demo-kv\"", f.what),
+        ),
+        (TargetKind::Process, _, Some(value)) => {
+            d.error(value.span(), format!("`image` applies to kind = \"container\", not to a process in {}", f.what))
+        }
+        _ => {}
     }
     let command = command(f, "command", true, d);
     let mut env = Vec::new();
@@ -347,8 +364,13 @@ fn compile_target(name: String, f: &Fields, d: &mut Diagnostics) -> Option<Targe
         Some((t, span)) => {
             let r = Fields::new(t, span, format!("`restart` of {}", f.what), RESTART_KEYS, d);
             let delay = r.duration("delay", d).unwrap_or(Duration::ZERO);
-            match r.choice("policy", "restart policy", &["always", "never"], d) {
+            match r.choice("policy", "restart policy", &["always", "never", "engine"], d) {
                 Some(("never", _)) => Some(RestartPolicy::Never),
+                Some(("engine", span)) if kind != TargetKind::Container => {
+                    d.error(span, "restart policy `engine` (the container engine's own) applies to containers only");
+                    None
+                }
+                Some(("engine", _)) => Some(RestartPolicy::Engine),
                 Some(_) => Some(RestartPolicy::Always { delay }),
                 None if r.get("policy").is_none() => Some(RestartPolicy::Always { delay }),
                 None => None,
@@ -379,6 +401,8 @@ fn compile_target(name: String, f: &Fields, d: &mut Diagnostics) -> Option<Targe
     let disposable = f.bool("disposable", d).unwrap_or(data_dir.is_none());
     Some(TargetPlan {
         name,
+        kind,
+        image,
         command: command?,
         env,
         restart: restart?,

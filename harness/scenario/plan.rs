@@ -36,6 +36,9 @@ impl Plan {
 #[derive(Debug, Clone)]
 pub struct TargetPlan {
     pub name: String,
+    pub kind: TargetKind,
+    /// The image of a container target (`crashlab/demo-kv` is built here).
+    pub image: Option<String>,
     /// Program and arguments; `{port}`, `{data_dir}`, `{run_dir}` and
     /// `{trial}` are filled in per trial. A program named `crashlab` is this
     /// very binary.
@@ -63,6 +66,14 @@ pub enum RestartPolicy {
     Always { delay: Duration },
     /// An exit is final (only a `restart` fault starts it again).
     Never,
+    /// The container engine's own `restart: always` (containers only).
+    Engine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    Process,
+    Container,
 }
 
 #[derive(Debug, Clone)]

@@ -44,7 +44,7 @@ pub fn schema() -> Value {
     );
     let restart = object(
         RESTART_KEYS,
-        json!({ "policy": { "enum": ["always", "never"] }, "delay": duration("wait before restarting, default 0ms") }),
+        json!({ "policy": { "enum": ["always", "never", "engine"], "description": "engine: the container engine's own restart: always" }, "delay": duration("wait before restarting, default 0ms") }),
         &[],
     );
     let target = object(
@@ -58,6 +58,7 @@ pub fn schema() -> Value {
             "probe": probe,
             "before_start": { "type": "array", "items": command("a command") },
             "after_stop": { "type": "array", "items": command("a command") },
+            "image": { "type": "string", "description": "container: the image (crashlab/demo-kv is built here, without a registry)" },
             "data_dir": { "type": "string", "description": "the data dir ({data_dir}); default: a fresh one per trial in the run directory" },
             "disposable": { "type": "boolean", "description": "whether storage faults may damage a data_dir of your choosing (the default ones always are)" },
         }),

@@ -184,7 +184,7 @@ impl Inner {
             // Wait for the moment to start again, or for the end.
             let delay = match self.plan.restart {
                 RestartPolicy::Always { delay } => Some(delay),
-                RestartPolicy::Never => None,
+                RestartPolicy::Never | RestartPolicy::Engine => None,
             };
             let deadline = delay.map(|d| Instant::now() + d);
             loop {

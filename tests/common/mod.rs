@@ -123,3 +123,25 @@ pub fn netns_available() -> bool {
         "partitions run targets in network namespaces (root, iproute2 and iptables)",
     )
 }
+
+/// A Docker engine that answers on the local socket.
+pub fn docker_available() -> bool {
+    let answers = std::process::Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    available(
+        "docker",
+        answers,
+        "container targets need a Docker engine (docker.io) that answers on /var/run/docker.sock",
+    )
+}
+
+/// Containers (any state) that carry `label`.
+pub fn labelled_containers(label: &str) -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-a", "-q", "--filter", &format!("label={label}")])
+        .output()
+        .expect("docker runs");
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}

@@ -1,0 +1,214 @@
+//! The container engine, through bollard. Every container the harness
+//! creates carries the label `crashlab.run=<run id>`, so that a run's
+//! leftovers can be found and removed (`crashlab cleanup`, or the warning a
+//! new run gives). Calls block on the shared I/O runtime: the rest of the
+//! harness is threads.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+
+use crate::proxy::runtime;
+
+/// The label every container of a run carries.
+pub const RUN_LABEL: &str = "crashlab.run";
+
+#[derive(Debug, thiserror::Error)]
+#[error("container engine: {what}: {source}")]
+pub struct EngineError {
+    pub what: String,
+    pub source: bollard::errors::Error,
+}
+
+fn err(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError {
+    let what = what.into();
+    move |source| EngineError { what, source }
+}
+
+/// What a container is made from.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Container ports published on 127.0.0.1 at the same number.
+    pub ports: Vec<u16>,
+    /// `(host path, container path)` bind mounts.
+    pub binds: Vec<(String, String)>,
+    /// Docker's own `restart: always`, instead of the harness's.
+    pub engine_restarts: bool,
+    pub labels: Vec<(String, String)>,
+}
+
+/// What inspect says of a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerState {
+    pub running: bool,
+    pub paused: bool,
+    /// Its main process, as the host sees it (0 when not running).
+    pub pid: i32,
+    pub exit_code: i64,
+    pub started_at: String,
+    pub restart_count: i64,
+    /// `(container port, host port)` as published now.
+    pub ports: Vec<(u16, u16)>,
+}
+
+pub struct Engine {
+    docker: Docker,
+}
+
+impl Engine {
+    /// Connects to the local engine and agrees on an API version.
+    pub fn connect() -> Result<Engine, EngineError> {
+        let docker = Docker::connect_with_local_defaults().map_err(err("cannot connect"))?;
+        let docker = runtime().block_on(docker.negotiate_version()).map_err(err("cannot agree on an API version"))?;
+        runtime().block_on(docker.ping()).map_err(err("the engine does not answer"))?;
+        Ok(Engine { docker })
+    }
+
+    pub fn image_exists(&self, image: &str) -> bool {
+        runtime().block_on(self.docker.inspect_image(image)).is_ok()
+    }
+
+    /// `docker import`: a root file system tarball becomes `repo:tag`.
+    pub fn import(&self, rootfs: Vec<u8>, repo: &str, tag: &str, changes: &[&str]) -> Result<(), EngineError> {
+        let mut options = CreateImageOptionsBuilder::default().from_src("-").repo(repo).tag(tag);
+        options = options.changes(changes.iter().map(|c| c.to_string()).collect());
+        let body = bollard::body_full(rootfs.into());
+        runtime().block_on(async {
+            let mut stream = self.docker.create_image(Some(options.build()), Some(body), None);
+            while let Some(item) = stream.next().await {
+                item.map_err(err(format!("cannot import {repo}:{tag}")))?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn create(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
+        let exposed: HashMap<String, HashMap<(), ()>> =
+            spec.ports.iter().map(|p| (format!("{p}/tcp"), HashMap::new())).collect();
+        let bindings: HashMap<String, Option<Vec<PortBinding>>> = spec
+            .ports
+            .iter()
+            .map(|p| {
+                let binding = PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(p.to_string()) };
+                (format!("{p}/tcp"), Some(vec![binding]))
+            })
+            .collect();
+        let host_config = HostConfig {
+            binds: Some(spec.binds.iter().map(|(h, c)| format!("{h}:{c}")).collect()),
+            port_bindings: Some(bindings),
+            restart_policy: spec
+                .engine_restarts
+                .then_some(RestartPolicy { name: Some(RestartPolicyNameEnum::ALWAYS), maximum_retry_count: None }),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: Some(spec.command.clone()),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            exposed_ports: Some(exposed.into_keys().collect()),
+            labels: Some(spec.labels.iter().cloned().collect()),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default().name(&spec.name).build();
+        let created = runtime()
+            .block_on(self.docker.create_container(Some(options), body))
+            .map_err(err(format!("cannot create container {}", spec.name)))?;
+        Ok(created.id)
+    }
+
+    pub fn start(&self, id: &str) -> Result<(), EngineError> {
+        runtime().block_on(self.docker.start_container(id, None)).map_err(err(format!("cannot start {id}")))
+    }
+
+    pub fn kill(&self, id: &str, signal: &str) -> Result<(), EngineError> {
+        let options = KillContainerOptionsBuilder::default().signal(signal).build();
+        runtime().block_on(self.docker.kill_container(id, Some(options))).map_err(err(format!("cannot signal {id}")))
+    }
+
+    pub fn pause(&self, id: &str) -> Result<(), EngineError> {
+        runtime().block_on(self.docker.pause_container(id)).map_err(err(format!("cannot pause {id}")))
+    }
+
+    pub fn unpause(&self, id: &str) -> Result<(), EngineError> {
+        runtime().block_on(self.docker.unpause_container(id)).map_err(err(format!("cannot unpause {id}")))
+    }
+
+    /// SIGTERM, then SIGKILL after `timeout`.
+    pub fn stop(&self, id: &str, timeout: Duration) -> Result<(), EngineError> {
+        let options = StopContainerOptionsBuilder::default().t(timeout.as_secs().max(1) as i32).build();
+        runtime().block_on(self.docker.stop_container(id, Some(options))).map_err(err(format!("cannot stop {id}")))
+    }
+
+    pub fn remove(&self, id: &str) -> Result<(), EngineError> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        runtime().block_on(self.docker.remove_container(id, Some(options))).map_err(err(format!("cannot remove {id}")))
+    }
+
+    pub fn inspect(&self, id: &str) -> Result<ContainerState, EngineError> {
+        let info =
+            runtime().block_on(self.docker.inspect_container(id, None)).map_err(err(format!("cannot inspect {id}")))?;
+        let state = info.state.unwrap_or_default();
+        let ports = info
+            .network_settings
+            .and_then(|n| n.ports)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let inside = k.split('/').next()?.parse().ok()?;
+                let outside = v?.first()?.host_port.as_ref()?.parse().ok()?;
+                Some((inside, outside))
+            })
+            .collect();
+        Ok(ContainerState {
+            running: state.running.unwrap_or(false),
+            paused: state.paused.unwrap_or(false),
+            pid: state.pid.unwrap_or(0) as i32,
+            exit_code: state.exit_code.unwrap_or(0),
+            started_at: state.started_at.unwrap_or_default(),
+            restart_count: info.restart_count.unwrap_or(0),
+            ports,
+        })
+    }
+
+    /// The last `n` lines the container printed (stdout and stderr).
+    pub fn logs(&self, id: &str, n: usize) -> Vec<String> {
+        let options = LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&n.to_string()).build();
+        runtime().block_on(async {
+            let mut stream = self.docker.logs(id, Some(options));
+            let mut lines = Vec::new();
+            while let Some(Ok(chunk)) = stream.next().await {
+                lines.extend(chunk.to_string().lines().map(str::to_string));
+            }
+            lines
+        })
+    }
+
+    /// Containers (running or not) carrying `label`, or `label=value`:
+    /// `(id, name, value of RUN_LABEL)`.
+    pub fn labelled(&self, label: &str) -> Result<Vec<(String, String, String)>, EngineError> {
+        let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let list =
+            runtime().block_on(self.docker.list_containers(Some(options))).map_err(err("cannot list containers"))?;
+        Ok(list
+            .into_iter()
+            .map(|c| {
+                let run = c.labels.as_ref().and_then(|l| l.get(RUN_LABEL)).cloned().unwrap_or_default();
+                let name = c.names.unwrap_or_default().first().cloned().unwrap_or_default();
+                (c.id.unwrap_or_default(), name.trim_start_matches('/').to_string(), run)
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,83 @@
+//! Images without a registry: the demo-kv image is this very binary and
+//! the shared libraries it links (as `ldd` lists them) in a root file system
+//! of its own, imported into the engine (`docker import`). It is tagged by a
+//! hash of those files, so an unchanged binary reuses the image.
+
+use std::hash::{Hash, Hasher};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::engine::{Engine, EngineError};
+use crate::target::reaper;
+
+pub const DEMO_KV_REPO: &str = "crashlab/demo-kv";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("image: {what}: {source}")]
+    Io { what: String, source: io::Error },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ImageError {
+    let what = what.into();
+    move |source| ImageError::Io { what, source }
+}
+
+/// The shared libraries `binary` loads, with the dynamic loader.
+fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, ImageError> {
+    let mut command = Command::new("ldd");
+    command.arg(binary);
+    let out = reaper::run(&mut command, Duration::from_secs(30)).map_err(io_err("cannot run ldd"))?;
+    // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)", "/lib64/ld-linux-x86-64.so.2 (0x...)"
+    Ok(out
+        .stdout
+        .lines()
+        .filter_map(|l| {
+            let path = l.split("=>").nth(1).unwrap_or(l).split_whitespace().next()?;
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect())
+}
+
+/// The demo-kv image (`crashlab/demo-kv:<hash>`), built if the engine does
+/// not have it yet. Returns the image and whether it was built now.
+pub fn demo_kv(engine: &Engine) -> Result<(String, bool), ImageError> {
+    let binary = std::env::current_exe().map_err(io_err("cannot find this binary"))?;
+    let mut files = vec![(binary.clone(), PathBuf::from("/crashlab"))];
+    files.extend(shared_libraries(&binary)?.into_iter().map(|p| (p.clone(), p)));
+    let mut contents = Vec::new();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for (from, to) in &files {
+        let bytes = std::fs::read(from).map_err(io_err(format!("cannot read {}", from.display())))?;
+        to.hash(&mut hasher);
+        bytes.hash(&mut hasher);
+        contents.push((to.clone(), bytes));
+    }
+    let tag = format!("{:016x}", hasher.finish());
+    let image = format!("{DEMO_KV_REPO}:{tag}");
+    if engine.image_exists(&image) {
+        return Ok((image, false));
+    }
+    let mut tar = tar::Builder::new(Vec::new());
+    for dir in ["tmp", "data"] {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o1777);
+        header.set_size(0);
+        tar.append_data(&mut header, dir, io::empty()).map_err(io_err("cannot pack the image"))?;
+    }
+    for (to, bytes) in &contents {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o755);
+        header.set_size(bytes.len() as u64);
+        let path = to.strip_prefix("/").unwrap_or(to);
+        tar.append_data(&mut header, path, bytes.as_slice()).map_err(io_err("cannot pack the image"))?;
+    }
+    let rootfs = tar.into_inner().map_err(io_err("cannot pack the image"))?;
+    engine.import(rootfs, DEMO_KV_REPO, &tag, &["ENV PATH=/"])?;
+    Ok((image, true))
+}

@@ -1,0 +1,396 @@
+//! The container backend: a target is a container of the local engine.
+//!
+//! A watcher thread follows the container by polling the engine (every
+//! 5 ms): each new main process is an incarnation (started by the harness,
+//! or by the engine's own `restart: always`), each stop an exit. With the
+//! harness's policy the watcher starts the container again itself. The
+//! target's port is published on 127.0.0.1 at the same number, its data
+//! dir is a bind mount of the trial's data dir at `/data` (`{data_dir}` in
+//! the container's command), so storage faults reach it from the host.
+
+use std::fs;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::process::ProcessContext;
+use super::reaper;
+use super::{procfs, HostProcess, Target, TargetError};
+use crate::engine::{ContainerSpec, Engine, RUN_LABEL};
+use crate::fault::journal::Entry;
+use crate::runner::history::EventKind;
+use crate::scenario::{template, RestartPolicy, TargetPlan};
+
+/// Where a container sees its data dir.
+pub const CONTAINER_DATA_DIR: &str = "/data";
+const POLL: Duration = Duration::from_millis(5);
+
+pub struct ContainerTarget {
+    inner: Arc<Inner>,
+    watcher: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Inner {
+    plan: TargetPlan,
+    ctx: ProcessContext,
+    engine: Arc<Engine>,
+    image: String,
+    run_label: String,
+    data_dir: PathBuf,
+    vars: Vec<(String, String)>,
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    id: Option<String>,
+    current: Option<HostProcess>,
+    incarnations: u32,
+    stopping: bool,
+    held: bool,
+    /// When the harness's policy may start the container again.
+    restart_at: Option<Instant>,
+}
+
+fn engine_err(target: &str) -> impl Fn(crate::engine::EngineError) -> TargetError + '_ {
+    move |e| TargetError::Io { target: target.to_string(), source: std::io::Error::other(e.to_string()) }
+}
+
+impl ContainerTarget {
+    pub fn new(
+        plan: &TargetPlan,
+        ctx: ProcessContext,
+        engine: Arc<Engine>,
+        image: String,
+        run_label: String,
+    ) -> Result<ContainerTarget, TargetError> {
+        let data_dir = ctx.trial_dir.join("data").join(&plan.name);
+        for dir in [&data_dir, &ctx.trial_dir.join("logs")] {
+            fs::create_dir_all(dir).map_err(|source| TargetError::Io { target: plan.name.clone(), source })?;
+        }
+        let mut vars = vec![
+            ("port".to_string(), ctx.port.to_string()),
+            ("run_dir".to_string(), ctx.run_dir.display().to_string()),
+            ("trial".to_string(), ctx.trial.to_string()),
+            ("target".to_string(), plan.name.clone()),
+            ("host".to_string(), "0.0.0.0".to_string()),
+            ("data_dir".to_string(), CONTAINER_DATA_DIR.to_string()),
+        ];
+        vars.extend(ctx.proxy_ports.iter().map(|(name, port)| (format!("proxy.{name}"), port.to_string())));
+        let inner = Inner {
+            plan: plan.clone(),
+            ctx,
+            engine,
+            image,
+            run_label,
+            data_dir,
+            vars,
+            state: Mutex::default(),
+            changed: Condvar::new(),
+        };
+        Ok(ContainerTarget { inner: Arc::new(inner), watcher: Mutex::new(None) })
+    }
+}
+
+impl Inner {
+    fn name(&self) -> &str {
+        &self.plan.name
+    }
+
+    fn engine_restarts(&self) -> bool {
+        self.plan.restart == RestartPolicy::Engine
+    }
+
+    fn spec(&self) -> ContainerSpec {
+        let render = |s: &String| template::render(s, &self.vars);
+        ContainerSpec {
+            name: format!("{}-t{}-{}", self.run_label, self.ctx.trial, self.name()),
+            image: self.image.clone(),
+            command: self.plan.command.iter().map(render).collect(),
+            env: self.plan.env.iter().map(|(k, v)| (k.clone(), render(v))).collect(),
+            ports: vec![self.ctx.port],
+            binds: vec![(self.data_dir.display().to_string(), CONTAINER_DATA_DIR.to_string())],
+            engine_restarts: self.engine_restarts(),
+            labels: vec![
+                (RUN_LABEL.to_string(), self.run_label.clone()),
+                ("crashlab.target".to_string(), self.name().to_string()),
+            ],
+        }
+    }
+
+    /// Follows the container until the target stops.
+    fn watch(self: Arc<Self>) {
+        loop {
+            let id = {
+                let state = self.state.lock().unwrap();
+                if state.stopping {
+                    return;
+                }
+                state.id.clone().expect("created before the watcher starts")
+            };
+            let seen = self.engine.inspect(&id).ok();
+            let mut state = self.state.lock().unwrap();
+            if state.stopping {
+                return;
+            }
+            let running = seen.as_ref().is_some_and(|s| s.running && s.pid > 0);
+            match (&seen, state.current) {
+                (Some(s), Some(process)) if running && s.pid != process.pid => {
+                    self.exited(&mut state, process, "replaced".into());
+                    self.started(&mut state, s.pid);
+                }
+                (Some(s), None) if running => self.started(&mut state, s.pid),
+                (s, Some(process)) if !running => {
+                    let status = s.as_ref().map_or("gone".into(), |s| format!("exit code {}", s.exit_code));
+                    self.exited(&mut state, process, status);
+                    if let RestartPolicy::Always { delay } = self.plan.restart {
+                        state.restart_at = Some(Instant::now() + delay);
+                    }
+                }
+                _ => {}
+            }
+            if !running && !state.held && state.restart_at.is_some_and(|at| Instant::now() >= at) {
+                state.restart_at = None;
+                if let Err(e) = self.engine.start(&id) {
+                    eprintln!("crashlab: target `{}`: {e}", self.name());
+                    state.restart_at = Some(Instant::now() + Duration::from_millis(100));
+                }
+            }
+            let _ = self.changed.wait_timeout(state, POLL);
+        }
+    }
+
+    fn started(&self, state: &mut State, pid: i32) {
+        let start_time = procfs::stat(pid).map_or(0, |s| s.start_time);
+        let incarnation = state.incarnations + 1;
+        let _ = self.ctx.journal.append(&Entry::TargetStarted {
+            trial: self.ctx.trial,
+            target: self.name().to_string(),
+            pid,
+            start_time,
+        });
+        self.ctx.recorder.record(EventKind::TargetStarted { target: self.name().to_string(), incarnation, pid });
+        state.incarnations = incarnation;
+        state.current = Some(HostProcess { pid, start_time, incarnation });
+        self.changed.notify_all();
+    }
+
+    fn exited(&self, state: &mut State, process: HostProcess, status: String) {
+        self.ctx.recorder.record(EventKind::TargetExited {
+            target: self.name().to_string(),
+            incarnation: process.incarnation,
+            pid: process.pid,
+            status,
+        });
+        let _ = self.ctx.journal.note(&Entry::TargetExited {
+            trial: self.ctx.trial,
+            target: self.name().to_string(),
+            pid: process.pid,
+        });
+        state.current = None;
+        self.changed.notify_all();
+    }
+
+    fn id(&self) -> Result<String, TargetError> {
+        self.state.lock().unwrap().id.clone().ok_or_else(|| TargetError::NotRunning { target: self.name().into() })
+    }
+
+    fn current(&self) -> Result<HostProcess, TargetError> {
+        self.state.lock().unwrap().current.ok_or_else(|| TargetError::NotRunning { target: self.name().into() })
+    }
+
+    /// Waits until the watcher has seen the container stop.
+    fn wait_down(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.state.lock().unwrap();
+        while state.current.is_some() && Instant::now() < deadline {
+            state = self.changed.wait_timeout(state, POLL).unwrap().0;
+        }
+    }
+}
+
+impl Target for ContainerTarget {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn start(&self) -> Result<(), TargetError> {
+        let inner = &self.inner;
+        for hook in &inner.plan.before_start {
+            self.hook(hook)?;
+        }
+        let spec = inner.spec();
+        let id = inner.engine.create(&spec).map_err(engine_err(self.name()))?;
+        let _ = inner.ctx.journal.append(&Entry::ContainerCreated {
+            trial: inner.ctx.trial,
+            target: self.name().to_string(),
+            id: id.clone(),
+            run_label: inner.run_label.clone(),
+        });
+        {
+            let mut state = inner.state.lock().unwrap();
+            state.id = Some(id.clone());
+            state.stopping = false;
+            state.held = false;
+        }
+        inner.engine.start(&id).map_err(engine_err(self.name()))?;
+        let watched = Arc::clone(inner);
+        let handle = thread::Builder::new()
+            .name(format!("watch-{}", self.name()))
+            .spawn(move || watched.watch())
+            .map_err(|source| TargetError::Io { target: self.name().to_string(), source })?;
+        *self.watcher.lock().unwrap() = Some(handle);
+        Ok(())
+    }
+
+    /// Signals the container's main process through its host pid, as a
+    /// crash or an OOM kill would: the engine sees its process die (and its
+    /// own restart policy applies), where `docker kill` would count as a
+    /// manual stop that `restart: always` leaves alone.
+    fn signal(&self, signal: Signal) -> Result<HostProcess, TargetError> {
+        let process = self.inner.current()?;
+        if !procfs::is_same_live_process(process.pid, process.start_time) {
+            return Err(TargetError::NotRunning { target: self.name().to_string() });
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(process.pid), signal).map_err(|source| {
+            TargetError::Signal { target: self.name().to_string(), signal: signal.as_str(), source }
+        })?;
+        Ok(process)
+    }
+
+    fn pause(&self) -> Result<HostProcess, TargetError> {
+        let process = self.inner.current()?;
+        self.inner.engine.pause(&self.inner.id()?).map_err(engine_err(self.name()))?;
+        Ok(process)
+    }
+
+    fn resume(&self, _which: HostProcess) -> Result<(), TargetError> {
+        self.inner.engine.unpause(&self.inner.id()?).map_err(engine_err(self.name()))
+    }
+
+    fn hold(&self, signal: Signal) -> Option<HostProcess> {
+        let inner = &self.inner;
+        let process = {
+            let mut state = inner.state.lock().unwrap();
+            state.held = true;
+            state.restart_at = None;
+            state.current
+        };
+        let id = inner.id().ok()?;
+        // `stop` is a manual stop: the engine's own restart policy leaves it
+        // down, as the hold requires; a SIGKILL hold is a crash first.
+        if signal != Signal::SIGTERM {
+            let _ = inner.engine.kill(&id, signal.as_str());
+        }
+        let _ = inner.engine.stop(&id, inner.plan.stop_timeout);
+        inner.wait_down(inner.plan.stop_timeout + Duration::from_secs(5));
+        process
+    }
+
+    fn release(&self) {
+        let inner = &self.inner;
+        inner.state.lock().unwrap().held = false;
+        if let Ok(id) = inner.id() {
+            if let Err(e) = inner.engine.start(&id) {
+                eprintln!("crashlab: target `{}`: {e}", self.name());
+            }
+        }
+        inner.changed.notify_all();
+    }
+
+    fn restart(&self) -> Result<HostProcess, TargetError> {
+        let process = self.inner.current()?;
+        self.hold(Signal::SIGTERM);
+        self.release();
+        Ok(process)
+    }
+
+    fn stop(&self) {
+        let Some(handle) = self.watcher.lock().unwrap().take() else { return };
+        let inner = &self.inner;
+        inner.state.lock().unwrap().stopping = true;
+        inner.changed.notify_all();
+        let _ = handle.join();
+        if let Ok(id) = inner.id() {
+            let _ = inner.engine.stop(&id, inner.plan.stop_timeout);
+            let mut state = inner.state.lock().unwrap();
+            if let Some(process) = state.current {
+                inner.exited(&mut state, process, "stopped".into());
+            }
+            drop(state);
+            // Keep the last words for the report before the container goes.
+            let lines = inner.engine.logs(&id, 200);
+            let _ = fs::write(inner.ctx.trial_dir.join("logs").join(format!("{}.log", self.name())), lines.join("\n"));
+            let _ = inner.engine.remove(&id);
+        }
+        for hook in &inner.plan.after_stop {
+            if let Err(e) = self.hook(hook) {
+                eprintln!("crashlab: {e}");
+            }
+        }
+    }
+
+    fn exec(&self, argv: &[String], timeout: Duration) -> Result<reaper::Output, TargetError> {
+        let argv: Vec<String> = argv.iter().map(|a| template::render(a, &self.inner.vars)).collect();
+        let mut command = std::process::Command::new(&argv[0]);
+        command.args(&argv[1..]).current_dir(&self.inner.ctx.trial_dir);
+        reaper::run(&mut command, timeout).map_err(|source| TargetError::Spawn {
+            target: self.name().to_string(),
+            program: argv[0].clone(),
+            source,
+        })
+    }
+
+    fn host_process(&self) -> Option<HostProcess> {
+        self.inner.state.lock().unwrap().current
+    }
+
+    fn port(&self) -> u16 {
+        self.inner.ctx.port
+    }
+
+    fn host(&self) -> std::net::IpAddr {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    }
+
+    fn data_dirs(&self) -> Vec<PathBuf> {
+        vec![self.inner.data_dir.clone()]
+    }
+
+    fn last_log_lines(&self, n: usize) -> Vec<String> {
+        let Ok(id) = self.inner.id() else { return Vec::new() };
+        let mut lines = self.inner.engine.logs(&id, n);
+        if lines.is_empty() {
+            let path = self.inner.ctx.trial_dir.join("logs").join(format!("{}.log", self.name()));
+            lines = fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect();
+            let skip = lines.len().saturating_sub(n);
+            lines.drain(..skip);
+        }
+        lines.into_iter().map(|l| format!("[{}] {l}", self.name())).collect()
+    }
+}
+
+impl ContainerTarget {
+    /// A `before_start`/`after_stop` command, run on the host; must exit 0.
+    fn hook(&self, argv: &[String]) -> Result<(), TargetError> {
+        let output = self.exec(argv, Duration::from_secs(120))?;
+        if output.exit.is_some_and(reaper::Exit::success) {
+            return Ok(());
+        }
+        Err(TargetError::Hook {
+            target: self.name().to_string(),
+            command: argv.join(" "),
+            detail: output.stderr.trim().to_string(),
+        })
+    }
+}
+
+impl Drop for ContainerTarget {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

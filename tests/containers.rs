@@ -1,0 +1,124 @@
+//! Container targets on the local Docker engine, with the demo-kv image the
+//! harness builds itself (no registry). Each test checks that its run left
+//! no container behind.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{docker_available, labelled_containers, run, scenario, Run};
+use serde_json::Value;
+
+/// The `crashlab.run` label of a run's containers, from its journal.
+fn label_of(dir: &std::path::Path) -> Option<String> {
+    let journal = std::fs::read_to_string(dir.join("faults.journal")).unwrap_or_default();
+    journal
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["op"] == "container_created")
+        .map(|e| format!("crashlab.run={}", e["run_label"].as_str().unwrap()))
+}
+
+fn label(r: &Run) -> String {
+    label_of(&r.dir).expect("the run created a container")
+}
+
+fn check_restarted_and_nothing_lost(r: &Run) {
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    for t in r.trials() {
+        let f = &t["faults"][0];
+        let rto = t["rto_ms"].as_f64().expect("recovered");
+        let restart = f["restart_ms"].as_f64().expect("the container's process came back");
+        assert!(restart < rto, "restart {restart} ms precedes readiness {rto} ms");
+        assert!(f["detail"].as_str().unwrap().starts_with("SIGKILL to pid"), "{f}");
+        assert_eq!(t["rpo"]["lost_acked"].as_u64(), Some(0), "trial {}", t["index"]);
+        assert!(t["rpo"]["acked_writes"].as_u64().unwrap() > 200);
+    }
+    assert!(labelled_containers(&label(r)).is_empty(), "the run's containers are gone");
+}
+
+#[test]
+fn a_container_killed_through_its_host_pid_is_restarted_by_the_harness() {
+    if !docker_available() {
+        return;
+    }
+    let r = run(&scenario("container-kill.toml"), &["--seed", "31"]);
+    check_restarted_and_nothing_lost(&r);
+}
+
+#[test]
+fn a_container_killed_through_its_host_pid_is_restarted_by_the_engines_own_policy() {
+    if !docker_available() {
+        return;
+    }
+    let r = run(&scenario("container-kill-engine-restart.toml"), &["--seed", "32"]);
+    check_restarted_and_nothing_lost(&r);
+}
+
+/// The container's data dir is a bind mount of the trial's: a storage fault
+/// reaches it from the host while the container is stopped.
+#[test]
+fn a_file_in_a_containers_bind_mounted_data_dir_is_corrupted_while_it_is_stopped() {
+    if !docker_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(scenario("container-kill.toml"))
+        .unwrap()
+        .replace("\"--fsync\", \"always\"]", "\"--fsync\", \"always\", \"--on-corruption\", \"refuse\"]")
+        .replace(
+            "kind = \"kill\"\ntarget = \"kv\"\nat = \"500ms..1500ms\"",
+            "kind = \"corrupt\"\ntarget = \"kv\"\npath = \"wal.log\"\nmode = \"bitflip\"\noffset = \"50%\"\nat = \"1s\"",
+        )
+        .replace("count = 3", "count = 1\nrecovery_timeout = \"3s\"");
+    let path = common::write_scenario(tmp.path(), "corrupt.toml", &text);
+    let r = run(&path, &["--seed", "33"]);
+    assert_eq!(r.code, 1, "the refusing store never recovers: {}\n{}", r.stdout(), r.stderr());
+    let t = &r.trials()[0];
+    assert!(t["faults"][0]["detail"].as_str().unwrap().contains("bitflip (offline): wal.log: flipped byte"));
+    let observed: Vec<&Value> = t["checks"].as_array().unwrap().iter().filter(|c| c["verdict"] == "fail").collect();
+    assert!(
+        observed.iter().any(|c| c["observed"].as_str().unwrap().contains("checksum mismatch")),
+        "the report quotes the container's refusal: {observed:?}"
+    );
+    assert!(labelled_containers(&label(&r)).is_empty());
+}
+
+#[test]
+fn cleanup_removes_the_containers_of_a_killed_harness() {
+    if !docker_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(scenario("container-kill.toml"))
+        .unwrap()
+        .replace("duration = \"2s\"", "duration = \"60s\"");
+    let path = common::write_scenario(tmp.path(), "long.toml", &text);
+    let dir = tmp.path().join("killed");
+    let mut harness = std::process::Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
+        .arg("run")
+        .arg(&path)
+        .arg("--out")
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let label = loop {
+        if let Some(label) = label_of(&dir).filter(|l| !labelled_containers(l).is_empty()) {
+            break label;
+        }
+        assert!(Instant::now() < deadline, "no container was started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let label = label.as_str();
+    std::thread::sleep(Duration::from_millis(500));
+    harness.kill().unwrap();
+    harness.wait().unwrap();
+    assert_eq!(labelled_containers(label).len(), 1, "a killed harness leaves its container");
+    let out = common::crashlab().arg("cleanup").arg(&dir).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("removed 1 container(s)"), "{stdout}");
+    assert!(labelled_containers(label).is_empty());
+}
