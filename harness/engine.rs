@@ -156,6 +156,22 @@ impl Engine {
         runtime().block_on(self.docker.remove_container(id, Some(options))).map_err(err(format!("cannot remove {id}")))
     }
 
+    /// Takes the container off a network (a partition from everything on it,
+    /// its published ports included).
+    pub fn disconnect(&self, id: &str, network: &str) -> Result<(), EngineError> {
+        let request = bollard::models::NetworkDisconnectRequest { container: id.to_string(), force: Some(true) };
+        runtime()
+            .block_on(self.docker.disconnect_network(network, request))
+            .map_err(err(format!("cannot disconnect {id} from {network}")))
+    }
+
+    pub fn connect_network(&self, id: &str, network: &str) -> Result<(), EngineError> {
+        let request = bollard::models::NetworkConnectRequest { container: id.to_string(), ..Default::default() };
+        runtime()
+            .block_on(self.docker.connect_network(network, request))
+            .map_err(err(format!("cannot connect {id} to {network}")))
+    }
+
     pub fn inspect(&self, id: &str) -> Result<ContainerState, EngineError> {
         let info =
             runtime().block_on(self.docker.inspect_container(id, None)).map_err(err(format!("cannot inspect {id}")))?;

@@ -122,3 +122,36 @@ fn cleanup_removes_the_containers_of_a_killed_harness() {
     assert!(stdout.contains("removed 1 container(s)"), "{stdout}");
     assert!(labelled_containers(label).is_empty());
 }
+
+#[test]
+fn a_container_taken_off_its_network_fails_ops_meanwhile_and_recovers_after() {
+    if !docker_available() {
+        return;
+    }
+    let r = run(&scenario("container-disconnect.toml"), &["--seed", "34"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    let t = &r.trials()[0];
+    let f = &t["faults"][0];
+    let (from, to) = (f["injected_at_ms"].as_f64().unwrap(), f["healed_at_ms"].as_f64().unwrap());
+    let events = r.history(0);
+    let sent: std::collections::HashMap<u64, f64> = events
+        .iter()
+        .filter(|e| e["event"] == "invoke")
+        .map(|e| (e["op"].as_u64().unwrap(), e["t_ms"].as_f64().unwrap()))
+        .collect();
+    let inside: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "complete")
+        .filter(|e| {
+            let at = sent[&e["op"].as_u64().unwrap()];
+            at > from + 5.0 && at < to - 500.0
+        })
+        .collect();
+    assert!(inside.len() > 50, "only {} ops inside the disconnect", inside.len());
+    assert!(inside.iter().all(|e| e["outcome"] != "ok"), "an op succeeded while the container was off its network");
+    let rto = t["rto_ms"].as_f64().expect("recovered");
+    assert!(rto >= 1900.0, "recovered at {rto} ms, before the 2 s disconnect ended");
+    assert!(f["rto_from_heal_ms"].as_f64().unwrap() <= 500.0);
+    assert_eq!(t["rpo"]["lost_acked"].as_u64(), Some(0));
+    assert!(labelled_containers(&label(&r)).is_empty());
+}

@@ -174,3 +174,14 @@ fn proxies_and_partitions_are_checked_before_anything_runs() {
     assert_line(&e, name, "23:1", "a `partition` in [[fault]] #2 needs the targets in namespaces");
     assert_line(&e, name, "25:11", "`kvv` in [[fault]] #2 is not a target of this scenario, did you mean `kv`?");
 }
+
+#[test]
+fn a_disconnect_needs_a_container() {
+    let name = "network_mistakes.toml";
+    assert_line(
+        &invalid(name),
+        name,
+        "29:1",
+        "[[fault]] #3: `disconnect` takes a container off its network; `kv` is a process",
+    );
+}

@@ -49,6 +49,17 @@ impl Fault for ProcessFault {
                     healed(trial, fault, target.name(), String::new(), &recorder, &journal);
                 }))
             }
+            FaultKind::Disconnect { .. } => {
+                injected("taken off its network".into());
+                ctx.target.disconnect().map_err(target_err)?;
+                let (target, journal, recorder) =
+                    (Arc::clone(&ctx.target), Arc::clone(&ctx.journal), ctx.recorder.clone());
+                let (trial, fault) = (ctx.trial, ctx.index);
+                Ok(FaultGuard::new(move || {
+                    let detail = target.reconnect().err().map_or(String::new(), |e| e.to_string());
+                    healed(trial, fault, target.name(), detail, &recorder, &journal);
+                }))
+            }
             _ => unreachable!("build() gives storage faults their own types"),
         }
     }

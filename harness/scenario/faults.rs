@@ -55,6 +55,7 @@ pub const FAULT_KINDS: &[&str] = &[
     "slice",
     "limit-data",
     "partition",
+    "disconnect",
 ];
 /// The faults that act on a proxy's links.
 pub const LINK_KINDS: &[&str] =
@@ -84,6 +85,7 @@ fn applicable(kind: &str, mode: Option<&str>) -> &'static [&'static str] {
         ("slice", _) => &["proxy", "direction", "duration", "size", "delay"],
         ("limit-data", _) => &["proxy", "direction", "duration", "bytes"],
         ("partition", _) => &["isolate", "groups", "one_way", "duration"],
+        ("disconnect", _) => &["duration"],
         _ => &[],
     }
 }
@@ -194,6 +196,12 @@ pub fn compile_fault(
         "restart" => FaultKind::Restart,
         "corrupt" => FaultKind::Corrupt(corrupt(f, d)?),
         "stale-lock" => FaultKind::StaleLock(stale_lock(f, d)?),
+        "disconnect" => {
+            if f.get("duration").is_none() {
+                d.error(f.span.clone(), format!("missing key `duration` in {}; a disconnect heals after it", f.what));
+            }
+            FaultKind::Disconnect { duration: f.duration("duration", d)? }
+        }
         _ => FaultKind::LoseUnsynced { torn: f.bool("torn", d).unwrap_or(false) },
     };
     Some(FaultPlan { kind, target: target?, at: at? })

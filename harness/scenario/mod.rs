@@ -164,14 +164,24 @@ fn compile_with(path: &Path, source: &str, check_paths: bool) -> Result<Plan, Di
                     match item.get_ref().as_table() {
                         Some(t) => {
                             let f = Fields::new(t, item.span(), format!("[[fault]] #{}", i + 1), FAULT_KEYS, &mut d);
-                            faults.extend(faults::compile_fault(
-                                &f,
-                                &target_names,
-                                &proxies,
-                                network,
-                                workload.as_ref(),
-                                &mut d,
-                            ));
+                            let fault =
+                                faults::compile_fault(&f, &target_names, &proxies, network, workload.as_ref(), &mut d);
+                            let on_process = |name: &str| {
+                                targets.iter().any(|t: &TargetPlan| t.name == name && t.kind == TargetKind::Process)
+                            };
+                            if let Some(FaultPlan { kind: FaultKind::Disconnect { .. }, target, .. }) = &fault {
+                                if on_process(target) {
+                                    d.error(
+                                        item.span(),
+                                        format!(
+                                            "[[fault]] #{}: `disconnect` takes a container off its network; `{target}` is a \
+                                             process (partition process targets with [network] kind = \"namespaces\")",
+                                            i + 1
+                                        ),
+                                    );
+                                }
+                            }
+                            faults.extend(fault);
                         }
                         None => d.error(item.span(), "each [[fault]] must be a table"),
                     }

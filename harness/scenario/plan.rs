@@ -172,6 +172,8 @@ pub enum FaultKind {
     Link { proxy: String, direction: crate::proxy::Direction, toxic: Toxic, duration: Option<Duration> },
     /// Kernel-level partition between targets' namespaces.
     Partition(PartitionPlan),
+    /// A container taken off its network for `duration`.
+    Disconnect { duration: Duration },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,6 +228,7 @@ impl FaultKind {
             FaultKind::LoseUnsynced { .. } => "lose-unsynced",
             FaultKind::Link { toxic, .. } => toxic.name(),
             FaultKind::Partition(_) => "partition",
+            FaultKind::Disconnect { .. } => "disconnect",
         }
     }
 
@@ -237,6 +240,7 @@ impl FaultKind {
             FaultKind::StaleLock(plan) => plan.duration,
             FaultKind::Link { duration, .. } => *duration,
             FaultKind::Partition(p) => Some(p.duration),
+            FaultKind::Disconnect { duration } => Some(*duration),
             _ => None,
         }
     }

@@ -27,6 +27,8 @@ use crate::scenario::{template, RestartPolicy, TargetPlan};
 /// Where a container sees its data dir.
 pub const CONTAINER_DATA_DIR: &str = "/data";
 const POLL: Duration = Duration::from_millis(5);
+/// The engine's default network, which the containers join.
+const NETWORK: &str = "bridge";
 
 pub struct ContainerTarget {
     inner: Arc<Inner>,
@@ -343,6 +345,14 @@ impl Target for ContainerTarget {
             program: argv[0].clone(),
             source,
         })
+    }
+
+    fn disconnect(&self) -> Result<(), TargetError> {
+        self.inner.engine.disconnect(&self.inner.id()?, NETWORK).map_err(engine_err(self.name()))
+    }
+
+    fn reconnect(&self) -> Result<(), TargetError> {
+        self.inner.engine.connect_network(&self.inner.id()?, NETWORK).map_err(engine_err(self.name()))
     }
 
     fn host_process(&self) -> Option<HostProcess> {

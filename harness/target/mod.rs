@@ -34,6 +34,8 @@ pub enum TargetError {
     Hook { target: String, command: String, detail: String },
     #[error("target `{target}`: {source}")]
     Io { target: String, source: std::io::Error },
+    #[error("target `{target}`: {what} is for container targets only")]
+    Unsupported { target: String, what: &'static str },
 }
 
 pub trait Target: Send + Sync {
@@ -66,6 +68,14 @@ pub trait Target: Send + Sync {
     /// The address the target is reached at (`{host}`).
     fn host(&self) -> std::net::IpAddr;
     fn data_dirs(&self) -> Vec<PathBuf>;
+    /// Takes the target off its network (containers only), until
+    /// [`Target::reconnect`].
+    fn disconnect(&self) -> Result<(), TargetError> {
+        Err(TargetError::Unsupported { target: self.name().to_string(), what: "network disconnect" })
+    }
+    fn reconnect(&self) -> Result<(), TargetError> {
+        Err(TargetError::Unsupported { target: self.name().to_string(), what: "network reconnect" })
+    }
     /// The last lines the target printed (stdout and stderr of its latest
     /// incarnations), for reports of failures.
     fn last_log_lines(&self, n: usize) -> Vec<String>;
