@@ -7,6 +7,7 @@
 //! renders them. A stored history can be checked again offline (`crashlab analyze`).
 
 pub mod check;
+pub mod compose;
 pub mod demo;
 pub mod duration;
 pub mod engine;

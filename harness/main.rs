@@ -251,14 +251,16 @@ fn cleanup(run_dir: &Path) -> i32 {
         Ok(done) => {
             println!(
                 "{}: resumed {} paused process group(s), stopped {} process(es), unmounted {} FUSE layer(s), \
-                 restored {} damaged file(s), removed {} network namespace(s) and link(s), removed {} container(s)",
+                 restored {} damaged file(s), removed {} network namespace(s) and link(s), removed {} container(s), took down {} compose \
+                 project(s)",
                 run_dir.display(),
                 done.resumed.len(),
                 done.stopped.len(),
                 done.unmounted.len(),
                 done.restored.len(),
                 done.network_removed,
-                done.containers_removed
+                done.containers_removed,
+                done.compose_projects_down
             );
             for (file, why) in &done.not_restored {
                 println!("  not restored: {}: {why}", file.display());

@@ -155,3 +155,33 @@ fn a_container_taken_off_its_network_fails_ops_meanwhile_and_recovers_after() {
     assert_eq!(t["rpo"]["lost_acked"].as_u64(), Some(0));
     assert!(labelled_containers(&label(&r)).is_empty());
 }
+
+#[test]
+fn killing_one_compose_service_leaves_the_other_healthy_throughout() {
+    if !docker_available() || !common::compose_available() {
+        return;
+    }
+    let r = run(&scenario("compose-two-services.toml"), &["--seed", "35"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    let t = &r.trials()[0];
+    assert!(t["faults"][0]["restart_ms"].as_f64().is_some(), "kv1's container came back");
+    assert_eq!(t["rpo"]["lost_acked"].as_u64(), Some(0));
+    let events = r.history(0);
+    let kv2: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "probe" && e["target"] == "kv2" && e["t_ms"].as_f64().unwrap() >= 0.0)
+        .collect();
+    assert!(kv2.len() > 100, "kv2 was probed throughout ({} samples)", kv2.len());
+    assert!(kv2.iter().all(|e| e["healthy"] == true), "kv2 had an unhealthy sample while kv1 was down");
+    let kv1_down = events.iter().any(|e| e["event"] == "probe" && e["target"] == "kv1" && e["healthy"] == false);
+    assert!(kv1_down, "kv1 was seen down");
+    // The project is gone: no container of it remains.
+    let journal = std::fs::read_to_string(r.dir.join("faults.journal")).unwrap();
+    let project = journal
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["op"] == "compose_up")
+        .map(|e| e["project"].as_str().unwrap().to_string())
+        .expect("the project was journaled");
+    assert!(labelled_containers(&format!("com.docker.compose.project={project}")).is_empty());
+}

@@ -74,6 +74,16 @@ pub enum Entry {
         id: String,
         run_label: String,
     },
+    /// A compose project brought up by the run (taken down by cleanup).
+    ComposeUp {
+        trial: u32,
+        project: String,
+        file: std::path::PathBuf,
+    },
+    ComposeDown {
+        trial: u32,
+        project: String,
+    },
     /// A namespaces network: names journaled before anything is created.
     NetworkCreated {
         #[serde(flatten)]
@@ -160,6 +170,8 @@ pub struct Cleanup {
     pub network_removed: usize,
     /// Containers of the run removed.
     pub containers_removed: usize,
+    /// Compose projects of the run taken down.
+    pub compose_projects_down: usize,
 }
 
 /// Heals what the journal says may still be in effect: resumes paused
@@ -224,6 +236,14 @@ pub fn cleanup(run_dir: &Path) -> io::Result<Cleanup> {
                 if engine.remove(&id).is_ok() {
                     done.containers_removed += 1;
                 }
+            }
+        }
+    }
+    for entry in &entries {
+        if let Entry::ComposeUp { project, file, .. } = entry {
+            let down = entries.iter().any(|e| matches!(e, Entry::ComposeDown { project: p, .. } if p == project));
+            if !down && crate::compose::down(project, file).is_ok() {
+                done.compose_projects_down += 1;
             }
         }
     }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 
 use crate::check;
+use crate::compose;
 use crate::engine::{Engine, RUN_LABEL};
 use crate::fault::journal::{Entry, Journal};
 use crate::fault::unsynced::UnsyncedFs;
@@ -180,6 +181,47 @@ struct RunShared<'a> {
     interrupt: &'a Arc<AtomicBool>,
 }
 
+/// Brings up each compose file of the plan once, with the per-trial values
+/// its services read (see [`compose`]).
+fn compose_up(
+    plan: &Plan,
+    index: u32,
+    ports: &[u16],
+    trial_dir: &Path,
+    journal: &Journal,
+    containers: Option<&Containers>,
+    projects: &mut Vec<compose::Project>,
+) -> Result<(), String> {
+    let mut files: Vec<&PathBuf> = plan.targets.iter().filter_map(|t| t.compose.as_ref().map(|c| &c.0)).collect();
+    files.dedup();
+    let Some(c) = containers else { return Ok(()) };
+    let mut env = Vec::new();
+    for (t, port) in plan.targets.iter().zip(ports) {
+        let data_dir = trial_dir.join("data").join(&t.name);
+        std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+        env.push((compose::variable("PORT", &t.name), port.to_string()));
+        env.push((compose::variable("DATA_DIR", &t.name), data_dir.display().to_string()));
+    }
+    if let Some(image) = &c.demo_image {
+        env.push(("CRASHLAB_DEMO_KV_IMAGE".to_string(), image.clone()));
+    }
+    for (i, file) in files.into_iter().enumerate() {
+        // Compose project names are lower case.
+        let name = format!("{}-t{index}-{i}", c.label).to_ascii_lowercase();
+        let _ = journal.append(&Entry::ComposeUp { trial: index, project: name.clone(), file: file.clone() });
+        match compose::Project::up(&name, file, env.clone()) {
+            Ok(project) => projects.push(project),
+            Err(e) => {
+                // Whatever came up before the failure goes down with it.
+                let _ = compose::down(&name, file);
+                let _ = journal.append(&Entry::ComposeDown { trial: index, project: name });
+                return Err(e.to_string());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The container engine and images of a run with container targets.
 struct Containers {
     engine: Arc<Engine>,
@@ -187,12 +229,16 @@ struct Containers {
     images: Vec<(String, String)>,
     /// The `crashlab.run` label of this run's containers.
     label: String,
+    /// The demo-kv image, when a compose file asks for it.
+    demo_image: Option<String>,
 }
 
 impl Containers {
     fn prepare(plan: &Plan, run_dir: &Path) -> Result<Option<Containers>, String> {
         let wanted: Vec<&TargetPlan> = plan.targets.iter().filter(|t| t.kind == TargetKind::Container).collect();
-        if wanted.is_empty() {
+        let compose_files: Vec<&PathBuf> =
+            plan.targets.iter().filter_map(|t| t.compose.as_ref().map(|c| &c.0)).collect();
+        if wanted.is_empty() && compose_files.is_empty() {
             return Ok(None);
         }
         let engine = Engine::connect().map_err(|e| format!("{e} (container targets need a Docker engine)"))?;
@@ -235,7 +281,12 @@ impl Containers {
             };
             images.push((t.name.clone(), image));
         }
-        Ok(Some(Containers { engine: Arc::new(engine), images, label }))
+        let wants_demo = compose_files
+            .iter()
+            .any(|f| std::fs::read_to_string(f).unwrap_or_default().contains("CRASHLAB_DEMO_KV_IMAGE"));
+        let demo_image =
+            if wants_demo { Some(crate::image::demo_kv(&engine).map_err(|e| e.to_string())?.0) } else { None };
+        Ok(Some(Containers { engine: Arc::new(engine), images, label, demo_image }))
     }
 }
 
@@ -298,6 +349,15 @@ fn run_trial(plan: &Plan, index: u32, seed: u64, shared: &RunShared) -> (Vec<his
     let proxy_ports: Vec<(String, u16)> = proxies.iter().map(|(n, p)| (n.clone(), p.port())).collect();
     let proxy_port = |name: &str| proxy_ports.iter().find(|(n, _)| n == name).map_or(0, |(_, p)| *p);
 
+    // Compose projects, one per file, before the targets that attach to
+    // their services.
+    let mut projects: Vec<compose::Project> = Vec::new();
+    if stop.is_none() {
+        if let Err(e) = compose_up(plan, index, &ports, &trial_dir, journal, containers, &mut projects) {
+            stop = Some(TrialStop::Environment(e));
+        }
+    }
+
     // Targets, the FUSE layers under them, and their probes.
     let mut targets: Vec<Arc<dyn Target>> = Vec::new();
     let mut layers: Vec<(String, Arc<UnsyncedFs>)> = Vec::new();
@@ -322,6 +382,12 @@ fn run_trial(plan: &Plan, index: u32, seed: u64, shared: &RunShared) -> (Vec<his
         };
         let started = (|| {
             let target: Arc<dyn Target> = match (t.kind, containers) {
+                (TargetKind::Compose, Some(c)) => {
+                    let (file, service) = t.compose.as_ref().expect("compile checked");
+                    let project = projects.iter().find(|p| &p.file == file).ok_or("compose project not up")?;
+                    let id = project.container(&c.engine, service).map_err(|e| e.to_string())?;
+                    Arc::new(ContainerTarget::attach(t, ctx, Arc::clone(&c.engine), id).map_err(|e| e.to_string())?)
+                }
                 (TargetKind::Container, Some(c)) => {
                     let image = c.images.iter().find(|(n, _)| *n == t.name).map(|(_, i)| i.clone()).unwrap_or_default();
                     let target = ContainerTarget::new(t, ctx, Arc::clone(&c.engine), image, c.label.clone());
@@ -549,6 +615,12 @@ fn run_trial(plan: &Plan, index: u32, seed: u64, shared: &RunShared) -> (Vec<his
     }
     for (_, proxy) in &proxies {
         proxy.stop();
+    }
+    for project in &projects {
+        if let Err(e) = project.down() {
+            eprintln!("crashlab: {e}");
+        }
+        let _ = journal.append(&Entry::ComposeDown { trial: index, project: project.name.clone() });
     }
     recorder.record(EventKind::TrialEnded {
         interrupted: matches!(stop, Some(TrialStop::Interrupted)),

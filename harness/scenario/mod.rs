@@ -76,8 +76,10 @@ pub const TARGET_KEYS: &[&str] = &[
     "data_dir",
     "disposable",
     "image",
+    "file",
+    "service",
 ];
-pub const TARGET_KINDS: &[&str] = &["process", "container"];
+pub const TARGET_KINDS: &[&str] = &["process", "container", "compose"];
 pub const RESTART_KEYS: &[&str] = &["policy", "delay"];
 pub const PROBE_KEYS: &[&str] =
     &["kind", "port", "path", "status", "body_contains", "command", "interval", "timeout", "healthy_after"];
@@ -126,6 +128,7 @@ fn compile_with(path: &Path, source: &str, check_paths: bool) -> Result<Plan, Di
                     Some(t) => targets.extend(compile_target(
                         name,
                         &Fields::new(t, value.span(), what, TARGET_KEYS, &mut d),
+                        check_paths,
                         &mut d,
                     )),
                     None => d.error(value.span(), format!("{what} must be a table")),
@@ -326,21 +329,25 @@ fn hooks(f: &Fields, key: &str, d: &mut Diagnostics) -> Vec<Vec<String>> {
     out
 }
 
-fn compile_target(name: String, f: &Fields, d: &mut Diagnostics) -> Option<TargetPlan> {
+fn compile_target(name: String, f: &Fields, check_paths: bool, d: &mut Diagnostics) -> Option<TargetPlan> {
     let mut kind = TargetKind::Process;
     if let Some((text, span)) = f.str("kind", d) {
         match text {
             "process" => {}
             "container" => kind = TargetKind::Container,
+            "compose" => kind = TargetKind::Compose,
             _ => {
-                let later = ["compose", "external"].contains(&text);
+                let later = ["external"].contains(&text);
                 d.error(
                     span,
                     if later {
-                        format!("target kind `{text}` is not supported by this version yet; expected `process` or `container`")
+                        format!(
+                            "target kind `{text}` is not supported by this version yet; expected `process`, \
+                             `container` or `compose`"
+                        )
                     } else {
                         format!(
-                            "unknown target kind `{text}`{}; expected `process` or `container`",
+                            "unknown target kind `{text}`{}; expected `process`, `container` or `compose`",
                             diagnostic::did_you_mean(text, TARGET_KINDS.iter().copied())
                         )
                     },
@@ -354,12 +361,22 @@ fn compile_target(name: String, f: &Fields, d: &mut Diagnostics) -> Option<Targe
             f.span.clone(),
             format!("missing key `image` in {}; a container needs one, e.g. image = \"crashlab/demo-kv\"", f.what),
         ),
-        (TargetKind::Process, _, Some(value)) => {
-            d.error(value.span(), format!("`image` applies to kind = \"container\", not to a process in {}", f.what))
+        (TargetKind::Process | TargetKind::Compose, _, Some(value)) => {
+            d.error(value.span(), format!("`image` applies to kind = \"container\" only, in {}", f.what))
         }
         _ => {}
     }
-    let command = command(f, "command", true, d);
+    let compose = compose_service(f, kind, check_paths, d);
+    // A compose service's command is in its compose file.
+    let command = match kind {
+        TargetKind::Compose => {
+            if let Some(value) = f.get("command") {
+                d.error(value.span(), format!("a compose target's command is in its compose file, not in {}", f.what));
+            }
+            Some(Vec::new())
+        }
+        _ => command(f, "command", true, d),
+    };
     let mut env = Vec::new();
     if let Some((table, _)) = f.table("env", d) {
         for (key, value) in table.iter() {
@@ -376,7 +393,7 @@ fn compile_target(name: String, f: &Fields, d: &mut Diagnostics) -> Option<Targe
             let delay = r.duration("delay", d).unwrap_or(Duration::ZERO);
             match r.choice("policy", "restart policy", &["always", "never", "engine"], d) {
                 Some(("never", _)) => Some(RestartPolicy::Never),
-                Some(("engine", span)) if kind != TargetKind::Container => {
+                Some(("engine", span)) if kind == TargetKind::Process => {
                     d.error(span, "restart policy `engine` (the container engine's own) applies to containers only");
                     None
                 }
@@ -413,6 +430,7 @@ fn compile_target(name: String, f: &Fields, d: &mut Diagnostics) -> Option<Targe
         name,
         kind,
         image,
+        compose,
         command: command?,
         env,
         restart: restart?,
@@ -489,6 +507,26 @@ pub(crate) fn target_ref(f: &Fields, targets: &[&str], d: &mut Diagnostics) -> O
         ),
     );
     None
+}
+
+/// A compose target's `file` (relative to the scenario) and `service`.
+fn compose_service(f: &Fields, kind: TargetKind, check_paths: bool, d: &mut Diagnostics) -> Option<(PathBuf, String)> {
+    if kind != TargetKind::Compose {
+        for key in ["file", "service"] {
+            if let Some(value) = f.get(key) {
+                d.error(value.span(), format!("`{key}` applies to kind = \"compose\" only, in {}", f.what));
+            }
+        }
+        return None;
+    }
+    let file = f.required_str("file", "the compose file, relative to the scenario", d);
+    let service = f.required_str("service", "the service's name in the compose file", d);
+    let (file, span) = file?;
+    let path = d.path.parent().map_or_else(|| PathBuf::from(file), |dir| dir.join(file));
+    if check_paths && !path.is_file() {
+        d.error(span, format!("compose file {} does not exist", path.display()));
+    }
+    Some((path, service?.0.to_string()))
 }
 
 /// `[proxy.NAME]` tables: each forwards to a target's `{port}`.

@@ -39,6 +39,9 @@ pub struct TargetPlan {
     pub kind: TargetKind,
     /// The image of a container target (`crashlab/demo-kv` is built here).
     pub image: Option<String>,
+    /// A compose target's file (resolved against the scenario's directory)
+    /// and service.
+    pub compose: Option<(PathBuf, String)>,
     /// Program and arguments; `{port}`, `{data_dir}`, `{run_dir}` and
     /// `{trial}` are filled in per trial. A program named `crashlab` is this
     /// very binary.
@@ -74,6 +77,7 @@ pub enum RestartPolicy {
 pub enum TargetKind {
     Process,
     Container,
+    Compose,
 }
 
 #[derive(Debug, Clone)]

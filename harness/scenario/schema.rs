@@ -58,6 +58,8 @@ pub fn schema() -> Value {
             "probe": probe,
             "before_start": { "type": "array", "items": command("a command") },
             "after_stop": { "type": "array", "items": command("a command") },
+            "file": { "type": "string", "description": "compose: the compose file, relative to the scenario" },
+            "service": { "type": "string", "description": "compose: the service" },
             "image": { "type": "string", "description": "container: the image (crashlab/demo-kv is built here, without a registry)" },
             "data_dir": { "type": "string", "description": "the data dir ({data_dir}); default: a fresh one per trial in the run directory" },
             "disposable": { "type": "boolean", "description": "whether storage faults may damage a data_dir of your choosing (the default ones always are)" },

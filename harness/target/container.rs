@@ -41,6 +41,9 @@ struct Inner {
     engine: Arc<Engine>,
     image: String,
     run_label: String,
+    /// A container someone else made (a compose service): attached to,
+    /// stopped at the end, never created or removed by the target.
+    attached: Option<String>,
     data_dir: PathBuf,
     vars: Vec<(String, String)>,
     state: Mutex<State>,
@@ -89,12 +92,25 @@ impl ContainerTarget {
             engine,
             image,
             run_label,
+            attached: None,
             data_dir,
             vars,
             state: Mutex::default(),
             changed: Condvar::new(),
         };
         Ok(ContainerTarget { inner: Arc::new(inner), watcher: Mutex::new(None) })
+    }
+
+    /// A target on a container that already exists (a compose service's).
+    pub fn attach(
+        plan: &TargetPlan,
+        ctx: ProcessContext,
+        engine: Arc<Engine>,
+        id: String,
+    ) -> Result<ContainerTarget, TargetError> {
+        let mut target = ContainerTarget::new(plan, ctx, engine, String::new(), String::new())?;
+        Arc::get_mut(&mut target.inner).expect("not shared yet").attached = Some(id);
+        Ok(target)
     }
 }
 
@@ -225,21 +241,28 @@ impl Target for ContainerTarget {
         for hook in &inner.plan.before_start {
             self.hook(hook)?;
         }
-        let spec = inner.spec();
-        let id = inner.engine.create(&spec).map_err(engine_err(self.name()))?;
-        let _ = inner.ctx.journal.append(&Entry::ContainerCreated {
-            trial: inner.ctx.trial,
-            target: self.name().to_string(),
-            id: id.clone(),
-            run_label: inner.run_label.clone(),
-        });
+        let id = match &inner.attached {
+            Some(id) => id.clone(),
+            None => {
+                let id = inner.engine.create(&inner.spec()).map_err(engine_err(self.name()))?;
+                let _ = inner.ctx.journal.append(&Entry::ContainerCreated {
+                    trial: inner.ctx.trial,
+                    target: self.name().to_string(),
+                    id: id.clone(),
+                    run_label: inner.run_label.clone(),
+                });
+                id
+            }
+        };
         {
             let mut state = inner.state.lock().unwrap();
             state.id = Some(id.clone());
             state.stopping = false;
             state.held = false;
         }
-        inner.engine.start(&id).map_err(engine_err(self.name()))?;
+        if !inner.engine.inspect(&id).is_ok_and(|s| s.running) {
+            inner.engine.start(&id).map_err(engine_err(self.name()))?;
+        }
         let watched = Arc::clone(inner);
         let handle = thread::Builder::new()
             .name(format!("watch-{}", self.name()))
@@ -327,7 +350,9 @@ impl Target for ContainerTarget {
             // Keep the last words for the report before the container goes.
             let lines = inner.engine.logs(&id, 200);
             let _ = fs::write(inner.ctx.trial_dir.join("logs").join(format!("{}.log", self.name())), lines.join("\n"));
-            let _ = inner.engine.remove(&id);
+            if inner.attached.is_none() {
+                let _ = inner.engine.remove(&id);
+            }
         }
         for hook in &inner.plan.after_stop {
             if let Err(e) = self.hook(hook) {

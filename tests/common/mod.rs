@@ -145,3 +145,14 @@ pub fn labelled_containers(label: &str) -> Vec<String> {
         .expect("docker runs");
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
 }
+
+/// A compose CLI: the `docker compose` plugin or Debian's docker-compose.
+pub fn compose_available() -> bool {
+    let works =
+        |argv: &[&str]| std::process::Command::new(argv[0]).args(&argv[1..]).output().is_ok_and(|o| o.status.success());
+    available(
+        "compose",
+        works(&["docker", "compose", "version"]) || works(&["docker-compose", "version"]),
+        "compose targets need `docker compose` or `docker-compose` (Debian package docker-compose)",
+    )
+}
