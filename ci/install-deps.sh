@@ -2,8 +2,9 @@
 # Installs what the test suite needs on a fresh machine: the Rust toolchain's
 # rustfmt and clippy, FUSE (the lose-unsynced layer), psmisc (`fuser`, run by
 # a stale-lock runbook), iproute2 and iptables (network namespaces and
-# partitions), and a Docker engine for container targets (their image is
-# built by the tests themselves: nothing is pulled). Redis and PostgreSQL
+# partitions), a Docker engine and a compose CLI for container targets, and
+# mmdebstrap for Debian-based images (the tests build their images
+# themselves: nothing is pulled). Redis and PostgreSQL
 # will be installed here when the tests that use them land.
 set -euo pipefail
 command -v cargo >/dev/null || { echo "ci/install-deps.sh: cargo is required" >&2; exit 1; }
@@ -15,6 +16,7 @@ command -v fuser >/dev/null || missing+=(psmisc)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v iptables >/dev/null || missing+=(iptables)
 docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || missing+=(docker-compose)
+command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
 if [ "${#missing[@]}" -gt 0 ]; then
     if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
         apt-get update -qq

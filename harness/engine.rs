@@ -93,6 +93,14 @@ impl Engine {
         })
     }
 
+    /// Gives `image` another name, `repo:tag`.
+    pub fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<(), EngineError> {
+        let options = bollard::query_parameters::TagImageOptionsBuilder::default().repo(repo).tag(tag).build();
+        runtime()
+            .block_on(self.docker.tag_image(image, Some(options)))
+            .map_err(err(format!("cannot tag {image} as {repo}:{tag}")))
+    }
+
     pub fn create(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
         let exposed: HashMap<String, HashMap<(), ()>> =
             spec.ports.iter().map(|p| (format!("{p}/tcp"), HashMap::new())).collect();

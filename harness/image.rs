@@ -81,3 +81,43 @@ pub fn demo_kv(engine: &Engine) -> Result<(String, bool), ImageError> {
     engine.import(rootfs, DEMO_KV_REPO, &tag, &["ENV PATH=/"])?;
     Ok((image, true))
 }
+
+/// The Debian suite Debian-based images are made from.
+pub const DEBIAN_SUITE: &str = "bookworm";
+
+/// A Debian image with `packages` installed (`crashlab/debian-<packages>`),
+/// made with mmdebstrap and imported; tagged by a hash of its inputs and
+/// also as `:latest`, for scenarios to name. Returns the hash-tagged image
+/// and whether it was built now.
+pub fn debian(engine: &Engine, packages: &[String]) -> Result<(String, bool), ImageError> {
+    let mut sorted = packages.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (DEBIAN_SUITE, &sorted).hash(&mut hasher);
+    let tag = format!("{:016x}", hasher.finish());
+    let repo = format!("crashlab/debian-{}", sorted.join("-"));
+    let image = format!("{repo}:{tag}");
+    if engine.image_exists(&image) {
+        return Ok((image, false));
+    }
+    let dir = tempfile::tempdir().map_err(io_err("cannot make a temporary directory"))?;
+    let tarball = dir.path().join("rootfs.tar");
+    let mut command = Command::new("mmdebstrap");
+    command
+        .args(["--variant=apt", "--quiet", &format!("--include={}", sorted.join(","))])
+        .arg(DEBIAN_SUITE)
+        .arg(&tarball);
+    let out = reaper::run(&mut command, Duration::from_secs(1800))
+        .map_err(io_err("cannot run mmdebstrap (Debian package mmdebstrap)"))?;
+    if !out.exit.is_some_and(reaper::Exit::success) {
+        return Err(ImageError::Io {
+            what: "mmdebstrap failed".into(),
+            source: io::Error::other(out.stderr.trim().lines().last().unwrap_or("no output").to_string()),
+        });
+    }
+    let rootfs = std::fs::read(&tarball).map_err(io_err(format!("cannot read {}", tarball.display())))?;
+    engine.import(rootfs, &repo, &tag, &[])?;
+    engine.tag(&image, &repo, "latest")?;
+    Ok((image, true))
+}

@@ -30,13 +30,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum ImageCommand {
-    /// Build (or reuse) an image and print its name. `demo-kv`: this binary
-    /// and the shared libraries it links, in a root file system of its own,
-    /// imported into the local engine (no registry needed), tagged by a hash
-    /// of those files.
+    /// Build (or reuse) an image and print its name; no registry is needed.
+    ///
+    /// `demo-kv`: this binary and the shared libraries it links, in a root
+    /// file system of its own, tagged by a hash of those files.
+    /// `--debian PKG...`: a Debian root file system with those packages
+    /// (mmdebstrap), as crashlab/debian-<pkgs>:<hash> and :latest.
+    #[command(verbatim_doc_comment)]
     Build {
-        #[arg(value_parser = ["demo-kv"])]
-        what: String,
+        #[arg(value_parser = ["demo-kv"], required_unless_present = "debian", conflicts_with = "debian")]
+        what: Option<String>,
+        /// Debian packages to install, e.g. `--debian redis-server`.
+        #[arg(long, num_args = 1..)]
+        debian: Vec<String>,
     },
 }
 
@@ -103,7 +109,7 @@ fn main() -> ExitCode {
         Command::Analyze { run_dir } => analyze(&run_dir),
         Command::Cleanup { run_dir } => cleanup(&run_dir),
         Command::DemoKv(options) => demo::run(options),
-        Command::Image(ImageCommand::Build { .. }) => build_image(),
+        Command::Image(ImageCommand::Build { debian, .. }) => build_image(&debian),
         Command::LockHolder { path, lock } => fault::stale_lock::lock_holder_main(&path, &lock),
     };
     ExitCode::from(code as u8)
@@ -228,11 +234,15 @@ fn analyze(run_dir: &Path) -> i32 {
     verdict_code(report.verdict)
 }
 
-fn build_image() -> i32 {
+fn build_image(debian: &[String]) -> i32 {
     let started = std::time::Instant::now();
-    let built = crashlab::engine::Engine::connect()
-        .map_err(crashlab::image::ImageError::from)
-        .and_then(|engine| crashlab::image::demo_kv(&engine));
+    let built = crashlab::engine::Engine::connect().map_err(crashlab::image::ImageError::from).and_then(|engine| {
+        if debian.is_empty() {
+            crashlab::image::demo_kv(&engine)
+        } else {
+            crashlab::image::debian(&engine, debian)
+        }
+    });
     match built {
         Ok((image, fresh)) => {
             let how = if fresh { "built" } else { "cached" };

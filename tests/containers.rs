@@ -11,10 +11,8 @@ use serde_json::Value;
 
 /// The `crashlab.run` label of a run's containers, from its journal.
 fn label_of(dir: &std::path::Path) -> Option<String> {
-    let journal = std::fs::read_to_string(dir.join("faults.journal")).unwrap_or_default();
-    journal
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    common::journal(dir)
+        .into_iter()
         .find(|e| e["op"] == "container_created")
         .map(|e| format!("crashlab.run={}", e["run_label"].as_str().unwrap()))
 }
@@ -95,15 +93,7 @@ fn cleanup_removes_the_containers_of_a_killed_harness() {
         .replace("duration = \"2s\"", "duration = \"60s\"");
     let path = common::write_scenario(tmp.path(), "long.toml", &text);
     let dir = tmp.path().join("killed");
-    let mut harness = std::process::Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
-        .arg("run")
-        .arg(&path)
-        .arg("--out")
-        .arg(&dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut harness = common::spawn_run(&path, &dir);
     let deadline = Instant::now() + Duration::from_secs(60);
     let label = loop {
         if let Some(label) = label_of(&dir).filter(|l| !labelled_containers(l).is_empty()) {

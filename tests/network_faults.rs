@@ -73,7 +73,7 @@ fn a_2s_blackhole_fails_the_ops_inside_it_and_recovers_at_the_heal_losing_nothin
 }
 
 mod partition {
-    use std::process::{Child, Command, Stdio};
+    use std::process::Command;
     use std::time::{Duration, Instant};
 
     use serde_json::Value;
@@ -105,32 +105,12 @@ duration = "3s"
 at = "2s"
 "#;
 
-    fn journal(dir: &std::path::Path) -> Vec<Value> {
-        std::fs::read_to_string(dir.join("faults.journal"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
     fn wait_for(dir: &std::path::Path, what: &str, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while journal(dir).iter().filter(|e| e["op"] == what).count() < n {
+        while common::journal(dir).iter().filter(|e| e["op"] == what).count() < n {
             assert!(Instant::now() < deadline, "timed out waiting for {n} `{what}` in the journal");
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    fn start(dir: &std::path::Path, scenario: &std::path::Path) -> Child {
-        Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
-            .arg("run")
-            .arg(scenario)
-            .arg("--out")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
     }
 
     fn text(args: &[&str]) -> String {
@@ -158,7 +138,7 @@ at = "2s"
     }
 
     fn names(dir: &std::path::Path) -> (Vec<String>, String) {
-        let created = journal(dir).into_iter().find(|e| e["op"] == "network_created").unwrap();
+        let created = common::journal(dir).into_iter().find(|e| e["op"] == "network_created").unwrap();
         let ns = created["namespaces"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()).collect();
         (ns, created["host_link"].as_str().unwrap().to_string())
     }
@@ -184,7 +164,7 @@ at = "2s"
         let tmp = tempfile::tempdir().unwrap();
         let scenario = common::write_scenario(tmp.path(), "partition.toml", SCENARIO);
         let dir = tmp.path().join("run");
-        let mut harness = start(&dir, &scenario);
+        let mut harness = common::spawn_run(&scenario, &dir);
         wait_for(&dir, "target_started", 3);
         let (namespaces, link) = names(&dir);
         let ns = |t: &str| namespaces.iter().find(|n| n.ends_with(&format!("-{t}"))).unwrap().clone();
@@ -214,7 +194,7 @@ at = "2s"
 
         // Killed mid-partition, the harness leaves its namespaces; cleanup removes them.
         let dir = tmp.path().join("killed");
-        let mut harness = start(&dir, &scenario);
+        let mut harness = common::spawn_run(&scenario, &dir);
         wait_for(&dir, "partition_rule", 2);
         harness.kill().unwrap();
         harness.wait().unwrap();

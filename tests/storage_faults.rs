@@ -264,14 +264,6 @@ fn restore_from_backup_loses_exactly_the_writes_after_the_backup() {
     }
 }
 
-fn journal(dir: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("faults.journal"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 fn mounted(path: &std::path::Path) -> bool {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     info.lines().any(|l| l.split(' ').nth(4) == Some(&*path.display().to_string()))
@@ -321,17 +313,9 @@ at = "50s"
     );
     let path = common::write_scenario(tmp.path(), "killed.toml", &text);
     let dir = tmp.path().join("run");
-    let mut harness = std::process::Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
-        .arg("run")
-        .arg(&path)
-        .arg("--out")
-        .arg(&dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut harness = common::spawn_run(&path, &dir);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !journal(&dir).iter().any(|e| e["op"] == "corrupted") {
+    while !common::journal(&dir).iter().any(|e| e["op"] == "corrupted") {
         assert!(std::time::Instant::now() < deadline, "the corruption was never journaled");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
@@ -341,7 +325,7 @@ at = "50s"
 
     let data_dir = dir.join("trial-000/data/kv").canonicalize().unwrap();
     assert!(mounted(&data_dir), "the FUSE layer is left mounted by the killed harness");
-    let targets: Vec<i32> = journal(&dir)
+    let targets: Vec<i32> = common::journal(&dir)
         .iter()
         .filter(|e| e["op"] == "target_started")
         .map(|e| e["pid"].as_i64().unwrap() as i32)

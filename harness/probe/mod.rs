@@ -23,11 +23,31 @@ pub trait Probe: Send {
 struct TcpProbe {
     addr: SocketAddr,
     timeout: Duration,
+    /// A request to send and a text its answer must contain.
+    exchange: Option<(String, String)>,
 }
 
 impl Probe for TcpProbe {
     fn sample(&mut self) -> Result<(), String> {
-        TcpStream::connect_timeout(&self.addr, self.timeout).map(drop).map_err(|e| e.to_string())
+        let mut stream = TcpStream::connect_timeout(&self.addr, self.timeout).map_err(|e| e.to_string())?;
+        let Some((send, expect)) = &self.exchange else { return Ok(()) };
+        let deadline = Instant::now() + self.timeout;
+        stream.write_all(send.as_bytes()).map_err(|e| e.to_string())?;
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 512];
+        while !String::from_utf8_lossy(&answer).contains(expect.as_str()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!("no `{expect}` within {:?}", self.timeout));
+            }
+            stream.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
+            match stream.read(&mut buf) {
+                Ok(0) => return Err(format!("closed without `{expect}`")),
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -107,7 +127,9 @@ pub fn build(plan: &ProbePlan, target: Arc<dyn Target>, proxy_port: impl Fn(&str
     };
     let timeout = plan.timeout;
     match &plan.kind {
-        ProbeKind::Tcp { port } => Box::new(TcpProbe { addr: addr(port), timeout }),
+        ProbeKind::Tcp { port, send, expect } => {
+            Box::new(TcpProbe { addr: addr(port), timeout, exchange: send.clone().zip(expect.clone()) })
+        }
         ProbeKind::DemoKv { port } => Box::new(DemoKvProbe { addr: addr(port), timeout }),
         ProbeKind::Http { port, path, status, body_contains } => Box::new(HttpProbe {
             addr: addr(port),

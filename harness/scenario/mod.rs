@@ -81,8 +81,19 @@ pub const TARGET_KEYS: &[&str] = &[
 ];
 pub const TARGET_KINDS: &[&str] = &["process", "container", "compose"];
 pub const RESTART_KEYS: &[&str] = &["policy", "delay"];
-pub const PROBE_KEYS: &[&str] =
-    &["kind", "port", "path", "status", "body_contains", "command", "interval", "timeout", "healthy_after"];
+pub const PROBE_KEYS: &[&str] = &[
+    "kind",
+    "port",
+    "path",
+    "status",
+    "body_contains",
+    "command",
+    "send",
+    "expect",
+    "interval",
+    "timeout",
+    "healthy_after",
+];
 pub const PROBE_KINDS: &[&str] = &["tcp", "http", "command", "demo-kv"];
 pub const WORKLOAD_KEYS: &[&str] = &["kind", "target", "via", "rate", "duration", "connections", "timeout"];
 pub const WORKLOAD_KINDS: &[&str] = &["demo-kv"];
@@ -476,7 +487,14 @@ fn compile_probe(f: &Fields, d: &mut Diagnostics) -> Option<ProbePlan> {
         None => return None,
     };
     let kind = match kind {
-        "tcp" => ProbeKind::Tcp { port: port(f, d)? },
+        "tcp" => {
+            let send = f.str("send", d).map(|(s, _)| s.replace("\\r", "\r").replace("\\n", "\n"));
+            let expect = f.str("expect", d).map(|(s, _)| s.to_string());
+            if send.is_some() != expect.is_some() {
+                d.error(f.span.clone(), format!("`send` and `expect` go together in {}", f.what));
+            }
+            ProbeKind::Tcp { port: port(f, d)?, send, expect }
+        }
         "demo-kv" => ProbeKind::DemoKv { port: port(f, d)? },
         "http" => ProbeKind::Http {
             port: port(f, d)?,
@@ -591,7 +609,7 @@ fn check_proxy_refs(
             .filter(|p| !names.contains(p))
             .map(|p| p.to_string())
             .collect();
-        if let ProbeKind::Tcp { port: PortRef::Proxy(p) }
+        if let ProbeKind::Tcp { port: PortRef::Proxy(p), .. }
         | ProbeKind::DemoKv { port: PortRef::Proxy(p) }
         | ProbeKind::Http { port: PortRef::Proxy(p), .. } = &t.probe.kind
         {

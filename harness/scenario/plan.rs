@@ -92,7 +92,10 @@ pub struct ProbePlan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeKind {
     /// A TCP connect succeeds.
-    Tcp { port: PortRef },
+    /// A TCP connect succeeds; with `send`, the answer must contain `expect`
+    /// (a connect alone proves little behind a forwarder such as Docker's
+    /// userland proxy, which accepts while the container is down).
+    Tcp { port: PortRef, send: Option<String>, expect: Option<String> },
     /// An HTTP GET answers with `status` (and a body containing a text).
     Http { port: PortRef, path: String, status: u16, body_contains: Option<String> },
     /// A command exits 0.

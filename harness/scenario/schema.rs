@@ -36,6 +36,8 @@ pub fn schema() -> Value {
             "status": { "type": "integer", "description": "expected HTTP status (http), default 200" },
             "body_contains": { "type": "string", "description": "text the HTTP body must contain (http)" },
             "command": command("command that exits 0 when healthy (command)"),
+            "send": { "type": "string", "description": "tcp: a request to send (\\r\\n allowed), e.g. \"PING\\r\\n\"" },
+            "expect": { "type": "string", "description": "tcp: text the answer must contain, e.g. \"+PONG\"" },
             "interval": duration("time between samples, default 10ms"),
             "timeout": duration("time one sample may take, default 500ms"),
             "healthy_after": { "type": "integer", "minimum": 1, "description": "consecutive successes that make a sustained healthy window, default 3" },

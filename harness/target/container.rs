@@ -21,7 +21,6 @@ use super::reaper;
 use super::{procfs, HostProcess, Target, TargetError};
 use crate::engine::{ContainerSpec, Engine, RUN_LABEL};
 use crate::fault::journal::Entry;
-use crate::runner::history::EventKind;
 use crate::scenario::{template, RestartPolicy, TargetPlan};
 
 /// Where a container sees its data dir.
@@ -183,32 +182,13 @@ impl Inner {
     }
 
     fn started(&self, state: &mut State, pid: i32) {
-        let start_time = procfs::stat(pid).map_or(0, |s| s.start_time);
-        let incarnation = state.incarnations + 1;
-        let _ = self.ctx.journal.append(&Entry::TargetStarted {
-            trial: self.ctx.trial,
-            target: self.name().to_string(),
-            pid,
-            start_time,
-        });
-        self.ctx.recorder.record(EventKind::TargetStarted { target: self.name().to_string(), incarnation, pid });
-        state.incarnations = incarnation;
-        state.current = Some(HostProcess { pid, start_time, incarnation });
+        state.incarnations += 1;
+        state.current = Some(self.ctx.record_start(self.name(), state.incarnations, pid));
         self.changed.notify_all();
     }
 
     fn exited(&self, state: &mut State, process: HostProcess, status: String) {
-        self.ctx.recorder.record(EventKind::TargetExited {
-            target: self.name().to_string(),
-            incarnation: process.incarnation,
-            pid: process.pid,
-            status,
-        });
-        let _ = self.ctx.journal.note(&Entry::TargetExited {
-            trial: self.ctx.trial,
-            target: self.name().to_string(),
-            pid: process.pid,
-        });
+        self.ctx.record_exit(self.name(), process, status);
         state.current = None;
         self.changed.notify_all();
     }

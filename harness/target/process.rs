@@ -40,6 +40,25 @@ pub struct ProcessContext {
     pub hosts: Vec<(String, std::net::IpAddr)>,
 }
 
+impl ProcessContext {
+    /// Journals and records a new incarnation of `target`; returns it.
+    pub(crate) fn record_start(&self, target: &str, incarnation: u32, pid: i32) -> HostProcess {
+        let start_time = procfs::stat(pid).map_or(0, |s| s.start_time);
+        let _ =
+            self.journal.append(&Entry::TargetStarted { trial: self.trial, target: target.into(), pid, start_time });
+        self.recorder.record(EventKind::TargetStarted { target: target.into(), incarnation, pid });
+        HostProcess { pid, start_time, incarnation }
+    }
+
+    /// Records the end of an incarnation (journaled unsynced: see
+    /// [`Journal::note`]).
+    pub(crate) fn record_exit(&self, target: &str, process: HostProcess, status: String) {
+        let (incarnation, pid) = (process.incarnation, process.pid);
+        self.recorder.record(EventKind::TargetExited { target: target.into(), incarnation, pid, status });
+        let _ = self.journal.note(&Entry::TargetExited { trial: self.trial, target: target.into(), pid });
+    }
+}
+
 pub struct ProcessTarget {
     inner: Arc<Inner>,
     supervisor: Mutex<Option<JoinHandle<()>>>,
@@ -142,19 +161,11 @@ impl Inner {
             program: self.plan.command[0].clone(),
             source,
         })?;
-        let pid = child.id() as i32;
-        let start_time = procfs::stat(pid).map_or(0, |s| s.start_time);
         // The journal entry lands just after the fork: the process exists,
         // and cleanup can find it even if we are killed right now.
-        let _ = self.ctx.journal.append(&Entry::TargetStarted {
-            trial: self.ctx.trial,
-            target: self.name().to_string(),
-            pid,
-            start_time,
-        });
-        self.ctx.recorder.record(EventKind::TargetStarted { target: self.name().to_string(), incarnation, pid });
+        let process = self.ctx.record_start(self.name(), incarnation, child.id() as i32);
         state.incarnations = incarnation;
-        state.current = Some(HostProcess { pid, start_time, incarnation });
+        state.current = Some(process);
         self.changed.notify_all();
         Ok(exited)
     }
@@ -166,17 +177,7 @@ impl Inner {
             let exit = exited.recv().ok();
             let mut state = self.state.lock().unwrap();
             if let Some(process) = state.current.take() {
-                self.ctx.recorder.record(EventKind::TargetExited {
-                    target: self.name().to_string(),
-                    incarnation: process.incarnation,
-                    pid: process.pid,
-                    status: exit.map_or("unknown".into(), |e| e.to_string()),
-                });
-                let _ = self.ctx.journal.note(&Entry::TargetExited {
-                    trial: self.ctx.trial,
-                    target: self.name().to_string(),
-                    pid: process.pid,
-                });
+                self.ctx.record_exit(self.name(), process, exit.map_or("unknown".into(), |e| e.to_string()));
                 // Whatever the leader left running in its group goes with it.
                 kill_group(process, Signal::SIGKILL);
             }

@@ -156,3 +156,34 @@ pub fn compose_available() -> bool {
         "compose targets need `docker compose` or `docker-compose` (Debian package docker-compose)",
     )
 }
+
+/// The fault journal of a run directory, as JSON values (torn last line skipped).
+pub fn journal(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("faults.journal"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// `crashlab run SCENARIO --out DIR` in the background, output discarded.
+pub fn spawn_run(scenario: &Path, dir: &Path) -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
+        .arg("run")
+        .arg(scenario)
+        .arg("--out")
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("crashlab starts")
+}
+
+/// mmdebstrap, which makes Debian root file systems for images.
+pub fn mmdebstrap_available() -> bool {
+    available(
+        "mmdebstrap",
+        which("mmdebstrap"),
+        "Debian-based images are made with mmdebstrap (Debian package mmdebstrap)",
+    )
+}

@@ -1,0 +1,30 @@
+//! Images made here, without a registry: the Debian one with a real
+//! service in it, built once and then reused, and run as a container target.
+
+mod common;
+
+use common::{crashlab, docker_available, mmdebstrap_available, run, scenario};
+
+#[test]
+fn a_debian_image_with_redis_is_built_once_then_reused_and_runs_as_a_target() {
+    if !docker_available() || !mmdebstrap_available() {
+        return;
+    }
+    let build = || {
+        let out = crashlab().args(["image", "build", "--debian", "redis-server"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let first = build();
+    let second = build();
+    assert!(second.ends_with("s)") && second.contains("(cached"), "the second build reuses the image: {second}");
+    assert_eq!(first.split_whitespace().next(), second.split_whitespace().next(), "same inputs, same tag");
+
+    let r = run(&scenario("container-redis-kill.toml"), &["--seed", "36"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    for t in r.trials() {
+        let f = &t["faults"][0];
+        assert!(f["detail"].as_str().unwrap().starts_with("SIGKILL to pid"));
+        assert!(f["restart_ms"].as_f64().is_some() && t["rto_ms"].as_f64().is_some(), "{t}");
+    }
+}
