@@ -160,7 +160,10 @@ impl Inner {
                     self.exited(&mut state, process, "replaced".into());
                     self.started(&mut state, s.pid);
                 }
-                (Some(s), None) if running => self.started(&mut state, s.pid),
+                (Some(s), None) if running => {
+                    self.started(&mut state, s.pid);
+                    self.check_ports(s);
+                }
                 (s, Some(process)) if !running => {
                     let status = s.as_ref().map_or("gone".into(), |s| format!("exit code {}", s.exit_code));
                     self.exited(&mut state, process, status);
@@ -185,6 +188,21 @@ impl Inner {
         state.incarnations += 1;
         state.current = Some(self.ctx.record_start(self.name(), state.incarnations, pid));
         self.changed.notify_all();
+    }
+
+    /// Re-reads the published ports of each new incarnation: `{port}` is
+    /// bound on 127.0.0.1 explicitly (by the harness, or by the compose file
+    /// through CRASHLAB_PORT_<TARGET>), so it must still be published; if
+    /// not, the probes would test the wrong port.
+    fn check_ports(&self, seen: &crate::engine::ContainerState) {
+        let port = self.ctx.port;
+        if !seen.ports.iter().any(|(_, host)| *host == port) {
+            eprintln!(
+                "crashlab: warning: target `{}`: port {port} is published as {:?} after a restart, not at {port}",
+                self.name(),
+                seen.ports
+            );
+        }
     }
 
     fn exited(&self, state: &mut State, process: HostProcess, status: String) {
