@@ -38,6 +38,7 @@ enum ImageCommand {
     /// (mmdebstrap), as crashlab/debian-<pkgs>:<hash> and :latest.
     #[command(verbatim_doc_comment)]
     Build {
+        /// The embedded image to build.
         #[arg(value_parser = ["demo-kv"], required_unless_present = "debian", conflicts_with = "debian")]
         what: Option<String>,
         /// Debian packages to install, e.g. `--debian redis-server`.
@@ -79,8 +80,9 @@ enum Command {
     Analyze { run_dir: PathBuf },
     /// Heal what a run left behind if the harness itself was killed:
     /// resume paused targets, stop the run's processes and lock holders,
-    /// unmount its FUSE layers and put back the original bytes of files its
-    /// faults damaged (all from the run's fault journal).
+    /// unmount its FUSE layers, put back the original bytes of files its
+    /// faults damaged, delete its network namespaces, remove its containers
+    /// and take down its compose projects (all from the run's fault journal).
     Cleanup { run_dir: PathBuf },
     /// Run the reference key-value store (the embedded default target).
     DemoKv(demo::DemoKvOptions),
