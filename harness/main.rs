@@ -84,6 +84,14 @@ enum Command {
     /// faults damaged, delete its network namespaces, remove its containers
     /// and take down its compose projects (all from the run's fault journal).
     Cleanup { run_dir: PathBuf },
+    /// Render a run's report.json again: into junit.xml, summary.md and
+    /// metrics.prom beside it, or one format to stdout with --format.
+    Report {
+        run_dir: PathBuf,
+        /// Print this format to stdout instead of writing the files.
+        #[arg(long, value_parser = ["json", "junit", "markdown", "prometheus", "text"])]
+        format: Option<String>,
+    },
     /// Run the reference key-value store (the embedded default target).
     DemoKv(demo::DemoKvOptions),
     /// Build container images without a registry.
@@ -110,6 +118,7 @@ fn main() -> ExitCode {
         }
         Command::Analyze { run_dir } => analyze(&run_dir),
         Command::Cleanup { run_dir } => cleanup(&run_dir),
+        Command::Report { run_dir, format } => report(&run_dir, format.as_deref()),
         Command::DemoKv(options) => demo::run(options),
         Command::Image(ImageCommand::Build { debian, .. }) => build_image(&debian),
         Command::LockHolder { path, lock } => fault::stale_lock::lock_holder_main(&path, &lock),
@@ -228,12 +237,47 @@ fn analyze(run_dir: &Path) -> i32 {
     let seed = old.as_ref().map_or(0, |r| r.seed);
     let error = old.and_then(|r| r.error);
     let report = check::build_report(&plan, seed, reports, error);
-    if let Err(e) = std::fs::write(run_dir.join(runner::REPORT_FILE), report.to_json()) {
+    if let Err(e) = runner::write_reports(run_dir, &report) {
         eprintln!("crashlab: cannot write the report: {e}");
         return exit::ENVIRONMENT;
     }
     print!("{}", render_text(&report));
     verdict_code(report.verdict)
+}
+
+fn report(run_dir: &Path, format: Option<&str>) -> i32 {
+    let path = run_dir.join(runner::REPORT_FILE);
+    let report = match std::fs::read_to_string(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| RunReport::from_json(&text).map_err(|e| format!("not a crashlab report: {e}")))
+    {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("crashlab: {}: {e}", path.display());
+            return exit::USAGE;
+        }
+    };
+    let rendered = match format {
+        None => {
+            return match runner::write_reports(run_dir, &report) {
+                Ok(()) => {
+                    println!("wrote report.json, junit.xml, summary.md, metrics.prom into {}", run_dir.display());
+                    exit::PASS
+                }
+                Err(e) => {
+                    eprintln!("crashlab: cannot write into {}: {e}", run_dir.display());
+                    exit::ENVIRONMENT
+                }
+            };
+        }
+        Some("json") => report.to_json(),
+        Some("junit") => crashlab::reports::render_junit(&report),
+        Some("markdown") => crashlab::reports::render_markdown(&report),
+        Some("prometheus") => crashlab::reports::render_prometheus(&report),
+        _ => render_text(&report),
+    };
+    print!("{rendered}");
+    exit::PASS
 }
 
 fn build_image(debian: &[String]) -> i32 {

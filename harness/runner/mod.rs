@@ -68,6 +68,16 @@ pub const HISTORY_FILE: &str = "history.jsonl";
 pub const REPORT_FILE: &str = "report.json";
 pub const SCENARIO_FILE: &str = "scenario.toml";
 
+/// Writes `report.json` and every other format (JUnit, Markdown summary,
+/// Prometheus metrics) into the run directory.
+pub fn write_reports(run_dir: &Path, report: &RunReport) -> std::io::Result<()> {
+    std::fs::write(run_dir.join(REPORT_FILE), report.to_json())?;
+    for (file, render) in crate::reports::WRITERS {
+        std::fs::write(run_dir.join(file), render(report))?;
+    }
+    Ok(())
+}
+
 /// Seeds stay below 2^53 so that every JSON reader keeps them exact.
 const JSON_SAFE: u64 = (1 << 53) - 1;
 
@@ -166,8 +176,7 @@ pub fn run(
         TrialStop::Environment(e) => e.clone(),
     });
     let report = check::build_report(plan, seed, trials, error);
-    let report_path = run_dir.join(REPORT_FILE);
-    std::fs::write(&report_path, report.to_json()).map_err(io(format!("cannot write {}", report_path.display())))?;
+    write_reports(&run_dir, &report).map_err(io(format!("cannot write the reports into {}", run_dir.display())))?;
     Ok(RunOutcome { run_dir, report, stop })
 }
 

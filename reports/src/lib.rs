@@ -4,6 +4,9 @@
 //! contract (DESIGN.md): fields are added, never renamed or removed, without a
 //! new `format_version`.
 
+mod junit;
+mod markdown;
+mod prom;
 mod stats;
 mod text;
 
@@ -11,8 +14,15 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use junit::render_junit;
+pub use markdown::render_markdown;
+pub use prom::render_prometheus;
 pub use stats::Stats;
 pub use text::render_text;
+
+/// The files a run directory holds besides `report.json`, and their writers.
+pub const WRITERS: &[(&str, fn(&RunReport) -> String)] =
+    &[("junit.xml", render_junit), ("summary.md", render_markdown), ("metrics.prom", render_prometheus)];
 
 /// Bumped when a field changes meaning or disappears.
 pub const FORMAT_VERSION: u32 = 1;
