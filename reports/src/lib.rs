@@ -20,8 +20,11 @@ pub use prom::render_prometheus;
 pub use stats::Stats;
 pub use text::render_text;
 
+/// A writer: one format of a report.
+pub type Writer = fn(&RunReport) -> String;
+
 /// The files a run directory holds besides `report.json`, and their writers.
-pub const WRITERS: &[(&str, fn(&RunReport) -> String)] =
+pub const WRITERS: &[(&str, Writer)] =
     &[("junit.xml", render_junit), ("summary.md", render_markdown), ("metrics.prom", render_prometheus)];
 
 /// Bumped when a field changes meaning or disappears.
