@@ -68,6 +68,24 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Run a scenario for many trials and report RTO and RPO distributions
+    /// (percentiles, bootstrap 95% intervals, a histogram); with
+    /// --baseline, say whether RTO improved, regressed or did not change
+    /// (a regression exits 1). Writes bench.json into the run directory.
+    #[command(after_help = EXIT_CODES)]
+    Bench {
+        scenario: PathBuf,
+        /// Number of trials (overrides `[trials] count`).
+        #[arg(long)]
+        trials: Option<u32>,
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// A report.json of an earlier run to compare with.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+    },
     /// Check scenario files and list every error as file:line:col: message.
     Validate {
         #[arg(required = true)]
@@ -111,6 +129,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Run { scenario, trials, seed, out } => run(&scenario, RunOptions { trials, seed, out }),
+        Command::Bench { scenario, trials, seed, out, baseline } => {
+            bench(&scenario, RunOptions { trials, seed, out }, baseline.as_deref())
+        }
         Command::Validate { files } => validate(&files),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&scenario::schema::schema()).expect("a schema serializes"));
@@ -158,13 +179,31 @@ fn load_with(
 }
 
 fn run(path: &Path, options: RunOptions) -> i32 {
-    let (plan, source) = match load(path) {
-        Ok(loaded) => loaded,
-        Err(code) => return code,
-    };
+    match execute(path, options) {
+        Ok(outcome) => outcome_code(&outcome),
+        Err(code) => code,
+    }
+}
+
+/// The exit code of a finished (or stopped) run.
+fn outcome_code(outcome: &runner::RunOutcome) -> i32 {
+    match &outcome.stop {
+        Some(TrialStop::Environment(e)) => {
+            eprintln!("crashlab: {e}");
+            exit::ENVIRONMENT
+        }
+        Some(TrialStop::Interrupted) => exit::UNKNOWN,
+        None => verdict_code(outcome.report.verdict),
+    }
+}
+
+/// Loads and runs a scenario, printing progress and the summary; `Err`
+/// holds the exit code when it could not run at all.
+fn execute(path: &Path, options: RunOptions) -> Result<runner::RunOutcome, i32> {
+    let (plan, source) = load(path)?;
     if let Err(e) = target::reaper::become_subreaper() {
         eprintln!("crashlab: cannot become a child subreaper: {e}");
-        return exit::ENVIRONMENT;
+        return Err(exit::ENVIRONMENT);
     }
     // Ctrl-C and SIGTERM end the current trial cleanly: faults healed,
     // targets stopped, a partial report written.
@@ -172,7 +211,7 @@ fn run(path: &Path, options: RunOptions) -> i32 {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&interrupt)) {
             eprintln!("crashlab: cannot install a signal handler: {e}");
-            return exit::ENVIRONMENT;
+            return Err(exit::ENVIRONMENT);
         }
     }
     let progress = |t: &crashlab::reports::TrialReport, count: u32| {
@@ -189,19 +228,68 @@ fn run(path: &Path, options: RunOptions) -> i32 {
         Ok(outcome) => {
             print!("{}", render_text(&outcome.report));
             println!("run directory: {}", outcome.run_dir.display());
-            match outcome.stop {
-                Some(TrialStop::Environment(e)) => {
-                    eprintln!("crashlab: {e}");
-                    exit::ENVIRONMENT
-                }
-                Some(TrialStop::Interrupted) => exit::UNKNOWN,
-                None => verdict_code(outcome.report.verdict),
-            }
+            Ok(outcome)
         }
         Err(e) => {
             eprintln!("crashlab: {e}");
-            exit::ENVIRONMENT
+            Err(exit::ENVIRONMENT)
         }
+    }
+}
+
+fn bench(path: &Path, options: RunOptions, baseline: Option<&Path>) -> i32 {
+    use crashlab::bench::{self, Change};
+    let old = match baseline.map(|p| {
+        std::fs::read_to_string(p)
+            .map_err(|e| e.to_string())
+            .and_then(|t| RunReport::from_json(&t).map_err(|e| format!("not a crashlab report: {e}")))
+    }) {
+        Some(Err(e)) => {
+            eprintln!("crashlab: baseline {}: {e}", baseline.unwrap().display());
+            return exit::USAGE;
+        }
+        other => other.map(Result::unwrap),
+    };
+    let outcome = match execute(path, options) {
+        Ok(outcome) => outcome,
+        Err(code) => return code,
+    };
+    let report = &outcome.report;
+    let rto = bench::distribution(&bench::rtos(report), report.seed);
+    let lost = bench::distribution(&bench::lost(report), report.seed);
+    let ci = |c: Option<(f64, f64)>| c.map_or("-".into(), |(lo, hi)| format!("[{lo:.1}, {hi:.1}]"));
+    println!(
+        "rto_ms      mean {:.1} (95% CI {}), median 95% CI {}",
+        rto.stats.mean.unwrap_or(f64::NAN),
+        ci(rto.mean_ci),
+        ci(rto.median_ci)
+    );
+    println!("lost_acked  mean {:.1} (95% CI {})", lost.stats.mean.unwrap_or(f64::NAN), ci(lost.mean_ci));
+    let most = rto.histogram.iter().map(|b| b.1).max().unwrap_or(1).max(1);
+    for (upper, n) in &rto.histogram {
+        println!("  rto <= {upper:>9.1} ms {:<40} {n}", "#".repeat(n * 40 / most));
+    }
+    let comparison = old.as_ref().and_then(|old| bench::compare(&bench::rtos(report), &bench::rtos(old), report.seed));
+    if let Some(c) = &comparison {
+        println!(
+            "rto against the baseline: median {:.1} -> {:.1} ms ({:+.1}%), difference 95% CI [{:.1}, {:.1}] ms: {}",
+            c.baseline_median,
+            c.median,
+            c.relative * 100.0,
+            c.difference_ci.0,
+            c.difference_ci.1,
+            match c.change {
+                Change::Improved => "IMPROVED",
+                Change::Regressed => "REGRESSED",
+                Change::Unchanged => "no change (within noise)",
+            }
+        );
+    }
+    let json = serde_json::json!({ "rto_ms": rto, "lost_acked": lost, "baseline": comparison });
+    let _ = std::fs::write(outcome.run_dir.join("bench.json"), serde_json::to_string_pretty(&json).unwrap());
+    match (outcome_code(&outcome), comparison.map(|c| c.change)) {
+        (exit::PASS, Some(Change::Regressed)) => exit::FAIL,
+        (code, _) => code,
     }
 }
 

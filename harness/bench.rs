@@ -1,0 +1,145 @@
+//! `crashlab bench`: RTO and RPO distributions over many trials, with
+//! bootstrap confidence intervals, and a verdict against a baseline run
+//! (improved, regressed or unchanged), in the manner of criterion.
+
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::reports::{RunReport, Stats};
+
+/// Resamples for each bootstrap interval.
+const RESAMPLES: usize = 2000;
+/// A change of the median smaller than this fraction is noise.
+pub const NOISE: f64 = 0.05;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Distribution {
+    pub stats: Stats,
+    /// 95% bootstrap interval of the mean.
+    pub mean_ci: Option<(f64, f64)>,
+    /// 95% bootstrap interval of the median.
+    pub median_ci: Option<(f64, f64)>,
+    /// Ten equal-width bins from min to max: `(upper bound, count)`.
+    pub histogram: Vec<(f64, usize)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    Improved,
+    Regressed,
+    Unchanged,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub baseline_median: f64,
+    pub median: f64,
+    /// 95% bootstrap interval of `median - baseline_median`.
+    pub difference_ci: (f64, f64),
+    /// `median / baseline_median - 1`.
+    pub relative: f64,
+    pub change: Change,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+fn resample(v: &[f64], rng: &mut impl Rng) -> Vec<f64> {
+    (0..v.len()).map(|_| v[rng.random_range(0..v.len())]).collect()
+}
+
+/// The 2.5% and 97.5% points of `f` over bootstrap resamples of `v`.
+fn interval(v: &[f64], rng: &mut impl Rng, f: impl Fn(&mut [f64]) -> f64) -> Option<(f64, f64)> {
+    if v.len() < 2 {
+        return None;
+    }
+    let mut estimates: Vec<f64> = (0..RESAMPLES).map(|_| f(&mut resample(v, rng))).collect();
+    estimates.sort_by(f64::total_cmp);
+    Some((estimates[RESAMPLES * 25 / 1000], estimates[RESAMPLES * 975 / 1000 - 1]))
+}
+
+pub fn distribution(values: &[f64], seed: u64) -> Distribution {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let stats = Stats::of(values.iter().copied());
+    let histogram = match (stats.min, stats.max) {
+        (Some(lo), Some(hi)) if !values.is_empty() => {
+            let width = ((hi - lo) / 10.0).max(f64::EPSILON);
+            let mut bins = vec![0; 10];
+            for v in values {
+                bins[(((v - lo) / width) as usize).min(9)] += 1;
+            }
+            bins.into_iter().enumerate().map(|(i, n)| (lo + width * (i + 1) as f64, n)).collect()
+        }
+        _ => Vec::new(),
+    };
+    Distribution {
+        stats,
+        mean_ci: interval(values, &mut rng, |v| mean(v)),
+        median_ci: interval(values, &mut rng, median),
+        histogram,
+    }
+}
+
+/// Compares the medians of `new` and `old`: a change counts when the 95%
+/// interval of the difference excludes zero and the median moved by more
+/// than [`NOISE`].
+pub fn compare(new: &[f64], old: &[f64], seed: u64) -> Option<Comparison> {
+    if new.len() < 2 || old.len() < 2 {
+        return None;
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut differences: Vec<f64> =
+        (0..RESAMPLES).map(|_| median(&mut resample(new, &mut rng)) - median(&mut resample(old, &mut rng))).collect();
+    differences.sort_by(f64::total_cmp);
+    let ci = (differences[RESAMPLES * 25 / 1000], differences[RESAMPLES * 975 / 1000 - 1]);
+    let (m_new, m_old) = (median(&mut new.to_vec()), median(&mut old.to_vec()));
+    let relative = if m_old == 0.0 { 0.0 } else { m_new / m_old - 1.0 };
+    let change = if ci.1 < 0.0 && relative < -NOISE {
+        Change::Improved
+    } else if ci.0 > 0.0 && relative > NOISE {
+        Change::Regressed
+    } else {
+        Change::Unchanged
+    };
+    Some(Comparison { baseline_median: m_old, median: m_new, difference_ci: ci, relative, change })
+}
+
+/// The RTOs of a report's recovered trials.
+pub fn rtos(report: &RunReport) -> Vec<f64> {
+    report.trials.iter().filter_map(|t| t.rto_ms).collect()
+}
+
+pub fn lost(report: &RunReport) -> Vec<f64> {
+    report.trials.iter().filter_map(|t| t.rpo.lost_acked.map(|v| v as f64)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clear_shift_is_a_change_and_noise_is_not() {
+        let old: Vec<f64> = (0..10).map(|i| 400.0 + i as f64).collect();
+        let faster: Vec<f64> = (0..10).map(|i| 200.0 + i as f64).collect();
+        let same: Vec<f64> = (0..10).map(|i| 401.0 + i as f64 * 0.9).collect();
+        assert_eq!(compare(&faster, &old, 1).unwrap().change, Change::Improved);
+        assert_eq!(compare(&old, &faster, 1).unwrap().change, Change::Regressed);
+        assert_eq!(compare(&same, &old, 1).unwrap().change, Change::Unchanged);
+        let d = distribution(&old, 1);
+        let (lo, hi) = d.mean_ci.unwrap();
+        assert!(lo <= 404.5 && 404.5 <= hi, "the mean 404.5 lies in its interval ({lo}, {hi})");
+        assert_eq!(d.histogram.iter().map(|b| b.1).sum::<usize>(), 10);
+    }
+}
