@@ -47,6 +47,28 @@ enum ImageCommand {
     },
 }
 
+/// What `run` and `bench` share.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The scenario file (TOML).
+    scenario: PathBuf,
+    /// Number of trials (overrides `[trials] count`).
+    #[arg(long)]
+    trials: Option<u32>,
+    /// Seed for the fault schedule; the same seed gives the same schedule.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run directory (default: a new one under ./crashlab-runs/).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+impl RunArgs {
+    fn options(&self) -> RunOptions {
+        RunOptions { trials: self.trials, seed: self.seed, out: self.out.clone() }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a scenario: start its targets, drive the workload, inject the
@@ -55,33 +77,15 @@ enum Command {
     /// Writes report.json, history.jsonl, the fault journal and the targets'
     /// logs into the run directory, and prints its path.
     #[command(after_help = EXIT_CODES)]
-    Run {
-        /// The scenario file (TOML).
-        scenario: PathBuf,
-        /// Number of trials (overrides `[trials] count`).
-        #[arg(long)]
-        trials: Option<u32>,
-        /// Seed for the fault schedule; the same seed gives the same schedule.
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Run directory (default: a new one under ./crashlab-runs/).
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
+    Run(RunArgs),
     /// Run a scenario for many trials and report RTO and RPO distributions
     /// (percentiles, bootstrap 95% intervals, a histogram); with
     /// --baseline, say whether RTO improved, regressed or did not change
     /// (a regression exits 1). Writes bench.json into the run directory.
     #[command(after_help = EXIT_CODES)]
     Bench {
-        scenario: PathBuf,
-        /// Number of trials (overrides `[trials] count`).
-        #[arg(long)]
-        trials: Option<u32>,
-        #[arg(long)]
-        seed: Option<u64>,
-        #[arg(long)]
-        out: Option<PathBuf>,
+        #[command(flatten)]
+        run: RunArgs,
         /// A report.json of an earlier run to compare with.
         #[arg(long)]
         baseline: Option<PathBuf>,
@@ -128,10 +132,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Run { scenario, trials, seed, out } => run(&scenario, RunOptions { trials, seed, out }),
-        Command::Bench { scenario, trials, seed, out, baseline } => {
-            bench(&scenario, RunOptions { trials, seed, out }, baseline.as_deref())
-        }
+        Command::Run(args) => run(&args.scenario, args.options()),
+        Command::Bench { run, baseline } => bench(&run.scenario, run.options(), baseline.as_deref()),
         Command::Validate { files } => validate(&files),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&scenario::schema::schema()).expect("a schema serializes"));
