@@ -52,12 +52,9 @@ pub struct ContainerSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerState {
     pub running: bool,
-    pub paused: bool,
     /// Its main process, as the host sees it (0 when not running).
     pub pid: i32,
     pub exit_code: i64,
-    pub started_at: String,
-    pub restart_count: i64,
     /// `(container port, host port)` as published now.
     pub ports: Vec<(u16, u16)>,
 }
@@ -197,11 +194,10 @@ impl Engine {
             .collect();
         Ok(ContainerState {
             running: state.running.unwrap_or(false),
-            paused: state.paused.unwrap_or(false),
+
             pid: state.pid.unwrap_or(0) as i32,
             exit_code: state.exit_code.unwrap_or(0),
-            started_at: state.started_at.unwrap_or_default(),
-            restart_count: info.restart_count.unwrap_or(0),
+
             ports,
         })
     }

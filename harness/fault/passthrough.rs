@@ -55,7 +55,6 @@ pub struct Ledger {
     pub pending: HashMap<u64, Pending>,
     /// The most recent unsynced write: `(inode, offset, data)`, for a tear.
     pub last_write: Option<(u64, u64, Vec<u8>)>,
-    pub fsyncs: u64,
 }
 
 impl Ledger {
@@ -94,7 +93,6 @@ impl Ledger {
         if self.last_write.as_ref().is_some_and(|(i, _, _)| *i == ino) {
             self.last_write = None;
         }
-        self.fsyncs += 1;
     }
 }
 

@@ -104,7 +104,6 @@ pub(crate) fn runtime() -> &'static Runtime {
 /// A running proxy; stops when dropped.
 pub struct Proxy {
     port: u16,
-    upstream: SocketAddr,
     behavior: watch::Sender<Behavior>,
 }
 
@@ -121,15 +120,11 @@ impl Proxy {
             TcpListener::from_std(listener)?
         };
         rt.spawn(accept_loop(listener, port, upstream, watcher));
-        Ok(Proxy { port, upstream, behavior })
+        Ok(Proxy { port, behavior })
     }
 
     pub fn port(&self) -> u16 {
         self.port
-    }
-
-    pub fn upstream(&self) -> SocketAddr {
-        self.upstream
     }
 
     /// Changes the behaviour; every connection sees it at once.
@@ -138,10 +133,6 @@ impl Proxy {
             f(b);
             b.generation += 1;
         });
-    }
-
-    pub fn behavior(&self) -> Behavior {
-        self.behavior.borrow().clone()
     }
 
     /// Closes the listener and every connection.
