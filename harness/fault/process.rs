@@ -50,8 +50,10 @@ impl Fault for ProcessFault {
                 }))
             }
             FaultKind::Disconnect { .. } => {
-                injected("taken off its network".into());
+                // The engine's call takes tens of milliseconds: the fault is
+                // in effect once it returns, so that is when it is recorded.
                 ctx.target.disconnect().map_err(target_err)?;
+                injected("taken off its network".into());
                 let (target, journal, recorder) =
                     (Arc::clone(&ctx.target), Arc::clone(&ctx.journal), ctx.recorder.clone());
                 let (trial, fault) = (ctx.trial, ctx.index);
