@@ -18,6 +18,39 @@ fn rto_of_a_400ms_recovery_is_measured_within_60ms() {
         let restart = t["faults"][0]["restart_ms"].as_f64().unwrap();
         assert!(restart < rto, "the restart ({restart} ms) precedes readiness ({rto} ms)");
     }
+    percentile_bounds_judge_the_run(&r);
+}
+
+/// `rto.p50` / `rto.p95` over the ten calibrated trials: the nearest-rank
+/// p95 of ten is the largest, p50 the fifth. A bound exactly at the observed
+/// value passes, one 0.1 ms below it fails the run although every trial
+/// passed on its own. Judged again by `crashlab analyze` from the history.
+fn percentile_bounds_judge_the_run(r: &common::Run) {
+    let mut rtos: Vec<f64> = r.trials().iter().map(|t| t["rto_ms"].as_f64().unwrap()).collect();
+    rtos.sort_by(f64::total_cmp);
+    let (p50, p95) = (rtos[4], rtos[9]);
+    let stored = r.dir.join("scenario.toml");
+    let original = std::fs::read_to_string(&stored).unwrap();
+    let analyze = |expect: &str| {
+        std::fs::write(&stored, original.replace("rto = \"<= 460ms\"", expect)).unwrap();
+        let out = common::crashlab().arg("analyze").arg(&r.dir).output().unwrap();
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(r.dir.join("report.json")).unwrap()).unwrap();
+        (out.status.code(), report)
+    };
+    let us = |ms: f64| format!("{}us", (ms * 1000.0).ceil());
+    let (code, report) =
+        analyze(&format!("rto = {{ each = \"<= 460ms\", p50 = \"<= {}\", p95 = \"<= {}\" }}", us(p50), us(p95)));
+    assert_eq!(code, Some(0), "{report}");
+    let names: Vec<&str> =
+        report["expectations"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert!(["rto", "rto.p50", "rto.p95"].iter().all(|n| names.contains(n)), "{names:?}");
+    let (code, report) = analyze(&format!("rto.p95 = \"<= {}\"", us(p95 - 0.1)));
+    assert_eq!(code, Some(1), "a p95 bound below the observed p95 fails the run");
+    let e = report["expectations"].as_array().unwrap().iter().find(|e| e["name"] == "rto.p95").unwrap();
+    assert_eq!(e["verdict"], "fail");
+    assert_eq!(e["observed"], format!("{p95:.1}ms over 10 trials"));
+    assert!(report["trials"].as_array().unwrap().iter().all(|t| t["verdict"] == "pass"));
 }
 
 #[test]

@@ -87,7 +87,9 @@ fn all_errors_of_a_file_are_listed_at_once_in_source_order() {
     assert_line(&e, name, "6:18", "unknown probe kind `htp` in `probe` of [target.kv], did you mean `http`?");
     assert_line(&e, name, "11:8", "`rate` in [workload] must be between 1 and 100000, found -5");
     assert_line(&e, name, "15:7", "[expect] rto: expected a bound such as \"<= 1s\"");
-    assert!(e.contains("5 error(s); nothing was started"), "{e}");
+    assert_line(&e, name, "16:14", "[expect] window.p96: unknown statistic, did you mean `p95`?");
+    assert_line(&e, name, "17:18", "[expect] lost_acked.max: `1s` is not a count");
+    assert!(e.contains("7 error(s); nothing was started"), "{e}");
 }
 
 #[test]

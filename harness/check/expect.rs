@@ -1,4 +1,5 @@
-//! `[expect]` thresholds: `rto = "<= 1s"`, `lost_acked = 0`.
+//! `[expect]` thresholds: `rto = "<= 1s"`, `lost_acked = 0` (every trial), or
+//! `rto.p95 = "<= 2s"` (a percentile over the run's trials).
 
 use std::fmt;
 use std::str::FromStr;
@@ -93,10 +94,62 @@ impl CmpOp {
     }
 }
 
-/// One bound on one metric, checked in every trial.
+/// A statistic over the trials of a run, for `rto.p95 = "<= 2s"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    Min,
+    P50,
+    P95,
+    P99,
+    Max,
+    Mean,
+}
+
+impl Aggregate {
+    pub const NAMES: &'static [&'static str] = &["min", "p50", "p95", "p99", "max", "mean"];
+    const ALL: [Aggregate; 6] =
+        [Aggregate::Min, Aggregate::P50, Aggregate::P95, Aggregate::P99, Aggregate::Max, Aggregate::Mean];
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[Self::ALL.iter().position(|a| *a == self).unwrap()]
+    }
+
+    /// The statistic over per-trial values, by the nearest-rank method (as
+    /// the report's summary). A missing value (never recovered) ranks above
+    /// every number, so `rto.p95` is `None` when more than 5% of the trials
+    /// never recovered; `None` also for no values at all.
+    pub fn of(self, values: &[Option<f64>]) -> Option<f64> {
+        let mut v: Vec<f64> = values.iter().map(|v| v.unwrap_or(f64::INFINITY)).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let rank = |p: f64| v[((p / 100.0 * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        let value = match self {
+            Aggregate::Min => v[0],
+            Aggregate::P50 => rank(50.0),
+            Aggregate::P95 => rank(95.0),
+            Aggregate::P99 => rank(99.0),
+            Aggregate::Max => v[v.len() - 1],
+            Aggregate::Mean => v.iter().sum::<f64>() / v.len() as f64,
+        };
+        value.is_finite().then_some(value)
+    }
+}
+
+impl FromStr for Aggregate {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Self::NAMES.iter().position(|n| *n == s).map(|i| Self::ALL[i]).ok_or(())
+    }
+}
+
+/// One bound on one metric: checked in every trial, or, with an aggregate,
+/// once over all the trials of the run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expectation {
     pub metric: Metric,
+    pub aggregate: Option<Aggregate>,
     pub op: CmpOp,
     /// In ms for times, a count otherwise.
     pub threshold: f64,
@@ -110,19 +163,29 @@ impl Expectation {
     }
 }
 
+impl Expectation {
+    /// `rto` or `rto.p95`: the name checks and reports know it by.
+    pub fn name(&self) -> String {
+        match self.aggregate {
+            Some(a) => format!("{}.{}", self.metric.name(), a.name()),
+            None => self.metric.name().to_string(),
+        }
+    }
+}
+
 impl fmt::Display for Expectation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.metric.is_time() {
             let bound = crate::duration::format_duration(std::time::Duration::from_secs_f64(self.threshold / 1000.0));
-            write!(f, "{} {} {bound}", self.metric.name(), self.op.symbol())
+            write!(f, "{} {} {bound}", self.name(), self.op.symbol())
         } else {
-            write!(f, "{} {} {}", self.metric.name(), self.op.symbol(), self.threshold)
+            write!(f, "{} {} {}", self.name(), self.op.symbol(), self.threshold)
         }
     }
 }
 
 /// Reads `"<= 1s"`, `"2s"` (meaning `<=`), `0` or `"< 5"`.
-pub fn parse_expectation(metric: Metric, value: &DeValue) -> Result<Expectation, String> {
+pub fn parse_expectation(metric: Metric, aggregate: Option<Aggregate>, value: &DeValue) -> Result<Expectation, String> {
     let expected = if metric.is_time() {
         "a bound such as \"<= 1s\" (<=, <, >=, > or ==, then a duration)"
     } else {
@@ -131,7 +194,7 @@ pub fn parse_expectation(metric: Metric, value: &DeValue) -> Result<Expectation,
     let text = match value {
         DeValue::Integer(i) if !metric.is_time() => {
             let n = i64::from_str_radix(i.as_str(), i.radix()).map_err(|_| format!("expected {expected}"))?;
-            return Ok(Expectation { metric, op: CmpOp::Eq, threshold: n as f64 });
+            return Ok(Expectation { metric, aggregate, op: CmpOp::Eq, threshold: n as f64 });
         }
         DeValue::String(s) => s.trim().to_string(),
         _ => return Err(format!("expected {expected}, found {}", value.type_str())),
@@ -145,7 +208,7 @@ pub fn parse_expectation(metric: Metric, value: &DeValue) -> Result<Expectation,
     } else {
         rest.parse::<u64>().map_err(|_| format!("`{rest}` is not a count; expected {expected}"))? as f64
     };
-    Ok(Expectation { metric, op, threshold })
+    Ok(Expectation { metric, aggregate, op, threshold })
 }
 
 #[cfg(test)]
@@ -154,7 +217,7 @@ mod tests {
 
     fn parse(metric: Metric, toml_value: &str) -> Result<Expectation, String> {
         let v = DeValue::parse(toml_value).unwrap();
-        parse_expectation(metric, v.get_ref())
+        parse_expectation(metric, None, v.get_ref())
     }
 
     #[test]
@@ -169,6 +232,22 @@ mod tests {
         assert_eq!((e.op, e.threshold), (CmpOp::Gt, 3.0));
         assert!(parse(Metric::Rto, "5").is_err());
         assert!(parse(Metric::LostAcked, "\"<= 1s\"").is_err());
+    }
+
+    #[test]
+    fn aggregates_rank_never_recovered_last() {
+        let v = |xs: &[Option<f64>]| xs.to_vec();
+        let twenty: Vec<Option<f64>> = (1..=20).map(|i| Some(f64::from(i) * 100.0)).collect();
+        assert_eq!(Aggregate::P95.of(&twenty), Some(1900.0));
+        assert_eq!(Aggregate::P50.of(&twenty), Some(1000.0));
+        assert_eq!(Aggregate::Mean.of(&twenty), Some(1050.0));
+        // One of twenty never recovered: p95 is still a number, max is not.
+        let mut one_lost = twenty.clone();
+        one_lost[3] = None;
+        assert_eq!(Aggregate::P95.of(&one_lost), Some(2000.0));
+        assert_eq!(Aggregate::Max.of(&one_lost), None);
+        assert_eq!(Aggregate::Min.of(&v(&[None, Some(5.0)])), Some(5.0));
+        assert_eq!(Aggregate::P50.of(&[]), None);
     }
 
     #[test]

@@ -158,7 +158,7 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
             observed: if trial.rpo.read_back { "read".into() } else { failure.unwrap_or_else(|| "not read".into()) },
         });
     }
-    for e in &plan.expectations {
+    for e in plan.expectations.iter().filter(|e| e.aggregate.is_none()) {
         let verdict = if !measurable(e.metric, &trial) {
             Verdict::Unknown
         } else if e.holds(observe(e.metric, &trial)) {
@@ -259,25 +259,42 @@ pub fn build_report(plan: &Plan, seed: u64, trials: Vec<TrialReport>, error: Opt
         .expectations
         .iter()
         .map(|e| {
-            let name = e.metric.name();
+            let name = e.name();
+            let values: Vec<Option<f64>> =
+                trials.iter().filter(|t| measurable(e.metric, t)).map(|t| observe(e.metric, t)).collect();
+            if let Some(aggregate) = e.aggregate {
+                let value = aggregate.of(&values);
+                let verdict = match (values.is_empty(), e.holds(value)) {
+                    (true, _) => Verdict::Unknown,
+                    (false, true) => Verdict::Pass,
+                    (false, false) => Verdict::Fail,
+                };
+                return ExpectationReport {
+                    name,
+                    expected: e.to_string(),
+                    observed: format!("{} over {} trials", e.metric.show(value), values.len()),
+                    verdict,
+                };
+            }
             let verdict =
                 Verdict::all(trials.iter().flat_map(|t| t.checks.iter().filter(|c| c.name == name).map(|c| c.verdict)));
             // The worst observation: the one that breaks the bound, or else the
             // one nearest to it.
-            let values: Vec<Option<f64>> =
-                trials.iter().filter(|t| measurable(e.metric, t)).map(|t| observe(e.metric, t)).collect();
             let worst = values.iter().find(|v| !e.holds(**v)).copied().or_else(|| {
                 values.iter().copied().max_by(|a, b| a.unwrap_or(f64::MAX).total_cmp(&b.unwrap_or(f64::MAX)))
             });
             ExpectationReport {
-                name: name.into(),
+                name,
                 expected: e.to_string(),
                 observed: worst.map_or("n/a".into(), |v| e.metric.show(v)),
                 verdict: if trials.is_empty() { Verdict::Unknown } else { verdict },
             }
         })
         .collect();
-    let mut verdict = Verdict::all(trials.iter().map(|t| t.verdict));
+    // A percentile bound can fail a run whose every trial passed.
+    let mut verdict = Verdict::all(trials.iter().map(|t| t.verdict).chain(
+        plan.expectations.iter().zip(&expectations).filter(|(e, _)| e.aggregate.is_some()).map(|(_, r)| r.verdict),
+    ));
     if trials.is_empty() || (error.is_some() && verdict != Verdict::Fail) {
         verdict = Verdict::Unknown;
     }

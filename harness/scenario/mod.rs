@@ -22,7 +22,7 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 use fields::{Fields, Span};
 pub use plan::*;
 
-use crate::check::expect::{parse_expectation, Metric};
+use crate::check::expect::{parse_expectation, Aggregate, Metric};
 
 /// Why a scenario could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -221,9 +221,36 @@ fn compile_with(path: &Path, source: &str, check_paths: bool) -> Result<Plan, Di
             let Ok(metric) = Metric::from_str(key.get_ref()) else {
                 continue;
             };
-            match parse_expectation(metric, value.get_ref()) {
-                Ok(e) => expectations.push(e),
-                Err(message) => d.error(value.span(), format!("[expect] {key}: {message}", key = key.get_ref())),
+            let key = key.get_ref();
+            // `rto.p95 = "<= 2s"` is TOML for a table under `rto`.
+            let Some(per_stat) = value.get_ref().as_table() else {
+                match parse_expectation(metric, None, value.get_ref()) {
+                    Ok(e) => expectations.push(e),
+                    Err(message) => d.error(value.span(), format!("[expect] {key}: {message}")),
+                }
+                continue;
+            };
+            // `each` is the per-trial bound, for when both are wanted:
+            // `rto = { each = "<= 1s", p95 = "<= 500ms" }`.
+            for (stat, bound) in per_stat.iter() {
+                let stat = stat.get_ref();
+                let aggregate = Aggregate::from_str(stat).map(Some);
+                let Ok(aggregate) = aggregate.or(if stat == "each" { Ok(None) } else { Err(()) }) else {
+                    d.error(
+                        bound.span(),
+                        format!(
+                            "[expect] {key}.{stat}: unknown statistic{}; expected `each` (every trial) or one \
+                             of: {}",
+                            diagnostic::did_you_mean(stat, Aggregate::NAMES.iter().copied()),
+                            Aggregate::NAMES.join(", ")
+                        ),
+                    );
+                    continue;
+                };
+                match parse_expectation(metric, aggregate, bound.get_ref()) {
+                    Ok(e) => expectations.push(e),
+                    Err(message) => d.error(bound.span(), format!("[expect] {key}.{stat}: {message}")),
+                }
             }
         }
     }
