@@ -73,17 +73,7 @@ fn interval(v: &[f64], rng: &mut impl Rng, f: impl Fn(&mut [f64]) -> f64) -> Opt
 pub fn distribution(values: &[f64], seed: u64) -> Distribution {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let stats = Stats::of(values.iter().copied());
-    let histogram = match (stats.min, stats.max) {
-        (Some(lo), Some(hi)) if !values.is_empty() => {
-            let width = ((hi - lo) / 10.0).max(f64::EPSILON);
-            let mut bins = vec![0; 10];
-            for v in values {
-                bins[(((v - lo) / width) as usize).min(9)] += 1;
-            }
-            bins.into_iter().enumerate().map(|(i, n)| (lo + width * (i + 1) as f64, n)).collect()
-        }
-        _ => Vec::new(),
-    };
+    let histogram = crate::reports::histogram(values, 10);
     Distribution {
         stats,
         mean_ci: interval(values, &mut rng, |v| mean(v)),

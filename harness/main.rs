@@ -106,12 +106,13 @@ enum Command {
     /// faults damaged, delete its network namespaces, remove its containers
     /// and take down its compose projects (all from the run's fault journal).
     Cleanup { run_dir: PathBuf },
-    /// Render a run's report.json again: into junit.xml, summary.md and
-    /// metrics.prom beside it, or one format to stdout with --format.
+    /// Render a run's report.json again: into junit.xml, summary.md,
+    /// metrics.prom and report.html beside it, or one format to stdout with
+    /// --format.
     Report {
         run_dir: PathBuf,
         /// Print this format to stdout instead of writing the files.
-        #[arg(long, value_parser = ["json", "junit", "markdown", "prometheus", "text"])]
+        #[arg(long, value_parser = ["json", "junit", "markdown", "prometheus", "html", "text"])]
         format: Option<String>,
     },
     /// Run the reference key-value store (the embedded default target).
@@ -351,7 +352,8 @@ fn report(run_dir: &Path, format: Option<&str>) -> i32 {
         None => {
             return match runner::write_reports(run_dir, &report) {
                 Ok(()) => {
-                    println!("wrote report.json, junit.xml, summary.md, metrics.prom into {}", run_dir.display());
+                    let files: Vec<&str> = crashlab::reports::WRITERS.iter().map(|(name, _)| *name).collect();
+                    println!("wrote report.json, {} into {}", files.join(", "), run_dir.display());
                     exit::PASS
                 }
                 Err(e) => {
@@ -364,6 +366,7 @@ fn report(run_dir: &Path, format: Option<&str>) -> i32 {
         Some("junit") => crashlab::reports::render_junit(&report),
         Some("markdown") => crashlab::reports::render_markdown(&report),
         Some("prometheus") => crashlab::reports::render_prometheus(&report),
+        Some("html") => crashlab::reports::render_html(&report),
         _ => render_text(&report),
     };
     print!("{rendered}");

@@ -227,6 +227,7 @@ fn recovery_steps(events: &[Event], rto_ms: Option<f64>) -> Vec<StepReport> {
                 ok: false,
                 detail: String::new(),
                 share_of_rto: None,
+                budget_ms: None,
             }),
             EventKind::RecoverEnded { step, ok, detail } => {
                 if let Some(s) = steps.iter_mut().find(|s| s.step == step + 1) {

@@ -4,6 +4,7 @@
 //! contract (DESIGN.md): fields are added, never renamed or removed, without a
 //! new `format_version`.
 
+mod html;
 mod junit;
 mod markdown;
 mod prom;
@@ -14,18 +15,23 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use html::render_html;
 pub use junit::render_junit;
 pub use markdown::render_markdown;
 pub use prom::render_prometheus;
-pub use stats::Stats;
+pub use stats::{histogram, Stats};
 pub use text::render_text;
 
 /// A writer: one format of a report.
 pub type Writer = fn(&RunReport) -> String;
 
 /// The files a run directory holds besides `report.json`, and their writers.
-pub const WRITERS: &[(&str, Writer)] =
-    &[("junit.xml", render_junit), ("summary.md", render_markdown), ("metrics.prom", render_prometheus)];
+pub const WRITERS: &[(&str, Writer)] = &[
+    ("junit.xml", render_junit),
+    ("summary.md", render_markdown),
+    ("metrics.prom", render_prometheus),
+    ("report.html", render_html),
+];
 
 /// Bumped when a field changes meaning or disappears.
 pub const FORMAT_VERSION: u32 = 1;
@@ -147,6 +153,16 @@ pub struct StepReport {
     pub detail: String,
     /// `duration_ms / rto_ms` of the trial: the step's share of the outage.
     pub share_of_rto: Option<f64>,
+    /// The time the runbook allows this step, if it names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_ms: Option<f64>,
+}
+
+impl StepReport {
+    /// Whether the step took longer than its budget.
+    pub fn over_budget(&self) -> bool {
+        matches!((self.duration_ms, self.budget_ms), (Some(d), Some(b)) if d > b)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -35,6 +35,21 @@ impl Stats {
     }
 }
 
+/// `bins` equal-width bins from the smallest to the largest value, each as
+/// (upper edge, count); the largest value lands in the last bin.
+pub fn histogram(values: &[f64], bins: usize) -> Vec<(f64, usize)> {
+    let finite = || values.iter().copied().filter(|v| v.is_finite());
+    let (Some(lo), Some(hi)) = (finite().reduce(f64::min), finite().reduce(f64::max)) else {
+        return Vec::new();
+    };
+    let width = ((hi - lo) / bins as f64).max(f64::EPSILON);
+    let mut counts = vec![0; bins];
+    for v in finite() {
+        counts[(((v - lo) / width) as usize).min(bins - 1)] += 1;
+    }
+    counts.into_iter().enumerate().map(|(i, n)| (lo + width * (i + 1) as f64, n)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +61,14 @@ mod tests {
         let s = Stats::of([3.0, 1.0, 2.0]);
         assert_eq!((s.p50, s.p99, s.mean), (Some(2.0), Some(3.0), Some(2.0)));
         assert_eq!(Stats::of([]).count, 0);
+    }
+
+    #[test]
+    fn histogram_counts_every_finite_value_once() {
+        let h = histogram(&[0.0, 1.0, 2.0, 9.99, 10.0, f64::INFINITY], 10);
+        assert_eq!(h.len(), 10);
+        assert_eq!(h.iter().map(|b| b.1).sum::<usize>(), 5);
+        assert_eq!((h[0], h[1], h[2], h[9]), ((1.0, 1), (2.0, 1), (3.0, 1), (10.0, 2)));
+        assert!(histogram(&[], 10).is_empty());
     }
 }
