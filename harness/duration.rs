@@ -91,7 +91,11 @@ pub fn parse_time_spec(text: &str) -> Result<TimeSpec, DurationError> {
 /// Renders a duration the way a scenario would write it.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
-    if ms >= 1000.0 && (ms / 1000.0).fract() == 0.0 {
+    if ms >= 3_600_000.0 && (ms / 3_600_000.0).fract() == 0.0 {
+        format!("{}h", ms / 3_600_000.0)
+    } else if ms >= 60_000.0 && (ms / 60_000.0).fract() == 0.0 {
+        format!("{}m", ms / 60_000.0)
+    } else if ms >= 1000.0 && (ms / 1000.0).fract() == 0.0 {
         format!("{}s", ms / 1000.0)
     } else if ms.fract() == 0.0 {
         format!("{ms}ms")

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod check;
 pub mod compose;
 pub mod demo;
+pub mod drills;
 pub mod duration;
 pub mod engine;
 pub mod exit;

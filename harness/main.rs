@@ -1,5 +1,6 @@
 //! The crashlab command line. Exit codes are a contract (see `--help`).
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -7,8 +8,9 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use crashlab::drills::{self, DrillLog};
 use crashlab::reports::{render_text, RunReport, Verdict};
-use crashlab::runner::{self, history, RunOptions, TrialStop};
+use crashlab::runner::{self, history, Operator, RunOptions, TrialStop};
 use crashlab::scenario::{self, LoadError};
 use crashlab::{check, demo, exit, fault, target};
 
@@ -61,11 +63,20 @@ struct RunArgs {
     /// Run directory (default: a new one under ./crashlab-runs/).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Confirm the procedure's manual steps without asking (unattended
+    /// drills); without it they are confirmed at the terminal.
+    #[arg(long, short = 'y')]
+    yes: bool,
 }
 
 impl RunArgs {
     fn options(&self) -> RunOptions {
-        RunOptions { trials: self.trials, seed: self.seed, out: self.out.clone() }
+        RunOptions {
+            trials: self.trials,
+            seed: self.seed,
+            out: self.out.clone(),
+            operator: if self.yes { Operator::AssumeYes } else { Operator::Prompt },
+        }
     }
 }
 
@@ -89,6 +100,31 @@ enum Command {
         /// A report.json of an earlier run to compare with.
         #[arg(long)]
         baseline: Option<PathBuf>,
+    },
+    /// Run a runbook as a drill: one trial whose recovery procedure is timed
+    /// step by step against each step's budget, manual steps confirmed at
+    /// the terminal (or with --yes), then appended to the drill log.
+    ///
+    /// The drill's RTO runs from the disaster (the first fault, or a `fault`
+    /// step) to the service being healthy after the last acting step; its
+    /// RPO is what the workload lost. The log is drills.sqlite beside the run
+    /// directory (./crashlab-runs/ by default), or --db.
+    #[command(after_help = EXIT_CODES)]
+    Drill {
+        #[command(flatten)]
+        run: RunArgs,
+        /// The drill log to append to.
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+    /// List past drills, oldest first, with their RTO and RPO against the
+    /// scenario's expectations, and the RTO trend.
+    History {
+        /// Only the drills of this scenario (its `name`).
+        scenario: Option<String>,
+        /// The drill log (default ./crashlab-runs/drills.sqlite).
+        #[arg(long)]
+        db: Option<PathBuf>,
     },
     /// Check scenario files and list every error as file:line:col: message.
     Validate {
@@ -135,6 +171,8 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Run(args) => run(&args.scenario, args.options()),
         Command::Bench { run, baseline } => bench(&run.scenario, run.options(), baseline.as_deref()),
+        Command::Drill { run, db } => drill(&run, db.as_deref()),
+        Command::History { scenario, db } => history_of(scenario.as_deref(), db.as_deref()),
         Command::Validate { files } => validate(&files),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&scenario::schema::schema()).expect("a schema serializes"));
@@ -204,6 +242,24 @@ fn outcome_code(outcome: &runner::RunOutcome) -> i32 {
 /// holds the exit code when it could not run at all.
 fn execute(path: &Path, options: RunOptions) -> Result<runner::RunOutcome, i32> {
     let (plan, source) = load(path)?;
+    let manual: Vec<&str> = plan
+        .recover
+        .iter()
+        .filter_map(|s| match &s.action {
+            scenario::StepAction::Manual { instruction } => Some(instruction.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !manual.is_empty() && options.operator == Operator::Prompt && !std::io::stdin().is_terminal() {
+        eprintln!(
+            "crashlab: {}: the procedure has {} manual step(s) (\"{}\"...) and no terminal to confirm them on; \
+             run it at a terminal, or pass --yes to confirm them unattended",
+            path.display(),
+            manual.len(),
+            manual[0]
+        );
+        return Err(exit::USAGE);
+    }
     if let Err(e) = target::reaper::become_subreaper() {
         eprintln!("crashlab: cannot become a child subreaper: {e}");
         return Err(exit::ENVIRONMENT);
@@ -217,17 +273,36 @@ fn execute(path: &Path, options: RunOptions) -> Result<runner::RunOutcome, i32> 
             return Err(exit::ENVIRONMENT);
         }
     }
+    // A bar on a terminal (not for one trial: a drill prompts there), a
+    // line per trial otherwise, for CI logs.
+    let count = options.trials.unwrap_or(plan.trials.count);
+    let bar = (std::io::stderr().is_terminal() && count > 1).then(|| {
+        let bar = indicatif::ProgressBar::new(u64::from(count));
+        let style = indicatif::ProgressStyle::with_template(
+            "{spinner} trial {pos}/{len} [{bar:30}] {elapsed} elapsed, eta {eta}  {msg}",
+        )
+        .expect("a valid template");
+        bar.set_style(style.progress_chars("=> "));
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        bar
+    });
     let progress = |t: &crashlab::reports::TrialReport, count: u32| {
         let rto = t.rto_ms.map_or("never".into(), |v| format!("{v:.1}ms"));
         let lost = t.rpo.lost_acked.map_or("?".into(), |v| v.to_string());
-        eprintln!(
-            "trial {}/{count}: {} (rto {rto}, lost {lost} of {} acked)",
-            t.index + 1,
-            t.verdict.as_str(),
-            t.rpo.acked_writes
-        );
+        let line = format!("{} (rto {rto}, lost {lost} of {} acked)", t.verdict.as_str(), t.rpo.acked_writes);
+        match &bar {
+            Some(bar) => {
+                bar.inc(1);
+                bar.set_message(format!("last: {line}"));
+            }
+            None => eprintln!("trial {}/{count}: {line}", t.index + 1),
+        }
     };
-    match runner::run(&plan, &source, &options, &interrupt, progress) {
+    let result = runner::run(&plan, &source, &options, &interrupt, progress);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    match result {
         Ok(outcome) => {
             print!("{}", render_text(&outcome.report));
             println!("run directory: {}", outcome.run_dir.display());
@@ -293,6 +368,67 @@ fn bench(path: &Path, options: RunOptions, baseline: Option<&Path>) -> i32 {
     match (outcome_code(&outcome), comparison.map(|c| c.change)) {
         (exit::PASS, Some(Change::Regressed)) => exit::FAIL,
         (code, _) => code,
+    }
+}
+
+fn drill(args: &RunArgs, db: Option<&Path>) -> i32 {
+    let mut options = args.options();
+    // A drill is one exercise of the runbook, unless asked for more.
+    options.trials = options.trials.or(Some(1));
+    let outcome = match execute(&args.scenario, options) {
+        Ok(outcome) => outcome,
+        Err(code) => return code,
+    };
+    let code = outcome_code(&outcome);
+    if outcome.report.trials.is_empty() {
+        return code;
+    }
+    let path =
+        db.map_or_else(|| outcome.run_dir.parent().unwrap_or(Path::new(".")).join(drills::FILE), Path::to_path_buf);
+    match DrillLog::open(&path).and_then(|mut log| log.record(&outcome.report, &outcome.run_dir)) {
+        Ok(id) => {
+            println!("drill #{id} recorded in {}", path.display());
+            code
+        }
+        Err(e) => {
+            eprintln!("crashlab: {e}");
+            exit::ENVIRONMENT
+        }
+    }
+}
+
+fn history_of(scenario: Option<&str>, db: Option<&Path>) -> i32 {
+    let path = db.map_or_else(|| Path::new(runner::RUNS_DIR).join(drills::FILE), Path::to_path_buf);
+    let log = match DrillLog::open_existing(&path) {
+        Ok(Some(log)) => log,
+        Ok(None) => {
+            eprintln!("crashlab: no drill log at {}: run `crashlab drill RUNBOOK` first, or pass --db", path.display());
+            return exit::USAGE;
+        }
+        Err(e) => {
+            eprintln!("crashlab: {e}");
+            return exit::ENVIRONMENT;
+        }
+    };
+    match log.list(scenario) {
+        Ok(list) if list.is_empty() => {
+            let known = log.scenarios().unwrap_or_default();
+            eprintln!(
+                "crashlab: no drills{} in {}; scenarios with drills: {}",
+                scenario.map_or(String::new(), |s| format!(" of `{s}`")),
+                path.display(),
+                if known.is_empty() { "none".into() } else { known.join(", ") }
+            );
+            exit::USAGE
+        }
+        Ok(list) => {
+            print!("{}", drills::render(&list));
+            exit::PASS
+        }
+        Err(e) => {
+            eprintln!("crashlab: {e}");
+            exit::ENVIRONMENT
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod rpo;
 pub mod rto;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::reports::{
     Availability, CheckReport, ExpectationReport, OpCounts, RunReport, Stats, StepReport, Summary, TrialReport,
@@ -78,6 +79,9 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
         target_logs: BTreeMap::new(),
     };
     trial.recovery = recovery_steps(events, rto_ms);
+    for s in &mut trial.recovery {
+        s.budget_ms = plan.recover.get(s.step - 1).and_then(|p| p.budget).map(|b| b.as_secs_f64() * 1000.0);
+    }
 
     let mut checks = Vec::new();
     match ended {
@@ -116,8 +120,10 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
         }
     }
     if !plan.recover.is_empty() && !trial.faults.is_empty() {
-        let failed = trial.recovery.iter().find(|s| !s.ok && s.duration_ms.is_some());
-        let done = trial.recovery.iter().filter(|s| s.ok).count();
+        // A failed `check` is reported on its own below; the procedure went on.
+        let is_check = |s: &StepReport| s.action == "check";
+        let failed = trial.recovery.iter().find(|s| !s.ok && s.duration_ms.is_some() && !is_check(s));
+        let done = trial.recovery.iter().filter(|s| s.ok || (is_check(s) && s.duration_ms.is_some())).count();
         checks.push(CheckReport {
             name: "recovery procedure".into(),
             verdict: match failed {
@@ -131,6 +137,24 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
                 None => format!("{done} of {} steps done", plan.recover.len()),
             },
         });
+    }
+    for s in &trial.recovery {
+        if s.action == "check" && !s.ok && s.duration_ms.is_some() {
+            checks.push(CheckReport {
+                name: format!("step {} (check)", s.step),
+                verdict: Verdict::Fail,
+                expected: "the check command succeeds".into(),
+                observed: s.detail.clone(),
+            });
+        }
+        if let (Some(budget), Some(took)) = (s.budget_ms, s.duration_ms) {
+            checks.push(CheckReport {
+                name: format!("step {} ({}) within budget", s.step, s.action),
+                verdict: if s.over_budget() { Verdict::Fail } else { Verdict::Pass },
+                expected: format!("<= {}", crate::duration::format_duration(Duration::from_secs_f64(budget / 1000.0))),
+                observed: format!("{took:.1}ms"),
+            });
+        }
     }
     for (i, f) in trial.faults.iter().enumerate() {
         checks.push(CheckReport {

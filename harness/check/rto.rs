@@ -12,7 +12,7 @@
 //! A fault whose target never shows such a window has RTO `None`.
 //!
 //! With a recovery procedure, the window also opens no earlier than the end
-//! of its last step that acts (not a `wait`): recovery is the procedure's
+//! of its last step that acts (not a `wait` or a `check`): recovery is the procedure's
 //! result, and a healthy moment before the procedure took the target down
 //! is not it.
 
@@ -26,7 +26,8 @@ pub fn procedure_end(events: &[Event]) -> Option<f64> {
     for e in events {
         match &e.kind {
             EventKind::RecoverStarted { step, action, .. } => {
-                acting.insert(*step, action != "wait");
+                // Waiting and checking do not change the service.
+                acting.insert(*step, !matches!(action.as_str(), "wait" | "check"));
             }
             EventKind::RecoverEnded { step, .. } if acting.get(step) == Some(&true) => end = Some(e.t_ms),
             _ => {}

@@ -31,6 +31,7 @@ use crate::target::process::ProcessContext;
 use crate::target::{free_port, ProcessTarget, Target};
 use crate::workload::{self, demo_kv::DemoKv, Pace, Workload};
 use history::{EventKind, Recorder};
+pub use recover::Operator;
 pub use run_dir::new_run_dir;
 
 #[derive(Debug, Clone, Default)]
@@ -41,6 +42,8 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     /// The run directory; by default a new one under `crashlab-runs/`.
     pub out: Option<PathBuf>,
+    /// Who confirms manual steps of a recovery procedure.
+    pub operator: Operator,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +67,8 @@ pub struct RunOutcome {
     pub stop: Option<TrialStop>,
 }
 
+/// Where run directories go unless `--out` says otherwise.
+pub const RUNS_DIR: &str = "crashlab-runs";
 pub const HISTORY_FILE: &str = "history.jsonl";
 pub const REPORT_FILE: &str = "report.json";
 pub const SCENARIO_FILE: &str = "scenario.toml";
@@ -105,9 +110,7 @@ pub fn run(
             std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
             dir.clone()
         }
-        None => {
-            new_run_dir(Path::new("crashlab-runs"), &plan.name).map_err(io("cannot create a run directory".into()))?
-        }
+        None => new_run_dir(Path::new(RUNS_DIR), &plan.name).map_err(io("cannot create a run directory".into()))?,
     };
     std::fs::write(run_dir.join(SCENARIO_FILE), source)
         .map_err(io(format!("cannot write into {}", run_dir.display())))?;
@@ -156,6 +159,7 @@ pub fn run(
             network: network.as_ref(),
             containers: containers.as_ref(),
             interrupt,
+            operator: options.operator,
         };
         let (events, trial_stop) = run_trial(plan, index, trial_seed(seed, index), &shared);
         history::append(&history_path, &events).map_err(io(format!("cannot write {}", history_path.display())))?;
@@ -188,6 +192,7 @@ struct RunShared<'a> {
     network: Option<&'a Arc<Network>>,
     containers: Option<&'a Containers>,
     interrupt: &'a Arc<AtomicBool>,
+    operator: Operator,
 }
 
 /// Brings up each compose file of the plan once, with the per-trial values
@@ -316,7 +321,7 @@ pub(crate) fn sleep_until(at: Instant, cancel: &AtomicBool) -> bool {
 /// One trial, start to teardown. Returns its events and, if it could not run
 /// to its end, why.
 fn run_trial(plan: &Plan, index: u32, seed: u64, shared: &RunShared) -> (Vec<history::Event>, Option<TrialStop>) {
-    let RunShared { run_dir, journal, network, containers, interrupt } = *shared;
+    let RunShared { run_dir, journal, network, containers, interrupt, operator } = *shared;
     let recorder = Recorder::new(index);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let schedule: Vec<Duration> = plan.faults.iter().map(|f| f.at.sample(&mut rng)).collect();
@@ -478,6 +483,50 @@ fn run_trial(plan: &Plan, index: u32, seed: u64, shared: &RunShared) -> (Vec<his
         });
         let healthy_after = |name: &str| plan.target(name).map_or(1, |t| t.probe.healthy_after);
         recorder.record_at(origin, EventKind::WorkloadStarted);
+        // Injects fault `i`, then heals it after its duration (holding
+        // the caller) or keeps its guard to the end of the trial.
+        // `injected` is told as soon as the fault is in, or failed.
+        let fire = |i: usize, scheduled: Duration, injected: &dyn Fn()| -> Result<(), String> {
+            let f = &plan.faults[i];
+            let ctx = FaultContext {
+                trial: index,
+                index: i,
+                target: target_of(&f.target),
+                journal: Arc::clone(journal),
+                recorder: recorder.clone(),
+                scheduled_ms: scheduled.as_secs_f64() * 1000.0,
+                seed,
+                trial_dir: trial_dir.clone(),
+                unsynced: layers.iter().find(|(n, _)| *n == f.target).map(|(_, l)| Arc::clone(l)),
+                proxy: match &f.kind {
+                    FaultKind::Link { proxy, .. } => {
+                        proxies.iter().find(|(n, _)| n == proxy).map(|(_, p)| Arc::clone(p))
+                    }
+                    _ => None,
+                },
+                network: network.cloned(),
+            };
+            let result = fault::build(&f.kind).inject(&ctx);
+            injected();
+            let guard = result.map_err(|e| {
+                let error = e.to_string();
+                eprintln!("crashlab: trial {index}: {error}");
+                ctx.recorder.record(EventKind::FaultFailed {
+                    fault: i,
+                    target: f.target.clone(),
+                    error: error.clone(),
+                });
+                error
+            })?;
+            match f.kind.heal_after() {
+                Some(duration) => {
+                    sleep_until(Instant::now() + duration, &cancel);
+                    guard.heal();
+                }
+                None => lasting.lock().unwrap().push(guard),
+            }
+            Ok(())
+        };
         thread::scope(|scope| {
             for (b, at) in plan.backups.iter().zip(&backup_schedule) {
                 let (target, recorder, cancel, trial_dir) = (target_of(&b.target), &recorder, &cancel, &trial_dir);
@@ -487,65 +536,28 @@ fn run_trial(plan: &Plan, index: u32, seed: u64, shared: &RunShared) -> (Vec<his
                     }
                 });
             }
-            // Each fault thread reports once its fault is in (or failed):
-            // the recovery procedure starts after the last one.
+            // Each timeline fault's thread reports once its fault is in (or
+            // failed): the recovery procedure starts after the last one.
             let (injected_tx, injected_rx) = std::sync::mpsc::channel::<()>();
-            let faults: Vec<_> = plan
-                .faults
+            let timed: Vec<usize> = (0..plan.faults.len()).filter(|i| !plan.faults[*i].in_procedure).collect();
+            let faults: Vec<_> = timed
                 .iter()
-                .zip(&schedule)
-                .enumerate()
-                .map(|(i, (f, at))| {
-                    let ctx = FaultContext {
-                        trial: index,
-                        index: i,
-                        target: target_of(&f.target),
-                        journal: Arc::clone(journal),
-                        recorder: recorder.clone(),
-                        scheduled_ms: at.as_secs_f64() * 1000.0,
-                        seed,
-                        trial_dir: trial_dir.clone(),
-                        unsynced: layers.iter().find(|(n, _)| *n == f.target).map(|(_, l)| Arc::clone(l)),
-                        proxy: match &f.kind {
-                            FaultKind::Link { proxy, .. } => {
-                                proxies.iter().find(|(n, _)| n == proxy).map(|(_, p)| Arc::clone(p))
-                            }
-                            _ => None,
-                        },
-                        network: network.cloned(),
-                    };
-                    let (cancel, lasting, injected_tx) = (&cancel, &lasting, injected_tx.clone());
+                .map(|&i| {
+                    let (at, cancel, fire, injected_tx) = (schedule[i], &cancel, &fire, injected_tx.clone());
                     scope.spawn(move || {
-                        if !sleep_until(origin + *at, cancel) {
-                            return;
-                        }
-                        let result = fault::build(&f.kind).inject(&ctx);
-                        let _ = injected_tx.send(());
-                        let guard = match result {
-                            Ok(guard) => guard,
-                            Err(e) => {
-                                let error = e.to_string();
-                                eprintln!("crashlab: trial {index}: {error}");
-                                let target = f.target.clone();
-                                ctx.recorder.record(EventKind::FaultFailed { fault: i, target, error });
-                                return;
-                            }
-                        };
-                        match f.kind.heal_after() {
-                            Some(duration) => {
-                                sleep_until(Instant::now() + duration, cancel);
-                                guard.heal();
-                            }
-                            None => lasting.lock().unwrap().push(guard),
+                        if sleep_until(origin + at, cancel) {
+                            let _ = fire(i, at, &|| {
+                                let _ = injected_tx.send(());
+                            });
                         }
                     })
                 })
                 .collect();
             drop(injected_tx);
             let procedure = (!plan.recover.is_empty()).then(|| {
-                let (cancel, targets, samplers, trial_dir, recorder) =
-                    (&cancel, &targets, &samplers, &trial_dir, &recorder);
-                let count = plan.faults.len();
+                let (cancel, targets, samplers, trial_dir, recorder, fire) =
+                    (&cancel, &targets, &samplers, &trial_dir, &recorder, &fire);
+                let count = timed.len();
                 scope.spawn(move || {
                     // All faults in (a cancelled trial ends the wait early).
                     if injected_rx.iter().take(count).count() < count {
@@ -558,6 +570,8 @@ fn run_trial(plan: &Plan, index: u32, seed: u64, shared: &RunShared) -> (Vec<his
                         healthy_after: &healthy_after,
                         trial_dir,
                         recorder,
+                        inject: &|i| fire(i, origin.elapsed(), &|| {}),
+                        operator,
                     }
                     .run(cancel);
                 })

@@ -2,11 +2,11 @@
 //! runbook, executed and timed step by step.
 
 use std::fs;
-use std::io;
+use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
@@ -14,7 +14,7 @@ use super::history::{EventKind, Recorder};
 use super::sleep_until;
 use crate::fault::confine;
 use crate::probe::Sampler;
-use crate::scenario::{BackupPlan, RecoverStep, RestoreSource};
+use crate::scenario::{BackupPlan, RecoverStep, RestoreSource, StepAction};
 use crate::target::Target;
 
 /// Where a trial keeps its backups.
@@ -99,6 +99,64 @@ fn restore(from: &Path, data_dir: &Path) -> io::Result<String> {
     Ok(format!("unpacked {name}"))
 }
 
+/// Who confirms a procedure's manual steps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Operator {
+    /// A person at the terminal: each manual step waits for Enter.
+    #[default]
+    Prompt,
+    /// `--yes`: manual steps count as done the moment they are reached.
+    AssumeYes,
+}
+
+impl Operator {
+    /// Shows the instruction and waits for the operator's answer: Enter for
+    /// done, `fail ...` for could not. Ctrl-C (the cancel flag) ends the wait.
+    fn confirm(
+        self,
+        step: usize,
+        total: usize,
+        instruction: &str,
+        budget: Option<Duration>,
+        cancel: &AtomicBool,
+    ) -> Result<String, String> {
+        if self == Operator::AssumeYes {
+            return Ok("confirmed by --yes".into());
+        }
+        let budget = budget.map_or(String::new(), |b| format!(", budget {}", crate::duration::format_duration(b)));
+        eprint!(
+            "\n>>> step {step}/{total} (manual{budget}): {instruction}\n    press Enter when it is done, or type \
+             `fail` and a reason: "
+        );
+        let _ = io::stderr().flush();
+        // A thread reads the answer so that Ctrl-C is not stuck behind it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let read = io::stdin().lock().read_line(&mut line);
+            let _ = tx.send(read.map(|n| (n, line)));
+        });
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return Err("interrupted while waiting for the operator".into());
+            }
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(Ok((0, _))) => return Err("no operator: stdin closed before the step was confirmed".into()),
+                Ok(Ok((_, line))) => {
+                    let answer = line.trim();
+                    return match answer.strip_prefix("fail") {
+                        Some(reason) => Err(format!("the operator reported a failure: {}", reason.trim())),
+                        None => Ok("confirmed by the operator".into()),
+                    };
+                }
+                Ok(Err(e)) => return Err(format!("cannot read the operator's answer: {e}")),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Err("no operator".into()),
+            }
+        }
+    }
+}
+
 /// What a procedure step needs of the trial.
 pub struct Procedure<'a> {
     pub steps: &'a [RecoverStep],
@@ -107,6 +165,9 @@ pub struct Procedure<'a> {
     pub healthy_after: &'a dyn Fn(&str) -> u32,
     pub trial_dir: &'a Path,
     pub recorder: &'a Recorder,
+    /// Injects the plan's fault of that index (a `fault` step); its detail.
+    pub inject: &'a dyn Fn(usize) -> Result<(), String>,
+    pub operator: Operator,
 }
 
 impl Procedure<'_> {
@@ -115,36 +176,29 @@ impl Procedure<'_> {
         (&self.targets[i], &self.samplers[i])
     }
 
-    /// Runs the steps in order; stops at the first that fails.
+    /// Runs the steps in order; stops at the first that fails, except that a
+    /// failed `check` lets the procedure go on.
     pub fn run(&self, cancel: &AtomicBool) {
         for (i, step) in self.steps.iter().enumerate() {
-            if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            if cancel.load(Ordering::Relaxed) {
                 return;
             }
-            let target = match step {
-                RecoverStep::Run { target, .. }
-                | RecoverStep::Restore { target, .. }
-                | RecoverStep::Remove { target, .. }
-                | RecoverStep::Stop { target }
-                | RecoverStep::Start { target }
-                | RecoverStep::WaitHealthy { target, .. } => Some(target.clone()),
-                RecoverStep::Sleep { .. } => None,
-            };
-            self.recorder.record(EventKind::RecoverStarted { step: i, action: step.action().into(), target });
-            let (ok, detail) = match self.step(step, cancel) {
+            let target = step.action.target().map(String::from);
+            self.recorder.record(EventKind::RecoverStarted { step: i, action: step.action.name().into(), target });
+            let (ok, detail) = match self.step(i, step, cancel) {
                 Ok(detail) => (true, detail),
                 Err(e) => (false, e),
             };
             self.recorder.record(EventKind::RecoverEnded { step: i, ok, detail });
-            if !ok {
+            if !ok && !matches!(step.action, StepAction::Check { .. }) {
                 return;
             }
         }
     }
 
-    fn step(&self, step: &RecoverStep, cancel: &AtomicBool) -> Result<String, String> {
-        match step {
-            RecoverStep::Run { target, argv, timeout } => {
+    fn step(&self, index: usize, step: &RecoverStep, cancel: &AtomicBool) -> Result<String, String> {
+        match &step.action {
+            StepAction::Run { target, argv, timeout } | StepAction::Check { target, argv, timeout } => {
                 let (t, _) = self.target(target);
                 let out = t.exec(argv, *timeout).map_err(|e| e.to_string())?;
                 let stderr = out.stderr.trim();
@@ -154,7 +208,7 @@ impl Procedure<'_> {
                     None => Err(format!("`{}` did not finish within {timeout:?}", argv.join(" "))),
                 }
             }
-            RecoverStep::Restore { target, from } => {
+            StepAction::Restore { target, from } => {
                 let (t, _) = self.target(target);
                 let dir = confine::data_dir(t.as_ref()).map_err(|e| e.to_string())?;
                 let from = match from {
@@ -166,7 +220,7 @@ impl Procedure<'_> {
                 }
                 restore(&from, &dir).map_err(|e| format!("cannot restore {}: {e}", from.display()))
             }
-            RecoverStep::Remove { target, path } => {
+            StepAction::Remove { target, path } => {
                 let (t, _) = self.target(target);
                 let dir = confine::data_dir(t.as_ref()).map_err(|e| e.to_string())?;
                 let path = confine::path_in(&dir, path).map_err(|e| e.to_string())?;
@@ -178,15 +232,15 @@ impl Procedure<'_> {
                 };
                 removed.map(|()| String::new()).map_err(|e| format!("cannot remove {}: {e}", path.display()))
             }
-            RecoverStep::Stop { target } => {
+            StepAction::Stop { target } => {
                 let stopped = self.target(target).0.hold(Signal::SIGTERM);
                 Ok(stopped.map_or("was not running".into(), |p| format!("stopped pid {}", p.pid)))
             }
-            RecoverStep::Start { target } => {
+            StepAction::Start { target } => {
                 self.target(target).0.release();
                 Ok(String::new())
             }
-            RecoverStep::WaitHealthy { target, timeout } => {
+            StepAction::WaitHealthy { target, timeout } => {
                 let (_, sampler) = self.target(target);
                 let now = Instant::now();
                 match sampler.health.wait_sustained(now, (self.healthy_after)(target), now + *timeout, cancel) {
@@ -194,9 +248,13 @@ impl Procedure<'_> {
                     None => Err(format!("`{target}` not healthy within {timeout:?}")),
                 }
             }
-            RecoverStep::Sleep { duration } => {
+            StepAction::Sleep { duration } => {
                 sleep_until(Instant::now() + *duration, cancel);
                 Ok(String::new())
+            }
+            StepAction::Fault { fault } => (self.inject)(*fault).map(|()| format!("fault #{}", fault + 1)),
+            StepAction::Manual { instruction } => {
+                self.operator.confirm(index + 1, self.steps.len(), instruction, step.budget, cancel)
             }
         }
     }

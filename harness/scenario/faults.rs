@@ -10,6 +10,7 @@ use super::fields::Fields;
 use super::plan::*;
 use super::target_ref;
 use crate::duration::format_duration;
+use crate::duration::TimeSpec;
 
 pub const FAULT_KEYS: &[&str] = &[
     "kind",
@@ -96,6 +97,7 @@ pub fn compile_fault(
     proxies: &[ProxyPlan],
     network: NetworkPlan,
     workload: Option<&WorkloadPlan>,
+    in_procedure: bool,
     d: &mut Diagnostics,
 ) -> Option<FaultPlan> {
     let kind = f.required_choice("kind", "fault kind", FAULT_KINDS, d).map(|(kind, _)| kind);
@@ -113,32 +115,14 @@ pub fn compile_fault(
     if let (true, Some(value)) = (link, f.get("target")) {
         d.error(value.span(), format!("a `{}` fault names a `proxy`, not a `target`", kind.unwrap_or_default()));
     }
-    let at = match f.time_spec("at", d) {
-        Some((at, span)) => {
-            if let Some(w) = workload {
-                if at.max > w.duration {
-                    d.error(
-                        span,
-                        format!(
-                            "`at` = {at} in {} is outside the workload's duration ({}); a fault must fall inside it",
-                            f.what,
-                            format_duration(w.duration)
-                        ),
-                    );
-                }
-            }
-            Some(at)
-        }
-        None if f.get("at").is_none() => {
-            d.error(
-                f.span.clone(),
-                format!("missing key `at` in {}; expected a time such as `2s` or a range `2s..4s`", f.what),
-            );
-            None
-        }
-        None => None,
+    let at = if in_procedure {
+        // The step's place in the procedure is its time.
+        Some(TimeSpec::fixed(std::time::Duration::ZERO))
+    } else {
+        scheduled_at(f, workload, d)
     };
     let kind_name = kind?;
+
     if partition {
         check_applicable(f, kind_name, None, d);
         if network != NetworkPlan::Namespaces {
@@ -153,7 +137,7 @@ pub fn compile_fault(
         let plan = partition_plan(f, targets, d)?;
         // RTO is measured on the isolated target, or the first of the far group.
         let target = plan.groups[1][0].clone();
-        return Some(FaultPlan { kind: FaultKind::Partition(plan), target, at: at? });
+        return Some(FaultPlan { kind: FaultKind::Partition(plan), target, at: at?, in_procedure });
     }
     if link {
         check_applicable(f, kind_name, None, d);
@@ -178,6 +162,7 @@ pub fn compile_fault(
             kind: FaultKind::Link { proxy: proxy?.name.clone(), direction, toxic: toxic?, duration },
             target: target?,
             at: at?,
+            in_procedure,
         });
     }
     let mode_name = f.get("mode").and_then(|v| v.get_ref().as_str());
@@ -204,7 +189,36 @@ pub fn compile_fault(
         }
         _ => FaultKind::LoseUnsynced { torn: f.bool("torn", d).unwrap_or(false) },
     };
-    Some(FaultPlan { kind, target: target?, at: at? })
+    Some(FaultPlan { kind, target: target?, at: at?, in_procedure })
+}
+
+/// A timeline fault's `at`, which must fall inside the workload.
+fn scheduled_at(f: &Fields, workload: Option<&WorkloadPlan>, d: &mut Diagnostics) -> Option<TimeSpec> {
+    match f.time_spec("at", d) {
+        Some((at, span)) => {
+            if let Some(w) = workload {
+                if at.max > w.duration {
+                    d.error(
+                        span,
+                        format!(
+                            "`at` = {at} in {} is outside the workload's duration ({}); a fault must fall inside it",
+                            f.what,
+                            format_duration(w.duration)
+                        ),
+                    );
+                }
+            }
+            Some(at)
+        }
+        None if f.get("at").is_none() => {
+            d.error(
+                f.span.clone(),
+                format!("missing key `at` in {}; expected a time such as `2s` or a range `2s..4s`", f.what),
+            );
+            None
+        }
+        None => None,
+    }
 }
 
 /// Reports every key that the kind (or corrupt mode) does not read.
@@ -438,9 +452,9 @@ pub fn check_disposable(
     d: &mut Diagnostics,
 ) {
     let touched = faults.iter().filter(|f| f.kind.is_storage()).map(|f| (f.target.as_str(), f.kind.name())).chain(
-        recover.iter().filter_map(|s| match s {
-            RecoverStep::Restore { target, .. } | RecoverStep::Remove { target, .. } => {
-                Some((target.as_str(), s.action()))
+        recover.iter().filter_map(|s| match &s.action {
+            StepAction::Restore { target, .. } | StepAction::Remove { target, .. } => {
+                Some((target.as_str(), s.action.name()))
             }
             _ => None,
         }),

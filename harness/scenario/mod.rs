@@ -98,7 +98,7 @@ pub const PROBE_KINDS: &[&str] = &["tcp", "http", "command", "demo-kv"];
 pub const WORKLOAD_KEYS: &[&str] = &["kind", "target", "via", "rate", "duration", "connections", "timeout"];
 pub const WORKLOAD_KINDS: &[&str] = &["demo-kv"];
 pub use faults::{FAULT_KEYS, FAULT_KINDS};
-pub use recover::{BACKUP_KEYS, RECOVER_ACTIONS, RECOVER_KEYS};
+pub use recover::{step_keys, BACKUP_KEYS, RECOVER_ACTIONS, RECOVER_KEYS};
 pub const TRIALS_KEYS: &[&str] = &["count", "seed", "startup_timeout", "recovery_timeout"];
 
 /// Compiles scenario source into a plan, or every problem found in it.
@@ -178,8 +178,15 @@ fn compile_with(path: &Path, source: &str, check_paths: bool) -> Result<Plan, Di
                     match item.get_ref().as_table() {
                         Some(t) => {
                             let f = Fields::new(t, item.span(), format!("[[fault]] #{}", i + 1), FAULT_KEYS, &mut d);
-                            let fault =
-                                faults::compile_fault(&f, &target_names, &proxies, network, workload.as_ref(), &mut d);
+                            let fault = faults::compile_fault(
+                                &f,
+                                &target_names,
+                                &proxies,
+                                network,
+                                workload.as_ref(),
+                                false,
+                                &mut d,
+                            );
                             let on_process = |name: &str| {
                                 targets.iter().any(|t: &TargetPlan| t.name == name && t.kind == TargetKind::Process)
                             };
@@ -206,7 +213,8 @@ fn compile_with(path: &Path, source: &str, check_paths: bool) -> Result<Plan, Di
     }
 
     let backups = recover::compile_backups(&top, &target_names, &faults, &mut d);
-    let recover = recover::compile_recover(&top, &target_names, &backups, check_paths, &mut d);
+    let scope = recover::FaultScope { proxies: &proxies, network, workload: workload.as_ref() };
+    let recover = recover::compile_recover(&top, &target_names, &backups, &mut faults, &scope, check_paths, &mut d);
     let data_dir_span = |name: &str| {
         let target = root.get("target").and_then(|t| t.get_ref().as_table()).and_then(|t| t.get(name));
         let dir = target.and_then(|t| t.get_ref().as_table()).and_then(|t| t.get("data_dir"));

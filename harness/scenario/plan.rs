@@ -156,7 +156,10 @@ pub enum WorkloadKind {
 pub struct FaultPlan {
     pub kind: FaultKind,
     pub target: String,
+    /// When, on the trial's timeline; unused for a procedure's fault step.
     pub at: TimeSpec,
+    /// Injected by a `fault` step of the recovery procedure, not on a timer.
+    pub in_procedure: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -368,11 +371,21 @@ pub struct BackupPlan {
     pub at: TimeSpec,
 }
 
-/// One step of a recovery procedure, run in order after the faults.
+/// One step of a recovery procedure, run in order after the faults, with
+/// the time the runbook allows it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum RecoverStep {
+pub struct RecoverStep {
+    pub action: StepAction,
+    pub budget: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepAction {
     /// A command (templated with the target's placeholders); must exit 0.
     Run { target: String, argv: Vec<String>, timeout: Duration },
+    /// A validation command: a failure fails the trial, but the procedure
+    /// goes on (the drill reports every check that did not hold).
+    Check { target: String, argv: Vec<String>, timeout: Duration },
     /// Replace the target's data dir with a backup: a `[[backup]]` name, or
     /// a directory or .tar / .tar.gz file.
     Restore { target: String, from: RestoreSource },
@@ -386,6 +399,11 @@ pub enum RecoverStep {
     WaitHealthy { target: String, timeout: Duration },
     /// Wait a fixed time (an operator's reaction time).
     Sleep { duration: Duration },
+    /// Inject `Plan::faults[fault]` now (a fault with a duration holds the
+    /// procedure until it heals).
+    Fault { fault: usize },
+    /// Something a person does, confirmed at a prompt (or by `--yes`).
+    Manual { instruction: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -394,15 +412,32 @@ pub enum RestoreSource {
     Path(PathBuf),
 }
 
-impl RecoverStep {
-    pub fn action(&self) -> &'static str {
+impl StepAction {
+    pub fn name(&self) -> &'static str {
         match self {
-            RecoverStep::Run { .. } => "run",
-            RecoverStep::Restore { .. } => "restore",
-            RecoverStep::Remove { .. } => "remove",
-            RecoverStep::Stop { .. } => "stop",
-            RecoverStep::Start { .. } => "start",
-            RecoverStep::WaitHealthy { .. } | RecoverStep::Sleep { .. } => "wait",
+            StepAction::Run { .. } => "run",
+            StepAction::Check { .. } => "check",
+            StepAction::Restore { .. } => "restore",
+            StepAction::Remove { .. } => "remove",
+            StepAction::Stop { .. } => "stop",
+            StepAction::Start { .. } => "start",
+            StepAction::WaitHealthy { .. } | StepAction::Sleep { .. } => "wait",
+            StepAction::Fault { .. } => "fault",
+            StepAction::Manual { .. } => "manual",
+        }
+    }
+
+    /// The target the step acts on, if it names one.
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            StepAction::Run { target, .. }
+            | StepAction::Check { target, .. }
+            | StepAction::Restore { target, .. }
+            | StepAction::Remove { target, .. }
+            | StepAction::Stop { target }
+            | StepAction::Start { target }
+            | StepAction::WaitHealthy { target, .. } => Some(target),
+            StepAction::Sleep { .. } | StepAction::Fault { .. } | StepAction::Manual { .. } => None,
         }
     }
 }

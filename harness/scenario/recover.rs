@@ -4,24 +4,44 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::diagnostic::{self, Diagnostics};
+use super::faults::{compile_fault, FAULT_KEYS};
 use super::fields::Fields;
 use super::plan::*;
 use super::{command, target_ref};
 
 pub const BACKUP_KEYS: &[&str] = &["name", "target", "at"];
-pub const RECOVER_KEYS: &[&str] = &["action", "target", "command", "timeout", "from", "path", "duration"];
-pub const RECOVER_ACTIONS: &[&str] = &["run", "restore", "remove", "stop", "start", "wait"];
+/// A step's own keys; a `fault` step also takes a [[fault]]'s keys but `at`.
+pub const RECOVER_KEYS: &[&str] =
+    &["action", "target", "command", "timeout", "from", "path", "duration", "budget", "manual"];
+pub const RECOVER_ACTIONS: &[&str] = &["run", "check", "restore", "remove", "stop", "start", "wait", "fault", "manual"];
 
-/// The keys (beyond action) each action reads.
-fn applicable(action: &str) -> &'static [&'static str] {
+/// Every key a [[recover]] table may hold.
+pub fn step_keys() -> Vec<&'static str> {
+    let mut keys = RECOVER_KEYS.to_vec();
+    keys.extend(FAULT_KEYS.iter().filter(|k| **k != "at" && !RECOVER_KEYS.contains(k)));
+    keys
+}
+
+/// The keys (beyond action and budget) each action reads. A fault step's
+/// keys are checked against its kind by the fault compiler.
+fn applicable(action: &str) -> Vec<&'static str> {
     match action {
-        "run" => &["target", "command", "timeout"],
-        "restore" => &["target", "from"],
-        "remove" => &["target", "path"],
-        "stop" | "start" => &["target"],
-        "wait" => &["target", "timeout", "duration"],
-        _ => &[],
+        "run" | "check" => vec!["target", "command", "timeout"],
+        "restore" => vec!["target", "from"],
+        "remove" => vec!["target", "path"],
+        "stop" | "start" => vec!["target"],
+        "wait" => vec!["target", "timeout", "duration"],
+        "manual" => vec!["manual"],
+        "fault" => FAULT_KEYS.iter().copied().filter(|k| *k != "at").collect(),
+        _ => Vec::new(),
     }
+}
+
+/// What a `fault` step needs to compile its fault.
+pub struct FaultScope<'p> {
+    pub proxies: &'p [ProxyPlan],
+    pub network: NetworkPlan,
+    pub workload: Option<&'p WorkloadPlan>,
 }
 
 /// Each array-of-tables entry of `key`, opened as [`Fields`].
@@ -42,7 +62,7 @@ fn entries<'a, 'i>(top: &Fields<'a, 'i>, key: &str, known: &[&str], d: &mut Diag
 }
 
 pub fn compile_backups(top: &Fields, targets: &[&str], faults: &[FaultPlan], d: &mut Diagnostics) -> Vec<BackupPlan> {
-    let first_fault = faults.iter().map(|f| f.at.min).min();
+    let first_fault = faults.iter().filter(|f| !f.in_procedure).map(|f| f.at.min).min();
     let mut backups: Vec<BackupPlan> = Vec::new();
     for (i, f) in entries(top, "backup", BACKUP_KEYS, d).iter().enumerate() {
         let name = f.str("name", d).map_or_else(|| format!("backup-{}", i + 1), |(n, _)| n.to_string());
@@ -71,10 +91,13 @@ pub fn compile_backups(top: &Fields, targets: &[&str], faults: &[FaultPlan], d: 
     backups
 }
 
+/// The procedure's steps; a `fault` step's fault is appended to `faults`.
 pub fn compile_recover(
     top: &Fields,
     targets: &[&str],
     backups: &[BackupPlan],
+    faults: &mut Vec<FaultPlan>,
+    scope: &FaultScope,
     check_paths: bool,
     d: &mut Diagnostics,
 ) -> Vec<RecoverStep> {
@@ -83,12 +106,18 @@ pub fn compile_recover(
     let mut steps = Vec::new();
     // Which targets a `stop` step has taken down so far (and not started again).
     let mut stopped: Vec<String> = Vec::new();
-    for f in entries(top, "recover", RECOVER_KEYS, d) {
-        let Some((action, _)) = f.required_choice("action", "recovery action", RECOVER_ACTIONS, d) else {
-            continue;
+    let known = step_keys();
+    for f in entries(top, "recover", &known, d) {
+        // `manual = "..."` alone is a manual step.
+        let action = match (f.get("action"), f.get("manual")) {
+            (None, Some(_)) => "manual",
+            _ => match f.required_choice("action", "recovery action", RECOVER_ACTIONS, d) {
+                Some((action, _)) => action,
+                None => continue,
+            },
         };
         let applies = applicable(action);
-        for key in RECOVER_KEYS.iter().filter(|k| **k != "action") {
+        for key in known.iter().filter(|k| !["action", "budget"].contains(k)) {
             if let (Some(value), false) = (f.get(key), applies.contains(key)) {
                 d.error(
                     value.span(),
@@ -96,13 +125,14 @@ pub fn compile_recover(
                 );
             }
         }
-        let step = match action {
+        let budget = f.duration("budget", d);
+        let action = match action {
             "wait" => match (f.get("target"), f.get("duration")) {
-                (Some(_), None) => target_ref(&f, targets, d).map(|target| RecoverStep::WaitHealthy {
+                (Some(_), None) => target_ref(&f, targets, d).map(|target| StepAction::WaitHealthy {
                     target,
                     timeout: f.duration("timeout", d).unwrap_or(Duration::from_secs(30)),
                 }),
-                (None, Some(_)) => f.duration("duration", d).map(|duration| RecoverStep::Sleep { duration }),
+                (None, Some(_)) => f.duration("duration", d).map(|duration| StepAction::Sleep { duration }),
                 _ => {
                     d.error(
                         f.span.clone(),
@@ -115,21 +145,30 @@ pub fn compile_recover(
                     None
                 }
             },
+            "manual" => f
+                .required_str("manual", "what the operator does, e.g. \"Point DNS at the DR site\"", d)
+                .map(|(text, _)| StepAction::Manual { instruction: text.to_string() }),
+            "fault" => compile_fault(&f, targets, scope.proxies, scope.network, scope.workload, true, d).map(|fault| {
+                faults.push(fault);
+                StepAction::Fault { fault: faults.len() - 1 }
+            }),
             _ => {
                 let Some(target) = target_ref(&f, targets, d) else { continue };
                 match action {
-                    "run" => command(&f, "command", true, d).map(|argv| RecoverStep::Run {
-                        target,
-                        argv,
-                        timeout: f.duration("timeout", d).unwrap_or(Duration::from_secs(60)),
+                    "run" | "check" => command(&f, "command", true, d).map(|argv| {
+                        let timeout = f.duration("timeout", d).unwrap_or(Duration::from_secs(60));
+                        match action {
+                            "run" => StepAction::Run { target, argv, timeout },
+                            _ => StepAction::Check { target, argv, timeout },
+                        }
                     }),
                     "stop" => {
                         stopped.push(target.clone());
-                        Some(RecoverStep::Stop { target })
+                        Some(StepAction::Stop { target })
                     }
                     "start" => {
                         stopped.retain(|t| *t != target);
-                        Some(RecoverStep::Start { target })
+                        Some(StepAction::Start { target })
                     }
                     "remove" => {
                         let path = f.required_str("path", "a path relative to the target's data dir", d);
@@ -141,7 +180,7 @@ pub fn compile_recover(
                                 );
                                 return None;
                             }
-                            Some(RecoverStep::Remove { target: target.clone(), path: p.to_string() })
+                            Some(StepAction::Remove { target: target.clone(), path: p.to_string() })
                         })
                     }
                     _ => {
@@ -157,12 +196,12 @@ pub fn compile_recover(
                             );
                         }
                         restore_source(&f, backups, &target, base.as_deref(), check_paths, d)
-                            .map(|from| RecoverStep::Restore { target, from })
+                            .map(|from| StepAction::Restore { target, from })
                     }
                 }
             }
         };
-        steps.extend(step);
+        steps.extend(action.map(|action| RecoverStep { action, budget }));
     }
     steps
 }

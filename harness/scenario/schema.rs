@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 
 use super::*;
-use crate::check::expect::Metric;
+use crate::check::expect::{Aggregate, Metric};
 
 fn object(keys: &[&str], props: Value, required: &[&str]) -> Value {
     let props = props.as_object().cloned().unwrap_or_default();
@@ -121,28 +121,37 @@ pub fn schema() -> Value {
         }),
         &["target", "at"],
     );
-    let recover = object(
-        RECOVER_KEYS,
-        json!({
-            "action": { "enum": RECOVER_ACTIONS },
-            "target": { "type": "string" },
-            "command": command("run: the command, templated like the target's"),
-            "timeout": duration("run: default 60s; wait: default 30s"),
-            "from": { "type": "string", "description": "restore: a [[backup]] name, or a directory or .tar/.tar.gz (relative to the scenario)" },
-            "path": { "type": "string", "description": "remove: a path relative to the data dir" },
-            "duration": duration("wait: a fixed pause instead of waiting for health"),
-        }),
-        &["action"],
-    );
+    // A `fault` step takes a [[fault]]'s keys, but not `at`.
+    let mut step_props = fault["properties"].as_object().cloned().unwrap_or_default();
+    step_props.remove("at");
+    let own = json!({
+        "action": { "enum": RECOVER_ACTIONS, "description": "may be left out when `manual` is given" },
+        "target": { "type": "string" },
+        "command": command("run, check: the command, templated like the target's"),
+        "timeout": duration("run, check: default 60s; wait: default 30s"),
+        "from": { "type": "string", "description": "restore: a [[backup]] name, or a directory or .tar/.tar.gz (relative to the scenario)" },
+        "path": { "type": "string", "description": "remove: a path relative to the data dir; fault: as in [[fault]]" },
+        "duration": duration("wait: a fixed pause instead of waiting for health; fault: as in [[fault]]"),
+        "budget": duration("any step: the time the runbook allows it; a step over budget fails the trial"),
+        "manual": { "type": "string", "description": "manual: what the operator does, confirmed at a prompt or by --yes" },
+    });
+    step_props.extend(own.as_object().cloned().unwrap_or_default());
+    let recover = object(&step_keys(), Value::Object(step_props), &[]);
     let mut expect_props = Map::new();
     for name in Metric::NAMES {
         let metric: Metric = name.parse().expect("listed names parse");
-        let v = if metric.is_time() {
+        let bound = if metric.is_time() {
             json!({ "type": "string", "description": "a bound such as \"<= 1s\"" })
         } else {
             json!({ "oneOf": [ { "type": "integer" }, { "type": "string" } ], "description": "a count (0) or a bound (\"<= 5\")" })
         };
-        expect_props.insert(name.to_string(), v);
+        // `rto.p95 = "<= 2s"`: a statistic over the trials; `each` = every trial.
+        let mut stats = Map::new();
+        for stat in std::iter::once("each").chain(Aggregate::NAMES.iter().copied()) {
+            stats.insert(stat.to_string(), bound.clone());
+        }
+        let per_stat = json!({ "type": "object", "additionalProperties": false, "properties": stats });
+        expect_props.insert(name.to_string(), json!({ "oneOf": [bound, per_stat] }));
     }
     let expect = object(Metric::NAMES, Value::Object(expect_props), &[]);
     let trials = object(
@@ -206,7 +215,7 @@ mod tests {
         assert_eq!(keys(&s["properties"]["proxy"]["additionalProperties"]), sorted(PROXY_KEYS));
         assert_eq!(keys(&s["properties"]["fault"]["items"]), sorted(FAULT_KEYS));
         assert_eq!(keys(&s["properties"]["backup"]["items"]), sorted(BACKUP_KEYS));
-        assert_eq!(keys(&s["properties"]["recover"]["items"]), sorted(RECOVER_KEYS));
+        assert_eq!(keys(&s["properties"]["recover"]["items"]), sorted(&step_keys()));
         assert_eq!(keys(&s["properties"]["expect"]), sorted(Metric::NAMES));
         assert_eq!(keys(&s["properties"]["trials"]), sorted(TRIALS_KEYS));
     }

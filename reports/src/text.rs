@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::{RunReport, Stats, Verdict};
+use crate::{RunReport, Stats, StepReport, Verdict};
 
 fn ms(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.1}"))
@@ -30,6 +30,52 @@ fn sparkline(a: &crate::Availability) -> (String, f64) {
             })
             .collect();
     (marks, per as f64 * a.bucket_ms)
+}
+
+/// A budget as written in runbooks: `90s`, `5m`, `1.5h`.
+fn human(ms: f64) -> String {
+    match ms {
+        ms if ms >= 3_600_000.0 => format!("{}h", ms / 3_600_000.0),
+        ms if ms >= 60_000.0 => format!("{}m", ms / 60_000.0),
+        ms if ms >= 1000.0 => format!("{}s", ms / 1000.0),
+        ms => format!("{ms}ms"),
+    }
+}
+
+/// " FAILED", " OVER BUDGET" or nothing.
+fn outcome(s: &StepReport) -> &'static str {
+    match (s.ok, s.duration_ms.is_some(), s.over_budget()) {
+        (false, true, _) => " FAILED",
+        (true, _, true) => " OVER BUDGET",
+        _ => "",
+    }
+}
+
+/// A drill's procedure, a row per step: what it took against its budget.
+fn procedure_table(out: &mut String, steps: &[StepReport]) {
+    let _ = writeln!(
+        out,
+        "procedure:\n{:>4}  {:<8}  {:<10}  {:>10}  {:>10}  {:>6}  result",
+        "step", "action", "target", "took_ms", "budget", "of_rto"
+    );
+    for s in steps {
+        let _ = writeln!(
+            out,
+            "{:>4}  {:<8}  {:<10}  {:>10}  {:>10}  {:>6}  {}{}",
+            s.step,
+            s.action,
+            s.target.as_deref().unwrap_or("-"),
+            s.duration_ms.map_or("cut short".into(), |d| format!("{d:.1}")),
+            s.budget_ms.map_or("-".into(), human),
+            s.share_of_rto.map_or("-".into(), |r| format!("{:.0}%", r * 100.0)),
+            if s.ok { "ok" } else { "failed" },
+            match (outcome(s), s.detail.is_empty()) {
+                (" OVER BUDGET", _) => " (over budget)".to_string(),
+                (_, true) => String::new(),
+                (_, false) => format!(": {}", s.detail),
+            }
+        );
+    }
 }
 
 /// A table of trials, the summary percentiles and the expectations.
@@ -66,13 +112,18 @@ pub fn render_text(report: &RunReport) -> String {
             }
         }
     }
+    let single = report.trials.len() == 1;
     for t in report.trials.iter().filter(|t| !t.recovery.is_empty()) {
+        if single {
+            procedure_table(&mut out, &t.recovery);
+            continue;
+        }
         let steps: Vec<String> = t
             .recovery
             .iter()
             .map(|s| {
                 let took = s.duration_ms.map_or("cut short".into(), |d| format!("{d:.1}ms"));
-                format!("{} {}{}", s.action, took, if s.ok || s.duration_ms.is_none() { "" } else { " FAILED" })
+                format!("{} {took}{}", s.action, outcome(s))
             })
             .collect();
         let _ = writeln!(out, "trial {} recovery: {}", t.index, steps.join(", "));
