@@ -10,7 +10,7 @@ pub mod bench;
 pub mod check;
 pub mod compose;
 pub mod demo;
-pub mod drills;
+pub mod drill;
 pub mod duration;
 pub mod engine;
 pub mod exit;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use crashlab::drills::{self, DrillLog};
+use crashlab::drill::{self, DrillLog};
 use crashlab::reports::{render_text, RunReport, Verdict};
 use crashlab::runner::{self, history, Operator, RunOptions, TrialStop};
 use crashlab::scenario::{self, LoadError};
@@ -328,11 +328,26 @@ fn bench(path: &Path, options: RunOptions, baseline: Option<&Path>) -> i32 {
         }
         other => other.map(Result::unwrap),
     };
+    let started = std::time::Instant::now();
     let outcome = match execute(path, options) {
         Ok(outcome) => outcome,
         Err(code) => return code,
     };
+    let wall = started.elapsed();
     let report = &outcome.report;
+    // What the harness adds to each trial beyond the timeline the scenario
+    // asks for: starting targets, readiness, read-back, teardown, checks.
+    let timeline = scenario::load(path).ok().and_then(|p| p.workload.map(|w| w.duration)).unwrap_or_default();
+    let trials = report.trials.len().max(1) as f64;
+    let per_trial_ms = wall.as_secs_f64() * 1000.0 / trials;
+    let overhead_ms = per_trial_ms - timeline.as_secs_f64() * 1000.0;
+    println!(
+        "wall {:.1}s for {} trial(s): {per_trial_ms:.0} ms a trial, of which the workload's {} and {overhead_ms:.0} ms \
+         the harness's (start, readiness, recovery wait, read-back, teardown, checks)",
+        wall.as_secs_f64(),
+        report.trials.len(),
+        crashlab::duration::format_duration(timeline)
+    );
     let rto = bench::distribution(&bench::rtos(report), report.seed);
     let lost = bench::distribution(&bench::lost(report), report.seed);
     let ci = |c: Option<(f64, f64)>| c.map_or("-".into(), |(lo, hi)| format!("[{lo:.1}, {hi:.1}]"));
@@ -363,7 +378,13 @@ fn bench(path: &Path, options: RunOptions, baseline: Option<&Path>) -> i32 {
             }
         );
     }
-    let json = serde_json::json!({ "rto_ms": rto, "lost_acked": lost, "baseline": comparison });
+    let json = serde_json::json!({
+        "rto_ms": rto,
+        "lost_acked": lost,
+        "baseline": comparison,
+        "wall_ms_per_trial": per_trial_ms,
+        "overhead_ms_per_trial": overhead_ms,
+    });
     let _ = std::fs::write(outcome.run_dir.join("bench.json"), serde_json::to_string_pretty(&json).unwrap());
     match (outcome_code(&outcome), comparison.map(|c| c.change)) {
         (exit::PASS, Some(Change::Regressed)) => exit::FAIL,
@@ -384,7 +405,7 @@ fn drill(args: &RunArgs, db: Option<&Path>) -> i32 {
         return code;
     }
     let path =
-        db.map_or_else(|| outcome.run_dir.parent().unwrap_or(Path::new(".")).join(drills::FILE), Path::to_path_buf);
+        db.map_or_else(|| outcome.run_dir.parent().unwrap_or(Path::new(".")).join(drill::FILE), Path::to_path_buf);
     match DrillLog::open(&path).and_then(|mut log| log.record(&outcome.report, &outcome.run_dir)) {
         Ok(id) => {
             println!("drill #{id} recorded in {}", path.display());
@@ -398,7 +419,7 @@ fn drill(args: &RunArgs, db: Option<&Path>) -> i32 {
 }
 
 fn history_of(scenario: Option<&str>, db: Option<&Path>) -> i32 {
-    let path = db.map_or_else(|| Path::new(runner::RUNS_DIR).join(drills::FILE), Path::to_path_buf);
+    let path = db.map_or_else(|| Path::new(runner::RUNS_DIR).join(drill::FILE), Path::to_path_buf);
     let log = match DrillLog::open_existing(&path) {
         Ok(Some(log)) => log,
         Ok(None) => {
@@ -422,7 +443,7 @@ fn history_of(scenario: Option<&str>, db: Option<&Path>) -> i32 {
             exit::USAGE
         }
         Ok(list) => {
-            print!("{}", drills::render(&list));
+            print!("{}", drill::render(&list));
             exit::PASS
         }
         Err(e) => {

@@ -17,6 +17,7 @@ use rand::SeedableRng;
 
 use crate::check;
 use crate::compose;
+pub use crate::drill::Operator;
 use crate::engine::{Engine, RUN_LABEL};
 use crate::fault::journal::{Entry, Journal};
 use crate::fault::unsynced::UnsyncedFs;
@@ -31,7 +32,6 @@ use crate::target::process::ProcessContext;
 use crate::target::{free_port, ProcessTarget, Target};
 use crate::workload::{self, demo_kv::DemoKv, Pace, Workload};
 use history::{EventKind, Recorder};
-pub use recover::Operator;
 pub use run_dir::new_run_dir;
 
 #[derive(Debug, Clone, Default)]
