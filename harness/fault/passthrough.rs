@@ -80,7 +80,10 @@ impl Ledger {
         let moved: Vec<(PathBuf, u64)> =
             self.by_path.iter().filter(|(p, _)| p.starts_with(from)).map(|(p, ino)| (p.clone(), *ino)).collect();
         for (old, ino) in moved {
-            let new = to.join(old.strip_prefix(from).expect("filtered by prefix"));
+            // Not `to.join("")` for the renamed path itself: that would add
+            // a trailing slash, and opening `file/` fails with ENOTDIR.
+            let rest = old.strip_prefix(from).expect("filtered by prefix");
+            let new = if rest.as_os_str().is_empty() { to.to_path_buf() } else { to.join(rest) };
             self.by_path.remove(&old);
             self.by_path.insert(new.clone(), ino);
             self.paths.insert(ino, new);
@@ -579,5 +582,23 @@ impl Filesystem for Passthrough {
 
     fn access(&mut self, _req: &Request<'_>, _ino: u64, _mask: i32, reply: ReplyEmpty) {
         reply.ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_renamed_file_keeps_its_inode_under_the_exact_new_path() {
+        let mut ledger = Ledger::default();
+        let temp = ledger.ino_of(Path::new("temp-rewriteaof-1.aof"));
+        let dir = ledger.ino_of(Path::new("d"));
+        let inside = ledger.ino_of(Path::new("d/x"));
+        ledger.renamed(Path::new("temp-rewriteaof-1.aof"), Path::new("appendonlydir/base.rdb"));
+        assert_eq!(ledger.paths[&temp].as_os_str(), "appendonlydir/base.rdb", "no trailing slash");
+        ledger.renamed(Path::new("d"), Path::new("e"));
+        assert_eq!(ledger.paths[&dir].as_os_str(), "e");
+        assert_eq!(ledger.paths[&inside].as_os_str(), "e/x");
     }
 }

@@ -23,7 +23,7 @@ pub trait Probe: Send {
 struct TcpProbe {
     addr: SocketAddr,
     timeout: Duration,
-    /// A request to send and a text its answer must contain.
+    /// A request to send and a text the first line of its answer must contain.
     exchange: Option<(String, String)>,
 }
 
@@ -45,6 +45,14 @@ impl Probe for TcpProbe {
                 Ok(0) => return Err(format!("closed without `{expect}`")),
                 Ok(n) => answer.extend_from_slice(&buf[..n]),
                 Err(e) => return Err(e.to_string()),
+            }
+            // A complete first line that lacks it is a different answer
+            // (Redis's `-LOADING`): unhealthy now, not after the timeout.
+            let text = String::from_utf8_lossy(&answer);
+            if let Some((line, _)) = text.split_once('\n') {
+                if !line.contains(expect.as_str()) {
+                    return Err(format!("answered `{}`, not `{expect}`", line.trim_end()));
+                }
             }
         }
         Ok(())

@@ -96,7 +96,7 @@ pub const PROBE_KEYS: &[&str] = &[
 ];
 pub const PROBE_KINDS: &[&str] = &["tcp", "http", "command", "demo-kv"];
 pub const WORKLOAD_KEYS: &[&str] = &["kind", "target", "via", "rate", "duration", "connections", "timeout"];
-pub const WORKLOAD_KINDS: &[&str] = &["demo-kv"];
+pub const WORKLOAD_KINDS: &[&str] = &["demo-kv", "redis"];
 pub use faults::{FAULT_KEYS, FAULT_KINDS};
 pub use recover::{step_keys, BACKUP_KEYS, RECOVER_ACTIONS, RECOVER_KEYS};
 pub const TRIALS_KEYS: &[&str] = &["count", "seed", "startup_timeout", "recovery_timeout"];
@@ -669,9 +669,10 @@ fn check_proxy_refs(
 
 fn compile_workload(f: &Fields, targets: &[&str], proxies: &[ProxyPlan], d: &mut Diagnostics) -> Option<WorkloadPlan> {
     let kind = match f.choice("kind", "workload kind", WORKLOAD_KINDS, d) {
+        Some(("redis", _)) => Some(WorkloadKind::Redis),
         Some(_) => Some(WorkloadKind::DemoKv),
         None if f.get("kind").is_none() => {
-            d.error(f.span.clone(), "missing key `kind` in [workload]; expected `demo-kv`");
+            d.error(f.span.clone(), "missing key `kind` in [workload]; expected `demo-kv` or `redis`");
             None
         }
         None => None,

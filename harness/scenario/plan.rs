@@ -149,7 +149,10 @@ pub struct WorkloadPlan {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkloadKind {
+    /// crashlab's own protocol (demo-kv, and services that speak it).
     DemoKv,
+    /// `SET` through a Redis client.
+    Redis,
 }
 
 #[derive(Debug, Clone)]
