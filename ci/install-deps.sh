@@ -4,9 +4,10 @@
 # a stale-lock runbook), iproute2 and iptables (network namespaces and
 # partitions), a Docker engine and a compose CLI for container targets, and
 # mmdebstrap for Debian-based images (the tests build their images
-# themselves: nothing is pulled), and Chromium, in which a test opens the
-# HTML report headless. Redis and PostgreSQL will be installed here when the
-# tests that use them land.
+# themselves: nothing is pulled), Chromium, in which a test opens the HTML
+# report headless, and Redis (server and redis-check-aof) for the Redis pack.
+# SQLite is linked into crashlab itself. PostgreSQL will be installed here
+# when the tests that use it land.
 set -euo pipefail
 command -v cargo >/dev/null || { echo "ci/install-deps.sh: cargo is required" >&2; exit 1; }
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
@@ -19,6 +20,8 @@ command -v iptables >/dev/null || missing+=(iptables)
 docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || missing+=(docker-compose)
 command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-check-aof >/dev/null || missing+=(redis-tools)
 if [ "${#missing[@]}" -gt 0 ]; then
     if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
         apt-get update -qq

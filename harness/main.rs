@@ -153,6 +153,10 @@ enum Command {
     },
     /// Run the reference key-value store (the embedded default target).
     DemoKv(demo::DemoKvOptions),
+    /// Run an application that keeps its data in SQLite (the SQLite pack's
+    /// target; it speaks demo-kv's protocol), or check a database with
+    /// --integrity-check.
+    SqliteApp(demo::sqlite_app::SqliteAppOptions),
     /// Build container images without a registry.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -182,6 +186,7 @@ fn main() -> ExitCode {
         Command::Cleanup { run_dir } => cleanup(&run_dir),
         Command::Report { run_dir, format } => report(&run_dir, format.as_deref()),
         Command::DemoKv(options) => demo::run(options),
+        Command::SqliteApp(options) => demo::sqlite_app::run(options),
         Command::Image(ImageCommand::Build { debian, .. }) => build_image(&debian),
         Command::LockHolder { path, lock } => fault::stale_lock::lock_holder_main(&path, &lock),
     };

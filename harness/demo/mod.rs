@@ -9,6 +9,7 @@
 
 pub mod protocol;
 pub mod server;
+pub mod sqlite_app;
 pub mod wal;
 
 pub use server::{run, DemoKvOptions, FsyncPolicy, OnCorruption};

@@ -8,13 +8,62 @@
 //! ```
 //! Keys and values are non-empty and hold no whitespace.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 /// Whether a token can travel as a key or a value.
 pub fn is_token(text: &str) -> bool {
     !text.is_empty() && !text.contains(char::is_whitespace)
+}
+
+/// What a server of this protocol stores into: demo-kv's log, or the SQLite
+/// application's database.
+pub trait Store: Sync {
+    /// Durable as the store's settings make it when this returns.
+    fn set(&self, key: &str, value: &str) -> io::Result<()>;
+    fn get(&self, key: &str) -> io::Result<Option<String>>;
+    fn scan(&self) -> io::Result<Vec<(String, String)>>;
+}
+
+/// Answers one client connection until it closes.
+pub fn serve_connection(stream: TcpStream, store: &dyn Store) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut out = BufWriter::new(stream.try_clone()?);
+    let mut lines = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if lines.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next(), words.next(), words.next()) {
+            (Some("PING"), None, ..) => writeln!(out, "PONG")?,
+            (Some("SET"), Some(key), Some(value), None) if is_token(key) && is_token(value) => {
+                match store.set(key, value) {
+                    Ok(()) => writeln!(out, "OK")?,
+                    Err(e) => writeln!(out, "ERR {}", e.to_string().replace('\n', " "))?,
+                }
+            }
+            (Some("GET"), Some(key), None, _) => match store.get(key) {
+                Ok(Some(value)) => writeln!(out, "VALUE {value}")?,
+                Ok(None) => writeln!(out, "NONE")?,
+                Err(e) => writeln!(out, "ERR {e}")?,
+            },
+            (Some("SCAN"), None, ..) => match store.scan() {
+                Ok(items) => {
+                    for (key, value) in &items {
+                        writeln!(out, "ITEM {key} {value}")?;
+                    }
+                    writeln!(out, "END {}", items.len())?;
+                }
+                Err(e) => writeln!(out, "ERR {e}")?,
+            },
+            _ => writeln!(out, "ERR expected PING, SET <key> <value>, GET <key> or SCAN")?,
+        }
+        out.flush()?;
+    }
 }
 
 /// A blocking client connection; every call has the connection's timeout.

@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{self, Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 
-use super::protocol::is_token;
-use super::wal;
+use super::{protocol, wal};
 use crate::duration::clap_duration;
 
 /// When the log is made durable with fdatasync.
@@ -195,7 +194,7 @@ fn serve(options: DemoKvOptions) -> Result<(), Refusal> {
     for stream in listener.incoming().flatten() {
         let shared = Arc::clone(&shared);
         thread::spawn(move || {
-            let _ = handle(stream, &shared);
+            let _ = protocol::serve_connection(stream, shared.as_ref());
         });
     }
     Ok(())
@@ -308,39 +307,17 @@ fn flush(shared: &Shared) {
     }
 }
 
-fn handle(stream: TcpStream, shared: &Shared) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    let mut out = io::BufWriter::new(stream.try_clone()?);
-    let mut lines = BufReader::new(stream);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if lines.read_line(&mut line)? == 0 {
-            return Ok(());
-        }
-        let mut words = line.split_whitespace();
-        match (words.next(), words.next(), words.next(), words.next()) {
-            (Some("PING"), None, ..) => writeln!(out, "PONG")?,
-            (Some("SET"), Some(key), Some(value), None) if is_token(key) && is_token(value) => {
-                match set(shared, key, value) {
-                    Ok(()) => writeln!(out, "OK")?,
-                    Err(e) => writeln!(out, "ERR {e}")?,
-                }
-            }
-            (Some("GET"), Some(key), None, _) => match shared.store.lock().unwrap().map.get(key) {
-                Some(value) => writeln!(out, "VALUE {value}")?,
-                None => writeln!(out, "NONE")?,
-            },
-            (Some("SCAN"), None, ..) => {
-                let store = shared.store.lock().unwrap();
-                for (key, value) in &store.map {
-                    writeln!(out, "ITEM {key} {value}")?;
-                }
-                writeln!(out, "END {}", store.map.len())?;
-            }
-            _ => writeln!(out, "ERR expected PING, SET <key> <value>, GET <key> or SCAN")?,
-        }
-        out.flush()?;
+impl protocol::Store for Shared {
+    fn set(&self, key: &str, value: &str) -> io::Result<()> {
+        set(self, key, value)
+    }
+
+    fn get(&self, key: &str) -> io::Result<Option<String>> {
+        Ok(self.store.lock().unwrap().map.get(key).cloned())
+    }
+
+    fn scan(&self) -> io::Result<Vec<(String, String)>> {
+        Ok(self.store.lock().unwrap().map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 }
 

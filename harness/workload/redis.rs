@@ -69,7 +69,8 @@ impl Workload for Redis {
         let keys: Vec<String> = conn.scan_match::<_, String>("k????????").map_err(io::Error::other)?.collect();
         let mut items = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(500) {
-            let values: Vec<Option<String>> = redis::cmd("MGET").arg(chunk).query(&mut conn).map_err(io::Error::other)?;
+            let values: Vec<Option<String>> =
+                redis::cmd("MGET").arg(chunk).query(&mut conn).map_err(io::Error::other)?;
             items.extend(chunk.iter().cloned().zip(values).filter_map(|(k, v)| v.map(|v| (k, v))));
         }
         Ok(items)
