@@ -151,6 +151,13 @@ enum Command {
         #[arg(long, value_parser = ["json", "junit", "markdown", "prometheus", "html", "text"])]
         format: Option<String>,
     },
+    /// Print a Markdown table of runs: scenario, trials, verdict, RTO p50
+    /// and p95, lost acknowledged writes, RPO window (one row per run
+    /// directory, in the order given).
+    Table {
+        #[arg(required = true)]
+        run_dirs: Vec<PathBuf>,
+    },
     /// Run the reference key-value store (the embedded default target).
     DemoKv(demo::DemoKvOptions),
     /// Run an application that keeps its data in SQLite (the SQLite pack's
@@ -185,6 +192,7 @@ fn main() -> ExitCode {
         Command::Analyze { run_dir } => analyze(&run_dir),
         Command::Cleanup { run_dir } => cleanup(&run_dir),
         Command::Report { run_dir, format } => report(&run_dir, format.as_deref()),
+        Command::Table { run_dirs } => table(&run_dirs),
         Command::DemoKv(options) => demo::run(options),
         Command::SqliteApp(options) => demo::sqlite_app::run(options),
         Command::Image(ImageCommand::Build { debian, .. }) => build_image(&debian),
@@ -498,15 +506,33 @@ fn analyze(run_dir: &Path) -> i32 {
     verdict_code(report.verdict)
 }
 
-fn report(run_dir: &Path, format: Option<&str>) -> i32 {
+/// The report.json of a run directory, or a message saying why not.
+fn stored_report(run_dir: &Path) -> Result<RunReport, String> {
     let path = run_dir.join(runner::REPORT_FILE);
-    let report = match std::fs::read_to_string(&path)
+    std::fs::read_to_string(&path)
         .map_err(|e| e.to_string())
         .and_then(|text| RunReport::from_json(&text).map_err(|e| format!("not a crashlab report: {e}")))
-    {
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn table(run_dirs: &[PathBuf]) -> i32 {
+    match run_dirs.iter().map(|d| stored_report(d)).collect::<Result<Vec<_>, _>>() {
+        Ok(reports) => {
+            print!("{}", crashlab::reports::render_table(&reports));
+            exit::PASS
+        }
+        Err(e) => {
+            eprintln!("crashlab: {e}");
+            exit::USAGE
+        }
+    }
+}
+
+fn report(run_dir: &Path, format: Option<&str>) -> i32 {
+    let report = match stored_report(run_dir) {
         Ok(report) => report,
         Err(e) => {
-            eprintln!("crashlab: {}: {e}", path.display());
+            eprintln!("crashlab: {e}");
             return exit::USAGE;
         }
     };

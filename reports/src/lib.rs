@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use html::render_html;
 pub use junit::render_junit;
-pub use markdown::render_markdown;
+pub use markdown::{render_markdown, render_table};
 pub use prom::render_prometheus;
 pub use stats::{histogram, Stats};
 pub use text::render_text;

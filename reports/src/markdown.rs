@@ -78,3 +78,30 @@ pub fn render_markdown(report: &RunReport) -> String {
     }
     out
 }
+
+/// One row per run: the scenario's RTO and RPO over its trials, for a table
+/// of packs in a README (`crashlab table RUN_DIR...`).
+pub fn render_table(reports: &[RunReport]) -> String {
+    let mut out = String::from(
+        "| scenario | trials | verdict | RTO p50 ms | RTO p95 ms | lost acked p50 / max | RPO window max ms |\n\
+         |---|---:|---|---:|---:|---:|---:|\n",
+    );
+    for r in reports {
+        let s = &r.summary;
+        let never = if s.never_recovered > 0 { format!(" ({} never)", s.never_recovered) } else { String::new() };
+        let count = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.0}"));
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {}{never} | {} | {} / {} | {} |",
+            r.scenario,
+            s.trials,
+            r.verdict.as_str(),
+            ms(s.rto_ms.p50),
+            ms(s.rto_ms.p95),
+            count(s.lost_acked.p50),
+            count(s.lost_acked.max),
+            ms(s.window_ms.max)
+        );
+    }
+    out
+}
