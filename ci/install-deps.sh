@@ -5,9 +5,9 @@
 # partitions), a Docker engine and a compose CLI for container targets, and
 # mmdebstrap for Debian-based images (the tests build their images
 # themselves: nothing is pulled), Chromium, in which a test opens the HTML
-# report headless, and Redis (server and redis-check-aof) for the Redis pack.
-# SQLite is linked into crashlab itself. PostgreSQL will be installed here
-# when the tests that use it land.
+# report headless, Redis (server and redis-check-aof) for the Redis pack,
+# and PostgreSQL (run as the postgres user) for theirs. SQLite is linked
+# into crashlab itself.
 set -euo pipefail
 command -v cargo >/dev/null || { echo "ci/install-deps.sh: cargo is required" >&2; exit 1; }
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
@@ -22,6 +22,8 @@ command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-check-aof >/dev/null || missing+=(redis-tools)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v setpriv >/dev/null || missing+=(util-linux)
 if [ "${#missing[@]}" -gt 0 ]; then
     if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
         apt-get update -qq

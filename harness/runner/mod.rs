@@ -30,7 +30,7 @@ use crate::scenario::{FaultKind, NetworkPlan, Plan, TargetKind, TargetPlan, Work
 use crate::target::container::ContainerTarget;
 use crate::target::process::ProcessContext;
 use crate::target::{free_port, ProcessTarget, Target};
-use crate::workload::{self, demo_kv::DemoKv, redis::Redis, Pace, Workload};
+use crate::workload::{self, demo_kv::DemoKv, postgres::Postgres, redis::Redis, Pace, Workload};
 use history::{EventKind, Recorder};
 pub use run_dir::new_run_dir;
 
@@ -480,6 +480,7 @@ fn run_trial(plan: &Plan, index: u32, seed: u64, shared: &RunShared) -> (Vec<his
                     Box::new(DemoKv { addr: SocketAddr::new(host, port), timeout: w.timeout }) as Box<dyn Workload>
                 }
                 WorkloadKind::Redis => Box::new(Redis { addr: SocketAddr::new(host, port), timeout: w.timeout }),
+                WorkloadKind::Postgres => Box::new(Postgres::new(SocketAddr::new(host, port), w.timeout)),
             }
         });
         let healthy_after = |name: &str| plan.target(name).map_or(1, |t| t.probe.healthy_after);

@@ -145,10 +145,13 @@ impl Procedure<'_> {
                 let (t, _) = self.target(target);
                 let out = t.exec(argv, *timeout).map_err(|e| e.to_string())?;
                 let stderr = out.stderr.trim();
+                // What went wrong first, then which command: a long one
+                // would push the reason out of a report's line.
+                let command = shorten(&argv.join(" "), 100);
                 match out.exit {
                     Some(exit) if exit.success() => Ok(String::new()),
-                    Some(exit) => Err(format!("`{}`: {exit}{}", argv.join(" "), tail(stderr))),
-                    None => Err(format!("`{}` did not finish within {timeout:?}", argv.join(" "))),
+                    Some(exit) => Err(format!("{exit}{} (`{command}`)", tail(stderr))),
+                    None => Err(format!("did not finish within {timeout:?} (`{command}`)")),
                 }
             }
             StepAction::Restore { target, from } => {
@@ -201,6 +204,13 @@ impl Procedure<'_> {
             }
         }
     }
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    text.chars().take(max - 1).chain(['…']).collect()
 }
 
 fn tail(stderr: &str) -> String {

@@ -331,8 +331,13 @@ fn toxic(kind: &str, f: &Fields, d: &mut Diagnostics) -> Option<Toxic> {
 }
 
 fn signal(f: &Fields, d: &mut Diagnostics) -> Option<Signal> {
-    let Some((text, span)) = f.str("signal", d) else {
-        return Some(Signal::SIGKILL);
+    signal_at(f, "signal", Signal::SIGKILL, d)
+}
+
+/// A signal name (`SIGINT` or `INT`) under `key`, or `default` without one.
+pub fn signal_at(f: &Fields, key: &str, default: Signal, d: &mut Diagnostics) -> Option<Signal> {
+    let Some((text, span)) = f.str(key, d) else {
+        return Some(default);
     };
     let upper = text.to_ascii_uppercase();
     let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };

@@ -70,6 +70,7 @@ pub const TARGET_KEYS: &[&str] = &[
     "env",
     "restart",
     "stop_timeout",
+    "stop_signal",
     "probe",
     "before_start",
     "after_stop",
@@ -96,7 +97,7 @@ pub const PROBE_KEYS: &[&str] = &[
 ];
 pub const PROBE_KINDS: &[&str] = &["tcp", "http", "command", "demo-kv"];
 pub const WORKLOAD_KEYS: &[&str] = &["kind", "target", "via", "rate", "duration", "connections", "timeout"];
-pub const WORKLOAD_KINDS: &[&str] = &["demo-kv", "redis"];
+pub const WORKLOAD_KINDS: &[&str] = &["demo-kv", "redis", "postgres"];
 pub use faults::{FAULT_KEYS, FAULT_KINDS};
 pub use recover::{step_keys, BACKUP_KEYS, RECOVER_ACTIONS, RECOVER_KEYS};
 pub const TRIALS_KEYS: &[&str] = &["count", "seed", "startup_timeout", "recovery_timeout"];
@@ -451,6 +452,7 @@ fn compile_target(name: String, f: &Fields, check_paths: bool, d: &mut Diagnosti
         }
     };
     let stop_timeout = f.duration("stop_timeout", d).unwrap_or(Duration::from_secs(5));
+    let stop_signal = faults::signal_at(f, "stop_signal", nix::sys::signal::Signal::SIGTERM, d);
     let probe = match f.table("probe", d) {
         Some((t, span)) => compile_probe(&Fields::new(t, span, format!("`probe` of {}", f.what), PROBE_KEYS, d), d),
         None => {
@@ -481,6 +483,7 @@ fn compile_target(name: String, f: &Fields, check_paths: bool, d: &mut Diagnosti
         env,
         restart: restart?,
         stop_timeout,
+        stop_signal: stop_signal?,
         probe: probe?,
         before_start,
         after_stop,
@@ -670,9 +673,10 @@ fn check_proxy_refs(
 fn compile_workload(f: &Fields, targets: &[&str], proxies: &[ProxyPlan], d: &mut Diagnostics) -> Option<WorkloadPlan> {
     let kind = match f.choice("kind", "workload kind", WORKLOAD_KINDS, d) {
         Some(("redis", _)) => Some(WorkloadKind::Redis),
+        Some(("postgres", _)) => Some(WorkloadKind::Postgres),
         Some(_) => Some(WorkloadKind::DemoKv),
         None if f.get("kind").is_none() => {
-            d.error(f.span.clone(), "missing key `kind` in [workload]; expected `demo-kv` or `redis`");
+            d.error(f.span.clone(), "missing key `kind` in [workload]; expected one of: demo-kv, redis, postgres");
             None
         }
         None => None,

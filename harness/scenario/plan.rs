@@ -50,6 +50,9 @@ pub struct TargetPlan {
     pub restart: RestartPolicy,
     /// How long a graceful stop waits after SIGTERM before SIGKILL.
     pub stop_timeout: Duration,
+    /// What a graceful stop sends a process target first (PostgreSQL's
+    /// fast shutdown is SIGINT; its SIGTERM waits for every client).
+    pub stop_signal: nix::sys::signal::Signal,
     pub probe: ProbePlan,
     /// Commands run once per trial before the first start / after the last stop.
     pub before_start: Vec<Vec<String>>,
@@ -153,6 +156,8 @@ pub enum WorkloadKind {
     DemoKv,
     /// `SET` through a Redis client.
     Redis,
+    /// Sequenced events in PostgreSQL, one transaction each.
+    Postgres,
 }
 
 #[derive(Debug, Clone)]

@@ -57,6 +57,7 @@ pub fn schema() -> Value {
             "env": { "type": "object", "additionalProperties": { "type": "string" } },
             "restart": restart,
             "stop_timeout": duration("how long a graceful stop waits before SIGKILL, default 5s"),
+            "stop_signal": { "type": "string", "description": "process targets: what a graceful stop sends first, default SIGTERM (PostgreSQL: SIGINT, its fast shutdown)" },
             "probe": probe,
             "before_start": { "type": "array", "items": command("a command") },
             "after_stop": { "type": "array", "items": command("a command") },

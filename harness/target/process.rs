@@ -225,6 +225,7 @@ impl Inner {
     /// timeout; returns once it exited.
     fn stop_current(&self, mut state: std::sync::MutexGuard<'_, State>, first: Signal) {
         let Some(process) = state.current else { return };
+        let first = if first == Signal::SIGTERM { self.plan.stop_signal } else { first };
         // A paused process cannot act on SIGTERM.
         kill_group(process, Signal::SIGCONT);
         kill_group(process, first);

@@ -3,6 +3,7 @@
 //! evidence for RPO; a complete read-back after recovery says what survived.
 
 pub mod demo_kv;
+pub mod postgres;
 pub mod redis;
 
 use std::io;

@@ -55,6 +55,9 @@ impl Run {
 /// Runs a scenario file into a fresh temporary run directory.
 pub fn run(scenario: &Path, args: &[&str]) -> Run {
     let tmp = tempfile::tempdir().expect("a temp dir");
+    // Targets that run as another user (PostgreSQL as `postgres`) must reach
+    // their data dirs inside; tempdir makes the directory 0700.
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
     let dir = tmp.path().join("run");
     let output = crashlab()
         .arg("run")
