@@ -18,9 +18,38 @@ use crate::probe::Sampler;
 use crate::scenario::{BackupPlan, RecoverStep, RestoreSource, StepAction};
 use crate::target::Target;
 
-/// Where a trial keeps its backups.
+/// Where a trial keeps a backup: a directory, or `<name>.tar.gz` beside it.
 pub fn backup_dir(trial_dir: &Path, name: &str) -> PathBuf {
     trial_dir.join("backups").join(name)
+}
+
+fn backup_tarball(trial_dir: &Path, name: &str) -> PathBuf {
+    trial_dir.join("backups").join(format!("{name}.tar.gz"))
+}
+
+/// Packs `from` into a gzipped tarball; returns (files, bytes packed).
+fn pack_tree(from: &Path, to: &Path) -> io::Result<(u64, u64)> {
+    let (files, bytes) = count_tree(from)?;
+    let gz = flate2::write::GzEncoder::new(fs::File::create(to)?, flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    tar.append_dir_all(".", from)?;
+    tar.into_inner()?.finish()?.sync_all()?;
+    Ok((files, bytes))
+}
+
+fn count_tree(dir: &Path) -> io::Result<(u64, u64)> {
+    let mut total = (0, 0);
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            let (f, b) = count_tree(&entry.path())?;
+            total = (total.0 + f, total.1 + b);
+        } else if kind.is_file() {
+            total = (total.0 + 1, total.1 + entry.metadata()?.len());
+        }
+    }
+    Ok(total)
 }
 
 /// Copies the target's data dir while the target is paused (SIGSTOP), so
@@ -30,9 +59,10 @@ pub fn take_backup(plan: &BackupPlan, target: &dyn Target, trial_dir: &Path, rec
         let from = confine::data_dir(target).map_err(io::Error::other)?;
         let to = backup_dir(trial_dir, &plan.name);
         let _ = fs::remove_dir_all(&to);
-        fs::create_dir_all(&to)?;
+        fs::create_dir_all(if plan.tarball { to.parent().expect("under backups/") } else { &to })?;
         let paused = target.pause().ok();
-        let copied = copy_tree(&from, &to);
+        let copied =
+            if plan.tarball { pack_tree(&from, &backup_tarball(trial_dir, &plan.name)) } else { copy_tree(&from, &to) };
         if let Some(p) = paused {
             let _ = target.resume(p);
         }
@@ -158,7 +188,10 @@ impl Procedure<'_> {
                 let (t, _) = self.target(target);
                 let dir = confine::data_dir(t.as_ref()).map_err(|e| e.to_string())?;
                 let from = match from {
-                    RestoreSource::Backup(name) => backup_dir(self.trial_dir, name),
+                    RestoreSource::Backup(name) => match backup_tarball(self.trial_dir, name) {
+                        tarball if tarball.exists() => tarball,
+                        _ => backup_dir(self.trial_dir, name),
+                    },
                     RestoreSource::Path(path) => path.clone(),
                 };
                 if !from.exists() {

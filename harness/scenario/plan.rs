@@ -377,6 +377,8 @@ pub struct BackupPlan {
     pub name: String,
     pub target: String,
     pub at: TimeSpec,
+    /// A `.tar.gz` of the data dir (as backup scripts make), not a copy.
+    pub tarball: bool,
 }
 
 /// One step of a recovery procedure, run in order after the faults, with

@@ -9,7 +9,7 @@ use super::fields::Fields;
 use super::plan::*;
 use super::{command, target_ref};
 
-pub const BACKUP_KEYS: &[&str] = &["name", "target", "at"];
+pub const BACKUP_KEYS: &[&str] = &["name", "target", "at", "format"];
 /// A step's own keys; a `fault` step also takes a [[fault]]'s keys but `at`.
 pub const RECOVER_KEYS: &[&str] =
     &["action", "target", "command", "timeout", "from", "path", "duration", "budget", "manual"];
@@ -84,8 +84,9 @@ pub fn compile_backups(top: &Fields, targets: &[&str], faults: &[FaultPlan], d: 
                 None
             }
         };
+        let tarball = matches!(f.choice("format", "backup format", &["dir", "tar.gz"], d), Some(("tar.gz", _)));
         if let (Some(target), Some(at)) = (target, at) {
-            backups.push(BackupPlan { name, target, at });
+            backups.push(BackupPlan { name, target, at, tarball });
         }
     }
     backups

@@ -119,6 +119,7 @@ pub fn schema() -> Value {
             "name": { "type": "string", "description": "what `restore` steps call it, default backup-N" },
             "target": { "type": "string" },
             "at": { "type": "string", "pattern": TIME, "description": "when, before the first fault" },
+            "format": { "enum": ["dir", "tar.gz"], "description": "a copy of the data dir (default) or a .tar.gz of it" },
         }),
         &["target", "at"],
     );

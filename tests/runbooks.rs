@@ -1,0 +1,101 @@
+//! The runbook packs (scenarios/runbooks/): the aggregator/executor pack on
+//! docker-compose, each scenario once, measuring what the runbook promises;
+//! and no compose project left behind.
+
+mod common;
+
+use common::{compose_available, crashlab, docker_available, journal, labelled_containers, run, scenario, Run};
+use serde_json::Value;
+
+fn ponos(name: &str) -> Option<Run> {
+    if !docker_available() || !compose_available() {
+        return None;
+    }
+    let r = run(&scenario(&format!("runbooks/ponos/{name}.toml")), &["--trials", "1", "--seed", "9"]);
+    assert_eq!(r.code, 0, "{name}\n{}\n{}", r.stdout(), r.stderr());
+    for project in journal(&r.dir).iter().filter(|e| e["op"] == "compose_up").map(|e| e["project"].as_str().unwrap()) {
+        assert!(labelled_containers(&format!("com.docker.compose.project={project}")).is_empty(), "{name}");
+    }
+    Some(r)
+}
+
+fn probes<'a>(events: &'a [Value], target: &str) -> impl Iterator<Item = &'a Value> + 'a {
+    let target = target.to_string();
+    events.iter().filter(move |e| e["event"] == "probe" && e["target"] == target.as_str())
+}
+
+#[test]
+fn a_crashed_aggregator_recovers_from_storage_within_a_minute_losing_nothing() {
+    let Some(r) = ponos("crash-automatic-recovery") else { return };
+    let t = &r.trials()[0];
+    assert_eq!(t["rpo"]["lost_acked"].as_u64(), Some(0));
+    assert!(t["rto_ms"].as_f64().unwrap() < 60_000.0);
+    let events = r.history(0);
+    let fault = t["faults"][0]["injected_at_ms"].as_f64().unwrap();
+    let executor: Vec<&Value> = probes(&events, "executor").filter(|e| e["t_ms"].as_f64().unwrap() > fault).collect();
+    assert!(executor.len() > 50 && executor.iter().all(|e| e["healthy"] == true), "the executor stayed up");
+}
+
+#[test]
+fn a_corrupt_store_is_restored_from_the_tar_backup_losing_only_what_came_after_it() {
+    let Some(r) = ponos("storage-corruption-restore") else { return };
+    let t = &r.trials()[0];
+    let steps = t["recovery"].as_array().unwrap();
+    assert!(steps[1]["detail"].as_str().unwrap().contains("latest.tar.gz"), "{steps:?}");
+    // Before the procedure, the damaged store kept the service down.
+    let events = r.history(0);
+    let procedure = steps[0]["started_at_ms"].as_f64().unwrap();
+    let fault = t["faults"][0]["injected_at_ms"].as_f64().unwrap();
+    let down: Vec<&Value> = probes(&events, "aggregator")
+        .filter(|e| (fault + 100.0..procedure).contains(&e["t_ms"].as_f64().unwrap()))
+        .collect();
+    assert!(!down.is_empty() && down.iter().all(|e| e["healthy"] == false), "refused until the runbook ran");
+    // Lost: what was acknowledged after the backup (up to the stop the fault
+    // began with, which takes a container a moment), nothing before it.
+    let backup = events.iter().find(|e| e["event"] == "backup_taken").expect("a backup")["t_ms"].as_f64().unwrap();
+    let after_backup = events
+        .iter()
+        .filter(|e| e["event"] == "complete" && e["outcome"] == "ok")
+        .filter(|e| (backup..procedure).contains(&e["t_ms"].as_f64().unwrap()))
+        .count() as u64;
+    let lost = t["rpo"]["lost_acked"].as_u64().unwrap();
+    assert!(lost > 0 && lost <= after_backup + 8, "lost {lost}, acknowledged after the backup {after_backup}");
+    assert!(t["rpo"]["window_ms"].as_f64().unwrap() < 3_600_000.0);
+}
+
+#[test]
+fn a_held_lock_blocks_until_the_runbook_removes_it() {
+    let Some(r) = ponos("stale-lock-remove") else { return };
+    let t = &r.trials()[0];
+    // The operator's 300 ms reaction is part of the outage.
+    assert!(t["rto_ms"].as_f64().unwrap() >= 300.0, "{}", t["rto_ms"]);
+    assert_eq!(t["rpo"]["lost_acked"].as_u64(), Some(0));
+    assert!(t["faults"][0]["detail"].as_str().unwrap().contains("LOCK"));
+}
+
+#[test]
+fn after_a_network_blackhole_the_service_catches_up_losing_nothing() {
+    let Some(r) = ponos("rpc-unreachable") else { return };
+    let t = &r.trials()[0];
+    assert_eq!(t["rpo"]["lost_acked"].as_u64(), Some(0));
+    let from_heal = t["faults"][0]["rto_from_heal_ms"].as_f64().unwrap();
+    assert!(from_heal < 500.0, "answered {from_heal} ms after the heal");
+}
+
+#[test]
+fn the_monthly_drill_runs_unattended_and_is_logged() {
+    if !docker_available() || !compose_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = crashlab()
+        .args(["drill", "--yes", "--seed", "9", "--out"])
+        .arg(tmp.path().join("drill"))
+        .arg(scenario("runbooks/ponos/monthly-drill.toml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("drill #1 recorded"), "{stdout}");
+    assert!(stdout.contains("manual") && stdout.contains("confirmed by --yes"), "{stdout}");
+}
