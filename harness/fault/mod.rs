@@ -134,9 +134,11 @@ pub trait Fault: Send + Sync {
 /// The fault that a plan's kind describes.
 pub fn build(kind: &FaultKind) -> Box<dyn Fault> {
     match kind {
-        FaultKind::Kill { .. } | FaultKind::Pause { .. } | FaultKind::Restart | FaultKind::Disconnect { .. } => {
-            Box::new(ProcessFault(kind.clone()))
-        }
+        FaultKind::Kill { .. }
+        | FaultKind::Pause { .. }
+        | FaultKind::Restart
+        | FaultKind::Disconnect { .. }
+        | FaultKind::Command { .. } => Box::new(ProcessFault(kind.clone())),
         FaultKind::Corrupt(plan) => Box::new(corrupt::Corrupt(plan.clone())),
         FaultKind::StaleLock(plan) => Box::new(stale_lock::StaleLock(plan.clone())),
         FaultKind::LoseUnsynced { torn } => Box::new(unsynced::LoseUnsynced { torn: *torn }),

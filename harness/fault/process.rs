@@ -1,4 +1,5 @@
-//! Faults on a target's processes: kill, pause, restart.
+//! Faults on a target's processes: kill, pause, restart, disconnect, and a
+//! command run against it.
 
 use std::sync::Arc;
 
@@ -61,6 +62,19 @@ impl Fault for ProcessFault {
                     let detail = target.reconnect().err().map_or(String::new(), |e| e.to_string());
                     healed(trial, fault, target.name(), detail, &recorder, &journal);
                 }))
+            }
+            FaultKind::Command { ref argv } => {
+                injected(format!("ran `{}`", argv.join(" ")));
+                let out = ctx.target.exec(argv, std::time::Duration::from_secs(60)).map_err(target_err)?;
+                match out.exit {
+                    Some(exit) if exit.success() => Ok(FaultGuard::nothing()),
+                    other => Err(ctx.error(super::FaultErrorKind::Other(format!(
+                        "`{}` failed ({}): {}",
+                        argv.join(" "),
+                        other.map_or("timed out after 60s".into(), |e| e.to_string()),
+                        out.stderr.trim()
+                    )))),
+                }
             }
             _ => unreachable!("build() gives storage faults their own types"),
         }

@@ -38,6 +38,7 @@ pub const FAULT_KEYS: &[&str] = &[
     "isolate",
     "groups",
     "one_way",
+    "command",
 ];
 pub const FAULT_KINDS: &[&str] = &[
     "kill",
@@ -57,6 +58,7 @@ pub const FAULT_KINDS: &[&str] = &[
     "limit-data",
     "partition",
     "disconnect",
+    "command",
 ];
 /// The faults that act on a proxy's links.
 pub const LINK_KINDS: &[&str] =
@@ -87,6 +89,7 @@ fn applicable(kind: &str, mode: Option<&str>) -> &'static [&'static str] {
         ("limit-data", _) => &["proxy", "direction", "duration", "bytes"],
         ("partition", _) => &["isolate", "groups", "one_way", "duration"],
         ("disconnect", _) => &["duration"],
+        ("command", _) => &["command"],
         _ => &[],
     }
 }
@@ -179,6 +182,7 @@ pub fn compile_fault(
             FaultKind::Pause { duration: f.duration("duration", d)? }
         }
         "restart" => FaultKind::Restart,
+        "command" => FaultKind::Command { argv: super::command(f, "command", true, d)? },
         "corrupt" => FaultKind::Corrupt(corrupt(f, d)?),
         "stale-lock" => FaultKind::StaleLock(stale_lock(f, d)?),
         "disconnect" => {

@@ -176,6 +176,10 @@ pub enum FaultKind {
     Kill { signal: nix::sys::signal::Signal },
     /// SIGSTOP, then SIGCONT after `duration`.
     Pause { duration: Duration },
+    /// A command run against the target (templated like its own): the
+    /// disaster of a runbook that is a mistake, e.g. a `DELETE` without
+    /// `WHERE`. It must exit 0; the service is left as the command left it.
+    Command { argv: Vec<String> },
     /// Graceful stop, then start (whatever the restart policy).
     Restart,
     /// Damage files of the target's data dir.
@@ -247,6 +251,7 @@ impl FaultKind {
             FaultKind::Link { toxic, .. } => toxic.name(),
             FaultKind::Partition(_) => "partition",
             FaultKind::Disconnect { .. } => "disconnect",
+            FaultKind::Command { .. } => "command",
         }
     }
 

@@ -110,6 +110,7 @@ pub fn schema() -> Value {
             "isolate": { "type": "string", "description": "partition: the target cut off from every other address" },
             "groups": { "type": "array", "items": { "type": "array", "items": { "type": "string" } }, "minItems": 2, "maxItems": 2, "description": "partition: two groups of targets that cannot reach each other" },
             "one_way": { "type": "boolean", "description": "partition with groups: only what the first group sends to the second is dropped" },
+            "command": command("command: the disaster as a command run against the target (must exit 0)"),
         }),
         &["kind", "target", "at"],
     );
@@ -129,7 +130,7 @@ pub fn schema() -> Value {
     let own = json!({
         "action": { "enum": RECOVER_ACTIONS, "description": "may be left out when `manual` is given" },
         "target": { "type": "string" },
-        "command": command("run, check: the command, templated like the target's"),
+        "command": command("run, check: the command, templated like the target's; fault: as in [[fault]]"),
         "timeout": duration("run, check: default 60s; wait: default 30s"),
         "from": { "type": "string", "description": "restore: a [[backup]] name, or a directory or .tar/.tar.gz (relative to the scenario)" },
         "path": { "type": "string", "description": "remove: a path relative to the data dir; fault: as in [[fault]]" },
