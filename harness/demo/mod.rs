@@ -7,8 +7,10 @@
 //! which keys it flushed, with `--log-flushes`); with `--recovery-delay 400ms`
 //! its true recovery time is 400 ms plus replay.
 
+pub mod checkpoints;
 pub mod protocol;
 pub mod server;
+pub mod snapshots;
 pub mod sqlite_app;
 pub mod wal;
 

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 
+use super::checkpoints::Checkpoints;
+use super::snapshots::{OnBadSnapshot, Snapshots};
 use super::{protocol, wal};
 use crate::duration::clap_duration;
 
@@ -57,6 +59,20 @@ pub enum PidfilePolicy {
     RefuseLive,
 }
 
+/// How demo-kv keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// A CRC-checked write-ahead log (`wal.log`), synced per `--fsync`.
+    Wal,
+    /// An append-only file of full snapshots closed by a state-root anchor
+    /// and END_SNAPSHOT, one every `--interval`; writes between are lost
+    /// on a crash.
+    Snapshots,
+    /// An event log synced per write, plus checksummed checkpoints every
+    /// `--interval`; bad checkpoints are quarantined, events replayed.
+    Checkpoints,
+}
+
 /// `crashlab demo-kv`: the reference key-value store.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoKvOptions {
@@ -94,6 +110,25 @@ pub struct DemoKvOptions {
     /// `refuse-live` (one naming a live process blocks it).
     #[arg(long, value_enum, default_value = "ignore")]
     pub pidfile_policy: PidfilePolicy,
+    /// How the data is kept: `wal` (default), `snapshots` or `checkpoints`.
+    #[arg(long, value_enum, default_value = "wal")]
+    pub engine: Engine,
+    /// Snapshots and checkpoints engines: how often state is persisted.
+    #[arg(long, value_parser = clap_duration, default_value = "1s")]
+    pub interval: Duration,
+    /// Snapshots engine: when the latest snapshot fails verification,
+    /// `refuse` to start or `fallback` to the latest valid one.
+    #[arg(long, value_enum, default_value = "refuse")]
+    pub on_bad_snapshot: OnBadSnapshot,
+    /// Snapshots engine: keep the file up to its last valid snapshot, then
+    /// exit (the runbook's "restore from an earlier snapshot").
+    #[arg(long)]
+    pub repair: bool,
+}
+
+/// A store persisted on a period (snapshots, checkpoints) rather than per write.
+pub trait PeriodicStore: protocol::Store + Send + Sync {
+    fn persist(&self) -> io::Result<()>;
 }
 
 const LOG_FILE: &str = "wal.log";
@@ -132,9 +167,9 @@ pub fn run(options: DemoKvOptions) -> i32 {
     }
 }
 
-type Refusal = (i32, String);
+pub type Refusal = (i32, String);
 
-fn io_refusal(what: &str, path: &Path) -> impl Fn(io::Error) -> Refusal {
+pub(super) fn io_refusal(what: &str, path: &Path) -> impl Fn(io::Error) -> Refusal {
     let message = format!("{what} {}", path.display());
     move |e| (1, format!("{message}: {e}"))
 }
@@ -142,8 +177,24 @@ fn io_refusal(what: &str, path: &Path) -> impl Fn(io::Error) -> Refusal {
 fn serve(options: DemoKvOptions) -> Result<(), Refusal> {
     let dir = options.data_dir.clone();
     fs::create_dir_all(&dir).map_err(io_refusal("cannot create data dir", &dir))?;
+    if options.repair {
+        return match Snapshots::repair(&dir) {
+            Ok(done) => {
+                println!("repaired: {done}");
+                Ok(())
+            }
+            Err(e) => Err((1, e)),
+        };
+    }
     check_pid_file(&dir, options.pidfile_policy)?;
     let _lock = lock_data_dir(&dir)?;
+    match options.engine {
+        Engine::Wal => {}
+        Engine::Snapshots => {
+            return serve_periodic(Arc::new(Snapshots::open(&dir, options.on_bad_snapshot)?), &options)
+        }
+        Engine::Checkpoints => return serve_periodic(Arc::new(Checkpoints::open(&dir)?), &options),
+    }
 
     let log_path = dir.join(LOG_FILE);
     let mut bytes = Vec::new();
@@ -254,6 +305,42 @@ fn lock_data_dir(dir: &Path) -> Result<Flock<File>, Refusal> {
     let pid_path = dir.join(PID_FILE);
     fs::write(&pid_path, format!("{}\n", std::process::id())).map_err(io_refusal("cannot write", &pid_path))?;
     Ok(lock)
+}
+
+/// Serves a periodically persisted store: persists every interval, and once
+/// more on a graceful stop.
+fn serve_periodic(store: Arc<dyn PeriodicStore>, options: &DemoKvOptions) -> Result<(), Refusal> {
+    thread::sleep(options.recovery_delay);
+    let periodic = Arc::clone(&store);
+    let interval = options.interval;
+    thread::spawn(move || loop {
+        thread::sleep(interval);
+        if let Err(e) = periodic.persist() {
+            eprintln!("demo-kv: cannot persist: {e}");
+        }
+    });
+    let last = Arc::clone(&store);
+    let pid_file = options.data_dir.join(PID_FILE);
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .expect("signal handlers can be installed");
+    thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            let _ = last.persist();
+            let _ = fs::remove_file(&pid_file);
+            println!("stopped gracefully");
+            std::process::exit(0);
+        }
+    });
+    let listener = TcpListener::bind((options.host, options.port))
+        .map_err(|e| (1, format!("cannot listen on {}:{}: {e}", options.host, options.port)))?;
+    println!("ready port={}", options.port);
+    for stream in listener.incoming().flatten() {
+        let store = Arc::clone(&store);
+        thread::spawn(move || {
+            let _ = protocol::serve_connection(stream, store.as_ref());
+        });
+    }
+    Ok(())
 }
 
 fn start_background(shared: &Arc<Shared>) {
