@@ -6,8 +6,8 @@
 # mmdebstrap for Debian-based images (the tests build their images
 # themselves: nothing is pulled), Chromium, in which a test opens the HTML
 # report headless, Redis (server and redis-check-aof) for the Redis pack,
-# and PostgreSQL (run as the postgres user) for theirs. SQLite is linked
-# into crashlab itself.
+# and PostgreSQL (run as the postgres user through setpriv) for the
+# PostgreSQL and sequencer packs. SQLite is linked into crashlab itself.
 set -euo pipefail
 command -v cargo >/dev/null || { echo "ci/install-deps.sh: cargo is required" >&2; exit 1; }
 rustup component add rustfmt clippy >/dev/null 2>&1 || true

@@ -149,3 +149,49 @@ fn fault_steps_budgets_and_checks() {
     assert_eq!(check("recovery procedure")["verdict"], "pass", "every acting step succeeded");
     assert!(r.stdout().contains("(over budget)"), "{}", r.stdout());
 }
+
+/// The prompt, on a terminal (`script` gives the drill a pseudo-terminal):
+/// the operator's `fail <reason>` fails the step and the drill, with the
+/// reason in the report, and the time the operator took counts in the RTO.
+#[test]
+fn an_operator_answers_the_manual_step_at_a_terminal() {
+    use std::io::{Read, Write};
+    if !common::available("script", common::which("script"), "a pseudo-terminal for the prompt (util-linux `script`)") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("crashlab");
+    let dir = tmp.path().join("drill");
+    let command = format!(
+        "{} drill {} --seed 3 --out {} --db {}",
+        bin.display(),
+        scenario("monthly-recovery-drill.toml").display(),
+        dir.display(),
+        tmp.path().join("drills.sqlite").display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("PATH", format!("{}:{}", bin.parent().unwrap().display(), std::env::var("PATH").unwrap_or_default()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("type `fail` and a reason") {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0, "the drill ended without prompting: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.contains(">>> step 6/6 (manual, budget 10m): Look at the aggregator's dashboard"), "{seen}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.stdin.as_mut().unwrap().write_all(b"fail the dashboard is blank\r").unwrap();
+    let _ = stdout.read_to_string(&mut seen);
+    assert_eq!(child.wait().unwrap().code(), Some(1), "{seen}");
+    let r = report(&dir);
+    let step = &r["trials"][0]["recovery"][5];
+    assert_eq!(step["ok"], false);
+    assert_eq!(step["detail"], "the operator reported a failure: the dashboard is blank");
+    assert!(step["duration_ms"].as_f64().unwrap() >= 300.0, "the operator's time is measured: {step}");
+}
