@@ -6,6 +6,8 @@
 #
 # Usage: ci/pack-table.sh [OUT_DIR] (default target/pack-table); needs the
 # packs' software (ci/install-deps.sh) and root or fusermount3 for power loss.
+# REUSE=1 keeps the run directories already in OUT_DIR and benches only the
+# packs that have none (after a pack changed: delete its directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-target/pack-table}
@@ -17,6 +19,10 @@ dirs=()
 for scenario in scenarios/redis/*.toml scenarios/sqlite/*.toml scenarios/postgres/*.toml scenarios/runbooks/*/*.toml; do
     [ -f "$scenario" ] || continue
     name=$(basename "$(dirname "$scenario")")-$(basename "$scenario" .toml)
+    if [ "${REUSE:-0}" = 1 ] && [ -f "$out/$name/report.json" ]; then
+        dirs+=("$out/$name")
+        continue
+    fi
     rm -rf "${out:?}/$name"
     echo "== $scenario" >&2
     # A pack that must fail exits 1; its row says so.

@@ -127,3 +127,23 @@ fn point_in_time_recovery_brings_back_what_was_deleted_and_loses_what_followed()
         "lost {lost}, acked after the fault {most}, 200 ms later {least}"
     );
 }
+
+/// PostgreSQL in a container made here from Debian's package: a SIGKILL
+/// through the host pid, a restart by the harness, crash recovery, and the
+/// same promise as a local process: no commit lost, sequences whole.
+#[test]
+fn in_a_container_crash_recovery_loses_no_commit() {
+    if !postgres_available() || !common::docker_available() || !common::mmdebstrap_available() {
+        return;
+    }
+    let build = common::crashlab().args(["image", "build", "--debian", "postgresql"]).output().unwrap();
+    assert!(build.status.success(), "{}", String::from_utf8_lossy(&build.stderr));
+    let r = pack("container-kill", "2");
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    for t in r.trials() {
+        assert_eq!(t["rpo"]["lost_acked"].as_u64(), Some(0));
+        assert!(t["rpo"]["acked_writes"].as_u64().unwrap() > 500);
+        assert!(t["faults"][0]["restart_ms"].as_f64().is_some(), "the container was started again");
+        assert!(steps(t).iter().filter(|s| s["action"] == "check").all(|s| s["ok"] == true), "{:?}", steps(t));
+    }
+}

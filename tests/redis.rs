@@ -40,8 +40,9 @@ fn rdb_snapshots_lose_writes_but_never_more_than_the_save_interval() {
     for t in r.trials() {
         assert!(lost(t) >= 1, "RDB-only loses what came after the last snapshot: {t}");
         let window = t["rpo"]["window_ms"].as_f64().unwrap();
-        // `save 1 1`: one second between snapshots, plus the 100 ms cron tick and the fork.
-        assert!(window <= 1500.0, "trial {}: lost writes acknowledged {window} ms before the kill", t["index"]);
+        // `save 1 1`: Redis counts whole seconds since the last save completed
+        // (`>`), so up to 2 s between snapshots, plus the 100 ms cron tick and the fork.
+        assert!(window <= 2200.0, "trial {}: lost writes acknowledged {window} ms before the kill", t["index"]);
         assert_eq!(t["rpo"]["corrupted"].as_u64(), Some(0));
     }
 }
