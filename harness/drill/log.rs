@@ -101,7 +101,9 @@ impl DrillLog {
         let steps: Vec<_> = report.trials.iter().flat_map(|t| &t.recovery).collect();
         let expectations: Vec<String> =
             report.expectations.iter().map(|e| format!("{}: {}", e.expected, e.verdict.as_str())).collect();
-        let tx = self.db.transaction().map_err(|e| DrillLogError { path: self.path.clone(), source: e })?;
+        let path = self.path.clone();
+        let fail = |source| DrillLogError { path: path.clone(), source };
+        let tx = self.db.transaction().map_err(fail)?;
         tx.execute(
             "INSERT INTO drills (scenario, finished_at, run_dir, verdict, rto_ms, lost_acked, window_ms, steps, \
              steps_over_budget, expectations, report) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -119,7 +121,7 @@ impl DrillLog {
                 report.to_json(),
             ],
         )
-        .map_err(|e| DrillLogError { path: self.path.clone(), source: e })?;
+        .map_err(fail)?;
         let id = tx.last_insert_rowid();
         // Several trials: the steps of the first (a drill is usually one).
         let first = report.trials.first().map(|t| t.recovery.as_slice()).unwrap_or_default();
@@ -129,9 +131,9 @@ impl DrillLog {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![id, s.step as i64, s.action, s.target, s.duration_ms, s.budget_ms, s.ok, s.detail],
             )
-            .map_err(|e| DrillLogError { path: self.path.clone(), source: e })?;
+            .map_err(fail)?;
         }
-        tx.commit().map_err(|e| DrillLogError { path: self.path.clone(), source: e })?;
+        tx.commit().map_err(fail)?;
         Ok(id)
     }
 

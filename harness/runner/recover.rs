@@ -138,7 +138,7 @@ pub struct Procedure<'a> {
     pub healthy_after: &'a dyn Fn(&str) -> u32,
     pub trial_dir: &'a Path,
     pub recorder: &'a Recorder,
-    /// Injects the plan's fault of that index (a `fault` step); its detail.
+    /// Injects the plan's fault of that index (a `fault` step).
     pub inject: &'a dyn Fn(usize) -> Result<(), String>,
     pub operator: Operator,
 }

@@ -227,7 +227,7 @@ fn trials_table(out: &mut String, report: &RunReport) {
              <td>{4}</td><td>{5}</td><td>{6}</td><td>{7}</td><td>{8}</td></tr>",
             t.index,
             t.verdict.as_str(),
-            if t.rto_ms.is_none() && !t.faults.is_empty() { "never".into() } else { ms(t.rto_ms) },
+            if t.never_recovered() { "never".into() } else { ms(t.rto_ms) },
             ms(t.ttd_ms),
             t.rpo.acked_writes,
             t.rpo.lost_acked.map_or("?".into(), |v| v.to_string()),
@@ -241,7 +241,7 @@ fn trials_table(out: &mut String, report: &RunReport) {
 
 fn trial_details(out: &mut String, t: &TrialReport) {
     let open = t.verdict != Verdict::Pass || t.index < OPEN_TRIALS;
-    let rto = if t.rto_ms.is_none() && !t.faults.is_empty() { "never recovered".into() } else { ms(t.rto_ms) + " ms" };
+    let rto = if t.never_recovered() { "never recovered".into() } else { ms(t.rto_ms) + " ms" };
     let _ = writeln!(
         out,
         "<details id=\"trial-{0}\"{1}><summary>Trial {0} — <span class=\"{2}\">{2}</span>, RTO {3}, lost {4}</summary>",

@@ -106,6 +106,14 @@ pub struct TrialReport {
     pub target_logs: BTreeMap<String, Vec<String>>,
 }
 
+impl TrialReport {
+    /// A fault struck and the target never recovered (as opposed to no
+    /// RTO because nothing was injected).
+    pub fn never_recovered(&self) -> bool {
+        self.rto_ms.is_none() && !self.faults.is_empty()
+    }
+}
+
 /// Availability over time: per bucket of `bucket_ms` from 0 ms, how many
 /// ops sent in it succeeded and how many did not (failed or unknown).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

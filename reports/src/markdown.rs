@@ -44,7 +44,7 @@ pub fn render_markdown(report: &RunReport) -> String {
             "| {} | {} | {} | {} | {} | {} | {} | {} |",
             t.index,
             t.verdict.as_str(),
-            if t.rto_ms.is_none() && !t.faults.is_empty() { "never".into() } else { ms(t.rto_ms) },
+            if t.never_recovered() { "never".into() } else { ms(t.rto_ms) },
             ms(t.ttd_ms),
             t.rpo.acked_writes,
             t.rpo.lost_acked.map_or("?".into(), |v| v.to_string()),

@@ -89,7 +89,7 @@ pub fn render_text(report: &RunReport) -> String {
     );
     for t in &report.trials {
         let restart = t.faults.iter().filter_map(|f| f.restart_ms).reduce(f64::max);
-        let rto = if t.rto_ms.is_none() && !t.faults.is_empty() { "never".into() } else { ms(t.rto_ms) };
+        let rto = if t.never_recovered() { "never".into() } else { ms(t.rto_ms) };
         let _ = writeln!(
             out,
             "{:>5}  {:>7}  {:>10}  {:>8}  {:>10}  {:>6}  {:>7}  {:>9}  {:>7}",
