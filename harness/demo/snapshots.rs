@@ -101,7 +101,11 @@ pub fn scan(bytes: &[u8]) -> Vec<Found> {
                 entries.insert(key.to_string(), value.to_string());
                 body.push_str(&format!("{line}\n"));
             }
-            (["anchor", root, _, hash], Some((_, anchor, _, _))) => {
+            (["anchor", root, ms, hash], Some((_, anchor, body, malformed))) => {
+                // The anchor's time is the snapshot's: a change to it is damage too.
+                if !body.lines().nth(1).is_some_and(|l| l.strip_prefix("timestamp_ms ") == Some(*ms)) {
+                    malformed.get_or_insert_with(|| format!("anchor time {ms} differs from the snapshot's"));
+                }
                 *anchor = Some((root.to_string(), hash.to_string()))
             }
             (["END_SNAPSHOT"], Some(_)) => {
@@ -225,6 +229,22 @@ impl PeriodicStore for Snapshots {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_bad_latest_snapshot_is_refused_or_skipped_and_repair_keeps_the_valid_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = encode(&map(&[("a", "1")]), 1);
+        let second = encode(&map(&[("a", "1"), ("b", "2")]), 2).replace("entry b 2", "entry b 3");
+        fs::write(dir.path().join(FILE), format!("{first}{second}")).unwrap();
+        let refused = Snapshots::open(dir.path(), OnBadSnapshot::Refuse).err().expect("refused");
+        assert_eq!(refused.0, EXIT_CORRUPT);
+        assert!(refused.1.contains("anchor state root mismatch"), "{}", refused.1);
+        let fallback = Snapshots::open(dir.path(), OnBadSnapshot::Fallback).expect("falls back");
+        assert_eq!(protocol::Store::scan(&fallback).unwrap(), vec![("a".to_string(), "1".to_string())]);
+        drop(fallback);
+        Snapshots::repair(dir.path()).unwrap();
+        assert_eq!(fs::read_to_string(dir.path().join(FILE)).unwrap(), first);
+    }
+
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
@@ -246,8 +266,13 @@ mod tests {
         assert!(found[0].bad.is_none());
 
         // Outside the entries, the anchor's hash catches it.
-        let retimed = second.replacen("timestamp_ms 2", "timestamp_ms 7", 1);
-        let found = scan(retimed.as_bytes());
+        let recounted = second.replacen("entries 2", "entries 3", 1);
+        let found = scan(recounted.as_bytes());
         assert_eq!(found[0].bad.as_deref(), Some("anchor hash mismatch: the snapshot's lines changed"));
+        let reanchored = second.replacen(" 2 ", " 7 ", 1);
+        assert!(
+            reanchored.contains(" 7 ") && scan(reanchored.as_bytes())[0].bad.is_some(),
+            "the anchor's time is checked"
+        );
     }
 }

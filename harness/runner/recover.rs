@@ -55,12 +55,16 @@ fn count_tree(dir: &Path) -> io::Result<(u64, u64)> {
 /// Copies the target's data dir while the target is paused (SIGSTOP), so
 /// that the copy is a consistent snapshot: no write is half done.
 pub fn take_backup(plan: &BackupPlan, target: &dyn Target, trial_dir: &Path, recorder: &Recorder) {
+    // The backup's moment is when the target stopped: what is acknowledged
+    // after it (the copy's time included) is not in the backup.
+    let mut taken_at = Instant::now();
     let result = (|| -> io::Result<(u64, u64)> {
         let from = confine::data_dir(target).map_err(io::Error::other)?;
         let to = backup_dir(trial_dir, &plan.name);
         let _ = fs::remove_dir_all(&to);
         fs::create_dir_all(if plan.tarball { to.parent().expect("under backups/") } else { &to })?;
         let paused = target.pause().ok();
+        taken_at = Instant::now();
         let copied =
             if plan.tarball { pack_tree(&from, &backup_tarball(trial_dir, &plan.name)) } else { copy_tree(&from, &to) };
         if let Some(p) = paused {
@@ -68,14 +72,17 @@ pub fn take_backup(plan: &BackupPlan, target: &dyn Target, trial_dir: &Path, rec
         }
         copied
     })();
-    recorder.record(match result {
-        Ok((files, bytes)) => {
-            EventKind::BackupTaken { name: plan.name.clone(), target: plan.target.clone(), files, bytes }
-        }
-        Err(e) => {
-            EventKind::BackupFailed { name: plan.name.clone(), target: plan.target.clone(), error: e.to_string() }
-        }
-    });
+    recorder.record_at(
+        taken_at,
+        match result {
+            Ok((files, bytes)) => {
+                EventKind::BackupTaken { name: plan.name.clone(), target: plan.target.clone(), files, bytes }
+            }
+            Err(e) => {
+                EventKind::BackupFailed { name: plan.name.clone(), target: plan.target.clone(), error: e.to_string() }
+            }
+        },
+    );
 }
 
 /// Copies the contents of `from` into `to`; returns (files, bytes).
