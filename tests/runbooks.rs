@@ -134,15 +134,13 @@ fn a_node_recovers_from_its_last_complete_and_valid_snapshot() {
     let out = target_output(&r, "node");
     assert!(out.contains("failed verification") && out.contains("falling back to an earlier one"), "{out}");
 
-    // The runbook's steps run and the node recovers after the repair. (That
-    // the node refuses a snapshot that fails verification is checked by
-    // demo::snapshots' unit test; here the flipped bit's place depends on
-    // the file's length at the fault, see the issue note.)
+    // Refused until the runbook kept the latest valid snapshot.
     let r = process_pack("node/restore-earlier-snapshot");
+    assert!(target_output(&r, "node").contains("the latest snapshot failed verification"));
     let t = &r.trials()[0];
     let steps = t["recovery"].as_array().unwrap();
     assert!(steps.iter().all(|s| s["ok"] == true), "{steps:?}");
-    let repaired = steps[1]["started_at_ms"].as_f64().unwrap() + steps[1]["duration_ms"].as_f64().unwrap();
+    let repaired = steps[2]["started_at_ms"].as_f64().unwrap() + steps[2]["duration_ms"].as_f64().unwrap();
     let fault = t["faults"][0]["injected_at_ms"].as_f64().unwrap();
     assert!(fault + t["rto_ms"].as_f64().unwrap() >= repaired, "recovery came after the repair");
 
