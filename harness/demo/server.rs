@@ -238,14 +238,18 @@ fn serve(options: DemoKvOptions) -> Result<(), Refusal> {
         options: options.clone(),
     });
     start_background(&shared);
+    listen(&options, shared)
+}
 
+/// Listens, then answers each connection on a thread of its own.
+fn listen<S: protocol::Store + Send + 'static>(options: &DemoKvOptions, store: Arc<S>) -> Result<(), Refusal> {
     let listener = TcpListener::bind((options.host, options.port))
         .map_err(|e| (1, format!("cannot listen on {}:{}: {e}", options.host, options.port)))?;
     println!("ready port={}", options.port);
     for stream in listener.incoming().flatten() {
-        let shared = Arc::clone(&shared);
+        let store = Arc::clone(&store);
         thread::spawn(move || {
-            let _ = protocol::serve_connection(stream, shared.as_ref());
+            let _ = protocol::serve_connection(stream, store.as_ref());
         });
     }
     Ok(())
@@ -309,7 +313,7 @@ fn lock_data_dir(dir: &Path) -> Result<Flock<File>, Refusal> {
 
 /// Serves a periodically persisted store: persists every interval, and once
 /// more on a graceful stop.
-fn serve_periodic(store: Arc<dyn PeriodicStore>, options: &DemoKvOptions) -> Result<(), Refusal> {
+fn serve_periodic<S: PeriodicStore + 'static>(store: Arc<S>, options: &DemoKvOptions) -> Result<(), Refusal> {
     thread::sleep(options.recovery_delay);
     let periodic = Arc::clone(&store);
     let interval = options.interval;
@@ -331,16 +335,7 @@ fn serve_periodic(store: Arc<dyn PeriodicStore>, options: &DemoKvOptions) -> Res
             std::process::exit(0);
         }
     });
-    let listener = TcpListener::bind((options.host, options.port))
-        .map_err(|e| (1, format!("cannot listen on {}:{}: {e}", options.host, options.port)))?;
-    println!("ready port={}", options.port);
-    for stream in listener.incoming().flatten() {
-        let store = Arc::clone(&store);
-        thread::spawn(move || {
-            let _ = protocol::serve_connection(stream, store.as_ref());
-        });
-    }
-    Ok(())
+    listen(options, store)
 }
 
 fn start_background(shared: &Arc<Shared>) {
