@@ -138,7 +138,8 @@ fn layer_figures() {
 
 fn big_file_figures() {
     let root = tempfile::tempdir_in(".").unwrap();
-    let path = root.path().join("big.bin");
+    let dir = root.path().canonicalize().unwrap();
+    let path = dir.join("big.bin");
     let mut file = File::create(&path).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let mut chunk = vec![0u8; 1 << 20];
@@ -167,7 +168,7 @@ fn big_file_figures() {
         for round in 0..3 {
             let saved = root.path().join(format!("saved-{round}"));
             let start = Instant::now();
-            let (record, what) = corrupt_file(&path, mode, &saved, &mut rng, |_| Ok(())).unwrap();
+            let (record, what) = corrupt_file(&dir, &path, mode, &saved, &mut rng, |_| Ok(())).unwrap();
             let corrupt_ms = start.elapsed().as_secs_f64() * 1000.0;
             assert_ne!(checksum(), original, "{what}");
             let start = Instant::now();

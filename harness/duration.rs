@@ -37,8 +37,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     if !value.is_finite() {
         return Err(DurationError(format!("`{text}` is not finite; {EXPECTED}")));
     }
-    Ok(Duration::from_secs_f64(value * scale))
+    match Duration::try_from_secs_f64(value * scale) {
+        Ok(d) if d <= MAX => Ok(d),
+        _ => Err(DurationError(format!(
+            "`{text}` is longer than {}, the longest duration a scenario may give",
+            format_duration(MAX)
+        ))),
+    }
 }
+
+/// The longest duration a scenario may give: a year, far beyond any trial,
+/// and far within what a nanosecond count (and so a seeded draw) can hold.
+pub const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A point in time or a range to draw uniformly from, with the trial's seed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +141,11 @@ mod tests {
         assert_eq!(parse_duration("5 s").unwrap(), Duration::from_secs(5));
         assert!(parse_duration("1.2.3s").is_err());
         assert!(parse_time_spec("4s..2s").unwrap_err().0.contains("ends before"));
+        // Found by the mutation test: these panicked (2^64 s; a range
+        // beyond what a nanosecond count holds).
+        assert!(parse_duration("18446744073709551616s").unwrap_err().0.contains("longer than 8760h"));
+        assert!(parse_time_spec("1s..600000h").unwrap_err().0.contains("longer than"));
+        assert_eq!(parse_duration("8760h").unwrap(), MAX);
     }
 
     #[test]

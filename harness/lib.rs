@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod check;
 pub mod compose;
+pub mod crash_point;
 pub mod demo;
 pub mod drill;
 pub mod duration;

@@ -67,6 +67,10 @@ struct RunArgs {
     /// drills); without it they are confirmed at the terminal.
     #[arg(long, short = 'y')]
     yes: bool,
+    /// With --out: replace the finished run in that directory (a non-empty
+    /// directory is otherwise refused, and one in use always is).
+    #[arg(long, requires = "out")]
+    replace: bool,
 }
 
 impl RunArgs {
@@ -76,6 +80,7 @@ impl RunArgs {
             seed: self.seed,
             out: self.out.clone(),
             operator: if self.yes { Operator::AssumeYes } else { Operator::Prompt },
+            replace: self.replace,
         }
     }
 }
@@ -318,12 +323,21 @@ fn execute(path: &Path, options: RunOptions) -> Result<runner::RunOutcome, i32> 
     match result {
         Ok(outcome) => {
             print!("{}", render_text(&outcome.report));
-            println!("run directory: {}", outcome.run_dir.display());
+            // As the user would type it from here: relative when inside.
+            let cwd = std::env::current_dir().unwrap_or_default();
+            println!("run directory: {}", outcome.run_dir.strip_prefix(&cwd).unwrap_or(&outcome.run_dir).display());
             Ok(outcome)
         }
         Err(e) => {
             eprintln!("crashlab: {e}");
-            Err(exit::ENVIRONMENT)
+            match e {
+                runner::RunError::RunDir(
+                    runner::run_dir::RunDirError::InUse { .. }
+                    | runner::run_dir::RunDirError::NotEmpty { .. }
+                    | runner::run_dir::RunDirError::NotAFinishedRun { .. },
+                ) => Err(exit::USAGE),
+                _ => Err(exit::ENVIRONMENT),
+            }
         }
     }
 }
@@ -584,7 +598,7 @@ fn build_image(debian: &[String]) -> i32 {
 }
 
 fn cleanup(run_dir: &Path) -> i32 {
-    match fault::journal::cleanup(run_dir) {
+    match fault::cleanup::cleanup(run_dir) {
         Ok(done) => {
             println!(
                 "{}: resumed {} paused process group(s), stopped {} process(es), unmounted {} FUSE layer(s), \
@@ -602,11 +616,17 @@ fn cleanup(run_dir: &Path) -> i32 {
             for (file, why) in &done.not_restored {
                 println!("  not restored: {}: {why}", file.display());
             }
+            for why in &done.refused {
+                println!("  left alone: {why}");
+            }
             exit::PASS
         }
         Err(e) => {
             eprintln!("crashlab: cannot clean up {}: {e}", run_dir.display());
-            exit::ENVIRONMENT
+            match e {
+                fault::cleanup::CleanupError::InUse { .. } => exit::USAGE,
+                _ => exit::ENVIRONMENT,
+            }
         }
     }
 }

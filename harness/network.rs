@@ -34,6 +34,28 @@ pub struct NetworkNames {
     pub namespaces: Vec<String>,
     /// The veth end in the harness's own namespace.
     pub host_link: String,
+    /// Every veth end that is created in the harness's namespace before it
+    /// moves into a namespace: left behind if the harness dies in between.
+    #[serde(default)]
+    pub links: Vec<String>,
+}
+
+impl NetworkNames {
+    /// Whether every name has the shape [`Network::create`] gives it
+    /// (`cl` + 6 hex digits + a suffix): cleanup deletes nothing else.
+    pub fn check(&self) -> Result<(), String> {
+        let ours = |name: &str| {
+            name.len() > 8
+                && name.starts_with("cl")
+                && name[2..8].chars().all(|c| c.is_ascii_hexdigit())
+                && name[8..].chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        let all = self.namespaces.iter().chain(&self.links).chain(std::iter::once(&self.host_link));
+        match all.into_iter().find(|n| !ours(n)) {
+            Some(name) => Err(format!("network name `{name}`: not a name the run gives")),
+            None => Ok(()),
+        }
+    }
 }
 
 pub struct Member {
@@ -99,6 +121,10 @@ impl Network {
         let names = NetworkNames {
             namespaces: std::iter::once(hub.clone()).chain(members.iter().map(|m| m.namespace.clone())).collect(),
             host_link: format!("cl{id}h"),
+            links: (0..members.len())
+                .flat_map(|i| [format!("cl{id}v{i}"), format!("cl{id}p{i}")])
+                .chain(std::iter::once(format!("cl{id}g")))
+                .collect(),
         };
         journal
             .append(&Entry::NetworkCreated { names: names.clone() })
@@ -127,6 +153,7 @@ impl Network {
             run(&["ip", "netns", "add", ns])?;
             run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
             run(&["ip", "link", "add", &inside, "type", "veth", "peer", "name", &outside])?;
+            crate::crash_point::reached("veth");
             run(&["ip", "link", "set", &inside, "netns", ns])?;
             run(&["ip", "link", "set", &outside, "netns", hub])?;
             run(&["ip", "-n", hub, "link", "set", &outside, "master", "br0", "up"])?;
@@ -182,6 +209,17 @@ pub fn destroy(names: &NetworkNames) -> usize {
     let mut removed = 0;
     if run(&["ip", "link", "del", &names.host_link]).is_ok() {
         removed += 1;
+    }
+    // A veth end still in this namespace: the harness died before it
+    // moved. One listing, so that a normal teardown runs no extra command.
+    let here = output(&["ip", "-o", "link", "show"]).unwrap_or_default();
+    let present = |name: &str| {
+        here.lines().any(|l| l.split(':').nth(1).is_some_and(|n| n.trim().split('@').next() == Some(name)))
+    };
+    for link in names.links.iter().filter(|l| present(l)) {
+        if run(&["ip", "link", "del", link]).is_ok() {
+            removed += 1;
+        }
     }
     for ns in names.namespaces.iter().rev() {
         if run(&["ip", "netns", "del", ns]).is_ok() {

@@ -84,7 +84,7 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
     }
 
     let mut checks = Vec::new();
-    match ended {
+    match ended.clone() {
         Some((false, None)) => {}
         Some((interrupted, error)) => checks.push(CheckReport {
             name: "completed".into(),
@@ -181,6 +181,14 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
             expected: "the store can be read back after recovery".into(),
             observed: if trial.rpo.read_back { "read".into() } else { failure.unwrap_or_else(|| "not read".into()) },
         });
+        // Nothing acknowledged, nothing to lose: every durability bound
+        // would hold vacuously.
+        checks.push(CheckReport {
+            name: "acknowledged writes".into(),
+            verdict: if trial.rpo.acked_writes > 0 { Verdict::Pass } else { Verdict::Unknown },
+            expected: "the workload got at least one write acknowledged".into(),
+            observed: format!("{} acknowledged of {} sent", trial.rpo.acked_writes, trial.ops.invoked),
+        });
     }
     for e in plan.expectations.iter().filter(|e| e.aggregate.is_none()) {
         let verdict = if !measurable(e.metric, &trial) {
@@ -198,6 +206,11 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
         });
     }
     trial.verdict = Verdict::all(checks.iter().map(|c| c.verdict));
+    // A trial cut short says nothing either way: a fault that had no time
+    // to heal is not a failure of the service.
+    if !matches!(ended, Some((false, None))) {
+        trial.verdict = Verdict::Unknown;
+    }
     trial.checks = checks;
     if trial.verdict != Verdict::Pass {
         for e in events {
@@ -320,7 +333,9 @@ pub fn build_report(plan: &Plan, seed: u64, trials: Vec<TrialReport>, error: Opt
     let mut verdict = Verdict::all(trials.iter().map(|t| t.verdict).chain(
         plan.expectations.iter().zip(&expectations).filter(|(e, _)| e.aggregate.is_some()).map(|(_, r)| r.verdict),
     ));
-    if trials.is_empty() || (error.is_some() && verdict != Verdict::Fail) {
+    // A run cut short (interrupted, or its environment failed) is unknown,
+    // whatever its finished trials said: that is what its exit code says.
+    if trials.is_empty() || error.is_some() {
         verdict = Verdict::Unknown;
     }
     RunReport {

@@ -6,13 +6,14 @@
 //! file: save the original bytes and sync them, journal where they are, then
 //! damage the file and sync it, then journal how the damage left it.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,10 @@ pub struct Corrupt(pub CorruptPlan);
 /// A damaged file and where its original bytes are kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedFile {
+    /// The target's canonical data dir, which `file` lies inside: the file
+    /// is reopened beneath it, following no link.
+    #[serde(default)]
+    pub data_dir: PathBuf,
     pub file: PathBuf,
     /// The original bytes of `ranges`, one after the other.
     pub saved: PathBuf,
@@ -72,8 +77,10 @@ impl SavedFile {
             if now.is_some() {
                 return Err(io::Error::other("the file exists again: the target recreated it"));
             }
-            fs::copy(&self.saved, &self.file)?;
-            return File::open(&self.file)?.sync_all();
+            let mut file =
+                confine::open_beneath(&self.data_dir, &self.file, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL)?;
+            io::copy(&mut File::open(&self.saved)?, &mut file)?;
+            return file.sync_all();
         }
         if let Some(after) = after {
             if now != Some(after) {
@@ -84,7 +91,7 @@ impl SavedFile {
     }
 
     fn restore_bytes(&self) -> io::Result<()> {
-        let file = OpenOptions::new().write(true).open(&self.file)?;
+        let file = confine::open_beneath(&self.data_dir, &self.file, OFlag::O_WRONLY)?;
         let saved = File::open(&self.saved)?;
         let mut at = 0;
         let mut buf = vec![0; 1 << 20];
@@ -212,18 +219,20 @@ fn context(what: &str, path: &Path) -> impl FnOnce(io::Error) -> io::Error {
     move |e| io::Error::new(e.kind(), format!("{message}: {e}"))
 }
 
-/// Damages one file as `mode` says, with offsets from `rng`. The original
-/// bytes go to `saved_path` (synced) and `journal` is called with the record
-/// before the file is touched; then the file is damaged and synced. Returns
-/// the record, or `None` if there was nothing to damage, and what was done.
+/// Damages one file (inside the canonical `dir`) as `mode` says, with
+/// offsets from `rng`. The original bytes go to `saved_path` (synced) and
+/// `journal` is called with the record before the file is touched; then the
+/// file is damaged and synced. Returns the record, or `None` if there was
+/// nothing to damage, and what was done.
 pub fn corrupt_file(
+    dir: &Path,
     path: &Path,
     mode: CorruptMode,
     saved_path: &Path,
     rng: &mut impl Rng,
     journal: impl FnOnce(&SavedFile) -> io::Result<()>,
 ) -> io::Result<(Option<SavedFile>, String)> {
-    let file = File::open(path).map_err(context("cannot open", path))?;
+    let file = confine::open_beneath(dir, path, OFlag::O_RDWR).map_err(context("cannot open", path))?;
     let len = file.metadata().map_err(context("cannot stat", path))?.len();
     let (edits, what) = edits(mode, &file, len, rng).map_err(context("cannot read", path))?;
     if edits.is_empty() {
@@ -242,7 +251,8 @@ pub fn corrupt_file(
         fs::create_dir_all(parent).map_err(context("cannot create", parent))?;
     }
     if deleted {
-        fs::copy(path, saved_path).map_err(context("cannot save", path))?;
+        let mut out = File::create(saved_path).map_err(context("cannot create", saved_path))?;
+        io::copy(&mut (&file), &mut out).map_err(context("cannot save", path))?;
         ranges = vec![(0, len)];
     } else {
         let mut out = File::create(saved_path).map_err(context("cannot create", saved_path))?;
@@ -258,15 +268,20 @@ pub fn corrupt_file(
         }
     }
     File::open(saved_path).and_then(|f| f.sync_all()).map_err(context("cannot sync", saved_path))?;
-    let saved =
-        SavedFile { file: path.to_path_buf(), saved: saved_path.to_path_buf(), original_len: len, ranges, deleted };
+    let saved = SavedFile {
+        data_dir: dir.to_path_buf(),
+        file: path.to_path_buf(),
+        saved: saved_path.to_path_buf(),
+        original_len: len,
+        ranges,
+        deleted,
+    };
     journal(&saved)?;
 
     if deleted {
-        fs::remove_file(path).map_err(context("cannot delete", path))?;
+        confine::remove_beneath(dir, path).map_err(context("cannot delete", path))?;
         return Ok((Some(saved), what));
     }
-    let file = OpenOptions::new().write(true).open(path).map_err(context("cannot open", path))?;
     for edit in &edits {
         match edit {
             Edit::Write { offset, bytes } => file.write_all_at(bytes, *offset),
@@ -276,6 +291,7 @@ pub fn corrupt_file(
         .map_err(context("cannot damage", path))?;
     }
     file.sync_all().map_err(context("cannot sync", path))?;
+    crate::crash_point::reached("corrupt");
     Ok((Some(saved), what))
 }
 
@@ -330,10 +346,17 @@ impl Corrupt {
         dir: &Path,
     ) -> Result<(Vec<(SavedFile, Option<Stamp>)>, String), FaultError> {
         let plan = &self.0;
-        let files = confine::matches(dir, &plan.path).map_err(|r| ctx.error(r.into()))?;
+        let found = confine::matches(dir, &plan.path).map_err(|r| ctx.error(r.into()))?;
+        let skipped: Vec<String> = found
+            .skipped
+            .iter()
+            .map(|(path, why)| format!("{}: {why}", path.strip_prefix(dir).unwrap_or(path).display()))
+            .collect();
+        let files = found.files;
         if files.is_empty() {
+            let also = if skipped.is_empty() { String::new() } else { format!(" ({})", skipped.join("; ")) };
             return Err(ctx.error(FaultErrorKind::Other(format!(
-                "no file in {} matches `{}`",
+                "no file in {} matches `{}`{also}",
                 dir.display(),
                 plan.path
             ))));
@@ -347,13 +370,14 @@ impl Corrupt {
                 let entry = Entry::Corrupted { trial: ctx.trial, fault: ctx.index, saved: saved.clone() };
                 ctx.journal.append(&entry)
             };
-            let (saved, what) = corrupt_file(path, plan.mode, &saved_path, &mut rng, journal)
+            let (saved, what) = corrupt_file(dir, path, plan.mode, &saved_path, &mut rng, journal)
                 .map_err(|source| ctx.error(FaultErrorKind::Io { what: "corrupt".into(), source }))?;
             described.push(format!("{}: {what}", path.strip_prefix(dir).unwrap_or(path).display()));
             if let Some(saved) = saved {
                 records.push((saved, Stamp::of(path)));
             }
         }
+        described.extend(skipped);
         Ok((records, described.join("; ")))
     }
 }
@@ -390,7 +414,7 @@ mod tests {
                 journaled = Some(s.clone());
                 Ok(())
             };
-            let (saved, what) = corrupt_file(&path, mode, &saved_path, &mut rng, journal).unwrap();
+            let (saved, what) = corrupt_file(dir.path(), &path, mode, &saved_path, &mut rng, journal).unwrap();
             let saved = saved.unwrap();
             assert_eq!(journaled.as_ref(), Some(&saved), "journaled before the damage");
             let damaged = fs::read(&path).unwrap_or_default();
@@ -432,7 +456,8 @@ mod tests {
         fs::write(&path, [7u8; 1000]).unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let mode = CorruptMode::TornTail { bytes: Some(10) };
-        let (saved, _) = corrupt_file(&path, mode, &dir.path().join("saved"), &mut rng, |_| Ok(())).unwrap();
+        let (saved, _) =
+            corrupt_file(dir.path(), &path, mode, &dir.path().join("saved"), &mut rng, |_| Ok(())).unwrap();
         let after = Stamp::of(&path);
         std::thread::sleep(std::time::Duration::from_millis(10));
         fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"repaired").unwrap();

@@ -6,19 +6,33 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::Path;
 use std::sync::Mutex;
-use std::thread;
-use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
 use serde::{Deserialize, Serialize};
 
-use crate::target::procfs;
+use crate::target::reaper;
 
 pub const FILE_NAME: &str = "faults.journal";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Entry {
+    /// The first entry: every process the run starts carries this token in
+    /// its environment (see [`reaper::RUN_TOKEN_VAR`]).
+    Begun {
+        token: String,
+    },
+    /// A target's data dir (canonical): the only place, with the run
+    /// directory, where cleanup restores bytes or unmounts a layer.
+    DataDir {
+        trial: u32,
+        target: String,
+        path: std::path::PathBuf,
+    },
+    /// The `crashlab.run` label every container of the run will carry,
+    /// journaled before the first one is created.
+    ContainerLabel {
+        run_label: String,
+    },
     /// A target incarnation, leader of its own process group (pgid == pid).
     TargetStarted {
         trial: u32,
@@ -54,6 +68,15 @@ pub enum Entry {
     HolderStarted {
         trial: u32,
         fault: usize,
+        pid: i32,
+        start_time: u64,
+    },
+    /// A command the run started for a target: a `before_start` or
+    /// `after_stop` hook, a recovery step's `run`, a check; leader of its
+    /// own process group.
+    CommandStarted {
+        trial: u32,
+        target: String,
         pid: i32,
         start_time: u64,
     },
@@ -109,10 +132,16 @@ pub struct Journal {
 }
 
 impl Journal {
+    /// Creates the run's journal and marks every process started from now
+    /// on with a fresh token, journaled first.
     pub fn create(run_dir: &Path) -> io::Result<Journal> {
         let path = run_dir.join(FILE_NAME);
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        Ok(Journal { file: Mutex::new(file) })
+        let journal = Journal { file: Mutex::new(file) };
+        let token = format!("{:032x}", rand::random::<u128>());
+        journal.append(&Entry::Begun { token: token.clone() })?;
+        reaper::mark_children(&token);
+        Ok(journal)
     }
 
     /// Appends and syncs one entry; returns only once it is on disk.
@@ -139,13 +168,15 @@ impl Journal {
     }
 }
 
+/// The entries of a run's journal, up to the first line that does not
+/// parse: a line torn by a killed harness is the last one (it may end in
+/// the middle of a character), and what precedes it counts.
 pub fn read(run_dir: &Path) -> io::Result<Vec<Entry>> {
     let path = run_dir.join(FILE_NAME);
     let file = File::open(&path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     let mut entries = Vec::new();
-    for line in BufReader::new(file).lines() {
-        // A line torn by a killed harness is the last one; what precedes it counts.
-        match serde_json::from_str(&line?) {
+    for line in BufReader::new(file).split(b'\n') {
+        match serde_json::from_slice(&line?) {
             Ok(entry) => entries.push(entry),
             Err(_) => break,
         }
@@ -153,141 +184,26 @@ pub fn read(run_dir: &Path) -> io::Result<Vec<Entry>> {
     Ok(entries)
 }
 
-/// What cleanup did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Cleanup {
-    /// Process groups that were still paused and were resumed.
-    pub resumed: Vec<i32>,
-    /// Processes of the run that were still running and were stopped.
-    pub stopped: Vec<i32>,
-    /// FUSE layers that were still mounted and were unmounted.
-    pub unmounted: Vec<std::path::PathBuf>,
-    /// Damaged files whose original bytes were put back.
-    pub restored: Vec<std::path::PathBuf>,
-    /// Damaged files left as they are, and why.
-    pub not_restored: Vec<(std::path::PathBuf, String)>,
-    /// Network namespaces and links deleted.
-    pub network_removed: usize,
-    /// Containers of the run removed.
-    pub containers_removed: usize,
-    /// Compose projects of the run taken down.
-    pub compose_projects_down: usize,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Heals what the journal says may still be in effect: resumes paused
-/// process groups, stops every process of the run's target groups and the
-/// holders its faults started, unmounts FUSE layers, and restores damaged
-/// files that nothing changed since. Only processes whose identity (pid and
-/// start time) matches the journal are signalled.
-pub fn cleanup(run_dir: &Path) -> io::Result<Cleanup> {
-    let entries = read(run_dir)?;
-    let mut done = Cleanup::default();
-    let healed = |trial: u32, fault: usize| {
-        entries.iter().any(|e| matches!(e, Entry::Healed { trial: t, fault: f } if *t == trial && *f == fault))
-    };
-    for entry in &entries {
-        if let Entry::Injected { trial, fault, kind, pid, start_time, .. } = entry {
-            if kind == "pause" && !healed(*trial, *fault) {
-                let members = procfs::group_members(*pid, *start_time);
-                for member in &members {
-                    let _ = kill(*member, Signal::SIGCONT);
-                }
-                if !members.is_empty() {
-                    done.resumed.push(*pid);
-                }
-            }
-        }
+    #[test]
+    fn a_torn_last_line_is_ignored_even_mid_character() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::create(dir.path()).unwrap();
+        journal.append(&Entry::Finished).unwrap();
+        let mut torn =
+            serde_json::to_vec(&Entry::DataDir { trial: 0, target: "kv".into(), path: "/tmp/donn\u{e9}es".into() })
+                .unwrap();
+        // Cut inside the two bytes of `é`.
+        let cut = torn.iter().position(|b| *b == 0xc3).unwrap() + 1;
+        torn.truncate(cut);
+        let mut file = OpenOptions::new().append(true).open(dir.path().join(FILE_NAME)).unwrap();
+        file.write_all(&torn).unwrap();
+        let entries = read(dir.path()).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert!(matches!(entries[0], Entry::Begun { .. }));
+        assert_eq!(entries[1], Entry::Finished);
     }
-    let groups: Vec<(i32, u64)> = entries
-        .iter()
-        .filter_map(|e| match e {
-            Entry::TargetStarted { pid, start_time, .. } => Some((*pid, *start_time)),
-            Entry::HolderStarted { pid, start_time, .. } => Some((*pid, *start_time)),
-            _ => None,
-        })
-        .collect();
-    done.stopped = stop_groups(&groups, Duration::from_secs(3));
-    for entry in &entries {
-        if let Entry::Mounted { trial, mountpoint, .. } = entry {
-            let unmounted = entries
-                .iter()
-                .any(|e| matches!(e, Entry::Unmounted { trial: t, mountpoint: m } if t == trial && m == mountpoint));
-            if !unmounted && super::unsynced::is_mounted(mountpoint) {
-                super::unsynced::unmount(mountpoint)?;
-                done.unmounted.push(mountpoint.clone());
-            }
-        }
-    }
-    // Containers: found by the run's label, so that none escapes even if
-    // its creation was not journaled.
-    let labels: std::collections::BTreeSet<&str> = entries
-        .iter()
-        .filter_map(|e| match e {
-            Entry::ContainerCreated { run_label, .. } => Some(run_label.as_str()),
-            _ => None,
-        })
-        .collect();
-    if !labels.is_empty() {
-        let engine = crate::engine::Engine::connect().map_err(io::Error::other)?;
-        for label in labels {
-            for (id, ..) in
-                engine.labelled(&format!("{}={label}", crate::engine::RUN_LABEL)).map_err(io::Error::other)?
-            {
-                if engine.remove(&id).is_ok() {
-                    done.containers_removed += 1;
-                }
-            }
-        }
-    }
-    for entry in &entries {
-        if let Entry::ComposeUp { project, file, .. } = entry {
-            let down = entries.iter().any(|e| matches!(e, Entry::ComposeDown { project: p, .. } if p == project));
-            if !down && crate::compose::down(project, file).is_ok() {
-                done.compose_projects_down += 1;
-            }
-        }
-    }
-    // Namespaces take their partition rules with them.
-    for entry in &entries {
-        if let Entry::NetworkCreated { names } = entry {
-            let destroyed = entries.iter().any(|e| matches!(e, Entry::NetworkDestroyed { names: n } if n == names));
-            if !destroyed {
-                done.network_removed += crate::network::destroy(names);
-            }
-        }
-    }
-    // Newest damage first, so that two faults on one file unwind in order.
-    for entry in entries.iter().rev() {
-        if let Entry::Corrupted { trial, fault, saved } = entry {
-            if healed(*trial, *fault) {
-                continue;
-            }
-            match saved.restore() {
-                Ok(()) => done.restored.push(saved.file.clone()),
-                Err(why) => done.not_restored.push((saved.file.clone(), why.to_string())),
-            }
-        }
-    }
-    Ok(done)
-}
-
-/// SIGCONT + SIGTERM to every live member of the groups, SIGKILL to those
-/// still there after `grace`. Returns the pids that were signalled.
-pub fn stop_groups(groups: &[(i32, u64)], grace: Duration) -> Vec<i32> {
-    let members = || -> Vec<nix::unistd::Pid> {
-        groups.iter().flat_map(|(pgid, since)| procfs::group_members(*pgid, *since)).collect()
-    };
-    let first = members();
-    for pid in &first {
-        let _ = kill(*pid, Signal::SIGCONT);
-        let _ = kill(*pid, Signal::SIGTERM);
-    }
-    let deadline = Instant::now() + grace;
-    while !members().is_empty() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(20));
-    }
-    for pid in members() {
-        let _ = kill(pid, Signal::SIGKILL);
-    }
-    first.iter().map(|p| p.as_raw()).collect()
 }

@@ -5,6 +5,7 @@
 //! Guardrails, for every fault: it acts only on processes the run started
 //! and on files inside the target's data dir (see [`confine`]).
 
+pub mod cleanup;
 pub mod confine;
 pub mod corrupt;
 pub mod journal;

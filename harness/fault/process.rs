@@ -65,7 +65,10 @@ impl Fault for ProcessFault {
             }
             FaultKind::Command { ref argv } => {
                 injected(format!("ran `{}`", argv.join(" ")));
-                let out = ctx.target.exec(argv, std::time::Duration::from_secs(60)).map_err(target_err)?;
+                let out = ctx
+                    .target
+                    .exec(argv, std::time::Duration::from_secs(60), crate::target::CommandKind::Step)
+                    .map_err(target_err)?;
                 match out.exit {
                     Some(exit) if exit.success() => Ok(FaultGuard::nothing()),
                     other => Err(ctx.error(super::FaultErrorKind::Other(format!(

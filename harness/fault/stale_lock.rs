@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use super::journal::{stop_groups, Entry};
+use super::cleanup::stop_groups;
+use super::journal::Entry;
 use super::{confine, healed, Fault, FaultContext, FaultError, FaultErrorKind, FaultGuard};
 use crate::runner::history::EventKind;
 use crate::scenario::{LockKind, StaleLockPlan, StaleLockVariant};
@@ -134,6 +135,7 @@ fn start_holder(ctx: &FaultContext, path: &Path, lock: Option<LockKind>) -> Resu
     let (mut child, exited) =
         reaper::spawn(&mut command).map_err(|e| fail(format!("cannot start a lock holder: {e}")))?;
     let pgid = child.id() as i32;
+    crate::crash_point::reached("lock-holder");
     // The leader waits for its stdin to close, so it is alive (and its
     // identity readable) until it is journaled.
     let start_time = procfs::stat(pgid).map_or(0, |s| s.start_time);

@@ -57,7 +57,7 @@ impl UnsyncedFs {
         let fs = Passthrough::new(dir, Arc::clone(&ledger))?;
         let backing = fs.root();
         journal.append(&Entry::Mounted { trial, target: target.to_string(), mountpoint: dir.to_path_buf() })?;
-        let options = [fuser::MountOption::FSName("crashlab-unsynced".into()), fuser::MountOption::NoAtime];
+        let options = [fuser::MountOption::FSName(FS_NAME.into()), fuser::MountOption::NoAtime];
         let session = fuser::spawn_mount2(fs, dir, &options).map_err(|e| {
             let _ = journal.append(&Entry::Unmounted { trial, mountpoint: dir.to_path_buf() });
             io::Error::new(
@@ -69,6 +69,7 @@ impl UnsyncedFs {
                 ),
             )
         })?;
+        crate::crash_point::reached("mount");
         let notifier = session.notifier();
         Ok(UnsyncedFs {
             mountpoint: dir.to_path_buf(),
@@ -151,6 +152,25 @@ pub fn is_mounted(path: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
     let wanted = path.display().to_string();
     info.lines().filter_map(|l| l.split(' ').nth(4)).any(|m| unescape(m) == wanted)
+}
+
+/// The name the layer mounts under: how cleanup tells it from any other
+/// mount at the same place.
+const FS_NAME: &str = "crashlab-unsynced";
+
+/// Whether what is mounted at `path` is a layer of ours: a FUSE mount named
+/// [`FS_NAME`].
+pub fn is_our_layer(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let wanted = path.display().to_string();
+    info.lines().any(|line| {
+        let mountpoint = line.split(' ').nth(4).map(unescape);
+        // After the optional fields: ` - fstype source super-options`.
+        let tail: Vec<&str> = line.split(" - ").nth(1).map_or(Vec::new(), |t| t.split(' ').collect());
+        mountpoint.as_deref() == Some(wanted.as_str())
+            && tail.first().is_some_and(|fstype| fstype.starts_with("fuse"))
+            && tail.get(1) == Some(&FS_NAME)
+    })
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.

@@ -115,7 +115,8 @@ struct CommandProbe {
 
 impl Probe for CommandProbe {
     fn sample(&mut self) -> Result<(), String> {
-        let out = self.target.exec(&self.argv, self.timeout).map_err(|e| e.to_string())?;
+        let out =
+            self.target.exec(&self.argv, self.timeout, crate::target::CommandKind::Probe).map_err(|e| e.to_string())?;
         match out.exit {
             Some(exit) if exit.success() => Ok(()),
             Some(exit) => Err(format!("{exit}: {}", out.stderr.trim())),

@@ -4,7 +4,7 @@
 
 pub mod history;
 mod recover;
-mod run_dir;
+pub mod run_dir;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -44,12 +44,16 @@ pub struct RunOptions {
     pub out: Option<PathBuf>,
     /// Who confirms manual steps of a recovery procedure.
     pub operator: Operator,
+    /// Replace the finished run in a non-empty `out`.
+    pub replace: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
+    #[error("{0}")]
+    RunDir(#[from] run_dir::RunDirError),
 }
 
 /// Why a trial could not run to its end.
@@ -105,12 +109,9 @@ pub fn run(
     mut on_trial: impl FnMut(&TrialReport, u32),
 ) -> Result<RunOutcome, RunError> {
     let io = |what: String| move |source| RunError::Io { what, source };
-    let run_dir = match &options.out {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
-            dir.clone()
-        }
-        None => new_run_dir(Path::new(RUNS_DIR), &plan.name).map_err(io("cannot create a run directory".into()))?,
+    let (run_dir, _lock) = match &options.out {
+        Some(dir) => run_dir::claim_out_dir(dir, options.replace)?,
+        None => run_dir::claim_new_run_dir(Path::new(RUNS_DIR), &plan.name)?,
     };
     std::fs::write(run_dir.join(SCENARIO_FILE), source)
         .map_err(io(format!("cannot write into {}", run_dir.display())))?;
@@ -137,7 +138,7 @@ pub fn run(
             }
         }
     };
-    let containers = match Containers::prepare(plan, &run_dir) {
+    let containers = match Containers::prepare(plan, &run_dir, &journal) {
         Ok(c) => c,
         Err(e) => {
             let report = check::build_report(plan, seed, Vec::new(), Some(e.clone()));
@@ -248,7 +249,7 @@ struct Containers {
 }
 
 impl Containers {
-    fn prepare(plan: &Plan, run_dir: &Path) -> Result<Option<Containers>, String> {
+    fn prepare(plan: &Plan, run_dir: &Path, journal: &Journal) -> Result<Option<Containers>, String> {
         let wanted: Vec<&TargetPlan> = plan.targets.iter().filter(|t| t.kind == TargetKind::Container).collect();
         let compose_files: Vec<&PathBuf> =
             plan.targets.iter().filter_map(|t| t.compose.as_ref().map(|c| &c.0)).collect();
@@ -268,6 +269,10 @@ impl Containers {
             })
             .unwrap_or_else(|| "crashlab".into());
         let label = format!("{name}-{:06x}", rand::random::<u32>() & 0xff_ffff);
+        // Before anything carries it: cleanup removes whatever does.
+        journal
+            .append(&Entry::ContainerLabel { run_label: label.clone() })
+            .map_err(|e| format!("cannot journal the containers' label: {e}"))?;
         if let Ok(left) = engine.labelled(RUN_LABEL) {
             let others: Vec<&str> =
                 left.iter().filter(|(.., run)| *run != label).map(|(_, name, _)| name.as_str()).collect();
@@ -409,8 +414,21 @@ fn run_trial(plan: &Plan, index: u32, seed: u64, shared: &RunShared) -> (Vec<his
                 }
                 _ => Arc::new(ProcessTarget::new(t, ctx).map_err(|e| e.to_string())?),
             };
+            // The data dirs, canonical, before anything acts on them: the
+            // only places where cleanup restores bytes or unmounts.
+            let mut data_dirs = Vec::new();
+            for dir in target.data_dirs() {
+                let dir =
+                    dir.canonicalize().map_err(|e| format!("target `{}`: data dir {}: {e}", t.name, dir.display()))?;
+                crate::fault::confine::check_data_dir(&dir, run_dir)
+                    .map_err(|e| format!("target `{}`: {e}", t.name))?;
+                journal
+                    .append(&Entry::DataDir { trial: index, target: t.name.clone(), path: dir.clone() })
+                    .map_err(|e| format!("cannot journal a data dir: {e}"))?;
+                data_dirs.push(dir);
+            }
             if needs_layer {
-                let dir = &target.data_dirs()[0];
+                let dir = &data_dirs[0];
                 let layer = UnsyncedFs::mount(dir, index, &t.name, Arc::clone(journal))
                     .map_err(|e| format!("target `{}`: {e}", t.name))?;
                 layers.push((t.name.clone(), Arc::new(layer)));

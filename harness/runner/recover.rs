@@ -180,7 +180,7 @@ impl Procedure<'_> {
         match &step.action {
             StepAction::Run { target, argv, timeout } | StepAction::Check { target, argv, timeout } => {
                 let (t, _) = self.target(target);
-                let out = t.exec(argv, *timeout).map_err(|e| e.to_string())?;
+                let out = t.exec(argv, *timeout, crate::target::CommandKind::Step).map_err(|e| e.to_string())?;
                 let stderr = out.stderr.trim();
                 // What went wrong first, then which command: a long one
                 // would push the reason out of a report's line.

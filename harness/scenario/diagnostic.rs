@@ -34,11 +34,7 @@ impl Diagnostics {
 
     /// 1-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.source_text.len());
-        let before = &self.source_text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        (line, before[line_start..].chars().count() + 1)
+        LineIndex::new(&self.source_text).line_col(&self.source_text, offset)
     }
 
     /// `file:line:col: message` lines, in source order.
@@ -46,12 +42,37 @@ impl Diagnostics {
         let mut list = self.list.clone();
         list.sort_by_key(|d| (d.span.start, d.span.end));
         list.dedup();
+        // One pass over the source for all of them: a file with thousands
+        // of errors must not take thousands of passes.
+        let index = LineIndex::new(&self.source_text);
         list.iter()
             .map(|d| {
-                let (line, col) = self.line_col(d.span.start);
+                let (line, col) = index.line_col(&self.source_text, d.span.start);
                 format!("{}:{line}:{col}: {}", self.path.display(), d.message)
             })
             .collect()
+    }
+}
+
+/// Where each line of a text starts.
+struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> LineIndex {
+        let newlines = text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i + 1);
+        LineIndex { starts: std::iter::once(0).chain(newlines).collect() }
+    }
+
+    fn line_col(&self, text: &str, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.starts.partition_point(|start| *start <= offset);
+        let line_start = self.starts[line - 1];
+        (line, text[line_start..offset].chars().count() + 1)
     }
 }
 

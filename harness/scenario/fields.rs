@@ -148,6 +148,18 @@ impl<'a, 'i> Fields<'a, 'i> {
         parse_duration(text).map_err(|e| d.error(span, format!("`{key}` in {}: {e}", self.what))).ok()
     }
 
+    /// A duration that must be more than zero: `why` says what a zero
+    /// would do.
+    pub fn positive_duration(&self, key: &str, why: &str, d: &mut Diagnostics) -> Option<Duration> {
+        let value = self.duration(key, d)?;
+        if value.is_zero() {
+            let (_, span) = self.str(key, d)?;
+            d.error(span, format!("`{key}` in {} must be more than 0: {why}", self.what));
+            return None;
+        }
+        Some(value)
+    }
+
     pub fn time_spec(&self, key: &str, d: &mut Diagnostics) -> Option<(TimeSpec, Span)> {
         let (text, span) = self.str(key, d)?;
         match parse_time_spec(text) {

@@ -31,22 +31,33 @@ pub enum LoadError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Invalid(Diagnostics),
+    #[error("scenario {path} is {len} bytes; a scenario file is at most 1 MiB")]
+    TooLarge { path: PathBuf, len: u64 },
 }
 
 /// Reads and compiles a scenario file.
 pub fn load(path: &Path) -> Result<Plan, LoadError> {
-    let source =
-        std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
-    compile(path, &source).map_err(LoadError::Invalid)
+    compile(path, &read_source(path)?).map_err(LoadError::Invalid)
+}
+
+/// The largest scenario file read: real ones are a few KiB, and a file far
+/// larger is a mistake that would only take long to parse.
+pub const MAX_SOURCE_BYTES: u64 = 1 << 20;
+
+fn read_source(path: &Path) -> Result<String, LoadError> {
+    let read = |source| LoadError::Read { path: path.to_path_buf(), source };
+    let len = std::fs::metadata(path).map_err(read)?.len();
+    if len > MAX_SOURCE_BYTES {
+        return Err(LoadError::TooLarge { path: path.to_path_buf(), len });
+    }
+    std::fs::read_to_string(path).map_err(read)
 }
 
 /// Loads the copy of a scenario kept in a run directory, for `analyze`:
 /// paths it names (backups to restore) were checked when it ran, and are
 /// relative to where it was then, so they are not checked again.
 pub fn load_stored(path: &Path) -> Result<Plan, LoadError> {
-    let source =
-        std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
-    compile_with(path, &source, false).map_err(LoadError::Invalid)
+    compile_with(path, &read_source(path)?, false).map_err(LoadError::Invalid)
 }
 
 pub const TOP_KEYS: &[&str] = &[
@@ -470,6 +481,16 @@ fn compile_target(name: String, f: &Fields, check_paths: bool, d: &mut Diagnosti
     let after_stop = hooks(f, "after_stop", d);
     let data_dir = f.str("data_dir", d).map(|(dir, span)| {
         check_templates(&[dir.to_string()], &span, &format!("`data_dir` of {}", f.what), d);
+        if dir.starts_with('/') && crate::fault::confine::is_system_dir(Path::new(dir)) {
+            d.error(
+                span,
+                format!(
+                    "`data_dir` of {} is {dir}, a system directory: crashlab never uses one as a data dir, \
+                     whatever `disposable` says; give the service a directory of its own",
+                    f.what
+                ),
+            );
+        }
         dir.to_string()
     });
     // The harness's own per-trial data dirs are disposable by construction.
@@ -542,8 +563,12 @@ fn compile_probe(f: &Fields, d: &mut Diagnostics) -> Option<ProbePlan> {
         },
         _ => ProbeKind::Command { argv: command(f, "command", true, d)? },
     };
-    let interval = f.duration("interval", d).unwrap_or(Duration::from_millis(10));
-    let timeout = f.duration("timeout", d).unwrap_or(Duration::from_millis(500));
+    let interval = f
+        .positive_duration("interval", "the probe would sample without pause, starving the service", d)
+        .unwrap_or(Duration::from_millis(10));
+    let timeout = f
+        .positive_duration("timeout", "no sample could ever answer in time, so the target would never be healthy", d)
+        .unwrap_or(Duration::from_millis(500));
     let healthy_after = f.integer("healthy_after", 1, 10_000, d).unwrap_or(3) as u32;
     Some(ProbePlan { kind, interval, timeout, healthy_after })
 }
@@ -711,10 +736,20 @@ fn compile_workload(f: &Fields, targets: &[&str], proxies: &[ProxyPlan], d: &mut
         d.error(f.span.clone(), "missing key `duration` in [workload]; expected a duration such as `6s`");
         None
     } else {
-        f.duration("duration", d)
+        f.positive_duration(
+            "duration",
+            "the workload would send nothing, and a run with nothing acknowledged proves nothing",
+            d,
+        )
     };
     let connections = f.integer("connections", 1, 1024, d).unwrap_or(8) as u32;
-    let timeout = f.duration("timeout", d).unwrap_or(Duration::from_millis(500));
+    let timeout = f
+        .positive_duration(
+            "timeout",
+            "no write could be acknowledged in time, and a run with nothing acknowledged proves nothing",
+            d,
+        )
+        .unwrap_or(Duration::from_millis(500));
     Some(WorkloadPlan { kind: kind?, target: target?, via, rate, duration: duration?, connections, timeout })
 }
 
@@ -723,7 +758,11 @@ fn compile_trials(f: &Fields, d: &mut Diagnostics) -> TrialsPlan {
     TrialsPlan {
         count: f.integer("count", 1, 1_000_000, d).unwrap_or(1) as u32,
         seed: f.integer("seed", 0, i64::MAX, d).map(|s| s as u64),
-        startup_timeout: f.duration("startup_timeout", d).unwrap_or(default.startup_timeout),
-        recovery_timeout: f.duration("recovery_timeout", d).unwrap_or(default.recovery_timeout),
+        startup_timeout: f
+            .positive_duration("startup_timeout", "no target could become healthy in time", d)
+            .unwrap_or(default.startup_timeout),
+        recovery_timeout: f
+            .positive_duration("recovery_timeout", "no target could recover in time", d)
+            .unwrap_or(default.recovery_timeout),
     }
 }

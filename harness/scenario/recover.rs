@@ -131,7 +131,9 @@ pub fn compile_recover(
             "wait" => match (f.get("target"), f.get("duration")) {
                 (Some(_), None) => target_ref(&f, targets, d).map(|target| StepAction::WaitHealthy {
                     target,
-                    timeout: f.duration("timeout", d).unwrap_or(Duration::from_secs(30)),
+                    timeout: f
+                        .positive_duration("timeout", "the target could never be seen healthy in time", d)
+                        .unwrap_or(Duration::from_secs(30)),
                 }),
                 (None, Some(_)) => f.duration("duration", d).map(|duration| StepAction::Sleep { duration }),
                 _ => {
@@ -157,7 +159,9 @@ pub fn compile_recover(
                 let Some(target) = target_ref(&f, targets, d) else { continue };
                 match action {
                     "run" | "check" => command(&f, "command", true, d).map(|argv| {
-                        let timeout = f.duration("timeout", d).unwrap_or(Duration::from_secs(60));
+                        let timeout = f
+                            .positive_duration("timeout", "the command would be killed before it could run", d)
+                            .unwrap_or(Duration::from_secs(60));
                         match action {
                             "run" => StepAction::Run { target, argv, timeout },
                             _ => StepAction::Check { target, argv, timeout },

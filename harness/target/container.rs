@@ -18,7 +18,7 @@ use nix::sys::signal::Signal;
 
 use super::process::ProcessContext;
 use super::reaper;
-use super::{procfs, HostProcess, Target, TargetError};
+use super::{procfs, CommandKind, HostProcess, Target, TargetError};
 use crate::engine::{ContainerSpec, Engine, RUN_LABEL};
 use crate::fault::journal::Entry;
 use crate::scenario::{template, RestartPolicy, TargetPlan};
@@ -243,6 +243,7 @@ impl Target for ContainerTarget {
             Some(id) => id.clone(),
             None => {
                 let id = inner.engine.create(&inner.spec()).map_err(engine_err(self.name()))?;
+                crate::crash_point::reached("container-create");
                 let _ = inner.ctx.journal.append(&Entry::ContainerCreated {
                     trial: inner.ctx.trial,
                     target: self.name().to_string(),
@@ -359,11 +360,17 @@ impl Target for ContainerTarget {
         }
     }
 
-    fn exec(&self, argv: &[String], timeout: Duration) -> Result<reaper::Output, TargetError> {
+    fn exec(&self, argv: &[String], timeout: Duration, kind: CommandKind) -> Result<reaper::Output, TargetError> {
         let argv: Vec<String> = argv.iter().map(|a| template::render(a, &self.inner.vars)).collect();
         let mut command = std::process::Command::new(&argv[0]);
         command.args(&argv[1..]).current_dir(&self.inner.ctx.trial_dir);
-        reaper::run(&mut command, timeout).map_err(|source| TargetError::Spawn {
+        let journal = |pid| {
+            if kind == CommandKind::Step {
+                crate::crash_point::reached("command");
+                self.inner.ctx.record_command(self.name(), pid)
+            }
+        };
+        reaper::run_noting(&mut command, timeout, journal).map_err(|source| TargetError::Spawn {
             target: self.name().to_string(),
             program: argv[0].clone(),
             source,
@@ -410,7 +417,7 @@ impl Target for ContainerTarget {
 impl ContainerTarget {
     /// A `before_start`/`after_stop` command, run on the host; must exit 0.
     fn hook(&self, argv: &[String]) -> Result<(), TargetError> {
-        let output = self.exec(argv, Duration::from_secs(120))?;
+        let output = self.exec(argv, Duration::from_secs(120), CommandKind::Step)?;
         if output.exit.is_some_and(reaper::Exit::success) {
             return Ok(());
         }

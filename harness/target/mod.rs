@@ -38,6 +38,18 @@ pub enum TargetError {
     Unsupported { target: String, what: &'static str },
 }
 
+/// What a command run for a target is, which decides how it is tracked.
+/// Every command carries the run's token (see [`reaper::RUN_TOKEN_VAR`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandKind {
+    /// A hook, a recovery step or a command fault: journaled with its pid
+    /// and start time before it can act.
+    Step,
+    /// A probe's sample: many a second, too many to journal; the token
+    /// alone lets cleanup find one left behind.
+    Probe,
+}
+
 pub trait Target: Send + Sync {
     fn name(&self) -> &str;
     /// Starts the first incarnation and supervision (restarts per policy).
@@ -61,7 +73,12 @@ pub trait Target: Send + Sync {
     /// more restarts. Idempotent.
     fn stop(&self);
     /// Runs a command in the target's context (its environment, templating).
-    fn exec(&self, argv: &[String], timeout: std::time::Duration) -> Result<reaper::Output, TargetError>;
+    fn exec(
+        &self,
+        argv: &[String],
+        timeout: std::time::Duration,
+        kind: CommandKind,
+    ) -> Result<reaper::Output, TargetError>;
     fn host_process(&self) -> Option<HostProcess>;
     /// The port allocated to the target (`{port}`).
     fn port(&self) -> u16;

@@ -16,7 +16,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
 use super::reaper::{self, Exit};
-use super::{procfs, HostProcess, Target, TargetError};
+use super::{procfs, CommandKind, HostProcess, Target, TargetError};
 use crate::fault::journal::{Entry, Journal};
 use crate::runner::history::{EventKind, Recorder};
 use crate::scenario::template;
@@ -48,6 +48,14 @@ impl ProcessContext {
             self.journal.append(&Entry::TargetStarted { trial: self.trial, target: target.into(), pid, start_time });
         self.recorder.record(EventKind::TargetStarted { target: target.into(), incarnation, pid });
         HostProcess { pid, start_time, incarnation }
+    }
+
+    /// Journals a command started for `target` (a hook, a recovery step),
+    /// so that cleanup stops it and its group if the harness dies.
+    pub(crate) fn record_command(&self, target: &str, pid: i32) {
+        let start_time = procfs::stat(pid).map_or(0, |s| s.start_time);
+        let _ =
+            self.journal.append(&Entry::CommandStarted { trial: self.trial, target: target.into(), pid, start_time });
     }
 
     /// Records the end of an incarnation (journaled unsynced: see
@@ -161,8 +169,9 @@ impl Inner {
             program: self.plan.command[0].clone(),
             source,
         })?;
-        // The journal entry lands just after the fork: the process exists,
-        // and cleanup can find it even if we are killed right now.
+        // The journal entry lands just after the fork; if we are killed in
+        // between, the run's token in its environment still marks it.
+        crate::crash_point::reached("spawn");
         let process = self.ctx.record_start(self.name(), incarnation, child.id() as i32);
         state.incarnations = incarnation;
         state.current = Some(process);
@@ -269,7 +278,7 @@ fn kill_group(process: HostProcess, signal: Signal) {
         // must not scan /proc when there is nothing left to signal.
         Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
         Err(_) => {
-            for pid in procfs::group_members(process.pid, process.start_time) {
+            for pid in procfs::group_members(process.pid, process.start_time, reaper::run_token().as_deref()) {
                 let _ = nix::sys::signal::kill(pid, signal);
             }
         }
@@ -352,9 +361,15 @@ impl Target for ProcessTarget {
         }
     }
 
-    fn exec(&self, argv: &[String], timeout: Duration) -> Result<reaper::Output, TargetError> {
+    fn exec(&self, argv: &[String], timeout: Duration, kind: CommandKind) -> Result<reaper::Output, TargetError> {
         let mut command = self.inner.command(argv);
-        reaper::run(&mut command, timeout).map_err(|source| TargetError::Spawn {
+        let journal = |pid| {
+            if kind == CommandKind::Step {
+                crate::crash_point::reached("command");
+                self.inner.ctx.record_command(self.name(), pid)
+            }
+        };
+        reaper::run_noting(&mut command, timeout, journal).map_err(|source| TargetError::Spawn {
             target: self.name().to_string(),
             program: argv[0].clone(),
             source,
@@ -398,7 +413,7 @@ impl Target for ProcessTarget {
 const HOOK_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn run_hook(target: &ProcessTarget, argv: &[String]) -> Result<(), TargetError> {
-    let output = target.exec(argv, HOOK_TIMEOUT)?;
+    let output = target.exec(argv, HOOK_TIMEOUT, CommandKind::Step)?;
     if output.exit.is_some_and(Exit::success) {
         return Ok(());
     }

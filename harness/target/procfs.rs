@@ -38,18 +38,56 @@ pub fn is_same_live_process(pid: i32, start_time: u64) -> bool {
     stat(pid).is_some_and(|s| s.start_time == start_time && s.is_alive())
 }
 
-/// Live members of process group `pgid` that started no earlier than its
-/// leader did (`since`): members of the group the run created, not of a
-/// later group that happens to reuse the number.
-pub fn group_members(pgid: i32, since: u64) -> Vec<Pid> {
+/// Every process there is now, with its stat.
+pub fn all() -> Vec<(i32, ProcStat)> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| stat(*pid).is_some_and(|s| s.pgrp == pgid && s.start_time >= since && s.is_alive()))
-        .map(Pid::from_raw)
+        .filter_map(|pid| Some((pid, stat(pid)?)))
+        .collect()
+}
+
+/// Whether the environment `pid` was started with holds `var=value`: the
+/// run's token, which only processes the run started (and what they
+/// started) inherit.
+pub fn carries(pid: i32, var: &str, value: &str) -> bool {
+    let Ok(environ) = fs::read(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    let wanted = format!("{var}={value}");
+    environ.split(|b| *b == 0).any(|entry| entry == wanted.as_bytes())
+}
+
+/// Live members of the process group that the run created with a leader
+/// started at `leader_start`; none when that cannot be proved.
+///
+/// The kernel frees a pid only once no process uses it as pid, group or
+/// session id. So a live leader with another start time means our group
+/// emptied and the number was reused: nothing in it is ours. With the
+/// leader gone, a member is ours only if it carries the run's `token` in
+/// its environment. A start time of 0 (never read) proves nothing.
+pub fn group_members(pgid: i32, leader_start: u64, token: Option<&str>) -> Vec<Pid> {
+    if leader_start == 0 || pgid <= 1 {
+        return Vec::new();
+    }
+    let leader_is_ours = match stat(pgid) {
+        Some(leader) if leader.start_time != leader_start => return Vec::new(),
+        Some(_) => true,
+        None => false,
+    };
+    all()
+        .into_iter()
+        .filter(|(pid, s)| {
+            s.pgrp == pgid
+                && s.is_alive()
+                && (leader_is_ours
+                    || (s.start_time >= leader_start
+                        && token.is_some_and(|t| carries(*pid, super::reaper::RUN_TOKEN_VAR, t))))
+        })
+        .map(|(pid, _)| Pid::from_raw(pid))
         .collect()
 }
 

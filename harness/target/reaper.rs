@@ -63,6 +63,25 @@ struct Global {
 
 static GLOBAL: OnceLock<Global> = OnceLock::new();
 
+/// The environment variable that marks every process a run starts: its
+/// value, the run's random token, is journaled before anything is started,
+/// so `crashlab cleanup` can prove a process is the run's own even if the
+/// harness died between a fork and the journal entry naming its pid.
+pub const RUN_TOKEN_VAR: &str = "CRASHLAB_RUN_TOKEN";
+
+static RUN_TOKEN: Mutex<Option<String>> = Mutex::new(None);
+
+/// Marks every process started from now on with `token` (see
+/// [`RUN_TOKEN_VAR`]).
+pub fn mark_children(token: &str) {
+    *RUN_TOKEN.lock().unwrap() = Some(token.to_string());
+}
+
+/// The token children are marked with now, if any.
+pub fn run_token() -> Option<String> {
+    RUN_TOKEN.lock().unwrap().clone()
+}
+
 /// Makes this process a child subreaper and starts the one reaping thread.
 /// Call once, early, from a binary that owns all of its children.
 pub fn become_subreaper() -> io::Result<()> {
@@ -106,6 +125,9 @@ fn reap_forever() {
 
 /// Starts a command and returns it with a channel that yields its exit.
 pub fn spawn(command: &mut Command) -> io::Result<(Child, Receiver<Exit>)> {
+    if let Some(token) = run_token() {
+        command.env(RUN_TOKEN_VAR, token);
+    }
     let (tx, rx) = channel();
     match GLOBAL.get() {
         Some(global) => {
@@ -146,11 +168,18 @@ pub struct Output {
 
 /// Runs a command to completion (or kills it at `timeout`), capturing output.
 pub fn run(command: &mut Command, timeout: Duration) -> io::Result<Output> {
+    run_noting(command, timeout, |_| {})
+}
+
+/// [`run`], telling `started` the pid of the command (the leader of its
+/// own process group) as soon as it exists, to journal it.
+pub fn run_noting(command: &mut Command, timeout: Duration, started: impl FnOnce(i32)) -> io::Result<Output> {
     use std::os::unix::process::CommandExt;
     // Its own group, so that a timeout also ends whatever it started (which
     // would otherwise hold the pipes open).
     command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     let (mut child, exited) = spawn(command)?;
+    started(child.id() as i32);
     let read = |mut pipe: Box<dyn Read + Send>| {
         thread::spawn(move || {
             let mut text = String::new();

@@ -1,0 +1,304 @@
+//! `crashlab cleanup RUN_DIR`: heals what a killed harness left behind, and
+//! nothing else. The journal says what the run made; cleanup acts on a
+//! thing only when it can also prove, from the thing itself, that it is the
+//! run's own:
+//!
+//! - a process: its pid *and* start time are journaled (a group: its leader
+//!   is, see [`procfs::group_members`]), or it carries the run's token in
+//!   the environment it was started with;
+//! - a file: it lies inside a data dir the run journaled, is reopened
+//!   beneath it following no link, and has a single link; the saved bytes
+//!   lie inside the run directory;
+//! - a mount: it is mounted over a journaled data dir, and it is a
+//!   `crashlab-unsynced` FUSE layer;
+//! - a namespace or link: its name has the shape the run gives them;
+//! - a container or compose project: it carries a label the run journaled
+//!   before it created anything.
+//!
+//! So a journal edited by somebody else cannot steer cleanup into an
+//! unrelated file, mount or process.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::journal::{self, Entry};
+use crate::target::{procfs, reaper};
+
+/// What cleanup did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Cleanup {
+    /// Process groups that were still paused and were resumed.
+    pub resumed: Vec<i32>,
+    /// Processes of the run that were still running and were stopped.
+    pub stopped: Vec<i32>,
+    /// FUSE layers that were still mounted and were unmounted.
+    pub unmounted: Vec<PathBuf>,
+    /// Damaged files whose original bytes were put back.
+    pub restored: Vec<PathBuf>,
+    /// Damaged files left as they are, and why.
+    pub not_restored: Vec<(PathBuf, String)>,
+    /// Journal entries that named something the run cannot prove is its
+    /// own, left alone.
+    pub refused: Vec<String>,
+    /// Network namespaces and links deleted.
+    pub network_removed: usize,
+    /// Containers of the run removed.
+    pub containers_removed: usize,
+    /// Compose projects of the run taken down.
+    pub compose_projects_down: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CleanupError {
+    #[error("{0}")]
+    Journal(io::Error),
+    #[error("the run is still going: pid {pid} holds its lock (stop it with Ctrl-C or SIGTERM; it heals on its own)")]
+    InUse { pid: i32 },
+    #[error("{0}")]
+    Unmount(io::Error),
+    #[error("{0}")]
+    Engine(String),
+}
+
+/// What the journal says the run owns.
+struct Owned {
+    tokens: Vec<String>,
+    data_dirs: Vec<PathBuf>,
+    labels: BTreeSet<String>,
+    run_dir: PathBuf,
+}
+
+impl Owned {
+    fn of(entries: &[Entry], run_dir: &Path) -> Owned {
+        let mut owned = Owned {
+            tokens: Vec::new(),
+            data_dirs: Vec::new(),
+            labels: BTreeSet::new(),
+            run_dir: run_dir.canonicalize().unwrap_or_else(|_| run_dir.to_path_buf()),
+        };
+        for entry in entries {
+            match entry {
+                Entry::Begun { token } if token.len() >= 32 => owned.tokens.push(token.clone()),
+                Entry::DataDir { path, .. } if !super::confine::is_system_dir(path) => {
+                    owned.data_dirs.push(path.clone())
+                }
+                Entry::ContainerLabel { run_label } | Entry::ContainerCreated { run_label, .. }
+                    if !run_label.is_empty() =>
+                {
+                    owned.labels.insert(run_label.clone());
+                }
+                _ => {}
+            }
+        }
+        owned
+    }
+
+    fn token(&self) -> Option<&str> {
+        self.tokens.last().map(String::as_str)
+    }
+
+    /// Every live process that carries one of the run's tokens.
+    fn token_carriers(&self) -> Vec<Pid> {
+        let me = std::process::id() as i32;
+        procfs::all()
+            .into_iter()
+            .filter(|(pid, s)| {
+                *pid != me
+                    && s.is_alive()
+                    && self.tokens.iter().any(|t| procfs::carries(*pid, reaper::RUN_TOKEN_VAR, t))
+            })
+            .map(|(pid, _)| Pid::from_raw(pid))
+            .collect()
+    }
+}
+
+/// Heals what the journal says may still be in effect and the run can
+/// prove is its own (see the module's documentation).
+pub fn cleanup(run_dir: &Path) -> Result<Cleanup, CleanupError> {
+    if let Some(pid) = crate::runner::run_dir::holder(run_dir) {
+        return Err(CleanupError::InUse { pid });
+    }
+    let entries = journal::read(run_dir).map_err(CleanupError::Journal)?;
+    let owned = Owned::of(&entries, run_dir);
+    let mut done = Cleanup::default();
+    resume_paused(&entries, &owned, &mut done);
+    let groups: Vec<(i32, u64)> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::TargetStarted { pid, start_time, .. }
+            | Entry::HolderStarted { pid, start_time, .. }
+            | Entry::CommandStarted { pid, start_time, .. } => Some((*pid, *start_time)),
+            _ => None,
+        })
+        .collect();
+    let members = || {
+        let mut all = group_members(&groups, owned.token());
+        all.extend(owned.token_carriers());
+        all.sort();
+        all.dedup();
+        all
+    };
+    done.stopped = stop(members, Duration::from_secs(3));
+    unmount_layers(&entries, &owned, &mut done)?;
+    remove_containers(&entries, &owned, &mut done)?;
+    remove_networks(&entries, &mut done);
+    restore_files(&entries, &owned, &mut done);
+    Ok(done)
+}
+
+fn healed(entries: &[Entry], trial: u32, fault: usize) -> bool {
+    entries.iter().any(|e| matches!(e, Entry::Healed { trial: t, fault: f } if *t == trial && *f == fault))
+}
+
+fn resume_paused(entries: &[Entry], owned: &Owned, done: &mut Cleanup) {
+    for entry in entries {
+        if let Entry::Injected { trial, fault, kind, pid, start_time, .. } = entry {
+            if kind == "pause" && !healed(entries, *trial, *fault) {
+                let members = procfs::group_members(*pid, *start_time, owned.token());
+                for member in &members {
+                    let _ = kill(*member, Signal::SIGCONT);
+                }
+                if !members.is_empty() {
+                    done.resumed.push(*pid);
+                }
+            }
+        }
+    }
+}
+
+fn unmount_layers(entries: &[Entry], owned: &Owned, done: &mut Cleanup) -> Result<(), CleanupError> {
+    for entry in entries {
+        if let Entry::Mounted { trial, mountpoint, .. } = entry {
+            let unmounted = entries
+                .iter()
+                .any(|e| matches!(e, Entry::Unmounted { trial: t, mountpoint: m } if t == trial && m == mountpoint));
+            if unmounted || !super::unsynced::is_mounted(mountpoint) {
+                continue;
+            }
+            if !owned.data_dirs.contains(mountpoint) || !super::unsynced::is_our_layer(mountpoint) {
+                done.refused.push(format!(
+                    "mount {}: not a crashlab-unsynced layer over a data dir of the run",
+                    mountpoint.display()
+                ));
+                continue;
+            }
+            super::unsynced::unmount(mountpoint).map_err(CleanupError::Unmount)?;
+            done.unmounted.push(mountpoint.clone());
+        }
+    }
+    Ok(())
+}
+
+fn remove_containers(entries: &[Entry], owned: &Owned, done: &mut Cleanup) -> Result<(), CleanupError> {
+    // Found by the run's label, journaled before the first create, so
+    // that none escapes even if its own creation was not journaled.
+    if !owned.labels.is_empty() {
+        let engine = crate::engine::Engine::connect().map_err(|e| CleanupError::Engine(e.to_string()))?;
+        for label in &owned.labels {
+            let found = engine
+                .labelled(&format!("{}={label}", crate::engine::RUN_LABEL))
+                .map_err(|e| CleanupError::Engine(e.to_string()))?;
+            for (id, ..) in found {
+                if engine.remove(&id).is_ok() {
+                    done.containers_removed += 1;
+                }
+            }
+        }
+    }
+    for entry in entries {
+        if let Entry::ComposeUp { project, file, .. } = entry {
+            let down = entries.iter().any(|e| matches!(e, Entry::ComposeDown { project: p, .. } if p == project));
+            if down {
+                continue;
+            }
+            if !owned.labels.iter().any(|l| project.starts_with(&l.to_ascii_lowercase())) {
+                done.refused.push(format!("compose project {project}: its name carries no label of the run"));
+                continue;
+            }
+            if crate::compose::down(project, file).is_ok() {
+                done.compose_projects_down += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Namespaces take their partition rules with them.
+fn remove_networks(entries: &[Entry], done: &mut Cleanup) {
+    for entry in entries {
+        if let Entry::NetworkCreated { names } = entry {
+            let destroyed = entries.iter().any(|e| matches!(e, Entry::NetworkDestroyed { names: n } if n == names));
+            if destroyed {
+                continue;
+            }
+            match names.check() {
+                Ok(()) => done.network_removed += crate::network::destroy(names),
+                Err(why) => done.refused.push(why),
+            }
+        }
+    }
+}
+
+/// Newest damage first, so that two faults on one file unwind in order.
+fn restore_files(entries: &[Entry], owned: &Owned, done: &mut Cleanup) {
+    for entry in entries.iter().rev() {
+        let Entry::Corrupted { trial, fault, saved } = entry else { continue };
+        if healed(entries, *trial, *fault) {
+            continue;
+        }
+        let saved_inside = saved.saved.canonicalize().is_ok_and(|s| s.starts_with(&owned.run_dir));
+        let refusal = if !owned.data_dirs.contains(&saved.data_dir) {
+            Some(format!("{} is not a data dir of the run", saved.data_dir.display()))
+        } else if !saved.file.starts_with(&saved.data_dir) {
+            Some(format!("not inside the data dir {}", saved.data_dir.display()))
+        } else if !saved_inside {
+            Some(format!("the saved bytes {} are not inside the run directory", saved.saved.display()))
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            done.not_restored.push((saved.file.clone(), format!("refused: {why}")));
+            continue;
+        }
+        match saved.restore() {
+            Ok(()) => done.restored.push(saved.file.clone()),
+            Err(why) => done.not_restored.push((saved.file.clone(), why.to_string())),
+        }
+    }
+}
+
+fn group_members(groups: &[(i32, u64)], token: Option<&str>) -> Vec<Pid> {
+    groups.iter().flat_map(|(pgid, since)| procfs::group_members(*pgid, *since, token)).collect()
+}
+
+/// SIGCONT + SIGTERM to every live member of the groups (leader pid, leader
+/// start time), SIGKILL to those still there after `grace`. Returns the
+/// pids that were signalled.
+pub fn stop_groups(groups: &[(i32, u64)], grace: Duration) -> Vec<i32> {
+    let token = reaper::run_token();
+    stop(|| group_members(groups, token.as_deref()), grace)
+}
+
+fn stop(members: impl Fn() -> Vec<Pid>, grace: Duration) -> Vec<i32> {
+    let first = members();
+    for pid in &first {
+        let _ = kill(*pid, Signal::SIGCONT);
+        let _ = kill(*pid, Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    while !first.is_empty() && !members().is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    if !first.is_empty() {
+        for pid in members() {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+    }
+    first.iter().map(|p| p.as_raw()).collect()
+}
