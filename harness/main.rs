@@ -142,10 +142,20 @@ enum Command {
     #[command(after_help = EXIT_CODES)]
     Analyze { run_dir: PathBuf },
     /// Heal what a run left behind if the harness itself was killed:
-    /// resume paused targets, stop the run's processes and lock holders,
-    /// unmount its FUSE layers, put back the original bytes of files its
-    /// faults damaged, delete its network namespaces, remove its containers
-    /// and take down its compose projects (all from the run's fault journal).
+    /// resume paused targets, stop the run's processes (targets, hooks,
+    /// recovery steps, lock holders), unmount its FUSE layers, put back the
+    /// original bytes of files its faults damaged, delete its network
+    /// namespaces and links, remove its containers and take down its
+    /// compose projects.
+    ///
+    /// It reads the run's fault journal, and acts on a thing only if the
+    /// thing itself proves it is the run's: a process by its pid and exact
+    /// start time, or the run's token in its environment; a file by lying
+    /// inside a data dir the run journaled, reached without following a
+    /// link; a mount by being the run's FUSE layer; a container by the run's
+    /// label. What fails the proof is listed as "left alone". A run that is
+    /// still going is refused (exit 2).
+    #[command(verbatim_doc_comment)]
     Cleanup { run_dir: PathBuf },
     /// Render a run's report.json again: into junit.xml, summary.md,
     /// metrics.prom and report.html beside it, or one format to stdout with
