@@ -97,7 +97,7 @@ fn families() -> Vec<Family> {
         Family {
             name: "pause",
             scenario: PAUSE.into(),
-            lasts: Duration::from_millis(2500),
+            lasts: Duration::from_millis(2000),
             points: &[],
             available: always,
         },

@@ -52,6 +52,18 @@ fn spawn_run(scenario: &Path, dir: &Path) -> Child {
         .unwrap()
 }
 
+/// Runs `scenario` into `tmp/name`, SIGKILLs the harness once `ready`
+/// holds for the run directory, and returns the directory.
+fn kill_harness_when(tmp: &Path, name: &str, scenario: &str, what: &str, ready: impl Fn(&Path) -> bool) -> PathBuf {
+    let path = write_scenario(tmp, &format!("{name}.toml"), scenario);
+    let dir = tmp.join(name);
+    let mut harness = spawn_run(&path, &dir);
+    wait_until(what, Duration::from_secs(30), || ready(&dir));
+    harness.kill().unwrap();
+    harness.wait().unwrap();
+    dir
+}
+
 fn cleanup(dir: &Path) -> Output {
     Command::new(bin()).arg("cleanup").arg(dir).output().unwrap()
 }
@@ -108,12 +120,9 @@ fn cleanup_never_signals_a_process_that_reused_a_pid_of_the_run() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let scenario = write_scenario(tmp.path(), "killed.toml", KILLED_ONCE);
-    let dir = tmp.path().join("run");
-    let mut harness = spawn_run(&scenario, &dir);
-    wait_until("the second incarnation", Duration::from_secs(30), || entries(&dir, "target_started").len() >= 2);
-    harness.kill().unwrap();
-    harness.wait().unwrap();
+    let dir = kill_harness_when(tmp.path(), "run", KILLED_ONCE, "the second incarnation", |dir| {
+        entries(dir, "target_started").len() >= 2
+    });
     let started = entries(&dir, "target_started");
     let first = started[0]["pid"].as_i64().unwrap() as i32;
     let second = started[1]["pid"].as_i64().unwrap() as i32;
@@ -164,12 +173,8 @@ fn cleanup_restores_through_no_link_and_trusts_no_edited_journal() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let scenario = write_scenario(tmp.path(), "blob.toml", ZEROED_BLOB);
-    let dir = tmp.path().join("run");
-    let mut harness = spawn_run(&scenario, &dir);
-    wait_until("the damage", Duration::from_secs(30), || !entries(&dir, "corrupted").is_empty());
-    harness.kill().unwrap();
-    harness.wait().unwrap();
+    let dir =
+        kill_harness_when(tmp.path(), "run", ZEROED_BLOB, "the damage", |dir| !entries(dir, "corrupted").is_empty());
     let damaged = PathBuf::from(entries(&dir, "corrupted")[0]["file"].as_str().unwrap());
     let data_dir = damaged.parent().unwrap().to_path_buf();
 
@@ -274,20 +279,19 @@ fn sleeping(seconds: &str) -> Vec<i32> {
 fn hooks_and_recovery_steps_die_with_a_killed_harness_at_cleanup() {
     let tmp = tempfile::tempdir().unwrap();
     // A hook that hangs (and leaves its group), then a recovery step that
-    // hangs.
-    let hook = KILLED_ONCE
-        .replace("probe = {", "before_start = [[\"sh\", \"-c\", \"setsid sleep 3131 & sleep 3132\"]]\nprobe = {");
+    // hangs; the seconds, unique to this test process, mark its sleeps.
+    let base = 100_000 + std::process::id() * 10;
+    let [a, b, c] = [base, base + 1, base + 2].map(|n| n.to_string());
+    let hook = KILLED_ONCE.replace(
+        "probe = {",
+        &format!("before_start = [[\"sh\", \"-c\", \"setsid sleep {a} & sleep {b}\"]]\nprobe = {{"),
+    );
     let step =
-        format!("{KILLED_ONCE}\n[[recover]]\naction = \"run\"\ntarget = \"kv\"\ncommand = [\"sleep\", \"3133\"]\n");
-    for (name, scenario, sleeps) in [("hook", hook, vec!["3131", "3132"]), ("step", step, vec!["3133"])] {
-        let path = write_scenario(tmp.path(), &format!("{name}.toml"), &scenario);
-        let dir = tmp.path().join(name);
-        let mut harness = spawn_run(&path, &dir);
-        wait_until(&format!("the {name}'s sleeps"), Duration::from_secs(30), || {
+        format!("{KILLED_ONCE}\n[[recover]]\naction = \"run\"\ntarget = \"kv\"\ncommand = [\"sleep\", \"{c}\"]\n");
+    for (name, scenario, sleeps) in [("hook", hook, vec![a, b]), ("step", step, vec![c])] {
+        let dir = kill_harness_when(tmp.path(), name, &scenario, &format!("the {name}'s sleeps"), |_| {
             sleeps.iter().all(|s| !sleeping(s).is_empty())
         });
-        harness.kill().unwrap();
-        harness.wait().unwrap();
         let out = cleanup(&dir);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         for s in &sleeps {
@@ -323,12 +327,9 @@ fn an_interrupted_trial_is_unknown_everywhere() {
 #[test]
 fn a_torn_journal_line_split_inside_a_character_does_not_stop_cleanup() {
     let tmp = tempfile::tempdir().unwrap();
-    let scenario = write_scenario(tmp.path(), "killed.toml", KILLED_ONCE);
-    let dir = tmp.path().join("run");
-    let mut harness = spawn_run(&scenario, &dir);
-    wait_until("the second incarnation", Duration::from_secs(30), || entries(&dir, "target_started").len() >= 2);
-    harness.kill().unwrap();
-    harness.wait().unwrap();
+    let dir = kill_harness_when(tmp.path(), "run", KILLED_ONCE, "the second incarnation", |dir| {
+        entries(dir, "target_started").len() >= 2
+    });
     let live = entries(&dir, "target_started")[1]["pid"].as_i64().unwrap() as i32;
     let mut file = std::fs::OpenOptions::new().append(true).open(dir.join("faults.journal")).unwrap();
     std::io::Write::write_all(
