@@ -162,9 +162,9 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
             verdict: if f.rto_ms.is_some() { Verdict::Pass } else { Verdict::Fail },
             expected: "a sustained healthy window".into(),
             observed: f.rto_ms.map_or_else(
-                || match last_log_line(events, &f.target) {
-                    Some(line) => format!("never recovered; its last output: {line}"),
-                    None => "never recovered".into(),
+                || match telling_lines(events, &f.target) {
+                    lines if lines.is_empty() => "never recovered".into(),
+                    lines => format!("never recovered; its output: {}", lines.join(" | ")),
                 },
                 |v| format!("after {v:.1}ms"),
             ),
@@ -243,11 +243,35 @@ fn availability(events: &[Event]) -> Option<Availability> {
 }
 
 /// The last line a target printed, as kept at the end of the trial.
-fn last_log_line<'a>(events: &'a [Event], target: &str) -> Option<&'a str> {
-    events.iter().rev().find_map(|e| match &e.kind {
-        EventKind::TargetLog { target: t, lines } if t == target => lines.last().map(String::as_str),
+/// What a target's last output says of why it never recovered: the last
+/// two distinct lines that sound like a failure (a FATAL line says more
+/// than the HINT after it, or the shutdown notice of the last incarnation),
+/// then the very last line.
+fn telling_lines<'a>(events: &'a [Event], target: &str) -> Vec<&'a str> {
+    const TELLING: &[&str] =
+        &["fatal", "panic", "error", "refus", "bad ", "corrupt", "invalid", "failed", "cannot", "can't", "denied"];
+    let lines = events.iter().rev().find_map(|e| match &e.kind {
+        EventKind::TargetLog { target: t, lines } if t == target => Some(lines),
         _ => None,
-    })
+    });
+    let Some(lines) = lines else { return Vec::new() };
+    let mut seen = std::collections::HashSet::new();
+    let mut chosen: Vec<&str> = Vec::new();
+    for line in lines.iter().rev() {
+        let lower = line.to_lowercase();
+        // The same message from two incarnations differs only in numbers.
+        let shape: String = lower.chars().filter(|c| !c.is_ascii_digit()).collect();
+        if TELLING.iter().any(|w| lower.contains(w)) && seen.insert(shape) {
+            chosen.insert(0, line);
+            if chosen.len() == 2 {
+                break;
+            }
+        }
+    }
+    if let Some(last) = lines.last().filter(|l| !chosen.contains(&l.as_str())) {
+        chosen.push(last);
+    }
+    chosen
 }
 
 /// The procedure's steps from their start and end events.
@@ -348,5 +372,53 @@ pub fn build_report(plan: &Plan, seed: u64, trials: Vec<TrialReport>, error: Opt
         trials,
         summary,
         expectations,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(target: &str, lines: &[&str]) -> Vec<Event> {
+        let lines = lines.iter().map(|l| l.to_string()).collect();
+        vec![Event { trial: 0, t_ms: 0.0, kind: EventKind::TargetLog { target: target.into(), lines } }]
+    }
+
+    #[test]
+    fn the_reason_is_quoted_before_the_last_words() {
+        // PostgreSQL says why, then gives a HINT; the HINT alone says nothing.
+        let events = log(
+            "pg",
+            &[
+                "[pg.1] LOG:  starting PostgreSQL 15",
+                "[pg.1] FATAL:  lock file \"postmaster.pid\" already exists",
+                "[pg.1] HINT:  Is another postmaster (PID 4242) running in data directory?",
+            ],
+        );
+        assert_eq!(
+            telling_lines(&events, "pg"),
+            vec![
+                "[pg.1] FATAL:  lock file \"postmaster.pid\" already exists",
+                "[pg.1] HINT:  Is another postmaster (PID 4242) running in data directory?"
+            ]
+        );
+        // A crash loop repeats its reason: quoted once; the last incarnation's
+        // shutdown notice comes last.
+        let events = log(
+            "r",
+            &[
+                "[r.1] 11:M Bad file format reading the append only file",
+                "[r.2] 12:M Bad file format reading the append only file",
+                "[r.3] 13:signal-handler Received SIGTERM scheduling shutdown...",
+            ],
+        );
+        assert_eq!(
+            telling_lines(&events, "r"),
+            vec![
+                "[r.2] 12:M Bad file format reading the append only file",
+                "[r.3] 13:signal-handler Received SIGTERM scheduling shutdown..."
+            ]
+        );
+        assert!(telling_lines(&events, "other").is_empty());
     }
 }

@@ -201,13 +201,15 @@ impl Inner {
                 if state.stopping {
                     return;
                 }
-                if state.restart_requested {
-                    state.restart_requested = false;
-                    break;
-                }
+                // A hold beats everything else: a procedure that stopped
+                // the target starts it itself.
                 if state.held {
                     state = self.changed.wait(state).unwrap();
                     continue;
+                }
+                if state.restart_requested {
+                    state.restart_requested = false;
+                    break;
                 }
                 match deadline {
                     Some(at) if Instant::now() >= at => break,
@@ -333,6 +335,9 @@ impl Target for ProcessTarget {
     fn hold(&self, signal: Signal) -> Option<HostProcess> {
         let mut state = self.inner.state.lock().unwrap();
         state.held = true;
+        // A restart that a release asked for and the supervisor has not
+        // yet made is void: the holder decides when to start again.
+        state.restart_requested = false;
         let process = state.current;
         self.inner.stop_current(state, signal);
         process
