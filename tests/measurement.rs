@@ -70,3 +70,37 @@ fn a_held_target_stays_down_until_the_procedure_starts_it() {
         );
     }
 }
+
+#[test]
+fn a_corruption_that_changed_nothing_leaves_the_trial_unknown() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The file is zeros already: zeroing it damages nothing.
+    let scenario = r#"
+name = "zero-on-zeros"
+[target.kv]
+command = ["crashlab", "demo-kv", "--port", "{port}", "--data-dir", "{data_dir}"]
+before_start = [["sh", "-c", "head -c 8192 /dev/zero > {data_dir}/zeros.dat"]]
+probe = { kind = "demo-kv", interval = "5ms", healthy_after = 2 }
+[workload]
+kind = "demo-kv"
+target = "kv"
+rate = 100
+duration = "1s"
+[[fault]]
+kind = "corrupt"
+target = "kv"
+path = "zeros.dat"
+mode = "zero"
+offset = 100
+length = 64
+at = "300ms"
+"#;
+    let path = write_scenario(tmp.path(), "zeros.toml", scenario);
+    let r = run(&path, &["--trials", "1"]);
+    assert_eq!(r.code, 4, "{}", r.stdout());
+    assert_eq!(r.trials()[0]["verdict"], "unknown");
+    let failed =
+        r.history(0).into_iter().find(|e| e["event"] == "fault_failed").expect("the fault is said to have failed");
+    let error = failed["error"].as_str().unwrap();
+    assert!(error.contains("the fault had no effect") && error.contains("changed nothing"), "{error}");
+}

@@ -213,6 +213,25 @@ fn edits(mode: CorruptMode, file: &File, len: u64, rng: &mut impl Rng) -> io::Re
     })
 }
 
+/// How many bytes of a file of `len` bytes the edits change: a zeroed range
+/// that was zero already, or two equal blocks swapped, change nothing.
+fn changed_bytes(edits: &[Edit], file: &File, len: u64) -> io::Result<u64> {
+    let mut changed = 0;
+    for edit in edits {
+        changed += match edit {
+            Edit::Write { offset, bytes } => {
+                let mut before = vec![0; bytes.len()];
+                file.read_exact_at(&mut before, *offset)?;
+                before.iter().zip(bytes).filter(|(a, b)| a != b).count() as u64
+            }
+            Edit::SetLen(to) => len.saturating_sub(*to),
+            // Even an empty file's existence is a change.
+            Edit::Delete => len.max(1),
+        };
+    }
+    Ok(changed)
+}
+
 /// An io::Error that says which file and what was being done.
 fn context(what: &str, path: &Path) -> impl FnOnce(io::Error) -> io::Error {
     let message = format!("{what} {}", path.display());
@@ -235,9 +254,11 @@ pub fn corrupt_file(
     let file = confine::open_beneath(dir, path, OFlag::O_RDWR).map_err(context("cannot open", path))?;
     let len = file.metadata().map_err(context("cannot stat", path))?.len();
     let (edits, what) = edits(mode, &file, len, rng).map_err(context("cannot read", path))?;
-    if edits.is_empty() {
-        return Ok((None, what));
+    let changed = changed_bytes(&edits, &file, len).map_err(context("cannot read", path))?;
+    if changed == 0 {
+        return Ok((None, format!("{what}: changed nothing, the bytes were already so")));
     }
+    let what = format!("{what} ({changed} byte(s) changed)");
     let mut ranges = Vec::new();
     let mut deleted = false;
     for edit in &edits {
@@ -378,6 +399,9 @@ impl Corrupt {
             }
         }
         described.extend(skipped);
+        if records.is_empty() {
+            return Err(ctx.error(FaultErrorKind::Other(format!("the fault had no effect: {}", described.join("; ")))));
+        }
         Ok((records, described.join("; ")))
     }
 }
@@ -464,5 +488,27 @@ mod tests {
         let err = saved.unwrap().restore_if_unchanged(after).unwrap_err();
         assert!(err.to_string().contains("changed after the damage"), "{err}");
         assert!(fs::read(&path).unwrap().ends_with(b"repaired"));
+    }
+
+    #[test]
+    fn a_damage_that_changes_nothing_is_said_and_not_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("zeros.dat");
+        let mut original = vec![0u8; 4096];
+        original[4000] = 1;
+        fs::write(&path, &original).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let saved = dir.path().join("saved");
+        let zero = CorruptMode::Zero { offset: Offset::Bytes(0), length: 100 };
+        let (record, what) = corrupt_file(dir.path(), &path, zero, &saved, &mut rng, |_| Ok(())).unwrap();
+        assert!(record.is_none() && what.contains("changed nothing"), "{what}");
+        let swap = CorruptMode::Swap { length: 100 };
+        let (record, what) = corrupt_file(dir.path(), &path, swap, &saved, &mut rng, |_| Ok(())).unwrap();
+        assert!(record.is_none() && what.contains("changed nothing"), "{what}");
+        assert_eq!(fs::read(&path).unwrap(), original);
+        // What does change is counted.
+        let zero = CorruptMode::Zero { offset: Offset::Bytes(3990), length: 20 };
+        let (record, what) = corrupt_file(dir.path(), &path, zero, &saved, &mut rng, |_| Ok(())).unwrap();
+        assert!(record.is_some() && what.ends_with("(1 byte(s) changed)"), "{what}");
     }
 }

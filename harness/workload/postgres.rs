@@ -67,6 +67,27 @@ fn connect(addr: SocketAddr, timeout: Duration) -> Result<PgClient, postgres::Er
     config.connect(NoTls)
 }
 
+/// The outcome table of this adapter (README, "RTO and RPO"):
+///
+/// | what happened | outcome |
+/// |---|---|
+/// | COMMIT answered | applied |
+/// | any error before COMMIT was sent (the server rolls the transaction back) | not applied |
+/// | an `ERROR` answer to COMMIT (serialization failure, deferred constraint: rolled back) | not applied |
+/// | anything else at COMMIT: `FATAL`/`PANIC` (`terminating connection due to unexpected postmaster exit` arrives for commits already durable), a broken connection, a timeout | unknown |
+fn outcome(at_commit: bool, e: &postgres::Error) -> WriteResult {
+    // The non-localized severity (PostgreSQL 9.6 and later), else the text.
+    let refused_at_commit = e.as_db_error().is_some_and(|db| match db.parsed_severity() {
+        Some(severity) => severity == postgres::error::Severity::Error,
+        None => db.severity() == "ERROR",
+    });
+    if !at_commit || refused_at_commit {
+        WriteResult::Fail(message(e))
+    } else {
+        WriteResult::Unknown(message(e))
+    }
+}
+
 struct PostgresClient {
     addr: SocketAddr,
     timeout: Duration,
@@ -103,31 +124,28 @@ impl Client for PostgresClient {
             Err(e) => return WriteResult::Fail(e),
         };
         let stream = stream_of(key);
-        let result = conn.transaction().and_then(|mut tx| {
-            let row = tx.query_one(
-                "UPDATE stream_counters SET last_seq = last_seq + 1 WHERE stream = $1 RETURNING last_seq",
-                &[&stream],
-            )?;
+        let before_commit = |e| (false, e);
+        let result = (|| {
+            let mut tx = conn.transaction().map_err(before_commit)?;
+            let row = tx
+                .query_one(
+                    "UPDATE stream_counters SET last_seq = last_seq + 1 WHERE stream = $1 RETURNING last_seq",
+                    &[&stream],
+                )
+                .map_err(before_commit)?;
             let seq: i64 = row.get(0);
             tx.execute(
                 "INSERT INTO events (stream, sequence_number, key, value) VALUES ($1, $2, $3, $4)",
                 &[&stream, &seq, &key, &value],
-            )?;
-            tx.commit()
-        });
+            )
+            .map_err(before_commit)?;
+            tx.commit().map_err(|e| (true, e))
+        })();
         match result {
             Ok(()) => WriteResult::Ok,
-            Err(e) => {
-                // A database error before COMMIT was sent is a refusal (the
-                // transaction rolled back); a broken connection may have
-                // lost the answer to a COMMIT that took effect.
-                let refused = e.as_db_error().is_some();
+            Err((at_commit, e)) => {
                 self.conn = None;
-                if refused {
-                    WriteResult::Fail(message(&e))
-                } else {
-                    WriteResult::Unknown(message(&e))
-                }
+                outcome(at_commit, &e)
             }
         }
     }

@@ -5,7 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use redis::{Commands, ErrorKind, RedisError};
+use redis::{Commands, RedisError};
 
 use super::{Client, Workload, WriteResult};
 
@@ -30,10 +30,12 @@ struct RedisClient {
     conn: Option<redis::Connection>,
 }
 
-/// Whether the server answered with an error (the write was refused), as
-/// opposed to the connection failing after the command was sent.
+/// Whether the server answered with an error reply (`-ERR`, `-LOADING`,
+/// `-READONLY`, `-NOREPLICAS`...: the write was refused), as opposed to
+/// anything else after the command was sent (a dropped connection, a
+/// timeout, an answer that did not parse), when it may have been applied.
 fn refused(e: &RedisError) -> bool {
-    e.kind() != ErrorKind::IoError && !e.is_timeout() && !e.is_connection_dropped() && !e.is_io_error()
+    e.code().is_some()
 }
 
 impl Client for RedisClient {
