@@ -104,3 +104,44 @@ at = "300ms"
     let error = failed["error"].as_str().unwrap();
     assert!(error.contains("the fault had no effect") && error.contains("changed nothing"), "{error}");
 }
+
+/// `crashlab ARGS` run from `cwd` as a user would, with no `--out`: the run
+/// goes to `cwd/crashlab-runs/`. Returns the exit code and the report.
+fn run_from(cwd: &std::path::Path, args: &[&str]) -> (i32, Value) {
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let dir = stdout.lines().find_map(|l| l.strip_prefix("run directory: ")).expect("the run directory is printed");
+    assert!(dir.starts_with("crashlab-runs/"), "printed as the user would type it: {dir}");
+    let report = std::fs::read_to_string(cwd.join(dir).join("report.json")).unwrap();
+    (out.status.code().unwrap_or(-1), serde_json::from_str(&report).unwrap())
+}
+
+#[test]
+fn storage_drill_and_runbook_scenarios_act_on_the_real_data_from_the_default_run_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["lose-unsynced-fsync-never.toml", "corrupt-restore-backup.toml", "monthly-recovery-drill.toml"] {
+        std::fs::copy(common::scenario(name), tmp.path().join(name)).unwrap();
+    }
+    // A power loss with fsync never loses what was acknowledged since the
+    // start: it can only be 0 if the fault acted on an empty directory.
+    if common::fuse_available() {
+        let (code, report) =
+            run_from(tmp.path(), &["run", "lose-unsynced-fsync-never.toml", "--trials", "1", "--seed", "3"]);
+        assert_eq!(code, 0, "{report}");
+        assert!(report["trials"][0]["rpo"]["lost_acked"].as_u64().unwrap() > 0, "{}", report["trials"][0]["rpo"]);
+    }
+    // The runbook restores a backup of the real data: files, not nothing.
+    let (code, report) = run_from(tmp.path(), &["run", "corrupt-restore-backup.toml", "--trials", "1"]);
+    assert_eq!(code, 0, "{report}");
+    let restore =
+        report["trials"][0]["recovery"].as_array().unwrap().iter().find(|s| s["action"] == "restore").unwrap();
+    let files: u64 = restore["detail"].as_str().unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(files > 0, "{restore}");
+    let (code, report) = run_from(tmp.path(), &["drill", "monthly-recovery-drill.toml", "--yes"]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["verdict"], "pass");
+}

@@ -70,7 +70,13 @@ pub fn take_backup(plan: &BackupPlan, target: &dyn Target, trial_dir: &Path, rec
         if let Some(p) = paused {
             let _ = target.resume(p);
         }
-        copied
+        match copied? {
+            (0, _) => Err(io::Error::other(format!(
+                "the data dir {} holds no file: a backup of nothing could restore nothing",
+                from.display()
+            ))),
+            counts => Ok(counts),
+        }
     })();
     recorder.record_at(
         taken_at,
@@ -120,21 +126,44 @@ fn empty_dir(dir: &Path) -> io::Result<()> {
 
 /// Replaces the data dir's contents with a backup directory or tarball.
 fn restore(from: &Path, data_dir: &Path) -> io::Result<String> {
-    empty_dir(data_dir)?;
     let name = from.display().to_string();
+    // A restore of nothing would empty the data dir and call it done: the
+    // backup is checked before anything is touched.
+    let files = if from.is_dir() { count_tree(from)?.0 } else { tarball_files(from)? };
+    if files == 0 {
+        return Err(io::Error::other(format!(
+            "{name} holds no file, so nothing would be restored (was the backup taken of a data dir the target had \
+             not written to?); the data dir is left as it is"
+        )));
+    }
+    empty_dir(data_dir)?;
     if from.is_dir() {
         let (files, bytes) = copy_tree(from, data_dir)?;
         return Ok(format!("{files} files, {bytes} bytes from {name}"));
     }
-    let file = fs::File::open(from)?;
-    let reader: Box<dyn io::Read> = if name.ends_with(".gz") || name.ends_with(".tgz") {
+    // `unpack` refuses entries that would land outside the directory.
+    tar::Archive::new(tarball_reader(from)?).unpack(data_dir)?;
+    Ok(format!("{files} files unpacked from {name}"))
+}
+
+fn tarball_reader(path: &Path) -> io::Result<Box<dyn io::Read>> {
+    let file = fs::File::open(path)?;
+    let name = path.display().to_string();
+    Ok(if name.ends_with(".gz") || name.ends_with(".tgz") {
         Box::new(flate2::read::GzDecoder::new(file))
     } else {
         Box::new(file)
-    };
-    // `unpack` refuses entries that would land outside the directory.
-    tar::Archive::new(reader).unpack(data_dir)?;
-    Ok(format!("unpacked {name}"))
+    })
+}
+
+/// The regular files a tarball holds.
+fn tarball_files(path: &Path) -> io::Result<u64> {
+    let mut archive = tar::Archive::new(tarball_reader(path)?);
+    let mut files = 0;
+    for entry in archive.entries()? {
+        files += u64::from(entry?.header().entry_type().is_file());
+    }
+    Ok(files)
 }
 
 /// What a procedure step needs of the trial.
@@ -259,5 +288,34 @@ fn tail(stderr: &str) -> String {
         String::new()
     } else {
         format!(": {}", last.join(" | "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restore_of_nothing_is_an_error_and_touches_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let (backup, data) = (root.path().join("backup"), root.path().join("data"));
+        fs::create_dir_all(backup.join("empty-subdir")).unwrap();
+        fs::create_dir(&data).unwrap();
+        fs::write(data.join("wal.log"), b"live").unwrap();
+        let err = restore(&backup, &data).unwrap_err().to_string();
+        assert!(err.contains("holds no file"), "{err}");
+        assert_eq!(fs::read(data.join("wal.log")).unwrap(), b"live");
+
+        let tarball = root.path().join("empty.tar.gz");
+        pack_tree(&backup, &tarball).unwrap();
+        let err = restore(&tarball, &data).unwrap_err().to_string();
+        assert!(err.contains("holds no file"), "{err}");
+        assert_eq!(fs::read(data.join("wal.log")).unwrap(), b"live");
+
+        fs::write(backup.join("wal.log"), b"saved").unwrap();
+        pack_tree(&backup, &tarball).unwrap();
+        assert_eq!(restore(&tarball, &data).unwrap(), format!("1 files unpacked from {}", tarball.display()));
+        assert_eq!(fs::read(data.join("wal.log")).unwrap(), b"saved");
+        assert!(restore(&backup, &data).unwrap().starts_with("1 files, 5 bytes"));
     }
 }
