@@ -145,3 +145,62 @@ fn storage_drill_and_runbook_scenarios_act_on_the_real_data_from_the_default_run
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["verdict"], "pass");
 }
+
+#[test]
+fn a_port_held_by_another_process_or_a_start_up_crash_is_an_environment_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Another process holds the fixed port the target and its probe use:
+    // the target cannot bind it, and the probe would measure the other.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    let scenario = format!(
+        r#"
+name = "port-taken"
+[target.kv]
+command = ["crashlab", "demo-kv", "--port", "{port}", "--data-dir", "{{data_dir}}"]
+probe = {{ kind = "tcp", port = {port}, interval = "5ms", healthy_after = 2 }}
+[workload]
+kind = "demo-kv"
+target = "kv"
+rate = 50
+duration = "1s"
+[[fault]]
+kind = "kill"
+target = "kv"
+at = "300ms"
+"#
+    );
+    let path = write_scenario(tmp.path(), "taken.toml", &scenario);
+    let r = run(&path, &["--trials", "1"]);
+    assert_eq!(r.code, 3, "{}{}", r.stdout(), r.stderr());
+    assert!(r.stderr().contains(&format!("port {port} is already in use")), "{}", r.stderr());
+    drop(squatter);
+
+    // A target that dies once during start-up and then comes up.
+    let flaky = r#"
+name = "flaky-start"
+[target.kv]
+command = ["sh", "-c", "test -f {data_dir}/started && exec crashlab demo-kv --port {port} --data-dir {data_dir}; touch {data_dir}/started; echo 'cannot open config' >&2; exit 1"]
+probe = { kind = "demo-kv", interval = "5ms", healthy_after = 2 }
+[workload]
+kind = "demo-kv"
+target = "kv"
+rate = 50
+duration = "1s"
+"#;
+    let flaky = flaky.replace("exec crashlab", &format!("exec {}", assert_cmd::cargo::cargo_bin("crashlab").display()));
+    let path = write_scenario(tmp.path(), "flaky.toml", &flaky);
+    let r = run(&path, &["--trials", "1"]);
+    assert_eq!(r.code, 3, "{}{}", r.stdout(), r.stderr());
+    assert!(r.stderr().contains("exited during start-up (2 incarnations"), "{}", r.stderr());
+    assert!(r.stderr().contains("cannot open config"), "its last words are quoted: {}", r.stderr());
+}
+
+#[test]
+fn the_report_counts_each_targets_incarnations() {
+    let r = run(&common::scenario("quickstart.toml"), &["--trials", "2"]);
+    assert_eq!(r.code, 0, "{}", r.stdout());
+    for t in r.trials() {
+        assert_eq!(t["incarnations"]["kv"], 2, "one start, one restart after the kill: {t}");
+    }
+}

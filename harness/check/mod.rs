@@ -77,7 +77,13 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
         availability: availability(events),
         recovery: Vec::new(),
         target_logs: BTreeMap::new(),
+        incarnations: BTreeMap::new(),
     };
+    for e in events {
+        if let EventKind::TargetStarted { target, .. } = &e.kind {
+            *trial.incarnations.entry(target.clone()).or_default() += 1;
+        }
+    }
     trial.recovery = recovery_steps(events, rto_ms);
     for s in &mut trial.recovery {
         s.budget_ms = plan.recover.get(s.step - 1).and_then(|p| p.budget).map(|b| b.as_secs_f64() * 1000.0);

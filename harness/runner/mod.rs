@@ -26,7 +26,7 @@ use crate::network::Network;
 use crate::probe::{self, Sampler};
 use crate::proxy::Proxy;
 use crate::reports::{RunReport, TrialReport};
-use crate::scenario::{FaultKind, NetworkPlan, Plan, TargetKind, TargetPlan, WorkloadKind};
+use crate::scenario::{FaultKind, NetworkPlan, Plan, PortRef, TargetKind, TargetPlan, WorkloadKind};
 use crate::target::container::ContainerTarget;
 use crate::target::process::ProcessContext;
 use crate::target::{free_port, ProcessTarget, Target};
@@ -309,6 +309,26 @@ impl Containers {
     }
 }
 
+/// The port a target's probe reaches must be free before the target starts:
+/// if another process holds it, the probe would measure that process (a
+/// target that cannot bind it restarts in a loop, unseen, while the other
+/// answers healthy).
+fn check_port_free(t: &TargetPlan, allocated: u16) -> Result<(), String> {
+    let port = match t.probe.kind.port() {
+        Some(PortRef::Fixed(p)) => *p,
+        Some(PortRef::Allocated) => allocated,
+        Some(PortRef::Proxy(_)) | None => return Ok(()),
+    };
+    match std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!(
+            "target `{}`: port {port} is already in use on 127.0.0.1 ({e}): its probe would measure whatever holds \
+             it, not the target; stop that process, or let crashlab allocate the port (`{{port}}`)",
+            t.name
+        )),
+    }
+}
+
 /// Sleeps until `at`, waking early (and returning false) on cancel.
 pub(crate) fn sleep_until(at: Instant, cancel: &AtomicBool) -> bool {
     loop {
@@ -433,6 +453,9 @@ fn run_trial(plan: &Plan, index: u32, seed: u64, shared: &RunShared) -> (Vec<his
                     .map_err(|e| format!("target `{}`: {e}", t.name))?;
                 layers.push((t.name.clone(), Arc::new(layer)));
             }
+            if network.is_none() && t.kind != TargetKind::Compose {
+                check_port_free(t, port)?;
+            }
             target.start().map_err(|e| e.to_string())?;
             Ok::<_, String>(target)
         })();
@@ -452,7 +475,20 @@ fn run_trial(plan: &Plan, index: u32, seed: u64, shared: &RunShared) -> (Vec<his
         let deadline = Instant::now() + plan.trials.startup_timeout;
         for ((t, target), sampler) in plan.targets.iter().zip(&targets).zip(&samplers) {
             let begin = Instant::now();
-            if sampler.health.wait_sustained(begin, t.probe.healthy_after, deadline, interrupt).is_none() {
+            let healthy = sampler.health.wait_sustained(begin, t.probe.healthy_after, deadline, interrupt);
+            // A target that exited before it was healthy: what answered the
+            // probe meanwhile may not have been the target.
+            let starts = target.host_process().map_or(1, |p| p.incarnation);
+            if healthy.is_some() && starts > 1 {
+                let logs = target.last_log_lines(10).join("\n  ");
+                stop = Some(TrialStop::Environment(format!(
+                    "target `{}` exited during start-up ({starts} incarnations before it was healthy); its last \
+                     output:\n  {logs}",
+                    t.name
+                )));
+                break;
+            }
+            if healthy.is_none() {
                 stop = Some(if interrupt.load(Ordering::Relaxed) {
                     TrialStop::Interrupted
                 } else {

@@ -107,6 +107,16 @@ pub enum ProbeKind {
     DemoKv { port: PortRef },
 }
 
+impl ProbeKind {
+    /// The port the probe reaches, if it reaches one.
+    pub fn port(&self) -> Option<&PortRef> {
+        match self {
+            ProbeKind::Tcp { port, .. } | ProbeKind::Http { port, .. } | ProbeKind::DemoKv { port } => Some(port),
+            ProbeKind::Command { .. } => None,
+        }
+    }
+}
+
 /// A port: the target's allocated `{port}`, a proxy's (`{proxy.NAME}`) or a
 /// fixed number.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -104,6 +104,10 @@ pub struct TrialReport {
     /// Last lines of each target's output, kept when the trial did not pass.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub target_logs: BTreeMap<String, Vec<String>>,
+    /// How many times each target was started in the trial (the harness's
+    /// incarnations): one more than its crashes, so a crash loop shows.
+    #[serde(default)]
+    pub incarnations: BTreeMap<String, u32>,
 }
 
 impl TrialReport {

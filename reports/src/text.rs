@@ -105,6 +105,13 @@ pub fn render_text(report: &RunReport) -> String {
         );
     }
     for t in &report.trials {
+        // More starts than the faults explain: a crash loop.
+        for (target, n) in &t.incarnations {
+            let faults = t.faults.iter().filter(|f| &f.target == target).count() as u32;
+            if *n > faults + 2 {
+                let _ = writeln!(out, "trial {}: target {target} was started {n} times ({faults} fault(s))", t.index);
+            }
+        }
         if let Some(a) = &t.availability {
             if a.not_ok.iter().any(|n| *n > 0) {
                 let (marks, per) = sparkline(a);
