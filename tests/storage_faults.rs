@@ -213,7 +213,11 @@ fn a_held_fcntl_lock_dies_with_its_owner() {
     let tmp = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(scenario("stale-lock-held-runbook.toml"))
         .unwrap()
-        .replace("lock = \"flock\"", "lock = \"fcntl\"\nduration = \"1s\"");
+        .replace("lock = \"flock\"", "lock = \"fcntl\"\nduration = \"1s\"")
+        // The store locks the way the holder did: a flock store would not
+        // see an fcntl lock at all, whatever the fault did.
+        .replace("\"{data_dir}\"", "\"{data_dir}\", \"--lock\", \"fcntl\"");
+    assert!(text.contains("--lock\", \"fcntl\""), "{text}");
     let text = text[..text.find("[[recover]]").unwrap()].to_string() + "[trials]\ncount = 1\n";
     let path = common::write_scenario(tmp.path(), "fcntl.toml", &text);
     let r = run(&path, &["--seed", "17"]);
@@ -440,4 +444,87 @@ at = "300ms"
     let (live, detail) = rto("pid-reused");
     assert!(detail.contains("a live process unrelated to the service"), "{detail}");
     assert!((500.0..900.0).contains(&live), "a live pid's file should block until healed at 500 ms, rto {live} ms");
+}
+
+/// demo-kv `--lock fcntl` is blocked by a live fcntl lock and not by a
+/// flock, and `--lock flock` the other way round: the known answer that
+/// makes the held-lock scenarios meaningful for each kind.
+#[test]
+fn a_store_is_blocked_only_by_a_lock_of_its_own_kind() {
+    use std::os::fd::AsRawFd;
+    let tmp = tempfile::tempdir().unwrap();
+    let lock_file =
+        || std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(tmp.path().join("LOCK")).unwrap();
+    let start = |kind: &str| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
+            .args(["demo-kv", "--port", &port.to_string(), "--lock", kind, "--data-dir"])
+            .arg(tmp.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first).unwrap();
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        (first.starts_with("ready") || first.starts_with("recovered"), status.code(), stderr)
+    };
+    // An fcntl lock held by this (live) process.
+    let held = lock_file();
+    // SAFETY: a zeroed flock struct is valid; its fields are set below.
+    let mut spec: nix::libc::flock = unsafe { std::mem::zeroed() };
+    spec.l_type = nix::libc::F_WRLCK as i16;
+    spec.l_whence = nix::libc::SEEK_SET as i16;
+    nix::fcntl::fcntl(&held, nix::fcntl::FcntlArg::F_SETLK(&spec)).unwrap();
+    let (started, code, stderr) = start("fcntl");
+    assert!(!started && code == Some(2) && stderr.contains("is in use"), "{code:?} {stderr}");
+    assert!(start("flock").0, "a flock store does not see an fcntl lock");
+    drop(held);
+    // A flock held by this process.
+    let held = lock_file();
+    // SAFETY: a plain syscall on a descriptor we own.
+    assert_eq!(unsafe { nix::libc::flock(held.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) }, 0);
+    let (started, code, stderr) = start("flock");
+    assert!(!started && code == Some(2) && stderr.contains("is in use"), "{code:?} {stderr}");
+    assert!(start("fcntl").0, "an fcntl store does not see a flock");
+}
+
+/// A power loss that tears the last write leaves a cut record at the end
+/// of the log. demo-kv, even with `--on-corruption refuse`, starts from the
+/// records before it, as every write-ahead log does: a torn tail is the
+/// normal end of a log after a crash, not damage.
+#[test]
+fn a_torn_tail_after_a_power_loss_is_the_end_of_the_log_not_corruption() {
+    if !common::fuse_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(scenario("lose-unsynced-fsync-never.toml"))
+        .unwrap()
+        .replace("\"--fsync\", \"never\"", "\"--fsync\", \"every:200ms\", \"--on-corruption\", \"refuse\"")
+        .replace("at = \"500ms..1s\"", "at = \"500ms..1s\"\ntorn = true")
+        .replace("count = 10", "count = 5")
+        .replace("lost_acked = \"> 0\"", "");
+    let path = common::write_scenario(tmp.path(), "torn.toml", &text);
+    let r = run(&path, &["--seed", "21"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    let mut torn = 0;
+    for (i, t) in r.trials().iter().enumerate() {
+        assert!(t["rto_ms"].as_f64().is_some(), "trial {i} recovered");
+        let detail = fault_detail(t);
+        if detail.contains("torn after") && !detail.contains("torn after 0 of") {
+            torn += 1;
+            let logs: Vec<String> = r
+                .history(i as u64)
+                .iter()
+                .filter(|e| e["event"] == "target_log")
+                .flat_map(|e| e["lines"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_string()))
+                .collect();
+            assert!(logs.iter().any(|l| l.contains("torn tail: dropped")), "trial {i}: {detail}\n{logs:?}");
+        }
+    }
+    assert!(torn >= 3, "{torn} of 5 trials tore a write");
 }

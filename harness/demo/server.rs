@@ -38,7 +38,9 @@ fn parse_fsync(text: &str) -> Result<FsyncPolicy, String> {
     }
 }
 
-/// What to do with a damaged log record at start.
+/// What to do with a damaged log record at start. A bad last record with
+/// nothing valid after it is a torn tail, not damage: it is dropped either
+/// way, as write-ahead logs do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OnCorruption {
     /// Refuse to start and say where the damage is (exit 3).
@@ -57,6 +59,19 @@ pub enum PidfilePolicy {
     Refuse,
     /// Refuse only if the pid file names a live process, as PostgreSQL does.
     RefuseLive,
+}
+
+/// How demo-kv locks its data dir's LOCK file. The two never conflict on
+/// Linux: a holder of one kind does not block a store that takes the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DirLock {
+    /// flock(2): owned by the open file, so it survives in a child that
+    /// inherited the descriptor (LevelDB, RocksDB, demo-kv's default).
+    Flock,
+    /// An fcntl(2) record lock: owned by the process, so it dies with the
+    /// process that took it, even if a child keeps the descriptor (SQLite,
+    /// PostgreSQL's data files).
+    Fcntl,
 }
 
 /// How demo-kv keeps its data.
@@ -98,7 +113,10 @@ pub struct DemoKvOptions {
     /// recovery time is known.
     #[arg(long, value_parser = clap_duration, default_value = "0ms")]
     pub recovery_delay: Duration,
-    /// What to do with a damaged log record found at start.
+    /// What to do with a damaged log record found at start: one followed by
+    /// a valid record. A bad last record (a torn tail after a crash
+    /// mid-append) is dropped whatever this says, as PostgreSQL, SQLite,
+    /// RocksDB and Redis (`aof-load-truncated`) do.
     #[arg(long, value_enum, default_value = "refuse")]
     pub on_corruption: OnCorruption,
     /// Print the keys of every flush (`flush n=<count> keys=<k1,k2,...>`), so a
@@ -113,6 +131,10 @@ pub struct DemoKvOptions {
     /// How the data is kept: `wal` (default), `snapshots` or `checkpoints`.
     #[arg(long, value_enum, default_value = "wal")]
     pub engine: Engine,
+    /// How the LOCK file is locked: `flock` (default) or `fcntl`. A stale
+    /// lock fault only blocks a store that locks the same way.
+    #[arg(long, value_enum, default_value = "flock")]
+    pub lock: DirLock,
     /// Snapshots and checkpoints engines: how often state is persisted.
     #[arg(long, value_parser = clap_duration, default_value = "1s")]
     pub interval: Duration,
@@ -187,7 +209,7 @@ fn serve(options: DemoKvOptions) -> Result<(), Refusal> {
         };
     }
     check_pid_file(&dir, options.pidfile_policy)?;
-    let _lock = lock_data_dir(&dir)?;
+    let _lock = lock_data_dir(&dir, options.lock)?;
     match options.engine {
         Engine::Wal => {}
         Engine::Snapshots => {
@@ -206,7 +228,12 @@ fn serve(options: DemoKvOptions) -> Result<(), Refusal> {
     let replay = wal::replay(&bytes);
     let log =
         OpenOptions::new().create(true).append(true).open(&log_path).map_err(io_refusal("cannot open", &log_path))?;
-    if let Some(bad) = &replay.bad {
+    if let Some(bad) = replay.bad.as_ref().filter(|_| replay.torn_tail) {
+        // A crash mid-append: every write-ahead log starts from here.
+        log.set_len(replay.good_len as u64).map_err(io_refusal("cannot truncate", &log_path))?;
+        log.sync_all().map_err(io_refusal("cannot sync", &log_path))?;
+        println!("torn tail: dropped {} bytes ({bad}), nothing valid after it", bytes.len() - replay.good_len);
+    } else if let Some(bad) = &replay.bad {
         match options.on_corruption {
             OnCorruption::Refuse => {
                 return Err((
@@ -281,10 +308,21 @@ fn check_pid_file(dir: &Path, policy: PidfilePolicy) -> Result<(), Refusal> {
     }
 }
 
-/// Takes the data dir's LOCK (flock) and writes the pid file. The flock is the
+/// The lock demo-kv holds on its data dir while it lives.
+enum HeldLock {
+    Flock {
+        _lock: Flock<File>,
+    },
+    /// The fcntl lock lives as long as this descriptor stays open.
+    Fcntl {
+        _file: File,
+    },
+}
+
+/// Takes the data dir's LOCK and writes the pid file. The lock is the
 /// arbiter: it dies with its holder, so a pid file left by a dead process
 /// never blocks a restart, but a live holder always does.
-fn lock_data_dir(dir: &Path) -> Result<Flock<File>, Refusal> {
+fn lock_data_dir(dir: &Path, kind: DirLock) -> Result<HeldLock, Refusal> {
     let lock_path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
         .create(true)
@@ -292,7 +330,19 @@ fn lock_data_dir(dir: &Path) -> Result<Flock<File>, Refusal> {
         .write(true)
         .open(&lock_path)
         .map_err(io_refusal("cannot open", &lock_path))?;
-    let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+    let locked = match kind {
+        DirLock::Flock => {
+            Flock::lock(file, FlockArg::LockExclusiveNonblock).map(|l| HeldLock::Flock { _lock: l }).map_err(|(_, e)| e)
+        }
+        DirLock::Fcntl => {
+            // SAFETY: a zeroed flock struct is valid; its fields are set below.
+            let mut spec: nix::libc::flock = unsafe { std::mem::zeroed() };
+            spec.l_type = nix::libc::F_WRLCK as i16;
+            spec.l_whence = nix::libc::SEEK_SET as i16;
+            nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETLK(&spec)).map(|_| HeldLock::Fcntl { _file: file })
+        }
+    };
+    let lock = locked.map_err(|errno| {
         let holder = fs::read_to_string(dir.join(PID_FILE)).unwrap_or_default();
         let holder = holder.trim();
         let holder = if holder.is_empty() { "another process".to_string() } else { format!("pid {holder}") };

@@ -41,10 +41,15 @@ pub struct Replay {
     /// Bytes of the log that hold good records; the rest is damaged.
     pub good_len: usize,
     pub bad: Option<BadRecord>,
+    /// The bad record has no valid record after it: the log's normal end
+    /// after a crash mid-append (a torn tail), not corruption.
+    pub torn_tail: bool,
 }
 
-/// Decodes records until the end or the first damaged one. A torn tail (a
-/// record cut short) counts as damage, as does any CRC mismatch.
+/// Decodes records until the end or the first bad one (cut short, or a CRC
+/// mismatch). As in PostgreSQL, SQLite, RocksDB or Redis
+/// (`aof-load-truncated`), a bad record with nothing valid after it is the
+/// end of the log; only damage followed by a valid record is corruption.
 pub fn replay(log: &[u8]) -> Replay {
     let mut replay = Replay::default();
     let mut at = 0;
@@ -61,6 +66,7 @@ pub fn replay(log: &[u8]) -> Replay {
         }
     }
     replay.good_len = at;
+    replay.torn_tail = replay.bad.is_some() && !(at + 1..log.len()).any(|from| decode_one(&log[from..]).is_ok());
     replay
 }
 
@@ -126,5 +132,23 @@ mod tests {
         let replay = replay(&log);
         assert_eq!(replay.records.len(), 1);
         assert_eq!(replay.bad, Some(BadRecord { offset: second, reason: "checksum mismatch" }));
+    }
+
+    #[test]
+    fn damage_is_corruption_only_if_a_valid_record_follows() {
+        let log = log_of(&[("a", "1"), ("b", "2"), ("c", "3")]);
+        // Cut inside the last record: a torn tail.
+        let cut = replay(&log[..log.len() - 3]);
+        assert_eq!((cut.records.len(), cut.bad.is_some(), cut.torn_tail), (2, true, true));
+        // A flipped bit in the last record: nothing valid follows either.
+        let mut last = log.clone();
+        *last.last_mut().unwrap() ^= 1;
+        assert!(replay(&last).torn_tail);
+        // A flipped bit in the first record: two valid ones follow.
+        let mut first = log.clone();
+        first[HEADER + 1] ^= 1;
+        let hurt = replay(&first);
+        assert_eq!((hurt.records.len(), hurt.bad.is_some(), hurt.torn_tail), (0, true, false));
+        assert!(!replay(&log).torn_tail, "a whole log has no tail to tear");
     }
 }
