@@ -189,6 +189,9 @@ enum Command {
         path: PathBuf,
         #[arg(long, value_parser = ["flock", "fcntl", "none"])]
         lock: String,
+        /// Run as this user (root drops to it before touching the file).
+        #[arg(long)]
+        user: Option<String>,
     },
 }
 
@@ -211,7 +214,7 @@ fn main() -> ExitCode {
         Command::DemoKv(options) => demo::run(options),
         Command::SqliteApp(options) => demo::sqlite_app::run(options),
         Command::Image(ImageCommand::Build { debian, .. }) => build_image(&debian),
-        Command::LockHolder { path, lock } => fault::stale_lock::lock_holder_main(&path, &lock),
+        Command::LockHolder { path, lock, user } => fault::stale_lock::lock_holder_main(&path, &lock, user.as_deref()),
     };
     ExitCode::from(code as u8)
 }

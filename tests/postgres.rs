@@ -147,3 +147,28 @@ fn in_a_container_crash_recovery_loses_no_commit() {
         assert!(steps(t).iter().filter(|s| s["action"] == "check").all(|s| s["ok"] == true), "{:?}", steps(t));
     }
 }
+
+/// The case that matters of a reused pid: the pid file names a live process
+/// of PostgreSQL's own user, which CreateLockFile cannot tell from a running
+/// postmaster (kill(pid, 0) succeeds). It refuses for as long as that
+/// process lives, and the report quotes why, not the HINT after it.
+#[test]
+fn a_pid_file_naming_a_live_process_of_its_own_user_blocks_postgresql() {
+    if !postgres_available() {
+        return;
+    }
+    let text = std::fs::read_to_string(scenario("postgres/stale-pid-other-user.toml"))
+        .unwrap()
+        .replace("variant = \"pid-reused\"", "variant = \"pid-reused\"\nuser = \"postgres\"");
+    let text = text[..text.find("[[recover]]").unwrap()].to_string() + "[trials]\nrecovery_timeout = \"3s\"\n";
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = write_scenario(tmp.path(), "same-user.toml", &text);
+    let r = run(&path, &["--trials", "1", "--seed", "5"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout(), r.stderr());
+    let t = &r.trials()[0];
+    assert!(t["rto_ms"].is_null(), "PostgreSQL started over its own user's live pid");
+    let check = t["checks"].as_array().unwrap().iter().find(|c| c["verdict"] == "fail").unwrap();
+    let observed = check["observed"].as_str().unwrap();
+    assert!(observed.contains("FATAL:  lock file \"postmaster.pid\" already exists"), "{observed}");
+}

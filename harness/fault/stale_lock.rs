@@ -87,12 +87,12 @@ impl StaleLock {
                 Ok((None, format!("{name} left behind naming dead pid {dead}")))
             }
             StaleLockVariant::PidReused => {
-                let (holder, pid) = start_holder(ctx, path, None)?;
+                let (holder, pid) = start_holder(ctx, path, None, self.0.user.as_deref())?;
                 write_pid(pid)?;
                 Ok((Some(holder), format!("{name} names pid {pid}, a live process unrelated to the service")))
             }
             StaleLockVariant::Held { lock } => {
-                let (holder, child) = start_holder(ctx, path, Some(lock))?;
+                let (holder, child) = start_holder(ctx, path, Some(lock), self.0.user.as_deref())?;
                 let what = match lock {
                     LockKind::Flock => format!(
                         "pid {child}, forked by a holder that took an flock lock on {name} and died, keeps the lock"
@@ -121,7 +121,12 @@ fn dead_pid() -> Result<i32, String> {
 /// Starts `crashlab lock-holder` in a process group of its own, journaled
 /// before it can act; returns it and the pid that ends up holding (or, for
 /// `None`, simply living).
-fn start_holder(ctx: &FaultContext, path: &Path, lock: Option<LockKind>) -> Result<(Holder, i32), FaultError> {
+fn start_holder(
+    ctx: &FaultContext,
+    path: &Path,
+    lock: Option<LockKind>,
+    user: Option<&str>,
+) -> Result<(Holder, i32), FaultError> {
     let fail = |what: String| ctx.error(FaultErrorKind::Other(what));
     let exe = std::env::current_exe().map_err(|e| fail(e.to_string()))?;
     let mut command = Command::new(exe);
@@ -130,6 +135,9 @@ fn start_holder(ctx: &FaultContext, path: &Path, lock: Option<LockKind>) -> Resu
         Some(LockKind::Fcntl) => "fcntl",
         None => "none",
     });
+    if let Some(user) = user {
+        command.arg("--user").arg(user);
+    }
     command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let (mut child, exited) =
@@ -161,12 +169,28 @@ fn start_holder(ctx: &FaultContext, path: &Path, lock: Option<LockKind>) -> Resu
     Ok((holder, pid))
 }
 
+/// Drops every id (real, effective, saved; groups too) to `name`'s, so that
+/// a service checking the holder with kill(pid, 0) sees that user's process.
+fn become_user(name: &str) -> Result<(), String> {
+    use nix::unistd::{setgroups, setresgid, setresuid, User};
+    let user = User::from_name(name).map_err(|e| e.to_string())?.ok_or_else(|| format!("no user `{name}`"))?;
+    setgroups(&[user.gid]).map_err(|e| format!("setgroups: {e}"))?;
+    setresgid(user.gid, user.gid, user.gid).map_err(|e| format!("setresgid: {e}"))?;
+    setresuid(user.uid, user.uid, user.uid).map_err(|e| format!("setresuid: {e}"))
+}
+
 /// `crashlab lock-holder`: takes a lock on `path` (or none), forks a child
 /// that keeps the descriptor, prints `holding pid=<child>`, waits for stdin
 /// to close and exits, leaving the child behind until it is killed. With no
 /// lock it prints its own pid and lives until killed.
-pub fn lock_holder_main(path: &Path, lock: &str) -> i32 {
+pub fn lock_holder_main(path: &Path, lock: &str, user: Option<&str>) -> i32 {
     use std::io::{Read, Write};
+    if let Some(user) = user {
+        if let Err(e) = become_user(user) {
+            eprintln!("lock-holder: cannot run as {user}: {e}");
+            return 1;
+        }
+    }
     let wait_for_stdin = || {
         let mut sink = Vec::new();
         let _ = std::io::stdin().read_to_end(&mut sink);

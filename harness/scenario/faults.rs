@@ -28,6 +28,7 @@ pub const FAULT_KEYS: &[&str] = &[
     "bytes",
     "variant",
     "lock",
+    "user",
     "torn",
     "proxy",
     "direction",
@@ -77,7 +78,7 @@ fn applicable(kind: &str, mode: Option<&str>) -> &'static [&'static str] {
         ("corrupt", Some("torn-tail")) => &["path", "mode", "when", "bytes"],
         ("corrupt", Some("swap")) => &["path", "mode", "when", "length"],
         ("corrupt", _) => &["path", "mode", "when"],
-        ("stale-lock", _) => &["variant", "path", "lock", "duration"],
+        ("stale-lock", _) => &["variant", "path", "lock", "user", "duration"],
         ("lose-unsynced", _) => &["torn"],
         ("reset", _) => &["proxy"],
         ("refuse", _) => &["proxy", "duration"],
@@ -442,12 +443,25 @@ fn stale_lock(f: &Fields, d: &mut Diagnostics) -> Option<StaleLockPlan> {
             d.error(value.span(), format!("`lock` in {} applies only to variant `held`", f.what));
         }
     }
+    // The stand-in's user matters: PostgreSQL starts over a pid file naming
+    // another user's live process, and refuses one of its own user's.
+    let user = f.str("user", d).and_then(|(name, span)| {
+        if variant == "leftover" {
+            d.error(span, format!("`user` in {} applies only to variants `held` and `pid-reused`", f.what));
+            return None;
+        }
+        if nix::unistd::User::from_name(name).ok().flatten().is_none() {
+            d.error(span, format!("`user` in {}: there is no user `{name}` on this machine", f.what));
+            return None;
+        }
+        Some(name.to_string())
+    });
     let variant = match variant {
         "leftover" => StaleLockVariant::Leftover,
         "held" => StaleLockVariant::Held { lock },
         _ => StaleLockVariant::PidReused,
     };
-    Some(StaleLockPlan { variant, path: path?, duration: f.duration("duration", d) })
+    Some(StaleLockPlan { variant, path: path?, user, duration: f.duration("duration", d) })
 }
 
 /// Storage faults and data-dir steps may only touch a data dir that the

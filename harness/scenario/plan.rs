@@ -366,6 +366,9 @@ pub struct StaleLockPlan {
     pub variant: StaleLockVariant,
     /// The lock or pid file, relative to the data dir.
     pub path: String,
+    /// The user the holder (or the unrelated live process) runs as; by
+    /// default the harness's own.
+    pub user: Option<String>,
     /// Heal (kill the holder) after this long; by default at the end of the trial.
     pub duration: Option<Duration>,
 }
