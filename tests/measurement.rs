@@ -204,3 +204,51 @@ fn the_report_counts_each_targets_incarnations() {
         assert_eq!(t["incarnations"]["kv"], 2, "one start, one restart after the kill: {t}");
     }
 }
+
+/// A probe sample that hangs (here: on purpose, for 2 s, right after the
+/// crash) must not blind the probe: the others go on every interval, and
+/// RTO is the restart plus demo-kv's known 300 ms of replay, not the hang.
+#[test]
+fn a_hanging_probe_sample_does_not_blind_the_probe() {
+    if !common::which("bash") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = r#"
+name = "hanging-probe"
+[target.kv]
+command = ["crashlab", "demo-kv", "--port", "{port}", "--data-dir", "{data_dir}", "--recovery-delay", "300ms"]
+probe = { kind = "command", command = ["bash", "-c", "if rm {data_dir}/hang 2>/dev/null; then sleep 2; exit 1; fi; exec 3<>/dev/tcp/127.0.0.1/{port}"], interval = "10ms", timeout = "3s", healthy_after = 2 }
+[workload]
+kind = "demo-kv"
+target = "kv"
+rate = 50
+duration = "3s"
+[[fault]]
+kind = "command"
+target = "kv"
+command = ["sh", "-c", "touch {data_dir}/hang && kill -9 $(cat {data_dir}/demo-kv.pid)"]
+at = "500ms"
+[trials]
+startup_timeout = "10s"
+"#;
+    let path = write_scenario(tmp.path(), "hang.toml", scenario);
+    let r = run(&path, &["--trials", "2", "--seed", "9"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout(), r.stderr());
+    for (i, t) in r.trials().iter().enumerate() {
+        let fault = &t["faults"][0];
+        let (rto, restart) = (fault["rto_ms"].as_f64().unwrap(), fault["restart_ms"].as_f64().unwrap());
+        let hung = r
+            .history(i as u64)
+            .iter()
+            .any(|e| e["event"] == "probe" && e["latency_ms"].as_f64().unwrap() > 1900.0 && e["healthy"] == false);
+        assert!(hung, "trial {i}: a sample hung for 2 s");
+        // Ready 300 ms after the restart; the rest is the probe's interval
+        // (two healthy samples) and a loaded machine's slack, far under the
+        // 2 s hang.
+        assert!(
+            rto >= restart + 300.0 && rto < restart + 300.0 + 600.0,
+            "trial {i}: rto {rto:.1} ms, restart {restart:.1} ms"
+        );
+    }
+}

@@ -15,9 +15,10 @@ use crate::runner::history::{EventKind, Recorder};
 use crate::scenario::{PortRef, ProbeKind, ProbePlan};
 use crate::target::Target;
 
-/// One attempt: `Ok` if healthy, otherwise why not.
-pub trait Probe: Send {
-    fn sample(&mut self) -> Result<(), String>;
+/// One attempt: `Ok` if healthy, otherwise why not. Attempts may overlap
+/// (see [`Sampler`]), so a probe keeps no state between them.
+pub trait Probe: Send + Sync {
+    fn sample(&self) -> Result<(), String>;
 }
 
 struct TcpProbe {
@@ -28,7 +29,7 @@ struct TcpProbe {
 }
 
 impl Probe for TcpProbe {
-    fn sample(&mut self) -> Result<(), String> {
+    fn sample(&self) -> Result<(), String> {
         let mut stream = TcpStream::connect_timeout(&self.addr, self.timeout).map_err(|e| e.to_string())?;
         let Some((send, expect)) = &self.exchange else { return Ok(()) };
         let deadline = Instant::now() + self.timeout;
@@ -65,7 +66,7 @@ struct DemoKvProbe {
 }
 
 impl Probe for DemoKvProbe {
-    fn sample(&mut self) -> Result<(), String> {
+    fn sample(&self) -> Result<(), String> {
         Client::connect(self.addr, self.timeout).and_then(|mut c| c.ping()).map_err(|e| e.to_string())
     }
 }
@@ -81,7 +82,7 @@ struct HttpProbe {
 }
 
 impl Probe for HttpProbe {
-    fn sample(&mut self) -> Result<(), String> {
+    fn sample(&self) -> Result<(), String> {
         let mut stream = TcpStream::connect_timeout(&self.addr, self.timeout).map_err(|e| e.to_string())?;
         stream.set_read_timeout(Some(self.timeout)).map_err(|e| e.to_string())?;
         let request = format!("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.path, self.addr);
@@ -114,7 +115,7 @@ struct CommandProbe {
 }
 
 impl Probe for CommandProbe {
-    fn sample(&mut self) -> Result<(), String> {
+    fn sample(&self) -> Result<(), String> {
         let out =
             self.target.exec(&self.argv, self.timeout, crate::target::CommandKind::Probe).map_err(|e| e.to_string())?;
         match out.exit {
@@ -210,53 +211,79 @@ impl Health {
 }
 
 /// Samples a probe on a fixed period until stopped, recording every sample.
+///
+/// A sample starts every interval whether or not the previous one has
+/// answered: a connect that hangs (sent as the old listener went away) must
+/// not blind the probe for its whole timeout, or RTO's resolution would be
+/// the timeout instead of the interval. Up to [`MAX_IN_FLIGHT`] samples run
+/// at once; each is dated by its own start and answer.
 pub struct Sampler {
     pub health: Arc<Health>,
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
+/// Samples of one probe that may be waiting for an answer at once.
+pub const MAX_IN_FLIGHT: usize = 8;
+
 impl Sampler {
-    pub fn start(target: &str, mut probe: Box<dyn Probe>, interval: Duration, recorder: Recorder) -> Sampler {
+    pub fn start(target: &str, probe: Box<dyn Probe>, plan: &ProbePlan, recorder: Recorder) -> Sampler {
         let health = Arc::new(Health::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let (h, s, target) = (Arc::clone(&health), Arc::clone(&stop), target.to_string());
-        let thread = thread::Builder::new()
-            .name(format!("probe-{target}"))
-            .spawn(move || {
-                let mut next = Instant::now();
-                while !s.load(Ordering::Relaxed) {
+        let probe: Arc<dyn Probe> = Arc::from(probe);
+        // Enough workers to start one sample per interval while the others
+        // wait out their timeout; one when they never overlap.
+        let workers = (plan.timeout.as_nanos() / plan.interval.as_nanos().max(1) + 1).clamp(1, MAX_IN_FLIGHT as u128);
+        let idle = Arc::new(std::sync::atomic::AtomicUsize::new(workers as usize));
+        let (ticks, jobs) = std::sync::mpsc::channel::<()>();
+        let jobs = Arc::new(Mutex::new(jobs));
+        let mut threads = Vec::new();
+        for n in 0..workers {
+            let (probe, health, idle, jobs, recorder) =
+                (Arc::clone(&probe), Arc::clone(&health), Arc::clone(&idle), Arc::clone(&jobs), recorder.clone());
+            let name = format!("probe-{target}-{n}");
+            let target = target.to_string();
+            let worker = move || {
+                // Each tick is one sample; the channel closes at the stop.
+                while jobs.lock().unwrap().recv().is_ok() {
                     let at = Instant::now();
                     let result = probe.sample();
                     let latency_ms = at.elapsed().as_secs_f64() * 1000.0;
-                    h.push(at, result.is_ok());
-                    recorder.record_at(
-                        at,
-                        EventKind::Probe {
-                            target: target.clone(),
-                            healthy: result.is_ok(),
-                            latency_ms,
-                            detail: result.err(),
-                        },
-                    );
-                    // Fixed rate; after a slow attempt, start again at once
-                    // rather than bunching up missed ticks.
-                    next += interval;
-                    let now = Instant::now();
-                    if next > now {
-                        thread::sleep(next - now);
-                    } else {
-                        next = now;
-                    }
+                    health.push(at, result.is_ok());
+                    let (healthy, detail) = (result.is_ok(), result.err());
+                    recorder.record_at(at, EventKind::Probe { target: target.clone(), healthy, latency_ms, detail });
+                    idle.fetch_add(1, Ordering::SeqCst);
                 }
-            })
-            .expect("a probe thread can be started");
-        Sampler { health, stop, thread: Some(thread) }
+            };
+            threads.push(thread::Builder::new().name(name).spawn(worker).expect("a probe thread can be started"));
+        }
+        let (s, interval) = (Arc::clone(&stop), plan.interval);
+        let ticker = move || {
+            let mut next = Instant::now();
+            while !s.load(Ordering::Relaxed) {
+                // A tick with every worker waiting on an answer is skipped.
+                let claimed = idle.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+                if claimed && ticks.send(()).is_err() {
+                    return;
+                }
+                next += interval;
+                let now = Instant::now();
+                if next > now {
+                    thread::sleep(next - now);
+                } else {
+                    next = now;
+                }
+            }
+            // Dropping `ticks` closes the channel: the workers end.
+        };
+        let name = format!("probe-{target}");
+        threads.push(thread::Builder::new().name(name).spawn(ticker).expect("a probe thread can be started"));
+        Sampler { health, stop, threads }
     }
 
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }

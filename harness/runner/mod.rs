@@ -462,7 +462,7 @@ fn run_trial(plan: &Plan, index: u32, seed: u64, shared: &RunShared) -> (Vec<his
         match started {
             Ok(target) => {
                 let probe = probe::build(&t.probe, Arc::clone(&target), proxy_port);
-                samplers.push(Sampler::start(&t.name, probe, t.probe.interval, recorder.clone()));
+                samplers.push(Sampler::start(&t.name, probe, &t.probe, recorder.clone()));
                 targets.push(target);
             }
             Err(e) => {
