@@ -528,3 +528,35 @@ fn a_torn_tail_after_a_power_loss_is_the_end_of_the_log_not_corruption() {
     }
     assert!(torn >= 3, "{torn} of 5 trials tore a write");
 }
+
+/// A power loss once the writes have stopped: with `--fsync every:100ms`
+/// everything acknowledged was synced by then, so nothing is lost.
+#[test]
+fn a_power_loss_in_the_quiet_period_after_the_writes_loses_nothing_synced() {
+    if !common::fuse_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(scenario("lose-unsynced-fsync-never.toml"))
+        .unwrap()
+        .replace("\"--fsync\", \"never\"", "\"--fsync\", \"every:100ms\"")
+        .replace("duration = \"1500ms\"", "duration = \"1s\"\nquiet = \"1s\"")
+        .replace("at = \"500ms..1s\"", "at = \"1500ms\"")
+        .replace("count = 10", "count = 2")
+        .replace("lost_acked = \"> 0\"", "lost_acked = 0");
+    let path = common::write_scenario(tmp.path(), "quiet.toml", &text);
+    let r = run(&path, &["--seed", "22"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    for t in r.trials() {
+        assert!(t["faults"][0]["injected_at_ms"].as_f64().unwrap() >= 1500.0, "after the writes: {t}");
+        assert!(t["rpo"]["acked_writes"].as_u64().unwrap() > 400, "{t}");
+    }
+    // Without the quiet period the same `at` is refused, saying why.
+    let refused = common::crashlab()
+        .arg("validate")
+        .arg(common::write_scenario(tmp.path(), "loud.toml", &text.replace("quiet = \"1s\"", "")))
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("add `quiet = \"2s\"` to [workload]"));
+}

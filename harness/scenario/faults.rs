@@ -197,18 +197,22 @@ pub fn compile_fault(
     Some(FaultPlan { kind, target: target?, at: at?, in_procedure })
 }
 
-/// A timeline fault's `at`, which must fall inside the workload.
+/// A timeline fault's `at`, which must fall inside the workload or the
+/// quiet period after it.
 fn scheduled_at(f: &Fields, workload: Option<&WorkloadPlan>, d: &mut Diagnostics) -> Option<TimeSpec> {
     match f.time_spec("at", d) {
         Some((at, span)) => {
             if let Some(w) = workload {
-                if at.max > w.duration {
+                if at.max > w.duration + w.quiet {
                     d.error(
                         span,
                         format!(
-                            "`at` = {at} in {} is outside the workload's duration ({}); a fault must fall inside it",
+                            "`at` = {at} in {} is outside the workload's duration ({}) and its quiet period ({}); \
+                             a fault must fall inside them (a fault after the writes stop: add `quiet = \"2s\"` \
+                             to [workload])",
                             f.what,
-                            format_duration(w.duration)
+                            format_duration(w.duration),
+                            format_duration(w.quiet)
                         ),
                     );
                 }

@@ -107,7 +107,7 @@ pub const PROBE_KEYS: &[&str] = &[
     "healthy_after",
 ];
 pub const PROBE_KINDS: &[&str] = &["tcp", "http", "command", "demo-kv"];
-pub const WORKLOAD_KEYS: &[&str] = &["kind", "target", "via", "rate", "duration", "connections", "timeout"];
+pub const WORKLOAD_KEYS: &[&str] = &["kind", "target", "via", "rate", "duration", "connections", "timeout", "quiet"];
 pub const WORKLOAD_KINDS: &[&str] = &["demo-kv", "redis", "postgres"];
 pub use faults::{FAULT_KEYS, FAULT_KINDS};
 pub use recover::{step_keys, BACKUP_KEYS, RECOVER_ACTIONS, RECOVER_KEYS};
@@ -750,7 +750,8 @@ fn compile_workload(f: &Fields, targets: &[&str], proxies: &[ProxyPlan], d: &mut
             d,
         )
         .unwrap_or(Duration::from_millis(500));
-    Some(WorkloadPlan { kind: kind?, target: target?, via, rate, duration: duration?, connections, timeout })
+    let quiet = f.duration("quiet", d).unwrap_or(Duration::ZERO);
+    Some(WorkloadPlan { kind: kind?, target: target?, via, rate, duration: duration?, connections, timeout, quiet })
 }
 
 fn compile_trials(f: &Fields, d: &mut Diagnostics) -> TrialsPlan {

@@ -158,6 +158,9 @@ pub struct WorkloadPlan {
     pub connections: u32,
     /// An op that has no answer by then has an unknown outcome.
     pub timeout: Duration,
+    /// After the workload stops, a period without writes in which faults
+    /// may still fall (a power loss once the writes have quiesced).
+    pub quiet: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

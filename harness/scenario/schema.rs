@@ -78,6 +78,7 @@ pub fn schema() -> Value {
             "rate": { "type": "integer", "minimum": 1, "description": "operations per second, open loop" },
             "duration": duration("how long the workload runs; faults fall inside it"),
             "connections": { "type": "integer", "minimum": 1, "description": "concurrent connections, default 8" },
+            "quiet": { "type": "string", "description": "a period after the workload with no writes, in which faults may still fall (default 0ms)" },
             "timeout": duration("an op with no answer by then is unknown, default 500ms"),
         }),
         &["kind", "target", "duration"],
