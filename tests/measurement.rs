@@ -252,3 +252,51 @@ startup_timeout = "10s"
         );
     }
 }
+
+/// A fault marked `setup` (here a command run 700 ms before the kill)
+/// opens no recovery window: the trial's RTO is the kill's own, not the
+/// kill's plus the 700 ms since the setup; and each fault's figures are in
+/// every report.
+#[test]
+fn a_setup_fault_adds_nothing_to_the_trials_rto() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = r#"
+name = "setup-then-kill"
+[target.kv]
+command = ["crashlab", "demo-kv", "--port", "{port}", "--data-dir", "{data_dir}"]
+probe = { kind = "demo-kv", interval = "5ms", healthy_after = 2 }
+[workload]
+kind = "demo-kv"
+target = "kv"
+rate = 100
+duration = "2s"
+[[fault]]
+kind = "command"
+target = "kv"
+command = ["sh", "-c", "echo {port} > {data_dir}/condition"]
+setup = true
+at = "300ms"
+[[fault]]
+kind = "kill"
+target = "kv"
+at = "1s"
+"#;
+    let path = write_scenario(tmp.path(), "setup.toml", scenario);
+    let r = run(&path, &["--trials", "1"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout(), r.stderr());
+    let t = &r.trials()[0];
+    let (setup, kill) = (&t["faults"][0], &t["faults"][1]);
+    assert_eq!((setup["setup"].as_bool(), kill["setup"].as_bool()), (Some(true), None));
+    assert!(setup["rto_ms"].is_null(), "{setup}");
+    assert_eq!(t["rto_ms"], kill["rto_ms"], "{t}");
+    assert!(t["rto_ms"].as_f64().unwrap() < 500.0, "{t}");
+    assert!(!t["checks"].as_array().unwrap().iter().any(|c| c["name"].as_str().unwrap().contains("#1")));
+    // Each fault's own figures, in every format.
+    assert!(r.stdout().contains("trial 0 fault #1 command kv (setup): injected_ms"), "{}", r.stdout());
+    let summary = std::fs::read_to_string(r.dir.join("summary.md")).unwrap();
+    assert!(summary.contains("| 0 | #2 kill kv |"), "{summary}");
+    let junit = std::fs::read_to_string(r.dir.join("junit.xml")).unwrap();
+    assert!(junit.contains("fault.2.restart_ms"), "{junit}");
+    let html = std::fs::read_to_string(r.dir.join("report.html")).unwrap();
+    assert!(html.contains("<td>#1 command kv (setup)</td>"), "an html row per fault");
+}

@@ -43,13 +43,16 @@ fn measurable(metric: Metric, t: &TrialReport) -> bool {
 /// Checks one trial from its events.
 pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
     let healthy_after = |name: &str| plan.target(name).map_or(1, |t| t.probe.healthy_after);
-    let faults = rto::fault_reports(events, healthy_after);
+    let is_setup = |i: usize| plan.faults.get(i).is_some_and(|f| f.setup);
+    let faults = rto::fault_reports(events, healthy_after, is_setup);
     let rpo = rpo::rpo(events);
     let worst = |values: Vec<Option<f64>>| -> Option<f64> {
         values.into_iter().try_fold(None, |acc: Option<f64>, v| v.map(|v| Some(acc.map_or(v, |a| a.max(v)))))?
     };
-    let rto_ms = worst(faults.iter().map(|f| f.rto_ms).collect());
-    let ttd_ms = faults.iter().filter_map(|f| f.ttd_ms).reduce(f64::max);
+    // The trial's RTO and TTD are those of its disruptive faults.
+    let disruptive = || faults.iter().filter(|f| !f.setup);
+    let rto_ms = worst(disruptive().map(|f| f.rto_ms).collect());
+    let ttd_ms = disruptive().filter_map(|f| f.ttd_ms).reduce(f64::max);
     let mut ops = OpCounts::default();
     let mut seed = 0;
     let mut ended = None;
@@ -162,7 +165,7 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
             });
         }
     }
-    for (i, f) in trial.faults.iter().enumerate() {
+    for (i, f) in trial.faults.iter().enumerate().filter(|(_, f)| !f.setup) {
         checks.push(CheckReport {
             name: format!("recovered after fault #{} ({} {})", i + 1, f.kind, f.target),
             verdict: if f.rto_ms.is_some() { Verdict::Pass } else { Verdict::Fail },

@@ -36,7 +36,14 @@ pub fn procedure_end(events: &[Event]) -> Option<f64> {
     end
 }
 
-pub fn fault_reports(events: &[Event], healthy_after: impl Fn(&str) -> u32) -> Vec<FaultReport> {
+/// `is_setup(i)`: whether the plan's fault `i` only sets up a condition;
+/// such a fault gets no RTO of its own (its time to detect and restart are
+/// still measured).
+pub fn fault_reports(
+    events: &[Event],
+    healthy_after: impl Fn(&str) -> u32,
+    is_setup: impl Fn(usize) -> bool,
+) -> Vec<FaultReport> {
     let mut reports: Vec<FaultReport> = Vec::new();
     let procedure_end = procedure_end(events);
     for e in events {
@@ -90,6 +97,8 @@ pub fn fault_reports(events: &[Event], healthy_after: impl Fn(&str) -> u32) -> V
                 }
             };
             let restart_ms = restarted_at.map(|t| t - t_f);
+            let setup = is_setup(*fault);
+            let window = window.filter(|_| !setup);
             reports.push(FaultReport {
                 kind: kind.clone(),
                 target: target.clone(),
@@ -104,6 +113,7 @@ pub fn fault_reports(events: &[Event], healthy_after: impl Fn(&str) -> u32) -> V
                     (Some(w), Some(h)) => Some((w - h).max(0.0)),
                     _ => None,
                 },
+                setup,
             });
         }
     }
@@ -165,7 +175,7 @@ mod tests {
         events.extend([probe(500.0, true), probe(505.0, true), probe(510.0, true)]);
         events.push(ev(130.0, EventKind::TargetStarted { target: "kv".into(), incarnation: 2, pid: 1 }));
         events.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
-        let r = &fault_reports(&events, |_| 3)[0];
+        let r = &fault_reports(&events, |_| 3, |_| false)[0];
         assert_eq!(r.ttd_ms, Some(5.0));
         assert_eq!(r.rto_ms, Some(400.0));
         assert_eq!(r.restart_ms, Some(30.0));
@@ -181,7 +191,7 @@ mod tests {
             probe(111.0, true),
             probe(116.0, true),
         ];
-        let r = &fault_reports(&events, |_| 3)[0];
+        let r = &fault_reports(&events, |_| 3, |_| false)[0];
         assert_eq!(r.ttd_ms, None, "the probe never saw the outage");
         assert_eq!(r.rto_ms, Some(6.0));
         assert_eq!(r.restart_ms, Some(3.0));
@@ -190,9 +200,9 @@ mod tests {
     #[test]
     fn never_recovered_is_none_and_no_outage_is_zero() {
         let events = vec![fault(100.0), probe(105.0, false), probe(110.0, true), probe(115.0, true)];
-        assert_eq!(fault_reports(&events, |_| 3)[0].rto_ms, None);
+        assert_eq!(fault_reports(&events, |_| 3, |_| false)[0].rto_ms, None);
         let events = vec![fault(100.0), probe(105.0, true)];
-        assert_eq!(fault_reports(&events, |_| 3)[0].rto_ms, Some(0.0));
+        assert_eq!(fault_reports(&events, |_| 3, |_| false)[0].rto_ms, Some(0.0));
     }
 
     #[test]
@@ -202,7 +212,7 @@ mod tests {
         let waited =
             ev(190.0, EventKind::Probe { target: "kv".into(), healthy: true, latency_ms: 110.0, detail: None });
         let events = vec![fault(100.0), probe(105.0, false), probe(150.0, false), waited, probe(305.0, true)];
-        let r = &fault_reports(&events, |_| 2)[0];
+        let r = &fault_reports(&events, |_| 2, |_| false)[0];
         assert_eq!(r.rto_ms, Some(200.0));
     }
 
@@ -213,7 +223,7 @@ mod tests {
         let in_flight =
             ev(99.0, EventKind::Probe { target: "kv".into(), healthy: false, latency_ms: 100.0, detail: None });
         let events = vec![probe(90.0, true), in_flight, fault(100.0), probe(199.0, false), probe(300.0, true)];
-        let r = &fault_reports(&events, |_| 1)[0];
+        let r = &fault_reports(&events, |_| 1, |_| false)[0];
         assert_eq!(r.ttd_ms, Some(0.0));
         assert_eq!(r.rto_ms, Some(200.0));
     }

@@ -29,6 +29,7 @@ pub const FAULT_KEYS: &[&str] = &[
     "variant",
     "lock",
     "user",
+    "setup",
     "torn",
     "proxy",
     "direction",
@@ -126,6 +127,9 @@ pub fn compile_fault(
         scheduled_at(f, workload, d)
     };
     let kind_name = kind?;
+    // A fault that only sets up a condition (a long query, a pid file)
+    // opens no recovery window of its own.
+    let setup = f.bool("setup", d).unwrap_or(false);
 
     if partition {
         check_applicable(f, kind_name, None, d);
@@ -141,7 +145,7 @@ pub fn compile_fault(
         let plan = partition_plan(f, targets, d)?;
         // RTO is measured on the isolated target, or the first of the far group.
         let target = plan.groups[1][0].clone();
-        return Some(FaultPlan { kind: FaultKind::Partition(plan), target, at: at?, in_procedure });
+        return Some(FaultPlan { kind: FaultKind::Partition(plan), target, at: at?, in_procedure, setup });
     }
     if link {
         check_applicable(f, kind_name, None, d);
@@ -167,6 +171,7 @@ pub fn compile_fault(
             target: target?,
             at: at?,
             in_procedure,
+            setup,
         });
     }
     let mode_name = f.get("mode").and_then(|v| v.get_ref().as_str());
@@ -194,7 +199,7 @@ pub fn compile_fault(
         }
         _ => FaultKind::LoseUnsynced { torn: f.bool("torn", d).unwrap_or(false) },
     };
-    Some(FaultPlan { kind, target: target?, at: at?, in_procedure })
+    Some(FaultPlan { kind, target: target?, at: at?, in_procedure, setup })
 }
 
 /// A timeline fault's `at`, which must fall inside the workload or the
@@ -233,7 +238,7 @@ fn scheduled_at(f: &Fields, workload: Option<&WorkloadPlan>, d: &mut Diagnostics
 /// Reports every key that the kind (or corrupt mode) does not read.
 fn check_applicable(f: &Fields, kind: &str, mode: Option<&str>, d: &mut Diagnostics) {
     let applies = applicable(kind, mode);
-    for key in FAULT_KEYS.iter().filter(|k| !["kind", "target", "at"].contains(k)) {
+    for key in FAULT_KEYS.iter().filter(|k| !["kind", "target", "at", "setup"].contains(k)) {
         if let (Some(value), false) = (f.get(key), applies.contains(key)) {
             let what = match (kind, mode) {
                 ("corrupt", Some(mode)) if CORRUPT_MODES.contains(&mode) => {

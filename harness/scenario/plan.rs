@@ -181,6 +181,9 @@ pub struct FaultPlan {
     pub at: TimeSpec,
     /// Injected by a `fault` step of the recovery procedure, not on a timer.
     pub in_procedure: bool,
+    /// Only sets up a condition for the faults that follow: opens no
+    /// recovery window, so the trial's RTO is that of the others.
+    pub setup: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -252,6 +252,17 @@ fn trial_details(out: &mut String, t: &TrialReport) {
         t.rpo.lost_acked.map_or("?".into(), |v| v.to_string())
     );
     timeline(out, t);
+    if !t.faults.is_empty() {
+        out.push_str("<table class=\"faults\"><tr><th>fault</th><th>injected ms</th><th>TTD ms</th><th>restart ms</th><th>RTO ms</th></tr>");
+        for (i, f) in t.faults.iter().enumerate() {
+            let _ = write!(out, "<tr><td>{}</td>", esc(&f.label(i + 1)));
+            for (_, v) in f.figures() {
+                let _ = write!(out, "<td>{}</td>", ms(v));
+            }
+            out.push_str("</tr>");
+        }
+        out.push_str("</table>\n");
+    }
     steps_chart(out, &t.recovery);
     let problems: Vec<_> = t.checks.iter().filter(|c| c.verdict != Verdict::Pass).collect();
     if !problems.is_empty() {

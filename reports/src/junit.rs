@@ -52,6 +52,11 @@ pub fn render_junit(report: &RunReport) -> String {
         if let Some(rto) = t.rto_ms {
             case.add_property(("rto_ms", format!("{rto:.3}").as_str()));
         }
+        for (i, f) in t.faults.iter().enumerate() {
+            for (name, value) in f.figures().iter().filter_map(|(n, v)| v.map(|v| (n, v))) {
+                case.add_property((format!("fault.{}.{name}", i + 1).as_str(), format!("{value:.3}").as_str()));
+            }
+        }
         if let Some(lost) = t.rpo.lost_acked {
             case.add_property(("lost_acked", lost.to_string().as_str()));
         }

@@ -114,7 +114,7 @@ impl TrialReport {
     /// A fault struck and the target never recovered (as opposed to no
     /// RTO because nothing was injected).
     pub fn never_recovered(&self) -> bool {
-        self.rto_ms.is_none() && !self.faults.is_empty()
+        self.rto_ms.is_none() && self.faults.iter().any(|f| !f.setup)
     }
 }
 
@@ -196,6 +196,29 @@ pub struct FaultReport {
     pub rto_ms: Option<f64>,
     /// Heal to the start of the first sustained healthy window (transient faults).
     pub rto_from_heal_ms: Option<f64>,
+    /// A setup step (`setup = true`): no recovery window of its own; the
+    /// trial's RTO and TTD are those of its other faults.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub setup: bool,
+}
+
+impl FaultReport {
+    /// `#2 kill kv`, or `#1 command pg (setup)`: how every writer names a
+    /// fault (`n` counts from 1).
+    pub fn label(&self, n: usize) -> String {
+        format!("#{n} {} {}{}", self.kind, self.target, if self.setup { " (setup)" } else { "" })
+    }
+
+    /// Each figure of the fault by name, milliseconds, `None` where not
+    /// measured: what every writer shows beside the fault.
+    pub fn figures(&self) -> [(&'static str, Option<f64>); 4] {
+        [
+            ("injected_ms", Some(self.injected_at_ms)),
+            ("ttd_ms", self.ttd_ms),
+            ("restart_ms", self.restart_ms),
+            ("rto_ms", self.rto_ms),
+        ]
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -52,6 +52,16 @@ pub fn render_markdown(report: &RunReport) -> String {
             t.rpo.unknown_writes
         );
     }
+    if report.trials.iter().any(|t| !t.faults.is_empty()) {
+        out.push_str("\n| trial | fault | injected ms | TTD ms | restart ms | RTO ms |\n");
+        out.push_str("|---:|---|---:|---:|---:|---:|\n");
+        for t in &report.trials {
+            for (i, f) in t.faults.iter().enumerate() {
+                let figures: Vec<String> = f.figures().iter().map(|(_, v)| ms(*v)).collect();
+                let _ = writeln!(out, "| {} | {} | {} |", t.index, f.label(i + 1), figures.join(" | "));
+            }
+        }
+    }
     let failures: Vec<String> = report
         .trials
         .iter()

@@ -104,6 +104,13 @@ pub fn render_text(report: &RunReport) -> String {
             t.rpo.unknown_writes,
         );
     }
+    // Each fault's own figures, where a trial has more than one.
+    for t in report.trials.iter().filter(|t| t.faults.len() > 1) {
+        for (i, f) in t.faults.iter().enumerate() {
+            let figures: Vec<String> = f.figures().iter().map(|(name, v)| format!("{name} {}", ms(*v))).collect();
+            let _ = writeln!(out, "trial {} fault {}: {}", t.index, f.label(i + 1), figures.join("  "));
+        }
+    }
     for t in &report.trials {
         // More starts than the faults explain: a crash loop.
         for (target, n) in &t.incarnations {
