@@ -97,9 +97,12 @@ fn a_damaged_heap_page_is_caught_by_data_checksums() {
 /// Point-in-time recovery (the sequencer runbook's Level 3): after an
 /// accidental DELETE, the base backup plus the WAL replayed to a time noted
 /// just before it. The deleted stream is back, the sequences are whole, and
-/// what is lost is what was acknowledged after the target time: between the
-/// moment the disaster began (the target is noted first) and 200 ms later
-/// (the DELETE follows the note by 200 ms), give or take one per connection.
+/// what is lost is what was acknowledged after the target time. The target
+/// is noted when the disaster begins (at the fault, or later on a loaded
+/// machine: psql has to start), and the DELETE follows it by 200 ms, after
+/// which the runbook stops the server: so everything acknowledged in the
+/// last 200 ms before the stop is certainly lost, and at most what was
+/// acknowledged after the fault, give or take one per connection.
 #[test]
 fn point_in_time_recovery_brings_back_what_was_deleted_and_loses_what_followed() {
     if !postgres_available() {
@@ -121,10 +124,10 @@ fn point_in_time_recovery_brings_back_what_was_deleted_and_loses_what_followed()
             .count() as u64
     };
     let lost = t["rpo"]["lost_acked"].as_u64().unwrap();
-    let (most, least) = (acked_after(fault), acked_after(fault + 200.0));
+    let (most, least) = (acked_after(fault), acked_after(stop - 200.0));
     assert!(
         least > 0 && (least..=most + 8).contains(&lost),
-        "lost {lost}, acked after the fault {most}, 200 ms later {least}"
+        "lost {lost}, acked after the fault {most}, in the 200 ms before the stop {least}"
     );
 }
 

@@ -445,3 +445,18 @@ lost_acked = 0
     let check = trial["checks"].as_array().unwrap().iter().find(|c| c["name"] == "acknowledged writes").unwrap();
     assert_eq!(check["verdict"], "unknown");
 }
+
+#[test]
+fn a_daemon_a_hook_left_running_ends_with_its_trial() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seconds = (200_000 + std::process::id() * 10).to_string();
+    let scenario = KILLED_ONCE.replace("\"60s\"", "\"1s\"").replace(
+        "probe = {",
+        &format!("before_start = [[\"sh\", \"-c\", \"setsid sleep {seconds} > /dev/null 2>&1 &\"]]\nprobe = {{"),
+    );
+    let path = write_scenario(tmp.path(), "daemon.toml", &scenario);
+    let r = common::run(&path, &["--trials", "1"]);
+    assert_eq!(r.code, 0, "{}", r.stderr());
+    assert!(sleeping(&seconds).is_empty(), "the hook's daemon outlived its trial");
+    assert!(r.stderr().contains("stopped 1 process(es) it had started and left running"), "{}", r.stderr());
+}

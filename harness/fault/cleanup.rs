@@ -285,6 +285,14 @@ pub fn stop_groups(groups: &[(i32, u64)], grace: Duration) -> Vec<i32> {
     stop(|| group_members(groups, token.as_deref()), grace)
 }
 
+/// Stops every live process that carries the current run's token: at the
+/// end of a run, whatever its commands left running.
+pub fn stop_stragglers(grace: Duration) -> Vec<i32> {
+    let Some(token) = reaper::run_token() else { return Vec::new() };
+    let owned = Owned { tokens: vec![token], data_dirs: Vec::new(), labels: BTreeSet::new(), run_dir: PathBuf::new() };
+    stop(|| owned.token_carriers(), grace)
+}
+
 fn stop(members: impl Fn() -> Vec<Pid>, grace: Duration) -> Vec<i32> {
     let first = members();
     for pid in &first {

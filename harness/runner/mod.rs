@@ -701,6 +701,15 @@ fn run_trial(plan: &Plan, index: u32, seed: u64, shared: &RunShared) -> (Vec<his
         }
         let _ = journal.append(&Entry::ComposeDown { trial: index, project: project.name.clone() });
     }
+    // What the trial started and is still alive (a daemon a hook left
+    // behind, out of every target's group) goes with the trial.
+    let stragglers = crate::fault::cleanup::stop_stragglers(Duration::from_secs(3));
+    if !stragglers.is_empty() {
+        eprintln!(
+            "crashlab: trial {index}: stopped {} process(es) it had started and left running: {stragglers:?}",
+            stragglers.len()
+        );
+    }
     recorder.record(EventKind::TrialEnded {
         interrupted: matches!(stop, Some(TrialStop::Interrupted)),
         error: match &stop {

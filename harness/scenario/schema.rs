@@ -101,6 +101,7 @@ pub fn schema() -> Value {
             "bytes": { "description": "torn-tail: how many bytes to cut, default seeded 1..512; limit-data: close after this many bytes", "oneOf": [ { "type": "integer", "minimum": 0 }, { "type": "string" } ] },
             "variant": { "enum": faults::STALE_LOCK_VARIANTS, "description": "stale-lock: leftover (names a dead pid), held (a surviving child keeps the lock), pid-reused (names a live unrelated process)" },
             "lock": { "enum": ["flock", "fcntl"], "description": "stale-lock held: the lock kind, default flock" },
+            "setup": { "type": "boolean", "description": "only sets up a condition for the faults after it: no RTO of its own; the trial's RTO and TTD are the other faults'" },
             "user": { "type": "string", "description": "stale-lock held, pid-reused: the user the holder or the unrelated live process runs as (default: the harness's)" },
             "torn": { "type": "boolean", "description": "lose-unsynced: keep a seeded prefix of the last unsynced write" },
             "proxy": { "type": "string", "description": "link faults (blackhole, refuse, reset, latency, bandwidth, slow-close, timeout, slice, limit-data): the [proxy.<name>]" },
