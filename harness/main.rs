@@ -637,7 +637,7 @@ fn cleanup(run_dir: &Path) -> i32 {
         Err(e) => {
             eprintln!("crashlab: cannot clean up {}: {e}", run_dir.display());
             match e {
-                fault::cleanup::CleanupError::InUse { .. } => exit::USAGE,
+                fault::cleanup::CleanupError::InUse { .. } | fault::cleanup::CleanupError::NotARun => exit::USAGE,
                 _ => exit::ENVIRONMENT,
             }
         }

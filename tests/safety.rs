@@ -460,3 +460,20 @@ fn a_daemon_a_hook_left_running_ends_with_its_trial() {
     assert!(sleeping(&seconds).is_empty(), "the hook's daemon outlived its trial");
     assert!(r.stderr().contains("stopped 1 process(es) it had started and left running"), "{}", r.stderr());
 }
+
+#[test]
+fn cleanup_of_a_run_killed_before_it_started_anything_heals_nothing_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Killed between claiming its directory and writing its journal.
+    let dir = tmp.path().join("run");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("run.lock"), "4242\n").unwrap();
+    let out = cleanup(&dir);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("stopped 0 process(es)"), "{}", text(&out.stdout));
+    // A directory that is no run at all, or none: a usage error.
+    for wrong in [tmp.path().to_path_buf(), tmp.path().join("typo")] {
+        let out = cleanup(&wrong);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    }
+}

@@ -58,6 +58,8 @@ pub struct Cleanup {
 pub enum CleanupError {
     #[error("{0}")]
     Journal(io::Error),
+    #[error("not a run directory (no fault journal, no run.lock, no scenario.toml)")]
+    NotARun,
     #[error("the run is still going: pid {pid} holds its lock (stop it with Ctrl-C or SIGTERM; it heals on its own)")]
     InUse { pid: i32 },
     #[error("{0}")]
@@ -123,6 +125,13 @@ impl Owned {
 pub fn cleanup(run_dir: &Path) -> Result<Cleanup, CleanupError> {
     if let Some(pid) = crate::runner::run_dir::holder(run_dir) {
         return Err(CleanupError::InUse { pid });
+    }
+    if !run_dir.join(journal::FILE_NAME).exists() {
+        // The journal is written before the run starts anything: a run
+        // killed before it left nothing to heal.
+        let a_run =
+            [crate::runner::run_dir::LOCK_FILE, crate::runner::SCENARIO_FILE].iter().any(|f| run_dir.join(f).exists());
+        return if a_run { Ok(Cleanup::default()) } else { Err(CleanupError::NotARun) };
     }
     let entries = journal::read(run_dir).map_err(CleanupError::Journal)?;
     let owned = Owned::of(&entries, run_dir);
