@@ -374,6 +374,8 @@ fn a_run_directory_is_never_shared_nor_silently_reused() {
     let refused = crashlab().arg("run").arg(&scenario).arg("--out").arg(&foreign).arg("--replace").output().unwrap();
     assert_eq!(refused.status.code(), Some(2));
     assert_eq!(std::fs::read_to_string(foreign.join("notes.txt")).unwrap(), "mine");
+    let contents: Vec<_> = std::fs::read_dir(&foreign).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(contents, vec![std::ffi::OsString::from("notes.txt")], "nothing written into a refused directory");
 }
 
 #[test]

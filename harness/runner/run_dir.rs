@@ -80,26 +80,15 @@ pub fn holder(dir: &Path) -> Option<i32> {
 pub fn claim_out_dir(dir: &Path, replace: bool) -> Result<(PathBuf, RunLock), RunDirError> {
     std::fs::create_dir_all(dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
     let dir = dir.canonicalize().map_err(io_err(format!("cannot resolve {}", dir.display())))?;
+    if let Some(pid) = holder(&dir) {
+        return Err(RunDirError::InUse { dir, pid });
+    }
+    // Judged before the lock file is made, so that a refused directory
+    // (somebody else's) gets nothing written into it; again under the
+    // lock, for a run that claimed it in between.
+    replaceable(&dir, replace)?;
     let lock = lock(&dir)?;
-    let others: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(io_err(format!("cannot read {}", dir.display())))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.file_name() != Some(LOCK_FILE.as_ref()))
-        .collect();
-    if others.is_empty() {
-        return Ok((dir, lock));
-    }
-    if !replace {
-        return Err(RunDirError::NotEmpty { dir });
-    }
-    let finished = dir.join(super::REPORT_FILE).is_file()
-        && crate::fault::journal::read(&dir)
-            .is_ok_and(|entries| entries.last() == Some(&crate::fault::journal::Entry::Finished));
-    if !finished {
-        return Err(RunDirError::NotAFinishedRun { dir });
-    }
-    for path in others {
+    for path in replaceable(&dir, replace)? {
         // Neither follows a symlink: a link is removed, not its target.
         let removed = match std::fs::symlink_metadata(&path) {
             Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
@@ -108,6 +97,30 @@ pub fn claim_out_dir(dir: &Path, replace: bool) -> Result<(PathBuf, RunLock), Ru
         removed.map_err(io_err(format!("cannot remove {}", path.display())))?;
     }
     Ok((dir, lock))
+}
+
+/// What of `dir` a new run would remove: nothing if it is empty, the
+/// finished run in it if `replace`; any other content is a refusal.
+fn replaceable(dir: &Path, replace: bool) -> Result<Vec<PathBuf>, RunDirError> {
+    let others: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io_err(format!("cannot read {}", dir.display())))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name() != Some(LOCK_FILE.as_ref()))
+        .collect();
+    if others.is_empty() {
+        return Ok(others);
+    }
+    if !replace {
+        return Err(RunDirError::NotEmpty { dir: dir.to_path_buf() });
+    }
+    let finished = dir.join(super::REPORT_FILE).is_file()
+        && crate::fault::journal::read(dir)
+            .is_ok_and(|entries| entries.last() == Some(&crate::fault::journal::Entry::Finished));
+    if !finished {
+        return Err(RunDirError::NotAFinishedRun { dir: dir.to_path_buf() });
+    }
+    Ok(others)
 }
 
 /// A fresh directory under `base` (see [`new_run_dir`]), locked.
