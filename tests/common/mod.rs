@@ -190,3 +190,34 @@ pub fn mmdebstrap_available() -> bool {
         "Debian-based images are made with mmdebstrap (Debian package mmdebstrap)",
     )
 }
+
+/// Writes acknowledged before the trial's first fault and after its recovery,
+/// read from the trial's own availability timeline. "The workload ran" is
+/// judged by these, not by a count that a loaded machine may not reach.
+pub fn acked_around_the_fault(trial: &Value) -> (u64, u64) {
+    let fault = &trial["faults"][0];
+    let injected = fault["injected_at_ms"].as_f64().expect("the fault fired");
+    let recovered = injected + fault["rto_ms"].as_f64().unwrap_or(0.0);
+    let bucket = trial["availability"]["bucket_ms"].as_f64().expect("a timeline");
+    let ok = trial["availability"]["ok"].as_array().expect("a timeline");
+    let (mut before, mut after) = (0, 0);
+    for (i, n) in ok.iter().enumerate() {
+        let (start, end) = (i as f64 * bucket, (i + 1) as f64 * bucket);
+        if end <= injected {
+            before += n.as_u64().unwrap();
+        } else if start >= recovered {
+            after += n.as_u64().unwrap();
+        }
+    }
+    (before, after)
+}
+
+/// The workload acknowledged writes both before the fault and after the
+/// recovery: a loss of zero is then a finding, not an idle workload.
+pub fn assert_the_workload_ran(name: &str, trial: &Value) {
+    let (before, after) = acked_around_the_fault(trial);
+    assert!(
+        before > 0 && after > 0,
+        "{name}: the workload ran: {before} acked before the fault, {after} after recovery"
+    );
+}
