@@ -300,3 +300,99 @@ at = "1s"
     let html = std::fs::read_to_string(r.dir.join("report.html")).unwrap();
     assert!(html.contains("<td>#1 command kv (setup)</td>"), "an html row per fault");
 }
+
+/// demo-kv led by a shell that first starts three watchers, once: one in
+/// its process group, one in a session of its own (`setsid`, as PostgreSQL's
+/// backends do), and one in a session of its own whose parent exits at
+/// once, so that it is reparented to the harness. Each notes a SIGCONT (which
+/// harms no process, so nothing restarts) in a file; `check` steps then say
+/// which ones the kill fault reached.
+fn scope_scenario(signal: &str, scope: &str) -> String {
+    let watcher = |name: &str| {
+        format!("sh -c \\\"trap 'touch {{data_dir}}/{name}.got' CONT; while :; do sleep 0.05; done # scope-watcher\\\"")
+    };
+    let spawn = format!(
+        "if ! test -f {{data_dir}}/spawned; then touch {{data_dir}}/spawned; {} & setsid {} & (setsid {} &); fi; \
+         exec {} demo-kv --port {{port}} --data-dir {{data_dir}}",
+        watcher("group"),
+        watcher("session"),
+        watcher("orphan"),
+        // A shell does not know `crashlab` (only a target's own argv[0] does).
+        assert_cmd::cargo::cargo_bin("crashlab").display()
+    );
+    let check = |name: &str| {
+        format!("[[recover]]\naction = \"check\"\ntarget = \"kv\"\ncommand = [\"test\", \"-f\", \"{{data_dir}}/{name}.got\"]\n")
+    };
+    let scope_line = if scope == "default" { String::new() } else { format!("scope = \"{scope}\"\n") };
+    format!(
+        r#"name = "signal-scope-{scope}"
+[target.kv]
+command = ["sh", "-c", "{spawn}"]
+restart = {{ delay = "0ms" }}
+probe = {{ kind = "demo-kv", interval = "5ms", healthy_after = 2 }}
+[workload]
+kind = "demo-kv"
+target = "kv"
+rate = 100
+duration = "1500ms"
+[[fault]]
+kind = "kill"
+target = "kv"
+signal = "{signal}"
+{scope_line}at = "500ms"
+[[recover]]
+action = "wait"
+target = "kv"
+[[recover]]
+action = "run"
+target = "kv"
+command = ["sleep", "0.2"]
+{}{}{}"#,
+        check("group"),
+        check("session"),
+        check("orphan"),
+    )
+}
+
+fn checks_passed(trial: &Value) -> Vec<bool> {
+    let steps = trial["recovery"].as_array().unwrap();
+    steps.iter().filter(|s| s["action"] == "check").map(|s| s["ok"].as_bool().unwrap()).collect()
+}
+
+fn watchers_left() -> String {
+    let left = std::process::Command::new("pgrep").args(["-f", "scope-watcher"]).output().unwrap();
+    String::from_utf8_lossy(&left.stdout).into_owned()
+}
+
+#[test]
+fn a_kill_reaches_the_main_process_its_group_or_everything_the_target_started() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Which watcher got the signal: group, session, orphan.
+    let cases = [
+        ("main", [false, false, false], "only"),
+        ("group", [true, false, false], "and its process group"),
+        ("default", [true, false, false], "and its process group"),
+        ("all", [true, true, true], "and every process the target started"),
+    ];
+    for (scope, reached, said) in cases {
+        let path = write_scenario(tmp.path(), &format!("{scope}.toml"), &scope_scenario("SIGCONT", scope));
+        let r = run(&path, &["--trials", "1", "--seed", "1"]);
+        assert!(r.report["trials"].is_array(), "scope {scope}: {}{}", r.stdout(), r.stderr());
+        let trial = &r.trials()[0];
+        assert_eq!(checks_passed(trial), reached, "scope {scope}: {}\n{}", r.stdout(), r.stderr());
+        let detail = trial["faults"][0]["detail"].as_str().unwrap();
+        assert!(detail.starts_with("SIGCONT to pid") && detail.contains(said), "{detail}");
+        // The watchers end with the trial, whoever the fault reached.
+        assert!(r.stderr().contains("left running"), "{}", r.stderr());
+        assert_eq!(watchers_left(), "", "scope {scope}");
+    }
+    // A SIGKILL to all leaves nothing of the incarnation running; to the
+    // group, the two watchers in sessions of their own survive it.
+    for (scope, survivors) in [("all", false), ("group", true)] {
+        let path = write_scenario(tmp.path(), &format!("kill-{scope}.toml"), &scope_scenario("SIGKILL", scope));
+        let r = run(&path, &["--trials", "1", "--seed", "1"]);
+        assert_eq!(r.code, 1, "the checks fail: nothing was signalled with SIGCONT\n{}", r.stdout());
+        assert_eq!(r.stderr().contains("left running"), survivors, "scope {scope}: {}", r.stderr());
+        assert_eq!(watchers_left(), "", "scope {scope}");
+    }
+}

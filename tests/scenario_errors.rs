@@ -187,3 +187,15 @@ fn a_disconnect_needs_a_container() {
         "[[fault]] #3: `disconnect` takes a container off its network; `kv` is a process",
     );
 }
+
+#[test]
+fn a_kill_scope_is_one_of_three_and_only_for_a_kill() {
+    let e = invalid("bad_signal_scope.toml");
+    assert_line(
+        &e,
+        "bad_signal_scope.toml",
+        "15:9",
+        "unknown signal scope `tree` in [[fault]] #1; expected one of: main, group, all",
+    );
+    assert_line(&e, "bad_signal_scope.toml", "22:9", "`scope` does not apply to a `pause` fault (its keys: duration)");
+}

@@ -83,3 +83,80 @@ fn in_a_container_too_a_kill_loses_no_commit() {
     let out = crashlab().args(["sqlite-app", "--integrity-check", "--db"]).arg(&db).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// SQLite locks with fcntl: a live process holding an fcntl lock on the
+/// database keeps the application from opening it ("database is locked"),
+/// a flock does not. The control that makes the held-lock known answers
+/// below mean something.
+#[test]
+fn sqlite_is_blocked_by_a_live_fcntl_lock_and_not_by_a_flock() {
+    use std::os::fd::AsRawFd;
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("app.db");
+    let open_db = || std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&db).unwrap();
+    let start = || {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
+            .args(["sqlite-app", "--port", &port.to_string(), "--db"])
+            .arg(&db)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        (first.starts_with("opened"), stderr)
+    };
+    let held = open_db();
+    // SAFETY: a zeroed flock struct is valid; its fields are set below.
+    let mut spec: nix::libc::flock = unsafe { std::mem::zeroed() };
+    spec.l_type = nix::libc::F_WRLCK as i16;
+    spec.l_whence = nix::libc::SEEK_SET as i16;
+    nix::fcntl::fcntl(&held, nix::fcntl::FcntlArg::F_SETLK(&spec)).unwrap();
+    let (opened, stderr) = start();
+    assert!(!opened && stderr.contains("database is locked"), "{stderr}");
+    drop(held);
+    let held = open_db();
+    // SAFETY: a plain syscall on a descriptor we own.
+    assert_eq!(unsafe { nix::libc::flock(held.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) }, 0);
+    let (opened, stderr) = start();
+    assert!(opened, "SQLite does not see a flock: {stderr}");
+}
+
+/// The `held` stale lock on the database: the crashed owner forked a child
+/// that kept the descriptor. SQLite's fcntl lock died with its owner, and a
+/// flock never concerned it: either way the application comes back at once
+/// and no incarnation finds the database locked.
+#[test]
+fn a_held_lock_left_by_a_crashed_owner_does_not_block_sqlite() {
+    let tmp = tempfile::tempdir().unwrap();
+    for lock in ["fcntl", "flock"] {
+        let text = std::fs::read_to_string(scenario("sqlite/wal-full-kill.toml")).unwrap().replacen(
+            "kind = \"kill\"\ntarget = \"app\"\n",
+            &format!(
+                "kind = \"stale-lock\"\ntarget = \"app\"\nvariant = \"held\"\npath = \"app.db\"\nlock = \"{lock}\"\n"
+            ),
+            1,
+        );
+        assert!(text.contains("stale-lock"), "{text}");
+        let r =
+            run(&common::write_scenario(tmp.path(), &format!("{lock}.toml"), &text), &["--trials", "2", "--seed", "4"]);
+        assert_eq!(r.code, 0, "{lock}\n{}\n{}", r.stdout(), r.stderr());
+        for t in r.trials() {
+            let detail = t["faults"][0]["detail"].as_str().unwrap();
+            let said = if lock == "fcntl" { "the lock died with the holder" } else { "keeps the lock" };
+            assert!(detail.contains(said), "{detail}");
+            assert_eq!(t["rpo"]["lost_acked"].as_u64(), Some(0), "{lock}");
+            common::assert_the_workload_ran(lock, t);
+            let logs = r.dir.join(format!("trial-{:03}/logs", t["index"].as_u64().unwrap()));
+            for log in std::fs::read_dir(&logs).unwrap().flatten() {
+                let text = std::fs::read_to_string(log.path()).unwrap();
+                assert!(!text.contains("locked"), "{lock}: {}: {text}", log.path().display());
+            }
+        }
+    }
+}

@@ -64,13 +64,22 @@ impl FaultContext {
 
     /// Records the injection in the history, with what exactly it did.
     pub fn injected(&self, kind: &str, detail: String) {
-        self.recorder.record(EventKind::FaultInjected {
-            fault: self.index,
-            kind: kind.to_string(),
-            target: self.target.name().to_string(),
-            scheduled_ms: self.scheduled_ms,
-            detail,
-        });
+        self.injected_at(std::time::Instant::now(), kind, detail);
+    }
+
+    /// The fault took effect at `at` (a signal to a whole tree is delivered
+    /// after it was found, not when the fault began to look for it).
+    pub fn injected_at(&self, at: std::time::Instant, kind: &str, detail: String) {
+        self.recorder.record_at(
+            at,
+            EventKind::FaultInjected {
+                fault: self.index,
+                kind: kind.to_string(),
+                target: self.target.name().to_string(),
+                scheduled_ms: self.scheduled_ms,
+                detail,
+            },
+        );
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::journal::Entry;
 use super::{healed, Fault, FaultContext, FaultError, FaultGuard};
-use crate::scenario::FaultKind;
+use crate::scenario::{FaultKind, SignalScope};
 use crate::target::TargetError;
 
 /// Faults on a target's processes: kill, pause, restart.
@@ -29,9 +29,17 @@ impl Fault for ProcessFault {
         })?;
         let injected = |detail: String| ctx.injected(kind, detail);
         match self.0 {
-            FaultKind::Kill { signal } => {
-                injected(format!("{} to pid {}", signal.as_str(), process.pid));
-                ctx.target.signal(signal).map_err(target_err)?;
+            FaultKind::Kill { signal, scope } => {
+                let scope = scope.unwrap_or_else(|| ctx.target.default_scope());
+                let sent = ctx.target.signal(signal, scope).map_err(target_err)?;
+                let count = match sent.processes {
+                    Some(n) if scope != SignalScope::Main => {
+                        format!(" ({n} process{})", if n == 1 { "" } else { "es" })
+                    }
+                    _ => String::new(),
+                };
+                let detail = format!("{} to pid {} {}{count}", signal.as_str(), process.pid, scope.describe());
+                ctx.injected_at(sent.at, kind, detail);
                 Ok(FaultGuard::nothing())
             }
             FaultKind::Restart => {

@@ -474,30 +474,10 @@ fn run_trial(plan: &Plan, index: u32, seed: u64, shared: &RunShared) -> (Vec<his
     if stop.is_none() {
         let deadline = Instant::now() + plan.trials.startup_timeout;
         for ((t, target), sampler) in plan.targets.iter().zip(&targets).zip(&samplers) {
-            let begin = Instant::now();
-            let healthy = sampler.health.wait_sustained(begin, t.probe.healthy_after, deadline, interrupt);
-            // A target that exited before it was healthy: what answered the
-            // probe meanwhile may not have been the target.
-            let starts = target.host_process().map_or(1, |p| p.incarnation);
-            if healthy.is_some() && starts > 1 {
-                let logs = target.last_log_lines(10).join("\n  ");
-                stop = Some(TrialStop::Environment(format!(
-                    "target `{}` exited during start-up ({starts} incarnations before it was healthy); its last \
-                     output:\n  {logs}",
-                    t.name
-                )));
-                break;
-            }
-            if healthy.is_none() {
-                stop = Some(if interrupt.load(Ordering::Relaxed) {
-                    TrialStop::Interrupted
-                } else {
-                    let logs = target.last_log_lines(10).join("\n  ");
-                    TrialStop::Environment(format!(
-                        "target `{}` did not become healthy within {:?}; its last output:\n  {logs}",
-                        t.name, plan.trials.startup_timeout
-                    ))
-                });
+            if let Err(e) =
+                await_start_up(t, target.as_ref(), sampler, (deadline, plan.trials.startup_timeout), interrupt)
+            {
+                stop = Some(e);
                 break;
             }
         }
@@ -722,6 +702,48 @@ fn run_trial(plan: &Plan, index: u32, seed: u64, shared: &RunShared) -> (Vec<his
 
 /// Reads the store back, retrying briefly: a target that just became healthy
 /// may still drop the first connection.
+/// Waits until `target` is healthy for the first time. A target that exits
+/// before that is an environment error at once (what answered the probe
+/// meanwhile may not have been the target), not after a start-up timeout
+/// spent in a crash loop.
+fn await_start_up(
+    t: &TargetPlan,
+    target: &dyn Target,
+    sampler: &Sampler,
+    (deadline, timeout): (Instant, Duration),
+    interrupt: &AtomicBool,
+) -> Result<(), TrialStop> {
+    let begin = Instant::now();
+    let restarted = || target.host_process().is_some_and(|p| p.incarnation > 1);
+    let healthy = loop {
+        let slice = deadline.min(Instant::now() + Duration::from_millis(50));
+        let healthy = sampler.health.wait_sustained(begin, t.probe.healthy_after, slice, interrupt);
+        if healthy.is_some() || restarted() || Instant::now() >= deadline || interrupt.load(Ordering::Relaxed) {
+            break healthy;
+        }
+    };
+    if restarted() {
+        let starts = target.host_process().map_or(2, |p| p.incarnation);
+        let logs = target.last_log_lines(10).join("\n  ");
+        return Err(TrialStop::Environment(format!(
+            "target `{}` exited during start-up ({starts} incarnations before it was healthy); its last output:\n  \
+             {logs}",
+            t.name
+        )));
+    }
+    match healthy {
+        Some(_) => Ok(()),
+        None if interrupt.load(Ordering::Relaxed) => Err(TrialStop::Interrupted),
+        None => {
+            let logs = target.last_log_lines(10).join("\n  ");
+            Err(TrialStop::Environment(format!(
+                "target `{}` did not become healthy within {:?}; its last output:\n  {logs}",
+                t.name, timeout
+            )))
+        }
+    }
+}
+
 fn read_back(workload: &dyn Workload) -> std::io::Result<Vec<(String, String)>> {
     let mut last = None;
     for _ in 0..3 {

@@ -29,6 +29,7 @@ pub const FAULT_KEYS: &[&str] = &[
     "variant",
     "lock",
     "user",
+    "scope",
     "setup",
     "torn",
     "proxy",
@@ -71,7 +72,7 @@ pub const STALE_LOCK_VARIANTS: &[&str] = &["leftover", "held", "pid-reused"];
 /// The keys (beyond kind, target, at) that each fault kind, or corrupt mode, reads.
 fn applicable(kind: &str, mode: Option<&str>) -> &'static [&'static str] {
     match (kind, mode) {
-        ("kill", _) => &["signal"],
+        ("kill", _) => &["signal", "scope"],
         ("pause", _) => &["duration"],
         ("corrupt", Some("bitflip")) => &["path", "mode", "when", "bits", "offset"],
         ("corrupt", Some("zero" | "random")) => &["path", "mode", "when", "offset", "length"],
@@ -177,7 +178,12 @@ pub fn compile_fault(
     let mode_name = f.get("mode").and_then(|v| v.get_ref().as_str());
     check_applicable(f, kind_name, mode_name, d);
     let kind = match kind_name {
-        "kill" => FaultKind::Kill { signal: signal(f, d)? },
+        "kill" => FaultKind::Kill {
+            signal: signal(f, d)?,
+            scope: f
+                .choice("scope", "signal scope", SignalScope::NAMES, d)
+                .and_then(|(n, _)| SignalScope::from_name(n)),
+        },
         "pause" => {
             if f.get("duration").is_none() {
                 d.error(

@@ -188,8 +188,9 @@ pub struct FaultPlan {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum FaultKind {
-    /// Send a signal to the target's process group.
-    Kill { signal: nix::sys::signal::Signal },
+    /// Send a signal to the target's processes; `scope: None` is the
+    /// target kind's default ([`crate::target::Target::default_scope`]).
+    Kill { signal: nix::sys::signal::Signal, scope: Option<SignalScope> },
     /// SIGSTOP, then SIGCONT after `duration`.
     Pause { duration: Duration },
     /// A command run against the target (templated like its own): the
@@ -212,6 +213,42 @@ pub enum FaultKind {
     Partition(PartitionPlan),
     /// A container taken off its network for `duration`.
     Disconnect { duration: Duration },
+}
+
+/// Which of a target's processes a signal reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalScope {
+    /// The main process only (the one the target's command started).
+    Main,
+    /// The main process's process group: not what it started in a session
+    /// of its own (PostgreSQL's backends call `setsid()`).
+    Group,
+    /// Every process the target started: for a process target the main
+    /// process's whole tree (descendants, and any reparented to the harness
+    /// after its parent died); for a container every process in it.
+    All,
+}
+
+impl SignalScope {
+    pub const NAMES: &'static [&'static str] = &["main", "group", "all"];
+
+    pub fn from_name(name: &str) -> Option<SignalScope> {
+        match name {
+            "main" => Some(SignalScope::Main),
+            "group" => Some(SignalScope::Group),
+            "all" => Some(SignalScope::All),
+            _ => None,
+        }
+    }
+
+    /// How a fault's detail names what was signalled.
+    pub fn describe(self) -> &'static str {
+        match self {
+            SignalScope::Main => "only",
+            SignalScope::Group => "and its process group",
+            SignalScope::All => "and every process the target started",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -90,6 +90,7 @@ pub fn schema() -> Value {
             "target": { "type": "string" },
             "at": { "type": "string", "pattern": TIME, "description": "a time (2s) or a range drawn with the trial's seed (2s..4s), from the start of the workload" },
             "signal": { "type": "string", "description": "kill: the signal, default SIGKILL" },
+            "scope": { "enum": SignalScope::NAMES, "description": "kill: which processes the signal reaches: main (the main process only), group (its process group), all (every process the target started); default group for a process target, main for a container" },
             "duration": duration("pause, link faults: how long; stale-lock: heal after this long (default: at the end of the trial)"),
             "path": { "type": "string", "description": "corrupt: a file or glob relative to the data dir; stale-lock: the lock or pid file" },
             "mode": { "enum": faults::CORRUPT_MODES, "description": "corrupt: what to do to the file" },

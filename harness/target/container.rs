@@ -18,10 +18,10 @@ use nix::sys::signal::Signal;
 
 use super::process::ProcessContext;
 use super::reaper;
-use super::{procfs, CommandKind, HostProcess, Target, TargetError};
+use super::{procfs, CommandKind, HostProcess, Signalled, Target, TargetError};
 use crate::engine::{ContainerSpec, Engine, RUN_LABEL};
 use crate::fault::journal::Entry;
-use crate::scenario::{template, RestartPolicy, TargetPlan};
+use crate::scenario::{template, RestartPolicy, SignalScope, TargetPlan};
 
 /// Where a container sees its data dir.
 pub const CONTAINER_DATA_DIR: &str = "/data";
@@ -271,19 +271,49 @@ impl Target for ContainerTarget {
         Ok(())
     }
 
-    /// Signals the container's main process through its host pid, as a
+    /// Signals the container's processes through their host pids, as a
     /// crash or an OOM kill would: the engine sees its process die (and its
     /// own restart policy applies), where `docker kill` would count as a
     /// manual stop that `restart: always` leaves alone.
-    fn signal(&self, signal: Signal) -> Result<HostProcess, TargetError> {
+    fn signal(&self, signal: Signal, scope: SignalScope) -> Result<Signalled, TargetError> {
         let process = self.inner.current()?;
         if !procfs::is_same_live_process(process.pid, process.start_time) {
             return Err(TargetError::NotRunning { target: self.name().to_string() });
         }
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(process.pid), signal).map_err(|source| {
-            TargetError::Signal { target: self.name().to_string(), signal: signal.as_str(), source }
-        })?;
-        Ok(process)
+        if scope == SignalScope::Main {
+            let at = Instant::now();
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(process.pid), signal).map_err(|source| {
+                TargetError::Signal { target: self.name().to_string(), signal: signal.as_str(), source }
+            })?;
+            return Ok(Signalled { process, at, processes: Some(1) });
+        }
+        // Every process in the container shares its main process's pid
+        // namespace; a container that shares the host's has no "all".
+        if procfs::namespace_members(process.pid).is_empty() {
+            return Err(TargetError::Scope {
+                target: self.name().to_string(),
+                scope: if scope == SignalScope::All { "all" } else { "group" },
+                why: "the container shares the host's pid namespace (pid: host), where it would reach every process \
+                      of the host; use scope = \"main\""
+                    .into(),
+            });
+        }
+        let group = procfs::stat(process.pid).map(|s| s.pgrp);
+        let walk = |visit: &mut dyn FnMut(i32, procfs::ProcStat)| {
+            for (pid, s) in procfs::namespace_members(process.pid) {
+                if scope == SignalScope::All || Some(s.pgrp) == group {
+                    visit(pid, s);
+                }
+            }
+        };
+        let (at, n) = super::signal_every(walk, signal, None);
+        Ok(Signalled { process, at, processes: Some(n) })
+    }
+
+    /// The main process: when it dies, the kernel kills every other process
+    /// in the container's pid namespace, as a crash of the service would.
+    fn default_scope(&self) -> SignalScope {
+        SignalScope::Main
     }
 
     fn pause(&self) -> Result<HostProcess, TargetError> {

@@ -7,11 +7,16 @@ pub mod process;
 pub mod procfs;
 pub mod reaper;
 
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 
 pub use process::ProcessTarget;
+
+use crate::scenario::SignalScope;
 
 /// A process the run started: pid plus start time, so it cannot be confused
 /// with a later process that reuses the pid.
@@ -34,8 +39,20 @@ pub enum TargetError {
     Hook { target: String, command: String, detail: String },
     #[error("target `{target}`: {source}")]
     Io { target: String, source: std::io::Error },
+    #[error("target `{target}`: cannot signal {scope}: {why}")]
+    Scope { target: String, scope: &'static str, why: String },
     #[error("target `{target}`: {what} is for container targets only")]
     Unsupported { target: String, what: &'static str },
+}
+
+/// What a signal reached: the incarnation, the moment the first process got
+/// it (the fault's injection: finding a whole tree takes milliseconds), and
+/// how many processes got it (`None`: a process group, signalled whole).
+#[derive(Debug, Clone, Copy)]
+pub struct Signalled {
+    pub process: HostProcess,
+    pub at: Instant,
+    pub processes: Option<usize>,
 }
 
 /// What a command run for a target is, which decides how it is tracked.
@@ -54,8 +71,11 @@ pub trait Target: Send + Sync {
     fn name(&self) -> &str;
     /// Starts the first incarnation and supervision (restarts per policy).
     fn start(&self) -> Result<(), TargetError>;
-    /// Sends a signal to the current incarnation's process group.
-    fn signal(&self, signal: Signal) -> Result<HostProcess, TargetError>;
+    /// Sends a signal to the current incarnation's processes in `scope`.
+    fn signal(&self, signal: Signal, scope: SignalScope) -> Result<Signalled, TargetError>;
+    /// The scope of a kill fault that names none: what a crash of this kind
+    /// of target usually takes down.
+    fn default_scope(&self) -> SignalScope;
     /// Freezes the current incarnation (SIGSTOP) until [`Target::resume`].
     fn pause(&self) -> Result<HostProcess, TargetError>;
     fn resume(&self, which: HostProcess) -> Result<(), TargetError>;
@@ -96,6 +116,70 @@ pub trait Target: Send + Sync {
     /// The last lines the target printed (stdout and stderr of its latest
     /// incarnations), for reports of failures.
     fn last_log_lines(&self, n: usize) -> Vec<String>;
+}
+
+/// Signals every process `walk` visits, walking again until it visits no
+/// process not yet reached (one may fork meanwhile). Each is signalled as
+/// soon as it is found, through a pidfd opened while its start time still
+/// matched, so no signal reaches a process that reused its pid. `group` (a
+/// group leader's pid and start time) is signalled first and at once
+/// (`killpg` is atomic, and a child being forked gets it too), if the leader
+/// is still that process; its members are not signalled twice. A SIGKILL
+/// stops them all first, so that they die as at one instant: no PostgreSQL
+/// backend commits after its postmaster died. Returns when the first of
+/// them was signalled, and how many were reached.
+pub(crate) fn signal_every(
+    walk: impl Fn(&mut dyn FnMut(i32, procfs::ProcStat)),
+    signal: Signal,
+    group: Option<(i32, u64)>,
+) -> (Instant, usize) {
+    let first = if signal == Signal::SIGKILL { Signal::SIGSTOP } else { signal };
+    let group = group.filter(|(leader, start_time)| procfs::is_same_live_process(*leader, *start_time)).map(|g| g.0);
+    let at = Instant::now();
+    if let Some(group) = group {
+        let _ = nix::sys::signal::killpg(Pid::from_raw(group), first);
+    }
+    let mut reached: Vec<((i32, u64), Option<OwnedFd>)> = Vec::new();
+    for _ in 0..16 {
+        let before = reached.len();
+        walk(&mut |pid, s| {
+            if reached.iter().any(|(p, _)| *p == (pid, s.start_time)) {
+                return;
+            }
+            let fd = pidfd(pid, s.start_time);
+            // A second SIGSTOP is harmless; a second SIGHUP may not be.
+            if first == Signal::SIGSTOP || Some(s.pgrp) != group {
+                send(fd.as_ref(), first);
+            }
+            reached.push(((pid, s.start_time), fd));
+        });
+        if reached.len() == before {
+            break;
+        }
+    }
+    if first != signal {
+        // The leader is stopped, so its group id cannot have been reused.
+        if let Some(group) = group {
+            let _ = nix::sys::signal::killpg(Pid::from_raw(group), signal);
+        }
+        for (_, fd) in &reached {
+            send(fd.as_ref(), signal);
+        }
+    }
+    (at, reached.len())
+}
+
+/// A pidfd for `pid` if it is still the process that started at `start_time`
+/// once the fd is open (from then on the fd names that process only).
+fn pidfd(pid: i32, start_time: u64) -> Option<OwnedFd> {
+    let fd = rustix::process::pidfd_open(rustix::process::Pid::from_raw(pid)?, rustix::process::PidfdFlags::empty());
+    fd.ok().filter(|_| procfs::is_same_live_process(pid, start_time))
+}
+
+fn send(fd: Option<&OwnedFd>, signal: Signal) {
+    if let (Some(fd), Some(signal)) = (fd, rustix::process::Signal::from_named_raw(signal as i32)) {
+        let _ = rustix::process::pidfd_send_signal(fd, signal);
+    }
 }
 
 /// Asks the kernel for a free port on loopback. Another process may take it

@@ -12,15 +12,20 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
 use super::reaper::{self, Exit};
-use super::{procfs, CommandKind, HostProcess, Target, TargetError};
+use super::{procfs, CommandKind, HostProcess, Signalled, Target, TargetError};
 use crate::fault::journal::{Entry, Journal};
 use crate::runner::history::{EventKind, Recorder};
 use crate::scenario::template;
-use crate::scenario::{RestartPolicy, TargetPlan};
+use crate::scenario::{RestartPolicy, SignalScope, TargetPlan};
+
+/// Marks every process of one incarnation (`TRIAL.TARGET.N`), with the run's
+/// token: how a process reparented to the harness is still known as part of
+/// the incarnation's tree.
+pub const INCARNATION_VAR: &str = "CRASHLAB_INCARNATION";
 
 /// Where a target lives in one trial.
 pub struct ProcessContext {
@@ -152,6 +157,7 @@ impl Inner {
         let io = |source| TargetError::Io { target: self.name().to_string(), source };
         let log = File::create(&log_path).map_err(io)?;
         let mut command = self.command(&self.plan.command);
+        command.env(INCARNATION_VAR, self.incarnation_mark(incarnation));
         if let Some(ns) = &self.ctx.namespace {
             // `ip netns exec` enters the namespace and execs the target in
             // place: same pid, same process group.
@@ -262,14 +268,31 @@ impl Inner {
         self.state.lock().unwrap().current.ok_or_else(|| TargetError::NotRunning { target: self.name().to_string() })
     }
 
-    fn signal(&self, signal: Signal) -> Result<HostProcess, TargetError> {
+    fn incarnation_mark(&self, incarnation: u32) -> String {
+        format!("{}.{}.{incarnation}", self.ctx.trial, self.name())
+    }
+
+    fn signal(&self, signal: Signal, scope: SignalScope) -> Result<Signalled, TargetError> {
         let process = self.current()?;
-        killpg(Pid::from_raw(process.pid), signal).map_err(|source| TargetError::Signal {
-            target: self.name().to_string(),
-            signal: signal.as_str(),
-            source,
-        })?;
-        Ok(process)
+        let err = |source| TargetError::Signal { target: self.name().to_string(), signal: signal.as_str(), source };
+        let at = Instant::now();
+        let (at, processes) = match scope {
+            SignalScope::Main => (at, kill(Pid::from_raw(process.pid), signal).map(|()| Some(1)).map_err(err)?),
+            SignalScope::Group => (at, killpg(Pid::from_raw(process.pid), signal).map(|()| None).map_err(err)?),
+            SignalScope::All => {
+                let mark = self.incarnation_mark(process.incarnation);
+                let token = reaper::run_token().unwrap_or_default();
+                let marks = [(reaper::RUN_TOKEN_VAR, token.as_str()), (INCARNATION_VAR, mark.as_str())];
+                let walk = |visit: &mut dyn FnMut(i32, procfs::ProcStat)| {
+                    procfs::walk_tree(process.pid, process.start_time, &marks, visit)
+                };
+                match super::signal_every(walk, signal, Some((process.pid, process.start_time))) {
+                    (_, 0) => return Err(TargetError::NotRunning { target: self.name().to_string() }),
+                    (at, n) => (at, Some(n)),
+                }
+            }
+        };
+        Ok(Signalled { process, at, processes })
     }
 }
 
@@ -311,12 +334,19 @@ impl Target for ProcessTarget {
         Ok(())
     }
 
-    fn signal(&self, signal: Signal) -> Result<HostProcess, TargetError> {
-        self.inner.signal(signal)
+    fn signal(&self, signal: Signal, scope: SignalScope) -> Result<Signalled, TargetError> {
+        self.inner.signal(signal, scope)
+    }
+
+    /// The process group: what the target's stop and restart signal too. A
+    /// service whose workers leave the group (PostgreSQL) needs `all` for
+    /// a crash of the whole service.
+    fn default_scope(&self) -> SignalScope {
+        SignalScope::Group
     }
 
     fn pause(&self) -> Result<HostProcess, TargetError> {
-        self.inner.signal(Signal::SIGSTOP)
+        Ok(self.inner.signal(Signal::SIGSTOP, SignalScope::Group)?.process)
     }
 
     fn resume(&self, which: HostProcess) -> Result<(), TargetError> {

