@@ -118,6 +118,7 @@ target = "kv"
 /// does not stop the procedure: each is in the report, and each fails.
 #[test]
 fn fault_steps_budgets_and_checks() {
+    let _serial = common::serial();
     let tmp = tempfile::tempdir().unwrap();
     let path = write_scenario(tmp.path(), "steps.toml", STEPS);
     let r = common::run(&path, &["--seed", "5", "--trials", "1"]);

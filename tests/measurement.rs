@@ -210,6 +210,7 @@ fn the_report_counts_each_targets_incarnations() {
 /// RTO is the restart plus demo-kv's known 300 ms of replay, not the hang.
 #[test]
 fn a_hanging_probe_sample_does_not_blind_the_probe() {
+    let _serial = common::serial();
     if !common::which("bash") {
         return;
     }
@@ -259,6 +260,7 @@ startup_timeout = "10s"
 /// every report.
 #[test]
 fn a_setup_fault_adds_nothing_to_the_trials_rto() {
+    let _serial = common::serial();
     let tmp = tempfile::tempdir().unwrap();
     let scenario = r#"
 name = "setup-then-kill"

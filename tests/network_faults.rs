@@ -38,6 +38,7 @@ fn fault(r: &Run) -> &Value {
 
 #[test]
 fn latency_on_the_client_link_adds_100ms_while_it_lasts() {
+    let _serial = common::serial();
     let r = run(&scenario("proxy-latency.toml"), &["--seed", "21"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
     let (from, to) = (fault(&r)["injected_at_ms"].as_f64().unwrap(), fault(&r)["healed_at_ms"].as_f64().unwrap());
@@ -54,6 +55,7 @@ fn latency_on_the_client_link_adds_100ms_while_it_lasts() {
 
 #[test]
 fn a_2s_blackhole_fails_the_ops_inside_it_and_recovers_at_the_heal_losing_nothing() {
+    let _serial = common::serial();
     let r = run(&scenario("proxy-blackhole.toml"), &["--seed", "22"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
     let t = &r.trials()[0];
@@ -64,8 +66,12 @@ fn a_2s_blackhole_fails_the_ops_inside_it_and_recovers_at_the_heal_losing_nothin
     let inside: Vec<_> = ops(&r).into_iter().filter(|(at, ..)| *at > from + 1.0 && *at < to - 500.0).collect();
     assert!(inside.len() > 100, "only {} ops inside the blackhole", inside.len());
     assert!(inside.iter().all(|o| o.2 != "ok"), "an op inside the blackhole succeeded");
+    // Three 5 ms samples after the heal, on a quiet machine ~20 ms; a probe
+    // blinded by the blackhole would wait for the 2 s fault or the end of
+    // the workload. 500 ms (the workload's timeout) leaves room for a
+    // loaded CI machine (244 ms seen) and still tells the two apart.
     let from_heal = fault(&r)["rto_from_heal_ms"].as_f64().unwrap();
-    assert!(from_heal <= 200.0, "healthy {from_heal} ms after the heal");
+    assert!(from_heal <= 500.0, "healthy {from_heal} ms after the heal");
     let rto = t["rto_ms"].as_f64().unwrap();
     assert!(rto >= 2000.0, "recovered ({rto} ms) before the blackhole was healed");
     assert_eq!(t["rpo"]["lost_acked"].as_u64(), Some(0));
@@ -156,6 +162,7 @@ at = "2s"
 
     #[test]
     fn isolating_one_of_three_nodes_cuts_exactly_its_links_and_leaves_nothing_behind() {
+        let _serial = crate::common::serial();
         if !common::netns_available() {
             return;
         }

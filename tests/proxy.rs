@@ -1,6 +1,8 @@
 //! The fault proxy on its own, against small servers whose behaviour is
 //! known: each fault's effect is measured on live connections.
 
+mod common;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread;
@@ -66,6 +68,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[test]
 fn latency_adds_its_delay_to_an_open_connection_and_leaves_with_the_heal() {
+    let _serial = common::serial();
     let proxy = Proxy::start(echo_server()).unwrap();
     let mut s = connect(&proxy);
     let before = median((0..20).map(|_| round_trip(&mut s)).collect());
@@ -79,6 +82,7 @@ fn latency_adds_its_delay_to_an_open_connection_and_leaves_with_the_heal() {
 
 #[test]
 fn bandwidth_paces_a_transfer() {
+    let _serial = common::serial();
     // 200 KiB at 100 KiB/s: 2 s.
     let proxy = Proxy::start(source_server(200 * 1024)).unwrap();
     proxy.update(|b| b.each(Direction::Down, |t| t.bandwidth = Some(100 * 1024)));
@@ -137,6 +141,7 @@ fn reset_breaks_open_connections_and_refuse_turns_new_ones_away() {
 
 #[test]
 fn limit_data_closes_after_the_limit_and_timeout_after_the_delay() {
+    let _serial = common::serial();
     let proxy = Proxy::start(source_server(10_000)).unwrap();
     proxy.update(|b| b.each(Direction::Down, |t| t.limit_data = Some(1000)));
     let mut got = Vec::new();
@@ -158,6 +163,7 @@ fn limit_data_closes_after_the_limit_and_timeout_after_the_delay() {
 
 #[test]
 fn slice_and_slow_close_delay_as_configured() {
+    let _serial = common::serial();
     // 1000 bytes in 100-byte slices 20 ms apart: 9 gaps, ~180 ms.
     let proxy = Proxy::start(source_server(1000)).unwrap();
     proxy.update(|b| {

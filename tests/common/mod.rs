@@ -218,3 +218,12 @@ pub fn assert_the_workload_ran(name: &str, trial: &Value) {
     let (before, after) = acked_around_the_fault(trial);
     assert!(before > 0, "{name}: the workload ran: {before} acked before the fault, {after} after recovery");
 }
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Held by a test whose figures are timings: the test binary's other
+/// tests wait, so that they do not share the CPU with it. (Test binaries
+/// run one after another; the tests in one run in parallel.)
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
