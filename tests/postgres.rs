@@ -30,6 +30,7 @@ fn steps(t: &Value) -> &Vec<Value> {
 
 #[test]
 fn crash_recovery_loses_no_commit_and_keeps_the_sequences_whole() {
+    let _serial = common::serial();
     if !postgres_available() {
         return;
     }
@@ -126,6 +127,7 @@ fn a_damaged_heap_page_is_caught_by_data_checksums() {
 /// acknowledged after the fault, give or take one per connection.
 #[test]
 fn point_in_time_recovery_brings_back_what_was_deleted_and_loses_what_followed() {
+    let _serial = common::serial();
     if !postgres_available() {
         return;
     }

@@ -67,8 +67,8 @@ impl FaultContext {
         self.injected_at(std::time::Instant::now(), kind, detail);
     }
 
-    /// The fault took effect at `at` (a signal to a whole tree is delivered
-    /// after it was found, not when the fault began to look for it).
+    /// The fault took effect at `at` (a signal to a whole tree is in effect
+    /// once its last process got it, not when the fault began to look).
     pub fn injected_at(&self, at: std::time::Instant, kind: &str, detail: String) {
         self.recorder.record_at(
             at,

@@ -45,9 +45,10 @@ pub enum TargetError {
     Unsupported { target: String, what: &'static str },
 }
 
-/// What a signal reached: the incarnation, the moment the first process got
-/// it (the fault's injection: finding a whole tree takes milliseconds), and
-/// how many processes got it (`None`: a process group, signalled whole).
+/// What a signal reached: the incarnation, the moment the last process got
+/// it (the fault's injection: a whole tree is found and signalled one
+/// process at a time), and how many processes got it (`None`: a process
+/// group, signalled whole).
 #[derive(Debug, Clone, Copy)]
 pub struct Signalled {
     pub process: HostProcess,
@@ -126,8 +127,10 @@ pub trait Target: Send + Sync {
 /// (`killpg` is atomic, and a child being forked gets it too), if the leader
 /// is still that process; its members are not signalled twice. A SIGKILL
 /// stops them all first, so that they die as at one instant: no PostgreSQL
-/// backend commits after its postmaster died. Returns when the first of
-/// them was signalled, and how many were reached.
+/// backend commits after its postmaster died. Returns when the last of them
+/// was signalled (the fault is in full effect from then on: found one by
+/// one, the first may precede the last by milliseconds), and how many were
+/// reached.
 pub(crate) fn signal_every(
     walk: impl Fn(&mut dyn FnMut(i32, procfs::ProcStat)),
     signal: Signal,
@@ -135,7 +138,7 @@ pub(crate) fn signal_every(
 ) -> (Instant, usize) {
     let first = if signal == Signal::SIGKILL { Signal::SIGSTOP } else { signal };
     let group = group.filter(|(leader, start_time)| procfs::is_same_live_process(*leader, *start_time)).map(|g| g.0);
-    let at = Instant::now();
+    let mut at = Instant::now();
     if let Some(group) = group {
         let _ = nix::sys::signal::killpg(Pid::from_raw(group), first);
     }
@@ -151,6 +154,7 @@ pub(crate) fn signal_every(
             if first == Signal::SIGSTOP || Some(s.pgrp) != group {
                 send(fd.as_ref(), first);
             }
+            at = Instant::now();
             reached.push(((pid, s.start_time), fd));
         });
         if reached.len() == before {
