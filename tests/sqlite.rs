@@ -90,39 +90,22 @@ fn in_a_container_too_a_kill_loses_no_commit() {
 /// below mean something.
 #[test]
 fn sqlite_is_blocked_by_a_live_fcntl_lock_and_not_by_a_flock() {
-    use std::os::fd::AsRawFd;
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("app.db");
     let open_db = || std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&db).unwrap();
     let start = || {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
-            .args(["sqlite-app", "--port", &port.to_string(), "--db"])
-            .arg(&db)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut first = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first).unwrap();
-        let _ = child.kill();
-        let _ = child.wait();
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        let port = common::free_port();
+        let args = ["sqlite-app", "--port", &port, "--db"].map(std::ffi::OsStr::new);
+        let (first, _, stderr) = common::first_line_of(&[&args[..], &[db.as_os_str()]].concat());
         (first.starts_with("opened"), stderr)
     };
     let held = open_db();
-    // SAFETY: a zeroed flock struct is valid; its fields are set below.
-    let mut spec: nix::libc::flock = unsafe { std::mem::zeroed() };
-    spec.l_type = nix::libc::F_WRLCK as i16;
-    spec.l_whence = nix::libc::SEEK_SET as i16;
-    nix::fcntl::fcntl(&held, nix::fcntl::FcntlArg::F_SETLK(&spec)).unwrap();
+    common::fcntl_lock(&held);
     let (opened, stderr) = start();
     assert!(!opened && stderr.contains("database is locked"), "{stderr}");
     drop(held);
     let held = open_db();
-    // SAFETY: a plain syscall on a descriptor we own.
-    assert_eq!(unsafe { nix::libc::flock(held.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) }, 0);
+    common::flock(&held);
     let (opened, stderr) = start();
     assert!(opened, "SQLite does not see a flock: {stderr}");
 }

@@ -454,42 +454,25 @@ at = "300ms"
 /// makes the held-lock scenarios meaningful for each kind.
 #[test]
 fn a_store_is_blocked_only_by_a_lock_of_its_own_kind() {
-    use std::os::fd::AsRawFd;
     let tmp = tempfile::tempdir().unwrap();
     let lock_file =
         || std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(tmp.path().join("LOCK")).unwrap();
     let start = |kind: &str| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
-            .args(["demo-kv", "--port", &port.to_string(), "--lock", kind, "--data-dir"])
-            .arg(tmp.path())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut first = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first).unwrap();
-        let _ = child.kill();
-        let status = child.wait().unwrap();
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-        (first.starts_with("ready") || first.starts_with("recovered"), status.code(), stderr)
+        let port = common::free_port();
+        let args = ["demo-kv", "--port", &port, "--lock", kind, "--data-dir"].map(std::ffi::OsStr::new);
+        let (first, code, stderr) = common::first_line_of(&[&args[..], &[tmp.path().as_os_str()]].concat());
+        (first.starts_with("ready") || first.starts_with("recovered"), code, stderr)
     };
     // An fcntl lock held by this (live) process.
     let held = lock_file();
-    // SAFETY: a zeroed flock struct is valid; its fields are set below.
-    let mut spec: nix::libc::flock = unsafe { std::mem::zeroed() };
-    spec.l_type = nix::libc::F_WRLCK as i16;
-    spec.l_whence = nix::libc::SEEK_SET as i16;
-    nix::fcntl::fcntl(&held, nix::fcntl::FcntlArg::F_SETLK(&spec)).unwrap();
+    common::fcntl_lock(&held);
     let (started, code, stderr) = start("fcntl");
     assert!(!started && code == Some(2) && stderr.contains("is in use"), "{code:?} {stderr}");
     assert!(start("flock").0, "a flock store does not see an fcntl lock");
     drop(held);
     // A flock held by this process.
     let held = lock_file();
-    // SAFETY: a plain syscall on a descriptor we own.
-    assert_eq!(unsafe { nix::libc::flock(held.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) }, 0);
+    common::flock(&held);
     let (started, code, stderr) = start("flock");
     assert!(!started && code == Some(2) && stderr.contains("is in use"), "{code:?} {stderr}");
     assert!(start("fcntl").0, "an fcntl store does not see a flock");

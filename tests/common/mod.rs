@@ -227,3 +227,45 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// Starts `crashlab ARGS`, reads the first line it prints and kills it:
+/// that line, its exit code (`None` if it was still running), and what it
+/// wrote to stderr.
+pub fn first_line_of(args: &[&std::ffi::OsStr]) -> (String, Option<i32>, String) {
+    use std::io::{BufRead, Read};
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    (first, status.code(), stderr)
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string()
+}
+
+/// Takes an fcntl write lock on the whole of `file`, held until the file is
+/// closed: what SQLite and demo-kv `--lock fcntl` see.
+pub fn fcntl_lock(file: &std::fs::File) {
+    // SAFETY: a zeroed flock struct is valid; its fields are set below.
+    let mut spec: nix::libc::flock = unsafe { std::mem::zeroed() };
+    spec.l_type = nix::libc::F_WRLCK as i16;
+    spec.l_whence = nix::libc::SEEK_SET as i16;
+    nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_SETLK(&spec)).unwrap();
+}
+
+/// Takes an exclusive flock on `file`, held until the file is closed.
+pub fn flock(file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on a descriptor the caller owns.
+    assert_eq!(unsafe { nix::libc::flock(file.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) }, 0);
+}
