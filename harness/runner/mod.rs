@@ -700,8 +700,6 @@ fn run_trial(plan: &Plan, index: u32, seed: u64, shared: &RunShared) -> (Vec<his
     (recorder.finish(origin), stop)
 }
 
-/// Reads the store back, retrying briefly: a target that just became healthy
-/// may still drop the first connection.
 /// Waits until `target` is healthy for the first time. A target that exits
 /// before that is an environment error at once (what answered the probe
 /// meanwhile may not have been the target), not after a start-up timeout
@@ -744,6 +742,8 @@ fn await_start_up(
     }
 }
 
+/// Reads the store back, retrying briefly: a target that just became healthy
+/// may still drop the first connection.
 fn read_back(workload: &dyn Workload) -> std::io::Result<Vec<(String, String)>> {
     let mut last = None;
     for _ in 0..3 {

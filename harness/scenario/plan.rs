@@ -230,16 +230,22 @@ pub enum SignalScope {
 }
 
 impl SignalScope {
+    /// In the order `--help`, the schema and diagnostics list them.
     pub const NAMES: &'static [&'static str] = &["main", "group", "all"];
 
-    pub fn from_name(name: &str) -> Option<SignalScope> {
-        match name {
-            "main" => Some(SignalScope::Main),
-            "group" => Some(SignalScope::Group),
-            "all" => Some(SignalScope::All),
-            _ => None,
+    pub fn name(self) -> &'static str {
+        match self {
+            SignalScope::Main => "main",
+            SignalScope::Group => "group",
+            SignalScope::All => "all",
         }
     }
+
+    pub fn from_name(name: &str) -> Option<SignalScope> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    const ALL: [SignalScope; 3] = [SignalScope::Main, SignalScope::Group, SignalScope::All];
 
     /// How a fault's detail names what was signalled.
     pub fn describe(self) -> &'static str {
@@ -522,4 +528,15 @@ pub struct TrialsPlan {
     /// How long after the last fault (or the end of the workload) the harness
     /// waits for sustained health before it declares "never recovered".
     pub recovery_timeout: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SignalScope;
+
+    #[test]
+    fn signal_scope_names_are_its_variants() {
+        let names: Vec<&str> = SignalScope::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(names, SignalScope::NAMES);
+    }
 }

@@ -292,7 +292,7 @@ impl Target for ContainerTarget {
         if procfs::namespace_members(process.pid).is_empty() {
             return Err(TargetError::Scope {
                 target: self.name().to_string(),
-                scope: if scope == SignalScope::All { "all" } else { "group" },
+                scope: scope.name(),
                 why: "the container shares the host's pid namespace (pid: host), where it would reach every process \
                       of the host; use scope = \"main\""
                     .into(),
