@@ -84,7 +84,7 @@ fn stream(addr: SocketAddr) -> f64 {
 }
 
 fn haproxy(backend: SocketAddr, dir: &std::path::Path) -> Option<(Child, SocketAddr)> {
-    let port = crashlab::target::free_port().ok()?;
+    let port = crashlab::targets::free_port().ok()?;
     let config = dir.join(format!("haproxy-{}.cfg", backend.port()));
     std::fs::write(
         &config,

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use crashlab::demo::protocol::Client;
 use crashlab::fault::corrupt::corrupt_file;
-use crashlab::fault::journal::Journal;
 use crashlab::fault::unsynced::UnsyncedFs;
+use crashlab::journal::Journal;
 use crashlab::scenario::{CorruptMode, Offset};
 use rand::SeedableRng;
 
@@ -39,7 +39,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// SET latencies (ms) of one closed-loop client against demo-kv on `dir`.
 fn demo_kv_latencies(dir: &Path, fsync: &str, ops: usize) -> Vec<f64> {
-    let port = crashlab::target::free_port().unwrap();
+    let port = crashlab::targets::free_port().unwrap();
     let mut server = Command::new(env!("CARGO_BIN_EXE_crashlab"))
         .args(["demo-kv", "--fsync", fsync, "--port", &port.to_string(), "--data-dir"])
         .arg(dir)

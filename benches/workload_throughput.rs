@@ -13,11 +13,11 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use crashlab::runner::history::Recorder;
+use crashlab::history::Recorder;
 use crashlab::workload::{demo_kv::DemoKv, drive, Pace};
 
 fn main() {
-    let port = crashlab::target::free_port().unwrap();
+    let port = crashlab::targets::free_port().unwrap();
     let data = tempfile::tempdir().unwrap();
     let mut server = Command::new(env!("CARGO_BIN_EXE_crashlab"))
         .args(["demo-kv", "--fsync", "never", "--port", &port.to_string(), "--data-dir"])

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::engine::Engine;
-use crate::target::reaper;
+use crate::targets::reaper;
 
 #[derive(Debug, thiserror::Error)]
 #[error("compose: {0}")]

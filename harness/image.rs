@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::engine::{Engine, EngineError};
-use crate::target::reaper;
+use crate::targets::reaper;
 
 pub const DEMO_KV_REPO: &str = "crashlab/demo-kv";
 

@@ -2,13 +2,15 @@
 //!
 //! Data flows one way: [`scenario::compile`] makes a validated [`scenario::Plan`];
 //! the [`runner`] starts targets, drives the workload, samples probes and injects
-//! faults, all reporting timestamped events into one [`runner::history::History`];
+//! faults, all reporting timestamped events into one [`history::History`];
 //! the [`check`]ers turn that history into verdicts and metrics; the report crate
 //! renders them. A stored history can be checked again offline (`crashlab analyze`).
 
 pub mod bench;
 pub mod check;
+pub mod cleanup;
 pub mod compose;
+pub mod confine;
 pub mod crash_point;
 pub mod demo;
 pub mod drill;
@@ -16,13 +18,16 @@ pub mod duration;
 pub mod engine;
 pub mod exit;
 pub mod fault;
+pub mod history;
 pub mod image;
+pub mod journal;
 pub mod network;
 pub mod probe;
 pub mod proxy;
+pub mod run_dir;
 pub mod runner;
 pub mod scenario;
-pub mod target;
+pub mod targets;
 pub mod workload;
 
 pub use crashlab_reports as reports;

@@ -10,9 +10,9 @@ use clap::{Parser, Subcommand};
 
 use crashlab::drill::{self, DrillLog};
 use crashlab::reports::{render_text, RunReport, Verdict};
-use crashlab::runner::{self, history, Operator, RunOptions, TrialStop};
+use crashlab::runner::{self, Operator, RunOptions, TrialStop};
 use crashlab::scenario::{self, LoadError};
-use crashlab::{check, demo, exit, fault, target};
+use crashlab::{check, cleanup, demo, exit, fault, history, run_dir, targets};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -291,7 +291,7 @@ fn execute(path: &Path, options: RunOptions) -> Result<runner::RunOutcome, i32> 
         );
         return Err(exit::USAGE);
     }
-    if let Err(e) = target::reaper::become_subreaper() {
+    if let Err(e) = targets::reaper::become_subreaper() {
         eprintln!("crashlab: cannot become a child subreaper: {e}");
         return Err(exit::ENVIRONMENT);
     }
@@ -345,9 +345,9 @@ fn execute(path: &Path, options: RunOptions) -> Result<runner::RunOutcome, i32> 
             eprintln!("crashlab: {e}");
             match e {
                 runner::RunError::RunDir(
-                    runner::run_dir::RunDirError::InUse { .. }
-                    | runner::run_dir::RunDirError::NotEmpty { .. }
-                    | runner::run_dir::RunDirError::NotAFinishedRun { .. },
+                    run_dir::RunDirError::InUse { .. }
+                    | run_dir::RunDirError::NotEmpty { .. }
+                    | run_dir::RunDirError::NotAFinishedRun { .. },
                 ) => Err(exit::USAGE),
                 _ => Err(exit::ENVIRONMENT),
             }
@@ -611,7 +611,7 @@ fn build_image(debian: &[String]) -> i32 {
 }
 
 fn cleanup(run_dir: &Path) -> i32 {
-    match fault::cleanup::cleanup(run_dir) {
+    match cleanup::cleanup(run_dir) {
         Ok(done) => {
             println!(
                 "{}: resumed {} paused process group(s), stopped {} process(es), unmounted {} FUSE layer(s), \
@@ -637,7 +637,7 @@ fn cleanup(run_dir: &Path) -> i32 {
         Err(e) => {
             eprintln!("crashlab: cannot clean up {}: {e}", run_dir.display());
             match e {
-                fault::cleanup::CleanupError::InUse { .. } | fault::cleanup::CleanupError::NotARun => exit::USAGE,
+                cleanup::CleanupError::InUse { .. } | cleanup::CleanupError::NotARun => exit::USAGE,
                 _ => exit::ENVIRONMENT,
             }
         }

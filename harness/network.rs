@@ -16,10 +16,8 @@ use std::process::Command;
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use crate::fault::journal::{Entry, Journal};
-use crate::target::reaper;
+use crate::journal::{Entry, Journal};
+use crate::targets::reaper;
 
 #[derive(Debug, thiserror::Error)]
 #[error("network: `{command}` failed: {detail}")]
@@ -28,17 +26,7 @@ pub struct NetworkError {
     pub detail: String,
 }
 
-/// Names of everything a network is made of, as journaled.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetworkNames {
-    pub namespaces: Vec<String>,
-    /// The veth end in the harness's own namespace.
-    pub host_link: String,
-    /// Every veth end that is created in the harness's namespace before it
-    /// moves into a namespace: left behind if the harness dies in between.
-    #[serde(default)]
-    pub links: Vec<String>,
-}
+pub use crate::journal::NetworkNames;
 
 impl NetworkNames {
     /// Whether every name has the shape [`Network::create`] gives it

@@ -23,7 +23,7 @@ fn the_recorded_history_reads_and_writes_back_byte_for_byte() {
     let history = recorded("history.jsonl");
     let mut kinds = BTreeSet::new();
     for (n, line) in history.lines().enumerate() {
-        let event: crashlab::runner::history::Event =
+        let event: crashlab::history::Event =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("line {}: {e}: {line}", n + 1));
         assert_eq!(serde_json::to_string(&event).unwrap(), line, "line {}", n + 1);
         kinds.insert(serde_json::from_str::<Value>(line).unwrap()["event"].as_str().unwrap().to_string());

@@ -365,7 +365,7 @@ fn a_power_loss_keeps_exactly_the_fsynced_bytes() {
     let dir = tmp.path().join("data");
     std::fs::create_dir(&dir).unwrap();
     let dir = dir.canonicalize().unwrap();
-    let journal = std::sync::Arc::new(crashlab::fault::journal::Journal::create(tmp.path()).unwrap());
+    let journal = std::sync::Arc::new(crashlab::journal::Journal::create(tmp.path()).unwrap());
     let layer = crashlab::fault::unsynced::UnsyncedFs::mount(&dir, 0, "kv", journal).unwrap();
 
     // a: 100 synced bytes, then an unsynced append and an unsynced overwrite.

@@ -3,20 +3,19 @@
 //! pass. Because they read only the history, `crashlab analyze` can run them
 //! again on a stored run.
 
-pub mod expect;
 pub mod rpo;
 pub mod rto;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::history::{Event, EventKind, Outcome};
 use crate::reports::{
     Availability, CheckReport, ExpectationReport, OpCounts, RunReport, Stats, StepReport, Summary, TrialReport,
     Verdict, FORMAT_VERSION,
 };
-use crate::runner::history::{Event, EventKind, Outcome};
+use crate::scenario::expect::Metric;
 use crate::scenario::Plan;
-use expect::Metric;
 
 /// The value of a metric in a trial (`None`: not measured, or never recovered).
 fn observe(metric: Metric, t: &TrialReport) -> Option<f64> {

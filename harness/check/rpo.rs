@@ -11,8 +11,8 @@
 
 use std::collections::HashMap;
 
+use crate::history::{Event, EventKind, Outcome};
 use crate::reports::Rpo;
-use crate::runner::history::{Event, EventKind, Outcome};
 
 /// What was written under a key, and how and when the write ended.
 type Written<'a> = (&'a str, Option<(Outcome, f64)>);
@@ -81,7 +81,16 @@ pub fn rpo(events: &[Event]) -> Rpo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::{key_of, value_of};
+
+    // The checker knows nothing of the workload's formats: any distinct
+    // keys and values do.
+    fn key_of(seq: u64) -> String {
+        format!("k{seq}")
+    }
+
+    fn value_of(key: &str, seq: u64) -> String {
+        format!("{key}={seq}")
+    }
 
     fn ev(t_ms: f64, kind: EventKind) -> Event {
         Event { trial: 0, t_ms, kind }

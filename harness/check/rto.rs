@@ -16,8 +16,8 @@
 //! result, and a healthy moment before the procedure took the target down
 //! is not it.
 
+use crate::history::{Event, EventKind};
 use crate::reports::FaultReport;
-use crate::runner::history::{Event, EventKind};
 
 /// When the recovery procedure's last acting step ended, if it ran.
 pub fn procedure_end(events: &[Event]) -> Option<f64> {

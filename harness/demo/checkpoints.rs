@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::protocol;
-use super::server::{io_refusal, PeriodicStore, Refusal};
+use super::store::{io_refusal, PeriodicStore, Refusal};
 
 const EVENTS: &str = "events.log";
 const DIR: &str = "checkpoints";

@@ -12,6 +12,7 @@ pub mod protocol;
 pub mod server;
 pub mod snapshots;
 pub mod sqlite_app;
+pub mod store;
 pub mod wal;
 
 pub use server::{run, DemoKvOptions, FsyncPolicy, OnCorruption};

@@ -13,6 +13,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use super::checkpoints::Checkpoints;
 use super::snapshots::{OnBadSnapshot, Snapshots};
+use super::store::{io_refusal, PeriodicStore, Refusal, EXIT_CORRUPT, EXIT_LOCKED};
 use super::{protocol, wal};
 use crate::duration::clap_duration;
 
@@ -148,18 +149,9 @@ pub struct DemoKvOptions {
     pub repair: bool,
 }
 
-/// A store persisted on a period (snapshots, checkpoints) rather than per write.
-pub trait PeriodicStore: protocol::Store + Send + Sync {
-    fn persist(&self) -> io::Result<()>;
-}
-
 const LOG_FILE: &str = "wal.log";
 const LOCK_FILE: &str = "LOCK";
 const PID_FILE: &str = "demo-kv.pid";
-
-/// Exit codes of demo-kv itself, for runbooks and tests.
-pub const EXIT_LOCKED: i32 = 2;
-pub const EXIT_CORRUPT: i32 = 3;
 
 struct Store {
     map: HashMap<String, String>,
@@ -187,13 +179,6 @@ pub fn run(options: DemoKvOptions) -> i32 {
             code
         }
     }
-}
-
-pub type Refusal = (i32, String);
-
-pub(super) fn io_refusal(what: &str, path: &Path) -> impl Fn(io::Error) -> Refusal {
-    let message = format!("{what} {}", path.display());
-    move |e| (1, format!("{message}: {e}"))
 }
 
 fn serve(options: DemoKvOptions) -> Result<(), Refusal> {

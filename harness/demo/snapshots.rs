@@ -30,7 +30,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 
 use super::protocol;
-use super::server::{io_refusal, PeriodicStore, Refusal, EXIT_CORRUPT};
+use super::store::{io_refusal, PeriodicStore, Refusal, EXIT_CORRUPT};
 
 pub const FILE: &str = "l2_snapshots.dat";
 

@@ -9,7 +9,7 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,27 +18,14 @@ use nix::sys::signal::Signal;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::journal::Entry;
-use super::{confine, healed, Fault, FaultContext, FaultError, FaultErrorKind, FaultGuard};
+use super::{healed, Fault, FaultContext, FaultError, FaultErrorKind, FaultGuard};
+use crate::confine;
+use crate::journal::Entry;
 use crate::scenario::{CorruptMode, CorruptPlan, Offset, Size, When};
 
 pub struct Corrupt(pub CorruptPlan);
 
-/// A damaged file and where its original bytes are kept.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedFile {
-    /// The target's canonical data dir, which `file` lies inside: the file
-    /// is reopened beneath it, following no link.
-    #[serde(default)]
-    pub data_dir: PathBuf,
-    pub file: PathBuf,
-    /// The original bytes of `ranges`, one after the other.
-    pub saved: PathBuf,
-    pub original_len: u64,
-    /// `(offset, length)` of each saved range.
-    pub ranges: Vec<(u64, u64)>,
-    pub deleted: bool,
-}
+pub use crate::journal::SavedFile;
 
 /// Enough of a file's metadata to tell whether anything wrote to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -320,7 +307,7 @@ impl Fault for Corrupt {
     fn inject(&self, ctx: &FaultContext) -> Result<FaultGuard, FaultError> {
         let plan = &self.0;
         let began = Instant::now();
-        let dir = confine::data_dir(ctx.target.as_ref()).map_err(|r| ctx.error(r.into()))?;
+        let dir = ctx.target.data_dir().map_err(|r| ctx.error(r.into()))?;
         if plan.when == When::Offline {
             ctx.target.hold(Signal::SIGTERM);
         }
@@ -332,7 +319,7 @@ impl Fault for Corrupt {
         let when = if plan.when == When::Offline { "offline" } else { "online" };
         ctx.recorder.record_at(
             began,
-            crate::runner::history::EventKind::FaultInjected {
+            crate::history::EventKind::FaultInjected {
                 fault: ctx.index,
                 kind: "corrupt".into(),
                 target: ctx.target.name().to_string(),

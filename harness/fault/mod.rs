@@ -5,10 +5,7 @@
 //! Guardrails, for every fault: it acts only on processes the run started
 //! and on files inside the target's data dir (see [`confine`]).
 
-pub mod cleanup;
-pub mod confine;
 pub mod corrupt;
-pub mod journal;
 mod link;
 mod partition;
 mod passthrough;
@@ -21,10 +18,10 @@ use std::sync::Arc;
 
 use rand::SeedableRng;
 
-use crate::runner::history::{EventKind, Recorder};
+use crate::history::{EventKind, Recorder};
+use crate::journal::{Entry, Journal};
 use crate::scenario::FaultKind;
-use crate::target::{Target, TargetError};
-use journal::{Entry, Journal};
+use crate::targets::{Target, TargetError};
 pub use process::ProcessFault;
 
 /// Everything an injection needs to act and to leave a trace.
@@ -98,7 +95,7 @@ pub enum FaultErrorKind {
     #[error("cannot journal the injection: {0}")]
     Journal(std::io::Error),
     #[error("{0}")]
-    Refused(#[from] confine::Refusal),
+    Refused(#[from] crate::confine::Refusal),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
     #[error("{0}")]

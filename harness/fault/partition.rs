@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use super::journal::Entry;
 use super::{healed, Fault, FaultContext, FaultError, FaultErrorKind, FaultGuard};
+use crate::journal::Entry;
 use crate::scenario::PartitionPlan;
 
 pub struct Partition(pub PartitionPlan);

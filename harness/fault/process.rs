@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use super::journal::Entry;
 use super::{healed, Fault, FaultContext, FaultError, FaultGuard};
+use crate::journal::Entry;
 use crate::scenario::{FaultKind, SignalScope};
-use crate::target::TargetError;
+use crate::targets::TargetError;
 
 /// Faults on a target's processes: kill, pause, restart.
 pub struct ProcessFault(pub FaultKind);
@@ -75,7 +75,7 @@ impl Fault for ProcessFault {
                 injected(format!("ran `{}`", argv.join(" ")));
                 let out = ctx
                     .target
-                    .exec(argv, std::time::Duration::from_secs(60), crate::target::CommandKind::Step)
+                    .exec(argv, std::time::Duration::from_secs(60), crate::targets::CommandKind::Step)
                     .map_err(target_err)?;
                 match out.exit {
                     Some(exit) if exit.success() => Ok(FaultGuard::nothing()),

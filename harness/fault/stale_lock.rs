@@ -24,12 +24,13 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use super::cleanup::stop_groups;
-use super::journal::Entry;
-use super::{confine, healed, Fault, FaultContext, FaultError, FaultErrorKind, FaultGuard};
-use crate::runner::history::EventKind;
+use super::{healed, Fault, FaultContext, FaultError, FaultErrorKind, FaultGuard};
+use crate::confine;
+use crate::history::EventKind;
+use crate::journal::Entry;
 use crate::scenario::{LockKind, StaleLockPlan, StaleLockVariant};
-use crate::target::{procfs, reaper};
+use crate::targets::stopping::stop_groups;
+use crate::targets::{procfs, reaper};
 
 pub struct StaleLock(pub StaleLockPlan);
 
@@ -43,7 +44,7 @@ impl Fault for StaleLock {
     fn inject(&self, ctx: &FaultContext) -> Result<FaultGuard, FaultError> {
         let plan = &self.0;
         let began = Instant::now();
-        let dir = confine::data_dir(ctx.target.as_ref()).map_err(|r| ctx.error(r.into()))?;
+        let dir = ctx.target.data_dir().map_err(|r| ctx.error(r.into()))?;
         let path = confine::path_in(&dir, &plan.path).map_err(|r| ctx.error(r.into()))?;
         let crashed = ctx.target.hold(Signal::SIGKILL);
         let result = self.leave(ctx, &path);

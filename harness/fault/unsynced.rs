@@ -16,10 +16,10 @@ use std::time::Instant;
 use nix::sys::signal::Signal;
 use rand::Rng;
 
-use super::journal::{Entry, Journal};
 use super::passthrough::{Ledger, Passthrough};
 use super::{Fault, FaultContext, FaultError, FaultErrorKind, FaultGuard};
-use crate::runner::history::EventKind;
+use crate::history::EventKind;
+use crate::journal::{Entry, Journal};
 
 /// A mounted layer over one data dir.
 pub struct UnsyncedFs {

@@ -11,9 +11,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::demo::protocol::Client;
-use crate::runner::history::{EventKind, Recorder};
+use crate::history::{EventKind, Recorder};
 use crate::scenario::{PortRef, ProbeKind, ProbePlan};
-use crate::target::Target;
+use crate::targets::Target;
 
 /// One attempt: `Ok` if healthy, otherwise why not. Attempts may overlap
 /// (see [`Sampler`]), so a probe keeps no state between them.
@@ -116,8 +116,10 @@ struct CommandProbe {
 
 impl Probe for CommandProbe {
     fn sample(&self) -> Result<(), String> {
-        let out =
-            self.target.exec(&self.argv, self.timeout, crate::target::CommandKind::Probe).map_err(|e| e.to_string())?;
+        let out = self
+            .target
+            .exec(&self.argv, self.timeout, crate::targets::CommandKind::Probe)
+            .map_err(|e| e.to_string())?;
         match out.exit {
             Some(exit) if exit.success() => Ok(()),
             Some(exit) => Err(format!("{exit}: {}", out.stderr.trim())),

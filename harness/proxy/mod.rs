@@ -20,19 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
-/// Which way data flows: `Up` from the client to the target, `Down` back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    Up,
-    Down,
-    Both,
-}
-
-impl Direction {
-    pub fn includes(self, other: Direction) -> bool {
-        self == Direction::Both || self == other
-    }
-}
+pub use crate::scenario::Direction;
 
 /// What happens to the data of one direction.
 #[derive(Debug, Clone, Default, PartialEq)]

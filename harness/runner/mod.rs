@@ -2,9 +2,7 @@
 //! all report into one [`history::Recorder`] per trial; the checkers then
 //! judge the history alone.
 
-pub mod history;
 mod recover;
-pub mod run_dir;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -19,20 +17,21 @@ use crate::check;
 use crate::compose;
 pub use crate::drill::Operator;
 use crate::engine::{Engine, RUN_LABEL};
-use crate::fault::journal::{Entry, Journal};
 use crate::fault::unsynced::UnsyncedFs;
 use crate::fault::{self, FaultContext, FaultGuard};
+use crate::history::{self, EventKind, Recorder};
+use crate::journal::{Entry, Journal};
 use crate::network::Network;
 use crate::probe::{self, Sampler};
 use crate::proxy::Proxy;
 use crate::reports::{RunReport, TrialReport};
+use crate::run_dir;
+pub use crate::run_dir::new_run_dir;
 use crate::scenario::{FaultKind, NetworkPlan, Plan, PortRef, TargetKind, TargetPlan, WorkloadKind};
-use crate::target::container::ContainerTarget;
-use crate::target::process::ProcessContext;
-use crate::target::{free_port, ProcessTarget, Target};
+use crate::targets::container::ContainerTarget;
+use crate::targets::process::ProcessContext;
+use crate::targets::{free_port, ProcessTarget, Target};
 use crate::workload::{self, demo_kv::DemoKv, postgres::Postgres, redis::Redis, Pace, Workload};
-use history::{EventKind, Recorder};
-pub use run_dir::new_run_dir;
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -71,11 +70,7 @@ pub struct RunOutcome {
     pub stop: Option<TrialStop>,
 }
 
-/// Where run directories go unless `--out` says otherwise.
-pub const RUNS_DIR: &str = "crashlab-runs";
-pub const HISTORY_FILE: &str = "history.jsonl";
-pub const REPORT_FILE: &str = "report.json";
-pub const SCENARIO_FILE: &str = "scenario.toml";
+pub use crate::run_dir::{HISTORY_FILE, REPORT_FILE, RUNS_DIR, SCENARIO_FILE};
 
 /// Writes `report.json` and every other format (JUnit, Markdown summary,
 /// Prometheus metrics) into the run directory.
@@ -440,8 +435,7 @@ fn run_trial(plan: &Plan, index: u32, seed: u64, shared: &RunShared) -> (Vec<his
             for dir in target.data_dirs() {
                 let dir =
                     dir.canonicalize().map_err(|e| format!("target `{}`: data dir {}: {e}", t.name, dir.display()))?;
-                crate::fault::confine::check_data_dir(&dir, run_dir)
-                    .map_err(|e| format!("target `{}`: {e}", t.name))?;
+                crate::confine::check_data_dir(&dir, run_dir).map_err(|e| format!("target `{}`: {e}", t.name))?;
                 journal
                     .append(&Entry::DataDir { trial: index, target: t.name.clone(), path: dir.clone() })
                     .map_err(|e| format!("cannot journal a data dir: {e}"))?;
@@ -683,7 +677,7 @@ fn run_trial(plan: &Plan, index: u32, seed: u64, shared: &RunShared) -> (Vec<his
     }
     // What the trial started and is still alive (a daemon a hook left
     // behind, out of every target's group) goes with the trial.
-    let stragglers = crate::fault::cleanup::stop_stragglers(Duration::from_secs(3));
+    let stragglers = crate::targets::stopping::stop_stragglers(Duration::from_secs(3));
     if !stragglers.is_empty() {
         eprintln!(
             "crashlab: trial {index}: stopped {} process(es) it had started and left running: {stragglers:?}",

@@ -10,13 +10,13 @@ use std::time::Instant;
 
 use nix::sys::signal::Signal;
 
-use super::history::{EventKind, Recorder};
 use super::sleep_until;
+use crate::confine;
 use crate::drill::Operator;
-use crate::fault::confine;
+use crate::history::{EventKind, Recorder};
 use crate::probe::Sampler;
 use crate::scenario::{BackupPlan, RecoverStep, RestoreSource, StepAction};
-use crate::target::Target;
+use crate::targets::Target;
 
 /// Where a trial keeps a backup: a directory, or `<name>.tar.gz` beside it.
 pub fn backup_dir(trial_dir: &Path, name: &str) -> PathBuf {
@@ -59,7 +59,7 @@ pub fn take_backup(plan: &BackupPlan, target: &dyn Target, trial_dir: &Path, rec
     // after it (the copy's time included) is not in the backup.
     let mut taken_at = Instant::now();
     let result = (|| -> io::Result<(u64, u64)> {
-        let from = confine::data_dir(target).map_err(io::Error::other)?;
+        let from = target.data_dir().map_err(io::Error::other)?;
         let to = backup_dir(trial_dir, &plan.name);
         let _ = fs::remove_dir_all(&to);
         fs::create_dir_all(if plan.tarball { to.parent().expect("under backups/") } else { &to })?;
@@ -209,7 +209,7 @@ impl Procedure<'_> {
         match &step.action {
             StepAction::Run { target, argv, timeout } | StepAction::Check { target, argv, timeout } => {
                 let (t, _) = self.target(target);
-                let out = t.exec(argv, *timeout, crate::target::CommandKind::Step).map_err(|e| e.to_string())?;
+                let out = t.exec(argv, *timeout, crate::targets::CommandKind::Step).map_err(|e| e.to_string())?;
                 let stderr = out.stderr.trim();
                 // What went wrong first, then which command: a long one
                 // would push the reason out of a report's line.
@@ -222,7 +222,7 @@ impl Procedure<'_> {
             }
             StepAction::Restore { target, from } => {
                 let (t, _) = self.target(target);
-                let dir = confine::data_dir(t.as_ref()).map_err(|e| e.to_string())?;
+                let dir = t.data_dir().map_err(|e| e.to_string())?;
                 let from = match from {
                     RestoreSource::Backup(name) => match backup_tarball(self.trial_dir, name) {
                         tarball if tarball.exists() => tarball,
@@ -237,7 +237,7 @@ impl Procedure<'_> {
             }
             StepAction::Remove { target, path } => {
                 let (t, _) = self.target(target);
-                let dir = confine::data_dir(t.as_ref()).map_err(|e| e.to_string())?;
+                let dir = t.data_dir().map_err(|e| e.to_string())?;
                 let path = confine::path_in(&dir, path).map_err(|e| e.to_string())?;
                 let removed = match fs::symlink_metadata(&path) {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok("already absent".into()),

@@ -163,9 +163,9 @@ pub fn compile_fault(
             Some(f.duration("duration", d)?)
         };
         let direction = match f.choice("direction", "direction", &["both", "up", "down"], d) {
-            Some(("up", _)) => crate::proxy::Direction::Up,
-            Some(("down", _)) => crate::proxy::Direction::Down,
-            _ => crate::proxy::Direction::Both,
+            Some(("up", _)) => Direction::Up,
+            Some(("down", _)) => Direction::Down,
+            _ => Direction::Both,
         };
         return Some(FaultPlan {
             kind: FaultKind::Link { proxy: proxy?.name.clone(), direction, toxic: toxic?, duration },

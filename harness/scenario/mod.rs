@@ -5,6 +5,7 @@
 //! key or value.
 
 pub mod diagnostic;
+pub mod expect;
 pub mod faults;
 mod fields;
 pub mod plan;
@@ -22,7 +23,7 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 use fields::{Fields, Span};
 pub use plan::*;
 
-use crate::check::expect::{parse_expectation, Aggregate, Metric};
+use crate::scenario::expect::{parse_expectation, Aggregate, Metric};
 
 /// Why a scenario could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -481,7 +482,7 @@ fn compile_target(name: String, f: &Fields, check_paths: bool, d: &mut Diagnosti
     let after_stop = hooks(f, "after_stop", d);
     let data_dir = f.str("data_dir", d).map(|(dir, span)| {
         check_templates(&[dir.to_string()], &span, &format!("`data_dir` of {}", f.what), d);
-        if dir.starts_with('/') && crate::fault::confine::is_system_dir(Path::new(dir)) {
+        if dir.starts_with('/') && crate::confine::is_system_dir(Path::new(dir)) {
             d.error(
                 span,
                 format!(

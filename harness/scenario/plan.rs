@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::check::expect::Expectation;
 use crate::duration::TimeSpec;
+use crate::scenario::expect::Expectation;
 
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -189,7 +189,7 @@ pub struct FaultPlan {
 #[derive(Debug, Clone, PartialEq)]
 pub enum FaultKind {
     /// Send a signal to the target's processes; `scope: None` is the
-    /// target kind's default ([`crate::target::Target::default_scope`]).
+    /// target kind's default ([`crate::targets::Target::default_scope`]).
     Kill { signal: nix::sys::signal::Signal, scope: Option<SignalScope> },
     /// SIGSTOP, then SIGCONT after `duration`.
     Pause { duration: Duration },
@@ -208,7 +208,7 @@ pub enum FaultKind {
     LoseUnsynced { torn: bool },
     /// A fault of a proxy's links, healed after `duration` (a reset is a
     /// single blow).
-    Link { proxy: String, direction: crate::proxy::Direction, toxic: Toxic, duration: Option<Duration> },
+    Link { proxy: String, direction: Direction, toxic: Toxic, duration: Option<Duration> },
     /// Kernel-level partition between targets' namespaces.
     Partition(PartitionPlan),
     /// A container taken off its network for `duration`.
@@ -538,5 +538,19 @@ mod tests {
     fn signal_scope_names_are_its_variants() {
         let names: Vec<&str> = SignalScope::ALL.iter().map(|s| s.name()).collect();
         assert_eq!(names, SignalScope::NAMES);
+    }
+}
+
+/// Which way data flows: `Up` from the client to the target, `Down` back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Up,
+    Down,
+    Both,
+}
+
+impl Direction {
+    pub fn includes(self, other: Direction) -> bool {
+        self == Direction::Both || self == other
     }
 }

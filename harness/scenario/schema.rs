@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 
 use super::*;
-use crate::check::expect::{Aggregate, Metric};
+use crate::scenario::expect::{Aggregate, Metric};
 
 fn object(keys: &[&str], props: Value, required: &[&str]) -> Value {
     let props = props.as_object().cloned().unwrap_or_default();

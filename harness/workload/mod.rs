@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::runner::history::{EventKind, Outcome, Recorder};
+use crate::history::{EventKind, Outcome, Recorder};
 
 /// The outcome of one write.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,8 +17,8 @@ use nix::unistd::Pid;
 
 use super::reaper::{self, Exit};
 use super::{procfs, CommandKind, HostProcess, Signalled, Target, TargetError};
-use crate::fault::journal::{Entry, Journal};
-use crate::runner::history::{EventKind, Recorder};
+use crate::history::{EventKind, Recorder};
+use crate::journal::{Entry, Journal};
 use crate::scenario::template;
 use crate::scenario::{RestartPolicy, SignalScope, TargetPlan};
 

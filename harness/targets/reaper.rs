@@ -63,24 +63,7 @@ struct Global {
 
 static GLOBAL: OnceLock<Global> = OnceLock::new();
 
-/// The environment variable that marks every process a run starts: its
-/// value, the run's random token, is journaled before anything is started,
-/// so `crashlab cleanup` can prove a process is the run's own even if the
-/// harness died between a fork and the journal entry naming its pid.
-pub const RUN_TOKEN_VAR: &str = "CRASHLAB_RUN_TOKEN";
-
-static RUN_TOKEN: Mutex<Option<String>> = Mutex::new(None);
-
-/// Marks every process started from now on with `token` (see
-/// [`RUN_TOKEN_VAR`]).
-pub fn mark_children(token: &str) {
-    *RUN_TOKEN.lock().unwrap() = Some(token.to_string());
-}
-
-/// The token children are marked with now, if any.
-pub fn run_token() -> Option<String> {
-    RUN_TOKEN.lock().unwrap().clone()
-}
+pub use crate::journal::{run_token, RUN_TOKEN_VAR};
 
 /// Makes this process a child subreaper and starts the one reaping thread.
 /// Call once, early, from a binary that owns all of its children.

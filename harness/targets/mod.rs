@@ -6,6 +6,7 @@ pub mod container;
 pub mod process;
 pub mod procfs;
 pub mod reaper;
+pub mod stopping;
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -106,6 +107,17 @@ pub trait Target: Send + Sync {
     /// The address the target is reached at (`{host}`).
     fn host(&self) -> std::net::IpAddr;
     fn data_dirs(&self) -> Vec<PathBuf>;
+
+    /// The target's (first) data dir, canonical: where faults and
+    /// procedure steps act.
+    fn data_dir(&self) -> Result<PathBuf, crate::confine::Refusal> {
+        let dir = self
+            .data_dirs()
+            .into_iter()
+            .next()
+            .ok_or_else(|| crate::confine::Refusal(format!("target `{}` has no data dir", self.name())))?;
+        dir.canonicalize().map_err(|e| crate::confine::Refusal(format!("data dir {}: {e}", dir.display())))
+    }
     /// Takes the target off its network (containers only), until
     /// [`Target::reconnect`].
     fn disconnect(&self) -> Result<(), TargetError> {

@@ -20,7 +20,7 @@ use super::process::ProcessContext;
 use super::reaper;
 use super::{procfs, CommandKind, HostProcess, Signalled, Target, TargetError};
 use crate::engine::{ContainerSpec, Engine, RUN_LABEL};
-use crate::fault::journal::Entry;
+use crate::journal::Entry;
 use crate::scenario::{template, RestartPolicy, SignalScope, TargetPlan};
 
 /// Where a container sees its data dir.

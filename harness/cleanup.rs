@@ -21,14 +21,14 @@
 use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::journal::{self, Entry};
-use crate::target::{procfs, reaper};
+use crate::journal::{self, Entry};
+use crate::targets::procfs;
+use crate::targets::stopping::{self, group_members, stop};
 
 /// What cleanup did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -87,7 +87,7 @@ impl Owned {
         for entry in entries {
             match entry {
                 Entry::Begun { token } if token.len() >= 32 => owned.tokens.push(token.clone()),
-                Entry::DataDir { path, .. } if !super::confine::is_system_dir(path) => {
+                Entry::DataDir { path, .. } if !crate::confine::is_system_dir(path) => {
                     owned.data_dirs.push(path.clone())
                 }
                 Entry::ContainerLabel { run_label } | Entry::ContainerCreated { run_label, .. }
@@ -107,30 +107,20 @@ impl Owned {
 
     /// Every live process that carries one of the run's tokens.
     fn token_carriers(&self) -> Vec<Pid> {
-        let me = std::process::id() as i32;
-        procfs::all()
-            .into_iter()
-            .filter(|(pid, s)| {
-                *pid != me
-                    && s.is_alive()
-                    && self.tokens.iter().any(|t| procfs::carries(*pid, reaper::RUN_TOKEN_VAR, t))
-            })
-            .map(|(pid, _)| Pid::from_raw(pid))
-            .collect()
+        stopping::token_carriers(&self.tokens)
     }
 }
 
 /// Heals what the journal says may still be in effect and the run can
 /// prove is its own (see the module's documentation).
 pub fn cleanup(run_dir: &Path) -> Result<Cleanup, CleanupError> {
-    if let Some(pid) = crate::runner::run_dir::holder(run_dir) {
+    if let Some(pid) = crate::run_dir::holder(run_dir) {
         return Err(CleanupError::InUse { pid });
     }
     if !run_dir.join(journal::FILE_NAME).exists() {
         // The journal is written before the run starts anything: a run
         // killed before it left nothing to heal.
-        let a_run =
-            [crate::runner::run_dir::LOCK_FILE, crate::runner::SCENARIO_FILE].iter().any(|f| run_dir.join(f).exists());
+        let a_run = [crate::run_dir::LOCK_FILE, crate::run_dir::SCENARIO_FILE].iter().any(|f| run_dir.join(f).exists());
         return if a_run { Ok(Cleanup::default()) } else { Err(CleanupError::NotARun) };
     }
     let entries = journal::read(run_dir).map_err(CleanupError::Journal)?;
@@ -187,17 +177,17 @@ fn unmount_layers(entries: &[Entry], owned: &Owned, done: &mut Cleanup) -> Resul
             let unmounted = entries
                 .iter()
                 .any(|e| matches!(e, Entry::Unmounted { trial: t, mountpoint: m } if t == trial && m == mountpoint));
-            if unmounted || !super::unsynced::is_mounted(mountpoint) {
+            if unmounted || !crate::fault::unsynced::is_mounted(mountpoint) {
                 continue;
             }
-            if !owned.data_dirs.contains(mountpoint) || !super::unsynced::is_our_layer(mountpoint) {
+            if !owned.data_dirs.contains(mountpoint) || !crate::fault::unsynced::is_our_layer(mountpoint) {
                 done.refused.push(format!(
                     "mount {}: not a crashlab-unsynced layer over a data dir of the run",
                     mountpoint.display()
                 ));
                 continue;
             }
-            super::unsynced::unmount(mountpoint).map_err(CleanupError::Unmount)?;
+            crate::fault::unsynced::unmount(mountpoint).map_err(CleanupError::Unmount)?;
             done.unmounted.push(mountpoint.clone());
         }
     }
@@ -280,42 +270,4 @@ fn restore_files(entries: &[Entry], owned: &Owned, done: &mut Cleanup) {
             Err(why) => done.not_restored.push((saved.file.clone(), why.to_string())),
         }
     }
-}
-
-fn group_members(groups: &[(i32, u64)], token: Option<&str>) -> Vec<Pid> {
-    groups.iter().flat_map(|(pgid, since)| procfs::group_members(*pgid, *since, token)).collect()
-}
-
-/// SIGCONT + SIGTERM to every live member of the groups (leader pid, leader
-/// start time), SIGKILL to those still there after `grace`. Returns the
-/// pids that were signalled.
-pub fn stop_groups(groups: &[(i32, u64)], grace: Duration) -> Vec<i32> {
-    let token = reaper::run_token();
-    stop(|| group_members(groups, token.as_deref()), grace)
-}
-
-/// Stops every live process that carries the current run's token: at the
-/// end of a run, whatever its commands left running.
-pub fn stop_stragglers(grace: Duration) -> Vec<i32> {
-    let Some(token) = reaper::run_token() else { return Vec::new() };
-    let owned = Owned { tokens: vec![token], data_dirs: Vec::new(), labels: BTreeSet::new(), run_dir: PathBuf::new() };
-    stop(|| owned.token_carriers(), grace)
-}
-
-fn stop(members: impl Fn() -> Vec<Pid>, grace: Duration) -> Vec<i32> {
-    let first = members();
-    for pid in &first {
-        let _ = kill(*pid, Signal::SIGCONT);
-        let _ = kill(*pid, Signal::SIGTERM);
-    }
-    let deadline = Instant::now() + grace;
-    while !first.is_empty() && !members().is_empty() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(20));
-    }
-    if !first.is_empty() {
-        for pid in members() {
-            let _ = kill(pid, Signal::SIGKILL);
-        }
-    }
-    first.iter().map(|p| p.as_raw()).collect()
 }

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::target::reaper;
+use std::path::PathBuf;
 
 pub const FILE_NAME: &str = "faults.journal";
 
@@ -17,7 +17,7 @@ pub const FILE_NAME: &str = "faults.journal";
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Entry {
     /// The first entry: every process the run starts carries this token in
-    /// its environment (see [`reaper::RUN_TOKEN_VAR`]).
+    /// its environment (see [`RUN_TOKEN_VAR`]).
     Begun {
         token: String,
     },
@@ -62,7 +62,7 @@ pub enum Entry {
         trial: u32,
         fault: usize,
         #[serde(flatten)]
-        saved: super::corrupt::SavedFile,
+        saved: SavedFile,
     },
     /// A process the fault started (a lock holder, an unrelated pid), to kill.
     HolderStarted {
@@ -110,11 +110,11 @@ pub enum Entry {
     /// A namespaces network: names journaled before anything is created.
     NetworkCreated {
         #[serde(flatten)]
-        names: crate::network::NetworkNames,
+        names: NetworkNames,
     },
     NetworkDestroyed {
         #[serde(flatten)]
-        names: crate::network::NetworkNames,
+        names: NetworkNames,
     },
     /// A partition rule, journaled before it is added to the namespace.
     PartitionRule {
@@ -125,6 +125,56 @@ pub enum Entry {
     },
     /// The harness finished its own teardown.
     Finished,
+}
+
+/// The environment variable that marks every process a run starts: its
+/// value, the run's random token, is journaled before anything is started,
+/// so `crashlab cleanup` can prove a process is the run's own even if the
+/// harness died between a fork and the journal entry naming its pid.
+pub const RUN_TOKEN_VAR: &str = "CRASHLAB_RUN_TOKEN";
+
+static RUN_TOKEN: Mutex<Option<String>> = Mutex::new(None);
+
+/// Marks every process started from now on with `token` (see
+/// [`RUN_TOKEN_VAR`]).
+pub fn mark_children(token: &str) {
+    *RUN_TOKEN.lock().unwrap() = Some(token.to_string());
+}
+
+/// The token children are marked with now, if any.
+pub fn run_token() -> Option<String> {
+    RUN_TOKEN.lock().unwrap().clone()
+}
+
+/// Records the journal keeps. Their behaviour lives with what makes them:
+/// [`SavedFile`]'s restore with the corrupt fault, [`NetworkNames`]'s
+/// checks with the network.
+/// A damaged file and where its original bytes are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedFile {
+    /// The target's canonical data dir, which `file` lies inside: the file
+    /// is reopened beneath it, following no link.
+    #[serde(default)]
+    pub data_dir: PathBuf,
+    pub file: PathBuf,
+    /// The original bytes of `ranges`, one after the other.
+    pub saved: PathBuf,
+    pub original_len: u64,
+    /// `(offset, length)` of each saved range.
+    pub ranges: Vec<(u64, u64)>,
+    pub deleted: bool,
+}
+
+/// Names of everything a network is made of, as journaled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkNames {
+    pub namespaces: Vec<String>,
+    /// The veth end in the harness's own namespace.
+    pub host_link: String,
+    /// Every veth end that is created in the harness's namespace before it
+    /// moves into a namespace: left behind if the harness dies in between.
+    #[serde(default)]
+    pub links: Vec<String>,
 }
 
 pub struct Journal {
@@ -140,7 +190,7 @@ impl Journal {
         let journal = Journal { file: Mutex::new(file) };
         let token = format!("{:032x}", rand::random::<u128>());
         journal.append(&Entry::Begun { token: token.clone() })?;
-        reaper::mark_children(&token);
+        mark_children(&token);
         Ok(journal)
     }
 

@@ -10,6 +10,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{Flock, FlockArg};
 
+/// Where run directories go unless `--out` says otherwise.
+pub const RUNS_DIR: &str = "crashlab-runs";
+pub const HISTORY_FILE: &str = "history.jsonl";
+pub const REPORT_FILE: &str = "report.json";
+pub const SCENARIO_FILE: &str = "scenario.toml";
+
 /// The lock file of a run directory; it holds the pid of the run.
 pub const LOCK_FILE: &str = "run.lock";
 
@@ -114,9 +120,8 @@ fn replaceable(dir: &Path, replace: bool) -> Result<Vec<PathBuf>, RunDirError> {
     if !replace {
         return Err(RunDirError::NotEmpty { dir: dir.to_path_buf() });
     }
-    let finished = dir.join(super::REPORT_FILE).is_file()
-        && crate::fault::journal::read(dir)
-            .is_ok_and(|entries| entries.last() == Some(&crate::fault::journal::Entry::Finished));
+    let finished = dir.join(REPORT_FILE).is_file()
+        && crate::journal::read(dir).is_ok_and(|entries| entries.last() == Some(&crate::journal::Entry::Finished));
     if !finished {
         return Err(RunDirError::NotAFinishedRun { dir: dir.to_path_buf() });
     }
@@ -175,9 +180,9 @@ mod tests {
         assert_eq!(holder(&claimed), None);
         assert!(matches!(claim_out_dir(&dir, false), Err(RunDirError::NotEmpty { .. })));
         assert!(matches!(claim_out_dir(&dir, true), Err(RunDirError::NotAFinishedRun { .. })));
-        std::fs::write(claimed.join(super::super::REPORT_FILE), "{}").unwrap();
-        let journal = crate::fault::journal::Journal::create(&claimed).unwrap();
-        journal.append(&crate::fault::journal::Entry::Finished).unwrap();
+        std::fs::write(claimed.join(super::REPORT_FILE), "{}").unwrap();
+        let journal = crate::journal::Journal::create(&claimed).unwrap();
+        journal.append(&crate::journal::Entry::Finished).unwrap();
         let (_, _lock) = claim_out_dir(&dir, true).unwrap();
         let left: Vec<_> = std::fs::read_dir(&claimed).unwrap().flatten().map(|e| e.file_name()).collect();
         assert_eq!(left, vec![std::ffi::OsString::from(LOCK_FILE)]);

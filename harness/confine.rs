@@ -14,8 +14,6 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 
-use crate::target::Target;
-
 #[derive(Debug, thiserror::Error)]
 #[error("refused: {0}")]
 pub struct Refusal(pub String);
@@ -85,16 +83,6 @@ pub fn check_data_dir(dir: &Path, run_dir: &Path) -> Result<(), Refusal> {
         )));
     }
     Ok(())
-}
-
-/// The target's data dir, canonical.
-pub fn data_dir(target: &dyn Target) -> Result<PathBuf, Refusal> {
-    let dir = target
-        .data_dirs()
-        .into_iter()
-        .next()
-        .ok_or_else(|| Refusal(format!("target `{}` has no data dir", target.name())))?;
-    dir.canonicalize().map_err(|e| Refusal(format!("data dir {}: {e}", dir.display())))
 }
 
 /// Whether `path` (canonical) lies inside `dir` (canonical), or is `dir`.
