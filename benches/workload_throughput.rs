@@ -7,10 +7,10 @@
 //! demo-kv runs with `--fsync never` so that the disk does not hide the
 //! harness's own cost.
 
+use crashlab::cancel::Cancel;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crashlab::history::Recorder;
@@ -29,7 +29,7 @@ fn main() {
     assert!(lines.any(|l| l.unwrap().starts_with("ready")));
 
     let workload = DemoKv { addr: SocketAddr::from(([127, 0, 0, 1], port)), timeout: Duration::from_secs(2) };
-    let cancel = AtomicBool::new(false);
+    let cancel = Cancel::new();
     let duration = Duration::from_secs(3);
     let (mut with, mut without) = (Vec::new(), Vec::new());
     for round in 0..3 {

@@ -20,7 +20,7 @@ LAYERS = {
     "ground": 0, "scenario": 1, "check": 2,
     "backends": 2, "fault": 3, "runner": 4, "main": 5, "demo": 1,
 }
-GROUND = {"duration", "exit", "crash_point", "history", "journal", "reports", "confine", "run_dir"}
+GROUND = {"duration", "exit", "crash_point", "history", "journal", "reports", "confine", "run_dir", "cancel", "kinds"}
 BACKENDS = {"target", "targets", "probe", "workload", "proxy", "network", "engine", "image", "compose"}
 TOP = {"runner", "drill", "bench", "main", "lib", "analyze"}
 
@@ -213,7 +213,7 @@ def main():
     for c in cycles:
         print("  " + " <-> ".join(c))
 
-    kinds = ["kill", "pause", "restart", "corrupt", "stale-lock", "lose-unsynced", "partition", "link", "stop"]
+    kinds = ["kill", "pause", "restart", "corrupt", "stale-lock", "lose-unsynced", "blackhole", "latency", "partition", "disconnect", "command"]
     print("places naming a fault kind (string literals in non-test code):")
     for k in kinds:
         n, where = 0, set()

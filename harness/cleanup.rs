@@ -158,7 +158,7 @@ fn healed(entries: &[Entry], trial: u32, fault: usize) -> bool {
 fn resume_paused(entries: &[Entry], owned: &Owned, done: &mut Cleanup) {
     for entry in entries {
         if let Entry::Injected { trial, fault, kind, pid, start_time, .. } = entry {
-            if kind == "pause" && !healed(entries, *trial, *fault) {
+            if *kind == crate::kinds::FaultName::Pause && !healed(entries, *trial, *fault) {
                 let members = procfs::group_members(*pid, *start_time, owned.token());
                 for member in &members {
                     let _ = kill(*member, Signal::SIGCONT);

@@ -14,6 +14,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::kinds::{FaultName, StepName};
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub trial: u32,
@@ -54,7 +56,7 @@ pub enum EventKind {
     WorkloadEnded,
     FaultInjected {
         fault: usize,
-        kind: String,
+        kind: FaultName,
         target: String,
         scheduled_ms: f64,
         detail: String,
@@ -88,7 +90,7 @@ pub enum EventKind {
     /// A step of the recovery procedure began.
     RecoverStarted {
         step: usize,
-        action: String,
+        action: StepName,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         target: Option<String>,
     },

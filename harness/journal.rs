@@ -48,7 +48,7 @@ pub enum Entry {
     Injected {
         trial: u32,
         fault: usize,
-        kind: String,
+        kind: crate::kinds::FaultName,
         target: String,
         pid: i32,
         start_time: u64,

@@ -7,6 +7,7 @@
 //! renders them. A stored history can be checked again offline (`crashlab analyze`).
 
 pub mod bench;
+pub mod cancel;
 pub mod check;
 pub mod cleanup;
 pub mod compose;
@@ -21,6 +22,7 @@ pub mod fault;
 pub mod history;
 pub mod image;
 pub mod journal;
+pub mod kinds;
 pub mod network;
 pub mod probe;
 pub mod proxy;

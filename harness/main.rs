@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use crashlab::cancel::Cancel;
 use crashlab::drill::{self, DrillLog};
 use crashlab::reports::{render_text, RunReport, Verdict};
 use crashlab::runner::{self, Operator, RunOptions, TrialStop};
@@ -329,7 +330,7 @@ fn execute(path: &Path, options: RunOptions) -> Result<runner::RunOutcome, i32> 
             None => eprintln!("trial {}/{count}: {line}", t.index + 1),
         }
     };
-    let result = runner::run(&plan, &source, &options, &interrupt, progress);
+    let result = runner::run(&plan, &source, &options, &Cancel::from_flag(Arc::clone(&interrupt)), progress);
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

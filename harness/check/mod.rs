@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::history::{Event, EventKind, Outcome};
+use crate::kinds::StepName;
 use crate::reports::{
     Availability, CheckReport, ExpectationReport, OpCounts, RunReport, Stats, StepReport, Summary, TrialReport,
     Verdict, FORMAT_VERSION,
@@ -41,10 +42,43 @@ fn measurable(metric: Metric, t: &TrialReport) -> bool {
 
 /// Checks one trial from its events.
 pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
+    let mut trial = measure(plan, index, events);
+    let ended = events.iter().find_map(|e| match &e.kind {
+        EventKind::TrialEnded { interrupted, error } => Some((*interrupted, error.clone())),
+        _ => None,
+    });
+    let mut checks = vec![];
+    checks.extend(completion_check(&ended));
+    checks.extend(failure_checks(events));
+    checks.extend(procedure_checks(plan, &trial));
+    checks.extend(recovery_checks(&trial, events));
+    if plan.workload.is_some() {
+        checks.extend(workload_checks(&trial, events));
+    }
+    checks.extend(expectation_checks(plan, &trial));
+    trial.verdict = Verdict::all(checks.iter().map(|c| c.verdict));
+    // A trial cut short says nothing either way: a fault that had no time
+    // to heal is not a failure of the service.
+    if !matches!(ended, Some((false, None))) {
+        trial.verdict = Verdict::Unknown;
+    }
+    trial.checks = checks;
+    if trial.verdict != Verdict::Pass {
+        for e in events {
+            if let EventKind::TargetLog { target, lines } = &e.kind {
+                trial.target_logs.insert(target.clone(), lines.clone());
+            }
+        }
+    }
+    trial
+}
+
+/// What a trial measured: faults with their RTOs, RPO, ops, availability,
+/// the recovery procedure's steps and each target's incarnations.
+fn measure(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
     let healthy_after = |name: &str| plan.target(name).map_or(1, |t| t.probe.healthy_after);
     let is_setup = |i: usize| plan.faults.get(i).is_some_and(|f| f.setup);
     let faults = rto::fault_reports(events, healthy_after, is_setup);
-    let rpo = rpo::rpo(events);
     let worst = |values: Vec<Option<f64>>| -> Option<f64> {
         values.into_iter().try_fold(None, |acc: Option<f64>, v| v.map(|v| Some(acc.map_or(v, |a| a.max(v)))))?
     };
@@ -54,7 +88,7 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
     let ttd_ms = disruptive().filter_map(|f| f.ttd_ms).reduce(f64::max);
     let mut ops = OpCounts::default();
     let mut seed = 0;
-    let mut ended = None;
+    let mut incarnations = BTreeMap::new();
     for e in events {
         match &e.kind {
             EventKind::Invoke { .. } => ops.invoked += 1,
@@ -62,74 +96,79 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
             EventKind::Complete { outcome: Outcome::Fail, .. } => ops.fail += 1,
             EventKind::Complete { outcome: Outcome::Unknown, .. } => ops.unknown += 1,
             EventKind::TrialStarted { seed: s, .. } => seed = *s,
-            EventKind::TrialEnded { interrupted, error } => ended = Some((*interrupted, error.clone())),
+            EventKind::TargetStarted { target, .. } => *incarnations.entry(target.clone()).or_default() += 1,
             _ => {}
         }
     }
-    let mut trial = TrialReport {
+    let mut recovery = recovery_steps(events, rto_ms);
+    for s in &mut recovery {
+        s.budget_ms = plan.recover.get(s.step - 1).and_then(|p| p.budget).map(|b| b.as_secs_f64() * 1000.0);
+    }
+    TrialReport {
         index,
         seed,
         verdict: Verdict::Pass,
         faults,
         rto_ms,
         ttd_ms,
-        rpo,
+        rpo: rpo::rpo(events),
         ops,
         checks: Vec::new(),
         availability: availability(events),
-        recovery: Vec::new(),
+        recovery,
         target_logs: BTreeMap::new(),
-        incarnations: BTreeMap::new(),
-    };
-    for e in events {
-        if let EventKind::TargetStarted { target, .. } = &e.kind {
-            *trial.incarnations.entry(target.clone()).or_default() += 1;
-        }
+        incarnations,
     }
-    trial.recovery = recovery_steps(events, rto_ms);
-    for s in &mut trial.recovery {
-        s.budget_ms = plan.recover.get(s.step - 1).and_then(|p| p.budget).map(|b| b.as_secs_f64() * 1000.0);
-    }
+}
 
+/// Whether the trial ran to its end (`ended`: its `trial_ended` event).
+fn completion_check(ended: &Option<(bool, Option<String>)>) -> Option<CheckReport> {
+    let observed = match ended.clone() {
+        Some((false, None)) => return None,
+        Some((interrupted, error)) => {
+            error.unwrap_or_else(|| if interrupted { "interrupted".into() } else { "stopped".into() })
+        }
+        None => "the history ends early".into(),
+    };
+    Some(CheckReport {
+        name: "completed".into(),
+        verdict: Verdict::Unknown,
+        expected: "the trial runs to its end".into(),
+        observed,
+    })
+}
+
+/// Faults that could not be injected and backups that could not be taken:
+/// what follows them cannot be judged.
+fn failure_checks(events: &[Event]) -> Vec<CheckReport> {
+    let faults = events.iter().filter_map(|e| match &e.kind {
+        EventKind::FaultFailed { fault, target, error } => Some(CheckReport {
+            name: format!("fault #{} injected", fault + 1),
+            verdict: Verdict::Unknown,
+            expected: format!("the fault reaches target `{target}`"),
+            observed: error.clone(),
+        }),
+        _ => None,
+    });
+    let backups = events.iter().filter_map(|e| match &e.kind {
+        EventKind::BackupFailed { name, target, error } => Some(CheckReport {
+            name: format!("backup {name}"),
+            verdict: Verdict::Unknown,
+            expected: format!("a copy of the data dir of `{target}`"),
+            observed: error.clone(),
+        }),
+        _ => None,
+    });
+    faults.chain(backups).collect()
+}
+
+/// The recovery procedure as a whole, each failed `check` step, and each
+/// step's budget.
+fn procedure_checks(plan: &Plan, trial: &TrialReport) -> Vec<CheckReport> {
     let mut checks = Vec::new();
-    match ended.clone() {
-        Some((false, None)) => {}
-        Some((interrupted, error)) => checks.push(CheckReport {
-            name: "completed".into(),
-            verdict: Verdict::Unknown,
-            expected: "the trial runs to its end".into(),
-            observed: error.unwrap_or_else(|| if interrupted { "interrupted".into() } else { "stopped".into() }),
-        }),
-        None => checks.push(CheckReport {
-            name: "completed".into(),
-            verdict: Verdict::Unknown,
-            expected: "the trial runs to its end".into(),
-            observed: "the history ends early".into(),
-        }),
-    }
-    for e in events {
-        if let EventKind::FaultFailed { fault, target, error } = &e.kind {
-            checks.push(CheckReport {
-                name: format!("fault #{} injected", fault + 1),
-                verdict: Verdict::Unknown,
-                expected: format!("the fault reaches target `{target}`"),
-                observed: error.clone(),
-            });
-        }
-    }
-    for e in events {
-        if let EventKind::BackupFailed { name, target, error } = &e.kind {
-            checks.push(CheckReport {
-                name: format!("backup {name}"),
-                verdict: Verdict::Unknown,
-                expected: format!("a copy of the data dir of `{target}`"),
-                observed: error.clone(),
-            });
-        }
-    }
     if !plan.recover.is_empty() && !trial.faults.is_empty() {
         // A failed `check` is reported on its own below; the procedure went on.
-        let is_check = |s: &StepReport| s.action == "check";
+        let is_check = |s: &StepReport| s.action == StepName::Check.as_str();
         let failed = trial.recovery.iter().find(|s| !s.ok && s.duration_ms.is_some() && !is_check(s));
         let done = trial.recovery.iter().filter(|s| s.ok || (is_check(s) && s.duration_ms.is_some())).count();
         checks.push(CheckReport {
@@ -147,7 +186,7 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
         });
     }
     for s in &trial.recovery {
-        if s.action == "check" && !s.ok && s.duration_ms.is_some() {
+        if s.action == StepName::Check.as_str() && !s.ok && s.duration_ms.is_some() {
             checks.push(CheckReport {
                 name: format!("step {} (check)", s.step),
                 verdict: Verdict::Fail,
@@ -164,8 +203,14 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
             });
         }
     }
-    for (i, f) in trial.faults.iter().enumerate().filter(|(_, f)| !f.setup) {
-        checks.push(CheckReport {
+    checks
+}
+
+/// A sustained healthy window after each disruptive fault.
+fn recovery_checks(trial: &TrialReport, events: &[Event]) -> Vec<CheckReport> {
+    let disruptive = trial.faults.iter().enumerate().filter(|(_, f)| !f.setup);
+    disruptive
+        .map(|(i, f)| CheckReport {
             name: format!("recovered after fault #{} ({} {})", i + 1, f.kind, f.target),
             verdict: if f.rto_ms.is_some() { Verdict::Pass } else { Verdict::Fail },
             expected: "a sustained healthy window".into(),
@@ -176,58 +221,54 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
                 },
                 |v| format!("after {v:.1}ms"),
             ),
-        });
-    }
-    if plan.workload.is_some() {
-        let failure = events.iter().find_map(|e| match &e.kind {
-            EventKind::ReadBackFailed { error, .. } => Some(error.clone()),
-            _ => None,
-        });
-        checks.push(CheckReport {
+        })
+        .collect()
+}
+
+/// The store was read back, and something was acknowledged: nothing
+/// acknowledged, nothing to lose, and every durability bound would hold
+/// vacuously.
+fn workload_checks(trial: &TrialReport, events: &[Event]) -> [CheckReport; 2] {
+    let failure = events.iter().find_map(|e| match &e.kind {
+        EventKind::ReadBackFailed { error, .. } => Some(error.clone()),
+        _ => None,
+    });
+    [
+        CheckReport {
             name: "read_back".into(),
             verdict: if trial.rpo.read_back { Verdict::Pass } else { Verdict::Unknown },
             expected: "the store can be read back after recovery".into(),
             observed: if trial.rpo.read_back { "read".into() } else { failure.unwrap_or_else(|| "not read".into()) },
-        });
-        // Nothing acknowledged, nothing to lose: every durability bound
-        // would hold vacuously.
-        checks.push(CheckReport {
+        },
+        CheckReport {
             name: "acknowledged writes".into(),
             verdict: if trial.rpo.acked_writes > 0 { Verdict::Pass } else { Verdict::Unknown },
             expected: "the workload got at least one write acknowledged".into(),
             observed: format!("{} acknowledged of {} sent", trial.rpo.acked_writes, trial.ops.invoked),
-        });
-    }
-    for e in plan.expectations.iter().filter(|e| e.aggregate.is_none()) {
-        let verdict = if !measurable(e.metric, &trial) {
-            Verdict::Unknown
-        } else if e.holds(observe(e.metric, &trial)) {
-            Verdict::Pass
-        } else {
-            Verdict::Fail
-        };
-        checks.push(CheckReport {
-            name: e.metric.name().into(),
-            verdict,
-            expected: e.to_string(),
-            observed: e.metric.show(observe(e.metric, &trial)),
-        });
-    }
-    trial.verdict = Verdict::all(checks.iter().map(|c| c.verdict));
-    // A trial cut short says nothing either way: a fault that had no time
-    // to heal is not a failure of the service.
-    if !matches!(ended, Some((false, None))) {
-        trial.verdict = Verdict::Unknown;
-    }
-    trial.checks = checks;
-    if trial.verdict != Verdict::Pass {
-        for e in events {
-            if let EventKind::TargetLog { target, lines } = &e.kind {
-                trial.target_logs.insert(target.clone(), lines.clone());
+        },
+    ]
+}
+
+/// The scenario's per-trial expectations.
+fn expectation_checks(plan: &Plan, trial: &TrialReport) -> Vec<CheckReport> {
+    let per_trial = plan.expectations.iter().filter(|e| e.aggregate.is_none());
+    per_trial
+        .map(|e| {
+            let verdict = if !measurable(e.metric, trial) {
+                Verdict::Unknown
+            } else if e.holds(observe(e.metric, trial)) {
+                Verdict::Pass
+            } else {
+                Verdict::Fail
+            };
+            CheckReport {
+                name: e.metric.name().into(),
+                verdict,
+                expected: e.to_string(),
+                observed: e.metric.show(observe(e.metric, trial)),
             }
-        }
-    }
-    trial
+        })
+        .collect()
 }
 
 /// Which ops, by the time they were sent, succeeded.
@@ -289,7 +330,7 @@ fn recovery_steps(events: &[Event], rto_ms: Option<f64>) -> Vec<StepReport> {
         match &e.kind {
             EventKind::RecoverStarted { step, action, target } => steps.push(StepReport {
                 step: step + 1,
-                action: action.clone(),
+                action: action.to_string(),
                 target: target.clone(),
                 started_at_ms: e.t_ms,
                 duration_ms: None,

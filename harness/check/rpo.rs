@@ -114,7 +114,7 @@ mod tests {
             1050.0,
             EventKind::FaultInjected {
                 fault: 0,
-                kind: "kill".into(),
+                kind: crate::kinds::FaultName::Kill,
                 target: "kv".into(),
                 scheduled_ms: 1050.0,
                 detail: String::new(),
@@ -151,7 +151,7 @@ mod tests {
                 t,
                 EventKind::FaultInjected {
                     fault: 0,
-                    kind: "corrupt".into(),
+                    kind: crate::kinds::FaultName::Corrupt,
                     target: "kv".into(),
                     scheduled_ms: t,
                     detail: String::new(),

@@ -27,7 +27,7 @@ pub fn procedure_end(events: &[Event]) -> Option<f64> {
         match &e.kind {
             EventKind::RecoverStarted { step, action, .. } => {
                 // Waiting and checking do not change the service.
-                acting.insert(*step, !matches!(action.as_str(), "wait" | "check"));
+                acting.insert(*step, action.acts());
             }
             EventKind::RecoverEnded { step, .. } if acting.get(step) == Some(&true) => end = Some(e.t_ms),
             _ => {}
@@ -100,7 +100,7 @@ pub fn fault_reports(
             let setup = is_setup(*fault);
             let window = window.filter(|_| !setup);
             reports.push(FaultReport {
-                kind: kind.clone(),
+                kind: kind.to_string(),
                 target: target.clone(),
                 detail: detail.clone(),
                 scheduled_at_ms: *scheduled_ms,
@@ -157,7 +157,7 @@ mod tests {
             t,
             EventKind::FaultInjected {
                 fault: 0,
-                kind: "kill".into(),
+                kind: crate::kinds::FaultName::Kill,
                 target: "kv".into(),
                 scheduled_ms: t,
                 detail: String::new(),

@@ -2,7 +2,7 @@
 //! or `--yes` for unattended drills.
 
 use std::io::{self, BufRead, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::time::Duration;
 
 /// Who confirms a procedure's manual steps.
@@ -24,7 +24,7 @@ impl Operator {
         total: usize,
         instruction: &str,
         budget: Option<Duration>,
-        cancel: &AtomicBool,
+        cancel: &crate::cancel::Cancel,
     ) -> Result<String, String> {
         if self == Operator::AssumeYes {
             return Ok("confirmed by --yes".into());
@@ -43,7 +43,7 @@ impl Operator {
             let _ = tx.send(read.map(|n| (n, line)));
         });
         loop {
-            if cancel.load(Ordering::Relaxed) {
+            if cancel.is_cancelled() {
                 return Err("interrupted while waiting for the operator".into());
             }
             match rx.recv_timeout(Duration::from_millis(100)) {

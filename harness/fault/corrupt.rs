@@ -317,16 +317,7 @@ impl Fault for Corrupt {
         }
         let (records, detail) = result?;
         let when = if plan.when == When::Offline { "offline" } else { "online" };
-        ctx.recorder.record_at(
-            began,
-            crate::history::EventKind::FaultInjected {
-                fault: ctx.index,
-                kind: "corrupt".into(),
-                target: ctx.target.name().to_string(),
-                scheduled_ms: ctx.scheduled_ms,
-                detail: format!("{} ({when}): {detail}", plan.mode.name()),
-            },
-        );
+        ctx.injected_at(began, format!("{} ({when}): {detail}", plan.mode.name()));
         let (trial, fault, target) = (ctx.trial, ctx.index, Arc::clone(&ctx.target));
         let (recorder, journal) = (ctx.recorder.clone(), Arc::clone(&ctx.journal));
         Ok(FaultGuard::new(move || {

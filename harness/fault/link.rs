@@ -63,7 +63,7 @@ impl Fault for LinkFault {
         let Some(proxy) = ctx.proxy.clone() else {
             return Err(ctx.error(FaultErrorKind::Other("the fault's proxy is not running".into())));
         };
-        ctx.injected(self.toxic.name(), format!("proxy on port {}: {}", proxy.port(), self.describe()));
+        ctx.injected(format!("proxy on port {}: {}", proxy.port(), self.describe()));
         proxy.update(|b| self.apply(b, true));
         if self.toxic == Toxic::Reset {
             return Ok(FaultGuard::nothing());

@@ -28,6 +28,8 @@ pub use process::ProcessFault;
 pub struct FaultContext {
     pub trial: u32,
     pub index: usize,
+    /// The fault's kind, as its events and journal entries name it.
+    pub kind: crate::kinds::FaultName,
     pub target: Arc<dyn Target>,
     pub journal: Arc<Journal>,
     pub recorder: Recorder,
@@ -60,18 +62,18 @@ impl FaultContext {
     }
 
     /// Records the injection in the history, with what exactly it did.
-    pub fn injected(&self, kind: &str, detail: String) {
-        self.injected_at(std::time::Instant::now(), kind, detail);
+    pub fn injected(&self, detail: String) {
+        self.injected_at(std::time::Instant::now(), detail);
     }
 
     /// The fault took effect at `at` (a signal to a whole tree is in effect
     /// once its last process got it, not when the fault began to look).
-    pub fn injected_at(&self, at: std::time::Instant, kind: &str, detail: String) {
+    pub fn injected_at(&self, at: std::time::Instant, detail: String) {
         self.recorder.record_at(
             at,
             EventKind::FaultInjected {
                 fault: self.index,
-                kind: kind.to_string(),
+                kind: self.kind,
                 target: self.target.name().to_string(),
                 scheduled_ms: self.scheduled_ms,
                 detail,

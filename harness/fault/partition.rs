@@ -62,7 +62,7 @@ impl Fault for Partition {
             (m.namespace.clone(), m.address.to_string())
         };
         let rules = self.rules(member, &network.subnet());
-        ctx.injected("partition", self.describe());
+        ctx.injected(self.describe());
         let mut added: Vec<(String, Vec<String>)> = Vec::new();
         for (namespace, rule) in rules {
             ctx.journal(&Entry::PartitionRule {

@@ -13,7 +13,6 @@ pub struct ProcessFault(pub FaultKind);
 
 impl Fault for ProcessFault {
     fn inject(&self, ctx: &FaultContext) -> Result<FaultGuard, FaultError> {
-        let kind = self.0.name();
         let target_err = |source: TargetError| ctx.error(source.into());
         let process = ctx
             .target
@@ -22,12 +21,12 @@ impl Fault for ProcessFault {
         ctx.journal(&Entry::Injected {
             trial: ctx.trial,
             fault: ctx.index,
-            kind: kind.to_string(),
+            kind: ctx.kind,
             target: ctx.target.name().to_string(),
             pid: process.pid,
             start_time: process.start_time,
         })?;
-        let injected = |detail: String| ctx.injected(kind, detail);
+        let injected = |detail: String| ctx.injected(detail);
         match self.0 {
             FaultKind::Kill { signal, scope } => {
                 let scope = scope.unwrap_or_else(|| ctx.target.default_scope());
@@ -39,7 +38,7 @@ impl Fault for ProcessFault {
                     _ => String::new(),
                 };
                 let detail = format!("{} to pid {} {}{count}", signal.as_str(), process.pid, scope.describe());
-                ctx.injected_at(sent.at, kind, detail);
+                ctx.injected_at(sent.at, detail);
                 Ok(FaultGuard::nothing())
             }
             FaultKind::Restart => {

@@ -26,7 +26,6 @@ use nix::sys::signal::Signal;
 
 use super::{healed, Fault, FaultContext, FaultError, FaultErrorKind, FaultGuard};
 use crate::confine;
-use crate::history::EventKind;
 use crate::journal::Entry;
 use crate::scenario::{LockKind, StaleLockPlan, StaleLockVariant};
 use crate::targets::stopping::stop_groups;
@@ -51,16 +50,7 @@ impl Fault for StaleLock {
         ctx.target.release();
         let (holder, what) = result?;
         let crashed = crashed.map_or("the target was down".into(), |p| format!("SIGKILL to pid {}", p.pid));
-        ctx.recorder.record_at(
-            began,
-            EventKind::FaultInjected {
-                fault: ctx.index,
-                kind: "stale-lock".into(),
-                target: ctx.target.name().to_string(),
-                scheduled_ms: ctx.scheduled_ms,
-                detail: format!("{crashed}; {what}"),
-            },
-        );
+        ctx.injected_at(began, format!("{crashed}; {what}"));
         let Some(holder) = holder else { return Ok(FaultGuard::nothing()) };
         let (trial, fault, target) = (ctx.trial, ctx.index, Arc::clone(&ctx.target));
         let (recorder, journal) = (ctx.recorder.clone(), Arc::clone(&ctx.journal));

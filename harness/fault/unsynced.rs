@@ -18,7 +18,6 @@ use rand::Rng;
 
 use super::passthrough::{Ledger, Passthrough};
 use super::{Fault, FaultContext, FaultError, FaultErrorKind, FaultGuard};
-use crate::history::EventKind;
 use crate::journal::{Entry, Journal};
 
 /// A mounted layer over one data dir.
@@ -203,21 +202,15 @@ impl Fault for LoseUnsynced {
         let torn = loss.torn.as_ref().map_or(String::new(), |(file, kept, of)| {
             format!("; the last write to {} torn after {kept} of {of} bytes", file.display())
         });
-        ctx.recorder.record_at(
+        ctx.injected_at(
             began,
-            EventKind::FaultInjected {
-                fault: ctx.index,
-                kind: "lose-unsynced".into(),
-                target: ctx.target.name().to_string(),
-                scheduled_ms: ctx.scheduled_ms,
-                detail: format!(
-                    "{}; discarded {} unsynced writes ({} bytes) in {} files{torn}",
-                    crashed.map_or("the target was down".into(), |p| format!("SIGKILL to pid {}", p.pid)),
-                    loss.writes,
-                    loss.bytes,
-                    loss.files
-                ),
-            },
+            format!(
+                "{}; discarded {} unsynced writes ({} bytes) in {} files{torn}",
+                crashed.map_or("the target was down".into(), |p| format!("SIGKILL to pid {}", p.pid)),
+                loss.writes,
+                loss.bytes,
+                loss.files
+            ),
         );
         Ok(FaultGuard::nothing())
     }

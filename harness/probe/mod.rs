@@ -181,7 +181,13 @@ impl Health {
     /// Waits for `n` consecutive healthy samples that all started at or after
     /// `after`; returns the start of the first of them, or `None` at the
     /// deadline or on cancel.
-    pub fn wait_sustained(&self, after: Instant, n: u32, deadline: Instant, cancel: &AtomicBool) -> Option<Instant> {
+    pub fn wait_sustained(
+        &self,
+        after: Instant,
+        n: u32,
+        deadline: Instant,
+        cancel: &crate::cancel::Cancel,
+    ) -> Option<Instant> {
         let (mut next, mut streak, mut start) = (0u64, 0u32, None);
         let mut guard = self.samples.lock().unwrap();
         loop {
@@ -204,7 +210,7 @@ impl Health {
                 }
             }
             let now = Instant::now();
-            if now >= deadline || cancel.load(Ordering::Relaxed) {
+            if now >= deadline || cancel.is_cancelled() {
                 return None;
             }
             guard = self.changed.wait_timeout(guard, (deadline - now).min(Duration::from_millis(50))).unwrap().0;

@@ -4,13 +4,12 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::sync::Arc;
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
 
-use super::sleep_until;
 use crate::confine;
 use crate::drill::Operator;
 use crate::history::{EventKind, Recorder};
@@ -187,13 +186,13 @@ impl Procedure<'_> {
 
     /// Runs the steps in order; stops at the first that fails, except that a
     /// failed `check` lets the procedure go on.
-    pub fn run(&self, cancel: &AtomicBool) {
+    pub fn run(&self, cancel: &crate::cancel::Cancel) {
         for (i, step) in self.steps.iter().enumerate() {
-            if cancel.load(Ordering::Relaxed) {
+            if cancel.is_cancelled() {
                 return;
             }
             let target = step.action.target().map(String::from);
-            self.recorder.record(EventKind::RecoverStarted { step: i, action: step.action.name().into(), target });
+            self.recorder.record(EventKind::RecoverStarted { step: i, action: step.action.name(), target });
             let (ok, detail) = match self.step(i, step, cancel) {
                 Ok(detail) => (true, detail),
                 Err(e) => (false, e),
@@ -205,7 +204,7 @@ impl Procedure<'_> {
         }
     }
 
-    fn step(&self, index: usize, step: &RecoverStep, cancel: &AtomicBool) -> Result<String, String> {
+    fn step(&self, index: usize, step: &RecoverStep, cancel: &crate::cancel::Cancel) -> Result<String, String> {
         match &step.action {
             StepAction::Run { target, argv, timeout } | StepAction::Check { target, argv, timeout } => {
                 let (t, _) = self.target(target);
@@ -264,7 +263,7 @@ impl Procedure<'_> {
                 }
             }
             StepAction::Sleep { duration } => {
-                sleep_until(Instant::now() + *duration, cancel);
+                cancel.sleep_until(Instant::now() + *duration);
                 Ok(String::new())
             }
             StepAction::Fault { fault } => (self.inject)(*fault).map(|()| format!("fault #{}", fault + 1)),

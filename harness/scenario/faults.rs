@@ -43,57 +43,36 @@ pub const FAULT_KEYS: &[&str] = &[
     "one_way",
     "command",
 ];
-pub const FAULT_KINDS: &[&str] = &[
-    "kill",
-    "pause",
-    "restart",
-    "corrupt",
-    "stale-lock",
-    "lose-unsynced",
-    "blackhole",
-    "refuse",
-    "reset",
-    "latency",
-    "bandwidth",
-    "slow-close",
-    "timeout",
-    "slice",
-    "limit-data",
-    "partition",
-    "disconnect",
-    "command",
-];
-/// The faults that act on a proxy's links.
-pub const LINK_KINDS: &[&str] =
-    &["blackhole", "refuse", "reset", "latency", "bandwidth", "slow-close", "timeout", "slice", "limit-data"];
+pub const FAULT_KINDS: &[&str] = <FaultName as strum::VariantNames>::VARIANTS;
 pub const CORRUPT_MODES: &[&str] = &["bitflip", "zero", "random", "truncate", "torn-tail", "delete", "swap"];
 pub const STALE_LOCK_VARIANTS: &[&str] = &["leftover", "held", "pid-reused"];
 
 /// The keys (beyond kind, target, at) that each fault kind, or corrupt mode, reads.
-fn applicable(kind: &str, mode: Option<&str>) -> &'static [&'static str] {
+fn applicable(kind: FaultName, mode: Option<&str>) -> &'static [&'static str] {
+    use FaultName::*;
     match (kind, mode) {
-        ("kill", _) => &["signal", "scope"],
-        ("pause", _) => &["duration"],
-        ("corrupt", Some("bitflip")) => &["path", "mode", "when", "bits", "offset"],
-        ("corrupt", Some("zero" | "random")) => &["path", "mode", "when", "offset", "length"],
-        ("corrupt", Some("truncate")) => &["path", "mode", "when", "to"],
-        ("corrupt", Some("torn-tail")) => &["path", "mode", "when", "bytes"],
-        ("corrupt", Some("swap")) => &["path", "mode", "when", "length"],
-        ("corrupt", _) => &["path", "mode", "when"],
-        ("stale-lock", _) => &["variant", "path", "lock", "user", "duration"],
-        ("lose-unsynced", _) => &["torn"],
-        ("reset", _) => &["proxy"],
-        ("refuse", _) => &["proxy", "duration"],
-        ("blackhole", _) => &["proxy", "direction", "duration"],
-        ("latency", _) => &["proxy", "direction", "duration", "delay", "jitter"],
-        ("bandwidth", _) => &["proxy", "direction", "duration", "rate"],
-        ("slow-close" | "timeout", _) => &["proxy", "direction", "duration", "delay"],
-        ("slice", _) => &["proxy", "direction", "duration", "size", "delay"],
-        ("limit-data", _) => &["proxy", "direction", "duration", "bytes"],
-        ("partition", _) => &["isolate", "groups", "one_way", "duration"],
-        ("disconnect", _) => &["duration"],
-        ("command", _) => &["command"],
-        _ => &[],
+        (Kill, _) => &["signal", "scope"],
+        (Pause, _) => &["duration"],
+        (Restart, _) => &[],
+        (Corrupt, Some("bitflip")) => &["path", "mode", "when", "bits", "offset"],
+        (Corrupt, Some("zero" | "random")) => &["path", "mode", "when", "offset", "length"],
+        (Corrupt, Some("truncate")) => &["path", "mode", "when", "to"],
+        (Corrupt, Some("torn-tail")) => &["path", "mode", "when", "bytes"],
+        (Corrupt, Some("swap")) => &["path", "mode", "when", "length"],
+        (Corrupt, _) => &["path", "mode", "when"],
+        (StaleLock, _) => &["variant", "path", "lock", "user", "duration"],
+        (LoseUnsynced, _) => &["torn"],
+        (Reset, _) => &["proxy"],
+        (Refuse, _) => &["proxy", "duration"],
+        (Blackhole, _) => &["proxy", "direction", "duration"],
+        (Latency, _) => &["proxy", "direction", "duration", "delay", "jitter"],
+        (Bandwidth, _) => &["proxy", "direction", "duration", "rate"],
+        (SlowClose | Timeout, _) => &["proxy", "direction", "duration", "delay"],
+        (Slice, _) => &["proxy", "direction", "duration", "size", "delay"],
+        (LimitData, _) => &["proxy", "direction", "duration", "bytes"],
+        (Partition, _) => &["isolate", "groups", "one_way", "duration"],
+        (Disconnect, _) => &["duration"],
+        (Command, _) => &["command"],
     }
 }
 
@@ -106,11 +85,11 @@ pub fn compile_fault(
     in_procedure: bool,
     d: &mut Diagnostics,
 ) -> Option<FaultPlan> {
-    let kind = f.required_choice("kind", "fault kind", FAULT_KINDS, d).map(|(kind, _)| kind);
+    let kind = f.required_choice("kind", "fault kind", FAULT_KINDS, d).and_then(|(kind, _)| kind.parse().ok());
     // A link fault names a proxy; its target is the one behind the proxy.
-    let link = kind.is_some_and(|k| LINK_KINDS.contains(&k));
+    let link = kind.is_some_and(FaultName::is_link);
     let proxy = if link { proxy_ref(f, proxies, d) } else { None };
-    let partition = kind == Some("partition");
+    let partition = kind == Some(FaultName::Partition);
     let target = match (link, &proxy) {
         (true, Some(p)) => Some(p.target.clone()),
         (true, None) => None,
@@ -119,7 +98,10 @@ pub fn compile_fault(
         (false, _) => target_ref(f, targets, d),
     };
     if let (true, Some(value)) = (link, f.get("target")) {
-        d.error(value.span(), format!("a `{}` fault names a `proxy`, not a `target`", kind.unwrap_or_default()));
+        d.error(
+            value.span(),
+            format!("a `{}` fault names a `proxy`, not a `target`", kind.map_or("", FaultName::as_str)),
+        );
     }
     let at = if in_procedure {
         // The step's place in the procedure is its time.
@@ -131,81 +113,93 @@ pub fn compile_fault(
     // A fault that only sets up a condition (a long query, a pid file)
     // opens no recovery window of its own.
     let setup = f.bool("setup", d).unwrap_or(false);
-
-    if partition {
-        check_applicable(f, kind_name, None, d);
-        if network != NetworkPlan::Namespaces {
-            d.error(
-                f.span.clone(),
-                format!(
-                    "a `partition` in {} needs the targets in namespaces: add [network] kind = \"namespaces\"",
-                    f.what
-                ),
-            );
-        }
-        let plan = partition_plan(f, targets, d)?;
-        // RTO is measured on the isolated target, or the first of the far group.
-        let target = plan.groups[1][0].clone();
-        return Some(FaultPlan { kind: FaultKind::Partition(plan), target, at: at?, in_procedure, setup });
-    }
-    if link {
-        check_applicable(f, kind_name, None, d);
-        let toxic = toxic(kind_name, f, d);
-        let duration = if kind_name == "reset" {
-            None
-        } else if f.get("duration").is_none() {
-            d.error(
-                f.span.clone(),
-                format!("missing key `duration` in {}; a `{kind_name}` heals after it, e.g. duration = \"2s\"", f.what),
-            );
-            return None;
-        } else {
-            Some(f.duration("duration", d)?)
-        };
-        let direction = match f.choice("direction", "direction", &["both", "up", "down"], d) {
-            Some(("up", _)) => Direction::Up,
-            Some(("down", _)) => Direction::Down,
-            _ => Direction::Both,
-        };
-        return Some(FaultPlan {
-            kind: FaultKind::Link { proxy: proxy?.name.clone(), direction, toxic: toxic?, duration },
-            target: target?,
-            at: at?,
-            in_procedure,
-            setup,
-        });
-    }
     let mode_name = f.get("mode").and_then(|v| v.get_ref().as_str());
-    check_applicable(f, kind_name, mode_name, d);
-    let kind = match kind_name {
-        "kill" => FaultKind::Kill {
+    check_applicable(f, kind_name, if kind_name == FaultName::Corrupt { mode_name } else { None }, d);
+    let (kind, target) = match kind_name {
+        FaultName::Partition => {
+            let plan = partition_fault(f, targets, network, d)?;
+            // RTO is measured on the isolated target, or the first of the far group.
+            let target = plan.groups[1][0].clone();
+            (FaultKind::Partition(plan), target)
+        }
+        FaultName::Blackhole
+        | FaultName::Refuse
+        | FaultName::Reset
+        | FaultName::Latency
+        | FaultName::Bandwidth
+        | FaultName::SlowClose
+        | FaultName::Timeout
+        | FaultName::Slice
+        | FaultName::LimitData => (link_fault(kind_name, proxy, f, d)?, target?),
+        FaultName::Kill
+        | FaultName::Pause
+        | FaultName::Restart
+        | FaultName::Command
+        | FaultName::Corrupt
+        | FaultName::StaleLock
+        | FaultName::Disconnect
+        | FaultName::LoseUnsynced => (target_fault(kind_name, f, d)?, target?),
+    };
+    Some(FaultPlan { kind, target, at: at?, in_procedure, setup })
+}
+
+/// A partition between targets' namespaces.
+fn partition_fault(f: &Fields, targets: &[&str], network: NetworkPlan, d: &mut Diagnostics) -> Option<PartitionPlan> {
+    if network != NetworkPlan::Namespaces {
+        d.error(
+            f.span.clone(),
+            format!("a `partition` in {} needs the targets in namespaces: add [network] kind = \"namespaces\"", f.what),
+        );
+    }
+    partition_plan(f, targets, d)
+}
+
+/// A fault of a proxy's links.
+fn link_fault(kind: FaultName, proxy: Option<&ProxyPlan>, f: &Fields, d: &mut Diagnostics) -> Option<FaultKind> {
+    let toxic = toxic(kind, f, d);
+    let duration = if kind == FaultName::Reset {
+        None
+    } else if f.get("duration").is_none() {
+        d.error(
+            f.span.clone(),
+            format!("missing key `duration` in {}; a `{kind}` heals after it, e.g. duration = \"2s\"", f.what),
+        );
+        return None;
+    } else {
+        Some(f.duration("duration", d)?)
+    };
+    let direction = match f.choice("direction", "direction", &["both", "up", "down"], d) {
+        Some(("up", _)) => Direction::Up,
+        Some(("down", _)) => Direction::Down,
+        _ => Direction::Both,
+    };
+    Some(FaultKind::Link { proxy: proxy?.name.clone(), direction, toxic: toxic?, duration })
+}
+
+/// A fault that acts on one target (its processes, files or network).
+fn target_fault(kind: FaultName, f: &Fields, d: &mut Diagnostics) -> Option<FaultKind> {
+    let duration = |what: &str, d: &mut Diagnostics| {
+        if f.get("duration").is_none() {
+            d.error(f.span.clone(), format!("missing key `duration` in {}; {what}", f.what));
+        }
+        f.duration("duration", d)
+    };
+    Some(match kind {
+        FaultName::Kill => FaultKind::Kill {
             signal: signal(f, d)?,
             scope: f
                 .choice("scope", "signal scope", SignalScope::NAMES, d)
                 .and_then(|(n, _)| SignalScope::from_name(n)),
         },
-        "pause" => {
-            if f.get("duration").is_none() {
-                d.error(
-                    f.span.clone(),
-                    format!("missing key `duration` in {}; a pause needs one, e.g. duration = \"2s\"", f.what),
-                );
-            }
-            FaultKind::Pause { duration: f.duration("duration", d)? }
-        }
-        "restart" => FaultKind::Restart,
-        "command" => FaultKind::Command { argv: super::command(f, "command", true, d)? },
-        "corrupt" => FaultKind::Corrupt(corrupt(f, d)?),
-        "stale-lock" => FaultKind::StaleLock(stale_lock(f, d)?),
-        "disconnect" => {
-            if f.get("duration").is_none() {
-                d.error(f.span.clone(), format!("missing key `duration` in {}; a disconnect heals after it", f.what));
-            }
-            FaultKind::Disconnect { duration: f.duration("duration", d)? }
-        }
-        _ => FaultKind::LoseUnsynced { torn: f.bool("torn", d).unwrap_or(false) },
-    };
-    Some(FaultPlan { kind, target: target?, at: at?, in_procedure, setup })
+        FaultName::Pause => FaultKind::Pause { duration: duration("a pause needs one, e.g. duration = \"2s\"", d)? },
+        FaultName::Restart => FaultKind::Restart,
+        FaultName::Command => FaultKind::Command { argv: super::command(f, "command", true, d)? },
+        FaultName::Corrupt => FaultKind::Corrupt(corrupt(f, d)?),
+        FaultName::StaleLock => FaultKind::StaleLock(stale_lock(f, d)?),
+        FaultName::Disconnect => FaultKind::Disconnect { duration: duration("a disconnect heals after it", d)? },
+        FaultName::LoseUnsynced => FaultKind::LoseUnsynced { torn: f.bool("torn", d).unwrap_or(false) },
+        other => unreachable!("`{other}` is not a target fault"),
+    })
 }
 
 /// A timeline fault's `at`, which must fall inside the workload or the
@@ -242,12 +236,12 @@ fn scheduled_at(f: &Fields, workload: Option<&WorkloadPlan>, d: &mut Diagnostics
 }
 
 /// Reports every key that the kind (or corrupt mode) does not read.
-fn check_applicable(f: &Fields, kind: &str, mode: Option<&str>, d: &mut Diagnostics) {
+fn check_applicable(f: &Fields, kind: FaultName, mode: Option<&str>, d: &mut Diagnostics) {
     let applies = applicable(kind, mode);
     for key in FAULT_KEYS.iter().filter(|k| !["kind", "target", "at", "setup"].contains(k)) {
         if let (Some(value), false) = (f.get(key), applies.contains(key)) {
             let what = match (kind, mode) {
-                ("corrupt", Some(mode)) if CORRUPT_MODES.contains(&mode) => {
+                (FaultName::Corrupt, Some(mode)) if CORRUPT_MODES.contains(&mode) => {
                     format!("a `corrupt` fault in mode `{mode}`")
                 }
                 _ => format!("a `{kind}` fault"),
@@ -296,7 +290,7 @@ fn rate(f: &Fields, d: &mut Diagnostics) -> Option<u64> {
     parsed
 }
 
-fn toxic(kind: &str, f: &Fields, d: &mut Diagnostics) -> Option<Toxic> {
+fn toxic(kind: FaultName, f: &Fields, d: &mut Diagnostics) -> Option<Toxic> {
     let required = |key: &str, example: &str, d: &mut Diagnostics| {
         let present = f.get(key).is_some();
         if !present {
@@ -305,10 +299,10 @@ fn toxic(kind: &str, f: &Fields, d: &mut Diagnostics) -> Option<Toxic> {
         present
     };
     Some(match kind {
-        "blackhole" => Toxic::Blackhole,
-        "refuse" => Toxic::Refuse,
-        "reset" => Toxic::Reset,
-        "latency" => {
+        FaultName::Blackhole => Toxic::Blackhole,
+        FaultName::Refuse => Toxic::Refuse,
+        FaultName::Reset => Toxic::Reset,
+        FaultName::Latency => {
             let present = required("delay", "delay = \"100ms\"", d);
             let jitter = f.duration("jitter", d).unwrap_or(std::time::Duration::ZERO);
             if !present {
@@ -316,24 +310,24 @@ fn toxic(kind: &str, f: &Fields, d: &mut Diagnostics) -> Option<Toxic> {
             }
             Toxic::Latency { delay: f.duration("delay", d)?, jitter }
         }
-        "bandwidth" => {
+        FaultName::Bandwidth => {
             if !required("rate", "rate = \"100KB/s\"", d) {
                 return None;
             }
             Toxic::Bandwidth { bytes_per_second: rate(f, d)? }
         }
-        "slow-close" | "timeout" => {
+        FaultName::SlowClose | FaultName::Timeout => {
             if !required("delay", "delay = \"1s\"", d) {
                 return None;
             }
             let delay = f.duration("delay", d)?;
-            if kind == "timeout" {
+            if kind == FaultName::Timeout {
                 Toxic::Timeout { delay }
             } else {
                 Toxic::SlowClose { delay }
             }
         }
-        "slice" => {
+        FaultName::Slice => {
             let present = required("size", "size = 64", d);
             let delay = f.duration("delay", d).unwrap_or(std::time::Duration::ZERO);
             if !present {
@@ -341,12 +335,13 @@ fn toxic(kind: &str, f: &Fields, d: &mut Diagnostics) -> Option<Toxic> {
             }
             Toxic::Slice { size: f.bytes("size", d).filter(|s| *s > 0)?, delay }
         }
-        _ => {
+        FaultName::LimitData => {
             if !required("bytes", "bytes = 1000", d) {
                 return None;
             }
             Toxic::LimitData { bytes: f.bytes("bytes", d)? }
         }
+        other => unreachable!("`{other}` is not a link fault"),
     })
 }
 
@@ -489,14 +484,15 @@ pub fn check_disposable(
     span_of: impl Fn(&str) -> std::ops::Range<usize>,
     d: &mut Diagnostics,
 ) {
-    let touched = faults.iter().filter(|f| f.kind.is_storage()).map(|f| (f.target.as_str(), f.kind.name())).chain(
-        recover.iter().filter_map(|s| match &s.action {
-            StepAction::Restore { target, .. } | StepAction::Remove { target, .. } => {
-                Some((target.as_str(), s.action.name()))
-            }
-            _ => None,
-        }),
-    );
+    let touched =
+        faults.iter().filter(|f| f.kind.is_storage()).map(|f| (f.target.as_str(), f.kind.name().as_str())).chain(
+            recover.iter().filter_map(|s| match &s.action {
+                StepAction::Restore { target, .. } | StepAction::Remove { target, .. } => {
+                    Some((target.as_str(), s.action.name().as_str()))
+                }
+                _ => None,
+            }),
+        );
     let mut reported = Vec::new();
     for (name, what) in touched {
         let Some(target) = targets.iter().find(|t| t.name == name) else { continue };

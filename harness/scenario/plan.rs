@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::duration::TimeSpec;
+pub use crate::kinds::{FaultName, StepName};
 use crate::scenario::expect::Expectation;
 
 #[derive(Debug, Clone)]
@@ -283,34 +284,34 @@ pub enum Toxic {
 }
 
 impl Toxic {
-    pub fn name(&self) -> &'static str {
+    pub fn name(&self) -> FaultName {
         match self {
-            Toxic::Blackhole => "blackhole",
-            Toxic::Refuse => "refuse",
-            Toxic::Reset => "reset",
-            Toxic::Latency { .. } => "latency",
-            Toxic::Bandwidth { .. } => "bandwidth",
-            Toxic::SlowClose { .. } => "slow-close",
-            Toxic::Timeout { .. } => "timeout",
-            Toxic::Slice { .. } => "slice",
-            Toxic::LimitData { .. } => "limit-data",
+            Toxic::Blackhole => FaultName::Blackhole,
+            Toxic::Refuse => FaultName::Refuse,
+            Toxic::Reset => FaultName::Reset,
+            Toxic::Latency { .. } => FaultName::Latency,
+            Toxic::Bandwidth { .. } => FaultName::Bandwidth,
+            Toxic::SlowClose { .. } => FaultName::SlowClose,
+            Toxic::Timeout { .. } => FaultName::Timeout,
+            Toxic::Slice { .. } => FaultName::Slice,
+            Toxic::LimitData { .. } => FaultName::LimitData,
         }
     }
 }
 
 impl FaultKind {
-    pub fn name(&self) -> &'static str {
+    pub fn name(&self) -> FaultName {
         match self {
-            FaultKind::Kill { .. } => "kill",
-            FaultKind::Pause { .. } => "pause",
-            FaultKind::Restart => "restart",
-            FaultKind::Corrupt(_) => "corrupt",
-            FaultKind::StaleLock(_) => "stale-lock",
-            FaultKind::LoseUnsynced { .. } => "lose-unsynced",
+            FaultKind::Kill { .. } => FaultName::Kill,
+            FaultKind::Pause { .. } => FaultName::Pause,
+            FaultKind::Restart => FaultName::Restart,
+            FaultKind::Corrupt(_) => FaultName::Corrupt,
+            FaultKind::StaleLock(_) => FaultName::StaleLock,
+            FaultKind::LoseUnsynced { .. } => FaultName::LoseUnsynced,
             FaultKind::Link { toxic, .. } => toxic.name(),
-            FaultKind::Partition(_) => "partition",
-            FaultKind::Disconnect { .. } => "disconnect",
-            FaultKind::Command { .. } => "command",
+            FaultKind::Partition(_) => FaultName::Partition,
+            FaultKind::Disconnect { .. } => FaultName::Disconnect,
+            FaultKind::Command { .. } => FaultName::Command,
         }
     }
 
@@ -490,17 +491,17 @@ pub enum RestoreSource {
 }
 
 impl StepAction {
-    pub fn name(&self) -> &'static str {
+    pub fn name(&self) -> StepName {
         match self {
-            StepAction::Run { .. } => "run",
-            StepAction::Check { .. } => "check",
-            StepAction::Restore { .. } => "restore",
-            StepAction::Remove { .. } => "remove",
-            StepAction::Stop { .. } => "stop",
-            StepAction::Start { .. } => "start",
-            StepAction::WaitHealthy { .. } | StepAction::Sleep { .. } => "wait",
-            StepAction::Fault { .. } => "fault",
-            StepAction::Manual { .. } => "manual",
+            StepAction::Run { .. } => StepName::Run,
+            StepAction::Check { .. } => StepName::Check,
+            StepAction::Restore { .. } => StepName::Restore,
+            StepAction::Remove { .. } => StepName::Remove,
+            StepAction::Stop { .. } => StepName::Stop,
+            StepAction::Start { .. } => StepName::Start,
+            StepAction::WaitHealthy { .. } | StepAction::Sleep { .. } => StepName::Wait,
+            StepAction::Fault { .. } => StepName::Fault,
+            StepAction::Manual { .. } => StepName::Manual,
         }
     }
 

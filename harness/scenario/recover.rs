@@ -13,7 +13,7 @@ pub const BACKUP_KEYS: &[&str] = &["name", "target", "at", "format"];
 /// A step's own keys; a `fault` step also takes a [[fault]]'s keys but `at`.
 pub const RECOVER_KEYS: &[&str] =
     &["action", "target", "command", "timeout", "from", "path", "duration", "budget", "manual"];
-pub const RECOVER_ACTIONS: &[&str] = &["run", "check", "restore", "remove", "stop", "start", "wait", "fault", "manual"];
+pub const RECOVER_ACTIONS: &[&str] = <StepName as strum::VariantNames>::VARIANTS;
 
 /// Every key a [[recover]] table may hold.
 pub fn step_keys() -> Vec<&'static str> {
@@ -24,16 +24,15 @@ pub fn step_keys() -> Vec<&'static str> {
 
 /// The keys (beyond action and budget) each action reads. A fault step's
 /// keys are checked against its kind by the fault compiler.
-fn applicable(action: &str) -> Vec<&'static str> {
+fn applicable(action: StepName) -> Vec<&'static str> {
     match action {
-        "run" | "check" => vec!["target", "command", "timeout"],
-        "restore" => vec!["target", "from"],
-        "remove" => vec!["target", "path"],
-        "stop" | "start" => vec!["target"],
-        "wait" => vec!["target", "timeout", "duration"],
-        "manual" => vec!["manual"],
-        "fault" => FAULT_KEYS.iter().copied().filter(|k| *k != "at").collect(),
-        _ => Vec::new(),
+        StepName::Run | StepName::Check => vec!["target", "command", "timeout"],
+        StepName::Restore => vec!["target", "from"],
+        StepName::Remove => vec!["target", "path"],
+        StepName::Stop | StepName::Start => vec!["target"],
+        StepName::Wait => vec!["target", "timeout", "duration"],
+        StepName::Manual => vec!["manual"],
+        StepName::Fault => FAULT_KEYS.iter().copied().filter(|k| *k != "at").collect(),
     }
 }
 
@@ -104,6 +103,7 @@ pub fn compile_recover(
 ) -> Vec<RecoverStep> {
     // Relative `from` paths are relative to the scenario file.
     let base = d.path.parent().map(Path::to_path_buf);
+    let on = TargetSteps { backups, base: base.as_deref(), check_paths };
     let mut steps = Vec::new();
     // Which targets a `stop` step has taken down so far (and not started again).
     let mut stopped: Vec<String> = Vec::new();
@@ -111,9 +111,9 @@ pub fn compile_recover(
     for f in entries(top, "recover", &known, d) {
         // `manual = "..."` alone is a manual step.
         let action = match (f.get("action"), f.get("manual")) {
-            (None, Some(_)) => "manual",
+            (None, Some(_)) => StepName::Manual,
             _ => match f.required_choice("action", "recovery action", RECOVER_ACTIONS, d) {
-                Some((action, _)) => action,
+                Some((action, _)) => action.parse().expect("one of RECOVER_ACTIONS"),
                 None => continue,
             },
         };
@@ -127,88 +127,118 @@ pub fn compile_recover(
             }
         }
         let budget = f.duration("budget", d);
-        let action = match action {
-            "wait" => match (f.get("target"), f.get("duration")) {
-                (Some(_), None) => target_ref(&f, targets, d).map(|target| StepAction::WaitHealthy {
-                    target,
-                    timeout: f
-                        .positive_duration("timeout", "the target could never be seen healthy in time", d)
-                        .unwrap_or(Duration::from_secs(30)),
-                }),
-                (None, Some(_)) => f.duration("duration", d).map(|duration| StepAction::Sleep { duration }),
-                _ => {
+        let step = match action {
+            StepName::Wait => wait_step(&f, targets, d),
+            StepName::Manual => f
+                .required_str("manual", "what the operator does, e.g. \"Point DNS at the DR site\"", d)
+                .map(|(text, _)| StepAction::Manual { instruction: text.to_string() }),
+            StepName::Fault => {
+                compile_fault(&f, targets, scope.proxies, scope.network, scope.workload, true, d).map(|fault| {
+                    faults.push(fault);
+                    StepAction::Fault { fault: faults.len() - 1 }
+                })
+            }
+            StepName::Run
+            | StepName::Check
+            | StepName::Stop
+            | StepName::Start
+            | StepName::Remove
+            | StepName::Restore => {
+                let Some(target) = target_ref(&f, targets, d) else { continue };
+                on.step(action, target, &f, &mut stopped, d)
+            }
+        };
+        steps.extend(step.map(|action| RecoverStep { action, budget }));
+    }
+    steps
+}
+
+/// A `wait` step: for a target to be healthy, or a fixed time.
+fn wait_step(f: &Fields, targets: &[&str], d: &mut Diagnostics) -> Option<StepAction> {
+    match (f.get("target"), f.get("duration")) {
+        (Some(_), None) => target_ref(f, targets, d).map(|target| StepAction::WaitHealthy {
+            target,
+            timeout: f
+                .positive_duration("timeout", "the target could never be seen healthy in time", d)
+                .unwrap_or(Duration::from_secs(30)),
+        }),
+        (None, Some(_)) => f.duration("duration", d).map(|duration| StepAction::Sleep { duration }),
+        _ => {
+            d.error(
+                f.span.clone(),
+                format!(
+                    "a `wait` step in {} needs either `target` (wait for it to be healthy) or `duration` \
+                     (a fixed pause), not both",
+                    f.what
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// What the steps that act on one target need to compile.
+struct TargetSteps<'a> {
+    backups: &'a [BackupPlan],
+    /// The scenario file's directory.
+    base: Option<&'a Path>,
+    check_paths: bool,
+}
+
+impl TargetSteps<'_> {
+    fn step(
+        &self,
+        action: StepName,
+        target: String,
+        f: &Fields,
+        stopped: &mut Vec<String>,
+        d: &mut Diagnostics,
+    ) -> Option<StepAction> {
+        match action {
+            StepName::Run | StepName::Check => command(f, "command", true, d).map(|argv| {
+                let timeout = f
+                    .positive_duration("timeout", "the command would be killed before it could run", d)
+                    .unwrap_or(Duration::from_secs(60));
+                match action {
+                    StepName::Run => StepAction::Run { target, argv, timeout },
+                    _ => StepAction::Check { target, argv, timeout },
+                }
+            }),
+            StepName::Stop => {
+                stopped.push(target.clone());
+                Some(StepAction::Stop { target })
+            }
+            StepName::Start => {
+                stopped.retain(|t| *t != target);
+                Some(StepAction::Start { target })
+            }
+            StepName::Remove => {
+                let path = f.required_str("path", "a path relative to the target's data dir", d);
+                path.and_then(|(p, span)| {
+                    if Path::new(p).components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+                        d.error(span, format!("`path` in {} must be relative to the data dir, without `..`", f.what));
+                        return None;
+                    }
+                    Some(StepAction::Remove { target: target.clone(), path: p.to_string() })
+                })
+            }
+            StepName::Restore => {
+                if !stopped.contains(&target) {
                     d.error(
                         f.span.clone(),
                         format!(
-                            "a `wait` step in {} needs either `target` (wait for it to be healthy) or `duration` \
-                             (a fixed pause), not both",
+                            "{}: `restore` would replace the data dir of `{target}` under the running service; put \
+                             a step {{ action = \"stop\", target = \"{target}\" }} before it (and a `start` after it)",
                             f.what
                         ),
                     );
-                    None
                 }
-            },
-            "manual" => f
-                .required_str("manual", "what the operator does, e.g. \"Point DNS at the DR site\"", d)
-                .map(|(text, _)| StepAction::Manual { instruction: text.to_string() }),
-            "fault" => compile_fault(&f, targets, scope.proxies, scope.network, scope.workload, true, d).map(|fault| {
-                faults.push(fault);
-                StepAction::Fault { fault: faults.len() - 1 }
-            }),
-            _ => {
-                let Some(target) = target_ref(&f, targets, d) else { continue };
-                match action {
-                    "run" | "check" => command(&f, "command", true, d).map(|argv| {
-                        let timeout = f
-                            .positive_duration("timeout", "the command would be killed before it could run", d)
-                            .unwrap_or(Duration::from_secs(60));
-                        match action {
-                            "run" => StepAction::Run { target, argv, timeout },
-                            _ => StepAction::Check { target, argv, timeout },
-                        }
-                    }),
-                    "stop" => {
-                        stopped.push(target.clone());
-                        Some(StepAction::Stop { target })
-                    }
-                    "start" => {
-                        stopped.retain(|t| *t != target);
-                        Some(StepAction::Start { target })
-                    }
-                    "remove" => {
-                        let path = f.required_str("path", "a path relative to the target's data dir", d);
-                        path.and_then(|(p, span)| {
-                            if Path::new(p).components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
-                                d.error(
-                                    span,
-                                    format!("`path` in {} must be relative to the data dir, without `..`", f.what),
-                                );
-                                return None;
-                            }
-                            Some(StepAction::Remove { target: target.clone(), path: p.to_string() })
-                        })
-                    }
-                    _ => {
-                        if !stopped.contains(&target) {
-                            d.error(
-                                f.span.clone(),
-                                format!(
-                                    "{}: `restore` would replace the data dir of `{target}` under the running \
-                                     service; put a step {{ action = \"stop\", target = \"{target}\" }} before it \
-                                     (and a `start` after it)",
-                                    f.what
-                                ),
-                            );
-                        }
-                        restore_source(&f, backups, &target, base.as_deref(), check_paths, d)
-                            .map(|from| StepAction::Restore { target, from })
-                    }
-                }
+                restore_source(f, self.backups, &target, self.base, self.check_paths, d)
+                    .map(|from| StepAction::Restore { target, from })
             }
-        };
-        steps.extend(action.map(|action| RecoverStep { action, budget }));
+            other => unreachable!("`{other}` acts on no target"),
+        }
     }
-    steps
 }
 
 fn restore_source(

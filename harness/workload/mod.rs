@@ -7,11 +7,13 @@ pub mod postgres;
 pub mod redis;
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::history::{EventKind, Outcome, Recorder};
+use crate::scenario::WorkloadKind;
 
 /// The outcome of one write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +35,15 @@ pub trait Workload: Send + Sync {
     fn client(&self) -> Box<dyn Client>;
     /// Every key and value the store holds now.
     fn read_back(&self) -> io::Result<Vec<(String, String)>>;
+}
+
+/// The workload of a plan's kind, writing to `addr`.
+pub fn build(kind: WorkloadKind, addr: SocketAddr, timeout: Duration) -> Box<dyn Workload> {
+    match kind {
+        WorkloadKind::DemoKv => Box::new(demo_kv::DemoKv { addr, timeout }),
+        WorkloadKind::Redis => Box::new(redis::Redis { addr, timeout }),
+        WorkloadKind::Postgres => Box::new(postgres::Postgres::new(addr, timeout)),
+    }
 }
 
 /// The key of the `seq`-th write of a trial: unique, so each key is written once.
@@ -76,7 +87,7 @@ pub fn drive(
     duration: Duration,
     connections: u32,
     recorder: Option<&Recorder>,
-    cancel: &AtomicBool,
+    cancel: &crate::cancel::Cancel,
 ) -> Counts {
     let next = AtomicU64::new(0);
     let start = Instant::now();
@@ -100,7 +111,7 @@ pub fn drive(
                                 thread::sleep(due - now);
                             }
                         }
-                        if Instant::now() >= end || cancel.load(Ordering::Relaxed) {
+                        if Instant::now() >= end || cancel.is_cancelled() {
                             break;
                         }
                         let key = key_of(seq);

@@ -1,0 +1,135 @@
+//! The names of the kinds a scenario writes, each an enum: the compiler,
+//! the schema, `--help`, the journal, the history and the checkers all
+//! spell them from here, and serialize them to the same strings.
+
+use serde::{Deserialize, Serialize};
+use strum::{EnumString, IntoStaticStr, VariantArray, VariantNames};
+
+/// A fault's `kind`, in the order the schema and diagnostics list them.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    EnumString,
+    IntoStaticStr,
+    VariantArray,
+    VariantNames,
+    Serialize,
+    Deserialize,
+)]
+#[strum(serialize_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultName {
+    Kill,
+    Pause,
+    Restart,
+    Corrupt,
+    StaleLock,
+    LoseUnsynced,
+    Blackhole,
+    Refuse,
+    Reset,
+    Latency,
+    Bandwidth,
+    SlowClose,
+    Timeout,
+    Slice,
+    LimitData,
+    Partition,
+    Disconnect,
+    Command,
+}
+
+impl FaultName {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// Whether the fault acts on a proxy's links (it names a `proxy`).
+    pub fn is_link(self) -> bool {
+        use FaultName::*;
+        matches!(self, Blackhole | Refuse | Reset | Latency | Bandwidth | SlowClose | Timeout | Slice | LimitData)
+    }
+
+    /// The link faults' names.
+    pub fn link_names() -> Vec<&'static str> {
+        <Self as VariantArray>::VARIANTS.iter().filter(|k| k.is_link()).map(|k| k.as_str()).collect()
+    }
+}
+
+impl std::fmt::Display for FaultName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A recovery step's `action`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    EnumString,
+    IntoStaticStr,
+    VariantArray,
+    VariantNames,
+    Serialize,
+    Deserialize,
+)]
+#[strum(serialize_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
+pub enum StepName {
+    Run,
+    Check,
+    Restore,
+    Remove,
+    Stop,
+    Start,
+    Wait,
+    Fault,
+    Manual,
+}
+
+impl StepName {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// Whether the step acts on the service: `wait` and `check` only look,
+    /// so they do not move the floor of the recovery window.
+    pub fn acts(self) -> bool {
+        !matches!(self, StepName::Wait | StepName::Check)
+    }
+}
+
+impl std::fmt::Display for StepName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn names_serialize_as_scenarios_write_them() {
+        for kind in <FaultName as VariantArray>::VARIANTS {
+            let json = serde_json::to_string(kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(FaultName::from_str(kind.as_str()).unwrap(), *kind);
+        }
+        assert_eq!(FaultName::StaleLock.as_str(), "stale-lock");
+        assert_eq!(FaultName::LimitData.as_str(), "limit-data");
+        assert_eq!(<FaultName as VariantNames>::VARIANTS.len(), <FaultName as VariantArray>::VARIANTS.len());
+        assert_eq!(FaultName::link_names().len(), 9);
+        assert_eq!(serde_json::to_string(&StepName::Wait).unwrap(), "\"wait\"");
+        assert!(!StepName::Check.acts() && StepName::Restore.acts());
+    }
+}

@@ -1,0 +1,118 @@
+//! What the container targets of a run share: the engine, their images
+//! (checked or built once per run), the run's label, and the compose
+//! projects a trial brings up.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::Trial;
+use crate::compose;
+use crate::engine::{Engine, RUN_LABEL};
+use crate::journal::{Entry, Journal};
+use crate::scenario::{Plan, TargetKind, TargetPlan};
+
+/// Brings up each compose file of the plan once, with the per-trial values
+/// its services read (see [`compose`]).
+pub(super) fn compose_up(trial: &Trial, ports: &[u16], projects: &mut Vec<compose::Project>) -> Result<(), String> {
+    let (plan, index, trial_dir, journal) = (trial.plan, trial.index, &trial.dir, trial.run.journal);
+    let mut files: Vec<&PathBuf> = plan.targets.iter().filter_map(|t| t.compose.as_ref().map(|c| &c.0)).collect();
+    files.dedup();
+    let Some(c) = trial.run.containers else { return Ok(()) };
+    let mut env = Vec::new();
+    for (t, port) in plan.targets.iter().zip(ports) {
+        let data_dir = trial_dir.join("data").join(&t.name);
+        std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+        env.push((compose::variable("PORT", &t.name), port.to_string()));
+        env.push((compose::variable("DATA_DIR", &t.name), data_dir.display().to_string()));
+    }
+    if let Some(image) = &c.demo_image {
+        env.push(("CRASHLAB_DEMO_KV_IMAGE".to_string(), image.clone()));
+    }
+    for (i, file) in files.into_iter().enumerate() {
+        // Compose project names are lower case.
+        let name = format!("{}-t{index}-{i}", c.label).to_ascii_lowercase();
+        let _ = journal.append(&Entry::ComposeUp { trial: index, project: name.clone(), file: file.clone() });
+        match compose::Project::up(&name, file, env.clone()) {
+            Ok(project) => projects.push(project),
+            Err(e) => {
+                // Whatever came up before the failure goes down with it.
+                let _ = compose::down(&name, file);
+                let _ = journal.append(&Entry::ComposeDown { trial: index, project: name });
+                return Err(e.to_string());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The container engine and images of a run with container targets.
+pub(super) struct Containers {
+    pub engine: Arc<Engine>,
+    /// `(target, image)`.
+    pub images: Vec<(String, String)>,
+    /// The `crashlab.run` label of this run's containers.
+    pub label: String,
+    /// The demo-kv image, when a compose file asks for it.
+    pub demo_image: Option<String>,
+}
+
+impl Containers {
+    pub(super) fn prepare(plan: &Plan, run_dir: &Path, journal: &Journal) -> Result<Option<Containers>, String> {
+        let wanted: Vec<&TargetPlan> = plan.targets.iter().filter(|t| t.kind == TargetKind::Container).collect();
+        let compose_files: Vec<&PathBuf> =
+            plan.targets.iter().filter_map(|t| t.compose.as_ref().map(|c| &c.0)).collect();
+        if wanted.is_empty() && compose_files.is_empty() {
+            return Ok(None);
+        }
+        let engine = Engine::connect().map_err(|e| format!("{e} (container targets need a Docker engine)"))?;
+        // The run's directory name as the engine allows it in container
+        // names, made unique: two runs may share a directory name.
+        let name: String = run_dir
+            .file_name()
+            .map(|n| {
+                n.to_string_lossy()
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+                    .collect()
+            })
+            .unwrap_or_else(|| "crashlab".into());
+        let label = format!("{name}-{:06x}", rand::random::<u32>() & 0xff_ffff);
+        // Before anything carries it: cleanup removes whatever does.
+        journal
+            .append(&Entry::ContainerLabel { run_label: label.clone() })
+            .map_err(|e| format!("cannot journal the containers' label: {e}"))?;
+        if let Ok(left) = engine.labelled(RUN_LABEL) {
+            let others: Vec<&str> =
+                left.iter().filter(|(.., run)| *run != label).map(|(_, name, _)| name.as_str()).collect();
+            if !others.is_empty() {
+                eprintln!(
+                    "crashlab: warning: {} container(s) of earlier runs remain ({}); `crashlab cleanup RUN_DIR` removes them",
+                    others.len(),
+                    others.join(", ")
+                );
+            }
+        }
+        let mut images = Vec::new();
+        for t in wanted {
+            let image = t.image.clone().unwrap_or_default();
+            let image = if image == crate::image::DEMO_KV_REPO {
+                crate::image::demo_kv(&engine).map_err(|e| e.to_string())?.0
+            } else if engine.image_exists(&image) {
+                image
+            } else {
+                return Err(format!(
+                    "target `{}`: image `{image}` is not in the local engine, and none can be pulled here; build it \
+                     (`crashlab image build demo-kv` makes crashlab/demo-kv)",
+                    t.name
+                ));
+            };
+            images.push((t.name.clone(), image));
+        }
+        let wants_demo = compose_files
+            .iter()
+            .any(|f| std::fs::read_to_string(f).unwrap_or_default().contains("CRASHLAB_DEMO_KV_IMAGE"));
+        let demo_image =
+            if wants_demo { Some(crate::image::demo_kv(&engine).map_err(|e| e.to_string())?.0) } else { None };
+        Ok(Some(Containers { engine: Arc::new(engine), images, label, demo_image }))
+    }
+}

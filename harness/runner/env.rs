@@ -1,0 +1,274 @@
+//! A trial's environment: what it sets up before its timeline (ports,
+//! proxies, compose projects, targets with their FUSE layers and probes'
+//! samplers) and what its faults leave in effect. Built one step at a time,
+//! so that whatever step fails, [`TrialEnv::tear_down`] undoes exactly what
+//! was done, in the order the type fixes.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::containers::{compose_up, Containers};
+use super::{Trial, TrialStop};
+use crate::compose;
+use crate::fault::unsynced::UnsyncedFs;
+use crate::fault::FaultGuard;
+use crate::history::EventKind;
+use crate::journal::Entry;
+use crate::probe::{self, Sampler};
+use crate::proxy::Proxy;
+use crate::scenario::{FaultKind, PortRef, TargetKind, TargetPlan};
+use crate::targets::container::ContainerTarget;
+use crate::targets::process::ProcessContext;
+use crate::targets::{free_port, ProcessTarget, Target};
+
+#[derive(Default)]
+pub(super) struct TrialEnv {
+    /// Each target's port, in the plan's order.
+    pub ports: Vec<u16>,
+    /// Where each target is reached: its namespace's address, or loopback.
+    pub hosts: Vec<(String, IpAddr)>,
+    pub proxies: Vec<(String, Arc<Proxy>)>,
+    projects: Vec<compose::Project>,
+    /// The started targets, in the plan's order, each with its sampler.
+    pub targets: Vec<Arc<dyn Target>>,
+    pub samplers: Vec<Sampler>,
+    /// The FUSE layers of targets that a lose-unsynced fault needs.
+    pub layers: Vec<(String, Arc<UnsyncedFs>)>,
+    /// Guards of faults that stay in effect until the end of the trial.
+    pub lasting: Mutex<Vec<FaultGuard>>,
+}
+
+impl TrialEnv {
+    /// Sets up everything the trial needs, in order: ports first (proxies
+    /// forward to targets' ports, and targets' commands may name proxies'
+    /// ports), then proxies, compose projects, and the targets.
+    pub fn set_up(&mut self, trial: &Trial) -> Result<(), TrialStop> {
+        let env = |e: String| TrialStop::Environment(e);
+        for t in &trial.plan.targets {
+            let port = free_port().map_err(|e| env(format!("cannot allocate a port for target `{}`: {e}", t.name)))?;
+            self.ports.push(port);
+            self.hosts.push((t.name.clone(), host_of(trial, &t.name)));
+        }
+        for p in &trial.plan.proxies {
+            let upstream = SocketAddr::new(self.host(&p.target), self.port(trial, &p.target));
+            let proxy = Proxy::start(upstream).map_err(|e| env(format!("cannot start proxy `{}`: {e}", p.name)))?;
+            self.proxies.push((p.name.clone(), Arc::new(proxy)));
+        }
+        compose_up(trial, &self.ports, &mut self.projects).map_err(env)?;
+        for (i, t) in trial.plan.targets.iter().enumerate() {
+            let target = self.start_target(trial, t, self.ports[i]).map_err(env)?;
+            let proxy_port = |name: &str| self.proxy_port(name);
+            let probe = probe::build(&t.probe, Arc::clone(&target), proxy_port);
+            self.samplers.push(Sampler::start(&t.name, probe, &t.probe, trial.recorder.clone()));
+            self.targets.push(target);
+        }
+        Ok(())
+    }
+
+    /// Waits until every target is healthy for the first time.
+    pub fn await_start_up(&self, trial: &Trial) -> Result<(), TrialStop> {
+        let timeout = trial.plan.trials.startup_timeout;
+        let deadline = Instant::now() + timeout;
+        for ((t, target), sampler) in trial.plan.targets.iter().zip(&self.targets).zip(&self.samplers) {
+            await_start_up(t, target.as_ref(), sampler, (deadline, timeout), trial)?;
+        }
+        Ok(())
+    }
+
+    /// The target named `name` (compile checked every name a plan uses).
+    pub fn target(&self, name: &str) -> Arc<dyn Target> {
+        Arc::clone(self.targets.iter().find(|t| t.name() == name).expect("compile checked the name"))
+    }
+
+    pub fn host(&self, name: &str) -> IpAddr {
+        self.hosts.iter().find(|(n, _)| n == name).map_or(IpAddr::from([127, 0, 0, 1]), |(_, h)| *h)
+    }
+
+    fn port(&self, trial: &Trial, target: &str) -> u16 {
+        trial.plan.targets.iter().position(|t| t.name == target).map_or(0, |i| self.ports[i])
+    }
+
+    pub fn proxy_port(&self, name: &str) -> u16 {
+        self.proxies.iter().find(|(n, _)| n == name).map_or(0, |(_, p)| p.port())
+    }
+
+    pub fn proxy(&self, name: &str) -> Option<Arc<Proxy>> {
+        self.proxies.iter().find(|(n, _)| n == name).map(|(_, p)| Arc::clone(p))
+    }
+
+    pub fn layer(&self, target: &str) -> Option<Arc<UnsyncedFs>> {
+        self.layers.iter().find(|(n, _)| n == target).map(|(_, l)| Arc::clone(l))
+    }
+
+    /// Creates and starts one target: its backend, its data dirs checked and
+    /// journaled before anything acts on them (the only places cleanup
+    /// restores bytes or unmounts), and its FUSE layer if a fault needs one.
+    fn start_target(&mut self, trial: &Trial, t: &TargetPlan, port: u16) -> Result<Arc<dyn Target>, String> {
+        let (run_dir, journal) = (trial.run.run_dir, trial.run.journal);
+        let ctx = ProcessContext {
+            trial: trial.index,
+            run_dir: run_dir.to_path_buf(),
+            trial_dir: trial.dir.clone(),
+            port,
+            recorder: trial.recorder.clone(),
+            journal: Arc::clone(journal),
+            proxy_ports: self.proxies.iter().map(|(n, p)| (n.clone(), p.port())).collect(),
+            namespace: trial.run.network.and_then(|n| n.member(&t.name)).map(|m| m.namespace.clone()),
+            host: self.host(&t.name),
+            hosts: self.hosts.clone(),
+        };
+        let target = self.backend(trial.run.containers, t, ctx)?;
+        let mut data_dirs = Vec::new();
+        for dir in target.data_dirs() {
+            let dir =
+                dir.canonicalize().map_err(|e| format!("target `{}`: data dir {}: {e}", t.name, dir.display()))?;
+            crate::confine::check_data_dir(&dir, run_dir).map_err(|e| format!("target `{}`: {e}", t.name))?;
+            let entry = Entry::DataDir { trial: trial.index, target: t.name.clone(), path: dir.clone() };
+            journal.append(&entry).map_err(|e| format!("cannot journal a data dir: {e}"))?;
+            data_dirs.push(dir);
+        }
+        let needs_layer =
+            trial.plan.faults.iter().any(|f| f.target == t.name && matches!(f.kind, FaultKind::LoseUnsynced { .. }));
+        if needs_layer {
+            let layer = UnsyncedFs::mount(&data_dirs[0], trial.index, &t.name, Arc::clone(journal))
+                .map_err(|e| format!("target `{}`: {e}", t.name))?;
+            self.layers.push((t.name.clone(), Arc::new(layer)));
+        }
+        if trial.run.network.is_none() && t.kind != TargetKind::Compose {
+            check_port_free(t, port)?;
+        }
+        target.start().map_err(|e| e.to_string())?;
+        Ok(target)
+    }
+
+    /// The backend that runs a target of this kind.
+    fn backend(
+        &self,
+        containers: Option<&Containers>,
+        t: &TargetPlan,
+        ctx: ProcessContext,
+    ) -> Result<Arc<dyn Target>, String> {
+        Ok(match (t.kind, containers) {
+            (TargetKind::Compose, Some(c)) => {
+                let (file, service) = t.compose.as_ref().expect("compile checked");
+                let project = self.projects.iter().find(|p| &p.file == file).ok_or("compose project not up")?;
+                let id = project.container(&c.engine, service).map_err(|e| e.to_string())?;
+                Arc::new(ContainerTarget::attach(t, ctx, Arc::clone(&c.engine), id).map_err(|e| e.to_string())?)
+            }
+            (TargetKind::Container, Some(c)) => {
+                let image = c.images.iter().find(|(n, _)| *n == t.name).map(|(_, i)| i.clone()).unwrap_or_default();
+                let target = ContainerTarget::new(t, ctx, Arc::clone(&c.engine), image, c.label.clone());
+                Arc::new(target.map_err(|e| e.to_string())?)
+            }
+            _ => Arc::new(ProcessTarget::new(t, ctx).map_err(|e| e.to_string())?),
+        })
+    }
+
+    /// Undoes the set-up, whatever happened: targets first, then what the
+    /// faults left (damaged files, lock holders), then the FUSE layers,
+    /// proxies and compose projects; last, whatever the trial started and
+    /// left running (a daemon a hook left behind, out of every group).
+    pub fn tear_down(self, trial: &Trial) {
+        let TrialEnv { proxies, projects, targets, mut samplers, layers, lasting, .. } = self;
+        for sampler in &mut samplers {
+            sampler.stop();
+        }
+        for target in &targets {
+            target.stop();
+            let lines = target.last_log_lines(20);
+            trial.recorder.record(EventKind::TargetLog { target: target.name().to_string(), lines });
+        }
+        for guard in lasting.into_inner().unwrap().into_iter().rev() {
+            guard.heal();
+        }
+        for (_, layer) in &layers {
+            layer.unmount();
+        }
+        for (_, proxy) in &proxies {
+            proxy.stop();
+        }
+        for project in &projects {
+            if let Err(e) = project.down() {
+                eprintln!("crashlab: {e}");
+            }
+            let _ = trial.run.journal.append(&Entry::ComposeDown { trial: trial.index, project: project.name.clone() });
+        }
+        let stragglers = crate::targets::stopping::stop_stragglers(Duration::from_secs(3));
+        if !stragglers.is_empty() {
+            eprintln!(
+                "crashlab: trial {}: stopped {} process(es) it had started and left running: {stragglers:?}",
+                trial.index,
+                stragglers.len()
+            );
+        }
+    }
+}
+
+/// Where a target is reached: its namespace's address, or loopback.
+fn host_of(trial: &Trial, name: &str) -> IpAddr {
+    let member = trial.run.network.and_then(|n| n.member(name));
+    member.map_or(IpAddr::from([127, 0, 0, 1]), |m| IpAddr::V4(m.address))
+}
+
+/// The port a target's probe reaches must be free before the target starts:
+/// if another process holds it, the probe would measure that process (a
+/// target that cannot bind it restarts in a loop, unseen, while the other
+/// answers healthy).
+fn check_port_free(t: &TargetPlan, allocated: u16) -> Result<(), String> {
+    let port = match t.probe.kind.port() {
+        Some(PortRef::Fixed(p)) => *p,
+        Some(PortRef::Allocated) => allocated,
+        Some(PortRef::Proxy(_)) | None => return Ok(()),
+    };
+    match std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!(
+            "target `{}`: port {port} is already in use on 127.0.0.1 ({e}): its probe would measure whatever holds \
+             it, not the target; stop that process, or let crashlab allocate the port (`{{port}}`)",
+            t.name
+        )),
+    }
+}
+
+/// Waits until `target` is healthy for the first time. A target that exits
+/// before that is an environment error at once (what answered the probe
+/// meanwhile may not have been the target), not after a start-up timeout
+/// spent in a crash loop.
+fn await_start_up(
+    t: &TargetPlan,
+    target: &dyn Target,
+    sampler: &Sampler,
+    (deadline, timeout): (Instant, Duration),
+    trial: &Trial,
+) -> Result<(), TrialStop> {
+    let begin = Instant::now();
+    let restarted = || target.host_process().is_some_and(|p| p.incarnation > 1);
+    let healthy = loop {
+        let slice = deadline.min(Instant::now() + Duration::from_millis(50));
+        let healthy = sampler.health.wait_sustained(begin, t.probe.healthy_after, slice, &trial.cancel);
+        if healthy.is_some() || restarted() || Instant::now() >= deadline || trial.cancel.is_cancelled() {
+            break healthy;
+        }
+    };
+    if restarted() {
+        let starts = target.host_process().map_or(2, |p| p.incarnation);
+        let logs = target.last_log_lines(10).join("\n  ");
+        return Err(TrialStop::Environment(format!(
+            "target `{}` exited during start-up ({starts} incarnations before it was healthy); its last output:\n  \
+             {logs}",
+            t.name
+        )));
+    }
+    match healthy {
+        Some(_) => Ok(()),
+        None if trial.cancel.is_cancelled() => Err(TrialStop::Interrupted),
+        None => {
+            let logs = target.last_log_lines(10).join("\n  ");
+            Err(TrialStop::Environment(format!(
+                "target `{}` did not become healthy within {:?}; its last output:\n  {logs}",
+                t.name, timeout
+            )))
+        }
+    }
+}

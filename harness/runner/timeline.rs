@@ -1,0 +1,185 @@
+//! A trial's timeline, from origin = 0 ms: the workload, backups and faults
+//! on their schedule, the recovery procedure once the last timed fault is
+//! in, all under one scope; then the wait for recovery and the read-back.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::env::TrialEnv;
+use super::recover;
+use super::Trial;
+use crate::fault::{self, FaultContext};
+use crate::history::EventKind;
+use crate::scenario::FaultKind;
+use crate::workload::{self, Pace, Workload};
+
+/// When each fault and backup happens, drawn from the trial's seed.
+pub(super) struct Schedule {
+    pub faults: Vec<Duration>,
+    pub backups: Vec<Duration>,
+}
+
+/// Injects a plan's faults into a trial's environment.
+struct FaultInjector<'a> {
+    trial: &'a Trial<'a>,
+    env: &'a TrialEnv,
+}
+
+impl FaultInjector<'_> {
+    /// Injects fault `i`, then heals it after its duration (holding the
+    /// caller) or keeps its guard to the end of the trial. `injected` is
+    /// told as soon as the fault is in, or failed.
+    fn inject(&self, i: usize, scheduled: Duration, injected: &dyn Fn()) -> Result<(), String> {
+        let (trial, env) = (self.trial, self.env);
+        let f = &trial.plan.faults[i];
+        let ctx = FaultContext {
+            trial: trial.index,
+            index: i,
+            kind: f.kind.name(),
+            target: env.target(&f.target),
+            journal: std::sync::Arc::clone(trial.run.journal),
+            recorder: trial.recorder.clone(),
+            scheduled_ms: scheduled.as_secs_f64() * 1000.0,
+            seed: trial.seed,
+            trial_dir: trial.dir.clone(),
+            unsynced: env.layer(&f.target),
+            proxy: match &f.kind {
+                FaultKind::Link { proxy, .. } => env.proxy(proxy),
+                _ => None,
+            },
+            network: trial.run.network.cloned(),
+        };
+        let result = fault::build(&f.kind).inject(&ctx);
+        injected();
+        let guard = result.map_err(|e| {
+            let error = e.to_string();
+            eprintln!("crashlab: trial {}: {error}", trial.index);
+            let failed = EventKind::FaultFailed { fault: i, target: f.target.clone(), error: error.clone() };
+            ctx.recorder.record(failed);
+            error
+        })?;
+        match f.kind.heal_after() {
+            Some(duration) => {
+                trial.cancel.sleep_until(Instant::now() + duration);
+                guard.heal();
+            }
+            None => env.lasting.lock().unwrap().push(guard),
+        }
+        Ok(())
+    }
+}
+
+/// Runs the timeline from `origin`, then waits for every target to recover
+/// and reads the store back.
+pub(super) fn run(trial: &Trial, env: &TrialEnv, schedule: &Schedule, origin: Instant) {
+    let workload = build_workload(trial, env);
+    trial.recorder.record_at(origin, EventKind::WorkloadStarted);
+    let injector = FaultInjector { trial, env };
+    thread::scope(|scope| {
+        for (b, at) in trial.plan.backups.iter().zip(&schedule.backups) {
+            let target = env.target(&b.target);
+            scope.spawn(move || {
+                if trial.cancel.sleep_until(origin + *at) {
+                    recover::take_backup(b, target.as_ref(), &trial.dir, &trial.recorder);
+                }
+            });
+        }
+        // Each timed fault's thread reports once its fault is in (or
+        // failed): the recovery procedure starts after the last one.
+        let (injected_tx, injected_rx) = mpsc::channel::<()>();
+        let timed: Vec<usize> = (0..trial.plan.faults.len()).filter(|i| !trial.plan.faults[*i].in_procedure).collect();
+        for &i in &timed {
+            let (at, injector, injected_tx) = (schedule.faults[i], &injector, injected_tx.clone());
+            scope.spawn(move || {
+                if trial.cancel.sleep_until(origin + at) {
+                    let _ = injector.inject(i, at, &|| {
+                        let _ = injected_tx.send(());
+                    });
+                }
+            });
+        }
+        drop(injected_tx);
+        if !trial.plan.recover.is_empty() {
+            let (injector, count) = (&injector, timed.len());
+            scope.spawn(move || {
+                // All faults in (a cancelled trial ends the wait early).
+                if injected_rx.iter().take(count).count() == count {
+                    run_procedure(trial, env, origin, injector);
+                }
+            });
+        }
+        if let (Some(w), Some(plan_w)) = (&workload, &trial.plan.workload) {
+            let pace = Pace::Rate(plan_w.rate);
+            workload::drive(
+                w.as_ref(),
+                pace,
+                plan_w.duration,
+                plan_w.connections,
+                Some(&trial.recorder),
+                &trial.cancel,
+            );
+            trial.recorder.record(EventKind::WorkloadEnded);
+        }
+    });
+    if !trial.cancel.is_cancelled() {
+        await_recovery(trial, env, workload.as_deref());
+    }
+}
+
+fn run_procedure(trial: &Trial, env: &TrialEnv, origin: Instant, injector: &FaultInjector) {
+    let healthy_after = |name: &str| trial.plan.target(name).map_or(1, |t| t.probe.healthy_after);
+    recover::Procedure {
+        steps: &trial.plan.recover,
+        targets: &env.targets,
+        samplers: &env.samplers,
+        healthy_after: &healthy_after,
+        trial_dir: &trial.dir,
+        recorder: &trial.recorder,
+        inject: &|i| injector.inject(i, origin.elapsed(), &|| {}),
+        operator: trial.run.operator,
+    }
+    .run(&trial.cancel);
+}
+
+/// The plan's workload, aimed at its target (or the proxy it goes through).
+fn build_workload(trial: &Trial, env: &TrialEnv) -> Option<Box<dyn Workload>> {
+    let w = trial.plan.workload.as_ref()?;
+    let addr = match &w.via {
+        Some(proxy) => SocketAddr::new(IpAddr::from([127, 0, 0, 1]), env.proxy_port(proxy)),
+        None => SocketAddr::new(env.host(&w.target), env.target(&w.target).port()),
+    };
+    Some(workload::build(w.kind, addr, w.timeout))
+}
+
+/// Each target must show a sustained healthy window after the last fault
+/// on it; then the store is read back.
+fn await_recovery(trial: &Trial, env: &TrialEnv, workload: Option<&dyn Workload>) {
+    let now = Instant::now();
+    let deadline = now + trial.plan.trials.recovery_timeout;
+    for (t, sampler) in trial.plan.targets.iter().zip(&env.samplers) {
+        let _ = sampler.health.wait_sustained(now, t.probe.healthy_after, deadline, &trial.cancel);
+    }
+    if let (Some(w), Some(plan_w)) = (workload, &trial.plan.workload) {
+        let target = plan_w.target.clone();
+        match read_back(w) {
+            Ok(items) => trial.recorder.record(EventKind::ReadBack { target, items }),
+            Err(e) => trial.recorder.record(EventKind::ReadBackFailed { target, error: e.to_string() }),
+        }
+    }
+}
+
+/// Reads the store back, retrying briefly: a target that just became healthy
+/// may still drop the first connection.
+fn read_back(workload: &dyn Workload) -> std::io::Result<Vec<(String, String)>> {
+    let mut last = None;
+    for _ in 0..3 {
+        match workload.read_back() {
+            Ok(items) => return Ok(items),
+            Err(e) => last = Some(e),
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    Err(last.expect("tried at least once"))
+}
