@@ -23,7 +23,7 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 use fields::{Fields, Span};
 pub use plan::*;
 
-use crate::scenario::expect::{parse_expectation, Aggregate, Metric};
+use crate::scenario::expect::{parse_expectation, Aggregate, Expectation, Metric};
 
 /// Why a scenario could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -139,28 +139,7 @@ fn compile_with(path: &Path, source: &str, check_paths: bool) -> Result<Plan, Di
     let name = top.required_str("name", "a string naming the scenario", &mut d).map(|(s, _)| s.to_string());
     let description = top.str("description", &mut d).map(|(s, _)| s.to_string()).unwrap_or_default();
 
-    let mut targets = Vec::new();
-    match top.table("target", &mut d) {
-        Some((table, _)) => {
-            for (key, value) in table.iter() {
-                let name = key.get_ref().to_string();
-                let what = format!("[target.{name}]");
-                if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                    d.error(key.span(), format!("target name `{name}` may hold only letters, digits, `-` and `_`"));
-                }
-                match value.get_ref().as_table() {
-                    Some(t) => targets.extend(compile_target(
-                        name,
-                        &Fields::new(t, value.span(), what, TARGET_KEYS, &mut d),
-                        check_paths,
-                        &mut d,
-                    )),
-                    None => d.error(value.span(), format!("{what} must be a table")),
-                }
-            }
-        }
-        None => d.error(0..0, "missing `[target.<name>]`: a scenario needs at least one target"),
-    }
+    let targets = compile_targets(&top, check_paths, &mut d);
     let target_names: Vec<&str> = root
         .get("target")
         .and_then(|t| t.get_ref().as_table())
@@ -169,61 +148,12 @@ fn compile_with(path: &Path, source: &str, check_paths: bool) -> Result<Plan, Di
 
     let proxies = compile_proxies(&top, &target_names, &mut d);
     check_proxy_refs(root, &targets, &proxies, &target_names, &mut d);
-    let network = match top.table("network", &mut d) {
-        None => NetworkPlan::Host,
-        Some((t, span)) => {
-            let f = Fields::new(t, span, "[network]", NETWORK_KEYS, &mut d);
-            match f.required_choice("kind", "network kind", &["host", "namespaces"], &mut d) {
-                Some(("namespaces", _)) => NetworkPlan::Namespaces,
-                _ => NetworkPlan::Host,
-            }
-        }
-    };
+    let network = compile_network(&top, &mut d);
     let workload = top.table("workload", &mut d).and_then(|(t, span)| {
         compile_workload(&Fields::new(t, span, "[workload]", WORKLOAD_KEYS, &mut d), &target_names, &proxies, &mut d)
     });
 
-    let mut faults = Vec::new();
-    if let Some(value) = top.get("fault") {
-        match value.get_ref().as_array() {
-            Some(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    match item.get_ref().as_table() {
-                        Some(t) => {
-                            let f = Fields::new(t, item.span(), format!("[[fault]] #{}", i + 1), FAULT_KEYS, &mut d);
-                            let fault = faults::compile_fault(
-                                &f,
-                                &target_names,
-                                &proxies,
-                                network,
-                                workload.as_ref(),
-                                false,
-                                &mut d,
-                            );
-                            let on_process = |name: &str| {
-                                targets.iter().any(|t: &TargetPlan| t.name == name && t.kind == TargetKind::Process)
-                            };
-                            if let Some(FaultPlan { kind: FaultKind::Disconnect { .. }, target, .. }) = &fault {
-                                if on_process(target) {
-                                    d.error(
-                                        item.span(),
-                                        format!(
-                                            "[[fault]] #{}: `disconnect` takes a container off its network; `{target}` is a \
-                                             process (partition process targets with [network] kind = \"namespaces\")",
-                                            i + 1
-                                        ),
-                                    );
-                                }
-                            }
-                            faults.extend(fault);
-                        }
-                        None => d.error(item.span(), "each [[fault]] must be a table"),
-                    }
-                }
-            }
-            None => d.error(value.span(), "`fault` must be an array of tables: write each as [[fault]]"),
-        }
-    }
+    let mut faults = compile_faults(&top, &targets, &target_names, &proxies, network, workload.as_ref(), &mut d);
 
     let backups = recover::compile_backups(&top, &target_names, &faults, &mut d);
     let scope = recover::FaultScope { proxies: &proxies, network, workload: workload.as_ref() };
@@ -235,46 +165,7 @@ fn compile_with(path: &Path, source: &str, check_paths: bool) -> Result<Plan, Di
     };
     faults::check_disposable(&targets, &faults, &recover, data_dir_span, &mut d);
 
-    let mut expectations = Vec::new();
-    if let Some((t, span)) = top.table("expect", &mut d) {
-        let f = Fields::new(t, span, "[expect]", Metric::NAMES, &mut d);
-        for (key, value) in f.table.iter() {
-            let Ok(metric) = Metric::from_str(key.get_ref()) else {
-                continue;
-            };
-            let key = key.get_ref();
-            // `rto.p95 = "<= 2s"` is TOML for a table under `rto`.
-            let Some(per_stat) = value.get_ref().as_table() else {
-                match parse_expectation(metric, None, value.get_ref()) {
-                    Ok(e) => expectations.push(e),
-                    Err(message) => d.error(value.span(), format!("[expect] {key}: {message}")),
-                }
-                continue;
-            };
-            // `each` is the per-trial bound, for when both are wanted:
-            // `rto = { each = "<= 1s", p95 = "<= 500ms" }`.
-            for (stat, bound) in per_stat.iter() {
-                let stat = stat.get_ref();
-                let aggregate = Aggregate::from_str(stat).map(Some);
-                let Ok(aggregate) = aggregate.or(if stat == "each" { Ok(None) } else { Err(()) }) else {
-                    d.error(
-                        bound.span(),
-                        format!(
-                            "[expect] {key}.{stat}: unknown statistic{}; expected `each` (every trial) or one \
-                             of: {}",
-                            diagnostic::did_you_mean(stat, Aggregate::NAMES.iter().copied()),
-                            Aggregate::NAMES.join(", ")
-                        ),
-                    );
-                    continue;
-                };
-                match parse_expectation(metric, aggregate, bound.get_ref()) {
-                    Ok(e) => expectations.push(e),
-                    Err(message) => d.error(bound.span(), format!("[expect] {key}.{stat}: {message}")),
-                }
-            }
-        }
-    }
+    let expectations = compile_expectations(&top, &mut d);
 
     let trials = match top.table("trials", &mut d) {
         Some((t, span)) => compile_trials(&Fields::new(t, span, "[trials]", TRIALS_KEYS, &mut d), &mut d),
@@ -297,6 +188,124 @@ fn compile_with(path: &Path, source: &str, check_paths: bool) -> Result<Plan, Di
             trials,
         }),
         _ => Err(d),
+    }
+}
+
+/// Every `[target.NAME]` table.
+fn compile_targets(top: &Fields, check_paths: bool, d: &mut Diagnostics) -> Vec<TargetPlan> {
+    let mut targets = Vec::new();
+    let Some((table, _)) = top.table("target", d) else {
+        d.error(0..0, "missing `[target.<name>]`: a scenario needs at least one target");
+        return targets;
+    };
+    for (key, value) in table.iter() {
+        let name = key.get_ref().to_string();
+        let what = format!("[target.{name}]");
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            d.error(key.span(), format!("target name `{name}` may hold only letters, digits, `-` and `_`"));
+        }
+        match value.get_ref().as_table() {
+            Some(t) => {
+                let f = Fields::new(t, value.span(), what, TARGET_KEYS, d);
+                targets.extend(compile_target(name, &f, check_paths, d));
+            }
+            None => d.error(value.span(), format!("{what} must be a table")),
+        }
+    }
+    targets
+}
+
+/// Every `[[fault]]` table (a procedure's `fault` steps add theirs later).
+fn compile_faults(
+    top: &Fields,
+    targets: &[TargetPlan],
+    target_names: &[&str],
+    proxies: &[ProxyPlan],
+    network: NetworkPlan,
+    workload: Option<&WorkloadPlan>,
+    d: &mut Diagnostics,
+) -> Vec<FaultPlan> {
+    let mut faults = Vec::new();
+    let Some(value) = top.get("fault") else { return faults };
+    let Some(items) = value.get_ref().as_array() else {
+        d.error(value.span(), "`fault` must be an array of tables: write each as [[fault]]");
+        return faults;
+    };
+    for (i, item) in items.iter().enumerate() {
+        let Some(t) = item.get_ref().as_table() else {
+            d.error(item.span(), "each [[fault]] must be a table");
+            continue;
+        };
+        let f = Fields::new(t, item.span(), format!("[[fault]] #{}", i + 1), FAULT_KEYS, d);
+        let fault = faults::compile_fault(&f, target_names, proxies, network, workload, false, d);
+        let on_process = |name: &str| targets.iter().any(|t| t.name == name && t.kind == TargetKind::Process);
+        if let Some(FaultPlan { kind: FaultKind::Disconnect { .. }, target, .. }) = &fault {
+            if on_process(target) {
+                d.error(
+                    item.span(),
+                    format!(
+                        "[[fault]] #{}: `disconnect` takes a container off its network; `{target}` is a process \
+                         (partition process targets with [network] kind = \"namespaces\")",
+                        i + 1
+                    ),
+                );
+            }
+        }
+        faults.extend(fault);
+    }
+    faults
+}
+
+/// The `[expect]` table: per-trial bounds and statistics over the run.
+fn compile_expectations(top: &Fields, d: &mut Diagnostics) -> Vec<Expectation> {
+    let mut expectations = Vec::new();
+    let Some((t, span)) = top.table("expect", d) else { return expectations };
+    let f = Fields::new(t, span, "[expect]", Metric::NAMES, d);
+    for (key, value) in f.table.iter() {
+        let Ok(metric) = Metric::from_str(key.get_ref()) else {
+            continue;
+        };
+        let key = key.get_ref();
+        // `rto.p95 = "<= 2s"` is TOML for a table under `rto`.
+        let Some(per_stat) = value.get_ref().as_table() else {
+            match parse_expectation(metric, None, value.get_ref()) {
+                Ok(e) => expectations.push(e),
+                Err(message) => d.error(value.span(), format!("[expect] {key}: {message}")),
+            }
+            continue;
+        };
+        // `each` is the per-trial bound, for when both are wanted:
+        // `rto = { each = "<= 1s", p95 = "<= 500ms" }`.
+        for (stat, bound) in per_stat.iter() {
+            let stat = stat.get_ref();
+            let aggregate = Aggregate::from_str(stat).map(Some);
+            let Ok(aggregate) = aggregate.or(if stat == "each" { Ok(None) } else { Err(()) }) else {
+                d.error(
+                    bound.span(),
+                    format!(
+                        "[expect] {key}.{stat}: unknown statistic{}; expected `each` (every trial) or one \
+                         of: {}",
+                        diagnostic::did_you_mean(stat, Aggregate::NAMES.iter().copied()),
+                        Aggregate::NAMES.join(", ")
+                    ),
+                );
+                continue;
+            };
+            match parse_expectation(metric, aggregate, bound.get_ref()) {
+                Ok(e) => expectations.push(e),
+                Err(message) => d.error(bound.span(), format!("[expect] {key}.{stat}: {message}")),
+            }
+        }
+    }
+    expectations
+}
+
+fn compile_network(top: &Fields, d: &mut Diagnostics) -> NetworkPlan {
+    let Some((t, span)) = top.table("network", d) else { return NetworkPlan::Host };
+    let f = Fields::new(t, span, "[network]", NETWORK_KEYS, d);
+    match f.required_choice("kind", "network kind", &["host", "namespaces"], d) {
+        Some(("namespaces", _)) => NetworkPlan::Namespaces,
+        _ => NetworkPlan::Host,
     }
 }
 
@@ -389,31 +398,7 @@ fn hooks(f: &Fields, key: &str, d: &mut Diagnostics) -> Vec<Vec<String>> {
 }
 
 fn compile_target(name: String, f: &Fields, check_paths: bool, d: &mut Diagnostics) -> Option<TargetPlan> {
-    let mut kind = TargetKind::Process;
-    if let Some((text, span)) = f.str("kind", d) {
-        match text {
-            "process" => {}
-            "container" => kind = TargetKind::Container,
-            "compose" => kind = TargetKind::Compose,
-            _ => {
-                let later = ["external"].contains(&text);
-                d.error(
-                    span,
-                    if later {
-                        format!(
-                            "target kind `{text}` is not supported by this version yet; expected `process`, \
-                             `container` or `compose`"
-                        )
-                    } else {
-                        format!(
-                            "unknown target kind `{text}`{}; expected `process`, `container` or `compose`",
-                            diagnostic::did_you_mean(text, TARGET_KINDS.iter().copied())
-                        )
-                    },
-                );
-            }
-        }
-    }
+    let kind = target_kind(f, d);
     let image = f.str("image", d).map(|(image, _)| image.to_string());
     match (kind, &image, f.get("image")) {
         (TargetKind::Container, None, None) => d.error(
@@ -445,24 +430,7 @@ fn compile_target(name: String, f: &Fields, check_paths: bool, d: &mut Diagnosti
             }
         }
     }
-    let restart = match f.table("restart", d) {
-        None => Some(RestartPolicy::Always { delay: Duration::ZERO }),
-        Some((t, span)) => {
-            let r = Fields::new(t, span, format!("`restart` of {}", f.what), RESTART_KEYS, d);
-            let delay = r.duration("delay", d).unwrap_or(Duration::ZERO);
-            match r.choice("policy", "restart policy", &["always", "never", "engine"], d) {
-                Some(("never", _)) => Some(RestartPolicy::Never),
-                Some(("engine", span)) if kind == TargetKind::Process => {
-                    d.error(span, "restart policy `engine` (the container engine's own) applies to containers only");
-                    None
-                }
-                Some(("engine", _)) => Some(RestartPolicy::Engine),
-                Some(_) => Some(RestartPolicy::Always { delay }),
-                None if r.get("policy").is_none() => Some(RestartPolicy::Always { delay }),
-                None => None,
-            }
-        }
-    };
+    let restart = restart_policy(f, kind, d);
     let stop_timeout = f.duration("stop_timeout", d).unwrap_or(Duration::from_secs(5));
     let stop_signal = faults::signal_at(f, "stop_signal", nix::sys::signal::Signal::SIGTERM, d);
     let probe = match f.table("probe", d) {
@@ -480,20 +448,7 @@ fn compile_target(name: String, f: &Fields, check_paths: bool, d: &mut Diagnosti
     };
     let before_start = hooks(f, "before_start", d);
     let after_stop = hooks(f, "after_stop", d);
-    let data_dir = f.str("data_dir", d).map(|(dir, span)| {
-        check_templates(&[dir.to_string()], &span, &format!("`data_dir` of {}", f.what), d);
-        if dir.starts_with('/') && crate::confine::is_system_dir(Path::new(dir)) {
-            d.error(
-                span,
-                format!(
-                    "`data_dir` of {} is {dir}, a system directory: crashlab never uses one as a data dir, \
-                     whatever `disposable` says; give the service a directory of its own",
-                    f.what
-                ),
-            );
-        }
-        dir.to_string()
-    });
+    let data_dir = data_dir(f, d);
     // The harness's own per-trial data dirs are disposable by construction.
     let disposable = f.bool("disposable", d).unwrap_or(data_dir.is_none());
     Some(TargetPlan {
@@ -511,6 +466,76 @@ fn compile_target(name: String, f: &Fields, check_paths: bool, d: &mut Diagnosti
         after_stop,
         data_dir,
         disposable,
+    })
+}
+
+/// A target's `kind`; an unknown one is reported and read as a process.
+fn target_kind(f: &Fields, d: &mut Diagnostics) -> TargetKind {
+    let mut kind = TargetKind::Process;
+    if let Some((text, span)) = f.str("kind", d) {
+        match text {
+            "process" => {}
+            "container" => kind = TargetKind::Container,
+            "compose" => kind = TargetKind::Compose,
+            _ => {
+                let later = ["external"].contains(&text);
+                d.error(
+                    span,
+                    if later {
+                        format!(
+                            "target kind `{text}` is not supported by this version yet; expected `process`, \
+                             `container` or `compose`"
+                        )
+                    } else {
+                        format!(
+                            "unknown target kind `{text}`{}; expected `process`, `container` or `compose`",
+                            diagnostic::did_you_mean(text, TARGET_KINDS.iter().copied())
+                        )
+                    },
+                );
+            }
+        }
+    }
+    kind
+}
+
+/// A target's `restart` table: its policy and delay.
+fn restart_policy(f: &Fields, kind: TargetKind, d: &mut Diagnostics) -> Option<RestartPolicy> {
+    match f.table("restart", d) {
+        None => Some(RestartPolicy::Always { delay: Duration::ZERO }),
+        Some((t, span)) => {
+            let r = Fields::new(t, span, format!("`restart` of {}", f.what), RESTART_KEYS, d);
+            let delay = r.duration("delay", d).unwrap_or(Duration::ZERO);
+            match r.choice("policy", "restart policy", &["always", "never", "engine"], d) {
+                Some(("never", _)) => Some(RestartPolicy::Never),
+                Some(("engine", span)) if kind == TargetKind::Process => {
+                    d.error(span, "restart policy `engine` (the container engine's own) applies to containers only");
+                    None
+                }
+                Some(("engine", _)) => Some(RestartPolicy::Engine),
+                Some(_) => Some(RestartPolicy::Always { delay }),
+                None if r.get("policy").is_none() => Some(RestartPolicy::Always { delay }),
+                None => None,
+            }
+        }
+    }
+}
+
+/// A target's own `data_dir` (by default the harness makes one per trial).
+fn data_dir(f: &Fields, d: &mut Diagnostics) -> Option<String> {
+    f.str("data_dir", d).map(|(dir, span)| {
+        check_templates(&[dir.to_string()], &span, &format!("`data_dir` of {}", f.what), d);
+        if dir.starts_with('/') && crate::confine::is_system_dir(Path::new(dir)) {
+            d.error(
+                span,
+                format!(
+                    "`data_dir` of {} is {dir}, a system directory: crashlab never uses one as a data dir, \
+                     whatever `disposable` says; give the service a directory of its own",
+                    f.what
+                ),
+            );
+        }
+        dir.to_string()
     })
 }
 
