@@ -156,3 +156,52 @@ fn a_fresh_run_writes_what_the_recorded_run_wrote_but_timings() {
     assert_eq!(run.report["verdict"], then["verdict"]);
     assert!(Path::new(&run.dir.join("report.html")).exists());
 }
+
+/// Compares `now` with the snapshot file `name` under tests/fixtures/;
+/// `CRASHLAB_UPDATE_SNAPSHOTS=1` rewrites it instead (then review the diff).
+fn assert_snapshot(name: &str, now: &str) {
+    let path = common::fixture(name);
+    if std::env::var_os("CRASHLAB_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, now).unwrap();
+        return;
+    }
+    let then = std::fs::read_to_string(&path).unwrap();
+    if now != then {
+        let line = now.lines().zip(then.lines()).position(|(a, b)| a != b).unwrap_or(now.lines().count());
+        panic!(
+            "{name} differs at line {} (CRASHLAB_UPDATE_SNAPSHOTS=1 rewrites it):\n now: {}\nthen: {}",
+            line + 1,
+            now.lines().nth(line).unwrap_or("<end>"),
+            then.lines().nth(line).unwrap_or("<end>")
+        );
+    }
+}
+
+/// The terminal summary `analyze` prints for the recorded run.
+#[test]
+fn the_terminal_summary_reads_as_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    for file in ["scenario.toml", "history.jsonl", "report.json"] {
+        std::fs::write(tmp.path().join(file), recorded(file)).unwrap();
+    }
+    let out = common::crashlab().arg("analyze").arg(tmp.path()).output().unwrap();
+    assert_snapshot("compat/recorded/analyze.stdout", &String::from_utf8_lossy(&out.stdout));
+}
+
+/// Every diagnostic of the invalid fixtures, as `crashlab validate` prints
+/// them from the fixtures' directory, with their exit codes.
+#[test]
+fn diagnostics_read_as_recorded() {
+    let dir = common::fixture("");
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("invalid")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    files.sort();
+    let mut text = String::new();
+    for file in files {
+        let relative = Path::new("invalid").join(&file);
+        let out = common::crashlab().current_dir(&dir).arg("validate").arg(&relative).output().unwrap();
+        text.push_str(&String::from_utf8_lossy(&out.stdout));
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        text.push_str(&format!("exit {}\n", out.status.code().unwrap_or(-1)));
+    }
+    assert_snapshot("snapshots/validate-invalid.txt", &text);
+}
