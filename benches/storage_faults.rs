@@ -88,7 +88,7 @@ fn with_layer<T>(f: impl FnOnce(&Path) -> T) -> T {
     let journal = Arc::new(Journal::create(root.path()).unwrap());
     let layer = UnsyncedFs::mount(&dir.canonicalize().unwrap(), 0, "bench", journal).unwrap();
     let out = f(&dir);
-    layer.unmount();
+    layer.unmount().expect("the layer unmounts");
     out
 }
 

@@ -126,6 +126,11 @@ pub enum EventKind {
         target: String,
         error: String,
     },
+    /// Something went wrong that did not stop the trial (a hook failed, a
+    /// rule could not be removed): it reaches the reports, not only stderr.
+    Warning {
+        message: String,
+    },
     TargetLog {
         target: String,
         lines: Vec<String>,
@@ -152,6 +157,13 @@ impl Recorder {
     /// Records an event that happens now.
     pub fn record(&self, kind: EventKind) {
         self.record_at(Instant::now(), kind);
+    }
+
+    /// A warning: printed at once, and kept in the history for the reports.
+    pub fn warn(&self, message: impl Into<String>) {
+        let message = message.into();
+        eprintln!("crashlab: trial {}: {message}", self.trial);
+        self.record(EventKind::Warning { message });
     }
 
     /// Records an event observed at `at` (e.g. the start of a probe attempt).

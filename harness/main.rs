@@ -524,8 +524,9 @@ fn analyze(run_dir: &Path) -> i32 {
     };
     let reports = trials.iter().enumerate().map(|(i, events)| check::check_trial(&plan, i as u32, events)).collect();
     let seed = old.as_ref().map_or(0, |r| r.seed);
-    let error = old.and_then(|r| r.error);
-    let report = check::build_report(&plan, seed, reports, error);
+    let (error, warnings) = old.map_or((None, Vec::new()), |r| (r.error, r.warnings));
+    let mut report = check::build_report(&plan, seed, reports, error);
+    report.warnings = warnings;
     if let Err(e) = runner::write_reports(run_dir, &report) {
         eprintln!("crashlab: cannot write the report: {e}");
         return exit::ENVIRONMENT;

@@ -278,3 +278,39 @@ fn analyze_reproduces_the_report_from_the_history() {
     assert_eq!(again["summary"], r.report["summary"]);
     assert_eq!(again["verdict"], "pass");
 }
+
+/// What goes wrong without stopping a trial (here an `after_stop` hook that
+/// fails) reaches report.json, summary.md, report.html and the terminal,
+/// not only stderr.
+#[test]
+fn a_warning_reaches_every_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = common::write_scenario(
+        tmp.path(),
+        "warn.toml",
+        r#"
+name = "warn"
+[target.kv]
+command = ["crashlab", "demo-kv", "--port", "{port}", "--data-dir", "{data_dir}"]
+after_stop = [["sh", "-c", "echo the volume is still busy >&2; exit 3"]]
+probe = { kind = "demo-kv", interval = "10ms" }
+[workload]
+kind = "demo-kv"
+target = "kv"
+rate = 100
+duration = "200ms"
+"#,
+    );
+    let r = common::run(&scenario, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr());
+    let warnings = r.trials()[0]["warnings"].as_array().expect("the trial's warnings");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let warning = warnings[0].as_str().unwrap();
+    assert!(warning.contains("exit code 3") && warning.contains("the volume is still busy"), "{warning}");
+    assert!(r.history(0).iter().any(|e| e["event"] == "warning"), "a history event");
+    for file in ["summary.md", "report.html"] {
+        let text = std::fs::read_to_string(r.dir.join(file)).unwrap();
+        assert!(text.contains("the volume is still busy"), "{file}: {text}");
+    }
+    assert!(r.stdout().contains("warning: trial 0: "), "{}", r.stdout());
+}

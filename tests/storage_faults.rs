@@ -400,7 +400,7 @@ fn a_power_loss_keeps_exactly_the_fsynced_bytes() {
     expect("c.log", torn.clone());
 
     // After the layer is gone, the backing files say the same.
-    layer.unmount();
+    layer.unmount().expect("the layer unmounts");
     assert_eq!(std::fs::read(dir.join("a.log")).unwrap(), vec![b'A'; 100]);
     assert_eq!(std::fs::read(dir.join("c.log")).unwrap(), torn);
     assert!(!crashlab::fault::unsynced::is_mounted(&dir));

@@ -118,6 +118,13 @@ fn measure(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
         recovery,
         target_logs: BTreeMap::new(),
         incarnations,
+        warnings: events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Warning { message } => Some(message.clone()),
+                _ => None,
+            })
+            .collect(),
     }
 }
 
@@ -421,6 +428,7 @@ pub fn build_report(plan: &Plan, seed: u64, trials: Vec<TrialReport>, error: Opt
         trials,
         summary,
         expectations,
+        warnings: Vec::new(),
     }
 }
 

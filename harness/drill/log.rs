@@ -252,6 +252,7 @@ mod tests {
             trials: Vec::new(),
             summary: Summary { trials: 1, rto_ms: Stats::of([rto]), ..Default::default() },
             expectations: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 

@@ -84,7 +84,7 @@ impl Fault for Partition {
         Ok(FaultGuard::new(move || {
             for (ns, rule) in &added {
                 if let Err(e) = network.rule(ns, "-D", rule) {
-                    eprintln!("crashlab: {e}");
+                    recorder.warn(e.to_string());
                 }
             }
             healed(trial, fault, target.name(), String::new(), &recorder, &journal);

@@ -123,8 +123,10 @@ impl UnsyncedFs {
         Ok(loss)
     }
 
-    /// Unmounts (idempotent). The target must be stopped.
-    pub fn unmount(&self) {
+    /// Unmounts (idempotent). The target must be stopped. An error is
+    /// returned to be reported; the layer is detached and journaled anyway.
+    pub fn unmount(&self) -> Result<(), String> {
+        let mut outcome = Ok(());
         if let Some(session) = self.session.lock().unwrap().take() {
             // A lazy detach of our own first: fuser's plain umount fails
             // with EBUSY while a stray process keeps a file open, and
@@ -132,17 +134,21 @@ impl UnsyncedFs {
             // serves such a process until it lets go, and the session's
             // thread ends on its own.
             if let Err(e) = unmount(&self.mountpoint) {
-                eprintln!("crashlab: {e}");
+                outcome = Err(e.to_string());
             }
             drop(session);
             let _ = self.journal.append(&Entry::Unmounted { trial: self.trial, mountpoint: self.mountpoint.clone() });
         }
+        outcome
     }
 }
 
 impl Drop for UnsyncedFs {
     fn drop(&mut self) {
-        self.unmount();
+        // Only a layer that tear-down never reached gets here.
+        if let Err(e) = self.unmount() {
+            eprintln!("crashlab: {e}");
+        }
     }
 }
 

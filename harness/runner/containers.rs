@@ -57,7 +57,13 @@ pub(super) struct Containers {
 }
 
 impl Containers {
-    pub(super) fn prepare(plan: &Plan, run_dir: &Path, journal: &Journal) -> Result<Option<Containers>, String> {
+    /// `warnings` gets what the run should report but need not stop for.
+    pub(super) fn prepare(
+        plan: &Plan,
+        run_dir: &Path,
+        journal: &Journal,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<Containers>, String> {
         let wanted: Vec<&TargetPlan> = plan.targets.iter().filter(|t| t.kind == TargetKind::Container).collect();
         let compose_files: Vec<&PathBuf> =
             plan.targets.iter().filter_map(|t| t.compose.as_ref().map(|c| &c.0)).collect();
@@ -85,11 +91,13 @@ impl Containers {
             let others: Vec<&str> =
                 left.iter().filter(|(.., run)| *run != label).map(|(_, name, _)| name.as_str()).collect();
             if !others.is_empty() {
-                eprintln!(
-                    "crashlab: warning: {} container(s) of earlier runs remain ({}); `crashlab cleanup RUN_DIR` removes them",
+                let warning = format!(
+                    "{} container(s) of earlier runs remain ({}); `crashlab cleanup RUN_DIR` removes them",
                     others.len(),
                     others.join(", ")
                 );
+                eprintln!("crashlab: warning: {warning}");
+                warnings.push(warning);
             }
         }
         let mut images = Vec::new();

@@ -183,24 +183,23 @@ impl TrialEnv {
             guard.heal();
         }
         for (_, layer) in &layers {
-            layer.unmount();
+            if let Err(e) = layer.unmount() {
+                trial.recorder.warn(e);
+            }
         }
         for (_, proxy) in &proxies {
             proxy.stop();
         }
         for project in &projects {
             if let Err(e) = project.down() {
-                eprintln!("crashlab: {e}");
+                trial.recorder.warn(e.to_string());
             }
             let _ = trial.run.journal.append(&Entry::ComposeDown { trial: trial.index, project: project.name.clone() });
         }
         let stragglers = crate::targets::stopping::stop_stragglers(Duration::from_secs(3));
         if !stragglers.is_empty() {
-            eprintln!(
-                "crashlab: trial {}: stopped {} process(es) it had started and left running: {stragglers:?}",
-                trial.index,
-                stragglers.len()
-            );
+            let count = stragglers.len();
+            trial.recorder.warn(format!("stopped {count} process(es) it had started and left running: {stragglers:?}"));
         }
     }
 }

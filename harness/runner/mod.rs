@@ -125,7 +125,8 @@ pub fn run(
             }
         }
     };
-    let containers = match Containers::prepare(plan, &run_dir, &journal) {
+    let mut warnings = Vec::new();
+    let containers = match Containers::prepare(plan, &run_dir, &journal, &mut warnings) {
         Ok(c) => c,
         Err(e) => {
             let report = check::build_report(plan, seed, Vec::new(), Some(e.clone()));
@@ -167,7 +168,8 @@ pub fn run(
         TrialStop::Interrupted => "interrupted".to_string(),
         TrialStop::Environment(e) => e.clone(),
     });
-    let report = check::build_report(plan, seed, trials, error);
+    let mut report = check::build_report(plan, seed, trials, error);
+    report.warnings = warnings;
     write_reports(&run_dir, &report).map_err(io(format!("cannot write the reports into {}", run_dir.display())))?;
     Ok(RunOutcome { run_dir, report, stop })
 }

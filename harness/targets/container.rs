@@ -176,7 +176,7 @@ impl Inner {
             if !running && !state.held && state.restart_at.is_some_and(|at| Instant::now() >= at) {
                 state.restart_at = None;
                 if let Err(e) = self.engine.start(&id) {
-                    eprintln!("crashlab: target `{}`: {e}", self.name());
+                    self.ctx.recorder.warn(format!("target `{}`: {e}", self.name()));
                     state.restart_at = Some(Instant::now() + Duration::from_millis(100));
                 }
             }
@@ -197,11 +197,11 @@ impl Inner {
     fn check_ports(&self, seen: &crate::engine::ContainerState) {
         let port = self.ctx.port;
         if !seen.ports.iter().any(|(_, host)| *host == port) {
-            eprintln!(
-                "crashlab: warning: target `{}`: port {port} is published as {:?} after a restart, not at {port}",
+            self.ctx.recorder.warn(format!(
+                "target `{}`: port {port} is published as {:?} after a restart, not at {port}",
                 self.name(),
                 seen.ports
-            );
+            ));
         }
     }
 
@@ -350,7 +350,7 @@ impl Target for ContainerTarget {
         inner.state.lock().unwrap().held = false;
         if let Ok(id) = inner.id() {
             if let Err(e) = inner.engine.start(&id) {
-                eprintln!("crashlab: target `{}`: {e}", self.name());
+                inner.ctx.recorder.warn(format!("target `{}`: {e}", self.name()));
             }
         }
         inner.changed.notify_all();
@@ -385,7 +385,7 @@ impl Target for ContainerTarget {
         }
         for hook in &inner.plan.after_stop {
             if let Err(e) = self.hook(hook) {
-                eprintln!("crashlab: {e}");
+                inner.ctx.recorder.warn(e.to_string());
             }
         }
     }

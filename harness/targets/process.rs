@@ -227,7 +227,7 @@ impl Inner {
                 Ok(rx) => exited = rx,
                 Err(e) => {
                     // Keep trying per policy: the probe shows the outage.
-                    eprintln!("crashlab: {e}");
+                    self.ctx.recorder.warn(e.to_string());
                     drop(state);
                     thread::sleep(Duration::from_millis(100));
                     let (tx, rx) = std::sync::mpsc::channel();
@@ -252,7 +252,8 @@ impl Inner {
             let now = Instant::now();
             if now >= deadline {
                 if killed {
-                    eprintln!("crashlab: target `{}` (pid {}) did not exit after SIGKILL", self.name(), process.pid);
+                    let warning = format!("target `{}` (pid {}) did not exit after SIGKILL", self.name(), process.pid);
+                    self.ctx.recorder.warn(warning);
                     return;
                 }
                 kill_group(process, Signal::SIGKILL);
@@ -391,7 +392,7 @@ impl Target for ProcessTarget {
         let _ = handle.join();
         for hook in &self.inner.plan.after_stop {
             if let Err(e) = run_hook(self, hook) {
-                eprintln!("crashlab: {e}");
+                self.inner.ctx.recorder.warn(e.to_string());
             }
         }
     }

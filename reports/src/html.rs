@@ -89,6 +89,7 @@ pub fn render_html(report: &RunReport) -> String {
     }
     summary_table(&mut out, s);
     expectations(&mut out, report);
+    warnings(&mut out, report);
     rto_histogram(&mut out, report);
     trials_table(&mut out, report);
     out.push_str(
@@ -128,6 +129,18 @@ fn summary_table(out: &mut String, s: &crate::Summary) {
         );
     }
     out.push_str("</table>\n");
+}
+
+fn warnings(out: &mut String, report: &RunReport) {
+    let warnings = report.all_warnings();
+    if warnings.is_empty() {
+        return;
+    }
+    out.push_str("<h2>Warnings</h2>\n<ul id=\"warnings\">\n");
+    for w in &warnings {
+        let _ = writeln!(out, "<li>{}</li>", esc(w));
+    }
+    out.push_str("</ul>\n");
 }
 
 fn expectations(out: &mut String, report: &RunReport) {

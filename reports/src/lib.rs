@@ -81,6 +81,10 @@ pub struct RunReport {
     pub trials: Vec<TrialReport>,
     pub summary: Summary,
     pub expectations: Vec<ExpectationReport>,
+    /// What went wrong for the whole run without stopping it (containers
+    /// of earlier runs left behind...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,6 +112,9 @@ pub struct TrialReport {
     /// incarnations): one more than its crashes, so a crash loop shows.
     #[serde(default)]
     pub incarnations: BTreeMap<String, u32>,
+    /// What went wrong without stopping the trial (history `warning` events).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl TrialReport {
@@ -270,6 +277,12 @@ pub struct ExpectationReport {
 }
 
 impl RunReport {
+    /// Every warning of the run, then of each trial (`trial N: ...`).
+    pub fn all_warnings(&self) -> Vec<String> {
+        let trials = self.trials.iter().flat_map(|t| t.warnings.iter().map(move |w| format!("trial {}: {w}", t.index)));
+        self.warnings.iter().cloned().chain(trials).collect()
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a report serializes")
     }

@@ -83,6 +83,13 @@ pub fn render_markdown(report: &RunReport) -> String {
         out.push_str(&failures.join("\n"));
         out.push('\n');
     }
+    let warnings = report.all_warnings();
+    if !warnings.is_empty() {
+        out.push_str("\n### Warnings\n\n");
+        for w in &warnings {
+            let _ = writeln!(out, "- {w}");
+        }
+    }
     if let Some(error) = &report.error {
         let _ = writeln!(out, "\nStopped early: {error}");
     }

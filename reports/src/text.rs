@@ -176,6 +176,9 @@ pub fn render_text(report: &RunReport) -> String {
             );
         }
     }
+    for w in report.all_warnings() {
+        let _ = writeln!(out, "warning: {w}");
+    }
     if let Some(error) = &report.error {
         let _ = writeln!(out, "stopped early: {error}");
     }
