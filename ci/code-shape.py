@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """The code's shape, as issue 14 measures it: long functions, import arrows
 against the data flow, import cycles, and how many places spell each fault
-kind's name. Usage: python3 ci/code-shape.py [ROOT]  (ROOT defaults to .)
+kind's name. Usage: python3 ci/code-shape.py [--check] [ROOT]  (ROOT defaults to .)
+With --check it exits 1 if an arrow runs against the flow, files import
+each other in a cycle, or a function other than a table of data (ALLOWED)
+is over 120 lines.
 
 Rough by design (a brace counter, not a parser): strings, chars and comments
 are blanked before braces are counted, which is enough for rustfmt'd code.
@@ -11,7 +14,11 @@ import re
 import sys
 from collections import defaultdict
 
-ROOT = sys.argv[1] if len(sys.argv) > 1 else "."
+ARGS = [a for a in sys.argv[1:] if a != "--check"]
+CHECK = "--check" in sys.argv[1:]
+ROOT = ARGS[0] if ARGS else "."
+# Functions that are tables of data, not logic: the scenario's JSON schema.
+ALLOWED = {("harness/scenario/schema.rs", "schema")}
 SRC = [os.path.join(ROOT, "harness"), os.path.join(ROOT, "reports", "src")]
 
 # Pipeline layers, low to high: a module may import its own layer or lower.
@@ -212,6 +219,15 @@ def main():
     print(f"file import cycles: {len(cycles)}")
     for c in cycles:
         print("  " + " <-> ".join(c))
+
+    if CHECK:
+        long = [(n, f, l) for n, f, _, l in [(x[0], x[1], x[2], x[3]) for x in fns] if n > 120 and (f, l) not in ALLOWED]
+        problems = [f"{l} in {f}: {n} lines" for n, f, l in long]
+        problems += [f"{a} -> {b} runs against the flow" for (a, b) in against]
+        problems += [" <-> ".join(c) + " import each other" for c in cycles]
+        for p in problems:
+            print("SHAPE: " + p)
+        sys.exit(1 if problems else 0)
 
     kinds = ["kill", "pause", "restart", "corrupt", "stale-lock", "lose-unsynced", "blackhole", "latency", "partition", "disconnect", "command"]
     print("places naming a fault kind (string literals in non-test code):")

@@ -115,6 +115,103 @@ pub fn lost(report: &RunReport) -> Vec<f64> {
     report.trials.iter().filter_map(|t| t.rpo.lost_acked.map(|v| v as f64)).collect()
 }
 
+/// What `crashlab bench` reports of a run: the distributions, the harness's
+/// cost per trial, and the comparison with a baseline.
+#[derive(Debug, Clone, Serialize)]
+/// (Fields in bench.json's order, which is alphabetical.)
+pub struct BenchSummary {
+    pub baseline: Option<Comparison>,
+    #[serde(rename = "lost_acked")]
+    pub lost: Distribution,
+    /// What the harness adds to each trial beyond the workload's own time:
+    /// starting targets, readiness, read-back, teardown, checks.
+    pub overhead_ms_per_trial: f64,
+    #[serde(rename = "rto_ms")]
+    pub rto: Distribution,
+    pub wall_ms_per_trial: f64,
+    #[serde(skip)]
+    pub wall: std::time::Duration,
+    #[serde(skip)]
+    pub trials: usize,
+    #[serde(skip)]
+    pub workload: std::time::Duration,
+}
+
+impl BenchSummary {
+    /// `wall`: the run's time, of which `workload` a trial is the workload's.
+    pub fn of(
+        report: &RunReport,
+        wall: std::time::Duration,
+        workload: std::time::Duration,
+        baseline: Option<&RunReport>,
+    ) -> BenchSummary {
+        let trials = report.trials.len();
+        let wall_ms_per_trial = wall.as_secs_f64() * 1000.0 / trials.max(1) as f64;
+        BenchSummary {
+            baseline: baseline.and_then(|old| compare(&rtos(report), &rtos(old), report.seed)),
+            lost: distribution(&lost(report), report.seed),
+            overhead_ms_per_trial: wall_ms_per_trial - workload.as_secs_f64() * 1000.0,
+            rto: distribution(&rtos(report), report.seed),
+            wall_ms_per_trial,
+            wall,
+            trials,
+            workload,
+        }
+    }
+
+    pub fn regressed(&self) -> bool {
+        self.baseline.as_ref().is_some_and(|c| c.change == Change::Regressed)
+    }
+
+    /// The lines `crashlab bench` prints after the run's summary.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "wall {:.1}s for {} trial(s): {:.0} ms a trial, of which the workload's {} and {:.0} ms the harness's \
+             (start, readiness, recovery wait, read-back, teardown, checks)",
+            self.wall.as_secs_f64(),
+            self.trials,
+            self.wall_ms_per_trial,
+            crate::duration::format_duration(self.workload),
+            self.overhead_ms_per_trial
+        );
+        let ci = |c: Option<(f64, f64)>| c.map_or("-".into(), |(lo, hi)| format!("[{lo:.1}, {hi:.1}]"));
+        let (rto, lost) = (&self.rto, &self.lost);
+        let _ = writeln!(
+            out,
+            "rto_ms      mean {:.1} (95% CI {}), median 95% CI {}",
+            rto.stats.mean.unwrap_or(f64::NAN),
+            ci(rto.mean_ci),
+            ci(rto.median_ci)
+        );
+        let _ =
+            writeln!(out, "lost_acked  mean {:.1} (95% CI {})", lost.stats.mean.unwrap_or(f64::NAN), ci(lost.mean_ci));
+        let most = rto.histogram.iter().map(|b| b.1).max().unwrap_or(1).max(1);
+        for (upper, n) in &rto.histogram {
+            let _ = writeln!(out, "  rto <= {upper:>9.1} ms {:<40} {n}", "#".repeat(n * 40 / most));
+        }
+        if let Some(c) = &self.baseline {
+            let _ = writeln!(
+                out,
+                "rto against the baseline: median {:.1} -> {:.1} ms ({:+.1}%), difference 95% CI [{:.1}, {:.1}] ms: {}",
+                c.baseline_median,
+                c.median,
+                c.relative * 100.0,
+                c.difference_ci.0,
+                c.difference_ci.1,
+                match c.change {
+                    Change::Improved => "IMPROVED",
+                    Change::Regressed => "REGRESSED",
+                    Change::Unchanged => "no change (within noise)",
+                }
+            );
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,10 +10,11 @@ use clap::{Parser, Subcommand};
 
 use crashlab::cancel::Cancel;
 use crashlab::drill::{self, DrillLog};
-use crashlab::reports::{render_text, RunReport, Verdict};
+use crashlab::exit::Exit;
+use crashlab::reports::{self, render_text, RunReport};
 use crashlab::runner::{self, Operator, RunOptions, TrialStop};
 use crashlab::scenario::{self, LoadError};
-use crashlab::{check, cleanup, demo, exit, fault, history, run_dir, targets};
+use crashlab::{analyze, cleanup, demo, fault, run_dir, targets};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -164,8 +165,8 @@ enum Command {
     Report {
         run_dir: PathBuf,
         /// Print this format to stdout instead of writing the files.
-        #[arg(long, value_parser = ["json", "junit", "markdown", "prometheus", "html", "text"])]
-        format: Option<String>,
+        #[arg(long, value_enum)]
+        format: Option<Format>,
     },
     /// Print a Markdown table of runs: scenario, trials, verdict, RTO p50
     /// and p95, lost acknowledged writes, RPO window (one row per run
@@ -188,92 +189,129 @@ enum Command {
     LockHolder {
         #[arg(long)]
         path: PathBuf,
-        #[arg(long, value_parser = ["flock", "fcntl", "none"])]
-        lock: String,
+        #[arg(long, value_enum)]
+        lock: fault::stale_lock::HolderLock,
         /// Run as this user (root drops to it before touching the file).
         #[arg(long)]
         user: Option<String>,
     },
 }
 
+/// A report format `crashlab report --format` prints.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Json,
+    Junit,
+    Markdown,
+    Prometheus,
+    Html,
+    Text,
+}
+
+impl Format {
+    fn render(self, report: &RunReport) -> String {
+        match self {
+            Format::Json => report.to_json(),
+            Format::Junit => reports::render_junit(report),
+            Format::Markdown => reports::render_markdown(report),
+            Format::Prometheus => reports::render_prometheus(report),
+            Format::Html => reports::render_html(report),
+            Format::Text => render_text(report),
+        }
+    }
+}
+
+/// Why a command ended early: the message to print (empty when it was
+/// printed already, as diagnostics are) and the exit code it maps to.
+#[derive(Debug)]
+struct CliError {
+    exit: Exit,
+    message: String,
+}
+
+impl CliError {
+    fn usage(message: impl std::fmt::Display) -> CliError {
+        CliError { exit: Exit::Usage, message: message.to_string() }
+    }
+
+    fn environment(message: impl std::fmt::Display) -> CliError {
+        CliError { exit: Exit::Environment, message: message.to_string() }
+    }
+
+    /// Already said on stderr.
+    fn said(exit: Exit) -> CliError {
+        CliError { exit, message: String::new() }
+    }
+}
+
+type Outcome = Result<Exit, CliError>;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let code = match cli.command {
-        Command::Run(args) => run(&args.scenario, args.options()),
+    let outcome = match cli.command {
+        // Programs of their own, with exit codes of their own.
+        Command::DemoKv(options) => return ExitCode::from(demo::run(options) as u8),
+        Command::SqliteApp(options) => return ExitCode::from(demo::sqlite_app::run(options) as u8),
+        Command::LockHolder { path, lock, user } => {
+            return ExitCode::from(fault::stale_lock::lock_holder_main(&path, lock, user.as_deref()) as u8)
+        }
+        Command::Run(args) => execute(&args.scenario, args.options()).map(|outcome| outcome_exit(&outcome)),
         Command::Bench { run, baseline } => bench(&run.scenario, run.options(), baseline.as_deref()),
         Command::Drill { run, db } => drill(&run, db.as_deref()),
         Command::History { scenario, db } => history_of(scenario.as_deref(), db.as_deref()),
-        Command::Validate { files } => validate(&files),
+        Command::Validate { files } => Ok(validate(&files)),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&scenario::schema::schema()).expect("a schema serializes"));
-            exit::PASS
+            Ok(Exit::Pass)
         }
         Command::Analyze { run_dir } => analyze(&run_dir),
         Command::Cleanup { run_dir } => cleanup(&run_dir),
-        Command::Report { run_dir, format } => report(&run_dir, format.as_deref()),
+        Command::Report { run_dir, format } => report(&run_dir, format),
         Command::Table { run_dirs } => table(&run_dirs),
-        Command::DemoKv(options) => demo::run(options),
-        Command::SqliteApp(options) => demo::sqlite_app::run(options),
         Command::Image(ImageCommand::Build { debian, .. }) => build_image(&debian),
-        Command::LockHolder { path, lock, user } => fault::stale_lock::lock_holder_main(&path, &lock, user.as_deref()),
     };
-    ExitCode::from(code as u8)
+    let exit = outcome.unwrap_or_else(|e| {
+        if !e.message.is_empty() {
+            eprintln!("crashlab: {}", e.message);
+        }
+        e.exit
+    });
+    exit.into()
 }
 
-fn verdict_code(verdict: Verdict) -> i32 {
-    match verdict {
-        Verdict::Pass => exit::PASS,
-        Verdict::Fail => exit::FAIL,
-        Verdict::Unknown => exit::UNKNOWN,
+/// Loads a scenario, printing every error.
+fn load(path: &Path) -> Result<(scenario::Plan, String), CliError> {
+    match scenario::load(path) {
+        Ok(plan) => Ok((plan, std::fs::read_to_string(path).unwrap_or_default())),
+        Err(e) => Err(load_error(path, e)),
     }
 }
 
-/// Loads a scenario, printing every error; `Err` holds the exit code.
-fn load(path: &Path) -> Result<(scenario::Plan, String), i32> {
-    load_with(path, scenario::load)
-}
-
-fn load_with(
-    path: &Path,
-    loader: fn(&Path) -> Result<scenario::Plan, LoadError>,
-) -> Result<(scenario::Plan, String), i32> {
-    match loader(path) {
-        Ok(plan) => Ok((plan, std::fs::read_to_string(path).unwrap_or_default())),
-        Err(LoadError::Invalid(d)) => {
+fn load_error(path: &Path, e: LoadError) -> CliError {
+    match e {
+        LoadError::Invalid(d) => {
             eprint!("{d}");
             eprintln!("{}: {} error(s); nothing was started", path.display(), d.list.len());
-            Err(exit::USAGE)
+            CliError::said(Exit::Usage)
         }
-        Err(e) => {
-            eprintln!("crashlab: {e}");
-            Err(exit::USAGE)
-        }
-    }
-}
-
-fn run(path: &Path, options: RunOptions) -> i32 {
-    match execute(path, options) {
-        Ok(outcome) => outcome_code(&outcome),
-        Err(code) => code,
+        e => CliError::usage(e),
     }
 }
 
 /// The exit code of a finished (or stopped) run.
-fn outcome_code(outcome: &runner::RunOutcome) -> i32 {
+fn outcome_exit(outcome: &runner::RunOutcome) -> Exit {
     match &outcome.stop {
         Some(TrialStop::Environment(e)) => {
             eprintln!("crashlab: {e}");
-            exit::ENVIRONMENT
+            Exit::Environment
         }
-        Some(TrialStop::Interrupted) => exit::UNKNOWN,
-        None => verdict_code(outcome.report.verdict),
+        Some(TrialStop::Interrupted) => Exit::Unknown,
+        None => outcome.report.verdict.into(),
     }
 }
 
-/// Loads and runs a scenario, printing progress and the summary; `Err`
-/// holds the exit code when it could not run at all.
-fn execute(path: &Path, options: RunOptions) -> Result<runner::RunOutcome, i32> {
-    let (plan, source) = load(path)?;
+/// Refuses a procedure with manual steps when nobody can confirm them.
+fn check_operator(path: &Path, plan: &scenario::Plan, operator: Operator) -> Result<(), CliError> {
     let manual: Vec<&str> = plan
         .recover
         .iter()
@@ -282,32 +320,23 @@ fn execute(path: &Path, options: RunOptions) -> Result<runner::RunOutcome, i32> 
             _ => None,
         })
         .collect();
-    if !manual.is_empty() && options.operator == Operator::Prompt && !std::io::stdin().is_terminal() {
-        eprintln!(
-            "crashlab: {}: the procedure has {} manual step(s) (\"{}\"...) and no terminal to confirm them on; \
-             run it at a terminal, or pass --yes to confirm them unattended",
-            path.display(),
-            manual.len(),
-            manual[0]
-        );
-        return Err(exit::USAGE);
+    if manual.is_empty() || operator != Operator::Prompt || std::io::stdin().is_terminal() {
+        return Ok(());
     }
-    if let Err(e) = targets::reaper::become_subreaper() {
-        eprintln!("crashlab: cannot become a child subreaper: {e}");
-        return Err(exit::ENVIRONMENT);
-    }
-    // Ctrl-C and SIGTERM end the current trial cleanly: faults healed,
-    // targets stopped, a partial report written.
-    let interrupt = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&interrupt)) {
-            eprintln!("crashlab: cannot install a signal handler: {e}");
-            return Err(exit::ENVIRONMENT);
-        }
-    }
-    // A bar on a terminal (not for one trial: a drill prompts there), a
-    // line per trial otherwise, for CI logs.
-    let count = options.trials.unwrap_or(plan.trials.count);
+    Err(CliError::usage(format!(
+        "{}: the procedure has {} manual step(s) (\"{}\"...) and no terminal to confirm them on; run it at a \
+         terminal, or pass --yes to confirm them unattended",
+        path.display(),
+        manual.len(),
+        manual[0]
+    )))
+}
+
+/// A bar on a terminal (not for one trial: a drill prompts there), a line
+/// per trial otherwise, for CI logs.
+fn progress(
+    count: u32,
+) -> (Option<indicatif::ProgressBar>, impl Fn(&Option<indicatif::ProgressBar>, &reports::TrialReport, u32)) {
     let bar = (std::io::stderr().is_terminal() && count > 1).then(|| {
         let bar = indicatif::ProgressBar::new(u64::from(count));
         let style = indicatif::ProgressStyle::with_template(
@@ -318,11 +347,11 @@ fn execute(path: &Path, options: RunOptions) -> Result<runner::RunOutcome, i32> 
         bar.enable_steady_tick(std::time::Duration::from_millis(200));
         bar
     });
-    let progress = |t: &crashlab::reports::TrialReport, count: u32| {
+    let report = |bar: &Option<indicatif::ProgressBar>, t: &reports::TrialReport, count: u32| {
         let rto = t.rto_ms.map_or("never".into(), |v| format!("{v:.1}ms"));
         let lost = t.rpo.lost_acked.map_or("?".into(), |v| v.to_string());
         let line = format!("{} (rto {rto}, lost {lost} of {} acked)", t.verdict.as_str(), t.rpo.acked_writes);
-        match &bar {
+        match bar {
             Some(bar) => {
                 bar.inc(1);
                 bar.set_message(format!("last: {line}"));
@@ -330,267 +359,160 @@ fn execute(path: &Path, options: RunOptions) -> Result<runner::RunOutcome, i32> 
             None => eprintln!("trial {}/{count}: {line}", t.index + 1),
         }
     };
-    let result = runner::run(&plan, &source, &options, &Cancel::from_flag(Arc::clone(&interrupt)), progress);
+    (bar, report)
+}
+
+/// Loads and runs a scenario, printing progress and the summary; `Err`
+/// when it could not run at all.
+fn execute(path: &Path, options: RunOptions) -> Result<runner::RunOutcome, CliError> {
+    let (plan, source) = load(path)?;
+    check_operator(path, &plan, options.operator)?;
+    targets::reaper::become_subreaper()
+        .map_err(|e| CliError::environment(format!("cannot become a child subreaper: {e}")))?;
+    // Ctrl-C and SIGTERM end the current trial cleanly: faults healed,
+    // targets stopped, a partial report written.
+    let interrupt = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&interrupt))
+            .map_err(|e| CliError::environment(format!("cannot install a signal handler: {e}")))?;
+    }
+    let (bar, report) = progress(options.trials.unwrap_or(plan.trials.count));
+    let cancel = Cancel::from_flag(Arc::clone(&interrupt));
+    let result = runner::run(&plan, &source, &options, &cancel, |t, count| report(&bar, t, count));
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    match result {
-        Ok(outcome) => {
-            print!("{}", render_text(&outcome.report));
-            // As the user would type it from here: relative when inside.
-            let cwd = std::env::current_dir().unwrap_or_default();
-            println!("run directory: {}", outcome.run_dir.strip_prefix(&cwd).unwrap_or(&outcome.run_dir).display());
-            Ok(outcome)
-        }
-        Err(e) => {
-            eprintln!("crashlab: {e}");
-            match e {
-                runner::RunError::RunDir(
-                    run_dir::RunDirError::InUse { .. }
-                    | run_dir::RunDirError::NotEmpty { .. }
-                    | run_dir::RunDirError::NotAFinishedRun { .. },
-                ) => Err(exit::USAGE),
-                _ => Err(exit::ENVIRONMENT),
-            }
-        }
-    }
+    let outcome = result.map_err(|e| match e {
+        runner::RunError::RunDir(
+            run_dir::RunDirError::InUse { .. }
+            | run_dir::RunDirError::NotEmpty { .. }
+            | run_dir::RunDirError::NotAFinishedRun { .. },
+        ) => CliError::usage(e),
+        _ => CliError::environment(e),
+    })?;
+    print!("{}", render_text(&outcome.report));
+    // As the user would type it from here: relative when inside.
+    let cwd = std::env::current_dir().unwrap_or_default();
+    println!("run directory: {}", outcome.run_dir.strip_prefix(&cwd).unwrap_or(&outcome.run_dir).display());
+    Ok(outcome)
 }
 
-fn bench(path: &Path, options: RunOptions, baseline: Option<&Path>) -> i32 {
-    use crashlab::bench::{self, Change};
-    let old = match baseline.map(|p| {
-        std::fs::read_to_string(p)
-            .map_err(|e| e.to_string())
-            .and_then(|t| RunReport::from_json(&t).map_err(|e| format!("not a crashlab report: {e}")))
-    }) {
-        Some(Err(e)) => {
-            eprintln!("crashlab: baseline {}: {e}", baseline.unwrap().display());
-            return exit::USAGE;
-        }
-        other => other.map(Result::unwrap),
+fn bench(path: &Path, options: RunOptions, baseline: Option<&Path>) -> Outcome {
+    let old = match baseline {
+        Some(p) => Some(read_report(p).map_err(|e| CliError::usage(format!("baseline {e}")))?),
+        None => None,
     };
     let started = std::time::Instant::now();
-    let outcome = match execute(path, options) {
-        Ok(outcome) => outcome,
-        Err(code) => return code,
-    };
-    let wall = started.elapsed();
-    let report = &outcome.report;
-    // What the harness adds to each trial beyond the timeline the scenario
-    // asks for: starting targets, readiness, read-back, teardown, checks.
-    let timeline = scenario::load(path).ok().and_then(|p| p.workload.map(|w| w.duration)).unwrap_or_default();
-    let trials = report.trials.len().max(1) as f64;
-    let per_trial_ms = wall.as_secs_f64() * 1000.0 / trials;
-    let overhead_ms = per_trial_ms - timeline.as_secs_f64() * 1000.0;
-    println!(
-        "wall {:.1}s for {} trial(s): {per_trial_ms:.0} ms a trial, of which the workload's {} and {overhead_ms:.0} ms \
-         the harness's (start, readiness, recovery wait, read-back, teardown, checks)",
-        wall.as_secs_f64(),
-        report.trials.len(),
-        crashlab::duration::format_duration(timeline)
-    );
-    let rto = bench::distribution(&bench::rtos(report), report.seed);
-    let lost = bench::distribution(&bench::lost(report), report.seed);
-    let ci = |c: Option<(f64, f64)>| c.map_or("-".into(), |(lo, hi)| format!("[{lo:.1}, {hi:.1}]"));
-    println!(
-        "rto_ms      mean {:.1} (95% CI {}), median 95% CI {}",
-        rto.stats.mean.unwrap_or(f64::NAN),
-        ci(rto.mean_ci),
-        ci(rto.median_ci)
-    );
-    println!("lost_acked  mean {:.1} (95% CI {})", lost.stats.mean.unwrap_or(f64::NAN), ci(lost.mean_ci));
-    let most = rto.histogram.iter().map(|b| b.1).max().unwrap_or(1).max(1);
-    for (upper, n) in &rto.histogram {
-        println!("  rto <= {upper:>9.1} ms {:<40} {n}", "#".repeat(n * 40 / most));
-    }
-    let comparison = old.as_ref().and_then(|old| bench::compare(&bench::rtos(report), &bench::rtos(old), report.seed));
-    if let Some(c) = &comparison {
-        println!(
-            "rto against the baseline: median {:.1} -> {:.1} ms ({:+.1}%), difference 95% CI [{:.1}, {:.1}] ms: {}",
-            c.baseline_median,
-            c.median,
-            c.relative * 100.0,
-            c.difference_ci.0,
-            c.difference_ci.1,
-            match c.change {
-                Change::Improved => "IMPROVED",
-                Change::Regressed => "REGRESSED",
-                Change::Unchanged => "no change (within noise)",
-            }
-        );
-    }
-    let json = serde_json::json!({
-        "rto_ms": rto,
-        "lost_acked": lost,
-        "baseline": comparison,
-        "wall_ms_per_trial": per_trial_ms,
-        "overhead_ms_per_trial": overhead_ms,
-    });
-    let _ = std::fs::write(outcome.run_dir.join("bench.json"), serde_json::to_string_pretty(&json).unwrap());
-    match (outcome_code(&outcome), comparison.map(|c| c.change)) {
-        (exit::PASS, Some(Change::Regressed)) => exit::FAIL,
-        (code, _) => code,
-    }
+    let outcome = execute(path, options)?;
+    let workload = scenario::load(path).ok().and_then(|p| p.workload.map(|w| w.duration)).unwrap_or_default();
+    let summary = crashlab::bench::BenchSummary::of(&outcome.report, started.elapsed(), workload, old.as_ref());
+    print!("{}", summary.render());
+    let json = serde_json::to_string_pretty(&summary).expect("a summary serializes");
+    let _ = std::fs::write(outcome.run_dir.join("bench.json"), json);
+    Ok(match outcome_exit(&outcome) {
+        Exit::Pass if summary.regressed() => Exit::Fail,
+        exit => exit,
+    })
 }
 
-fn drill(args: &RunArgs, db: Option<&Path>) -> i32 {
+fn drill(args: &RunArgs, db: Option<&Path>) -> Outcome {
     let mut options = args.options();
     // A drill is one exercise of the runbook, unless asked for more.
     options.trials = options.trials.or(Some(1));
-    let outcome = match execute(&args.scenario, options) {
-        Ok(outcome) => outcome,
-        Err(code) => return code,
-    };
-    let code = outcome_code(&outcome);
+    let outcome = execute(&args.scenario, options)?;
+    let exit = outcome_exit(&outcome);
     if outcome.report.trials.is_empty() {
-        return code;
+        return Ok(exit);
     }
     let path =
         db.map_or_else(|| outcome.run_dir.parent().unwrap_or(Path::new(".")).join(drill::FILE), Path::to_path_buf);
-    match DrillLog::open(&path).and_then(|mut log| log.record(&outcome.report, &outcome.run_dir)) {
-        Ok(id) => {
-            println!("drill #{id} recorded in {}", path.display());
-            code
-        }
-        Err(e) => {
-            eprintln!("crashlab: {e}");
-            exit::ENVIRONMENT
-        }
-    }
+    let id = DrillLog::open(&path)
+        .and_then(|mut log| log.record(&outcome.report, &outcome.run_dir))
+        .map_err(CliError::environment)?;
+    println!("drill #{id} recorded in {}", path.display());
+    Ok(exit)
 }
 
-fn history_of(scenario: Option<&str>, db: Option<&Path>) -> i32 {
+fn history_of(scenario: Option<&str>, db: Option<&Path>) -> Outcome {
     let path = db.map_or_else(|| Path::new(runner::RUNS_DIR).join(drill::FILE), Path::to_path_buf);
-    let log = match DrillLog::open_existing(&path) {
-        Ok(Some(log)) => log,
-        Ok(None) => {
-            eprintln!("crashlab: no drill log at {}: run `crashlab drill RUNBOOK` first, or pass --db", path.display());
-            return exit::USAGE;
-        }
-        Err(e) => {
-            eprintln!("crashlab: {e}");
-            return exit::ENVIRONMENT;
-        }
-    };
-    match log.list(scenario) {
-        Ok(list) if list.is_empty() => {
-            let known = log.scenarios().unwrap_or_default();
-            eprintln!(
-                "crashlab: no drills{} in {}; scenarios with drills: {}",
-                scenario.map_or(String::new(), |s| format!(" of `{s}`")),
-                path.display(),
-                if known.is_empty() { "none".into() } else { known.join(", ") }
-            );
-            exit::USAGE
-        }
-        Ok(list) => {
-            print!("{}", drill::render(&list));
-            exit::PASS
-        }
-        Err(e) => {
-            eprintln!("crashlab: {e}");
-            exit::ENVIRONMENT
-        }
+    let log = DrillLog::open_existing(&path).map_err(CliError::environment)?.ok_or_else(|| {
+        CliError::usage(format!("no drill log at {}: run `crashlab drill RUNBOOK` first, or pass --db", path.display()))
+    })?;
+    let list = log.list(scenario).map_err(CliError::environment)?;
+    if list.is_empty() {
+        let known = log.scenarios().unwrap_or_default();
+        return Err(CliError::usage(format!(
+            "no drills{} in {}; scenarios with drills: {}",
+            scenario.map_or(String::new(), |s| format!(" of `{s}`")),
+            path.display(),
+            if known.is_empty() { "none".into() } else { known.join(", ") }
+        )));
     }
+    print!("{}", drill::render(&list));
+    Ok(Exit::Pass)
 }
 
-fn validate(files: &[PathBuf]) -> i32 {
-    let mut code = exit::PASS;
+fn validate(files: &[PathBuf]) -> Exit {
+    let mut exit = Exit::Pass;
     for file in files {
         match load(file) {
             Ok((plan, _)) => {
                 println!("{}: ok ({} target(s), {} fault(s))", file.display(), plan.targets.len(), plan.faults.len())
             }
-            Err(c) => code = c,
+            Err(e) => {
+                if !e.message.is_empty() {
+                    eprintln!("crashlab: {}", e.message);
+                }
+                exit = e.exit;
+            }
         }
     }
-    code
+    exit
 }
 
-fn analyze(run_dir: &Path) -> i32 {
-    let (plan, _) = match load_with(&run_dir.join(runner::SCENARIO_FILE), scenario::load_stored) {
-        Ok(loaded) => loaded,
-        Err(code) => return code,
-    };
-    let old: Option<RunReport> = std::fs::read_to_string(run_dir.join(runner::REPORT_FILE))
-        .ok()
-        .and_then(|text| RunReport::from_json(&text).ok());
-    let trials = match history::load(&run_dir.join(runner::HISTORY_FILE)) {
-        Ok(trials) => trials,
-        Err(e) => {
-            eprintln!("crashlab: cannot read the history of {}: {e}", run_dir.display());
-            return exit::USAGE;
-        }
-    };
-    let reports = trials.iter().enumerate().map(|(i, events)| check::check_trial(&plan, i as u32, events)).collect();
-    let seed = old.as_ref().map_or(0, |r| r.seed);
-    let (error, warnings) = old.map_or((None, Vec::new()), |r| (r.error, r.warnings));
-    let mut report = check::build_report(&plan, seed, reports, error);
-    report.warnings = warnings;
-    if let Err(e) = runner::write_reports(run_dir, &report) {
-        eprintln!("crashlab: cannot write the report: {e}");
-        return exit::ENVIRONMENT;
-    }
+fn analyze(run_dir: &Path) -> Outcome {
+    let report = analyze::analyze(run_dir).map_err(|e| match e {
+        analyze::AnalyzeError::Scenario(e) => load_error(&run_dir.join(runner::SCENARIO_FILE), e),
+        analyze::AnalyzeError::History { .. } => CliError::usage(e),
+        analyze::AnalyzeError::Write(_) => CliError::environment(e),
+    })?;
     print!("{}", render_text(&report));
-    verdict_code(report.verdict)
+    Ok(report.verdict.into())
 }
 
 /// The report.json of a run directory, or a message saying why not.
 fn stored_report(run_dir: &Path) -> Result<RunReport, String> {
-    let path = run_dir.join(runner::REPORT_FILE);
-    std::fs::read_to_string(&path)
+    read_report(&run_dir.join(runner::REPORT_FILE))
+}
+
+fn read_report(path: &Path) -> Result<RunReport, String> {
+    std::fs::read_to_string(path)
         .map_err(|e| e.to_string())
         .and_then(|text| RunReport::from_json(&text).map_err(|e| format!("not a crashlab report: {e}")))
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn table(run_dirs: &[PathBuf]) -> i32 {
-    match run_dirs.iter().map(|d| stored_report(d)).collect::<Result<Vec<_>, _>>() {
-        Ok(reports) => {
-            print!("{}", crashlab::reports::render_table(&reports));
-            exit::PASS
-        }
-        Err(e) => {
-            eprintln!("crashlab: {e}");
-            exit::USAGE
+fn table(run_dirs: &[PathBuf]) -> Outcome {
+    let reports = run_dirs.iter().map(|d| stored_report(d)).collect::<Result<Vec<_>, _>>().map_err(CliError::usage)?;
+    print!("{}", reports::render_table(&reports));
+    Ok(Exit::Pass)
+}
+
+fn report(run_dir: &Path, format: Option<Format>) -> Outcome {
+    let report = stored_report(run_dir).map_err(CliError::usage)?;
+    match format {
+        Some(format) => print!("{}", format.render(&report)),
+        None => {
+            runner::write_reports(run_dir, &report)
+                .map_err(|e| CliError::environment(format!("cannot write into {}: {e}", run_dir.display())))?;
+            let files: Vec<&str> = reports::WRITERS.iter().map(|(name, _)| *name).collect();
+            println!("wrote report.json, {} into {}", files.join(", "), run_dir.display());
         }
     }
+    Ok(Exit::Pass)
 }
 
-fn report(run_dir: &Path, format: Option<&str>) -> i32 {
-    let report = match stored_report(run_dir) {
-        Ok(report) => report,
-        Err(e) => {
-            eprintln!("crashlab: {e}");
-            return exit::USAGE;
-        }
-    };
-    let rendered = match format {
-        None => {
-            return match runner::write_reports(run_dir, &report) {
-                Ok(()) => {
-                    let files: Vec<&str> = crashlab::reports::WRITERS.iter().map(|(name, _)| *name).collect();
-                    println!("wrote report.json, {} into {}", files.join(", "), run_dir.display());
-                    exit::PASS
-                }
-                Err(e) => {
-                    eprintln!("crashlab: cannot write into {}: {e}", run_dir.display());
-                    exit::ENVIRONMENT
-                }
-            };
-        }
-        Some("json") => report.to_json(),
-        Some("junit") => crashlab::reports::render_junit(&report),
-        Some("markdown") => crashlab::reports::render_markdown(&report),
-        Some("prometheus") => crashlab::reports::render_prometheus(&report),
-        Some("html") => crashlab::reports::render_html(&report),
-        _ => render_text(&report),
-    };
-    print!("{rendered}");
-    exit::PASS
-}
-
-fn build_image(debian: &[String]) -> i32 {
+fn build_image(debian: &[String]) -> Outcome {
     let started = std::time::Instant::now();
     let built = crashlab::engine::Engine::connect().map_err(crashlab::image::ImageError::from).and_then(|engine| {
         if debian.is_empty() {
@@ -599,49 +521,38 @@ fn build_image(debian: &[String]) -> i32 {
             crashlab::image::debian(&engine, debian)
         }
     });
-    match built {
-        Ok((image, fresh)) => {
-            let how = if fresh { "built" } else { "cached" };
-            println!("{image} ({how}, {:.2} s)", started.elapsed().as_secs_f64());
-            exit::PASS
-        }
-        Err(e) => {
-            eprintln!("crashlab: {e}");
-            exit::ENVIRONMENT
-        }
-    }
+    let (image, fresh) = built.map_err(CliError::environment)?;
+    let how = if fresh { "built" } else { "cached" };
+    println!("{image} ({how}, {:.2} s)", started.elapsed().as_secs_f64());
+    Ok(Exit::Pass)
 }
 
-fn cleanup(run_dir: &Path) -> i32 {
-    match cleanup::cleanup(run_dir) {
-        Ok(done) => {
-            println!(
-                "{}: resumed {} paused process group(s), stopped {} process(es), unmounted {} FUSE layer(s), \
-                 restored {} damaged file(s), removed {} network namespace(s) and link(s), removed {} container(s), took down {} compose \
-                 project(s)",
-                run_dir.display(),
-                done.resumed.len(),
-                done.stopped.len(),
-                done.unmounted.len(),
-                done.restored.len(),
-                done.network_removed,
-                done.containers_removed,
-                done.compose_projects_down
-            );
-            for (file, why) in &done.not_restored {
-                println!("  not restored: {}: {why}", file.display());
-            }
-            for why in &done.refused {
-                println!("  left alone: {why}");
-            }
-            exit::PASS
+fn cleanup(run_dir: &Path) -> Outcome {
+    let done = cleanup::cleanup(run_dir).map_err(|e| {
+        let message = format!("cannot clean up {}: {e}", run_dir.display());
+        match e {
+            cleanup::CleanupError::InUse { .. } | cleanup::CleanupError::NotARun => CliError::usage(message),
+            _ => CliError::environment(message),
         }
-        Err(e) => {
-            eprintln!("crashlab: cannot clean up {}: {e}", run_dir.display());
-            match e {
-                cleanup::CleanupError::InUse { .. } | cleanup::CleanupError::NotARun => exit::USAGE,
-                _ => exit::ENVIRONMENT,
-            }
-        }
+    })?;
+    println!(
+        "{}: resumed {} paused process group(s), stopped {} process(es), unmounted {} FUSE layer(s), restored {} \
+         damaged file(s), removed {} network namespace(s) and link(s), removed {} container(s), took down {} compose \
+         project(s)",
+        run_dir.display(),
+        done.resumed.len(),
+        done.stopped.len(),
+        done.unmounted.len(),
+        done.restored.len(),
+        done.network_removed,
+        done.containers_removed,
+        done.compose_projects_down
+    );
+    for (file, why) in &done.not_restored {
+        println!("  not restored: {}: {why}", file.display());
     }
+    for why in &done.refused {
+        println!("  left alone: {why}");
+    }
+    Ok(Exit::Pass)
 }

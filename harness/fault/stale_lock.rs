@@ -121,11 +121,13 @@ fn start_holder(
     let fail = |what: String| ctx.error(FaultErrorKind::Other(what));
     let exe = std::env::current_exe().map_err(|e| fail(e.to_string()))?;
     let mut command = Command::new(exe);
-    command.arg("lock-holder").arg("--path").arg(path).arg("--lock").arg(match lock {
-        Some(LockKind::Flock) => "flock",
-        Some(LockKind::Fcntl) => "fcntl",
-        None => "none",
-    });
+    let held = match lock {
+        Some(LockKind::Flock) => HolderLock::Flock,
+        Some(LockKind::Fcntl) => HolderLock::Fcntl,
+        None => HolderLock::None,
+    };
+    let held = clap::ValueEnum::to_possible_value(&held).expect("no variant is skipped");
+    command.arg("lock-holder").arg("--path").arg(path).arg("--lock").arg(held.get_name());
     if let Some(user) = user {
         command.arg("--user").arg(user);
     }
@@ -174,7 +176,16 @@ fn become_user(name: &str) -> Result<(), String> {
 /// that keeps the descriptor, prints `holding pid=<child>`, waits for stdin
 /// to close and exits, leaving the child behind until it is killed. With no
 /// lock it prints its own pid and lives until killed.
-pub fn lock_holder_main(path: &Path, lock: &str, user: Option<&str>) -> i32 {
+/// What `crashlab lock-holder --lock` holds on the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HolderLock {
+    Flock,
+    Fcntl,
+    /// No lock: a live process whose pid a pid file names.
+    None,
+}
+
+pub fn lock_holder_main(path: &Path, lock: HolderLock, user: Option<&str>) -> i32 {
     use std::io::{Read, Write};
     if let Some(user) = user {
         if let Err(e) = become_user(user) {
@@ -186,7 +197,7 @@ pub fn lock_holder_main(path: &Path, lock: &str, user: Option<&str>) -> i32 {
         let mut sink = Vec::new();
         let _ = std::io::stdin().read_to_end(&mut sink);
     };
-    if lock == "none" {
+    if lock == HolderLock::None {
         println!("holding pid={}", std::process::id());
         let _ = std::io::stdout().flush();
         wait_for_stdin();
@@ -205,11 +216,11 @@ pub fn lock_holder_main(path: &Path, lock: &str, user: Option<&str>) -> i32 {
         // Not `nix::fcntl::Flock`: it unlocks when dropped, and the point
         // here is a lock that outlives this process in its child.
         // SAFETY: a plain syscall on a descriptor we own.
-        "flock" => nix::errno::Errno::result(unsafe {
+        HolderLock::Flock => nix::errno::Errno::result(unsafe {
             nix::libc::flock(file.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB)
         })
         .map(|_| ()),
-        _ => {
+        HolderLock::Fcntl | HolderLock::None => {
             let mut spec: nix::libc::flock = unsafe { std::mem::zeroed() };
             spec.l_type = nix::libc::F_WRLCK as i16;
             spec.l_whence = nix::libc::SEEK_SET as i16;

@@ -68,6 +68,44 @@ impl Verdict {
     }
 }
 
+/// The exit codes CI relies on (DESIGN.md, "Contracts"), as `--help`
+/// lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Every expectation was met.
+    Pass = 0,
+    /// An expectation failed.
+    Fail = 1,
+    /// The scenario or the command line was invalid; nothing was started.
+    Usage = 2,
+    /// The environment failed: a target would not start, permission denied...
+    Environment = 3,
+    /// The verdict is unknown: a check could not decide, or the run was interrupted.
+    Unknown = 4,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+impl From<Verdict> for Exit {
+    fn from(verdict: Verdict) -> Exit {
+        match verdict {
+            Verdict::Pass => Exit::Pass,
+            Verdict::Fail => Exit::Fail,
+            Verdict::Unknown => Exit::Unknown,
+        }
+    }
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(exit: Exit) -> Self {
+        std::process::ExitCode::from(exit.code())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunReport {
     pub format_version: u32,

@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests: run the real binary, read what it wrote.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -92,7 +93,14 @@ pub fn available(dependency: &str, present: bool, why: &str) -> bool {
     if required.split(',').any(|r| r.trim() == dependency || r.trim() == "all") {
         panic!("CRASHLAB_REQUIRE lists `{dependency}`, but it is missing: {why}");
     }
-    eprintln!("SKIPPED: needs `{dependency}`: {why} (set CRASHLAB_REQUIRE={dependency} to make this a failure)");
+    // Straight to the stream, not through eprintln!: the test harness
+    // captures the macros' output of a passing test, and a skip must show
+    // in the run's output, next to the test's `ok`.
+    let test = std::thread::current().name().unwrap_or("a test").to_string();
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: needs `{dependency}`: {why} (set CRASHLAB_REQUIRE={dependency} to make this a failure)"
+    );
     false
 }
 

@@ -1,0 +1,38 @@
+//! `crashlab analyze`: the checkers run again on a stored run, from its
+//! scenario and history alone, and every report rewritten.
+
+use std::path::Path;
+
+use crate::check;
+use crate::history;
+use crate::reports::RunReport;
+use crate::run_dir::{HISTORY_FILE, REPORT_FILE, SCENARIO_FILE};
+use crate::scenario::{self, LoadError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyzeError {
+    #[error("{0}")]
+    Scenario(#[from] LoadError),
+    #[error("cannot read the history of {dir}: {source}")]
+    History { dir: String, source: std::io::Error },
+    #[error("cannot write the report: {0}")]
+    Write(std::io::Error),
+}
+
+/// Checks the stored history of `run_dir` again and rewrites its reports.
+/// The seed, the error that stopped the run and run-level warnings come
+/// from the stored report.json, when there is one.
+pub fn analyze(run_dir: &Path) -> Result<RunReport, AnalyzeError> {
+    let plan = scenario::load_stored(&run_dir.join(SCENARIO_FILE))?;
+    let old: Option<RunReport> =
+        std::fs::read_to_string(run_dir.join(REPORT_FILE)).ok().and_then(|text| RunReport::from_json(&text).ok());
+    let trials = history::load(&run_dir.join(HISTORY_FILE))
+        .map_err(|source| AnalyzeError::History { dir: run_dir.display().to_string(), source })?;
+    let reports = trials.iter().enumerate().map(|(i, events)| check::check_trial(&plan, i as u32, events)).collect();
+    let seed = old.as_ref().map_or(0, |r| r.seed);
+    let (error, warnings) = old.map_or((None, Vec::new()), |r| (r.error, r.warnings));
+    let mut report = check::build_report(&plan, seed, reports, error);
+    report.warnings = warnings;
+    crate::runner::write_reports(run_dir, &report).map_err(AnalyzeError::Write)?;
+    Ok(report)
+}
