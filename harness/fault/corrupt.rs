@@ -10,7 +10,6 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use nix::fcntl::OFlag;
@@ -18,7 +17,7 @@ use nix::sys::signal::Signal;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{healed, Fault, FaultContext, FaultError, FaultErrorKind, FaultGuard};
+use super::{Fault, FaultContext, FaultError, FaultErrorKind, FaultGuard};
 use crate::confine;
 use crate::journal::Entry;
 use crate::scenario::{CorruptMode, CorruptPlan, Offset, Size, When};
@@ -318,9 +317,7 @@ impl Fault for Corrupt {
         let (records, detail) = result?;
         let when = if plan.when == When::Offline { "offline" } else { "online" };
         ctx.injected_at(began, format!("{} ({when}): {detail}", plan.mode.name()));
-        let (trial, fault, target) = (ctx.trial, ctx.index, Arc::clone(&ctx.target));
-        let (recorder, journal) = (ctx.recorder.clone(), Arc::clone(&ctx.journal));
-        Ok(FaultGuard::new(move || {
+        Ok(ctx.heal_with(move || {
             let outcomes: Vec<String> = records
                 .iter()
                 .rev()
@@ -332,7 +329,7 @@ impl Fault for Corrupt {
                     }
                 })
                 .collect();
-            healed(trial, fault, target.name(), outcomes.join("; "), &recorder, &journal);
+            outcomes.join("; ")
         }))
     }
 }

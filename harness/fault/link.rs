@@ -2,20 +2,20 @@
 
 use std::sync::Arc;
 
-use super::{healed, Fault, FaultContext, FaultError, FaultErrorKind, FaultGuard};
+use super::{Fault, FaultContext, FaultError, FaultGuard};
 use crate::duration::format_duration;
-use crate::proxy::{Behavior, Direction, Toxics};
+use crate::proxy::{Behavior, Direction, Proxy, Toxics};
 use crate::scenario::Toxic;
 
 pub struct LinkFault {
     pub direction: Direction,
     pub toxic: Toxic,
+    pub proxy: Arc<Proxy>,
 }
 
 impl LinkFault {
-    /// Sets (`on`) or clears the toxic in a behaviour.
-    fn apply(&self, b: &mut Behavior, on: bool) {
-        let toxic = self.toxic;
+    /// Sets (`on`) or clears a toxic in a behaviour.
+    fn apply_to(direction: Direction, toxic: Toxic, b: &mut Behavior, on: bool) {
         match toxic {
             Toxic::Refuse => b.refuse = on,
             Toxic::Reset => {
@@ -23,7 +23,7 @@ impl LinkFault {
                     b.resets += 1;
                 }
             }
-            _ => b.each(self.direction, |t: &mut Toxics| match toxic {
+            _ => b.each(direction, |t: &mut Toxics| match toxic {
                 Toxic::Blackhole => t.blackhole = on,
                 Toxic::Latency { delay, jitter } => t.latency = on.then_some((delay, jitter)),
                 Toxic::Bandwidth { bytes_per_second } => t.bandwidth = on.then_some(bytes_per_second),
@@ -60,20 +60,16 @@ impl LinkFault {
 
 impl Fault for LinkFault {
     fn inject(&self, ctx: &FaultContext) -> Result<FaultGuard, FaultError> {
-        let Some(proxy) = ctx.proxy.clone() else {
-            return Err(ctx.error(FaultErrorKind::Other("the fault's proxy is not running".into())));
-        };
+        let proxy = Arc::clone(&self.proxy);
         ctx.injected(format!("proxy on port {}: {}", proxy.port(), self.describe()));
-        proxy.update(|b| self.apply(b, true));
+        proxy.update(|b| LinkFault::apply_to(self.direction, self.toxic, b, true));
         if self.toxic == Toxic::Reset {
             return Ok(FaultGuard::nothing());
         }
-        let fault = LinkFault { direction: self.direction, toxic: self.toxic };
-        let (trial, index, target) = (ctx.trial, ctx.index, Arc::clone(&ctx.target));
-        let (recorder, journal) = (ctx.recorder.clone(), Arc::clone(&ctx.journal));
-        Ok(FaultGuard::new(move || {
-            proxy.update(|b| fault.apply(b, false));
-            healed(trial, index, target.name(), String::new(), &recorder, &journal);
+        let (direction, toxic) = (self.direction, self.toxic);
+        Ok(ctx.heal_with(move || {
+            proxy.update(|b| LinkFault::apply_to(direction, toxic, b, false));
+            String::new()
         }))
     }
 }

@@ -38,12 +38,6 @@ pub struct FaultContext {
     pub seed: u64,
     /// Where the fault keeps what it needs to undo itself (original bytes).
     pub trial_dir: PathBuf,
-    /// The target's FUSE layer, when a lose-unsynced fault needs one.
-    pub unsynced: Option<Arc<unsynced::UnsyncedFs>>,
-    /// The proxy a link fault acts on.
-    pub proxy: Option<Arc<crate::proxy::Proxy>>,
-    /// The targets' namespaces, for partitions.
-    pub network: Option<Arc<crate::network::Network>>,
 }
 
 impl FaultContext {
@@ -59,6 +53,19 @@ impl FaultContext {
 
     pub fn error(&self, kind: FaultErrorKind) -> FaultError {
         FaultError { fault: self.index, target: self.target.name().to_string(), kind }
+    }
+
+    /// The guard of a fault that `heal` undoes; `heal` says how it went
+    /// (or nothing), and the fault is marked healed in the history and the
+    /// journal.
+    pub fn heal_with(&self, heal: impl FnOnce() -> String + Send + 'static) -> FaultGuard {
+        let (trial, fault, target) = (self.trial, self.index, self.target.name().to_string());
+        let (recorder, journal) = (self.recorder.clone(), Arc::clone(&self.journal));
+        FaultGuard::new(move || {
+            let detail = heal();
+            recorder.record(EventKind::FaultHealed { fault, target, detail });
+            let _ = journal.append(&Entry::Healed { trial, fault });
+        })
     }
 
     /// Records the injection in the history, with what exactly it did.
@@ -140,9 +147,20 @@ pub trait Fault: Send + Sync {
     fn inject(&self, ctx: &FaultContext) -> Result<FaultGuard, FaultError>;
 }
 
-/// The fault that a plan's kind describes.
-pub fn build(kind: &FaultKind) -> Box<dyn Fault> {
-    match kind {
+/// What a trial's faults act on beyond their target, set up by the runner
+/// and handed to each fault as it is built.
+pub trait Resources {
+    /// The FUSE layer over a target's data dir.
+    fn layer(&self, target: &str) -> Option<Arc<unsynced::UnsyncedFs>>;
+    fn proxy(&self, name: &str) -> Option<Arc<crate::proxy::Proxy>>;
+    /// The targets' namespaces.
+    fn network(&self) -> Option<Arc<crate::network::Network>>;
+}
+
+/// The fault that a plan's kind describes, with the resources it acts on.
+pub fn build(kind: &FaultKind, resources: &dyn Resources, target: &str) -> Result<Box<dyn Fault>, FaultErrorKind> {
+    let missing = |what: &str| FaultErrorKind::Other(what.to_string());
+    Ok(match kind {
         FaultKind::Kill { .. }
         | FaultKind::Pause { .. }
         | FaultKind::Restart
@@ -150,14 +168,18 @@ pub fn build(kind: &FaultKind) -> Box<dyn Fault> {
         | FaultKind::Command { .. } => Box::new(ProcessFault(kind.clone())),
         FaultKind::Corrupt(plan) => Box::new(corrupt::Corrupt(plan.clone())),
         FaultKind::StaleLock(plan) => Box::new(stale_lock::StaleLock(plan.clone())),
-        FaultKind::LoseUnsynced { torn } => Box::new(unsynced::LoseUnsynced { torn: *torn }),
-        FaultKind::Link { direction, toxic, .. } => Box::new(link::LinkFault { direction: *direction, toxic: *toxic }),
-        FaultKind::Partition(plan) => Box::new(partition::Partition(plan.clone())),
-    }
-}
-
-/// Marks a fault healed in the history and the journal.
-fn healed(trial: u32, fault: usize, target: &str, detail: String, recorder: &Recorder, journal: &Journal) {
-    recorder.record(EventKind::FaultHealed { fault, target: target.to_string(), detail });
-    let _ = journal.append(&Entry::Healed { trial, fault });
+        FaultKind::LoseUnsynced { torn } => Box::new(unsynced::LoseUnsynced {
+            torn: *torn,
+            layer: resources.layer(target).ok_or_else(|| missing("no FUSE layer is mounted over the data dir"))?,
+        }),
+        FaultKind::Link { proxy, direction, toxic, .. } => Box::new(link::LinkFault {
+            direction: *direction,
+            toxic: *toxic,
+            proxy: resources.proxy(proxy).ok_or_else(|| missing("the fault's proxy is not running"))?,
+        }),
+        FaultKind::Partition(plan) => Box::new(partition::Partition {
+            plan: plan.clone(),
+            network: resources.network().ok_or_else(|| missing("the targets are not in network namespaces"))?,
+        }),
+    })
 }

@@ -4,17 +4,24 @@
 
 use std::sync::Arc;
 
-use super::{healed, Fault, FaultContext, FaultError, FaultErrorKind, FaultGuard};
+use super::{Fault, FaultContext, FaultError, FaultErrorKind, FaultGuard};
 use crate::journal::Entry;
+use crate::network::Network;
 use crate::scenario::PartitionPlan;
 
-pub struct Partition(pub PartitionPlan);
+pub struct Partition {
+    pub plan: PartitionPlan,
+    pub network: Arc<Network>,
+}
 
 impl Partition {
     /// `(namespace, rule)` pairs that make the partition, given each
     /// target's `(namespace, address)` and the network's subnet.
-    fn rules(&self, member: impl Fn(&str) -> (String, String), subnet: &str) -> Vec<(String, Vec<String>)> {
-        let plan = &self.0;
+    fn rules(
+        plan: &PartitionPlan,
+        member: impl Fn(&str) -> (String, String),
+        subnet: &str,
+    ) -> Vec<(String, Vec<String>)> {
         let rule =
             |chain: &str, flag: &str, address: &str| [chain, flag, address, "-j", "DROP"].map(String::from).to_vec();
         let mut rules = Vec::new();
@@ -39,7 +46,7 @@ impl Partition {
     }
 
     fn describe(&self) -> String {
-        let plan = &self.0;
+        let plan = &self.plan;
         if plan.isolate {
             return format!("{} cut off from every other address of the network", plan.groups[1][0]);
         }
@@ -54,14 +61,12 @@ impl Partition {
 
 impl Fault for Partition {
     fn inject(&self, ctx: &FaultContext) -> Result<FaultGuard, FaultError> {
-        let Some(network) = ctx.network.clone() else {
-            return Err(ctx.error(FaultErrorKind::Other("the targets are not in network namespaces".into())));
-        };
+        let network = Arc::clone(&self.network);
         let member = |t: &str| {
             let m = network.member(t).expect("compile checked the targets");
             (m.namespace.clone(), m.address.to_string())
         };
-        let rules = self.rules(member, &network.subnet());
+        let rules = Partition::rules(&self.plan, member, &network.subnet());
         ctx.injected(self.describe());
         let mut added: Vec<(String, Vec<String>)> = Vec::new();
         for (namespace, rule) in rules {
@@ -79,15 +84,14 @@ impl Fault for Partition {
             }
             added.push((namespace, rule));
         }
-        let (trial, fault, target) = (ctx.trial, ctx.index, Arc::clone(&ctx.target));
-        let (recorder, journal) = (ctx.recorder.clone(), Arc::clone(&ctx.journal));
-        Ok(FaultGuard::new(move || {
+        let recorder = ctx.recorder.clone();
+        Ok(ctx.heal_with(move || {
             for (ns, rule) in &added {
                 if let Err(e) = network.rule(ns, "-D", rule) {
                     recorder.warn(e.to_string());
                 }
             }
-            healed(trial, fault, target.name(), String::new(), &recorder, &journal);
+            String::new()
         }))
     }
 }
@@ -106,8 +110,7 @@ mod tests {
             duration: Duration::from_secs(1),
         };
         let member = |t: &str| (format!("ns-{t}"), format!("10.0.0.{}", t.as_bytes()[0] - b'a' + 10));
-        Partition(plan)
-            .rules(member, "10.0.0.0/24")
+        Partition::rules(&plan, member, "10.0.0.0/24")
             .into_iter()
             .map(|(ns, r)| format!("{ns}: {}", r.join(" ")))
             .collect()

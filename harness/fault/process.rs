@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{healed, Fault, FaultContext, FaultError, FaultGuard};
+use super::{Fault, FaultContext, FaultError, FaultGuard};
 use crate::journal::Entry;
 use crate::scenario::{FaultKind, SignalScope};
 use crate::targets::TargetError;
@@ -49,12 +49,10 @@ impl Fault for ProcessFault {
             FaultKind::Pause { .. } => {
                 injected(format!("SIGSTOP to pid {}", process.pid));
                 let paused = ctx.target.pause().map_err(target_err)?;
-                let (target, journal, recorder) =
-                    (Arc::clone(&ctx.target), Arc::clone(&ctx.journal), ctx.recorder.clone());
-                let (trial, fault) = (ctx.trial, ctx.index);
-                Ok(FaultGuard::new(move || {
+                let target = Arc::clone(&ctx.target);
+                Ok(ctx.heal_with(move || {
                     let _ = target.resume(paused);
-                    healed(trial, fault, target.name(), String::new(), &recorder, &journal);
+                    String::new()
                 }))
             }
             FaultKind::Disconnect { .. } => {
@@ -62,13 +60,8 @@ impl Fault for ProcessFault {
                 // in effect once it returns, so that is when it is recorded.
                 ctx.target.disconnect().map_err(target_err)?;
                 injected("taken off its network".into());
-                let (target, journal, recorder) =
-                    (Arc::clone(&ctx.target), Arc::clone(&ctx.journal), ctx.recorder.clone());
-                let (trial, fault) = (ctx.trial, ctx.index);
-                Ok(FaultGuard::new(move || {
-                    let detail = target.reconnect().err().map_or(String::new(), |e| e.to_string());
-                    healed(trial, fault, target.name(), detail, &recorder, &journal);
-                }))
+                let target = Arc::clone(&ctx.target);
+                Ok(ctx.heal_with(move || target.reconnect().err().map_or(String::new(), |e| e.to_string())))
             }
             FaultKind::Command { ref argv } => {
                 injected(format!("ran `{}`", argv.join(" ")));

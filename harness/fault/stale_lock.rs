@@ -19,12 +19,11 @@ use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use super::{healed, Fault, FaultContext, FaultError, FaultErrorKind, FaultGuard};
+use super::{Fault, FaultContext, FaultError, FaultErrorKind, FaultGuard};
 use crate::confine;
 use crate::journal::Entry;
 use crate::scenario::{LockKind, StaleLockPlan, StaleLockVariant};
@@ -52,11 +51,9 @@ impl Fault for StaleLock {
         let crashed = crashed.map_or("the target was down".into(), |p| format!("SIGKILL to pid {}", p.pid));
         ctx.injected_at(began, format!("{crashed}; {what}"));
         let Some(holder) = holder else { return Ok(FaultGuard::nothing()) };
-        let (trial, fault, target) = (ctx.trial, ctx.index, Arc::clone(&ctx.target));
-        let (recorder, journal) = (ctx.recorder.clone(), Arc::clone(&ctx.journal));
-        Ok(FaultGuard::new(move || {
+        Ok(ctx.heal_with(move || {
             stop_groups(&[(holder.pgid, holder.start_time)], Duration::from_millis(500));
-            healed(trial, fault, target.name(), String::new(), &recorder, &journal);
+            String::new()
         }))
     }
 }

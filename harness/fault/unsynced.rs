@@ -192,13 +192,13 @@ pub fn unmount(path: &Path) -> io::Result<()> {
 
 pub struct LoseUnsynced {
     pub torn: bool,
+    /// The FUSE layer over the target's data dir, mounted for the trial.
+    pub layer: Arc<UnsyncedFs>,
 }
 
 impl Fault for LoseUnsynced {
     fn inject(&self, ctx: &FaultContext) -> Result<FaultGuard, FaultError> {
-        let Some(fs) = &ctx.unsynced else {
-            return Err(ctx.error(FaultErrorKind::Other("no FUSE layer is mounted over the data dir".into())));
-        };
+        let fs = &self.layer;
         let began = Instant::now();
         let crashed = ctx.target.hold(Signal::SIGKILL);
         let mut rng = ctx.rng();

@@ -3,16 +3,18 @@
 //! in, all under one scope; then the wait for recovery and the read-back.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::env::TrialEnv;
 use super::recover;
 use super::Trial;
+use crate::fault::unsynced::UnsyncedFs;
 use crate::fault::{self, FaultContext};
 use crate::history::EventKind;
-use crate::scenario::FaultKind;
+use crate::network::Network;
+use crate::proxy::Proxy;
 use crate::workload::{self, Pace, Workload};
 
 /// When each fault and backup happens, drawn from the trial's seed.
@@ -39,19 +41,14 @@ impl FaultInjector<'_> {
             index: i,
             kind: f.kind.name(),
             target: env.target(&f.target),
-            journal: std::sync::Arc::clone(trial.run.journal),
+            journal: Arc::clone(trial.run.journal),
             recorder: trial.recorder.clone(),
             scheduled_ms: scheduled.as_secs_f64() * 1000.0,
             seed: trial.seed,
             trial_dir: trial.dir.clone(),
-            unsynced: env.layer(&f.target),
-            proxy: match &f.kind {
-                FaultKind::Link { proxy, .. } => env.proxy(proxy),
-                _ => None,
-            },
-            network: trial.run.network.cloned(),
         };
-        let result = fault::build(&f.kind).inject(&ctx);
+        let fault = fault::build(&f.kind, self, &f.target).map_err(|kind| ctx.error(kind));
+        let result = fault.and_then(|fault| fault.inject(&ctx));
         injected();
         let guard = result.map_err(|e| {
             let error = e.to_string();
@@ -68,6 +65,20 @@ impl FaultInjector<'_> {
             None => env.lasting.lock().unwrap().push(guard),
         }
         Ok(())
+    }
+}
+
+impl fault::Resources for FaultInjector<'_> {
+    fn layer(&self, target: &str) -> Option<Arc<UnsyncedFs>> {
+        self.env.layer(target)
+    }
+
+    fn proxy(&self, name: &str) -> Option<Arc<Proxy>> {
+        self.env.proxy(name)
+    }
+
+    fn network(&self) -> Option<Arc<Network>> {
+        self.trial.run.network.cloned()
     }
 }
 
