@@ -86,3 +86,72 @@ fn the_same_scenarios_pass_against_a_process_and_a_container() {
     }
     eprintln!("{}", table.join("\n"));
 }
+
+/// What a target's hooks, recovery steps and checks see is the same on
+/// every backend: `{data_dir}` is the data dir on the harness's side (for a
+/// container, the host directory bound at /data, never /data itself),
+/// `{host.NAME}`, `{trial}` and `{target}` are filled in, the target's `env`
+/// is set, a failing hook is reported in the same words, and a restart
+/// policy of `never` leaves a killed target down on both.
+#[test]
+fn hooks_steps_env_and_restart_policies_behave_alike_on_a_process_and_a_container() {
+    if !docker_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut seen = Vec::new();
+    for container in [false, true] {
+        let (kind, program) = if container {
+            ("kind = \"container\"\nimage = \"crashlab/demo-kv\"\n", "/crashlab")
+        } else {
+            ("", "crashlab")
+        };
+        let text = format!(
+            r#"name = "conformance-context"
+[target.kv]
+{kind}command = ["{program}", "demo-kv", "--host", "{{host}}", "--port", "{{port}}", "--data-dir", "{{data_dir}}", "--fsync", "always"]
+env = {{ CONFORMANCE = "trial {{trial}} of {{target}}" }}
+before_start = [["sh", "-c", "echo \"$CONFORMANCE {{data_dir}} {{host.kv}}\" >> {{run_dir}}/hooks.txt"]]
+after_stop = [["sh", "-c", "echo the volume is busy >&2; exit 7"]]
+restart = {{ delay = "20ms" }}
+probe = {{ kind = "demo-kv", interval = "5ms", timeout = "100ms" }}
+[workload]
+kind = "demo-kv"
+target = "kv"
+rate = 100
+duration = "1s"
+[[fault]]
+kind = "kill"
+target = "kv"
+at = "300ms"
+[[recover]]
+action = "wait"
+target = "kv"
+[[recover]]
+action = "check"
+target = "kv"
+command = ["sh", "-c", "test -s {{data_dir}}/wal.log && test \"$CONFORMANCE\" = \"trial 0 of kv\""]
+"#
+        );
+        let path = write_scenario(tmp.path(), &format!("context-{container}.toml"), &text);
+        let r = run(&path, &["--seed", "1"]);
+        assert_eq!(r.code, 0, "container {container}:\n{}\n{}", r.stdout(), r.stderr());
+        let hooks = std::fs::read_to_string(r.dir.join("hooks.txt")).unwrap();
+        let data_dir = r.dir.join("trial-000/data/kv").canonicalize().unwrap();
+        // Hooks run when the trial starts the target, not on each restart.
+        assert_eq!(hooks, format!("trial 0 of kv {} 127.0.0.1\n", data_dir.display()), "container {container}");
+        let warnings = r.trials()[0]["warnings"].as_array().cloned().unwrap_or_default();
+        assert_eq!(warnings.len(), 1, "the failing after_stop hook, container {container}: {warnings:?}");
+        seen.push(warnings[0].as_str().unwrap().to_string());
+
+        // The same target, never restarted: down for good after the kill.
+        let never = text.replace("restart = { delay = \"20ms\" }", "restart = { policy = \"never\" }");
+        let never = never.split("[[recover]]").next().unwrap().to_string();
+        let path = write_scenario(tmp.path(), &format!("never-{container}.toml"), &never);
+        let r = run(&path, &["--seed", "1"]);
+        assert_eq!(r.code, 1, "never restarted, container {container}:\n{}", r.stdout());
+        assert!(r.trials()[0]["rto_ms"].is_null(), "container {container}");
+    }
+    assert_eq!(seen[0], seen[1], "a failing hook, in the same words on both backends");
+    assert!(seen[0].contains("exit code 7: the volume is busy"), "{}", seen[0]);
+}

@@ -199,3 +199,17 @@ fn a_kill_scope_is_one_of_three_and_only_for_a_kill() {
     );
     assert_line(&e, "bad_signal_scope.toml", "22:9", "`scope` does not apply to a `pause` fault (its keys: duration)");
 }
+
+#[test]
+fn a_container_command_cannot_name_another_targets_harness_side_address() {
+    let name = "container_host_of_another.toml";
+    let e = invalid(name);
+    assert_line(
+        &e,
+        name,
+        "7:1",
+        "[target.app] is a container: its command and env run inside it, where `{host.db}` (the address the harness \
+         reaches `db` at) leads nowhere",
+    );
+    assert_eq!(e.lines().filter(|l| l.contains("host.db")).count(), 1, "the hook's use is fine: {e}");
+}

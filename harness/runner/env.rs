@@ -19,8 +19,7 @@ use crate::probe::{self, Sampler};
 use crate::proxy::Proxy;
 use crate::scenario::{FaultKind, PortRef, TargetKind, TargetPlan};
 use crate::targets::container::ContainerTarget;
-use crate::targets::process::ProcessContext;
-use crate::targets::{free_port, ProcessTarget, Target};
+use crate::targets::{free_port, ProcessTarget, Target, TargetContext};
 
 #[derive(Default)]
 pub(super) struct TrialEnv {
@@ -106,7 +105,7 @@ impl TrialEnv {
     /// restores bytes or unmounts), and its FUSE layer if a fault needs one.
     fn start_target(&mut self, trial: &Trial, t: &TargetPlan, port: u16) -> Result<Arc<dyn Target>, String> {
         let (run_dir, journal) = (trial.run.run_dir, trial.run.journal);
-        let ctx = ProcessContext {
+        let ctx = TargetContext {
             trial: trial.index,
             run_dir: run_dir.to_path_buf(),
             trial_dir: trial.dir.clone(),
@@ -147,7 +146,7 @@ impl TrialEnv {
         &self,
         containers: Option<&Containers>,
         t: &TargetPlan,
-        ctx: ProcessContext,
+        ctx: TargetContext,
     ) -> Result<Arc<dyn Target>, String> {
         Ok(match (t.kind, containers) {
             (TargetKind::Compose, Some(c)) => {

@@ -680,6 +680,23 @@ fn check_proxy_refs(
             .and_then(|v| v.get_ref().as_table())
             .and_then(|v| v.get(t.name.as_str()))
             .map_or(0..0, |v| v.span());
+        // A container's own command and env run inside it, where another
+        // target's address as the harness reaches it leads nowhere.
+        if t.kind != TargetKind::Process {
+            let inside = t.command.iter().chain(t.env.iter().map(|(_, v)| v));
+            let inside: Vec<&str> = inside.flat_map(|text| template::placeholders(text).unwrap_or_default()).collect();
+            if let Some(host) = inside.iter().find_map(|p| p.strip_prefix("host.")) {
+                d.error(
+                    span.clone(),
+                    format!(
+                        "[target.{}] is a container: its command and env run inside it, where `{{host.{host}}}` (the \
+                         address the harness reaches `{host}` at) leads nowhere; only its hooks, recovery steps and \
+                         checks, which run on the harness's side, may use it",
+                        t.name
+                    ),
+                );
+            }
+        }
         for host in placeholders.iter().filter_map(|p| p.strip_prefix("host.")) {
             if !target_names.contains(&host) {
                 d.error(

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use super::process::ProcessContext;
+use super::context::{run_hook, TargetContext};
 use super::reaper;
 use super::{procfs, CommandKind, HostProcess, Signalled, Target, TargetError};
 use crate::engine::{ContainerSpec, Engine, RUN_LABEL};
@@ -36,7 +36,7 @@ pub struct ContainerTarget {
 
 struct Inner {
     plan: TargetPlan,
-    ctx: ProcessContext,
+    ctx: TargetContext,
     engine: Arc<Engine>,
     image: String,
     run_label: String,
@@ -44,7 +44,10 @@ struct Inner {
     /// stopped at the end, never created or removed by the target.
     attached: Option<String>,
     data_dir: PathBuf,
+    /// Template variables inside the container (its command and env).
     vars: Vec<(String, String)>,
+    /// And on the harness's side (hooks, recovery steps, command probes).
+    host_vars: Vec<(String, String)>,
     state: Mutex<State>,
     changed: Condvar,
 }
@@ -67,7 +70,7 @@ fn engine_err(target: &str) -> impl Fn(crate::engine::EngineError) -> TargetErro
 impl ContainerTarget {
     pub fn new(
         plan: &TargetPlan,
-        ctx: ProcessContext,
+        ctx: TargetContext,
         engine: Arc<Engine>,
         image: String,
         run_label: String,
@@ -76,15 +79,16 @@ impl ContainerTarget {
         for dir in [&data_dir, &ctx.trial_dir.join("logs")] {
             fs::create_dir_all(dir).map_err(|source| TargetError::Io { target: plan.name.clone(), source })?;
         }
-        let mut vars = vec![
-            ("port".to_string(), ctx.port.to_string()),
-            ("run_dir".to_string(), ctx.run_dir.display().to_string()),
-            ("trial".to_string(), ctx.trial.to_string()),
-            ("target".to_string(), plan.name.clone()),
-            ("host".to_string(), "0.0.0.0".to_string()),
-            ("data_dir".to_string(), CONTAINER_DATA_DIR.to_string()),
-        ];
-        vars.extend(ctx.proxy_ports.iter().map(|(name, port)| (format!("proxy.{name}"), port.to_string())));
+        // Two views of the same target: its own command and env run inside
+        // the container (listening on every address, the data dir bound at
+        // /data); hooks, recovery steps and command probes run on the
+        // harness's side, where the data dir is the bound host directory.
+        let mut host_vars = ctx.vars(plan);
+        host_vars.push(("data_dir".to_string(), data_dir.display().to_string()));
+        let mut vars = ctx.vars(plan);
+        vars.retain(|(name, _)| name != "host");
+        vars.push(("host".to_string(), "0.0.0.0".to_string()));
+        vars.push(("data_dir".to_string(), CONTAINER_DATA_DIR.to_string()));
         let inner = Inner {
             plan: plan.clone(),
             ctx,
@@ -94,6 +98,7 @@ impl ContainerTarget {
             attached: None,
             data_dir,
             vars,
+            host_vars,
             state: Mutex::default(),
             changed: Condvar::new(),
         };
@@ -103,7 +108,7 @@ impl ContainerTarget {
     /// A target on a container that already exists (a compose service's).
     pub fn attach(
         plan: &TargetPlan,
-        ctx: ProcessContext,
+        ctx: TargetContext,
         engine: Arc<Engine>,
         id: String,
     ) -> Result<ContainerTarget, TargetError> {
@@ -237,7 +242,7 @@ impl Target for ContainerTarget {
     fn start(&self) -> Result<(), TargetError> {
         let inner = &self.inner;
         for hook in &inner.plan.before_start {
-            self.hook(hook)?;
+            run_hook(self, hook)?;
         }
         let id = match &inner.attached {
             Some(id) => id.clone(),
@@ -384,27 +389,15 @@ impl Target for ContainerTarget {
             }
         }
         for hook in &inner.plan.after_stop {
-            if let Err(e) = self.hook(hook) {
+            if let Err(e) = run_hook(self, hook) {
                 inner.ctx.recorder.warn(e.to_string());
             }
         }
     }
 
     fn exec(&self, argv: &[String], timeout: Duration, kind: CommandKind) -> Result<reaper::Output, TargetError> {
-        let argv: Vec<String> = argv.iter().map(|a| template::render(a, &self.inner.vars)).collect();
-        let mut command = std::process::Command::new(&argv[0]);
-        command.args(&argv[1..]).current_dir(&self.inner.ctx.trial_dir);
-        let journal = |pid| {
-            if kind == CommandKind::Step {
-                crate::crash_point::reached("command");
-                self.inner.ctx.record_command(self.name(), pid)
-            }
-        };
-        reaper::run_noting(&mut command, timeout, journal).map_err(|source| TargetError::Spawn {
-            target: self.name().to_string(),
-            program: argv[0].clone(),
-            source,
-        })
+        let inner = &self.inner;
+        inner.ctx.run(self.name(), inner.ctx.command(&inner.plan, &inner.host_vars, argv), timeout, kind)
     }
 
     fn disconnect(&self) -> Result<(), TargetError> {
@@ -441,21 +434,6 @@ impl Target for ContainerTarget {
             lines.drain(..skip);
         }
         lines.into_iter().map(|l| format!("[{}] {l}", self.name())).collect()
-    }
-}
-
-impl ContainerTarget {
-    /// A `before_start`/`after_stop` command, run on the host; must exit 0.
-    fn hook(&self, argv: &[String]) -> Result<(), TargetError> {
-        let output = self.exec(argv, Duration::from_secs(120), CommandKind::Step)?;
-        if output.exit.is_some_and(reaper::Exit::success) {
-            return Ok(());
-        }
-        Err(TargetError::Hook {
-            target: self.name().to_string(),
-            command: argv.join(" "),
-            detail: output.stderr.trim().to_string(),
-        })
     }
 }
 

@@ -3,6 +3,7 @@
 //! [`process`]; every backend must pass the same conformance tests.
 
 pub mod container;
+pub mod context;
 pub mod process;
 pub mod procfs;
 pub mod reaper;
@@ -15,6 +16,7 @@ use std::time::Instant;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+pub use context::TargetContext;
 pub use process::ProcessTarget;
 
 use crate::scenario::SignalScope;

@@ -15,10 +15,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
+use super::context::{run_hook, TargetContext};
 use super::reaper::{self, Exit};
 use super::{procfs, CommandKind, HostProcess, Signalled, Target, TargetError};
-use crate::history::{EventKind, Recorder};
-use crate::journal::{Entry, Journal};
 use crate::scenario::template;
 use crate::scenario::{RestartPolicy, SignalScope, TargetPlan};
 
@@ -27,51 +26,6 @@ use crate::scenario::{RestartPolicy, SignalScope, TargetPlan};
 /// the incarnation's tree.
 pub const INCARNATION_VAR: &str = "CRASHLAB_INCARNATION";
 
-/// Where a target lives in one trial.
-pub struct ProcessContext {
-    pub trial: u32,
-    pub run_dir: PathBuf,
-    pub trial_dir: PathBuf,
-    pub port: u16,
-    pub recorder: Recorder,
-    pub journal: Arc<Journal>,
-    /// The port of each proxy of the trial, for `{proxy.NAME}`.
-    pub proxy_ports: Vec<(String, u16)>,
-    /// The target's network namespace, if it has one of its own.
-    pub namespace: Option<String>,
-    /// Where the target is reached (`{host}`), and the other targets
-    /// (`{host.NAME}`).
-    pub host: std::net::IpAddr,
-    pub hosts: Vec<(String, std::net::IpAddr)>,
-}
-
-impl ProcessContext {
-    /// Journals and records a new incarnation of `target`; returns it.
-    pub(crate) fn record_start(&self, target: &str, incarnation: u32, pid: i32) -> HostProcess {
-        let start_time = procfs::stat(pid).map_or(0, |s| s.start_time);
-        let _ =
-            self.journal.append(&Entry::TargetStarted { trial: self.trial, target: target.into(), pid, start_time });
-        self.recorder.record(EventKind::TargetStarted { target: target.into(), incarnation, pid });
-        HostProcess { pid, start_time, incarnation }
-    }
-
-    /// Journals a command started for `target` (a hook, a recovery step),
-    /// so that cleanup stops it and its group if the harness dies.
-    pub(crate) fn record_command(&self, target: &str, pid: i32) {
-        let start_time = procfs::stat(pid).map_or(0, |s| s.start_time);
-        let _ =
-            self.journal.append(&Entry::CommandStarted { trial: self.trial, target: target.into(), pid, start_time });
-    }
-
-    /// Records the end of an incarnation (journaled unsynced: see
-    /// [`Journal::note`]).
-    pub(crate) fn record_exit(&self, target: &str, process: HostProcess, status: String) {
-        let (incarnation, pid) = (process.incarnation, process.pid);
-        self.recorder.record(EventKind::TargetExited { target: target.into(), incarnation, pid, status });
-        let _ = self.journal.note(&Entry::TargetExited { trial: self.trial, target: target.into(), pid });
-    }
-}
-
 pub struct ProcessTarget {
     inner: Arc<Inner>,
     supervisor: Mutex<Option<JoinHandle<()>>>,
@@ -79,7 +33,7 @@ pub struct ProcessTarget {
 
 struct Inner {
     plan: TargetPlan,
-    ctx: ProcessContext,
+    ctx: TargetContext,
     data_dir: PathBuf,
     log_dir: PathBuf,
     vars: Vec<(String, String)>,
@@ -98,17 +52,8 @@ struct State {
 }
 
 impl ProcessTarget {
-    pub fn new(plan: &TargetPlan, ctx: ProcessContext) -> Result<ProcessTarget, TargetError> {
-        let mut vars = vec![
-            ("port".to_string(), ctx.port.to_string()),
-            ("run_dir".to_string(), ctx.run_dir.display().to_string()),
-            ("trial".to_string(), ctx.trial.to_string()),
-            ("target".to_string(), plan.name.clone()),
-        ];
-        vars.push(("host".to_string(), ctx.host.to_string()));
-        vars.extend(ctx.hosts.iter().map(|(name, ip)| (format!("host.{name}"), ip.to_string())));
-        // `{proxy.NAME}`: the ports of the run's proxies.
-        vars.extend(ctx.proxy_ports.iter().map(|(name, port)| (format!("proxy.{name}"), port.to_string())));
+    pub fn new(plan: &TargetPlan, ctx: TargetContext) -> Result<ProcessTarget, TargetError> {
+        let mut vars = ctx.vars(plan);
         let data_dir = match &plan.data_dir {
             Some(dir) => PathBuf::from(template::render(dir, &vars)),
             None => ctx.trial_dir.join("data").join(&plan.name),
@@ -136,19 +81,8 @@ impl Inner {
         &self.plan.name
     }
 
-    /// Renders templates and resolves `crashlab` to this very binary, so that
-    /// scenarios work from `cargo run` and after `cargo install` alike.
     fn command(&self, argv: &[String]) -> Command {
-        let argv: Vec<String> = argv.iter().map(|a| template::render(a, &self.vars)).collect();
-        let program = if argv[0] == "crashlab" {
-            std::env::current_exe().unwrap_or_else(|_| PathBuf::from("crashlab"))
-        } else {
-            PathBuf::from(&argv[0])
-        };
-        let mut command = Command::new(program);
-        command.args(&argv[1..]).envs(self.plan.env.iter().map(|(k, v)| (k, template::render(v, &self.vars))));
-        command.current_dir(&self.ctx.trial_dir);
-        command
+        self.ctx.command(&self.plan, &self.vars, argv)
     }
 
     fn spawn(&self, state: &mut State) -> Result<Receiver<Exit>, TargetError> {
@@ -398,18 +332,7 @@ impl Target for ProcessTarget {
     }
 
     fn exec(&self, argv: &[String], timeout: Duration, kind: CommandKind) -> Result<reaper::Output, TargetError> {
-        let mut command = self.inner.command(argv);
-        let journal = |pid| {
-            if kind == CommandKind::Step {
-                crate::crash_point::reached("command");
-                self.inner.ctx.record_command(self.name(), pid)
-            }
-        };
-        reaper::run_noting(&mut command, timeout, journal).map_err(|source| TargetError::Spawn {
-            target: self.name().to_string(),
-            program: argv[0].clone(),
-            source,
-        })
+        self.inner.ctx.run(self.name(), self.inner.command(argv), timeout, kind)
     }
 
     fn host_process(&self) -> Option<HostProcess> {
@@ -444,24 +367,6 @@ impl Target for ProcessTarget {
         let skip = lines.len().saturating_sub(n);
         lines.split_off(skip)
     }
-}
-
-const HOOK_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn run_hook(target: &ProcessTarget, argv: &[String]) -> Result<(), TargetError> {
-    let output = target.exec(argv, HOOK_TIMEOUT, CommandKind::Step)?;
-    if output.exit.is_some_and(Exit::success) {
-        return Ok(());
-    }
-    Err(TargetError::Hook {
-        target: target.name().to_string(),
-        command: argv.join(" "),
-        detail: format!(
-            "{}{}",
-            output.exit.map_or("did not finish".into(), |e| e.to_string()),
-            if output.stderr.trim().is_empty() { String::new() } else { format!(": {}", output.stderr.trim()) }
-        ),
-    })
 }
 
 impl Drop for ProcessTarget {
