@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::containers::{compose_up, Containers};
-use super::{Trial, TrialStop};
+use super::{EnvError, Trial, TrialStop};
 use crate::compose;
 use crate::fault::unsynced::UnsyncedFs;
 use crate::fault::FaultGuard;
@@ -43,18 +43,20 @@ impl TrialEnv {
     /// forward to targets' ports, and targets' commands may name proxies'
     /// ports), then proxies, compose projects, and the targets.
     pub fn set_up(&mut self, trial: &Trial) -> Result<(), TrialStop> {
-        let env = |e: String| TrialStop::Environment(e);
+        let env = TrialStop::Environment;
         for t in &trial.plan.targets {
-            let port = free_port().map_err(|e| env(format!("cannot allocate a port for target `{}`: {e}", t.name)))?;
+            let port =
+                free_port().map_err(|e| env(EnvError::Port { target: t.name.clone(), reason: e.to_string() }))?;
             self.ports.push(port);
             self.hosts.push((t.name.clone(), host_of(trial, &t.name)));
         }
         for p in &trial.plan.proxies {
             let upstream = SocketAddr::new(self.host(&p.target), self.port(trial, &p.target));
-            let proxy = Proxy::start(upstream).map_err(|e| env(format!("cannot start proxy `{}`: {e}", p.name)))?;
+            let proxy = Proxy::start(upstream)
+                .map_err(|e| env(EnvError::Proxy { proxy: p.name.clone(), reason: e.to_string() }))?;
             self.proxies.push((p.name.clone(), Arc::new(proxy)));
         }
-        compose_up(trial, &self.ports, &mut self.projects).map_err(env)?;
+        compose_up(trial, &self.ports, &mut self.projects).map_err(|e| env(EnvError::Compose(e)))?;
         for (i, t) in trial.plan.targets.iter().enumerate() {
             let target = self.start_target(trial, t, self.ports[i]).map_err(env)?;
             let proxy_port = |name: &str| self.proxy_port(name);
@@ -103,8 +105,9 @@ impl TrialEnv {
     /// Creates and starts one target: its backend, its data dirs checked and
     /// journaled before anything acts on them (the only places cleanup
     /// restores bytes or unmounts), and its FUSE layer if a fault needs one.
-    fn start_target(&mut self, trial: &Trial, t: &TargetPlan, port: u16) -> Result<Arc<dyn Target>, String> {
+    fn start_target(&mut self, trial: &Trial, t: &TargetPlan, port: u16) -> Result<Arc<dyn Target>, EnvError> {
         let (run_dir, journal) = (trial.run.run_dir, trial.run.journal);
+        let failed = |e: String| EnvError::Target(format!("target `{}`: {e}", t.name));
         let ctx = TargetContext {
             trial: trial.index,
             run_dir: run_dir.to_path_buf(),
@@ -117,27 +120,26 @@ impl TrialEnv {
             host: self.host(&t.name),
             hosts: self.hosts.clone(),
         };
-        let target = self.backend(trial.run.containers, t, ctx)?;
+        let target = self.backend(trial.run.containers, t, ctx).map_err(EnvError::Target)?;
         let mut data_dirs = Vec::new();
         for dir in target.data_dirs() {
-            let dir =
-                dir.canonicalize().map_err(|e| format!("target `{}`: data dir {}: {e}", t.name, dir.display()))?;
-            crate::confine::check_data_dir(&dir, run_dir).map_err(|e| format!("target `{}`: {e}", t.name))?;
+            let dir = dir.canonicalize().map_err(|e| failed(format!("data dir {}: {e}", dir.display())))?;
+            crate::confine::check_data_dir(&dir, run_dir).map_err(|e| failed(e.to_string()))?;
             let entry = Entry::DataDir { trial: trial.index, target: t.name.clone(), path: dir.clone() };
-            journal.append(&entry).map_err(|e| format!("cannot journal a data dir: {e}"))?;
+            journal.append(&entry).map_err(|e| EnvError::Target(format!("cannot journal a data dir: {e}")))?;
             data_dirs.push(dir);
         }
         let needs_layer =
             trial.plan.faults.iter().any(|f| f.target == t.name && matches!(f.kind, FaultKind::LoseUnsynced { .. }));
         if needs_layer {
             let layer = UnsyncedFs::mount(&data_dirs[0], trial.index, &t.name, Arc::clone(journal))
-                .map_err(|e| format!("target `{}`: {e}", t.name))?;
+                .map_err(|e| failed(e.to_string()))?;
             self.layers.push((t.name.clone(), Arc::new(layer)));
         }
         if trial.run.network.is_none() && t.kind != TargetKind::Compose {
             check_port_free(t, port)?;
         }
-        target.start().map_err(|e| e.to_string())?;
+        target.start().map_err(|e| EnvError::Target(e.to_string()))?;
         Ok(target)
     }
 
@@ -213,7 +215,7 @@ fn host_of(trial: &Trial, name: &str) -> IpAddr {
 /// if another process holds it, the probe would measure that process (a
 /// target that cannot bind it restarts in a loop, unseen, while the other
 /// answers healthy).
-fn check_port_free(t: &TargetPlan, allocated: u16) -> Result<(), String> {
+fn check_port_free(t: &TargetPlan, allocated: u16) -> Result<(), EnvError> {
     let port = match t.probe.kind.port() {
         Some(PortRef::Fixed(p)) => *p,
         Some(PortRef::Allocated) => allocated,
@@ -221,11 +223,7 @@ fn check_port_free(t: &TargetPlan, allocated: u16) -> Result<(), String> {
     };
     match std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)) {
         Ok(_) => Ok(()),
-        Err(e) => Err(format!(
-            "target `{}`: port {port} is already in use on 127.0.0.1 ({e}): its probe would measure whatever holds \
-             it, not the target; stop that process, or let crashlab allocate the port (`{{port}}`)",
-            t.name
-        )),
+        Err(e) => Err(EnvError::PortInUse { target: t.name.clone(), port, reason: e.to_string() }),
     }
 }
 
@@ -252,21 +250,18 @@ fn await_start_up(
     if restarted() {
         let starts = target.host_process().map_or(2, |p| p.incarnation);
         let logs = target.last_log_lines(10).join("\n  ");
-        return Err(TrialStop::Environment(format!(
-            "target `{}` exited during start-up ({starts} incarnations before it was healthy); its last output:\n  \
-             {logs}",
-            t.name
-        )));
+        return Err(TrialStop::Environment(EnvError::CrashedAtStart {
+            target: t.name.clone(),
+            incarnations: starts,
+            logs,
+        }));
     }
     match healthy {
         Some(_) => Ok(()),
         None if trial.cancel.is_cancelled() => Err(TrialStop::Interrupted),
         None => {
             let logs = target.last_log_lines(10).join("\n  ");
-            Err(TrialStop::Environment(format!(
-                "target `{}` did not become healthy within {:?}; its last output:\n  {logs}",
-                t.name, timeout
-            )))
+            Err(TrialStop::Environment(EnvError::NeverHealthy { target: t.name.clone(), timeout, logs }))
         }
     }
 }

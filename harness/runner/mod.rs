@@ -54,7 +54,38 @@ pub enum RunError {
 pub enum TrialStop {
     Interrupted,
     /// The environment failed: a target would not start or become healthy.
-    Environment(String),
+    Environment(EnvError),
+}
+
+/// What the environment could not give a run or a trial (exit code 3).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EnvError {
+    #[error("{0}")]
+    Network(String),
+    /// The container engine, or a target's image.
+    #[error("{0}")]
+    Containers(String),
+    #[error("cannot allocate a port for target `{target}`: {reason}")]
+    Port { target: String, reason: String },
+    #[error("cannot start proxy `{proxy}`: {reason}")]
+    Proxy { proxy: String, reason: String },
+    #[error("{0}")]
+    Compose(String),
+    /// A target's backend, data dir, storage layer or first start.
+    #[error("{0}")]
+    Target(String),
+    #[error(
+        "target `{target}`: port {port} is already in use on 127.0.0.1 ({reason}): its probe would measure \
+         whatever holds it, not the target; stop that process, or let crashlab allocate the port (`{{port}}`)"
+    )]
+    PortInUse { target: String, port: u16, reason: String },
+    #[error(
+        "target `{target}` exited during start-up ({incarnations} incarnations before it was healthy); its last \
+         output:\n  {logs}"
+    )]
+    CrashedAtStart { target: String, incarnations: u32, logs: String },
+    #[error("target `{target}` did not become healthy within {timeout:?}; its last output:\n  {logs}")]
+    NeverHealthy { target: String, timeout: std::time::Duration, logs: String },
 }
 
 /// A finished (or stopped) run.
@@ -117,10 +148,13 @@ pub fn run(
             match Network::create(&names, &journal) {
                 Ok(n) => Some(Arc::new(n)),
                 Err(e) => {
-                    let report = check::build_report(plan, seed, Vec::new(), Some(e.to_string()));
-                    let _ = journal.append(&Entry::Finished);
-                    let _ = std::fs::write(run_dir.join(REPORT_FILE), report.to_json());
-                    return Ok(RunOutcome { run_dir, report, stop: Some(TrialStop::Environment(e.to_string())) });
+                    return Ok(stopped_before_any_trial(
+                        plan,
+                        seed,
+                        run_dir,
+                        &journal,
+                        EnvError::Network(e.to_string()),
+                    ))
                 }
             }
         }
@@ -128,12 +162,7 @@ pub fn run(
     let mut warnings = Vec::new();
     let containers = match Containers::prepare(plan, &run_dir, &journal, &mut warnings) {
         Ok(c) => c,
-        Err(e) => {
-            let report = check::build_report(plan, seed, Vec::new(), Some(e.clone()));
-            let _ = journal.append(&Entry::Finished);
-            let _ = std::fs::write(run_dir.join(REPORT_FILE), report.to_json());
-            return Ok(RunOutcome { run_dir, report, stop: Some(TrialStop::Environment(e)) });
-        }
+        Err(e) => return Ok(stopped_before_any_trial(plan, seed, run_dir, &journal, EnvError::Containers(e))),
     };
     let mut trials = Vec::new();
     let mut stop = None;
@@ -166,12 +195,21 @@ pub fn run(
     let _ = journal.append(&Entry::Finished);
     let error = stop.as_ref().map(|s| match s {
         TrialStop::Interrupted => "interrupted".to_string(),
-        TrialStop::Environment(e) => e.clone(),
+        TrialStop::Environment(e) => e.to_string(),
     });
     let mut report = check::build_report(plan, seed, trials, error);
     report.warnings = warnings;
     write_reports(&run_dir, &report).map_err(io(format!("cannot write the reports into {}", run_dir.display())))?;
     Ok(RunOutcome { run_dir, report, stop })
+}
+
+/// A run whose environment failed before its first trial: its report says
+/// why, and the journal that the run is over.
+fn stopped_before_any_trial(plan: &Plan, seed: u64, run_dir: PathBuf, journal: &Journal, e: EnvError) -> RunOutcome {
+    let report = check::build_report(plan, seed, Vec::new(), Some(e.to_string()));
+    let _ = journal.append(&Entry::Finished);
+    let _ = std::fs::write(run_dir.join(REPORT_FILE), report.to_json());
+    RunOutcome { run_dir, report, stop: Some(TrialStop::Environment(e)) }
 }
 
 /// What every trial of a run shares.
@@ -225,7 +263,7 @@ fn run_trial(plan: &Plan, index: u32, seed: u64, run: RunShared) -> (Vec<history
     trial.recorder.record(EventKind::TrialEnded {
         interrupted: matches!(stop, Some(TrialStop::Interrupted)),
         error: match &stop {
-            Some(TrialStop::Environment(e)) => Some(e.clone()),
+            Some(TrialStop::Environment(e)) => Some(e.to_string()),
             _ => None,
         },
     });
