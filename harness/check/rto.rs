@@ -5,11 +5,16 @@
 //! began before; a healthy one by its answer):
 //! - time-to-detect: the first unhealthy sample at or after `t_f`;
 //! - RTO: the start of the first run of `healthy_after` consecutive healthy
-//!   samples after that unhealthy one. If no sample after `t_f` was ever
-//!   unhealthy, no outage was observed and RTO is 0;
+//!   samples after that unhealthy one. If no sample after `t_f` was
+//!   unhealthy, the probe saw no outage, and RTO runs to the first such run
+//!   of answers after `t_f` (a sample that waited for a paused service is
+//!   dated by its answer, when the service thawed);
 //! - restart: the start of X's next incarnation after `t_f`.
 //!
-//! A fault whose target never shows such a window has RTO `None`.
+//! A fault whose target never shows such a window has RTO `None`. What is
+//! first seen after the next fault on the same target (an outage, a
+//! restart, the procedure's end) belongs to that fault; if the target is
+//! still down when the next fault comes, its window is the one after both.
 //!
 //! With a recovery procedure, the window also opens no earlier than the end
 //! of its last step that acts (not a `wait` or a `check`): recovery is the procedure's
@@ -73,12 +78,22 @@ pub fn fault_reports(
                 })
                 .collect();
             samples.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let first_bad = samples.iter().position(|(_, ok)| !ok);
+            // What happens after the next fault on the same target is that
+            // fault's doing: an outage, a restart or a procedure seen only
+            // then is not this fault's (a pause the probe never noticed is
+            // not charged with the recovery from a corruption after it).
+            let next = events.iter().find_map(|n| match &n.kind {
+                EventKind::FaultInjected { target: t, .. } if t == target && n.t_ms > t_f => Some(n.t_ms),
+                _ => None,
+            });
+            let before_next = |t: f64| next.map_or(true, |next| t < next);
+            let first_bad = samples.iter().position(|(t, ok)| !ok && before_next(*t));
             let ttd_ms = first_bad.map(|i| samples[i].0 - t_f);
             let restarted_at = events.iter().find_map(|s| match &s.kind {
                 EventKind::TargetStarted { target: t, .. } if t == target && s.t_ms >= t_f => Some(s.t_ms),
                 _ => None,
             });
+            let restarted_at = restarted_at.filter(|t| before_next(*t));
             // The window opens after the outage: after the first failed
             // sample, and never before the new incarnation exists (an outage
             // shorter than the probe interval can fall between two samples).
@@ -86,11 +101,13 @@ pub fn fault_reports(
                 .map(|i| samples[i].0)
                 .into_iter()
                 .chain(restarted_at)
-                .chain(procedure_end.filter(|end| *end >= t_f))
+                .chain(procedure_end.filter(|end| *end >= t_f && next.is_none()))
                 .reduce(f64::max);
             let window = match opens {
-                None if samples.is_empty() => None,
-                None => Some(t_f),
+                // No outage seen: healthy from the first answers after the
+                // fault (a sample that waited for a frozen service answers
+                // only when it thaws).
+                None => first_window(&samples, healthy_after(target)),
                 Some(from) => {
                     let start = samples.iter().position(|(t, _)| *t >= from).unwrap_or(samples.len());
                     first_window(&samples[start..], healthy_after(target))
@@ -198,11 +215,47 @@ mod tests {
     }
 
     #[test]
-    fn never_recovered_is_none_and_no_outage_is_zero() {
+    fn never_recovered_is_none_and_no_outage_counts_from_the_first_answers() {
         let events = vec![fault(100.0), probe(105.0, false), probe(110.0, true), probe(115.0, true)];
         assert_eq!(fault_reports(&events, |_| 3, |_| false)[0].rto_ms, None);
-        let events = vec![fault(100.0), probe(105.0, true)];
-        assert_eq!(fault_reports(&events, |_| 3, |_| false)[0].rto_ms, Some(0.0));
+        let events = vec![fault(100.0), probe(105.0, true), probe(110.0, true), probe(115.0, true)];
+        assert_eq!(fault_reports(&events, |_| 3, |_| false)[0].rto_ms, Some(5.0));
+        // A pause of 100 ms that samples waited out: healthy once they answered.
+        let waited = |t: f64, latency_ms: f64| {
+            ev(t, EventKind::Probe { target: "kv".into(), healthy: true, latency_ms, detail: None })
+        };
+        let events = vec![fault(100.0), waited(101.0, 99.0), waited(121.0, 79.5), probe(205.0, true)];
+        assert_eq!(fault_reports(&events, |_| 2, |_| false)[0].rto_ms, Some(100.0));
+    }
+
+    #[test]
+    fn a_later_faults_outage_is_not_charged_to_an_earlier_one() {
+        let kill = |t: f64, fault: usize| {
+            ev(
+                t,
+                EventKind::FaultInjected {
+                    fault,
+                    kind: crate::kinds::FaultName::Kill,
+                    target: "kv".into(),
+                    scheduled_ms: t,
+                    detail: String::new(),
+                },
+            )
+        };
+        // A pause at 100 ms that no sample saw, then a kill at 300 ms:
+        // down from 305, restarted at 310, healthy from 330.
+        let mut events = vec![kill(100.0, 0), probe(150.0, true), probe(200.0, true), kill(300.0, 1)];
+        events.extend([probe(305.0, false), probe(320.0, false), probe(330.0, true), probe(340.0, true)]);
+        events.push(ev(310.0, EventKind::TargetStarted { target: "kv".into(), incarnation: 2, pid: 1 }));
+        events.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
+        let r = fault_reports(&events, |_| 2, |_| false);
+        assert_eq!((r[0].ttd_ms, r[0].restart_ms, r[0].rto_ms), (None, None, Some(50.0)), "the first saw no outage");
+        assert_eq!((r[1].ttd_ms, r[1].restart_ms, r[1].rto_ms), (Some(5.0), Some(10.0), Some(30.0)));
+        // Still down when the second came: the first recovers with it.
+        let mut events = vec![kill(100.0, 0), probe(150.0, false), kill(300.0, 1), probe(320.0, false)];
+        events.extend([probe(330.0, true), probe(340.0, true)]);
+        let r = fault_reports(&events, |_| 2, |_| false);
+        assert_eq!((r[0].ttd_ms, r[0].rto_ms), (Some(50.0), Some(230.0)));
     }
 
     #[test]
