@@ -44,8 +44,8 @@ pub const FAULT_KEYS: &[&str] = &[
     "command",
 ];
 pub const FAULT_KINDS: &[&str] = <FaultName as strum::VariantNames>::VARIANTS;
-pub const CORRUPT_MODES: &[&str] = &["bitflip", "zero", "random", "truncate", "torn-tail", "delete", "swap"];
-pub const STALE_LOCK_VARIANTS: &[&str] = &["leftover", "held", "pid-reused"];
+pub const CORRUPT_MODES: &[&str] = <CorruptModeName as strum::VariantNames>::VARIANTS;
+pub const STALE_LOCK_VARIANTS: &[&str] = <StaleLockVariantName as strum::VariantNames>::VARIANTS;
 
 /// The keys (beyond kind, target, at) that each fault kind, or corrupt mode, reads.
 fn applicable(kind: FaultName, mode: Option<&str>) -> &'static [&'static str] {
@@ -414,13 +414,13 @@ fn corrupt(f: &Fields, d: &mut Diagnostics) -> Option<CorruptPlan> {
             None
         }),
     };
-    let mode = match mode {
-        "bitflip" => {
+    let mode = match mode.parse::<CorruptModeName>().expect("one of CORRUPT_MODES") {
+        CorruptModeName::Bitflip => {
             CorruptMode::Bitflip { bits: f.integer("bits", 1, 1 << 20, d).unwrap_or(1) as u32, offset: offset(f, d)? }
         }
-        "zero" => CorruptMode::Zero { offset: offset(f, d)?, length: length(d)? },
-        "random" => CorruptMode::Random { offset: offset(f, d)?, length: length(d)? },
-        "truncate" => {
+        CorruptModeName::Zero => CorruptMode::Zero { offset: offset(f, d)?, length: length(d)? },
+        CorruptModeName::Random => CorruptMode::Random { offset: offset(f, d)?, length: length(d)? },
+        CorruptModeName::Truncate => {
             if f.get("to").is_none() {
                 d.error(
                     f.span.clone(),
@@ -429,26 +429,27 @@ fn corrupt(f: &Fields, d: &mut Diagnostics) -> Option<CorruptPlan> {
             }
             CorruptMode::Truncate { to: f.bytes_or_fraction("to", true, d)? }
         }
-        "torn-tail" => CorruptMode::TornTail {
+        CorruptModeName::TornTail => CorruptMode::TornTail {
             bytes: match f.get("bytes") {
                 None => None,
                 Some(_) => Some(f.bytes("bytes", d)?),
             },
         },
-        "delete" => CorruptMode::Delete,
-        _ => CorruptMode::Swap { length: length(d)? },
+        CorruptModeName::Delete => CorruptMode::Delete,
+        CorruptModeName::Swap => CorruptMode::Swap { length: length(d)? },
     };
     Some(CorruptPlan { path: path?, mode, when })
 }
 
 fn stale_lock(f: &Fields, d: &mut Diagnostics) -> Option<StaleLockPlan> {
     let (variant, _) = f.required_choice("variant", "stale-lock variant", STALE_LOCK_VARIANTS, d)?;
+    let variant: StaleLockVariantName = variant.parse().expect("one of STALE_LOCK_VARIANTS");
     let path = data_path(f, "path", "the lock or pid file, relative to the data dir, e.g. \"LOCK\"", d);
     let lock = match f.choice("lock", "lock kind", &["flock", "fcntl"], d) {
         Some(("fcntl", _)) => LockKind::Fcntl,
         _ => LockKind::Flock,
     };
-    if variant != "held" {
+    if variant != StaleLockVariantName::Held {
         if let Some(value) = f.get("lock") {
             d.error(value.span(), format!("`lock` in {} applies only to variant `held`", f.what));
         }
@@ -456,7 +457,7 @@ fn stale_lock(f: &Fields, d: &mut Diagnostics) -> Option<StaleLockPlan> {
     // The stand-in's user matters: PostgreSQL starts over a pid file naming
     // another user's live process, and refuses one of its own user's.
     let user = f.str("user", d).and_then(|(name, span)| {
-        if variant == "leftover" {
+        if variant == StaleLockVariantName::Leftover {
             d.error(span, format!("`user` in {} applies only to variants `held` and `pid-reused`", f.what));
             return None;
         }
@@ -467,9 +468,9 @@ fn stale_lock(f: &Fields, d: &mut Diagnostics) -> Option<StaleLockPlan> {
         Some(name.to_string())
     });
     let variant = match variant {
-        "leftover" => StaleLockVariant::Leftover,
-        "held" => StaleLockVariant::Held { lock },
-        _ => StaleLockVariant::PidReused,
+        StaleLockVariantName::Leftover => StaleLockVariant::Leftover,
+        StaleLockVariantName::Held => StaleLockVariant::Held { lock },
+        StaleLockVariantName::PidReused => StaleLockVariant::PidReused,
     };
     Some(StaleLockPlan { variant, path: path?, user, duration: f.duration("duration", d) })
 }

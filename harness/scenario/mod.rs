@@ -92,7 +92,7 @@ pub const TARGET_KEYS: &[&str] = &[
     "file",
     "service",
 ];
-pub const TARGET_KINDS: &[&str] = &["process", "container", "compose"];
+pub const TARGET_KINDS: &[&str] = <TargetKind as strum::VariantNames>::VARIANTS;
 pub const RESTART_KEYS: &[&str] = &["policy", "delay"];
 pub const PROBE_KEYS: &[&str] = &[
     "kind",
@@ -107,9 +107,9 @@ pub const PROBE_KEYS: &[&str] = &[
     "timeout",
     "healthy_after",
 ];
-pub const PROBE_KINDS: &[&str] = &["tcp", "http", "command", "demo-kv"];
+pub const PROBE_KINDS: &[&str] = <ProbeKindName as strum::VariantNames>::VARIANTS;
 pub const WORKLOAD_KEYS: &[&str] = &["kind", "target", "via", "rate", "duration", "connections", "timeout", "quiet"];
-pub const WORKLOAD_KINDS: &[&str] = &["demo-kv", "redis", "postgres"];
+pub const WORKLOAD_KINDS: &[&str] = <WorkloadKind as strum::VariantNames>::VARIANTS;
 pub use faults::{FAULT_KEYS, FAULT_KINDS};
 pub use recover::{step_keys, BACKUP_KEYS, RECOVER_ACTIONS, RECOVER_KEYS};
 pub const TRIALS_KEYS: &[&str] = &["count", "seed", "startup_timeout", "recovery_timeout"];
@@ -473,11 +473,9 @@ fn compile_target(name: String, f: &Fields, check_paths: bool, d: &mut Diagnosti
 fn target_kind(f: &Fields, d: &mut Diagnostics) -> TargetKind {
     let mut kind = TargetKind::Process;
     if let Some((text, span)) = f.str("kind", d) {
-        match text {
-            "process" => {}
-            "container" => kind = TargetKind::Container,
-            "compose" => kind = TargetKind::Compose,
-            _ => {
+        match text.parse::<TargetKind>() {
+            Ok(parsed) => kind = parsed,
+            Err(_) => {
                 let later = ["external"].contains(&text);
                 d.error(
                     span,
@@ -571,8 +569,8 @@ fn compile_probe(f: &Fields, d: &mut Diagnostics) -> Option<ProbePlan> {
         }
         None => return None,
     };
-    let kind = match kind {
-        "tcp" => {
+    let kind = match kind.parse::<ProbeKindName>().expect("one of PROBE_KINDS") {
+        ProbeKindName::Tcp => {
             let send = f.str("send", d).map(|(s, _)| s.replace("\\r", "\r").replace("\\n", "\n"));
             let expect = f.str("expect", d).map(|(s, _)| s.to_string());
             if send.is_some() != expect.is_some() {
@@ -580,14 +578,14 @@ fn compile_probe(f: &Fields, d: &mut Diagnostics) -> Option<ProbePlan> {
             }
             ProbeKind::Tcp { port: port(f, d)?, send, expect }
         }
-        "demo-kv" => ProbeKind::DemoKv { port: port(f, d)? },
-        "http" => ProbeKind::Http {
+        ProbeKindName::DemoKv => ProbeKind::DemoKv { port: port(f, d)? },
+        ProbeKindName::Http => ProbeKind::Http {
             port: port(f, d)?,
             path: f.str("path", d).map(|(s, _)| s.to_string()).unwrap_or_else(|| "/".into()),
             status: f.integer("status", 100, 599, d).unwrap_or(200) as u16,
             body_contains: f.str("body_contains", d).map(|(s, _)| s.to_string()),
         },
-        _ => ProbeKind::Command { argv: command(f, "command", true, d)? },
+        ProbeKindName::Command => ProbeKind::Command { argv: command(f, "command", true, d)? },
     };
     let interval = f
         .positive_duration("interval", "the probe would sample without pause, starving the service", d)
@@ -740,11 +738,10 @@ fn check_proxy_refs(
 
 fn compile_workload(f: &Fields, targets: &[&str], proxies: &[ProxyPlan], d: &mut Diagnostics) -> Option<WorkloadPlan> {
     let kind = match f.choice("kind", "workload kind", WORKLOAD_KINDS, d) {
-        Some(("redis", _)) => Some(WorkloadKind::Redis),
-        Some(("postgres", _)) => Some(WorkloadKind::Postgres),
-        Some(_) => Some(WorkloadKind::DemoKv),
+        Some((kind, _)) => Some(kind.parse::<WorkloadKind>().expect("one of WORKLOAD_KINDS")),
         None if f.get("kind").is_none() => {
-            d.error(f.span.clone(), "missing key `kind` in [workload]; expected one of: demo-kv, redis, postgres");
+            let kinds = WORKLOAD_KINDS.join(", ");
+            d.error(f.span.clone(), format!("missing key `kind` in [workload]; expected one of: {kinds}"));
             None
         }
         None => None,

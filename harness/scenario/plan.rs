@@ -77,7 +77,9 @@ pub enum RestartPolicy {
     Engine,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A target's `kind`: which backend runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr, strum::VariantNames)]
+#[strum(serialize_all = "kebab-case")]
 pub enum TargetKind {
     Process,
     Container,
@@ -93,9 +95,13 @@ pub struct ProbePlan {
     pub healthy_after: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, strum::EnumDiscriminants)]
+#[strum_discriminants(
+    name(ProbeKindName),
+    derive(strum::EnumString, strum::IntoStaticStr, strum::VariantNames),
+    strum(serialize_all = "kebab-case")
+)]
 pub enum ProbeKind {
-    /// A TCP connect succeeds.
     /// A TCP connect succeeds; with `send`, the answer must contain `expect`
     /// (a connect alone proves little behind a forwarder such as Docker's
     /// userland proxy, which accepts while the container is down).
@@ -164,7 +170,9 @@ pub struct WorkloadPlan {
     pub quiet: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A workload's `kind`: which client writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr, strum::VariantNames)]
+#[strum(serialize_all = "kebab-case")]
 pub enum WorkloadKind {
     /// crashlab's own protocol (demo-kv, and services that speak it).
     DemoKv,
@@ -217,7 +225,8 @@ pub enum FaultKind {
 }
 
 /// Which of a target's processes a signal reaches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr, strum::VariantNames)]
+#[strum(serialize_all = "kebab-case")]
 pub enum SignalScope {
     /// The main process only (the one the target's command started).
     Main,
@@ -232,21 +241,15 @@ pub enum SignalScope {
 
 impl SignalScope {
     /// In the order `--help`, the schema and diagnostics list them.
-    pub const NAMES: &'static [&'static str] = &["main", "group", "all"];
+    pub const NAMES: &'static [&'static str] = <SignalScope as strum::VariantNames>::VARIANTS;
 
     pub fn name(self) -> &'static str {
-        match self {
-            SignalScope::Main => "main",
-            SignalScope::Group => "group",
-            SignalScope::All => "all",
-        }
+        self.into()
     }
 
     pub fn from_name(name: &str) -> Option<SignalScope> {
-        Self::ALL.into_iter().find(|s| s.name() == name)
+        name.parse().ok()
     }
-
-    const ALL: [SignalScope; 3] = [SignalScope::Main, SignalScope::Group, SignalScope::All];
 
     /// How a fault's detail names what was signalled.
     pub fn describe(self) -> &'static str {
@@ -367,7 +370,12 @@ pub enum Size {
     Fraction(f64),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, strum::EnumDiscriminants)]
+#[strum_discriminants(
+    name(CorruptModeName),
+    derive(strum::EnumString, strum::IntoStaticStr, strum::VariantNames),
+    strum(serialize_all = "kebab-case")
+)]
 pub enum CorruptMode {
     Bitflip {
         bits: u32,
@@ -399,15 +407,7 @@ pub enum CorruptMode {
 
 impl CorruptMode {
     pub fn name(&self) -> &'static str {
-        match self {
-            CorruptMode::Bitflip { .. } => "bitflip",
-            CorruptMode::Zero { .. } => "zero",
-            CorruptMode::Random { .. } => "random",
-            CorruptMode::Truncate { .. } => "truncate",
-            CorruptMode::TornTail { .. } => "torn-tail",
-            CorruptMode::Delete => "delete",
-            CorruptMode::Swap { .. } => "swap",
-        }
+        CorruptModeName::from(self).into()
     }
 }
 
@@ -423,7 +423,12 @@ pub struct StaleLockPlan {
     pub duration: Option<Duration>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumDiscriminants)]
+#[strum_discriminants(
+    name(StaleLockVariantName),
+    derive(strum::EnumString, strum::IntoStaticStr, strum::VariantNames),
+    strum(serialize_all = "kebab-case")
+)]
 pub enum StaleLockVariant {
     /// The target crashes; the file is left naming a dead pid.
     Leftover,
@@ -537,8 +542,10 @@ mod tests {
 
     #[test]
     fn signal_scope_names_are_its_variants() {
-        let names: Vec<&str> = SignalScope::ALL.iter().map(|s| s.name()).collect();
-        assert_eq!(names, SignalScope::NAMES);
+        assert_eq!(SignalScope::NAMES, ["main", "group", "all"]);
+        for name in SignalScope::NAMES {
+            assert_eq!(SignalScope::from_name(name).map(SignalScope::name), Some(*name));
+        }
     }
 }
 
