@@ -17,7 +17,7 @@ use crate::history::EventKind;
 use crate::journal::Entry;
 use crate::probe::{self, Sampler};
 use crate::proxy::Proxy;
-use crate::scenario::{FaultKind, PortRef, TargetKind, TargetPlan};
+use crate::scenario::{FaultKind, PortRef, TargetKind, TargetPlan, TargetRef};
 use crate::targets::container::ContainerTarget;
 use crate::targets::{free_port, ProcessTarget, Target, TargetContext};
 
@@ -77,9 +77,9 @@ impl TrialEnv {
         Ok(())
     }
 
-    /// The target named `name` (compile checked every name a plan uses).
-    pub fn target(&self, name: &str) -> Arc<dyn Target> {
-        Arc::clone(self.targets.iter().find(|t| t.name() == name).expect("compile checked the name"))
+    /// A target the plan refers to (in the plan's order, as started).
+    pub fn target(&self, target: &TargetRef) -> Arc<dyn Target> {
+        Arc::clone(&self.targets[target.index])
     }
 
     pub fn host(&self, name: &str) -> IpAddr {

@@ -14,7 +14,7 @@ use crate::confine;
 use crate::drill::Operator;
 use crate::history::{EventKind, Recorder};
 use crate::probe::Sampler;
-use crate::scenario::{BackupPlan, RecoverStep, RestoreSource, StepAction};
+use crate::scenario::{BackupPlan, RecoverStep, RestoreSource, StepAction, TargetRef};
 use crate::targets::Target;
 
 /// Where a trial keeps a backup: a directory, or `<name>.tar.gz` beside it.
@@ -81,11 +81,13 @@ pub fn take_backup(plan: &BackupPlan, target: &dyn Target, trial_dir: &Path, rec
         taken_at,
         match result {
             Ok((files, bytes)) => {
-                EventKind::BackupTaken { name: plan.name.clone(), target: plan.target.clone(), files, bytes }
+                EventKind::BackupTaken { name: plan.name.clone(), target: plan.target.to_string(), files, bytes }
             }
-            Err(e) => {
-                EventKind::BackupFailed { name: plan.name.clone(), target: plan.target.clone(), error: e.to_string() }
-            }
+            Err(e) => EventKind::BackupFailed {
+                name: plan.name.clone(),
+                target: plan.target.to_string(),
+                error: e.to_string(),
+            },
         },
     );
 }
@@ -179,9 +181,8 @@ pub struct Procedure<'a> {
 }
 
 impl Procedure<'_> {
-    fn target(&self, name: &str) -> (&Arc<dyn Target>, &Sampler) {
-        let i = self.targets.iter().position(|t| t.name() == name).expect("compile checked target names");
-        (&self.targets[i], &self.samplers[i])
+    fn target(&self, target: &TargetRef) -> (&Arc<dyn Target>, &Sampler) {
+        (&self.targets[target.index], &self.samplers[target.index])
     }
 
     /// Runs the steps in order; stops at the first that fails, except that a

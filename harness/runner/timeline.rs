@@ -53,7 +53,7 @@ impl FaultInjector<'_> {
         let guard = result.map_err(|e| {
             let error = e.to_string();
             eprintln!("crashlab: trial {}: {error}", trial.index);
-            let failed = EventKind::FaultFailed { fault: i, target: f.target.clone(), error: error.clone() };
+            let failed = EventKind::FaultFailed { fault: i, target: f.target.to_string(), error: error.clone() };
             ctx.recorder.record(failed);
             error
         })?;
@@ -173,7 +173,7 @@ fn await_recovery(trial: &Trial, env: &TrialEnv, workload: Option<&dyn Workload>
         let _ = sampler.health.wait_sustained(now, t.probe.healthy_after, deadline, &trial.cancel);
     }
     if let (Some(w), Some(plan_w)) = (workload, &trial.plan.workload) {
-        let target = plan_w.target.clone();
+        let target = plan_w.target.to_string();
         match read_back(w) {
             Ok(items) => trial.recorder.record(EventKind::ReadBack { target, items }),
             Err(e) => trial.recorder.record(EventKind::ReadBackFailed { target, error: e.to_string() }),

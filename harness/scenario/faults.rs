@@ -119,8 +119,10 @@ pub fn compile_fault(
         FaultName::Partition => {
             let plan = partition_fault(f, targets, network, d)?;
             // RTO is measured on the isolated target, or the first of the far group.
-            let target = plan.groups[1][0].clone();
-            (FaultKind::Partition(plan), target)
+            let name = plan.groups[1][0].clone();
+            // (A name that is not a target was reported by partition_plan.)
+            let index = targets.iter().position(|t| *t == name)?;
+            (FaultKind::Partition(plan), TargetRef { index, name })
         }
         FaultName::Blackhole
         | FaultName::Refuse
@@ -485,15 +487,14 @@ pub fn check_disposable(
     span_of: impl Fn(&str) -> std::ops::Range<usize>,
     d: &mut Diagnostics,
 ) {
-    let touched =
-        faults.iter().filter(|f| f.kind.is_storage()).map(|f| (f.target.as_str(), f.kind.name().as_str())).chain(
-            recover.iter().filter_map(|s| match &s.action {
-                StepAction::Restore { target, .. } | StepAction::Remove { target, .. } => {
-                    Some((target.as_str(), s.action.name().as_str()))
-                }
-                _ => None,
-            }),
-        );
+    let touched = faults.iter().filter(|f| f.kind.is_storage()).map(|f| (&*f.target, f.kind.name().as_str())).chain(
+        recover.iter().filter_map(|s| match &s.action {
+            StepAction::Restore { target, .. } | StepAction::Remove { target, .. } => {
+                Some((&**target, s.action.name().as_str()))
+            }
+            _ => None,
+        }),
+    );
     let mut reported = Vec::new();
     for (name, what) in touched {
         let Some(target) = targets.iter().find(|t| t.name == name) else { continue };

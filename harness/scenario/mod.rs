@@ -597,10 +597,10 @@ fn compile_probe(f: &Fields, d: &mut Diagnostics) -> Option<ProbePlan> {
     Some(ProbePlan { kind, interval, timeout, healthy_after })
 }
 
-pub(crate) fn target_ref(f: &Fields, targets: &[&str], d: &mut Diagnostics) -> Option<String> {
+pub(crate) fn target_ref(f: &Fields, targets: &[&str], d: &mut Diagnostics) -> Option<TargetRef> {
     let (name, span) = f.required_str("target", "the name of a [target.<name>]", d)?;
-    if targets.contains(&name) {
-        return Some(name.to_string());
+    if let Some(index) = targets.iter().position(|t| *t == name) {
+        return Some(TargetRef { index, name: name.to_string() });
     }
     d.error(
         span,

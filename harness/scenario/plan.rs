@@ -143,18 +143,59 @@ pub enum NetworkPlan {
     Namespaces,
 }
 
+/// One of the plan's targets, as a scenario names it, resolved when the
+/// scenario is compiled: its place in [`Plan::targets`] (the runner's
+/// targets are in the same order) and its name, for events and messages.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TargetRef {
+    pub index: usize,
+    pub name: String,
+}
+
+impl std::ops::Deref for TargetRef {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.name
+    }
+}
+
+impl PartialEq<String> for TargetRef {
+    fn eq(&self, other: &String) -> bool {
+        self.name == *other
+    }
+}
+
+impl PartialEq<TargetRef> for String {
+    fn eq(&self, other: &TargetRef) -> bool {
+        *self == other.name
+    }
+}
+
+impl PartialEq<&str> for TargetRef {
+    fn eq(&self, other: &&str) -> bool {
+        self.name == *other
+    }
+}
+
+impl std::fmt::Display for TargetRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
 /// A fault proxy: listens on a port of its own (`{proxy.NAME}`) and forwards
 /// to the target's `{port}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyPlan {
     pub name: String,
-    pub target: String,
+    pub target: TargetRef,
 }
 
 #[derive(Debug, Clone)]
 pub struct WorkloadPlan {
     pub kind: WorkloadKind,
-    pub target: String,
+    pub target: TargetRef,
     /// A proxy the workload's clients go through, instead of straight to
     /// the target's port.
     pub via: Option<String>,
@@ -185,7 +226,7 @@ pub enum WorkloadKind {
 #[derive(Debug, Clone)]
 pub struct FaultPlan {
     pub kind: FaultKind,
-    pub target: String,
+    pub target: TargetRef,
     /// When, on the trial's timeline; unused for a procedure's fault step.
     pub at: TimeSpec,
     /// Injected by a `fault` step of the recovery procedure, not on a timer.
@@ -448,7 +489,7 @@ pub enum LockKind {
 #[derive(Debug, Clone)]
 pub struct BackupPlan {
     pub name: String,
-    pub target: String,
+    pub target: TargetRef,
     pub at: TimeSpec,
     /// A `.tar.gz` of the data dir (as backup scripts make), not a copy.
     pub tarball: bool,
@@ -465,21 +506,21 @@ pub struct RecoverStep {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepAction {
     /// A command (templated with the target's placeholders); must exit 0.
-    Run { target: String, argv: Vec<String>, timeout: Duration },
+    Run { target: TargetRef, argv: Vec<String>, timeout: Duration },
     /// A validation command: a failure fails the trial, but the procedure
     /// goes on (the drill reports every check that did not hold).
-    Check { target: String, argv: Vec<String>, timeout: Duration },
+    Check { target: TargetRef, argv: Vec<String>, timeout: Duration },
     /// Replace the target's data dir with a backup: a `[[backup]]` name, or
     /// a directory or .tar / .tar.gz file.
-    Restore { target: String, from: RestoreSource },
+    Restore { target: TargetRef, from: RestoreSource },
     /// Remove a file or directory of the target's data dir.
-    Remove { target: String, path: String },
+    Remove { target: TargetRef, path: String },
     /// Take the target down (gracefully) and keep it down.
-    Stop { target: String },
+    Stop { target: TargetRef },
     /// Start it again.
-    Start { target: String },
+    Start { target: TargetRef },
     /// Wait for a sustained healthy window of the target.
-    WaitHealthy { target: String, timeout: Duration },
+    WaitHealthy { target: TargetRef, timeout: Duration },
     /// Wait a fixed time (an operator's reaction time).
     Sleep { duration: Duration },
     /// Inject `Plan::faults[fault]` now (a fault with a duration holds the

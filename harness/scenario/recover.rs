@@ -106,7 +106,7 @@ pub fn compile_recover(
     let on = TargetSteps { backups, base: base.as_deref(), check_paths };
     let mut steps = Vec::new();
     // Which targets a `stop` step has taken down so far (and not started again).
-    let mut stopped: Vec<String> = Vec::new();
+    let mut stopped: Vec<TargetRef> = Vec::new();
     let known = step_keys();
     for f in entries(top, "recover", &known, d) {
         // `manual = "..."` alone is a manual step.
@@ -189,9 +189,9 @@ impl TargetSteps<'_> {
     fn step(
         &self,
         action: StepName,
-        target: String,
+        target: TargetRef,
         f: &Fields,
-        stopped: &mut Vec<String>,
+        stopped: &mut Vec<TargetRef>,
         d: &mut Diagnostics,
     ) -> Option<StepAction> {
         match action {
