@@ -2,7 +2,7 @@
 //! docker-compose, each scenario once, measuring what the runbook promises;
 //! and no compose project left behind.
 
-mod common;
+use crate::common;
 
 use common::{compose_available, crashlab, docker_available, journal, labelled_containers, run, scenario, Run};
 use serde_json::Value;

@@ -1,7 +1,7 @@
 //! Bad scenarios: every error listed at once, at file:line:col, exit 2,
 //! nothing started. And every scenario of the library is valid.
 
-mod common;
+use crate::common;
 
 use common::{crashlab, fixture};
 

@@ -1,7 +1,7 @@
 //! Known-answer tests: services whose true recovery time and loss are known,
 //! measured by the real binary. Each asserts the number, not just success.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

@@ -1,7 +1,7 @@
 //! Measurement truth: what the harness reports agrees with what happened to
 //! the target (issue 13).
 
-mod common;
+use crate::common;
 
 use common::{run, write_scenario};
 use serde_json::Value;

@@ -3,7 +3,7 @@
 //! restore out of the data dir, a run directory is never shared, and an
 //! interrupted trial is never called a failure.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,7 +1,7 @@
 //! `crashlab drill` and `crashlab history`: runbooks run as drills, timed
 //! step by step against budgets, and kept in the drill log.
 
-mod common;
+use crate::common;
 
 use common::{crashlab, scenario, write_scenario};
 use serde_json::Value;

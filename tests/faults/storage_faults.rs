@@ -2,7 +2,7 @@
 //! the true loss of each fault can be computed from the history alone, and
 //! compared with what the harness measured.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 

@@ -3,7 +3,7 @@
 //! goes through the engine); the test prints both, side by side, rather
 //! than hiding the difference.
 
-mod common;
+use crate::common;
 
 use common::{docker_available, run, write_scenario};
 

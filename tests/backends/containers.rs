@@ -2,7 +2,7 @@
 //! harness builds itself (no registry). Each test checks that its run left
 //! no container behind.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

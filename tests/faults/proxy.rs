@@ -1,7 +1,7 @@
 //! The fault proxy on its own, against small servers whose behaviour is
 //! known: each fault's effect is measured on live connections.
 
-mod common;
+use crate::common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

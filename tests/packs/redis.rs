@@ -3,7 +3,7 @@
 //! persistence setting. Three trials each here; the README's table comes
 //! from `crashlab bench` over ten.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 

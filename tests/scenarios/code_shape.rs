@@ -4,7 +4,7 @@
 //! cycle, no function over 120 lines but tables of data. `ci/code-shape.py`
 //! measures it; `python3 ci/code-shape.py` prints the figures.
 
-mod common;
+use crate::common;
 
 #[test]
 fn the_code_keeps_its_shape() {

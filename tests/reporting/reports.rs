@@ -2,7 +2,7 @@
 //! systems read, the Markdown summary, the Prometheus metrics, and
 //! `crashlab report` re-rendering them.
 
-mod common;
+use crate::common;
 
 use common::{crashlab, run, scenario, write_scenario};
 

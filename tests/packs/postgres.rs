@@ -3,7 +3,7 @@
 //! sequencer's invariants; stale pid files are handled as PostgreSQL's
 //! source says; a damaged heap page is caught by data checksums.
 
-mod common;
+use crate::common;
 
 use common::{available, run, scenario, which, write_scenario, Run};
 use serde_json::Value;

@@ -2,7 +2,7 @@
 //! instead of 400 ms is reported as improved; the same settings, run again
 //! with another seed, as unchanged.
 
-mod common;
+use crate::common;
 
 use common::{crashlab, write_scenario};
 

@@ -1,7 +1,7 @@
 //! Images made here, without a registry: the Debian one with a real
 //! service in it, built once and then reused, and run as a container target.
 
-mod common;
+use crate::common;
 
 use common::{crashlab, docker_available, mmdebstrap_available, run, scenario};
 

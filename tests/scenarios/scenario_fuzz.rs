@@ -8,7 +8,7 @@
 //! `CRASHLAB_FUZZ_SECS` (default 20) bounds the time; `CRASHLAB_FUZZ_SEED`
 //! picks another sequence (the default is fixed, so CI is repeatable).
 
-mod common;
+use crate::common;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! Known answers for link faults through the fault proxy, measured by the
 //! real binary on demo-kv.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

@@ -4,7 +4,7 @@
 //! (before the refactor of issue 14): a seeded two-trial run with a backup, a
 //! pause, an offline corruption and a five-step recovery procedure.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! error, and the DOM Chromium built holds one fault band per injected fault
 //! in each trial's timeline, and one bar per recovery step.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The harness's own life: locks, Ctrl-C, being killed, cleanup, targets that
 //! never come back, reproducible schedules, offline analysis.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -4,7 +4,7 @@
 //! binary (rusqlite, bundled), so only the power-loss half needs anything
 //! (FUSE).
 
-mod common;
+use crate::common;
 
 use common::{crashlab, fuse_available, run, scenario, Run};
 

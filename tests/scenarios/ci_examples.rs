@@ -2,7 +2,7 @@
 //! expectation, opens when everything passes, and leaves the JUnit files
 //! and one Markdown summary that CI systems publish.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

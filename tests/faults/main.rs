@@ -1,0 +1,10 @@
+//! Fault families: storage (FUSE layer, corruption, stale locks), network partitions, the fault proxy.
+//!
+//! One test binary per area; each module below is one file of tests/faults/.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod network_faults;
+mod proxy;
+mod storage_faults;
