@@ -3,7 +3,7 @@
 //! spell them from here, and serialize them to the same strings.
 
 use serde::{Deserialize, Serialize};
-use strum::{EnumString, IntoStaticStr, VariantArray, VariantNames};
+use strum::{Display, EnumString, IntoStaticStr, VariantArray, VariantNames};
 
 /// A fault's `kind`, in the order the schema and diagnostics list them.
 #[derive(
@@ -13,6 +13,7 @@ use strum::{EnumString, IntoStaticStr, VariantArray, VariantNames};
     PartialEq,
     Eq,
     Hash,
+    Display,
     EnumString,
     IntoStaticStr,
     VariantArray,
@@ -60,12 +61,6 @@ impl FaultName {
     }
 }
 
-impl std::fmt::Display for FaultName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// A recovery step's `action`.
 #[derive(
     Debug,
@@ -74,6 +69,7 @@ impl std::fmt::Display for FaultName {
     PartialEq,
     Eq,
     Hash,
+    Display,
     EnumString,
     IntoStaticStr,
     VariantArray,
@@ -104,12 +100,6 @@ impl StepName {
     /// so they do not move the floor of the recovery window.
     pub fn acts(self) -> bool {
         !matches!(self, StepName::Wait | StepName::Check)
-    }
-}
-
-impl std::fmt::Display for StepName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

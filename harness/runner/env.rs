@@ -265,3 +265,46 @@ fn await_start_up(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::fake::{with_trial, FakeTarget, Log};
+
+    const SCENARIO: &str = r#"
+name = "fake"
+[target.a]
+command = ["true"]
+probe = { kind = "tcp" }
+[target.b]
+command = ["true"]
+probe = { kind = "tcp" }
+"#;
+
+    /// The order is the type's: every target stops (and its last words are
+    /// kept) before what the faults left in effect is healed, so that a
+    /// restored file is never rewritten by a target still running.
+    #[test]
+    fn tear_down_stops_every_target_before_healing_what_faults_left() {
+        with_trial(SCENARIO, |trial| {
+            let log = Log::default();
+            let mut env = TrialEnv::default();
+            for name in ["a", "b"] {
+                env.targets.push(Arc::new(FakeTarget { name: name.into(), log: Arc::clone(&log) }));
+            }
+            let healer = Arc::clone(&log);
+            env.lasting.lock().unwrap().push(FaultGuard::new(move || healer.lock().unwrap().push("heal".into())));
+            env.tear_down(trial);
+            assert_eq!(*log.lock().unwrap(), ["stop a", "stop b", "heal"]);
+            let events = trial.recorder.finish(Instant::now());
+            let logs: Vec<_> = events
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    EventKind::TargetLog { target, lines } => Some((target.as_str(), lines[0].as_str())),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(logs, [("a", "the last words of a"), ("b", "the last words of b")]);
+        });
+    }
+}

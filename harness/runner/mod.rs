@@ -4,6 +4,8 @@
 
 mod containers;
 mod env;
+#[cfg(test)]
+mod fake;
 mod recover;
 mod timeline;
 

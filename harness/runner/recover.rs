@@ -181,8 +181,12 @@ pub struct Procedure<'a> {
 }
 
 impl Procedure<'_> {
-    fn target(&self, target: &TargetRef) -> (&Arc<dyn Target>, &Sampler) {
-        (&self.targets[target.index], &self.samplers[target.index])
+    fn target(&self, target: &TargetRef) -> &Arc<dyn Target> {
+        &self.targets[target.index]
+    }
+
+    fn sampler(&self, target: &TargetRef) -> &Sampler {
+        &self.samplers[target.index]
     }
 
     /// Runs the steps in order; stops at the first that fails, except that a
@@ -208,7 +212,7 @@ impl Procedure<'_> {
     fn step(&self, index: usize, step: &RecoverStep, cancel: &crate::cancel::Cancel) -> Result<String, String> {
         match &step.action {
             StepAction::Run { target, argv, timeout } | StepAction::Check { target, argv, timeout } => {
-                let (t, _) = self.target(target);
+                let t = self.target(target);
                 let out = t.exec(argv, *timeout, crate::targets::CommandKind::Step).map_err(|e| e.to_string())?;
                 let stderr = out.stderr.trim();
                 // What went wrong first, then which command: a long one
@@ -221,7 +225,7 @@ impl Procedure<'_> {
                 }
             }
             StepAction::Restore { target, from } => {
-                let (t, _) = self.target(target);
+                let t = self.target(target);
                 let dir = t.data_dir().map_err(|e| e.to_string())?;
                 let from = match from {
                     RestoreSource::Backup(name) => match backup_tarball(self.trial_dir, name) {
@@ -236,7 +240,7 @@ impl Procedure<'_> {
                 restore(&from, &dir).map_err(|e| format!("cannot restore {}: {e}", from.display()))
             }
             StepAction::Remove { target, path } => {
-                let (t, _) = self.target(target);
+                let t = self.target(target);
                 let dir = t.data_dir().map_err(|e| e.to_string())?;
                 let path = confine::path_in(&dir, path).map_err(|e| e.to_string())?;
                 let removed = match fs::symlink_metadata(&path) {
@@ -248,15 +252,15 @@ impl Procedure<'_> {
                 removed.map(|()| String::new()).map_err(|e| format!("cannot remove {}: {e}", path.display()))
             }
             StepAction::Stop { target } => {
-                let stopped = self.target(target).0.hold(Signal::SIGTERM);
+                let stopped = self.target(target).hold(Signal::SIGTERM);
                 Ok(stopped.map_or("was not running".into(), |p| format!("stopped pid {}", p.pid)))
             }
             StepAction::Start { target } => {
-                self.target(target).0.release();
+                self.target(target).release();
                 Ok(String::new())
             }
             StepAction::WaitHealthy { target, timeout } => {
-                let (_, sampler) = self.target(target);
+                let sampler = self.sampler(target);
                 let now = Instant::now();
                 match sampler.health.wait_sustained(now, (self.healthy_after)(target), now + *timeout, cancel) {
                     Some(_) => Ok(String::new()),

@@ -194,3 +194,58 @@ fn read_back(workload: &dyn Workload) -> std::io::Result<Vec<(String, String)>> 
     }
     Err(last.expect("tried at least once"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::fake::{with_trial, FakeTarget, Log};
+
+    /// The timeline injects each fault at its time through the target's
+    /// interface, records it, heals a fault with a duration after it, and
+    /// runs the procedure as soon as the last timed fault is in (here while
+    /// the pause still holds): all against a fake.
+    #[test]
+    fn faults_and_the_procedure_reach_the_target_in_order_and_on_time() {
+        let scenario = r#"
+name = "fake"
+[target.kv]
+command = ["true"]
+probe = { kind = "tcp" }
+[[fault]]
+kind = "kill"
+target = "kv"
+at = "20ms"
+[[fault]]
+kind = "pause"
+target = "kv"
+duration = "30ms"
+at = "60ms"
+[[recover]]
+action = "stop"
+target = "kv"
+[[recover]]
+action = "start"
+target = "kv"
+"#;
+        with_trial(scenario, |trial| {
+            let log = Log::default();
+            let mut env = TrialEnv::default();
+            env.targets.push(Arc::new(FakeTarget { name: "kv".into(), log: Arc::clone(&log) }));
+            let schedule =
+                Schedule { faults: vec![Duration::from_millis(20), Duration::from_millis(60)], backups: Vec::new() };
+            let origin = Instant::now();
+            run(trial, &env, &schedule, origin);
+            let done = origin.elapsed();
+            assert_eq!(*log.lock().unwrap(), ["SIGKILL kv", "pause kv", "hold kv", "release kv", "resume kv"]);
+            assert!(done >= Duration::from_millis(90), "the timeline lasts until the pause healed: {done:?}");
+            let events = trial.recorder.finish(origin);
+            let injected: Vec<f64> = events
+                .iter()
+                .filter_map(|e| matches!(e.kind, EventKind::FaultInjected { .. }).then_some(e.t_ms))
+                .collect();
+            assert_eq!(injected.len(), 2);
+            assert!(injected[0] >= 20.0 && injected[1] >= 60.0, "on schedule, never early: {injected:?}");
+            assert!(events.iter().any(|e| matches!(e.kind, EventKind::FaultHealed { fault: 1, .. })));
+        });
+    }
+}
