@@ -200,7 +200,7 @@ impl Procedure<'_> {
             self.recorder.record(EventKind::RecoverStarted { step: i, action: step.action.name(), target });
             let (ok, detail) = match self.step(i, step, cancel) {
                 Ok(detail) => (true, detail),
-                Err(e) => (false, e),
+                Err(e) => (false, e.to_string()),
             };
             self.recorder.record(EventKind::RecoverEnded { step: i, ok, detail });
             if !ok && !matches!(step.action, StepAction::Check { .. }) {
@@ -209,24 +209,24 @@ impl Procedure<'_> {
         }
     }
 
-    fn step(&self, index: usize, step: &RecoverStep, cancel: &crate::cancel::Cancel) -> Result<String, String> {
+    fn step(&self, index: usize, step: &RecoverStep, cancel: &crate::cancel::Cancel) -> Result<String, StepError> {
         match &step.action {
             StepAction::Run { target, argv, timeout } | StepAction::Check { target, argv, timeout } => {
                 let t = self.target(target);
-                let out = t.exec(argv, *timeout, crate::targets::CommandKind::Step).map_err(|e| e.to_string())?;
+                let out = t.exec(argv, *timeout, crate::targets::CommandKind::Step)?;
                 let stderr = out.stderr.trim();
                 // What went wrong first, then which command: a long one
                 // would push the reason out of a report's line.
                 let command = shorten(&argv.join(" "), 100);
                 match out.exit {
                     Some(exit) if exit.success() => Ok(String::new()),
-                    Some(exit) => Err(format!("{exit}{} (`{command}`)", tail(stderr))),
-                    None => Err(format!("did not finish within {timeout:?} (`{command}`)")),
+                    Some(exit) => Err(StepError::Failed(format!("{exit}{} (`{command}`)", tail(stderr)))),
+                    None => Err(StepError::Failed(format!("did not finish within {timeout:?} (`{command}`)"))),
                 }
             }
             StepAction::Restore { target, from } => {
                 let t = self.target(target);
-                let dir = t.data_dir().map_err(|e| e.to_string())?;
+                let dir = t.data_dir()?;
                 let from = match from {
                     RestoreSource::Backup(name) => match backup_tarball(self.trial_dir, name) {
                         tarball if tarball.exists() => tarball,
@@ -235,21 +235,27 @@ impl Procedure<'_> {
                     RestoreSource::Path(path) => path.clone(),
                 };
                 if !from.exists() {
-                    return Err(format!("{} does not exist (was the backup taken?)", from.display()));
+                    return Err(StepError::Failed(format!(
+                        "{} does not exist (was the backup taken?)",
+                        from.display()
+                    )));
                 }
-                restore(&from, &dir).map_err(|e| format!("cannot restore {}: {e}", from.display()))
+                restore(&from, &dir)
+                    .map_err(|source| StepError::Io { what: format!("cannot restore {}", from.display()), source })
             }
             StepAction::Remove { target, path } => {
                 let t = self.target(target);
-                let dir = t.data_dir().map_err(|e| e.to_string())?;
-                let path = confine::path_in(&dir, path).map_err(|e| e.to_string())?;
+                let dir = t.data_dir()?;
+                let path = confine::path_in(&dir, path)?;
                 let removed = match fs::symlink_metadata(&path) {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok("already absent".into()),
                     Err(e) => Err(e),
                     Ok(m) if m.is_dir() => fs::remove_dir_all(&path),
                     Ok(_) => fs::remove_file(&path),
                 };
-                removed.map(|()| String::new()).map_err(|e| format!("cannot remove {}: {e}", path.display()))
+                removed
+                    .map(|()| String::new())
+                    .map_err(|source| StepError::Io { what: format!("cannot remove {}", path.display()), source })
             }
             StepAction::Stop { target } => {
                 let stopped = self.target(target).hold(Signal::SIGTERM);
@@ -264,19 +270,39 @@ impl Procedure<'_> {
                 let now = Instant::now();
                 match sampler.health.wait_sustained(now, (self.healthy_after)(target), now + *timeout, cancel) {
                     Some(_) => Ok(String::new()),
-                    None => Err(format!("`{target}` not healthy within {timeout:?}")),
+                    None => Err(StepError::Failed(format!("`{target}` not healthy within {timeout:?}"))),
                 }
             }
             StepAction::Sleep { duration } => {
                 cancel.sleep_until(Instant::now() + *duration);
                 Ok(String::new())
             }
-            StepAction::Fault { fault } => (self.inject)(*fault).map(|()| format!("fault #{}", fault + 1)),
-            StepAction::Manual { instruction } => {
-                self.operator.confirm(index + 1, self.steps.len(), instruction, step.budget, cancel)
+            StepAction::Fault { fault } => {
+                (self.inject)(*fault).map(|()| format!("fault #{}", fault + 1)).map_err(StepError::Failed)
             }
+            StepAction::Manual { instruction } => self
+                .operator
+                .confirm(index + 1, self.steps.len(), instruction, step.budget, cancel)
+                .map_err(StepError::Failed),
         }
     }
+}
+
+/// Why a step of the procedure failed; its words become the step's detail
+/// in the history and the reports.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Target(#[from] crate::targets::TargetError),
+    /// A path outside the data dir, or no data dir.
+    #[error("{0}")]
+    Refused(#[from] confine::Refusal),
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+    /// A command that failed, a target not healthy in time, a fault that
+    /// could not be injected, an operator who said it failed.
+    #[error("{0}")]
+    Failed(String),
 }
 
 fn shorten(text: &str, max: usize) -> String {
