@@ -80,7 +80,7 @@ fn the_same_scenarios_pass_against_a_process_and_a_container() {
             let path = write_scenario(tmp.path(), &file, &scenario(name, fault, container));
             let r = run(&path, &["--seed", "40"]);
             assert_eq!(r.code, 0, "{file}:\n{}\n{}", r.stdout(), r.stderr());
-            p50.push(r.report["summary"]["rto_ms"]["p50"].as_f64().unwrap_or(f64::NAN));
+            p50.push(r.report().summary.rto_ms.p50.unwrap_or(f64::NAN));
         }
         table.push(format!("{name:<18} {:>12.1}ms {:>14.1}ms", p50[0], p50[1]));
     }
@@ -140,9 +140,9 @@ command = ["sh", "-c", "test -s {{data_dir}}/wal.log && test \"$CONFORMANCE\" = 
         let data_dir = r.dir.join("trial-000/data/kv").canonicalize().unwrap();
         // Hooks run when the trial starts the target, not on each restart.
         assert_eq!(hooks, format!("trial 0 of kv {} 127.0.0.1\n", data_dir.display()), "container {container}");
-        let warnings = r.trials()[0]["warnings"].as_array().cloned().unwrap_or_default();
+        let warnings = r.trials()[0].warnings.clone();
         assert_eq!(warnings.len(), 1, "the failing after_stop hook, container {container}: {warnings:?}");
-        seen.push(warnings[0].as_str().unwrap().to_string());
+        seen.push(warnings[0].clone());
 
         // The same target, never restarted: down for good after the kill.
         let never = text.replace("restart = { delay = \"20ms\" }", "restart = { policy = \"never\" }");
@@ -150,7 +150,7 @@ command = ["sh", "-c", "test -s {{data_dir}}/wal.log && test \"$CONFORMANCE\" = 
         let path = write_scenario(tmp.path(), &format!("never-{container}.toml"), &never);
         let r = run(&path, &["--seed", "1"]);
         assert_eq!(r.code, 1, "never restarted, container {container}:\n{}", r.stdout());
-        assert!(r.trials()[0]["rto_ms"].is_null(), "container {container}");
+        assert!(r.trials()[0].rto_ms.is_none(), "container {container}");
     }
     assert_eq!(seen[0], seen[1], "a failing hook, in the same words on both backends");
     assert!(seen[0].contains("exit code 7: the volume is busy"), "{}", seen[0]);

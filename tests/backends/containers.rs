@@ -3,6 +3,7 @@
 //! no container behind.
 
 use crate::common;
+use crashlab::reports::{CheckReport, Verdict};
 
 use std::time::{Duration, Instant};
 
@@ -24,12 +25,12 @@ fn label(r: &Run) -> String {
 fn check_restarted_and_nothing_lost(r: &Run) {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
     for t in r.trials() {
-        let f = &t["faults"][0];
-        let rto = t["rto_ms"].as_f64().expect("recovered");
-        let restart = f["restart_ms"].as_f64().expect("the container's process came back");
+        let f = &t.faults[0];
+        let rto = t.rto_ms.expect("recovered");
+        let restart = f.restart_ms.expect("the container's process came back");
         assert!(restart < rto, "restart {restart} ms precedes readiness {rto} ms");
-        assert!(f["detail"].as_str().unwrap().starts_with("SIGKILL to pid"), "{f}");
-        assert_eq!(t["rpo"]["lost_acked"].as_u64(), Some(0), "trial {}", t["index"]);
+        assert!(f.detail.as_str().starts_with("SIGKILL to pid"), "{f:?}");
+        assert_eq!(t.rpo.lost_acked, Some(0), "trial {}", t.index);
         common::assert_the_workload_ran("container kill", t);
     }
     assert!(labelled_containers(&label(r)).is_empty(), "the run's containers are gone");
@@ -69,7 +70,7 @@ fn a_kill_of_every_process_in_a_container_is_a_crash_the_harness_recovers_from()
     let r = run(&common::write_scenario(tmp.path(), "all.toml", &text), &["--seed", "33", "--trials", "2"]);
     check_restarted_and_nothing_lost(&r);
     for t in r.trials() {
-        let detail = t["faults"][0]["detail"].as_str().unwrap();
+        let detail = t.faults[0].detail.as_str();
         assert!(detail.contains("and every process the target started ("), "{detail}");
     }
 }
@@ -94,10 +95,10 @@ fn a_file_in_a_containers_bind_mounted_data_dir_is_corrupted_while_it_is_stopped
     let r = run(&path, &["--seed", "33"]);
     assert_eq!(r.code, 1, "the refusing store never recovers: {}\n{}", r.stdout(), r.stderr());
     let t = &r.trials()[0];
-    assert!(t["faults"][0]["detail"].as_str().unwrap().contains("bitflip (offline): wal.log: flipped byte"));
-    let observed: Vec<&Value> = t["checks"].as_array().unwrap().iter().filter(|c| c["verdict"] == "fail").collect();
+    assert!(t.faults[0].detail.as_str().contains("bitflip (offline): wal.log: flipped byte"));
+    let observed: Vec<&CheckReport> = t.checks.iter().filter(|c| c.verdict == Verdict::Fail).collect();
     assert!(
-        observed.iter().any(|c| c["observed"].as_str().unwrap().contains("checksum mismatch")),
+        observed.iter().any(|c| c.observed.as_str().contains("checksum mismatch")),
         "the report quotes the container's refusal: {observed:?}"
     );
     assert!(labelled_containers(&label(&r)).is_empty());
@@ -142,8 +143,8 @@ fn a_container_taken_off_its_network_fails_ops_meanwhile_and_recovers_after() {
     let r = run(&scenario("container-disconnect.toml"), &["--seed", "34"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
     let t = &r.trials()[0];
-    let f = &t["faults"][0];
-    let (from, to) = (f["injected_at_ms"].as_f64().unwrap(), f["healed_at_ms"].as_f64().unwrap());
+    let f = &t.faults[0];
+    let (from, to) = (f.injected_at_ms, f.healed_at_ms.unwrap());
     let events = r.history(0);
     let sent: std::collections::HashMap<u64, f64> = events
         .iter()
@@ -160,10 +161,10 @@ fn a_container_taken_off_its_network_fails_ops_meanwhile_and_recovers_after() {
         .collect();
     assert!(inside.len() > 50, "only {} ops inside the disconnect", inside.len());
     assert!(inside.iter().all(|e| e["outcome"] != "ok"), "an op succeeded while the container was off its network");
-    let rto = t["rto_ms"].as_f64().expect("recovered");
+    let rto = t.rto_ms.expect("recovered");
     assert!(rto >= 1900.0, "recovered at {rto} ms, before the 2 s disconnect ended");
-    assert!(f["rto_from_heal_ms"].as_f64().unwrap() <= 500.0);
-    assert_eq!(t["rpo"]["lost_acked"].as_u64(), Some(0));
+    assert!(f.rto_from_heal_ms.unwrap() <= 500.0);
+    assert_eq!(t.rpo.lost_acked, Some(0));
     assert!(labelled_containers(&label(&r)).is_empty());
 }
 
@@ -175,8 +176,8 @@ fn killing_one_compose_service_leaves_the_other_healthy_throughout() {
     let r = run(&scenario("compose-two-services.toml"), &["--seed", "35"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
     let t = &r.trials()[0];
-    assert!(t["faults"][0]["restart_ms"].as_f64().is_some(), "kv1's container came back");
-    assert_eq!(t["rpo"]["lost_acked"].as_u64(), Some(0));
+    assert!(t.faults[0].restart_ms.is_some(), "kv1's container came back");
+    assert_eq!(t.rpo.lost_acked, Some(0));
     let events = r.history(0);
     let kv2: Vec<&Value> = events
         .iter()

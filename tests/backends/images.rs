@@ -23,8 +23,8 @@ fn a_debian_image_with_redis_is_built_once_then_reused_and_runs_as_a_target() {
     let r = run(&scenario("container-redis-kill.toml"), &["--seed", "36"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
     for t in r.trials() {
-        let f = &t["faults"][0];
-        assert!(f["detail"].as_str().unwrap().starts_with("SIGKILL to pid"));
-        assert!(f["restart_ms"].as_f64().is_some() && t["rto_ms"].as_f64().is_some(), "{t}");
+        let f = &t.faults[0];
+        assert!(f.detail.as_str().starts_with("SIGKILL to pid"));
+        assert!(f.restart_ms.is_some() && t.rto_ms.is_some(), "{t:?}");
     }
 }

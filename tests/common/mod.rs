@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use assert_cmd::Command;
+use crashlab::reports::{RunReport, TrialReport};
 use serde_json::Value;
 
 pub fn crashlab() -> Command {
@@ -21,17 +22,26 @@ pub fn fixture(name: &str) -> PathBuf {
 }
 
 /// A finished `crashlab run`: its exit code, report and run directory.
+/// Tests read the report through its type ([`Run::report`]); the raw JSON
+/// is there for the tests of the format itself (tests/scenarios/compat.rs).
 pub struct Run {
     pub code: i32,
-    pub report: Value,
+    /// report.json as written, `Null` when the run wrote none.
+    pub json: Value,
+    typed: Option<RunReport>,
     pub dir: PathBuf,
     pub output: Output,
     _tmp: tempfile::TempDir,
 }
 
 impl Run {
-    pub fn trials(&self) -> &Vec<Value> {
-        self.report["trials"].as_array().expect("trials[]")
+    /// The run's report.json, read as the report crate's type.
+    pub fn report(&self) -> &RunReport {
+        self.typed.as_ref().unwrap_or_else(|| panic!("no report.json (exit {}): {}", self.code, self.stderr()))
+    }
+
+    pub fn trials(&self) -> &[TrialReport] {
+        &self.report().trials
     }
 
     pub fn stderr(&self) -> String {
@@ -69,10 +79,10 @@ pub fn run(scenario: &Path, args: &[&str]) -> Run {
         .timeout(std::time::Duration::from_secs(300))
         .output()
         .expect("crashlab runs");
-    let report = std::fs::read_to_string(dir.join("report.json"))
-        .map(|t| serde_json::from_str(&t).expect("report.json is JSON"))
-        .unwrap_or(Value::Null);
-    Run { code: output.status.code().unwrap_or(-1), report, dir, output, _tmp: tmp }
+    let text = std::fs::read_to_string(dir.join("report.json")).ok();
+    let json = text.as_deref().map_or(Value::Null, |t| serde_json::from_str(t).expect("report.json is JSON"));
+    let typed = text.map(|t| RunReport::from_json(&t).expect("report.json is a RunReport"));
+    Run { code: output.status.code().unwrap_or(-1), json, typed, dir, output, _tmp: tmp }
 }
 
 /// Writes a scenario into a temp dir and returns its path (kept alive by the dir).
@@ -202,19 +212,18 @@ pub fn mmdebstrap_available() -> bool {
 /// Writes acknowledged before the trial's first fault and after its recovery,
 /// read from the trial's own availability timeline. "The workload ran" is
 /// judged by these, not by a count that a loaded machine may not reach.
-pub fn acked_around_the_fault(trial: &Value) -> (u64, u64) {
-    let fault = &trial["faults"][0];
-    let injected = fault["injected_at_ms"].as_f64().expect("the fault fired");
-    let recovered = injected + fault["rto_ms"].as_f64().unwrap_or(0.0);
-    let bucket = trial["availability"]["bucket_ms"].as_f64().expect("a timeline");
-    let ok = trial["availability"]["ok"].as_array().expect("a timeline");
+pub fn acked_around_the_fault(trial: &TrialReport) -> (u64, u64) {
+    let fault = trial.faults.first().expect("the fault fired");
+    let injected = fault.injected_at_ms;
+    let recovered = injected + fault.rto_ms.unwrap_or(0.0);
+    let timeline = trial.availability.as_ref().expect("a timeline");
     let (mut before, mut after) = (0, 0);
-    for (i, n) in ok.iter().enumerate() {
-        let (start, end) = (i as f64 * bucket, (i + 1) as f64 * bucket);
+    for (i, n) in timeline.ok.iter().enumerate() {
+        let (start, end) = (i as f64 * timeline.bucket_ms, (i + 1) as f64 * timeline.bucket_ms);
         if end <= injected {
-            before += n.as_u64().unwrap();
+            before += u64::from(*n);
         } else if start >= recovered {
-            after += n.as_u64().unwrap();
+            after += u64::from(*n);
         }
     }
     (before, after)
@@ -222,7 +231,7 @@ pub fn acked_around_the_fault(trial: &Value) -> (u64, u64) {
 
 /// The workload acknowledged writes before the fault: a loss of zero is then
 /// a finding, not an idle workload.
-pub fn assert_the_workload_ran(name: &str, trial: &Value) {
+pub fn assert_the_workload_ran(name: &str, trial: &TrialReport) {
     let (before, after) = acked_around_the_fault(trial);
     assert!(before > 0, "{name}: the workload ran: {before} acked before the fault, {after} after recovery");
 }

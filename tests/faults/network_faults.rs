@@ -2,11 +2,11 @@
 //! real binary on demo-kv.
 
 use crate::common;
+use crashlab::reports::FaultReport;
 
 use std::collections::HashMap;
 
 use common::{run, scenario, Run};
-use serde_json::Value;
 
 /// (invoke time, latency, outcome) of every op of trial 0.
 fn ops(r: &Run) -> Vec<(f64, f64, String)> {
@@ -32,8 +32,8 @@ fn p50(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn fault(r: &Run) -> &Value {
-    &r.trials()[0]["faults"][0]
+fn fault(r: &Run) -> &FaultReport {
+    &r.trials()[0].faults[0]
 }
 
 #[test]
@@ -41,7 +41,7 @@ fn latency_on_the_client_link_adds_100ms_while_it_lasts() {
     let _serial = common::serial();
     let r = run(&scenario("proxy-latency.toml"), &["--seed", "21"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
-    let (from, to) = (fault(&r)["injected_at_ms"].as_f64().unwrap(), fault(&r)["healed_at_ms"].as_f64().unwrap());
+    let (from, to) = (fault(&r).injected_at_ms, fault(&r).healed_at_ms.unwrap());
     let ops = ops(&r);
     let latency = |lo: f64, hi: f64| p50(ops.iter().filter(|(at, ..)| *at > lo && *at < hi).map(|o| o.1).collect());
     let before = latency(0.0, from);
@@ -59,7 +59,7 @@ fn a_2s_blackhole_fails_the_ops_inside_it_and_recovers_at_the_heal_losing_nothin
     let r = run(&scenario("proxy-blackhole.toml"), &["--seed", "22"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
     let t = &r.trials()[0];
-    let (from, to) = (fault(&r)["injected_at_ms"].as_f64().unwrap(), fault(&r)["healed_at_ms"].as_f64().unwrap());
+    let (from, to) = (fault(&r).injected_at_ms, fault(&r).healed_at_ms.unwrap());
     assert!((to - from - 2000.0).abs() < 50.0);
     // An op sent inside the blackhole has no answer within its 500 ms
     // timeout, unless it was sent in the last 500 ms and the heal came first.
@@ -70,19 +70,19 @@ fn a_2s_blackhole_fails_the_ops_inside_it_and_recovers_at_the_heal_losing_nothin
     // blinded by the blackhole would wait for the 2 s fault or the end of
     // the workload. 500 ms (the workload's timeout) leaves room for a
     // loaded CI machine (244 ms seen) and still tells the two apart.
-    let from_heal = fault(&r)["rto_from_heal_ms"].as_f64().unwrap();
+    let from_heal = fault(&r).rto_from_heal_ms.unwrap();
     assert!(from_heal <= 500.0, "healthy {from_heal} ms after the heal");
-    let rto = t["rto_ms"].as_f64().unwrap();
+    let rto = t.rto_ms.unwrap();
     assert!(rto >= 2000.0, "recovered ({rto} ms) before the blackhole was healed");
-    assert_eq!(t["rpo"]["lost_acked"].as_u64(), Some(0));
-    assert!(fault(&r)["ttd_ms"].as_f64().unwrap() <= 120.0, "the probe saw the outage within its timeout");
+    assert_eq!(t.rpo.lost_acked, Some(0));
+    assert!(fault(&r).ttd_ms.unwrap() <= 120.0, "the probe saw the outage within its timeout");
 }
 
 mod partition {
     use std::process::Command;
     use std::time::{Duration, Instant};
 
-    use serde_json::Value;
+    use crashlab::reports::RunReport;
 
     use super::common;
 
@@ -192,9 +192,9 @@ at = "2s"
 
         let status = harness.wait().unwrap();
         assert_eq!(status.code(), Some(0));
-        let report: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
-        let fault = &report["trials"][0]["faults"][0];
-        let rto = fault["rto_ms"].as_f64().unwrap();
+        let report = RunReport::from_json(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+        let fault = &report.trials[0].faults[0];
+        let rto = fault.rto_ms.unwrap();
         assert!((3000.0..3500.0).contains(&rto), "b recovered {rto} ms after being isolated for 3 s");
         assert!(gone(&namespaces, &link), "the run's namespaces and link are gone");
         assert_eq!(ruleset(), before, "the host's ruleset is as before");

@@ -7,6 +7,7 @@ use crate::common;
 use std::collections::{HashMap, HashSet};
 
 use common::{fuse_available, psmisc_available, run, scenario, Run};
+use crashlab::reports::TrialReport;
 use serde_json::Value;
 
 /// The ops of one trial: (invoke time, key, value, outcome, complete time).
@@ -55,12 +56,12 @@ fn first_exit(r: &Run, trial: u64) -> f64 {
         .unwrap()
 }
 
-fn fault_detail(t: &Value) -> String {
-    t["faults"][0]["detail"].as_str().unwrap().to_string()
+fn fault_detail(t: &TrialReport) -> String {
+    t.faults[0].detail.clone()
 }
 
-fn lost(t: &Value) -> u64 {
-    t["rpo"]["lost_acked"].as_u64().expect("the store was read back")
+fn lost(t: &TrialReport) -> u64 {
+    t.rpo.lost_acked.expect("the store was read back")
 }
 
 #[test]
@@ -72,8 +73,8 @@ fn lose_unsynced_with_fsync_always_loses_nothing_acknowledged() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
     assert_eq!(r.trials().len(), 10);
     for t in r.trials() {
-        assert!(t["rpo"]["acked_writes"].as_u64().unwrap() >= 500, "trial {}: too few writes", t["index"]);
-        assert_eq!(lost(t), 0, "trial {}: {}", t["index"], fault_detail(t));
+        assert!(t.rpo.acked_writes >= 500, "trial {}: too few writes", t.index);
+        assert_eq!(lost(t), 0, "trial {}: {}", t.index, fault_detail(t));
         assert!(fault_detail(t).contains("discarded"), "{}", fault_detail(t));
     }
 }
@@ -94,7 +95,7 @@ fn lose_unsynced_with_fsync_never_loses_exactly_what_was_acknowledged_before_the
         assert!(expected > 100, "trial {i}: only {expected} writes before the power loss");
         assert_eq!(lost(t), expected, "trial {i}: {}", fault_detail(t));
         // The writes after the restart were kept: nothing else went missing.
-        assert_eq!(t["rpo"]["corrupted"].as_u64(), Some(0));
+        assert_eq!(t.rpo.corrupted, Some(0));
     }
 }
 
@@ -145,10 +146,9 @@ fn corrupt_mid_wal_with_refuse_never_recovers_and_names_the_refusal() {
     let r = run(&scenario("corrupt-wal-refuse.toml"), &["--seed", "14"]);
     assert_eq!(r.code, 1, "{}\n{}", r.stdout(), r.stderr());
     let t = &r.trials()[0];
-    assert!(t["rto_ms"].is_null());
-    let recovered =
-        t["checks"].as_array().unwrap().iter().find(|c| c["name"] == "recovered after fault #1 (corrupt kv)");
-    let observed = recovered.unwrap()["observed"].as_str().unwrap();
+    assert!(t.rto_ms.is_none());
+    let recovered = &t.checks.iter().find(|c| c.name == "recovered after fault #1 (corrupt kv)");
+    let observed = recovered.unwrap().observed.as_str();
     assert!(observed.contains("checksum mismatch") && observed.contains("refusing to start"), "{observed}");
     // The damaged file was put back as it was once the trial ended.
     let healed = r.history(0).into_iter().find(|e| e["event"] == "fault_healed").unwrap();
@@ -190,14 +190,14 @@ fn a_held_flock_blocks_until_the_runbook_kills_the_holder_and_rto_includes_the_p
     for t in r.trials() {
         let detail = fault_detail(t);
         assert!(detail.contains("keeps the lock"), "{detail}");
-        let steps = t["recovery"].as_array().unwrap();
+        let steps = &t.recovery;
         assert_eq!(steps.len(), 3);
-        assert!(steps.iter().all(|s| s["ok"] == true), "{steps:?}");
+        assert!(steps.iter().all(|s| s.ok), "{steps:?}");
         // The service stays down until the holder dies: RTO covers the
         // operator's 300 ms and the kill.
-        let rto = t["rto_ms"].as_f64().unwrap();
-        let kill_ended = steps[1]["started_at_ms"].as_f64().unwrap() + steps[1]["duration_ms"].as_f64().unwrap();
-        let injected = t["faults"][0]["injected_at_ms"].as_f64().unwrap();
+        let rto = t.rto_ms.unwrap();
+        let kill_ended = steps[1].started_at_ms + steps[1].duration_ms.unwrap();
+        let injected = t.faults[0].injected_at_ms;
         assert!(rto >= kill_ended - injected, "rto {rto} ms ends before the holder was killed");
         assert!((300.0..800.0).contains(&rto), "rto {rto} ms");
     }
@@ -226,7 +226,7 @@ fn a_held_fcntl_lock_dies_with_its_owner() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
     let t = &r.trials()[0];
     assert!(fault_detail(t).contains("the lock died with the holder"), "{}", fault_detail(t));
-    let rto = t["rto_ms"].as_f64().unwrap();
+    let rto = t.rto_ms.unwrap();
     assert!(rto < 200.0, "rto {rto} ms: the fcntl lock should not have outlived its owner");
 }
 
@@ -236,7 +236,7 @@ fn a_leftover_pid_file_blocks_a_naive_service_until_removed() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
     for t in r.trials() {
         assert!(fault_detail(t).contains("naming dead pid"), "{}", fault_detail(t));
-        let rto = t["rto_ms"].as_f64().unwrap();
+        let rto = t.rto_ms.unwrap();
         assert!(rto >= 200.0, "rto {rto} ms: the naive service waited for the runbook's 200 ms");
     }
 }
@@ -264,8 +264,7 @@ fn restore_from_backup_loses_exactly_the_writes_after_the_backup() {
         let lost = lost(t) as usize;
         assert!((certain..=possible).contains(&lost), "trial {i}: lost {lost}, expected {certain}..={possible}");
         assert!(possible - certain <= 25, "trial {i}: the answer is too loose: {certain}..={possible}");
-        let steps: Vec<&str> =
-            t["recovery"].as_array().unwrap().iter().map(|s| s["action"].as_str().unwrap()).collect();
+        let steps: Vec<&str> = t.recovery.iter().map(|s| s.action.as_str()).collect();
         assert_eq!(steps, ["stop", "restore", "start", "wait"]);
     }
 }
@@ -440,7 +439,7 @@ at = "300ms"
         let path = common::write_scenario(tmp.path(), &format!("{variant}.toml"), &scenario(variant));
         let r = run(&path, &["--seed", "20"]);
         assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
-        (r.trials()[0]["rto_ms"].as_f64().unwrap(), fault_detail(&r.trials()[0]))
+        (r.trials()[0].rto_ms.unwrap(), fault_detail(&r.trials()[0]))
     };
     let (dead, detail) = rto("leftover");
     assert!(dead < 200.0, "a dead pid's file blocked for {dead} ms ({detail})");
@@ -499,7 +498,7 @@ fn a_torn_tail_after_a_power_loss_is_the_end_of_the_log_not_corruption() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
     let mut torn = 0;
     for (i, t) in r.trials().iter().enumerate() {
-        assert!(t["rto_ms"].as_f64().is_some(), "trial {i} recovered");
+        assert!(t.rto_ms.is_some(), "trial {i} recovered");
         let detail = fault_detail(t);
         if detail.contains("torn after") && !detail.contains("torn after 0 of") {
             torn += 1;
@@ -534,7 +533,7 @@ fn a_power_loss_in_the_quiet_period_after_the_writes_loses_nothing_synced() {
     let r = run(&path, &["--seed", "22"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
     for t in r.trials() {
-        assert!(t["faults"][0]["injected_at_ms"].as_f64().unwrap() >= 1500.0, "after the writes: {t}");
+        assert!(t.faults[0].injected_at_ms >= 1500.0, "after the writes: {t:?}");
         common::assert_the_workload_ran("quiet", t);
     }
     // Without the quiet period the same `at` is refused, saying why.

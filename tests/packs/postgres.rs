@@ -4,8 +4,10 @@
 //! source says; a damaged heap page is caught by data checksums.
 
 use crate::common;
+use crashlab::reports::Verdict;
 
 use common::{available, run, scenario, which, write_scenario, Run};
+use crashlab::reports::{StepReport, TrialReport};
 use serde_json::Value;
 
 fn postgres_available() -> bool {
@@ -24,8 +26,8 @@ fn pack(name: &str, trials: &str) -> Run {
     run(&scenario(&format!("postgres/{name}.toml")), &["--trials", trials, "--seed", "5"])
 }
 
-fn steps(t: &Value) -> &Vec<Value> {
-    t["recovery"].as_array().expect("a procedure")
+fn steps(t: &TrialReport) -> &Vec<StepReport> {
+    &t.recovery
 }
 
 #[test]
@@ -38,11 +40,11 @@ fn crash_recovery_loses_no_commit_and_keeps_the_sequences_whole() {
         let r = pack(name, "2");
         assert_eq!(r.code, 0, "{name}\n{}\n{}", r.stdout(), r.stderr());
         for t in r.trials() {
-            assert_eq!(t["rpo"]["lost_acked"].as_u64(), Some(0), "{name}");
+            assert_eq!(t.rpo.lost_acked, Some(0), "{name}");
             common::assert_the_workload_ran(name, t);
-            let checks: Vec<&Value> = steps(t).iter().filter(|s| s["action"] == "check").collect();
+            let checks: Vec<&StepReport> = steps(t).iter().filter(|s| s.action == "check").collect();
             assert_eq!(checks.len(), 2);
-            assert!(checks.iter().all(|s| s["ok"] == true), "{name}: {checks:?}");
+            assert!(checks.iter().all(|s| s.ok), "{name}: {checks:?}");
         }
         if name == "kill-postmaster" {
             let mut sent = 0;
@@ -53,7 +55,7 @@ fn crash_recovery_loses_no_commit_and_keeps_the_sequences_whole() {
             }
             assert!(sent > 0, "no write was sent between a kill and the restart: the check above proved nothing");
         } else {
-            let detail = r.trials()[0]["faults"][0]["detail"].as_str().unwrap().to_string();
+            let detail = r.trials()[0].faults[0].detail.clone();
             assert!(detail.contains("postmaster.pid"), "{detail}");
         }
     }
@@ -100,9 +102,9 @@ fn a_gap_in_a_stream_fails_the_invariant() {
     assert_eq!(r.code, 1, "{}", r.stdout());
     let s = steps(&r.trials()[0]);
     let gap = &s[2];
-    assert_eq!((gap["action"].as_str(), gap["ok"].as_bool()), (Some("check"), Some(false)), "{s:?}");
-    assert!(gap["detail"].as_str().unwrap().contains("sequence gaps: s1|4|2"), "{gap}");
-    assert_eq!(s[3]["ok"], true, "the counters still match the highest sequence numbers");
+    assert_eq!((gap.action.as_str(), gap.ok), ("check", false), "{s:?}");
+    assert!(gap.detail.contains("sequence gaps: s1|4|2"), "{gap:?}");
+    assert!(s[3].ok, "the counters still match the highest sequence numbers");
 }
 
 #[test]
@@ -113,16 +115,16 @@ fn a_damaged_heap_page_is_caught_by_data_checksums() {
     let r = pack("heap-page-corruption", "1");
     assert_eq!(r.code, 1, "{}", r.stdout());
     let t = &r.trials()[0];
-    assert!(t["rto_ms"].as_f64().is_some(), "the server itself starts");
-    let failed: Vec<&Value> = steps(t).iter().filter(|s| s["ok"] == false).collect();
+    assert!(t.rto_ms.is_some(), "the server itself starts");
+    let failed: Vec<&StepReport> = steps(t).iter().filter(|s| !s.ok).collect();
     assert!(!failed.is_empty());
-    let detail = failed[0]["detail"].as_str().unwrap();
+    let detail = failed[0].detail.as_str();
     assert!(
         detail.contains("page verification failed")
             && detail.contains("invalid page in block 0 of relation base/5/16384"),
         "{detail}"
     );
-    assert!(t["faults"][0]["detail"].as_str().unwrap().contains("16384"));
+    assert!(t.faults[0].detail.as_str().contains("16384"));
 }
 
 /// Point-in-time recovery (the sequencer runbook's Level 3): after an
@@ -143,11 +145,11 @@ fn point_in_time_recovery_brings_back_what_was_deleted_and_loses_what_followed()
     let r = run(&scenario("runbooks/sequencer/pitr.toml"), &["--trials", "1", "--seed", "5"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
     let t = &r.trials()[0];
-    assert!(steps(t).iter().all(|s| s["ok"] == true), "{:?}", steps(t));
-    let fault = t["faults"][0]["injected_at_ms"].as_f64().unwrap();
+    assert!(steps(t).iter().all(|s| s.ok), "{:?}", steps(t));
+    let fault = t.faults[0].injected_at_ms;
     let events = r.history(0);
     // Until the runbook stopped the server: what came after the recovery stays.
-    let stop = steps(t)[0]["started_at_ms"].as_f64().unwrap();
+    let stop = steps(t)[0].started_at_ms;
     let acked_after = |from: f64| {
         events
             .iter()
@@ -155,7 +157,7 @@ fn point_in_time_recovery_brings_back_what_was_deleted_and_loses_what_followed()
             .filter(|e| (from..stop).contains(&e["t_ms"].as_f64().unwrap()))
             .count() as u64
     };
-    let lost = t["rpo"]["lost_acked"].as_u64().unwrap();
+    let lost = t.rpo.lost_acked.unwrap();
     let (most, least) = (acked_after(fault), acked_after(stop - 200.0));
     assert!(
         least > 0 && (least..=most + 8).contains(&lost),
@@ -176,10 +178,10 @@ fn in_a_container_crash_recovery_loses_no_commit() {
     let r = pack("container-kill", "2");
     assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
     for t in r.trials() {
-        assert_eq!(t["rpo"]["lost_acked"].as_u64(), Some(0));
+        assert_eq!(t.rpo.lost_acked, Some(0));
         common::assert_the_workload_ran("container-kill", t);
-        assert!(t["faults"][0]["restart_ms"].as_f64().is_some(), "the container was started again");
-        assert!(steps(t).iter().filter(|s| s["action"] == "check").all(|s| s["ok"] == true), "{:?}", steps(t));
+        assert!(t.faults[0].restart_ms.is_some(), "the container was started again");
+        assert!(steps(t).iter().filter(|s| s.action == "check").all(|s| s.ok), "{:?}", steps(t));
     }
 }
 
@@ -202,8 +204,8 @@ fn a_pid_file_naming_a_live_process_of_its_own_user_blocks_postgresql() {
     let r = run(&path, &["--trials", "1", "--seed", "5"]);
     assert_eq!(r.code, 1, "{}\n{}", r.stdout(), r.stderr());
     let t = &r.trials()[0];
-    assert!(t["rto_ms"].is_null(), "PostgreSQL started over its own user's live pid");
-    let check = t["checks"].as_array().unwrap().iter().find(|c| c["verdict"] == "fail").unwrap();
-    let observed = check["observed"].as_str().unwrap();
+    assert!(t.rto_ms.is_none(), "PostgreSQL started over its own user's live pid");
+    let check = &t.checks.iter().find(|c| c.verdict == Verdict::Fail).unwrap();
+    let observed = check.observed.as_str();
     assert!(observed.contains("FATAL:  lock file \"postmaster.pid\" already exists"), "{observed}");
 }

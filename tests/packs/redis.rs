@@ -4,11 +4,12 @@
 //! from `crashlab bench` over ten.
 
 use crate::common;
+use crashlab::reports::Verdict;
 
 use std::collections::{HashMap, HashSet};
 
 use common::{available, fuse_available, run, scenario, which, Run};
-use serde_json::Value;
+use crashlab::reports::TrialReport;
 
 fn redis_available() -> bool {
     available(
@@ -26,8 +27,8 @@ fn passes(r: &Run) {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
 }
 
-fn lost(t: &Value) -> u64 {
-    t["rpo"]["lost_acked"].as_u64().expect("read back")
+fn lost(t: &TrialReport) -> u64 {
+    t.rpo.lost_acked.expect("read back")
 }
 
 #[test]
@@ -38,12 +39,12 @@ fn rdb_snapshots_lose_writes_but_never_more_than_the_save_interval() {
     let r = pack("rdb-kill");
     passes(&r);
     for t in r.trials() {
-        assert!(lost(t) >= 1, "RDB-only loses what came after the last snapshot: {t}");
-        let window = t["rpo"]["window_ms"].as_f64().unwrap();
+        assert!(lost(t) >= 1, "RDB-only loses what came after the last snapshot: {t:?}");
+        let window = t.rpo.window_ms.unwrap();
         // `save 1 1`: Redis counts whole seconds since the last save completed
         // (`>`), so up to 2 s between snapshots, plus the 100 ms cron tick and the fork.
-        assert!(window <= 2200.0, "trial {}: lost writes acknowledged {window} ms before the kill", t["index"]);
-        assert_eq!(t["rpo"]["corrupted"].as_u64(), Some(0));
+        assert!(window <= 2200.0, "trial {}: lost writes acknowledged {window} ms before the kill", t.index);
+        assert_eq!(t.rpo.corrupted, Some(0));
     }
 }
 
@@ -56,7 +57,7 @@ fn an_aof_loses_nothing_acknowledged_when_the_process_is_killed() {
         let r = pack(name);
         passes(&r);
         for t in r.trials() {
-            assert_eq!(lost(t), 0, "{name} trial {}", t["index"]);
+            assert_eq!(lost(t), 0, "{name} trial {}", t.index);
             common::assert_the_workload_ran(name, t);
         }
     }
@@ -70,12 +71,12 @@ fn on_power_loss_always_loses_nothing_and_everysec_at_most_about_a_second() {
     let r = pack("aof-always-power-loss");
     passes(&r);
     for t in r.trials() {
-        assert_eq!(lost(t), 0, "appendfsync always, trial {}", t["index"]);
+        assert_eq!(lost(t), 0, "appendfsync always, trial {}", t.index);
     }
     let r = pack("aof-everysec-power-loss");
     passes(&r);
     for t in r.trials() {
-        let window = t["rpo"]["window_ms"].as_f64().unwrap();
+        let window = t.rpo.window_ms.unwrap();
         assert!(window <= 2000.0, "everysec loses at most ~1-2 s: {window} ms");
     }
     // Something unsynced was there to lose: the layer discarded writes, and
@@ -91,8 +92,8 @@ fn a_torn_aof_tail_is_truncated_and_loses_at_most_the_torn_write() {
     let r = pack("aof-truncated-tail");
     passes(&r);
     for t in r.trials() {
-        assert!(lost(t) <= 1, "trial {}: {}", t["index"], lost(t));
-        assert!(t["faults"][0]["detail"].as_str().unwrap().contains("incr.aof"), "{}", t["faults"][0]);
+        assert!(lost(t) <= 1, "trial {}: {}", t.index, lost(t));
+        assert!(t.faults[0].detail.as_str().contains("incr.aof"), "{:?}", t.faults[0]);
     }
 }
 
@@ -105,9 +106,9 @@ fn a_damaged_aof_is_refused_and_redis_check_aof_recovers_a_prefix() {
     let r = run(&scenario("redis/aof-corrupt-refuses.toml"), &["--seed", "7"]);
     assert_eq!(r.code, 1, "{}", r.stdout());
     let t = &r.trials()[0];
-    assert!(t["rto_ms"].is_null());
-    let check = t["checks"].as_array().unwrap().iter().find(|c| c["verdict"] == "fail").unwrap();
-    assert!(check["observed"].as_str().unwrap().contains("Bad file format reading the append only file"), "{check}");
+    assert!(t.rto_ms.is_none());
+    let check = &t.checks.iter().find(|c| c.verdict == Verdict::Fail).unwrap();
+    assert!(check.observed.as_str().contains("Bad file format reading the append only file"), "{check:?}");
 
     // With it: recovery, and what the fault's incarnation acknowledged and
     // was lost is a suffix of its log, in the order the writes were
@@ -117,8 +118,8 @@ fn a_damaged_aof_is_refused_and_redis_check_aof_recovers_a_prefix() {
     passes(&r);
     for (i, t) in r.trials().iter().enumerate() {
         assert!(lost(t) > 0, "the fix truncates at the damaged command");
-        let steps = t["recovery"].as_array().unwrap();
-        assert!(steps.iter().all(|s| s["ok"] == true), "{steps:?}");
+        let steps = &t.recovery;
+        assert!(steps.iter().all(|s| s.ok), "{steps:?}");
         let events = r.history(i as u64);
         let read: HashSet<&str> = events.iter().find(|e| e["event"] == "read_back").unwrap()["items"]
             .as_array()
@@ -131,7 +132,7 @@ fn a_damaged_aof_is_refused_and_redis_check_aof_recovers_a_prefix() {
             .filter(|e| e["event"] == "invoke")
             .map(|e| (e["op"].as_u64().unwrap(), e["key"].as_str().unwrap()))
             .collect();
-        let fault_at = t["faults"][0]["injected_at_ms"].as_f64().unwrap();
+        let fault_at = t.faults[0].injected_at_ms;
         let acked: Vec<(f64, bool)> = events
             .iter()
             .filter(|e| e["event"] == "complete" && e["outcome"] == "ok" && e["t_ms"].as_f64().unwrap() < fault_at)

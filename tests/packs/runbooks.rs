@@ -32,10 +32,10 @@ fn probes<'a>(events: &'a [Value], target: &str) -> impl Iterator<Item = &'a Val
 fn a_crashed_aggregator_recovers_from_storage_within_a_minute_losing_nothing() {
     let Some(r) = ponos("crash-automatic-recovery") else { return };
     let t = &r.trials()[0];
-    assert_eq!(t["rpo"]["lost_acked"].as_u64(), Some(0));
-    assert!(t["rto_ms"].as_f64().unwrap() < 60_000.0);
+    assert_eq!(t.rpo.lost_acked, Some(0));
+    assert!(t.rto_ms.unwrap() < 60_000.0);
     let events = r.history(0);
-    let fault = t["faults"][0]["injected_at_ms"].as_f64().unwrap();
+    let fault = t.faults[0].injected_at_ms;
     let executor: Vec<&Value> = probes(&events, "executor").filter(|e| e["t_ms"].as_f64().unwrap() > fault).collect();
     assert!(executor.len() > 50 && executor.iter().all(|e| e["healthy"] == true), "the executor stayed up");
 }
@@ -44,14 +44,14 @@ fn a_crashed_aggregator_recovers_from_storage_within_a_minute_losing_nothing() {
 fn a_corrupt_store_is_restored_from_the_tar_backup_losing_only_what_came_after_it() {
     let Some(r) = ponos("storage-corruption-restore") else { return };
     let t = &r.trials()[0];
-    let steps = t["recovery"].as_array().unwrap();
-    assert!(steps[1]["detail"].as_str().unwrap().contains("latest.tar.gz"), "{steps:?}");
+    let steps = &t.recovery;
+    assert!(steps[1].detail.as_str().contains("latest.tar.gz"), "{steps:?}");
     // Before the procedure, the damaged store kept the service down: once
     // the probe saw it down (stopping a container takes a while, longer on
     // a loaded machine), no sample saw it up until the runbook ran.
     let events = r.history(0);
-    let procedure = steps[0]["started_at_ms"].as_f64().unwrap();
-    let fault = t["faults"][0]["injected_at_ms"].as_f64().unwrap();
+    let procedure = steps[0].started_at_ms;
+    let fault = t.faults[0].injected_at_ms;
     let at = |e: &Value| e["t_ms"].as_f64().unwrap();
     let after_fault: Vec<&Value> =
         probes(&events, "aggregator").filter(|e| (fault..procedure).contains(&at(e))).collect();
@@ -65,9 +65,9 @@ fn a_corrupt_store_is_restored_from_the_tar_backup_losing_only_what_came_after_i
         .filter(|e| e["event"] == "complete" && e["outcome"] == "ok")
         .filter(|e| (backup..procedure).contains(&e["t_ms"].as_f64().unwrap()))
         .count() as u64;
-    let lost = t["rpo"]["lost_acked"].as_u64().unwrap();
+    let lost = t.rpo.lost_acked.unwrap();
     assert!(lost > 0 && lost <= after_backup + 8, "lost {lost}, acknowledged after the backup {after_backup}");
-    assert!(t["rpo"]["window_ms"].as_f64().unwrap() < 3_600_000.0);
+    assert!(t.rpo.window_ms.unwrap() < 3_600_000.0);
 }
 
 #[test]
@@ -75,17 +75,17 @@ fn a_held_lock_blocks_until_the_runbook_removes_it() {
     let Some(r) = ponos("stale-lock-remove") else { return };
     let t = &r.trials()[0];
     // The operator's 300 ms reaction is part of the outage.
-    assert!(t["rto_ms"].as_f64().unwrap() >= 300.0, "{}", t["rto_ms"]);
-    assert_eq!(t["rpo"]["lost_acked"].as_u64(), Some(0));
-    assert!(t["faults"][0]["detail"].as_str().unwrap().contains("LOCK"));
+    assert!(t.rto_ms.unwrap() >= 300.0, "{:?}", t.rto_ms);
+    assert_eq!(t.rpo.lost_acked, Some(0));
+    assert!(t.faults[0].detail.as_str().contains("LOCK"));
 }
 
 #[test]
 fn after_a_network_blackhole_the_service_catches_up_losing_nothing() {
     let Some(r) = ponos("rpc-unreachable") else { return };
     let t = &r.trials()[0];
-    assert_eq!(t["rpo"]["lost_acked"].as_u64(), Some(0));
-    let from_heal = t["faults"][0]["rto_from_heal_ms"].as_f64().unwrap();
+    assert_eq!(t.rpo.lost_acked, Some(0));
+    let from_heal = t.faults[0].rto_from_heal_ms.unwrap();
     assert!(from_heal < 500.0, "answered {from_heal} ms after the heal");
 }
 
@@ -130,9 +130,9 @@ fn a_node_recovers_from_its_last_complete_and_valid_snapshot() {
     // Crash: at most one 200 ms interval of writes lost, and some are.
     let r = process_pack("node/crash");
     for t in r.trials() {
-        assert!(t["rpo"]["window_ms"].as_f64().unwrap() <= 400.0, "{}", t["rpo"]);
+        assert!(t.rpo.window_ms.unwrap() <= 400.0, "{:?}", t.rpo);
     }
-    assert!(r.trials().iter().any(|t| t["rpo"]["lost_acked"].as_u64().unwrap() > 0), "writes since the anchor go");
+    assert!(r.trials().iter().any(|t| t.rpo.lost_acked.unwrap() > 0), "writes since the anchor go");
 
     let r = process_pack("node/torn-snapshot");
     assert!(target_output(&r, "node").contains("ignored an incomplete snapshot"));
@@ -145,14 +145,14 @@ fn a_node_recovers_from_its_last_complete_and_valid_snapshot() {
     let r = process_pack("node/restore-earlier-snapshot");
     assert!(target_output(&r, "node").contains("the latest snapshot failed verification"));
     let t = &r.trials()[0];
-    let steps = t["recovery"].as_array().unwrap();
-    assert!(steps.iter().all(|s| s["ok"] == true), "{steps:?}");
-    let repaired = steps[2]["started_at_ms"].as_f64().unwrap() + steps[2]["duration_ms"].as_f64().unwrap();
-    let fault = t["faults"][0]["injected_at_ms"].as_f64().unwrap();
-    assert!(fault + t["rto_ms"].as_f64().unwrap() >= repaired, "recovery came after the repair");
+    let steps = &t.recovery;
+    assert!(steps.iter().all(|s| s.ok), "{steps:?}");
+    let repaired = steps[2].started_at_ms + steps[2].duration_ms.unwrap();
+    let fault = t.faults[0].injected_at_ms;
+    assert!(fault + t.rto_ms.unwrap() >= repaired, "recovery came after the repair");
 
     let r = process_pack("node/reorg-db-lock");
-    assert!(r.trials().iter().all(|t| t["rto_ms"].as_f64().unwrap() < 1000.0), "a dead holder's LOCK does not block");
+    assert!(r.trials().iter().all(|t| t.rto_ms.unwrap() < 1000.0), "a dead holder's LOCK does not block");
 }
 
 #[test]
@@ -160,7 +160,7 @@ fn an_agent_quarantines_bad_checkpoints_and_replays_its_events() {
     for name in ["agent/crash", "agent/checkpoint-corruption"] {
         let r = process_pack(name);
         for t in r.trials() {
-            assert_eq!(t["rpo"]["lost_acked"].as_u64(), Some(0), "{name}");
+            assert_eq!(t.rpo.lost_acked, Some(0), "{name}");
         }
         if name.ends_with("corruption") {
             let out = target_output(&r, "agent");

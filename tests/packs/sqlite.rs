@@ -30,10 +30,10 @@ fn a_killed_application_loses_no_committed_transaction_in_any_mode() {
     for name in ["wal-full-kill", "wal-off-kill", "delete-full-kill", "delete-off-kill"] {
         let r = pack(name);
         for t in r.trials() {
-            assert_eq!(t["rpo"]["lost_acked"].as_u64(), Some(0), "{name}");
+            assert_eq!(t.rpo.lost_acked, Some(0), "{name}");
             common::assert_the_workload_ran(name, t);
-            let check = t["recovery"].as_array().unwrap().iter().find(|s| s["action"] == "check").unwrap();
-            assert_eq!(check["ok"], true, "{name}: PRAGMA integrity_check: {check}");
+            let check = &t.recovery.iter().find(|s| s.action == "check").unwrap();
+            assert!(check.ok, "{name}: PRAGMA integrity_check: {check:?}");
         }
     }
 }
@@ -46,9 +46,9 @@ fn power_loss_keeps_every_commit_with_full_and_none_with_off() {
     for name in ["wal-full-power-loss", "delete-full-power-loss"] {
         let r = pack(name);
         for t in r.trials() {
-            assert_eq!(t["rpo"]["lost_acked"].as_u64(), Some(0), "{name}");
-            let check = t["recovery"].as_array().unwrap().iter().find(|s| s["action"] == "check").unwrap();
-            assert_eq!(check["ok"], true, "{name}: PRAGMA integrity_check: {check}");
+            assert_eq!(t.rpo.lost_acked, Some(0), "{name}");
+            let check = &t.recovery.iter().find(|s| s.action == "check").unwrap();
+            assert!(check.ok, "{name}: PRAGMA integrity_check: {check:?}");
         }
     }
     // synchronous=OFF never syncs: the power loss takes the database back
@@ -57,7 +57,7 @@ fn power_loss_keeps_every_commit_with_full_and_none_with_off() {
     for name in ["wal-off-power-loss", "delete-off-power-loss"] {
         let r = pack(name);
         for (i, t) in r.trials().iter().enumerate() {
-            let lost = t["rpo"]["lost_acked"].as_u64().unwrap();
+            let lost = t.rpo.lost_acked.unwrap();
             let before = acked_before_fault(&r, i as u64);
             assert!(before > 100 && (before..=before + 8).contains(&lost), "{name} trial {i}: lost {lost} of {before}");
             let db = r.dir.join(format!("trial-{i:03}/data/app/app.db"));
@@ -77,7 +77,7 @@ fn in_a_container_too_a_kill_loses_no_commit() {
     let r = run(&scenario("sqlite/container-wal-full-kill.toml"), &["--trials", "1", "--seed", "3"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
     let t = &r.trials()[0];
-    assert_eq!(t["rpo"]["lost_acked"].as_u64(), Some(0));
+    assert_eq!(t.rpo.lost_acked, Some(0));
     common::assert_the_workload_ran("container-wal-full-kill", t);
     let db = r.dir.join("trial-000/data/app/app.db");
     let out = crashlab().args(["sqlite-app", "--integrity-check", "--db"]).arg(&db).output().unwrap();
@@ -130,12 +130,12 @@ fn a_held_lock_left_by_a_crashed_owner_does_not_block_sqlite() {
             run(&common::write_scenario(tmp.path(), &format!("{lock}.toml"), &text), &["--trials", "2", "--seed", "4"]);
         assert_eq!(r.code, 0, "{lock}\n{}\n{}", r.stdout(), r.stderr());
         for t in r.trials() {
-            let detail = t["faults"][0]["detail"].as_str().unwrap();
+            let detail = t.faults[0].detail.as_str();
             let said = if lock == "fcntl" { "the lock died with the holder" } else { "keeps the lock" };
             assert!(detail.contains(said), "{detail}");
-            assert_eq!(t["rpo"]["lost_acked"].as_u64(), Some(0), "{lock}");
+            assert_eq!(t.rpo.lost_acked, Some(0), "{lock}");
             common::assert_the_workload_ran(lock, t);
-            let logs = r.dir.join(format!("trial-{:03}/logs", t["index"].as_u64().unwrap()));
+            let logs = r.dir.join(format!("trial-{:03}/logs", t.index));
             for log in std::fs::read_dir(&logs).unwrap().flatten() {
                 let text = std::fs::read_to_string(log.path()).unwrap();
                 assert!(!text.contains("locked"), "{lock}: {}: {text}", log.path().display());

@@ -2,6 +2,7 @@
 //! measured by the real binary. Each asserts the number, not just success.
 
 use crate::common;
+use crashlab::reports::{RunReport, Verdict};
 
 use std::collections::HashSet;
 
@@ -23,14 +24,14 @@ fn rto_of_a_400ms_recovery_is_measured_within_60ms() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
     assert_eq!(r.trials().len(), 10);
     for t in r.trials() {
-        let rto = t["rto_ms"].as_f64().expect("every trial recovered");
-        let restart = t["faults"][0]["restart_ms"].as_f64().unwrap();
+        let rto = t.rto_ms.expect("every trial recovered");
+        let restart = t.faults[0].restart_ms.unwrap();
         assert!(restart < rto, "the restart ({restart} ms) precedes readiness ({rto} ms)");
         let replay = rto - restart;
         assert!(
             (400.0..=460.0).contains(&replay),
             "trial {}: rto {rto} ms - restart {restart} ms = {replay} ms outside [400, 460]",
-            t["index"]
+            t.index
         );
     }
     percentile_bounds_judge_the_run(&r);
@@ -46,7 +47,7 @@ const BOUND: &str = "rto = \"<= 2s\"";
 /// value passes, one 0.1 ms below it fails the run although every trial
 /// passed on its own. Judged again by `crashlab analyze` from the history.
 fn percentile_bounds_judge_the_run(r: &common::Run) {
-    let mut rtos: Vec<f64> = r.trials().iter().map(|t| t["rto_ms"].as_f64().unwrap()).collect();
+    let mut rtos: Vec<f64> = r.trials().iter().map(|t| t.rto_ms.unwrap()).collect();
     rtos.sort_by(f64::total_cmp);
     let (p50, p95) = (rtos[4], rtos[9]);
     let stored = r.dir.join("scenario.toml");
@@ -54,23 +55,21 @@ fn percentile_bounds_judge_the_run(r: &common::Run) {
     let analyze = |expect: &str| {
         std::fs::write(&stored, original.replace(BOUND, expect)).unwrap();
         let out = common::crashlab().arg("analyze").arg(&r.dir).output().unwrap();
-        let report: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(r.dir.join("report.json")).unwrap()).unwrap();
+        let report = RunReport::from_json(&std::fs::read_to_string(r.dir.join("report.json")).unwrap()).unwrap();
         (out.status.code(), report)
     };
     let us = |ms: f64| format!("{}us", (ms * 1000.0).ceil());
     let (code, report) =
         analyze(&format!("rto = {{ each = \"<= 2s\", p50 = \"<= {}\", p95 = \"<= {}\" }}", us(p50), us(p95)));
-    assert_eq!(code, Some(0), "{report}");
-    let names: Vec<&str> =
-        report["expectations"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(code, Some(0), "{report:?}");
+    let names: Vec<&str> = report.expectations.iter().map(|e| e.name.as_str()).collect();
     assert!(["rto", "rto.p50", "rto.p95"].iter().all(|n| names.contains(n)), "{names:?}");
     let (code, report) = analyze(&format!("rto.p95 = \"<= {}\"", us(p95 - 0.1)));
     assert_eq!(code, Some(1), "a p95 bound below the observed p95 fails the run");
-    let e = report["expectations"].as_array().unwrap().iter().find(|e| e["name"] == "rto.p95").unwrap();
-    assert_eq!(e["verdict"], "fail");
-    assert_eq!(e["observed"], format!("{p95:.1}ms over 10 trials"));
-    assert!(report["trials"].as_array().unwrap().iter().all(|t| t["verdict"] == "pass"));
+    let e = report.expectations.iter().find(|e| e.name == "rto.p95").unwrap();
+    assert_eq!(e.verdict, Verdict::Fail);
+    assert_eq!(e.observed, format!("{p95:.1}ms over 10 trials"));
+    assert!(report.trials.iter().all(|t| t.verdict == Verdict::Pass));
 }
 
 #[test]
@@ -78,11 +77,11 @@ fn fsync_always_never_loses_an_acknowledged_write() {
     let r = run(&scenario("fsync-always-kill.toml"), &["--seed", "2"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
     for t in r.trials() {
-        let rpo = &t["rpo"];
+        let rpo = &t.rpo;
         common::assert_the_workload_ran("fsync always", t);
-        assert_eq!(rpo["lost_acked"].as_u64(), Some(0), "trial {}", t["index"]);
-        assert_eq!(rpo["corrupted"].as_u64(), Some(0), "trial {}", t["index"]);
-        assert_eq!(rpo["phantom"].as_u64(), Some(0), "trial {}", t["index"]);
+        assert_eq!(rpo.lost_acked, Some(0), "trial {}", t.index);
+        assert_eq!(rpo.corrupted, Some(0), "trial {}", t.index);
+        assert_eq!(rpo.phantom, Some(0), "trial {}", t.index);
     }
     // Check the read-back ourselves: every acknowledged value is there, intact.
     for trial in 0..r.trials().len() as u64 {
@@ -117,8 +116,8 @@ fn flush_interval_loses_exactly_what_was_not_flushed() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
     let mut trials_with_loss = 0;
     for (i, t) in r.trials().iter().enumerate() {
-        let lost = t["rpo"]["lost_acked"].as_u64().unwrap();
-        let window = t["rpo"]["window_ms"].as_f64().unwrap();
+        let lost = t.rpo.lost_acked.unwrap();
+        let window = t.rpo.window_ms.unwrap();
         assert!(window <= 1100.0, "trial {i}: window {window} ms");
         if lost > 0 {
             trials_with_loss += 1;

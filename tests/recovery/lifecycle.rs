@@ -2,6 +2,7 @@
 //! never come back, reproducible schedules, offline analysis.
 
 use crate::common;
+use crashlab::reports::{RunReport, Verdict};
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -149,9 +150,9 @@ fn ctrl_c_heals_stops_and_writes_a_partial_report() {
     assert_eq!(status.code(), Some(4), "an interrupted run's verdict is unknown");
     assert!(!alive(paused), "the paused target was resumed and stopped");
     assert!(!target_pids(&dir).into_iter().any(alive));
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report["verdict"], "unknown");
-    assert_eq!(report["interrupted"], true);
+    let report = RunReport::from_json(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report.verdict, Verdict::Unknown);
+    assert!(report.interrupted);
     let healed = journal(&dir).iter().any(|e| e["op"] == "healed");
     assert!(healed, "the pause was healed and journaled");
 }
@@ -190,16 +191,16 @@ recovery_timeout = "500ms"
     let r = run(&path, &[]);
     assert_eq!(r.code, 1, "{}", r.stderr());
     let trial = &r.trials()[0];
-    assert_eq!(trial["verdict"], "fail");
-    assert!(trial["rto_ms"].is_null());
-    assert!(trial["faults"][0]["ttd_ms"].as_f64().is_some(), "the outage was detected");
-    let logs = trial["target_logs"]["kv"].as_array().expect("the target's last lines are in the report");
-    assert!(logs.iter().any(|l| l.as_str().unwrap().contains("ready port=")), "{logs:?}");
-    assert_eq!(r.report["expectations"][0]["observed"], "never recovered");
+    assert_eq!(trial.verdict, Verdict::Fail);
+    assert!(trial.rto_ms.is_none());
+    assert!(trial.faults[0].ttd_ms.is_some(), "the outage was detected");
+    let logs = trial.target_logs.get("kv").expect("the target's last lines are in the report");
+    assert!(logs.iter().any(|l| l.contains("ready port=")), "{logs:?}");
+    assert_eq!(r.report().expectations[0].observed, "never recovered");
     // The second kill found nothing to kill: that is said, not passed over.
-    let second = trial["checks"].as_array().unwrap().iter().find(|c| c["name"] == "fault #2 injected").unwrap();
-    assert_eq!(second["verdict"], "unknown");
-    assert!(second["observed"].as_str().unwrap().contains("is not running"), "{second}");
+    let second = &trial.checks.iter().find(|c| c.name == "fault #2 injected").unwrap();
+    assert_eq!(second.verdict, Verdict::Unknown);
+    assert!(second.observed.contains("is not running"), "{second:?}");
     assert!(!target_pids(&r.dir).into_iter().any(alive));
 }
 
@@ -223,7 +224,7 @@ fn a_target_that_cannot_start_is_an_environment_error() {
     let r = run(&silent, &[]);
     assert_eq!(r.code, 3);
     assert!(r.stderr().contains("did not become healthy"), "{}", r.stderr());
-    assert_eq!(r.report["verdict"], "unknown");
+    assert_eq!(r.report().verdict, Verdict::Unknown);
     assert!(!target_pids(&r.dir).into_iter().any(alive), "the sleeping target was stopped");
 }
 
@@ -248,7 +249,7 @@ count = 3
 "#;
 
 fn schedule(r: &common::Run) -> Vec<f64> {
-    r.trials().iter().map(|t| t["faults"][0]["scheduled_at_ms"].as_f64().unwrap()).collect()
+    r.trials().iter().map(|t| t.faults[0].scheduled_at_ms).collect()
 }
 
 #[test]
@@ -258,7 +259,7 @@ fn the_same_seed_gives_the_same_schedule() {
     let (a, b, c) = (run(&path, &["--seed", "7"]), run(&path, &["--seed", "7"]), run(&path, &["--seed", "8"]));
     assert_eq!(schedule(&a), schedule(&b));
     assert_ne!(schedule(&a), schedule(&c));
-    assert_eq!(a.report["seed"], 7);
+    assert_eq!(a.report().seed, 7);
     for s in schedule(&a) {
         assert!((100.0..=400.0).contains(&s));
     }
@@ -274,8 +275,9 @@ fn analyze_reproduces_the_report_from_the_history() {
     let out = crashlab().arg("analyze").arg(&r.dir).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let again: Value = serde_json::from_str(&std::fs::read_to_string(r.dir.join("report.json")).unwrap()).unwrap();
-    assert_eq!(again["trials"], r.report["trials"]);
-    assert_eq!(again["summary"], r.report["summary"]);
+    // The raw JSON, field for field: what analyze writes is what the run wrote.
+    assert_eq!(again["trials"], r.json["trials"]);
+    assert_eq!(again["summary"], r.json["summary"]);
     assert_eq!(again["verdict"], "pass");
 }
 
@@ -303,9 +305,9 @@ duration = "200ms"
     );
     let r = common::run(&scenario, &[]);
     assert_eq!(r.code, 0, "{}", r.stderr());
-    let warnings = r.trials()[0]["warnings"].as_array().expect("the trial's warnings");
+    let warnings = &r.trials()[0].warnings;
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    let warning = warnings[0].as_str().unwrap();
+    let warning = warnings[0].as_str();
     assert!(warning.contains("exit code 3") && warning.contains("the volume is still busy"), "{warning}");
     assert!(r.history(0).iter().any(|e| e["event"] == "warning"), "a history event");
     for file in ["summary.md", "report.html"] {

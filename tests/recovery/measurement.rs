@@ -2,6 +2,7 @@
 //! the target (issue 13).
 
 use crate::common;
+use crashlab::reports::{RunReport, TrialReport, Verdict};
 
 use common::{run, write_scenario};
 use serde_json::Value;
@@ -98,7 +99,7 @@ at = "300ms"
     let path = write_scenario(tmp.path(), "zeros.toml", scenario);
     let r = run(&path, &["--trials", "1"]);
     assert_eq!(r.code, 4, "{}", r.stdout());
-    assert_eq!(r.trials()[0]["verdict"], "unknown");
+    assert_eq!(r.trials()[0].verdict, Verdict::Unknown);
     let failed =
         r.history(0).into_iter().find(|e| e["event"] == "fault_failed").expect("the fault is said to have failed");
     let error = failed["error"].as_str().unwrap();
@@ -107,7 +108,7 @@ at = "300ms"
 
 /// `crashlab ARGS` run from `cwd` as a user would, with no `--out`: the run
 /// goes to `cwd/crashlab-runs/`. Returns the exit code and the report.
-fn run_from(cwd: &std::path::Path, args: &[&str]) -> (i32, Value) {
+fn run_from(cwd: &std::path::Path, args: &[&str]) -> (i32, RunReport) {
     let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
         .args(args)
         .current_dir(cwd)
@@ -117,7 +118,7 @@ fn run_from(cwd: &std::path::Path, args: &[&str]) -> (i32, Value) {
     let dir = stdout.lines().find_map(|l| l.strip_prefix("run directory: ")).expect("the run directory is printed");
     assert!(dir.starts_with("crashlab-runs/"), "printed as the user would type it: {dir}");
     let report = std::fs::read_to_string(cwd.join(dir).join("report.json")).unwrap();
-    (out.status.code().unwrap_or(-1), serde_json::from_str(&report).unwrap())
+    (out.status.code().unwrap_or(-1), RunReport::from_json(&report).unwrap())
 }
 
 #[test]
@@ -131,19 +132,18 @@ fn storage_drill_and_runbook_scenarios_act_on_the_real_data_from_the_default_run
     if common::fuse_available() {
         let (code, report) =
             run_from(tmp.path(), &["run", "lose-unsynced-fsync-never.toml", "--trials", "1", "--seed", "3"]);
-        assert_eq!(code, 0, "{report}");
-        assert!(report["trials"][0]["rpo"]["lost_acked"].as_u64().unwrap() > 0, "{}", report["trials"][0]["rpo"]);
+        assert_eq!(code, 0, "{report:?}");
+        assert!(report.trials[0].rpo.lost_acked.unwrap() > 0, "{:?}", report.trials[0].rpo);
     }
     // The runbook restores a backup of the real data: files, not nothing.
     let (code, report) = run_from(tmp.path(), &["run", "corrupt-restore-backup.toml", "--trials", "1"]);
-    assert_eq!(code, 0, "{report}");
-    let restore =
-        report["trials"][0]["recovery"].as_array().unwrap().iter().find(|s| s["action"] == "restore").unwrap();
-    let files: u64 = restore["detail"].as_str().unwrap().split(' ').next().unwrap().parse().unwrap();
-    assert!(files > 0, "{restore}");
+    assert_eq!(code, 0, "{report:?}");
+    let restore = report.trials[0].recovery.iter().find(|s| s.action == "restore").unwrap();
+    let files: u64 = restore.detail.split(' ').next().unwrap().parse().unwrap();
+    assert!(files > 0, "{restore:?}");
     let (code, report) = run_from(tmp.path(), &["drill", "monthly-recovery-drill.toml", "--yes"]);
-    assert_eq!(code, 0, "{report}");
-    assert_eq!(report["verdict"], "pass");
+    assert_eq!(code, 0, "{report:?}");
+    assert_eq!(report.verdict, Verdict::Pass);
 }
 
 #[test]
@@ -201,7 +201,7 @@ fn the_report_counts_each_targets_incarnations() {
     let r = run(&common::scenario("quickstart.toml"), &["--trials", "2"]);
     assert_eq!(r.code, 0, "{}", r.stdout());
     for t in r.trials() {
-        assert_eq!(t["incarnations"]["kv"], 2, "one start, one restart after the kill: {t}");
+        assert_eq!(t.incarnations.get("kv"), Some(&2), "one start, one restart after the kill: {t:?}");
     }
 }
 
@@ -237,8 +237,8 @@ startup_timeout = "10s"
     let r = run(&path, &["--trials", "2", "--seed", "9"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout(), r.stderr());
     for (i, t) in r.trials().iter().enumerate() {
-        let fault = &t["faults"][0];
-        let (rto, restart) = (fault["rto_ms"].as_f64().unwrap(), fault["restart_ms"].as_f64().unwrap());
+        let fault = &t.faults[0];
+        let (rto, restart) = (fault.rto_ms.unwrap(), fault.restart_ms.unwrap());
         let hung = r
             .history(i as u64)
             .iter()
@@ -287,12 +287,12 @@ at = "1s"
     let r = run(&path, &["--trials", "1"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout(), r.stderr());
     let t = &r.trials()[0];
-    let (setup, kill) = (&t["faults"][0], &t["faults"][1]);
-    assert_eq!((setup["setup"].as_bool(), kill["setup"].as_bool()), (Some(true), None));
-    assert!(setup["rto_ms"].is_null(), "{setup}");
-    assert_eq!(t["rto_ms"], kill["rto_ms"], "{t}");
-    assert!(t["rto_ms"].as_f64().unwrap() < 500.0, "{t}");
-    assert!(!t["checks"].as_array().unwrap().iter().any(|c| c["name"].as_str().unwrap().contains("#1")));
+    let (setup, kill) = (&t.faults[0], &t.faults[1]);
+    assert_eq!((setup.setup, kill.setup), (true, false));
+    assert!(setup.rto_ms.is_none(), "{setup:?}");
+    assert_eq!(t.rto_ms, kill.rto_ms, "{t:?}");
+    assert!(t.rto_ms.unwrap() < 500.0, "{t:?}");
+    assert!(!&t.checks.iter().any(|c| c.name.as_str().contains("#1")));
     // Each fault's own figures, in every format.
     assert!(r.stdout().contains("trial 0 fault #1 command kv (setup): injected_ms"), "{}", r.stdout());
     let summary = std::fs::read_to_string(r.dir.join("summary.md")).unwrap();
@@ -356,9 +356,9 @@ command = ["sleep", "0.2"]
     )
 }
 
-fn checks_passed(trial: &Value) -> Vec<bool> {
-    let steps = trial["recovery"].as_array().unwrap();
-    steps.iter().filter(|s| s["action"] == "check").map(|s| s["ok"].as_bool().unwrap()).collect()
+fn checks_passed(trial: &TrialReport) -> Vec<bool> {
+    let steps = &trial.recovery;
+    steps.iter().filter(|s| s.action == "check").map(|s| s.ok).collect()
 }
 
 fn watchers_left() -> String {
@@ -379,10 +379,10 @@ fn a_kill_reaches_the_main_process_its_group_or_everything_the_target_started() 
     for (scope, reached, said) in cases {
         let path = write_scenario(tmp.path(), &format!("{scope}.toml"), &scope_scenario("SIGCONT", scope));
         let r = run(&path, &["--trials", "1", "--seed", "1"]);
-        assert!(r.report["trials"].is_array(), "scope {scope}: {}{}", r.stdout(), r.stderr());
+        assert!(r.json["trials"].is_array(), "scope {scope}: {}{}", r.stdout(), r.stderr());
         let trial = &r.trials()[0];
         assert_eq!(checks_passed(trial), reached, "scope {scope}: {}\n{}", r.stdout(), r.stderr());
-        let detail = trial["faults"][0]["detail"].as_str().unwrap();
+        let detail = trial.faults[0].detail.as_str();
         assert!(detail.starts_with("SIGCONT to pid") && detail.contains(said), "{detail}");
         // The watchers end with the trial, whoever the fault reached.
         assert!(r.stderr().contains("left running"), "{}", r.stderr());

@@ -4,6 +4,7 @@
 //! interrupted trial is never called a failure.
 
 use crate::common;
+use crashlab::reports::{RunReport, Verdict};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -258,7 +259,7 @@ fn a_hard_link_out_of_the_data_dir_is_never_damaged() {
     // The fault could damage nothing: the trial says why, and is unknown.
     let failed = run.history(0).into_iter().find(|e| e["event"] == "fault_failed").expect("the fault failed");
     assert!(failed["error"].as_str().unwrap().contains("blob.dat: skipped: it has 2 hard links"), "{failed}");
-    assert_eq!(run.report["verdict"], "unknown", "{}", run.stdout());
+    assert_eq!(run.report().verdict, Verdict::Unknown, "{}", run.stdout());
 }
 
 /// Whether a live process runs `sleep <seconds>` (a unique number marks
@@ -316,9 +317,9 @@ fn an_interrupted_trial_is_unknown_everywhere() {
     let out = harness.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(4));
     let stdout = std::fs::read_to_string(dir.with_extension("stdout")).unwrap();
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report["verdict"], "unknown", "{stdout}");
-    assert_eq!(report["trials"][0]["verdict"], "unknown", "{stdout}");
+    let report = RunReport::from_json(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report.verdict, Verdict::Unknown, "{stdout}");
+    assert_eq!(report.trials[0].verdict, Verdict::Unknown, "{stdout}");
     assert!(stdout.contains("verdict: UNKNOWN"), "{stdout}");
     let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
     assert!(!junit.contains("<failure"), "{junit}");
@@ -439,13 +440,13 @@ lost_acked = 0
     let path = write_scenario(tmp.path(), "nothing.toml", scenario);
     let run = common::run(&path, &["--trials", "1"]);
     let trial = &run.trials()[0];
-    assert_eq!(trial["rpo"]["acked_writes"], 0, "{}", run.stdout());
-    assert!(trial["ops"]["fail"].as_u64().unwrap() > 50, "the writes were refused: {}", trial["ops"]);
-    assert_eq!(trial["rpo"]["read_back"], true, "{}", run.stdout());
-    assert_eq!(trial["verdict"], "unknown", "{}", run.stdout());
+    assert_eq!(trial.rpo.acked_writes, 0, "{}", run.stdout());
+    assert!(trial.ops.fail > 50, "the writes were refused: {:?}", trial.ops);
+    assert!(trial.rpo.read_back, "{}", run.stdout());
+    assert_eq!(trial.verdict, Verdict::Unknown, "{}", run.stdout());
     assert_eq!(run.code, 4, "{}", run.stdout());
-    let check = trial["checks"].as_array().unwrap().iter().find(|c| c["name"] == "acknowledged writes").unwrap();
-    assert_eq!(check["verdict"], "unknown");
+    let check = &trial.checks.iter().find(|c| c.name == "acknowledged writes").unwrap();
+    assert_eq!(check.verdict, Verdict::Unknown);
 }
 
 #[test]

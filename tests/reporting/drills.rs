@@ -2,12 +2,12 @@
 //! step by step against budgets, and kept in the drill log.
 
 use crate::common;
+use crashlab::reports::{RunReport, Verdict};
 
 use common::{crashlab, scenario, write_scenario};
-use serde_json::Value;
 
-fn report(dir: &std::path::Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).expect("report.json")).unwrap()
+fn report(dir: &std::path::Path) -> RunReport {
+    RunReport::from_json(&std::fs::read_to_string(dir.join("report.json")).expect("report.json")).unwrap()
 }
 
 #[test]
@@ -26,14 +26,14 @@ fn three_drills_are_listed_in_order_with_their_rtos() {
         assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
         assert!(stdout.contains(&format!("drill #{i} recorded in")), "{stdout}");
         let r = report(&dir);
-        assert_eq!(r["trials"].as_array().unwrap().len(), 1, "a drill is one trial");
-        let steps = r["trials"][0]["recovery"].as_array().unwrap();
+        assert_eq!(r.trials.len(), 1, "a drill is one trial");
+        let steps = &r.trials[0].recovery;
         assert_eq!(steps.len(), 6);
-        assert!(steps.iter().all(|s| s["ok"] == true && s["budget_ms"].as_f64().is_some()), "{steps:?}");
-        assert_eq!(steps[5]["detail"], "confirmed by --yes");
+        assert!(steps.iter().all(|s| s.ok && s.budget_ms.is_some()), "{steps:?}");
+        assert_eq!(steps[5].detail, "confirmed by --yes");
         // The restored store was the backup: what was acknowledged after it is lost.
-        assert!(r["trials"][0]["rpo"]["lost_acked"].as_u64().unwrap() > 0);
-        rtos.push(r["trials"][0]["rto_ms"].as_f64().expect("recovered"));
+        assert!(r.trials[0].rpo.lost_acked.unwrap() > 0);
+        rtos.push(r.trials[0].rto_ms.expect("recovered"));
     }
     let out = crashlab()
         .args(["history", "monthly-recovery-drill", "--db"])
@@ -124,30 +124,30 @@ fn fault_steps_budgets_and_checks() {
     let r = common::run(&path, &["--seed", "5", "--trials", "1"]);
     assert_eq!(r.code, 1, "{}\n{}", r.stdout(), r.stderr());
     let trial = &r.trials()[0];
-    let fault = &trial["faults"][0];
-    assert_eq!(fault["kind"], "kill");
-    let injected = fault["injected_at_ms"].as_f64().unwrap();
+    let fault = &trial.faults[0];
+    assert_eq!(fault.kind, "kill");
+    let injected = fault.injected_at_ms;
     assert!((500.0..700.0).contains(&injected), "the fault step came after the 500 ms wait: {injected}");
-    assert!(trial["rto_ms"].as_f64().is_some(), "the killed target recovered");
+    assert!(trial.rto_ms.is_some(), "the killed target recovered");
 
-    let steps = trial["recovery"].as_array().unwrap();
+    let steps = &trial.recovery;
     assert_eq!(steps.len(), 5, "the failed check did not stop the procedure: {steps:?}");
-    assert_eq!(steps[1]["action"], "fault");
-    assert_eq!(steps[2]["budget_ms"], 100.0);
-    let waited = steps[2]["duration_ms"].as_f64().unwrap();
+    assert_eq!(steps[1].action, "fault");
+    assert_eq!(steps[2].budget_ms, Some(100.0));
+    let waited = steps[2].duration_ms.unwrap();
     assert!(waited >= 300.0);
-    assert_eq!(steps[3]["ok"], false);
-    assert!(steps[3]["detail"].as_str().unwrap().contains("no such table"), "{:?}", steps[3]);
-    assert_eq!(steps[4]["ok"], true);
+    assert!(!steps[3].ok);
+    assert!(steps[3].detail.contains("no such table"), "{:?}", steps[3]);
+    assert!(steps[4].ok);
 
-    let checks = trial["checks"].as_array().unwrap();
-    let check = |name: &str| checks.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("{name}: {checks:?}"));
-    assert_eq!(check("step 3 (wait) within budget")["verdict"], "fail");
-    assert_eq!(check("step 3 (wait) within budget")["expected"], "<= 100ms");
-    assert_eq!(check("step 3 (wait) within budget")["observed"], format!("{waited:.1}ms"));
-    assert_eq!(check("step 2 (fault) within budget")["verdict"], "pass");
-    assert_eq!(check("step 4 (check)")["verdict"], "fail");
-    assert_eq!(check("recovery procedure")["verdict"], "pass", "every acting step succeeded");
+    let checks = &trial.checks;
+    let check = |name: &str| checks.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("{name}: {checks:?}"));
+    assert_eq!(check("step 3 (wait) within budget").verdict, Verdict::Fail);
+    assert_eq!(check("step 3 (wait) within budget").expected, "<= 100ms");
+    assert_eq!(check("step 3 (wait) within budget").observed, format!("{waited:.1}ms"));
+    assert_eq!(check("step 2 (fault) within budget").verdict, Verdict::Pass);
+    assert_eq!(check("step 4 (check)").verdict, Verdict::Fail);
+    assert_eq!(check("recovery procedure").verdict, Verdict::Pass, "every acting step succeeded");
     assert!(r.stdout().contains("(over budget)"), "{}", r.stdout());
 }
 
@@ -191,8 +191,8 @@ fn an_operator_answers_the_manual_step_at_a_terminal() {
     let _ = stdout.read_to_string(&mut seen);
     assert_eq!(child.wait().unwrap().code(), Some(1), "{seen}");
     let r = report(&dir);
-    let step = &r["trials"][0]["recovery"][5];
-    assert_eq!(step["ok"], false);
-    assert_eq!(step["detail"], "the operator reported a failure: the dashboard is blank");
-    assert!(step["duration_ms"].as_f64().unwrap() >= 300.0, "the operator's time is measured: {step}");
+    let step = &r.trials[0].recovery[5];
+    assert!(!step.ok);
+    assert_eq!(step.detail, "the operator reported a failure: the dashboard is blank");
+    assert!(step.duration_ms.unwrap() >= 300.0, "the operator's time is measured: {step:?}");
 }

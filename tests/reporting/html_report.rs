@@ -3,12 +3,12 @@
 //! in each trial's timeline, and one bar per recovery step.
 
 use crate::common;
+use crashlab::reports::RunReport;
 
 use std::path::Path;
 use std::time::Duration;
 
 use common::{available, run, which, write_scenario};
-use serde_json::Value;
 
 const TWO_FAULTS: &str = r#"
 name = "html-two-faults"
@@ -99,18 +99,18 @@ fn the_html_report_renders_without_errors_with_a_band_per_fault() {
     assert!(console.is_empty(), "console messages: {console:?}");
     assert!(dom.contains("crashlab: <code>html-two-faults</code>"), "{}", &dom[..dom.len().min(2000)]);
 
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(r.dir.join("report.json")).unwrap()).unwrap();
-    let trials = report["trials"].as_array().unwrap();
+    let report = RunReport::from_json(&std::fs::read_to_string(r.dir.join("report.json")).unwrap()).unwrap();
+    let trials = &report.trials;
     let timelines = svgs(&dom, "timeline");
     assert_eq!(timelines.len(), trials.len());
     for (svg, trial) in timelines.iter().zip(trials) {
-        let faults = trial["faults"].as_array().unwrap();
+        let faults = &trial.faults;
         assert_eq!(faults.len(), 2, "both faults were injected");
-        assert_eq!(attr(svg, "data-trial"), trial["index"].to_string());
+        assert_eq!(attr(svg, "data-trial"), trial.index.to_string());
         let bands: Vec<&str> = svg.match_indices("class=\"fault-band\"").map(|(at, _)| &svg[at..]).collect();
-        assert_eq!(bands.len(), faults.len(), "one band per fault in trial {}", trial["index"]);
+        assert_eq!(bands.len(), faults.len(), "one band per fault in trial {}", trial.index);
         for (band, fault) in bands.iter().zip(faults) {
-            assert_eq!(attr(band, "data-kind"), fault["kind"].as_str().unwrap());
+            assert_eq!(attr(band, "data-kind"), fault.kind.as_str());
         }
         assert_eq!(svg.matches("class=\"recovered\"").count(), 2, "a recovery mark per fault");
     }

@@ -145,15 +145,15 @@ fn a_fresh_run_writes_what_the_recorded_run_wrote_but_timings() {
         assert!(new.is_empty(), "`{kind}` events carry fields the recorded run did not write: {new:?}");
     }
     let then: Value = serde_json::from_str(&recorded("report.json")).unwrap();
-    let (now, then_paths) = (typed_paths(&run.report), typed_paths(&then));
+    let (now, then_paths) = (typed_paths(&run.json), typed_paths(&then));
     assert_eq!(now.keys().collect::<Vec<_>>(), then_paths.keys().collect::<Vec<_>>(), "report.json's fields");
     for (path, types) in &now {
         let recorded = &then_paths[path];
         let both_measured = !types.is_empty() && !recorded.is_empty();
         assert!(!both_measured || types == recorded, "report.json's {path}: {types:?}, recorded {recorded:?}");
     }
-    assert_eq!(checks(&run.report), checks(&then), "each trial's checks and verdicts");
-    assert_eq!(run.report["verdict"], then["verdict"]);
+    assert_eq!(checks(&run.json), checks(&then), "each trial's checks and verdicts");
+    assert_eq!(run.json["verdict"], then["verdict"]);
     assert!(Path::new(&run.dir.join("report.html")).exists());
 }
 
