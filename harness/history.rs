@@ -147,11 +147,14 @@ pub enum EventKind {
 pub struct Recorder {
     trial: u32,
     events: Arc<Mutex<Vec<(Instant, EventKind)>>>,
+    /// How often each warning was given: a repeat is counted, not recorded
+    /// again (a target that cannot be spawned fails every 100 ms).
+    warned: Arc<Mutex<std::collections::HashMap<String, u32>>>,
 }
 
 impl Recorder {
     pub fn new(trial: u32) -> Self {
-        Recorder { trial, events: Arc::new(Mutex::new(Vec::with_capacity(1 << 14))) }
+        Recorder { trial, events: Arc::new(Mutex::new(Vec::with_capacity(1 << 14))), warned: Arc::default() }
     }
 
     /// Records an event that happens now.
@@ -159,11 +162,20 @@ impl Recorder {
         self.record_at(Instant::now(), kind);
     }
 
-    /// A warning: printed at once, and kept in the history for the reports.
+    /// A warning: printed at once, and kept in the history for the reports;
+    /// the same warning again only counts (`... (N times)` in the history).
     pub fn warn(&self, message: impl Into<String>) {
         let message = message.into();
-        eprintln!("crashlab: trial {}: {message}", self.trial);
-        self.record(EventKind::Warning { message });
+        let first = {
+            let mut warned = self.warned.lock().unwrap();
+            let count = warned.entry(message.clone()).or_insert(0);
+            *count += 1;
+            *count == 1
+        };
+        if first {
+            eprintln!("crashlab: trial {}: {message}", self.trial);
+            self.record(EventKind::Warning { message });
+        }
     }
 
     /// Records an event observed at `at` (e.g. the start of a probe attempt).
@@ -175,6 +187,14 @@ impl Recorder {
     pub fn finish(&self, origin: Instant) -> Vec<Event> {
         let mut raw = std::mem::take(&mut *self.events.lock().unwrap());
         raw.sort_by_key(|(at, _)| *at);
+        let warned = self.warned.lock().unwrap();
+        for (_, kind) in &mut raw {
+            if let EventKind::Warning { message } = kind {
+                if let Some(n) = warned.get(message.as_str()).filter(|n| **n > 1) {
+                    *message = format!("{message} ({n} times)");
+                }
+            }
+        }
         raw.into_iter()
             .map(|(at, kind)| {
                 let t_ms = if at >= origin {
@@ -217,4 +237,27 @@ pub fn load(path: &Path) -> io::Result<Vec<Vec<Event>>> {
         trials[i].push(event);
     }
     Ok(trials)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_warning_is_kept_once_with_its_count() {
+        let recorder = Recorder::new(0);
+        for _ in 0..3 {
+            recorder.warn("cannot start `kv`");
+        }
+        recorder.warn("a hook failed");
+        let warnings: Vec<String> = recorder
+            .finish(Instant::now())
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::Warning { message } => Some(message),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(warnings, ["cannot start `kv` (3 times)", "a hook failed"]);
+    }
 }

@@ -694,6 +694,17 @@ fn check_proxy_refs(
                     ),
                 );
             }
+            if let Some(proxy) = inside.iter().find_map(|p| p.strip_prefix("proxy.")) {
+                d.error(
+                    span.clone(),
+                    format!(
+                        "[target.{}] is a container: its command and env run inside it, where `{{proxy.{proxy}}}` (a \
+                         port the harness listens on at 127.0.0.1) leads nowhere; only its hooks, recovery steps and \
+                         checks, which run on the harness's side, may use it",
+                        t.name
+                    ),
+                );
+            }
         }
         for host in placeholders.iter().filter_map(|p| p.strip_prefix("host.")) {
             if !target_names.contains(&host) {

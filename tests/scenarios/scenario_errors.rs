@@ -212,4 +212,11 @@ fn a_container_command_cannot_name_another_targets_harness_side_address() {
          reaches `db` at) leads nowhere",
     );
     assert_eq!(e.lines().filter(|l| l.contains("host.db")).count(), 1, "the hook's use is fine: {e}");
+    assert_line(
+        &e,
+        name,
+        "7:1",
+        "[target.app] is a container: its command and env run inside it, where `{proxy.front}` (a port the harness \
+         listens on at 127.0.0.1) leads nowhere",
+    );
 }
