@@ -104,7 +104,8 @@ enum Command {
     Bench {
         #[command(flatten)]
         run: RunArgs,
-        /// A report.json of an earlier run to compare with.
+        /// An earlier run to compare with: its run directory, or its
+        /// report.json.
         #[arg(long)]
         baseline: Option<PathBuf>,
     },
@@ -399,12 +400,19 @@ fn execute(path: &Path, options: RunOptions) -> Result<runner::RunOutcome, CliEr
 
 fn bench(path: &Path, options: RunOptions, baseline: Option<&Path>) -> Outcome {
     let old = match baseline {
+        Some(p) if p.is_dir() => Some(stored_report(p).map_err(|e| CliError::usage(format!("baseline {e}")))?),
         Some(p) => Some(read_report(p).map_err(|e| CliError::usage(format!("baseline {e}")))?),
         None => None,
     };
     let started = std::time::Instant::now();
     let outcome = execute(path, options)?;
     let workload = scenario::load(path).ok().and_then(|p| p.workload.map(|w| w.duration)).unwrap_or_default();
+    if let Some(old) = old.as_ref().filter(|old| old.scenario != outcome.report.scenario) {
+        eprintln!(
+            "crashlab: warning: the baseline is a run of `{}`, this one of `{}`: the comparison is across scenarios",
+            old.scenario, outcome.report.scenario
+        );
+    }
     let summary = crashlab::bench::BenchSummary::of(&outcome.report, started.elapsed(), workload, old.as_ref());
     print!("{}", summary.render());
     let json = serde_json::to_string_pretty(&summary).expect("a summary serializes");
