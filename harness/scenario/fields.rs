@@ -17,6 +17,15 @@ use crate::duration::{parse_duration, parse_time_spec, TimeSpec};
 pub type Span = Range<usize>;
 pub type Value<'i> = Spanned<DeValue<'i>>;
 
+/// Words users reach for that name no key, the keys that measure the same
+/// thing, and how to say so: a near spelling (`rpo` → `rto`) would mislead.
+const MEANT: &[(&str, &[&str], &str)] = &[(
+    "rpo",
+    &["lost_acked", "window"],
+    "RPO is two numbers here: `lost_acked` (acknowledged writes lost) and `window` (how long before the fault \
+     the oldest of them was acknowledged), e.g. lost_acked = 0 and window = \"<= 1s\"",
+)];
+
 pub struct Fields<'a, 'i> {
     pub table: &'a DeTable<'i>,
     /// Where the table is, for "missing key" messages.
@@ -37,16 +46,21 @@ impl<'a, 'i> Fields<'a, 'i> {
         let what = what.into();
         for key in table.keys() {
             let name = key.get_ref().as_ref();
-            if !known.contains(&name) {
-                d.error(
-                    key.span(),
-                    format!(
-                        "unknown key `{name}` in {what}{}; expected one of: {}",
-                        did_you_mean(name, known.iter().copied()),
-                        known.join(", ")
-                    ),
-                );
+            if known.contains(&name) {
+                continue;
             }
+            let meant = MEANT
+                .iter()
+                .find(|(word, keys, _)| name.eq_ignore_ascii_case(word) && keys.iter().all(|k| known.contains(k)));
+            let message = match meant {
+                Some((_, _, explained)) => format!("unknown key `{name}` in {what}: {explained}"),
+                None => format!(
+                    "unknown key `{name}` in {what}{}; expected one of: {}",
+                    did_you_mean(name, known.iter().copied()),
+                    known.join(", ")
+                ),
+            };
+            d.error(key.span(), message);
         }
         Fields { table, span, what }
     }

@@ -220,3 +220,11 @@ fn a_container_command_cannot_name_another_targets_harness_side_address() {
          listens on at 127.0.0.1) leads nowhere",
     );
 }
+
+#[test]
+fn an_rpo_expectation_points_to_the_two_numbers_that_measure_it() {
+    let name = "rpo_expectation.toml";
+    let e = invalid(name);
+    assert_line(&e, name, "9:1", "unknown key `rpo` in [expect]: RPO is two numbers here: `lost_acked`");
+    assert!(!e.contains("did you mean `rto`"), "a near spelling would mislead: {e}");
+}
