@@ -162,12 +162,23 @@ pub struct Health {
     /// The next sequence number, and the latest samples `(seq, start, healthy)`.
     samples: Mutex<(u64, VecDeque<Sample>)>,
     changed: Condvar,
+    /// Why the latest failed sample failed, as the probe said it.
+    last_failure: Mutex<Option<String>>,
 }
 
 const KEEP: usize = 4096;
 
 impl Health {
-    fn push(&self, at: Instant, healthy: bool) {
+    /// Why the probe's latest failed sample failed (`None`: none failed).
+    pub fn last_failure(&self) -> Option<String> {
+        self.last_failure.lock().unwrap().clone()
+    }
+
+    fn push(&self, at: Instant, result: &Result<(), String>) {
+        let healthy = result.is_ok();
+        if let Err(why) = result {
+            *self.last_failure.lock().unwrap() = Some(why.clone());
+        }
         let mut s = self.samples.lock().unwrap();
         let seq = s.0;
         s.0 += 1;
@@ -257,7 +268,7 @@ impl Sampler {
                     let at = Instant::now();
                     let result = probe.sample();
                     let latency_ms = at.elapsed().as_secs_f64() * 1000.0;
-                    health.push(at, result.is_ok());
+                    health.push(at, &result);
                     let (healthy, detail) = (result.is_ok(), result.err());
                     recorder.record_at(at, EventKind::Probe { target: target.clone(), healthy, latency_ms, detail });
                     idle.fetch_add(1, Ordering::SeqCst);

@@ -261,7 +261,13 @@ fn await_start_up(
         None if trial.cancel.is_cancelled() => Err(TrialStop::Interrupted),
         None => {
             let logs = target.last_log_lines(10).join("\n  ");
-            Err(TrialStop::Environment(EnvError::NeverHealthy { target: t.name.clone(), timeout, logs }))
+            // What the probe said first: the target's output may not say
+            // why it is not healthy (a 404, a refused connection).
+            let probe = sampler
+                .health
+                .last_failure()
+                .map_or("its probe got no answer".into(), |why| format!("its probe's last failure: {why}"));
+            Err(TrialStop::Environment(EnvError::NeverHealthy { target: t.name.clone(), timeout, probe, logs }))
         }
     }
 }

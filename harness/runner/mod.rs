@@ -86,8 +86,8 @@ pub enum EnvError {
          output:\n  {logs}"
     )]
     CrashedAtStart { target: String, incarnations: u32, logs: String },
-    #[error("target `{target}` did not become healthy within {timeout:?}; its last output:\n  {logs}")]
-    NeverHealthy { target: String, timeout: std::time::Duration, logs: String },
+    #[error("target `{target}` did not become healthy within {timeout:?}: {probe}; its last output:\n  {logs}")]
+    NeverHealthy { target: String, timeout: std::time::Duration, probe: String, logs: String },
 }
 
 /// A finished (or stopped) run.

@@ -226,6 +226,22 @@ fn a_target_that_cannot_start_is_an_environment_error() {
     assert!(r.stderr().contains("did not become healthy"), "{}", r.stderr());
     assert_eq!(r.report().verdict, Verdict::Unknown);
     assert!(!target_pids(&r.dir).into_iter().any(alive), "the sleeping target was stopped");
+
+    // Why it is not healthy comes first, in the probe's own words: the
+    // target's output need not say (a 404, a refused connection).
+    let refusing = write_scenario(
+        tmp.path(),
+        "refusing.toml",
+        "name = \"not ready\"\n[target.x]\ncommand = [\"sleep\", \"30\"]\n\
+         probe = { kind = \"command\", command = [\"sh\", \"-c\", \"echo HTTP status 404, expected 200 >&2; exit 1\"] }\n\
+         [trials]\nstartup_timeout = \"300ms\"\n",
+    );
+    let r = run(&refusing, &[]);
+    assert_eq!(r.code, 3, "{}", r.stderr());
+    let said = r.stderr();
+    let reason = said.find("its probe's last failure: exit code 1: HTTP status 404, expected 200");
+    let output = said.find("its last output");
+    assert!(reason.is_some() && reason < output, "the probe's reason, then the target's output: {said}");
 }
 
 const SHORT_KILL: &str = r#"
