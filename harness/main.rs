@@ -128,7 +128,7 @@ enum Command {
     /// List past drills, oldest first, with their RTO and RPO against the
     /// scenario's expectations, and the RTO trend.
     History {
-        /// Only the drills of this scenario (its `name`).
+        /// Only the drills of this scenario: its `name`, or its file.
         scenario: Option<String>,
         /// The drill log (default ./crashlab-runs/drills.sqlite).
         #[arg(long)]
@@ -442,6 +442,12 @@ fn drill(args: &RunArgs, db: Option<&Path>) -> Outcome {
 }
 
 fn history_of(scenario: Option<&str>, db: Option<&Path>) -> Outcome {
+    // A scenario file stands for its name, which is what the log keeps.
+    let named = match scenario.map(Path::new).filter(|p| p.is_file()) {
+        Some(file) => Some(load(file)?.0.name),
+        None => scenario.map(str::to_string),
+    };
+    let scenario = named.as_deref();
     let path = db.map_or_else(|| Path::new(runner::RUNS_DIR).join(drill::FILE), Path::to_path_buf);
     let log = DrillLog::open_existing(&path).map_err(CliError::environment)?.ok_or_else(|| {
         CliError::usage(format!("no drill log at {}: run `crashlab drill RUNBOOK` first, or pass --db", path.display()))

@@ -109,9 +109,9 @@ impl Containers {
                 image
             } else {
                 return Err(format!(
-                    "target `{}`: image `{image}` is not in the local engine, and none can be pulled here; build it \
-                     (`crashlab image build demo-kv` makes crashlab/demo-kv)",
-                    t.name
+                    "target `{}`: image `{image}` is not in the local engine, and none can be pulled here; {}",
+                    t.name,
+                    how_to_build(&image)
                 ));
             };
             images.push((t.name.clone(), image));
@@ -122,5 +122,15 @@ impl Containers {
         let demo_image =
             if wants_demo { Some(crate::image::demo_kv(&engine).map_err(|e| e.to_string())?.0) } else { None };
         Ok(Some(Containers { engine: Arc::new(engine), images, label, demo_image }))
+    }
+}
+
+/// The command that makes a missing image, as the user would type it.
+fn how_to_build(image: &str) -> String {
+    let repo = image.split(':').next().unwrap_or(image);
+    match repo.strip_prefix("crashlab/debian-") {
+        Some(packages) => format!("build it with `crashlab image build --debian {packages}`"),
+        None if repo == crate::image::DEMO_KV_REPO => "build it with `crashlab image build demo-kv`".into(),
+        None => format!("build it here (`docker build -t {image} ...`); `crashlab image build` makes crashlab/demo-kv and Debian images"),
     }
 }

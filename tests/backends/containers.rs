@@ -197,3 +197,26 @@ fn killing_one_compose_service_leaves_the_other_healthy_throughout() {
         .expect("the project was journaled");
     assert!(labelled_containers(&format!("com.docker.compose.project={project}")).is_empty());
 }
+
+/// A missing image names the command that makes it.
+#[test]
+fn a_missing_image_says_how_to_build_it() {
+    if !docker_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let text = r#"name = "missing-image"
+[target.db]
+kind = "container"
+image = "crashlab/debian-no-such-package:latest"
+command = ["sleep", "30"]
+probe = { kind = "tcp" }
+"#;
+    let r = run(&common::write_scenario(tmp.path(), "missing.toml", text), &[]);
+    assert_eq!(r.code, 3, "{}", r.stderr());
+    assert!(
+        r.stderr().contains("build it with `crashlab image build --debian no-such-package`"),
+        "{}",
+        r.stderr()
+    );
+}

@@ -52,6 +52,16 @@ fn three_drills_are_listed_in_order_with_their_rtos() {
         assert_eq!(cells[4], format!("{rto:.1}ms"), "drill {} RTO: {stdout}", i + 1);
     }
     assert!(stdout.contains("RTO trend: "), "{stdout}");
+    // The scenario's file names it as well as its name does.
+    let by_file = crashlab()
+        .arg("history")
+        .arg(scenario("monthly-recovery-drill.toml"))
+        .arg("--db")
+        .arg(tmp.path().join("drills.sqlite"))
+        .output()
+        .unwrap();
+    assert_eq!(by_file.status.code(), Some(0), "{}", String::from_utf8_lossy(&by_file.stderr));
+    assert_eq!(String::from_utf8_lossy(&by_file.stdout), stdout, "the same listing");
 
     let out =
         crashlab().args(["history", "no-such-drill", "--db"]).arg(tmp.path().join("drills.sqlite")).output().unwrap();
