@@ -7,6 +7,15 @@ use serde_json::{json, Map, Value};
 use super::*;
 use crate::scenario::expect::{Aggregate, Metric};
 
+/// `schema`, and `then` or `otherwise` as `condition` holds or not.
+fn with_condition(mut schema: Value, condition: Value, then: Value, otherwise: Value) -> Value {
+    let object = schema.as_object_mut().expect("an object schema");
+    object.insert("if".into(), condition);
+    object.insert("then".into(), then);
+    object.insert("else".into(), otherwise);
+    schema
+}
+
 fn object(keys: &[&str], props: Value, required: &[&str]) -> Value {
     let props = props.as_object().cloned().unwrap_or_default();
     debug_assert!(keys.iter().all(|k| props.contains_key(*k)), "a key lacks a schema");
@@ -67,7 +76,14 @@ pub fn schema() -> Value {
             "data_dir": { "type": "string", "description": "the data dir ({data_dir}); default: a fresh one per trial in the run directory" },
             "disposable": { "type": "boolean", "description": "whether storage faults may damage a data_dir of your choosing (the default ones always are)" },
         }),
-        &["command", "probe"],
+        &["probe"],
+    );
+    // A compose target's command is in its compose file.
+    let target = with_condition(
+        target,
+        json!({ "properties": { "kind": { "const": "compose" } }, "required": ["kind"] }),
+        json!({ "required": ["file", "service"] }),
+        json!({ "required": ["command"] }),
     );
     let workload = object(
         WORKLOAD_KEYS,
@@ -116,7 +132,17 @@ pub fn schema() -> Value {
             "one_way": { "type": "boolean", "description": "partition with groups: only what the first group sends to the second is dropped" },
             "command": command("command: the disaster as a command run against the target (must exit 0)"),
         }),
-        &["kind", "target", "at"],
+        &["kind", "at"],
+    );
+    // A link fault names a proxy (its target is the one behind it), a
+    // partition its targets in `isolate` or `groups`; others one target.
+    let mut aimed: Vec<&str> = FaultName::link_names();
+    aimed.push(FaultName::Partition.as_str());
+    let fault = with_condition(
+        fault,
+        json!({ "properties": { "kind": { "enum": aimed } }, "required": ["kind"] }),
+        json!({}),
+        json!({ "required": ["target"] }),
     );
     let backup = object(
         BACKUP_KEYS,

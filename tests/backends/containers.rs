@@ -214,9 +214,5 @@ probe = { kind = "tcp" }
 "#;
     let r = run(&common::write_scenario(tmp.path(), "missing.toml", text), &[]);
     assert_eq!(r.code, 3, "{}", r.stderr());
-    assert!(
-        r.stderr().contains("build it with `crashlab image build --debian no-such-package`"),
-        "{}",
-        r.stderr()
-    );
+    assert!(r.stderr().contains("build it with `crashlab image build --debian no-such-package`"), "{}", r.stderr());
 }

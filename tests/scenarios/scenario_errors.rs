@@ -228,3 +228,35 @@ fn an_rpo_expectation_points_to_the_two_numbers_that_measure_it() {
     assert_line(&e, name, "9:1", "unknown key `rpo` in [expect]: RPO is two numbers here: `lost_acked`");
     assert!(!e.contains("did you mean `rto`"), "a near spelling would mislead: {e}");
 }
+
+/// `crashlab schema` is what editors check scenarios with: every scenario
+/// this repository ships must be valid against it, as it is for the
+/// compiler.
+#[test]
+fn every_shipped_scenario_is_valid_against_the_json_schema() {
+    let out = crashlab().arg("schema").output().unwrap();
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema is a JSON Schema");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    let mut dirs = vec![root.join("scenarios")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "toml") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() > 40, "the library: {} files", files.len());
+    let mut invalid = Vec::new();
+    for file in &files {
+        let value: serde_json::Value = toml::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        for error in validator.iter_errors(&value) {
+            invalid.push(format!("{}: {} at {}", file.display(), error, error.instance_path));
+        }
+    }
+    assert!(invalid.is_empty(), "{} scenario(s) the schema rejects:\n{}", invalid.len(), invalid.join("\n"));
+}
