@@ -119,6 +119,7 @@ impl TrialEnv {
             namespace: trial.run.network.and_then(|n| n.member(&t.name)).map(|m| m.namespace.clone()),
             host: self.host(&t.name),
             hosts: self.hosts.clone(),
+            ports: trial.plan.targets.iter().map(|t| t.name.clone()).zip(self.ports.iter().copied()).collect(),
         };
         let target = self.backend(trial.run.containers, t, ctx).map_err(EnvError::Target)?;
         let mut data_dirs = Vec::new();

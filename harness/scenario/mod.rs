@@ -325,12 +325,12 @@ fn check_templates(argv: &[String], span: &Span, what: &str, d: &mut Diagnostics
         match template::placeholders(arg) {
             Ok(names) => {
                 for name in names {
-                    // `{proxy.NAME}` is checked once the proxies are known.
-                    // `{proxy.NAME}` and `{host.TARGET}` are checked once
-                    // proxies and targets are known.
+                    // `{proxy.NAME}`, `{host.TARGET}` and `{port.TARGET}`
+                    // are checked once proxies and targets are known.
                     if !template::PLACEHOLDERS.contains(&name)
                         && !name.starts_with("proxy.")
                         && !name.starts_with("host.")
+                        && !name.starts_with("port.")
                     {
                         d.error(
                             span.clone(),
@@ -694,6 +694,17 @@ fn check_proxy_refs(
                     ),
                 );
             }
+            if let Some(port) = inside.iter().find_map(|p| p.strip_prefix("port.")) {
+                d.error(
+                    span.clone(),
+                    format!(
+                        "[target.{}] is a container: its command and env run inside it, where `{{port.{port}}}` (the \
+                         port the harness reaches `{port}` at) leads nowhere; only its hooks, recovery steps and \
+                         checks, which run on the harness's side, may use it",
+                        t.name
+                    ),
+                );
+            }
             if let Some(proxy) = inside.iter().find_map(|p| p.strip_prefix("proxy.")) {
                 d.error(
                     span.clone(),
@@ -706,14 +717,16 @@ fn check_proxy_refs(
                 );
             }
         }
-        for host in placeholders.iter().filter_map(|p| p.strip_prefix("host.")) {
-            if !target_names.contains(&host) {
+        for (which, other) in
+            placeholders.iter().filter_map(|p| p.split_once('.')).filter(|(w, _)| ["host", "port"].contains(w))
+        {
+            if !target_names.contains(&other) {
                 d.error(
                     span.clone(),
                     format!(
-                        "[target.{}] uses `{{host.{host}}}`, but there is no [target.{host}]{}",
+                        "[target.{}] uses `{{{which}.{other}}}`, but there is no [target.{other}]{}",
                         t.name,
-                        diagnostic::did_you_mean(host, target_names.iter().copied())
+                        diagnostic::did_you_mean(other, target_names.iter().copied())
                     ),
                 );
             }

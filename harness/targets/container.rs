@@ -420,6 +420,10 @@ impl Target for ContainerTarget {
         std::net::IpAddr::from([127, 0, 0, 1])
     }
 
+    fn render(&self, argv: &[String]) -> Vec<String> {
+        argv.iter().map(|a| template::render(a, &self.inner.host_vars)).collect()
+    }
+
     fn data_dirs(&self) -> Vec<PathBuf> {
         vec![self.inner.data_dir.clone()]
     }

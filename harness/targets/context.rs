@@ -30,6 +30,8 @@ pub struct TargetContext {
     /// (`{host.NAME}`).
     pub host: std::net::IpAddr,
     pub hosts: Vec<(String, std::net::IpAddr)>,
+    /// Every target's port (`{port.NAME}`).
+    pub ports: Vec<(String, u16)>,
 }
 
 impl TargetContext {
@@ -70,6 +72,7 @@ impl TargetContext {
             ("host".to_string(), self.host.to_string()),
         ];
         vars.extend(self.hosts.iter().map(|(name, ip)| (format!("host.{name}"), ip.to_string())));
+        vars.extend(self.ports.iter().map(|(name, port)| (format!("port.{name}"), port.to_string())));
         // `{proxy.NAME}`: the ports of the run's proxies.
         vars.extend(self.proxy_ports.iter().map(|(name, port)| (format!("proxy.{name}"), port.to_string())));
         vars
@@ -131,7 +134,7 @@ pub fn run_hook(target: &dyn Target, argv: &[String]) -> Result<(), TargetError>
     let stderr = output.stderr.trim();
     Err(TargetError::Hook {
         target: target.name().to_string(),
-        command: argv.join(" "),
+        command: target.render(argv).join(" "),
         detail: format!(
             "{}{}",
             output.exit.map_or("did not finish".into(), |e| e.to_string()),

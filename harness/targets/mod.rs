@@ -110,6 +110,12 @@ pub trait Target: Send + Sync {
     fn host(&self) -> std::net::IpAddr;
     fn data_dirs(&self) -> Vec<PathBuf>;
 
+    /// A command of the target's (a hook, a step) with its placeholders
+    /// filled in, as it runs: what messages about it show.
+    fn render(&self, argv: &[String]) -> Vec<String> {
+        argv.to_vec()
+    }
+
     /// The target's (first) data dir, canonical: where faults and
     /// procedure steps act.
     fn data_dir(&self) -> Result<PathBuf, crate::confine::Refusal> {

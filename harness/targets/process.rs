@@ -347,6 +347,10 @@ impl Target for ProcessTarget {
         self.inner.ctx.host
     }
 
+    fn render(&self, argv: &[String]) -> Vec<String> {
+        argv.iter().map(|a| template::render(a, &self.inner.vars)).collect()
+    }
+
     fn data_dirs(&self) -> Vec<PathBuf> {
         vec![self.inner.data_dir.clone()]
     }

@@ -332,3 +332,45 @@ duration = "200ms"
     }
     assert!(r.stdout().contains("warning: trial 0: "), "{}", r.stdout());
 }
+
+/// `{port.NAME}` is another target's port (here a hook of `app` sees the
+/// port `db` itself was given), and a failing hook's message shows the
+/// command as it ran, placeholders filled in.
+#[test]
+fn targets_reach_each_other_by_port_and_hooks_are_quoted_as_they_ran() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = r#"
+name = "references"
+[target.db]
+command = ["crashlab", "demo-kv", "--port", "{port}", "--data-dir", "{data_dir}"]
+before_start = [["sh", "-c", "echo {port} > {run_dir}/db-own-port"]]
+probe = { kind = "demo-kv", interval = "10ms" }
+[target.app]
+command = ["crashlab", "demo-kv", "--port", "{port}", "--data-dir", "{data_dir}"]
+before_start = [["sh", "-c", "echo {port.db} > {run_dir}/db-port-seen-by-app"]]
+probe = { kind = "demo-kv", interval = "10ms" }
+[workload]
+kind = "demo-kv"
+target = "app"
+rate = 50
+duration = "200ms"
+"#;
+    let r = run(&write_scenario(tmp.path(), "references.toml", text), &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr());
+    let own = std::fs::read_to_string(r.dir.join("db-own-port")).unwrap();
+    let seen = std::fs::read_to_string(r.dir.join("db-port-seen-by-app")).unwrap();
+    assert_eq!(seen, own, "{{port.db}} is db's port");
+
+    let failing = text.replace("echo {port.db} > {run_dir}/db-port-seen-by-app", "exit 4; {data_dir}");
+    let r = run(&write_scenario(tmp.path(), "failing.toml", &failing), &[]);
+    assert_eq!(r.code, 3, "{}", r.stderr());
+    let data_dir = r.dir.join("trial-000/data/app");
+    let quoted = format!("hook `sh -c exit 4; {}` failed: exit code 4", data_dir.display());
+    assert!(r.stderr().contains(&quoted), "expected {quoted} in:\n{}", r.stderr());
+
+    let unknown = text.replace("{port.db}", "{port.dbb}");
+    let out = crashlab().arg("validate").arg(write_scenario(tmp.path(), "unknown.toml", &unknown)).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("uses `{port.dbb}`, but there is no [target.dbb], did you mean `db`?"), "{said}");
+}
