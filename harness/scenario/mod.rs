@@ -91,6 +91,7 @@ pub const TARGET_KEYS: &[&str] = &[
     "image",
     "file",
     "service",
+    "mounts",
 ];
 pub const TARGET_KINDS: &[&str] = <TargetKind as strum::VariantNames>::VARIANTS;
 pub const RESTART_KEYS: &[&str] = &["policy", "delay"];
@@ -449,6 +450,7 @@ fn compile_target(name: String, f: &Fields, check_paths: bool, d: &mut Diagnosti
     let before_start = hooks(f, "before_start", d);
     let after_stop = hooks(f, "after_stop", d);
     let data_dir = data_dir(f, d);
+    let mounts = mounts(f, kind, check_paths, d);
     // The harness's own per-trial data dirs are disposable by construction.
     let disposable = f.bool("disposable", d).unwrap_or(data_dir.is_none());
     Some(TargetPlan {
@@ -466,7 +468,52 @@ fn compile_target(name: String, f: &Fields, check_paths: bool, d: &mut Diagnosti
         after_stop,
         data_dir,
         disposable,
+        mounts,
     })
+}
+
+/// A container target's `mounts = ["./app:/app", "/srv/conf:/etc/app:ro"]`:
+/// host paths relative to the scenario, which must exist (unless a stored
+/// scenario is analyzed), bound at absolute paths inside.
+fn mounts(f: &Fields, kind: TargetKind, check_paths: bool, d: &mut Diagnostics) -> Vec<(PathBuf, String)> {
+    let Some(value) = f.get("mounts") else { return Vec::new() };
+    if kind != TargetKind::Container {
+        d.error(value.span(), format!("`mounts` applies to kind = \"container\" only, in {}", f.what));
+        return Vec::new();
+    }
+    let Some((items, span)) = f.str_array("mounts", d) else { return Vec::new() };
+    let base = d.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut mounts = Vec::new();
+    for item in items {
+        let parts: Vec<&str> = item.split(':').collect();
+        let (host, inside) = match parts[..] {
+            [host, inside] | [host, inside, "ro"] if inside.starts_with('/') && !host.is_empty() => (host, inside),
+            _ => {
+                d.error(
+                    span.clone(),
+                    format!(
+                        "`mounts` in {}: `{item}` is not HOST:/PATH or HOST:/PATH:ro (e.g. \"./app:/app:ro\")",
+                        f.what
+                    ),
+                );
+                continue;
+            }
+        };
+        let mut host = base.join(host);
+        if check_paths {
+            // The engine binds absolute paths only.
+            match host.canonicalize() {
+                Ok(absolute) => host = absolute,
+                Err(e) => {
+                    d.error(span.clone(), format!("`mounts` in {}: {}: {e}", f.what, host.display()));
+                    continue;
+                }
+            }
+        }
+        let inside = if parts.len() == 3 { format!("{inside}:ro") } else { inside.to_string() };
+        mounts.push((host, inside));
+    }
+    mounts
 }
 
 /// A target's `kind`; an unknown one is reported and read as a process.

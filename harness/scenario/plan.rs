@@ -65,6 +65,10 @@ pub struct TargetPlan {
     /// harness's own per-trial data dirs; a `data_dir` of the scenario's
     /// choosing must say so.
     pub disposable: bool,
+    /// A container target's extra bind mounts: `(host path, path inside)`,
+    /// the host path resolved against the scenario's directory; the inside
+    /// path ends in `:ro` for a read-only one.
+    pub mounts: Vec<(PathBuf, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

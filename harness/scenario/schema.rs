@@ -75,6 +75,7 @@ pub fn schema() -> Value {
             "image": { "type": "string", "description": "container: the image (crashlab/demo-kv is built here, without a registry)" },
             "data_dir": { "type": "string", "description": "the data dir ({data_dir}); default: a fresh one per trial in the run directory" },
             "disposable": { "type": "boolean", "description": "whether storage faults may damage a data_dir of your choosing (the default ones always are)" },
+            "mounts": { "type": "array", "items": { "type": "string", "pattern": "^[^:]+:/[^:]*(:ro)?$" }, "description": "container: extra bind mounts, HOST:/PATH or HOST:/PATH:ro, the host path relative to the scenario" },
         }),
         &["probe"],
     );

@@ -135,7 +135,10 @@ impl Inner {
             command: self.plan.command.iter().map(render).collect(),
             env: self.plan.env.iter().map(|(k, v)| (k.clone(), render(v))).collect(),
             ports: vec![self.ctx.port],
-            binds: vec![(self.data_dir.display().to_string(), CONTAINER_DATA_DIR.to_string())],
+            binds: std::iter::once((self.data_dir.clone(), CONTAINER_DATA_DIR.to_string()))
+                .chain(self.plan.mounts.iter().cloned())
+                .map(|(host, inside)| (host.display().to_string(), inside))
+                .collect(),
             engine_restarts: self.engine_restarts(),
             labels: vec![
                 (RUN_LABEL.to_string(), self.run_label.clone()),

@@ -216,3 +216,36 @@ probe = { kind = "tcp" }
     assert_eq!(r.code, 3, "{}", r.stderr());
     assert!(r.stderr().contains("build it with `crashlab image build --debian no-such-package`"), "{}", r.stderr());
 }
+
+/// `mounts` puts the user's own files into a container target, read-only
+/// when asked, beside the data dir.
+#[test]
+fn a_container_target_gets_the_mounts_it_names() {
+    if !docker_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("app")).unwrap();
+    std::fs::write(tmp.path().join("app/settings.conf"), "fsync = always\n").unwrap();
+    let text = r#"name = "mounts"
+[target.mounted]
+kind = "container"
+image = "crashlab/demo-kv"
+command = ["/crashlab", "demo-kv", "--host", "{host}", "--port", "{port}", "--data-dir", "{data_dir}"]
+mounts = ["./app:/app:ro"]
+probe = { kind = "demo-kv" }
+[[recover]]
+action = "check"
+target = "mounted"
+command = ["sh", "-c", "docker inspect $(docker ps -q --filter label=crashlab.target=mounted) | tr -d ' ' | grep -A6 '\"Destination\":\"/app\"' | grep -q '\"RW\":false'"]
+"#;
+    let r = run(&common::write_scenario(tmp.path(), "mounts.toml", text), &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    assert!(r.trials()[0].recovery.iter().all(|s| s.ok), "{:?}", r.trials()[0].recovery);
+
+    let bad = text.replace("./app:/app:ro", "./nowhere:/app");
+    let out =
+        common::crashlab().arg("validate").arg(common::write_scenario(tmp.path(), "bad.toml", &bad)).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nowhere: No such file or directory"));
+}
