@@ -28,6 +28,7 @@ fn observe(metric: Metric, t: &TrialReport) -> Option<f64> {
         Metric::UnknownWrites => Some(t.rpo.unknown_writes as f64),
         Metric::Phantom => t.rpo.phantom.map(|v| v as f64),
         Metric::Corrupted => t.rpo.corrupted.map(|v| v as f64),
+        Metric::ErrorsDuringFault => t.errors_during_fault,
     }
 }
 
@@ -36,13 +37,18 @@ fn measurable(metric: Metric, t: &TrialReport) -> bool {
     match metric {
         Metric::Rto | Metric::Ttd => !t.faults.is_empty(),
         Metric::UnknownWrites => true,
-        _ => t.rpo.read_back,
+        // No write sent during an outage: nothing to judge, not a pass.
+        Metric::ErrorsDuringFault => t.errors_during_fault.is_some(),
+        Metric::LostAcked | Metric::Window | Metric::Phantom | Metric::Corrupted => t.rpo.read_back,
     }
 }
 
 /// Checks one trial from its events.
 pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
     let mut trial = measure(plan, index, events);
+    if plan.expectations.iter().any(|e| e.metric == Metric::ErrorsDuringFault) {
+        trial.errors_during_fault = errors_during_fault(&trial, events);
+    }
     let ended = events.iter().find_map(|e| match &e.kind {
         EventKind::TrialEnded { interrupted, error } => Some((*interrupted, error.clone())),
         _ => None,
@@ -125,7 +131,37 @@ fn measure(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
                 _ => None,
             })
             .collect(),
+        errors_during_fault: None,
     }
+}
+
+/// Of the writes sent while a disruptive fault's outage lasted (from its
+/// injection to its recovery, or to the end if it never recovered), the
+/// percentage not acknowledged; `None` when none was sent then.
+fn errors_during_fault(trial: &TrialReport, events: &[Event]) -> Option<f64> {
+    let outages: Vec<(f64, f64)> = trial
+        .faults
+        .iter()
+        .filter(|f| !f.setup)
+        .map(|f| (f.injected_at_ms, f.rto_ms.map_or(f64::INFINITY, |rto| f.injected_at_ms + rto)))
+        .collect();
+    let during = |t: f64| outages.iter().any(|(from, to)| (*from..=*to).contains(&t));
+    let mut sent = std::collections::HashMap::new();
+    for e in events {
+        match &e.kind {
+            EventKind::Invoke { op, .. } if during(e.t_ms) => {
+                sent.insert(*op, false);
+            }
+            EventKind::Complete { op, outcome: Outcome::Ok, .. } => {
+                if let Some(acked) = sent.get_mut(op) {
+                    *acked = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    let failed = sent.values().filter(|acked| !**acked).count();
+    (!sent.is_empty()).then(|| failed as f64 * 100.0 / sent.len() as f64)
 }
 
 /// Whether the trial ran to its end (`ended`: its `trial_ended` event).

@@ -21,12 +21,15 @@ pub enum Metric {
     UnknownWrites,
     Phantom,
     Corrupted,
+    /// Percentage of the writes sent during a fault's outage that were not
+    /// acknowledged.
+    ErrorsDuringFault,
 }
 
 impl Metric {
     pub const NAMES: &'static [&'static str] =
-        &["rto", "ttd", "lost_acked", "window", "unknown_writes", "phantom", "corrupted"];
-    const ALL: [Metric; 7] = [
+        &["rto", "ttd", "lost_acked", "window", "unknown_writes", "phantom", "corrupted", "errors_during_fault"];
+    const ALL: [Metric; 8] = [
         Metric::Rto,
         Metric::Ttd,
         Metric::LostAcked,
@@ -34,6 +37,7 @@ impl Metric {
         Metric::UnknownWrites,
         Metric::Phantom,
         Metric::Corrupted,
+        Metric::ErrorsDuringFault,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,12 +49,18 @@ impl Metric {
         matches!(self, Metric::Rto | Metric::Ttd | Metric::Window)
     }
 
+    /// Percentages are written `"<= 1%"`.
+    pub fn is_percentage(self) -> bool {
+        self == Metric::ErrorsDuringFault
+    }
+
     /// Renders a value of this metric for people.
     pub fn show(self, value: Option<f64>) -> String {
         match value {
             None if self == Metric::Rto => "never recovered".into(),
             None => "n/a".into(),
             Some(v) if self.is_time() => format!("{v:.1}ms"),
+            Some(v) if self.is_percentage() => format!("{v:.2}%"),
             Some(v) => format!("{v}"),
         }
     }
@@ -178,6 +188,8 @@ impl fmt::Display for Expectation {
         if self.metric.is_time() {
             let bound = crate::duration::format_duration(std::time::Duration::from_secs_f64(self.threshold / 1000.0));
             write!(f, "{} {} {bound}", self.name(), self.op.symbol())
+        } else if self.metric.is_percentage() {
+            write!(f, "{} {} {}%", self.name(), self.op.symbol(), self.threshold)
         } else {
             write!(f, "{} {} {}", self.name(), self.op.symbol(), self.threshold)
         }
@@ -188,11 +200,13 @@ impl fmt::Display for Expectation {
 pub fn parse_expectation(metric: Metric, aggregate: Option<Aggregate>, value: &DeValue) -> Result<Expectation, String> {
     let expected = if metric.is_time() {
         "a bound such as \"<= 1s\" (<=, <, >=, > or ==, then a duration)"
+    } else if metric.is_percentage() {
+        "a bound such as \"<= 1%\" (a percentage of the writes)"
     } else {
         "a count such as 0 or a bound such as \"<= 5\""
     };
     let text = match value {
-        DeValue::Integer(i) if !metric.is_time() => {
+        DeValue::Integer(i) if !metric.is_time() && !metric.is_percentage() => {
             let n = i64::from_str_radix(i.as_str(), i.radix()).map_err(|_| format!("expected {expected}"))?;
             return Ok(Expectation { metric, aggregate, op: CmpOp::Eq, threshold: n as f64 });
         }
@@ -205,6 +219,9 @@ pub fn parse_expectation(metric: Metric, aggregate: Option<Aggregate>, value: &D
         .unwrap_or((CmpOp::Le, text.as_str()));
     let threshold = if metric.is_time() {
         parse_duration(rest).map_err(|e| format!("{e}; expected {expected}"))?.as_secs_f64() * 1000.0
+    } else if metric.is_percentage() {
+        let percent = rest.strip_suffix('%').and_then(|p| p.trim().parse::<f64>().ok());
+        percent.filter(|p| (0.0..=100.0).contains(p)).ok_or_else(|| format!("`{rest}`: expected {expected}"))?
     } else {
         rest.parse::<u64>().map_err(|_| format!("`{rest}` is not a count; expected {expected}"))? as f64
     };
@@ -231,6 +248,11 @@ mod tests {
         let e = parse(Metric::LostAcked, "\"> 3\"").unwrap();
         assert_eq!((e.op, e.threshold), (CmpOp::Gt, 3.0));
         assert!(parse(Metric::Rto, "5").is_err());
+        let e = parse(Metric::ErrorsDuringFault, "\"<= 1%\"").unwrap();
+        assert_eq!((e.op, e.threshold, e.to_string()), (CmpOp::Le, 1.0, "errors_during_fault <= 1%".to_string()));
+        assert!(
+            parse(Metric::ErrorsDuringFault, "1").is_err() && parse(Metric::ErrorsDuringFault, "\"<= 150%\"").is_err()
+        );
         assert!(parse(Metric::LostAcked, "\"<= 1s\"").is_err());
     }
 

@@ -176,6 +176,8 @@ pub fn schema() -> Value {
         let metric: Metric = name.parse().expect("listed names parse");
         let bound = if metric.is_time() {
             json!({ "type": "string", "description": "a bound such as \"<= 1s\"" })
+        } else if metric.is_percentage() {
+            json!({ "type": "string", "pattern": "%\\s*$", "description": "a bound such as \"<= 1%\" of the writes sent during the outage" })
         } else {
             json!({ "oneOf": [ { "type": "integer" }, { "type": "string" } ], "description": "a count (0) or a bound (\"<= 5\")" })
         };

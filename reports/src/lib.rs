@@ -153,6 +153,12 @@ pub struct TrialReport {
     /// What went wrong without stopping the trial (history `warning` events).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Of the writes sent while a fault's outage lasted (from its injection
+    /// to the start of the sustained healthy window), the percentage not
+    /// acknowledged; present when `[expect]` bounds it, and null when no
+    /// write was sent then (nothing to judge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors_during_fault: Option<f64>,
 }
 
 impl TrialReport {

@@ -398,3 +398,48 @@ fn a_kill_reaches_the_main_process_its_group_or_everything_the_target_started() 
         assert_eq!(watchers_left(), "", "scope {scope}");
     }
 }
+
+/// `errors_during_fault`: the share of the writes sent during a fault's
+/// outage that were not acknowledged. A 100 ms pause under a 500 ms op
+/// timeout fails none of them; a kill whose restart takes 300 ms fails
+/// nearly all of them (refused connections).
+#[test]
+fn errors_during_fault_tell_a_pause_from_a_crash() {
+    let _serial = common::serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = |fault: &str| {
+        format!(
+            r#"name = "errors-during-fault"
+[target.kv]
+command = ["crashlab", "demo-kv", "--port", "{{port}}", "--data-dir", "{{data_dir}}", "--recovery-delay", "300ms"]
+probe = {{ kind = "demo-kv", interval = "5ms", timeout = "100ms" }}
+[workload]
+kind = "demo-kv"
+target = "kv"
+rate = 200
+duration = "1500ms"
+{fault}
+[expect]
+errors_during_fault = "<= 1%"
+[trials]
+count = 2
+"#
+        )
+    };
+    let pause = "[[fault]]\nkind = \"pause\"\ntarget = \"kv\"\nduration = \"100ms\"\nat = \"500ms\"\n";
+    let r = run(&write_scenario(tmp.path(), "pause.toml", &scenario(pause)), &["--seed", "1"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    for t in r.trials() {
+        assert_eq!(t.errors_during_fault, Some(0.0), "writes delayed by a pause are acknowledged: {t:?}");
+    }
+
+    let kill = "[[fault]]\nkind = \"kill\"\ntarget = \"kv\"\nat = \"500ms\"\n";
+    let r = run(&write_scenario(tmp.path(), "kill.toml", &scenario(kill)), &["--seed", "1"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout(), r.stderr());
+    for t in r.trials() {
+        let share = t.errors_during_fault.expect("writes were sent during the outage");
+        assert!(share > 80.0, "a 300 ms restart refuses the writes sent meanwhile: {share}%");
+        let check = t.checks.iter().find(|c| c.name == "errors_during_fault").unwrap();
+        assert_eq!((check.expected.as_str(), check.verdict), ("errors_during_fault <= 1%", Verdict::Fail));
+    }
+}
