@@ -730,38 +730,24 @@ fn check_proxy_refs(
         if t.kind != TargetKind::Process {
             let inside = t.command.iter().chain(t.env.iter().map(|(_, v)| v));
             let inside: Vec<&str> = inside.flat_map(|text| template::placeholders(text).unwrap_or_default()).collect();
-            if let Some(host) = inside.iter().find_map(|p| p.strip_prefix("host.")) {
-                d.error(
-                    span.clone(),
-                    format!(
-                        "[target.{}] is a container: its command and env run inside it, where `{{host.{host}}}` (the \
-                         address the harness reaches `{host}` at) leads nowhere; only its hooks, recovery steps and \
-                         checks, which run on the harness's side, may use it",
-                        t.name
-                    ),
-                );
-            }
-            if let Some(port) = inside.iter().find_map(|p| p.strip_prefix("port.")) {
-                d.error(
-                    span.clone(),
-                    format!(
-                        "[target.{}] is a container: its command and env run inside it, where `{{port.{port}}}` (the \
-                         port the harness reaches `{port}` at) leads nowhere; only its hooks, recovery steps and \
-                         checks, which run on the harness's side, may use it",
-                        t.name
-                    ),
-                );
-            }
-            if let Some(proxy) = inside.iter().find_map(|p| p.strip_prefix("proxy.")) {
-                d.error(
-                    span.clone(),
-                    format!(
-                        "[target.{}] is a container: its command and env run inside it, where `{{proxy.{proxy}}}` (a \
-                         port the harness listens on at 127.0.0.1) leads nowhere; only its hooks, recovery steps and \
-                         checks, which run on the harness's side, may use it",
-                        t.name
-                    ),
-                );
+            for (kind, what) in [
+                ("host", "the address the harness reaches `NAME` at"),
+                ("port", "the port the harness reaches `NAME` at"),
+                ("proxy", "a port the harness listens on at 127.0.0.1"),
+            ] {
+                let prefix = format!("{kind}.");
+                if let Some(name) = inside.iter().find_map(|p| p.strip_prefix(prefix.as_str())) {
+                    let what = what.replace("NAME", name);
+                    d.error(
+                        span.clone(),
+                        format!(
+                            "[target.{}] is a container: its command and env run inside it, where `{{{kind}.{name}}}` \
+                             ({what}) leads nowhere; only its hooks, recovery steps and checks, which run on the \
+                             harness's side, may use it",
+                            t.name
+                        ),
+                    );
+                }
             }
         }
         for (which, other) in
