@@ -71,35 +71,24 @@ impl Probe for DemoKvProbe {
     }
 }
 
-/// A minimal HTTP/1.1 GET: a status line and a body are all a probe needs,
-/// so no HTTP client library is pulled in for it.
+/// A GET through the `http` workload's client: a status and, optionally,
+/// a text the body must contain.
 struct HttpProbe {
-    addr: SocketAddr,
-    path: String,
+    agent: ureq::Agent,
+    url: String,
     status: u16,
     body_contains: Option<String>,
-    timeout: Duration,
 }
 
 impl Probe for HttpProbe {
     fn sample(&self) -> Result<(), String> {
-        let mut stream = TcpStream::connect_timeout(&self.addr, self.timeout).map_err(|e| e.to_string())?;
-        stream.set_read_timeout(Some(self.timeout)).map_err(|e| e.to_string())?;
-        let request = format!("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.path, self.addr);
-        stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
-        let mut response = Vec::new();
-        stream.take(1 << 20).read_to_end(&mut response).map_err(|e| e.to_string())?;
-        let response = String::from_utf8_lossy(&response);
-        let status: u16 = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| "no HTTP status line".to_string())?;
+        let response = self.agent.get(&self.url).call().map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
         if status != self.status {
             return Err(format!("HTTP status {status}, expected {}", self.status));
         }
         if let Some(needle) = &self.body_contains {
-            let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            let body = response.into_body().with_config().limit(1 << 20).read_to_string().map_err(|e| e.to_string())?;
             if !body.contains(needle.as_str()) {
                 return Err(format!("body does not contain `{needle}`"));
             }
@@ -144,11 +133,12 @@ pub fn build(plan: &ProbePlan, target: Arc<dyn Target>, proxy_port: impl Fn(&str
         }
         ProbeKind::DemoKv { port } => Box::new(DemoKvProbe { addr: addr(port), timeout }),
         ProbeKind::Http { port, path, status, body_contains } => Box::new(HttpProbe {
-            addr: addr(port),
-            path: path.clone(),
+            // A new connection each sample: a service that accepts none is
+            // not healthy, whatever an old connection still answers.
+            agent: crate::workload::http::agent(timeout, 0),
+            url: format!("http://{}{path}", addr(port)),
             status: *status,
             body_contains: body_contains.clone(),
-            timeout,
         }),
         ProbeKind::Command { argv } => Box::new(CommandProbe { target, argv: argv.clone(), timeout }),
     }

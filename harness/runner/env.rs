@@ -120,6 +120,7 @@ impl TrialEnv {
             host: self.host(&t.name),
             hosts: self.hosts.clone(),
             ports: trial.plan.targets.iter().map(|t| t.name.clone()).zip(self.ports.iter().copied()).collect(),
+            scenario_dir: scenario_dir(&trial.plan.source_path),
         };
         let target = self.backend(trial.run.containers, t, ctx).map_err(EnvError::Target)?;
         let mut data_dirs = Vec::new();
@@ -271,6 +272,13 @@ fn await_start_up(
             Err(TrialStop::Environment(EnvError::NeverHealthy { target: t.name.clone(), timeout, probe, logs }))
         }
     }
+}
+
+/// The directory of the scenario file, absolute (`{scenario_dir}`): where a
+/// scenario keeps the programs it runs.
+fn scenario_dir(source: &std::path::Path) -> std::path::PathBuf {
+    let dir = source.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf())
 }
 
 #[cfg(test)]

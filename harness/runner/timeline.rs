@@ -86,6 +86,7 @@ impl fault::Resources for FaultInjector<'_> {
 /// and reads the store back.
 pub(super) fn run(trial: &Trial, env: &TrialEnv, schedule: &Schedule, origin: Instant) {
     let workload = build_workload(trial, env);
+    let mut written = 0;
     trial.recorder.record_at(origin, EventKind::WorkloadStarted);
     let injector = FaultInjector { trial, env };
     thread::scope(|scope| {
@@ -123,19 +124,20 @@ pub(super) fn run(trial: &Trial, env: &TrialEnv, schedule: &Schedule, origin: In
         }
         if let (Some(w), Some(plan_w)) = (&workload, &trial.plan.workload) {
             let pace = Pace::Rate(plan_w.rate);
-            workload::drive(
+            written = workload::drive(
                 w.as_ref(),
                 pace,
                 plan_w.duration,
                 plan_w.connections,
                 Some(&trial.recorder),
                 &trial.cancel,
-            );
+            )
+            .issued;
             trial.recorder.record(EventKind::WorkloadEnded);
         }
     });
     if !trial.cancel.is_cancelled() {
-        await_recovery(trial, env, workload.as_deref());
+        await_recovery(trial, env, workload.as_deref(), written);
     }
 }
 
@@ -161,12 +163,13 @@ fn build_workload(trial: &Trial, env: &TrialEnv) -> Option<Box<dyn Workload>> {
         Some(proxy) => SocketAddr::new(IpAddr::from([127, 0, 0, 1]), env.proxy_port(proxy)),
         None => SocketAddr::new(env.host(&w.target), env.target(&w.target).port()),
     };
-    Some(workload::build(w.kind, addr, w.timeout))
+    let target = env.target(&w.target);
+    Some(workload::build(w, addr, &|argv| target.render(argv)))
 }
 
 /// Each target must show a sustained healthy window after the last fault
 /// on it; then the store is read back.
-fn await_recovery(trial: &Trial, env: &TrialEnv, workload: Option<&dyn Workload>) {
+fn await_recovery(trial: &Trial, env: &TrialEnv, workload: Option<&dyn Workload>, written: u64) {
     let now = Instant::now();
     let deadline = now + trial.plan.trials.recovery_timeout;
     for (t, sampler) in trial.plan.targets.iter().zip(&env.samplers) {
@@ -174,7 +177,7 @@ fn await_recovery(trial: &Trial, env: &TrialEnv, workload: Option<&dyn Workload>
     }
     if let (Some(w), Some(plan_w)) = (workload, &trial.plan.workload) {
         let target = plan_w.target.to_string();
-        match read_back(w) {
+        match read_back(w, written) {
             Ok(items) => trial.recorder.record(EventKind::ReadBack { target, items }),
             Err(e) => trial.recorder.record(EventKind::ReadBackFailed { target, error: e.to_string() }),
         }
@@ -183,10 +186,10 @@ fn await_recovery(trial: &Trial, env: &TrialEnv, workload: Option<&dyn Workload>
 
 /// Reads the store back, retrying briefly: a target that just became healthy
 /// may still drop the first connection.
-fn read_back(workload: &dyn Workload) -> std::io::Result<Vec<(String, String)>> {
+fn read_back(workload: &dyn Workload, written: u64) -> std::io::Result<Vec<(String, String)>> {
     let mut last = None;
     for _ in 0..3 {
-        match workload.read_back() {
+        match workload.read_back(written) {
             Ok(items) => return Ok(items),
             Err(e) => last = Some(e),
         }

@@ -12,6 +12,7 @@ pub mod plan;
 mod recover;
 pub mod schema;
 pub mod template;
+pub mod workload;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -109,10 +110,9 @@ pub const PROBE_KEYS: &[&str] = &[
     "healthy_after",
 ];
 pub const PROBE_KINDS: &[&str] = <ProbeKindName as strum::VariantNames>::VARIANTS;
-pub const WORKLOAD_KEYS: &[&str] = &["kind", "target", "via", "rate", "duration", "connections", "timeout", "quiet"];
-pub const WORKLOAD_KINDS: &[&str] = <WorkloadKind as strum::VariantNames>::VARIANTS;
 pub use faults::{FAULT_KEYS, FAULT_KINDS};
 pub use recover::{step_keys, BACKUP_KEYS, RECOVER_ACTIONS, RECOVER_KEYS};
+pub use workload::{WORKLOAD_KEYS, WORKLOAD_KINDS};
 pub const TRIALS_KEYS: &[&str] = &["count", "seed", "startup_timeout", "recovery_timeout"];
 
 /// Compiles scenario source into a plan, or every problem found in it.
@@ -151,7 +151,8 @@ fn compile_with(path: &Path, source: &str, check_paths: bool) -> Result<Plan, Di
     check_proxy_refs(root, &targets, &proxies, &target_names, &mut d);
     let network = compile_network(&top, &mut d);
     let workload = top.table("workload", &mut d).and_then(|(t, span)| {
-        compile_workload(&Fields::new(t, span, "[workload]", WORKLOAD_KEYS, &mut d), &target_names, &proxies, &mut d)
+        let f = Fields::new(t, span, "[workload]", WORKLOAD_KEYS, &mut d);
+        workload::compile_workload(&f, &target_names, &proxies, check_paths, &mut d)
     });
 
     let mut faults = compile_faults(&top, &targets, &target_names, &proxies, network, workload.as_ref(), &mut d);
@@ -730,6 +731,16 @@ fn check_proxy_refs(
         if t.kind != TargetKind::Process {
             let inside = t.command.iter().chain(t.env.iter().map(|(_, v)| v));
             let inside: Vec<&str> = inside.flat_map(|text| template::placeholders(text).unwrap_or_default()).collect();
+            if let Some(p) = inside.iter().find(|p| **p == "scenario_dir") {
+                d.error(
+                    span.clone(),
+                    format!(
+                        "[target.{}] is a container: `{{{p}}}` is a path on the harness's host, not inside the \
+                         container; mount what it needs with mounts = [\"HOST:/PATH\"]",
+                        t.name
+                    ),
+                );
+            }
             for (kind, what) in [
                 ("host", "the address the harness reaches `NAME` at"),
                 ("port", "the port the harness reaches `NAME` at"),
@@ -791,64 +802,6 @@ fn check_proxy_refs(
             );
         }
     }
-}
-
-fn compile_workload(f: &Fields, targets: &[&str], proxies: &[ProxyPlan], d: &mut Diagnostics) -> Option<WorkloadPlan> {
-    let kind = match f.choice("kind", "workload kind", WORKLOAD_KINDS, d) {
-        Some((kind, _)) => Some(kind.parse::<WorkloadKind>().expect("one of WORKLOAD_KINDS")),
-        None if f.get("kind").is_none() => {
-            let kinds = WORKLOAD_KINDS.join(", ");
-            d.error(f.span.clone(), format!("missing key `kind` in [workload]; expected one of: {kinds}"));
-            None
-        }
-        None => None,
-    };
-    let target = target_ref(f, targets, d);
-    let via = f.str("via", d).and_then(|(name, span)| match proxies.iter().find(|p| p.name == name) {
-        Some(p) if Some(&p.target) != target.as_ref() => {
-            d.error(
-                span,
-                format!(
-                    "`via` = \"{name}\" in [workload]: that proxy leads to `{}`, not the workload's target",
-                    p.target
-                ),
-            );
-            None
-        }
-        Some(_) => Some(name.to_string()),
-        None => {
-            let names: Vec<&str> = proxies.iter().map(|p| p.name.as_str()).collect();
-            d.error(
-                span,
-                format!(
-                    "`via` in [workload] names `{name}`, which is not a proxy of this scenario{}",
-                    diagnostic::did_you_mean(name, names.iter().copied())
-                ),
-            );
-            None
-        }
-    });
-    let rate = f.integer("rate", 1, 100_000, d).unwrap_or(100) as u32;
-    let duration = if f.get("duration").is_none() {
-        d.error(f.span.clone(), "missing key `duration` in [workload]; expected a duration such as `6s`");
-        None
-    } else {
-        f.positive_duration(
-            "duration",
-            "the workload would send nothing, and a run with nothing acknowledged proves nothing",
-            d,
-        )
-    };
-    let connections = f.integer("connections", 1, 1024, d).unwrap_or(8) as u32;
-    let timeout = f
-        .positive_duration(
-            "timeout",
-            "no write could be acknowledged in time, and a run with nothing acknowledged proves nothing",
-            d,
-        )
-        .unwrap_or(Duration::from_millis(500));
-    let quiet = f.duration("quiet", d).unwrap_or(Duration::ZERO);
-    Some(WorkloadPlan { kind: kind?, target: target?, via, rate, duration: duration?, connections, timeout, quiet })
 }
 
 fn compile_trials(f: &Fields, d: &mut Diagnostics) -> TrialsPlan {

@@ -198,7 +198,7 @@ pub struct ProxyPlan {
 
 #[derive(Debug, Clone)]
 pub struct WorkloadPlan {
-    pub kind: WorkloadKind,
+    pub client: WorkloadClient,
     pub target: TargetRef,
     /// A proxy the workload's clients go through, instead of straight to
     /// the target's port.
@@ -215,16 +215,123 @@ pub struct WorkloadPlan {
     pub quiet: Duration,
 }
 
-/// A workload's `kind`: which client writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr, strum::VariantNames)]
-#[strum(serialize_all = "kebab-case")]
-pub enum WorkloadKind {
+impl WorkloadPlan {
+    pub fn kind(&self) -> WorkloadKind {
+        WorkloadKind::from(&self.client)
+    }
+}
+
+/// Which client writes (the workload's `kind`), with what it needs.
+#[derive(Debug, Clone, strum::EnumDiscriminants)]
+#[strum_discriminants(
+    name(WorkloadKind),
+    derive(strum::EnumString, strum::IntoStaticStr, strum::VariantNames),
+    strum(serialize_all = "kebab-case")
+)]
+pub enum WorkloadClient {
     /// crashlab's own protocol (demo-kv, and services that speak it).
     DemoKv,
     /// `SET` through a Redis client.
     Redis,
     /// Sequenced events in PostgreSQL, one transaction each.
     Postgres,
+    /// A request per write, built from templates; any HTTP service.
+    Http(Box<HttpWorkload>),
+    /// The user's own client program: one run per write, or one long-lived
+    /// process per connection speaking a line protocol.
+    Command(CommandWorkload),
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpWorkload {
+    pub write: HttpRequest,
+    /// Statuses that acknowledge a write; empty: every 2xx.
+    pub ack: Vec<u16>,
+    /// Statuses that the outcome table would call unknown (408, 429, 5xx)
+    /// but that this service answers only when it did not apply the write.
+    pub refused: Vec<u16>,
+    pub read: HttpRead,
+}
+
+/// A request template; its path is appended to `http://{host}:{port}`.
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpRead {
+    pub request: HttpRequest,
+    pub shape: ReadShape,
+    /// Keys and values come base64-encoded (etcd's JSON gateway).
+    pub base64: bool,
+}
+
+/// How a read-back finds what the store holds.
+#[derive(Debug, Clone)]
+pub enum ReadShape {
+    /// One request per written key; 404 means absent.
+    PerKey(ValueAt),
+    /// Requests that list every key, page after page.
+    List(ListRead),
+}
+
+/// Where a per-key answer holds the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueAt {
+    /// The whole body (trimmed).
+    Body,
+    /// What a JSON pointer (RFC 6901) finds in the body.
+    Pointer(String),
+    /// The written value, if the body contains it anywhere.
+    Contains,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListRead {
+    pub format: ListFormat,
+    /// JSON pointer to the array (or key → value object) in a `json` body.
+    pub items: String,
+    /// JSON pointers to an item's key and value (`json`, `ndjson`).
+    pub key: String,
+    pub value: String,
+    /// JSON pointer to the next page's cursor in a `json` body; `{cursor}`
+    /// in the request is filled with it (empty on the first page).
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr, strum::VariantNames)]
+#[strum(serialize_all = "kebab-case")]
+pub enum ListFormat {
+    /// One JSON document: an array of items, or an object of key → value.
+    Json,
+    /// One JSON item per line.
+    Ndjson,
+    /// `key<TAB>value` per line.
+    Lines,
+}
+
+#[derive(Debug, Clone)]
+pub struct CommandWorkload {
+    pub mode: CommandMode,
+    /// Prints `key<TAB>value` for every key the store holds.
+    pub read_back: Vec<String>,
+    /// Where relative programs are found and where the commands run: the
+    /// scenario's directory.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub enum CommandMode {
+    /// `write = [...]`, run once per write: exit 0 acknowledges, an exit
+    /// code in `refused_exit` refuses, anything else is unknown.
+    PerWrite { argv: Vec<String>, refused_exit: Vec<i32> },
+    /// `client = [...]`, one process per connection reading `PUT <key>
+    /// <value>` lines and answering `OK`, `FAIL <reason>` or `UNKNOWN`.
+    Lines { argv: Vec<String> },
 }
 
 #[derive(Debug, Clone)]

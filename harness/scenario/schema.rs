@@ -86,6 +86,28 @@ pub fn schema() -> Value {
         json!({ "required": ["file", "service"] }),
         json!({ "required": ["command"] }),
     );
+    let http_request = json!({
+        "method": { "type": "string", "description": "default PUT for a write, GET for a read" },
+        "path": { "type": "string", "description": "appended to http://{host}:{port}" },
+        "headers": { "type": "object", "additionalProperties": { "type": "string" } },
+        "body": { "type": "string", "description": "braces around anything but a placeholder name are literal (JSON)" },
+    });
+    let mut http_read = http_request.clone();
+    http_read.as_object_mut().expect("an object").extend(
+        json!({
+            "value": { "type": "string", "description": "per key: a JSON pointer to the value in the answer (default: the whole body)" },
+            "contains": { "type": "boolean", "description": "per key: the write survived if the answer contains its value" },
+            "list": { "enum": workload::LIST_FORMATS, "description": "read every key at once: json (an array of items or an object of key to value), ndjson, lines (key<TAB>value)" },
+            "items": { "type": "string", "description": "list json: a JSON pointer to the array or object (default: the whole body)" },
+            "key": { "type": "string", "description": "list json, ndjson: a JSON pointer to an item's key (default /key)" },
+            "cursor": { "type": "string", "description": "list json: a JSON pointer to the next page's cursor, filled into {cursor}" },
+            "base64": { "type": "boolean", "description": "keys and values come base64-encoded (etcd)" },
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default(),
+    );
+    let statuses = |description: &str| json!({ "type": "array", "items": { "type": "integer", "minimum": 100, "maximum": 599 }, "minItems": 1, "description": description });
     let workload = object(
         WORKLOAD_KEYS,
         json!({
@@ -97,6 +119,14 @@ pub fn schema() -> Value {
             "connections": { "type": "integer", "minimum": 1, "description": "concurrent connections, default 8" },
             "quiet": { "type": "string", "description": "a period after the workload with no writes, in which faults may still fall (default 0ms)" },
             "timeout": duration("an op with no answer by then is unknown, default 500ms"),
+            "write": { "description": "http: the request of a write (method, path, headers, body; placeholders {key} {value} {seq} {key_b64} {value_b64} {key_json} {value_json}); command: the client run once per write, e.g. [\"./client\", \"put\", \"{key}\", \"{value}\"]",
+                "oneOf": [ object(workload::HTTP_REQUEST_KEYS, http_request.clone(), &["path"]), command("") ] },
+            "read": object(workload::HTTP_READ_KEYS, http_read, &["path"]),
+            "ack": statuses("http: the statuses that acknowledge a write; default every 2xx"),
+            "refused": statuses("http: statuses the service answers only when it did not apply the write (408, 429 and 5xx are otherwise unknown)"),
+            "client": command("command: a client started once per connection that reads `PUT <key> <value>` lines and answers OK, FAIL <reason> or UNKNOWN <reason>"),
+            "refused_exit": { "type": "array", "items": { "type": "integer", "minimum": 1, "maximum": 255 }, "minItems": 1, "description": "command with write: the exit codes that mean the write was refused (other non-zero exits are unknown)" },
+            "read_back": command("command: prints key<TAB>value for every key the store holds"),
         }),
         &["kind", "target", "duration"],
     );

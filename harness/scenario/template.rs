@@ -1,7 +1,7 @@
 //! `{placeholder}` templates in commands and ports.
 
 /// The placeholders a target's command may use.
-pub const PLACEHOLDERS: &[&str] = &["port", "host", "data_dir", "run_dir", "trial", "target"];
+pub const PLACEHOLDERS: &[&str] = &["port", "host", "data_dir", "run_dir", "trial", "target", "scenario_dir"];
 
 /// The names of the placeholders in a text, or the reason it is malformed.
 pub fn placeholders(text: &str) -> Result<Vec<&str>, String> {
@@ -14,6 +14,19 @@ pub fn placeholders(text: &str) -> Result<Vec<&str>, String> {
         rest = &after[close + 1..];
     }
     Ok(names)
+}
+
+/// The `{name}` placeholders of a text where braces may also be literal
+/// (a JSON body): only braces around a name (letters, digits, `_`, `.`)
+/// make a placeholder.
+pub fn names(text: &str) -> impl Iterator<Item = &str> {
+    text.split('{').skip(1).filter_map(|part| {
+        let name = &part[..part.find('}')?];
+        let is_name = !name.is_empty()
+            && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        is_name.then_some(name)
+    })
 }
 
 /// Fills placeholders from `(name, value)` pairs. Names were checked at
@@ -35,5 +48,7 @@ mod tests {
         assert_eq!(placeholders("--port={port} {data_dir}").unwrap(), vec!["port", "data_dir"]);
         assert!(placeholders("{port").is_err());
         assert_eq!(render("{port}/{port}", &[("port", "80".into())]), "80/80");
+        let json = r#"{"key": "{key_b64}", "n": {seq}, "o": {"a": 1}}"#;
+        assert_eq!(names(json).collect::<Vec<_>>(), ["key_b64", "seq"]);
     }
 }

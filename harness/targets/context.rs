@@ -32,6 +32,8 @@ pub struct TargetContext {
     pub hosts: Vec<(String, std::net::IpAddr)>,
     /// Every target's port (`{port.NAME}`).
     pub ports: Vec<(String, u16)>,
+    /// The scenario's directory (`{scenario_dir}`).
+    pub scenario_dir: PathBuf,
 }
 
 impl TargetContext {
@@ -70,6 +72,7 @@ impl TargetContext {
             ("trial".to_string(), self.trial.to_string()),
             ("target".to_string(), plan.name.clone()),
             ("host".to_string(), self.host.to_string()),
+            ("scenario_dir".to_string(), self.scenario_dir.display().to_string()),
         ];
         vars.extend(self.hosts.iter().map(|(name, ip)| (format!("host.{name}"), ip.to_string())));
         vars.extend(self.ports.iter().map(|(name, port)| (format!("port.{name}"), port.to_string())));

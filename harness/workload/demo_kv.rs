@@ -19,7 +19,7 @@ struct DemoKvClient {
 }
 
 impl Client for DemoKvClient {
-    fn write(&mut self, key: &str, value: &str) -> WriteResult {
+    fn write(&mut self, _seq: u64, key: &str, value: &str) -> WriteResult {
         if self.conn.is_none() {
             match protocol::Client::connect(self.addr, self.timeout) {
                 Ok(c) => self.conn = Some(c),
@@ -49,7 +49,7 @@ impl Workload for DemoKv {
         Box::new(DemoKvClient { addr: self.addr, timeout: self.timeout, conn: None })
     }
 
-    fn read_back(&self) -> io::Result<Vec<(String, String)>> {
+    fn read_back(&self, _written: u64) -> io::Result<Vec<(String, String)>> {
         protocol::Client::connect(self.addr, Duration::from_secs(10))?.scan()
     }
 }

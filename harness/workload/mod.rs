@@ -2,7 +2,9 @@
 //! (`invoke`, then `ok` / `fail` / `unknown`). Acknowledged writes are the
 //! evidence for RPO; a complete read-back after recovery says what survived.
 
+pub mod command;
 pub mod demo_kv;
+pub mod http;
 pub mod postgres;
 pub mod redis;
 
@@ -12,8 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+
 use crate::history::{EventKind, Outcome, Recorder};
-use crate::scenario::WorkloadKind;
+use crate::scenario::{template, WorkloadClient, WorkloadPlan};
 
 /// The outcome of one write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,23 +32,66 @@ pub enum WriteResult {
 
 /// One connection's worth of client.
 pub trait Client: Send {
-    fn write(&mut self, key: &str, value: &str) -> WriteResult;
+    /// Writes `value` under `key`, the `seq`-th write of the trial.
+    fn write(&mut self, seq: u64, key: &str, value: &str) -> WriteResult;
 }
 
 pub trait Workload: Send + Sync {
     /// A new client; it connects lazily and reconnects after errors.
     fn client(&self) -> Box<dyn Client>;
-    /// Every key and value the store holds now.
-    fn read_back(&self) -> io::Result<Vec<(String, String)>>;
+    /// Every workload key and its value the store holds now. `written`:
+    /// the writes were numbered below it (a store that can only be asked
+    /// key by key is asked for those).
+    fn read_back(&self, written: u64) -> io::Result<Vec<(String, String)>>;
 }
 
-/// The workload of a plan's kind, writing to `addr`.
-pub fn build(kind: WorkloadKind, addr: SocketAddr, timeout: Duration) -> Box<dyn Workload> {
-    match kind {
-        WorkloadKind::DemoKv => Box::new(demo_kv::DemoKv { addr, timeout }),
-        WorkloadKind::Redis => Box::new(redis::Redis { addr, timeout }),
-        WorkloadKind::Postgres => Box::new(postgres::Postgres::new(addr, timeout)),
+/// The workload of a plan, writing to `addr`; `render` fills the target's
+/// placeholders in a client command (`{host}` and `{port}` are `addr`'s).
+pub fn build(plan: &WorkloadPlan, addr: SocketAddr, render: &dyn Fn(&[String]) -> Vec<String>) -> Box<dyn Workload> {
+    let timeout = plan.timeout;
+    match &plan.client {
+        WorkloadClient::DemoKv => Box::new(demo_kv::DemoKv { addr, timeout }),
+        WorkloadClient::Redis => Box::new(redis::Redis { addr, timeout }),
+        WorkloadClient::Postgres => Box::new(postgres::Postgres::new(addr, timeout)),
+        WorkloadClient::Http(http) => Box::new(http::Http::new(addr, (**http).clone(), timeout)),
+        WorkloadClient::Command(c) => {
+            let reach = [("host", addr.ip().to_string()), ("port", addr.port().to_string())];
+            let fill = |argv: &[String]| -> Vec<String> {
+                render(&argv.iter().map(|a| template::render(a, &reach)).collect::<Vec<_>>())
+            };
+            let mode = match &c.mode {
+                crate::scenario::CommandMode::PerWrite { argv, refused_exit } => {
+                    crate::scenario::CommandMode::PerWrite { argv: fill(argv), refused_exit: refused_exit.clone() }
+                }
+                crate::scenario::CommandMode::Lines { argv } => {
+                    crate::scenario::CommandMode::Lines { argv: fill(argv) }
+                }
+            };
+            Box::new(command::CommandWorkload { mode, read_back: fill(&c.read_back), dir: c.dir.clone(), timeout })
+        }
     }
+}
+
+/// The template variables of a key (and its value, for a write): the
+/// placeholders of `http` and `command` templates (`scenario::workload`).
+pub fn vars(key: &str, value: Option<(&str, u64)>) -> Vec<(&'static str, String)> {
+    let json = |s: &str| serde_json::to_string(s).expect("a string serializes").trim_matches('"').to_string();
+    let mut vars = vec![("key", key.to_string()), ("key_b64", BASE64.encode(key)), ("key_json", json(key))];
+    if let Some((value, seq)) = value {
+        vars.extend([
+            ("value", value.to_string()),
+            ("value_b64", BASE64.encode(value)),
+            ("value_json", json(value)),
+            ("seq", seq.to_string()),
+        ]);
+    }
+    vars
+}
+
+/// Whether a key is of the form [`key_of`] gives: a read-back leaves out
+/// whatever else a store holds.
+pub fn is_workload_key(key: &str) -> bool {
+    key.strip_prefix('k').is_some_and(|digits| digits.len() >= 8 && digits.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The key of the `seq`-th write of a trial: unique, so each key is written once.
@@ -72,6 +120,8 @@ pub enum Pace {
 /// What a workload run did, in counts.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
+    /// Sequence numbers handed out: every write was numbered below it.
+    pub issued: u64,
     pub invoked: u64,
     pub ok: u64,
     pub fail: u64,
@@ -90,12 +140,14 @@ pub fn drive(
     cancel: &crate::cancel::Cancel,
 ) -> Counts {
     let next = AtomicU64::new(0);
+    // Made before the clock starts: a client may start a process.
+    let clients: Vec<Box<dyn Client>> = (0..connections).map(|_| workload.client()).collect();
     let start = Instant::now();
     let end = start + duration;
     let totals: Vec<Counts> = thread::scope(|scope| {
-        let workers: Vec<_> = (0..connections)
-            .map(|_| {
-                let mut client = workload.client();
+        let workers: Vec<_> = clients
+            .into_iter()
+            .map(|mut client| {
                 let next = &next;
                 scope.spawn(move || {
                     let mut counts = Counts::default();
@@ -119,7 +171,7 @@ pub fn drive(
                         if let Some(r) = recorder {
                             r.record(EventKind::Invoke { op: seq, key: key.clone(), value: value.clone() });
                         }
-                        let result = client.write(&key, &value);
+                        let result = client.write(seq, &key, &value);
                         let (outcome, error) = match result {
                             WriteResult::Ok => (Outcome::Ok, None),
                             WriteResult::Fail(e) => (Outcome::Fail, Some(e)),
@@ -141,7 +193,8 @@ pub fn drive(
             .collect();
         workers.into_iter().map(|w| w.join().unwrap_or_default()).collect()
     });
-    totals.iter().fold(Counts::default(), |a, c| Counts {
+    totals.iter().fold(Counts { issued: next.load(Ordering::Relaxed), ..Counts::default() }, |a, c| Counts {
+        issued: a.issued,
         invoked: a.invoked + c.invoked,
         ok: a.ok + c.ok,
         fail: a.fail + c.fail,

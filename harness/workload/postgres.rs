@@ -117,7 +117,7 @@ fn stream_of(key: &str) -> String {
 }
 
 impl Client for PostgresClient {
-    fn write(&mut self, key: &str, value: &str) -> WriteResult {
+    fn write(&mut self, _seq: u64, key: &str, value: &str) -> WriteResult {
         let conn = match self.connected() {
             Ok(conn) => conn,
             // Nothing was sent for this write: certainly not applied.
@@ -161,7 +161,7 @@ impl Workload for Postgres {
         })
     }
 
-    fn read_back(&self) -> io::Result<Vec<(String, String)>> {
+    fn read_back(&self, _written: u64) -> io::Result<Vec<(String, String)>> {
         let failed = |e: postgres::Error| io::Error::other(message(&e));
         let mut conn = connect(self.addr, Duration::from_secs(10)).map_err(failed)?;
         let rows = conn.query("SELECT key, value FROM events", &[]).map_err(failed)?;

@@ -39,7 +39,7 @@ fn refused(e: &RedisError) -> bool {
 }
 
 impl Client for RedisClient {
-    fn write(&mut self, key: &str, value: &str) -> WriteResult {
+    fn write(&mut self, _seq: u64, key: &str, value: &str) -> WriteResult {
         if self.conn.is_none() {
             match (Redis { addr: self.addr, timeout: self.timeout }).connect(self.timeout) {
                 Ok(c) => self.conn = Some(c),
@@ -65,7 +65,7 @@ impl Workload for Redis {
         Box::new(RedisClient { addr: self.addr, timeout: self.timeout, conn: None })
     }
 
-    fn read_back(&self) -> io::Result<Vec<(String, String)>> {
+    fn read_back(&self, _written: u64) -> io::Result<Vec<(String, String)>> {
         let mut conn = self.connect(Duration::from_secs(10)).map_err(io::Error::other)?;
         // The workload's keys are `k` and eight digits (workload::key_of).
         let keys: Vec<String> = conn.scan_match::<_, String>("k????????").map_err(io::Error::other)?.collect();

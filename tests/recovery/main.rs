@@ -9,3 +9,4 @@ mod known_answers;
 mod lifecycle;
 mod measurement;
 mod safety;
+mod workloads;

@@ -108,13 +108,21 @@ fn run_refuses_an_invalid_scenario_before_starting_anything() {
 
 #[test]
 fn every_scenario_in_the_library_is_valid() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
-    let mut files: Vec<_> = walk(&dir).into_iter().filter(|p| p.extension().is_some_and(|e| e == "toml")).collect();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<_> = SHIPPED
+        .iter()
+        .flat_map(|dir| walk(&root.join(dir)))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
     files.sort();
     assert!(files.len() >= 4, "the library has scenarios");
     let out = crashlab().arg("validate").args(&files).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Where scenarios ship: the library, the examples, and the workload
+/// fixtures that the known-answer tests run.
+const SHIPPED: &[&str] = &["scenarios", "examples", "tests/fixtures/workloads"];
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -239,7 +247,7 @@ fn every_shipped_scenario_is_valid_against_the_json_schema() {
     let validator = jsonschema::validator_for(&schema).expect("the schema is a JSON Schema");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    let mut dirs = vec![root.join("scenarios")];
+    let mut dirs: Vec<_> = SHIPPED.iter().map(|dir| root.join(dir)).collect();
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();

@@ -70,7 +70,9 @@ fn scenario_files() -> Vec<PathBuf> {
         }
     }
     let mut out = Vec::new();
-    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios"), &mut out);
+    for dir in ["scenarios", "examples", "tests/fixtures/workloads"] {
+        walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join(dir), &mut out);
+    }
     out.sort();
     out
 }
