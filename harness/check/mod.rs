@@ -432,11 +432,7 @@ pub fn build_report(plan: &Plan, seed: u64, trials: Vec<TrialReport>, error: Opt
             }
             let verdict =
                 Verdict::all(trials.iter().flat_map(|t| t.checks.iter().filter(|c| c.name == name).map(|c| c.verdict)));
-            // The worst observation: the one that breaks the bound, or else the
-            // one nearest to it.
-            let worst = values.iter().find(|v| !e.holds(**v)).copied().or_else(|| {
-                values.iter().copied().max_by(|a, b| a.unwrap_or(f64::MAX).total_cmp(&b.unwrap_or(f64::MAX)))
-            });
+            let worst = e.worst(&values);
             ExpectationReport {
                 name,
                 expected: e.to_string(),

@@ -171,6 +171,18 @@ impl Expectation {
     pub fn holds(&self, observed: Option<f64>) -> bool {
         observed.is_some_and(|v| self.op.holds(v, self.threshold))
     }
+
+    /// The observation a run's line shows: of those that break the bound,
+    /// the farthest from it (a missing value first); if none does, the
+    /// nearest to it.
+    pub fn worst(&self, values: &[Option<f64>]) -> Option<Option<f64>> {
+        let distance = |v: &Option<f64>| v.map_or(f64::INFINITY, |v| (v - self.threshold).abs());
+        let (broken, held): (Vec<_>, Vec<_>) = values.iter().copied().partition(|v| !self.holds(*v));
+        match broken.is_empty() {
+            false => broken.into_iter().max_by(|a, b| distance(a).total_cmp(&distance(b))),
+            true => held.into_iter().min_by(|a, b| distance(a).total_cmp(&distance(b))),
+        }
+    }
 }
 
 impl Expectation {
@@ -235,6 +247,21 @@ mod tests {
     fn parse(metric: Metric, toml_value: &str) -> Result<Expectation, String> {
         let v = DeValue::parse(toml_value).unwrap();
         parse_expectation(metric, None, v.get_ref())
+    }
+
+    /// A run's line shows the worst trial: 297 of 236, 279, 297 lost (it
+    /// showed the first failing trial's 236), a trial that never recovered
+    /// before any number, and among passing trials the nearest the bound.
+    #[test]
+    fn the_worst_observation_is_the_farthest_past_the_bound() {
+        let lost = parse(Metric::LostAcked, "0").unwrap();
+        assert_eq!(lost.worst(&[Some(236.0), Some(279.0), Some(297.0), Some(0.0)]), Some(Some(297.0)));
+        let rto = parse(Metric::Rto, "\"<= 1s\"").unwrap();
+        assert_eq!(rto.worst(&[Some(1500.0), None, Some(3000.0)]), Some(None));
+        assert_eq!(rto.worst(&[Some(10.0), Some(900.0), Some(20.0)]), Some(Some(900.0)));
+        let some = parse(Metric::LostAcked, "\"> 0\"").unwrap();
+        assert_eq!(some.worst(&[Some(40.0), Some(3.0), Some(90.0)]), Some(Some(3.0)));
+        assert_eq!(some.worst(&[]), None);
     }
 
     #[test]
