@@ -6,9 +6,11 @@
 # mmdebstrap for Debian-based images (the tests build their images
 # themselves: nothing is pulled), Chromium, in which a test opens the HTML
 # report headless, Redis (server and redis-check-aof) for the Redis pack,
-# and PostgreSQL (run as the postgres user through setpriv) for the
-# PostgreSQL and sequencer packs, and python3 for ci/code-shape.py (the
-# code-shape test). SQLite is linked into crashlab itself.
+# PostgreSQL (run as the postgres user through setpriv) for the
+# PostgreSQL and sequencer packs, MariaDB (run as the mysql user) for the
+# MariaDB pack, and python3 for ci/code-shape.py (the code-shape test) and
+# the example and fixture services of the http and command workloads.
+# SQLite is linked into crashlab itself.
 set -euo pipefail
 command -v cargo >/dev/null || { echo "ci/install-deps.sh: cargo is required" >&2; exit 1; }
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
@@ -26,6 +28,7 @@ command -v redis-check-aof >/dev/null || missing+=(redis-tools)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v setpriv >/dev/null || missing+=(util-linux)
 command -v python3 >/dev/null || missing+=(python3)
+command -v mariadbd >/dev/null || missing+=(mariadb-server)
 if [ "${#missing[@]}" -gt 0 ]; then
     if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
         apt-get update -qq

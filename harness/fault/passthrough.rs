@@ -215,6 +215,16 @@ impl Passthrough {
     }
 }
 
+/// Gives a new file, directory or link to the process that made it, as a
+/// filesystem would: the layer itself runs as root, and a target running
+/// as its own user (PostgreSQL, MariaDB) must own what it creates.
+fn owned_by(path: &Path, req: &Request<'_>) -> std::io::Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::lchown(path, Some(req.uid()), Some(req.gid()))?;
+    }
+    Ok(())
+}
+
 impl Filesystem for Passthrough {
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
         match self.child(parent, name) {
@@ -314,9 +324,10 @@ impl Filesystem for Passthrough {
         }
     }
 
-    fn mkdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+    fn mkdir(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         let Some(rel) = self.child(parent, name) else { return reply.error(libc::ENOENT) };
-        match fs::DirBuilder::new().mode(mode & !umask).create(self.root.join(&rel)) {
+        let path = self.root.join(&rel);
+        match fs::DirBuilder::new().mode(mode & !umask).create(&path).and_then(|()| owned_by(&path, req)) {
             Ok(()) => self.entry(&rel, reply),
             Err(e) => reply.error(errno(&e)),
         }
@@ -344,9 +355,10 @@ impl Filesystem for Passthrough {
         }
     }
 
-    fn symlink(&mut self, _req: &Request<'_>, parent: u64, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+    fn symlink(&mut self, req: &Request<'_>, parent: u64, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         let Some(rel) = self.child(parent, link_name) else { return reply.error(libc::ENOENT) };
-        match std::os::unix::fs::symlink(target, self.root.join(&rel)) {
+        let path = self.root.join(&rel);
+        match std::os::unix::fs::symlink(target, &path).and_then(|()| owned_by(&path, req)) {
             Ok(()) => self.entry(&rel, reply),
             Err(e) => reply.error(errno(&e)),
         }
@@ -387,7 +399,7 @@ impl Filesystem for Passthrough {
 
     fn create(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         parent: u64,
         name: &OsStr,
         mode: u32,
@@ -404,7 +416,9 @@ impl Filesystem for Passthrough {
         if flags & libc::O_ACCMODE == libc::O_RDONLY {
             options.write(true);
         }
-        let opened = options.open(self.root.join(&rel)).and_then(|f| {
+        let path = self.root.join(&rel);
+        let opened = options.open(&path).and_then(|f| {
+            owned_by(&path, req)?;
             let m = f.metadata()?;
             Ok((f, m))
         });

@@ -56,7 +56,12 @@ impl UnsyncedFs {
         let fs = Passthrough::new(dir, Arc::clone(&ledger))?;
         let backing = fs.root();
         journal.append(&Entry::Mounted { trial, target: target.to_string(), mountpoint: dir.to_path_buf() })?;
-        let options = [fuser::MountOption::FSName(FS_NAME.into()), fuser::MountOption::NoAtime];
+        let mut options = vec![fuser::MountOption::FSName(FS_NAME.into()), fuser::MountOption::NoAtime];
+        if nix::unistd::geteuid().is_root() {
+            // A target running as its own user (PostgreSQL, MariaDB) reaches
+            // its data dir, under the permissions of the files themselves.
+            options.extend([fuser::MountOption::AllowOther, fuser::MountOption::DefaultPermissions]);
+        }
         let session = fuser::spawn_mount2(fs, dir, &options).map_err(|e| {
             let _ = journal.append(&Entry::Unmounted { trial, mountpoint: dir.to_path_buf() });
             io::Error::new(

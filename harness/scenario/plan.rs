@@ -240,6 +240,45 @@ pub enum WorkloadClient {
     /// The user's own client program: one run per write, or one long-lived
     /// process per connection speaking a line protocol.
     Command(CommandWorkload),
+    /// Statements from templates, through PostgreSQL's or MySQL's driver.
+    Sql(Box<SqlWorkload>),
+}
+
+#[derive(Debug, Clone)]
+pub struct SqlWorkload {
+    pub engine: SqlEngine,
+    /// `postgres://` or `mysql://` with `{host}`, `{port}` and the target's
+    /// placeholders, filled in per trial.
+    pub url: String,
+    /// Statements run once per trial, before the first write.
+    pub setup: Vec<String>,
+    /// The write, with each placeholder replaced by a bind parameter.
+    pub insert: SqlStatement,
+    /// The read-back: rows of (key, value).
+    pub select: String,
+    /// Whether each write is BEGIN, insert, COMMIT (else autocommit).
+    pub transaction: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+pub enum SqlEngine {
+    Postgres,
+    Mysql,
+}
+
+/// A statement with bind parameters (`$1` or `?`) where its template named
+/// the write's key, value or sequence number, in order.
+#[derive(Debug, Clone)]
+pub struct SqlStatement {
+    pub text: String,
+    pub params: Vec<SqlParam>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlParam {
+    Key,
+    Value,
+    Seq,
 }
 
 #[derive(Debug, Clone)]

@@ -127,6 +127,11 @@ pub fn schema() -> Value {
             "client": command("command: a client started once per connection that reads `PUT <key> <value>` lines and answers OK, FAIL <reason> or UNKNOWN <reason>"),
             "refused_exit": { "type": "array", "items": { "type": "integer", "minimum": 1, "maximum": 255 }, "minItems": 1, "description": "command with write: the exit codes that mean the write was refused (other non-zero exits are unknown)" },
             "read_back": command("command: prints key<TAB>value for every key the store holds"),
+            "url": { "type": "string", "description": "sql: postgres://USER@{host}:{port}/DB or mysql://USER@{host}:{port}/DB (also mariadb://)" },
+            "setup": { "type": "array", "items": { "type": "string" }, "description": "sql: statements run once per trial before the first write (CREATE TABLE IF NOT EXISTS ...)" },
+            "insert": { "type": "string", "description": "sql: the write; {key}, {value} and {seq} become bind parameters" },
+            "select": { "type": "string", "description": "sql: the read-back, rows of (key, value)" },
+            "transaction": { "type": "boolean", "description": "sql: each write is BEGIN, insert, COMMIT (default: autocommit)" },
         }),
         &["kind", "target", "duration"],
     );

@@ -27,6 +27,11 @@ pub const WORKLOAD_KEYS: &[&str] = &[
     "client",
     "refused_exit",
     "read_back",
+    "url",
+    "setup",
+    "insert",
+    "select",
+    "transaction",
 ];
 pub const WORKLOAD_KINDS: &[&str] = <WorkloadKind as strum::VariantNames>::VARIANTS;
 /// The keys of an HTTP request template (`write`, `read`).
@@ -51,6 +56,11 @@ const KIND_KEYS: &[(&str, &[WorkloadKind])] = &[
     ("client", &[WorkloadKind::Command]),
     ("refused_exit", &[WorkloadKind::Command]),
     ("read_back", &[WorkloadKind::Command]),
+    ("url", &[WorkloadKind::Sql]),
+    ("setup", &[WorkloadKind::Sql]),
+    ("insert", &[WorkloadKind::Sql]),
+    ("select", &[WorkloadKind::Sql]),
+    ("transaction", &[WorkloadKind::Sql]),
 ];
 
 pub(super) fn compile_workload(
@@ -83,6 +93,7 @@ pub(super) fn compile_workload(
         WorkloadKind::Postgres => Some(WorkloadClient::Postgres),
         WorkloadKind::Http => http_workload(f, d).map(|h| WorkloadClient::Http(Box::new(h))),
         WorkloadKind::Command => command_workload(f, check_paths, d).map(WorkloadClient::Command),
+        WorkloadKind::Sql => sql_workload(f, d).map(|s| WorkloadClient::Sql(Box::new(s))),
     };
     let target = target_ref(f, targets, d);
     let via = via(f, proxies, target.as_ref(), d);
@@ -368,6 +379,82 @@ fn command_workload(f: &Fields, check_paths: bool, d: &mut Diagnostics) -> Optio
         }
     };
     Some(CommandWorkload { mode: mode?, read_back: read_back?, dir })
+}
+
+fn sql_workload(f: &Fields, d: &mut Diagnostics) -> Option<SqlWorkload> {
+    let (url, url_span) =
+        f.required_str("url", "a database URL such as \"postgres://postgres@{host}:{port}/postgres\"", d)?;
+    let engine = match url.split_once("://").map(|(scheme, _)| scheme) {
+        Some("postgres" | "postgresql") => Some(SqlEngine::Postgres),
+        Some("mysql" | "mariadb") => Some(SqlEngine::Mysql),
+        _ => {
+            d.error(url_span.clone(), "`url` in [workload] must start with postgres:// or mysql:// (also mariadb://)");
+            None
+        }
+    };
+    check_placeholders(url, &url_span, "`url` in [workload]", template::PLACEHOLDERS, d);
+    let setup = f.str_array("setup", d).map(|(s, _)| s).unwrap_or_default();
+    let insert = f.required_str("insert", "a statement such as \"INSERT INTO kv (k, v) VALUES ({key}, {value})\"", d);
+    let insert = insert.and_then(|(text, span)| {
+        let statement = engine.map(|e| bind(text, e));
+        for name in template::names(text).filter(|n| !["key", "value", "seq"].contains(n)) {
+            d.error(
+                span.clone(),
+                format!("unknown placeholder `{{{name}}}` in `insert` in [workload]; expected {{key}}, {{value}}, {{seq}} (bound as parameters)"),
+            );
+        }
+        let statement = statement?;
+        for (needed, what) in [(SqlParam::Key, "{key}"), (SqlParam::Value, "{value}")] {
+            if !statement.params.contains(&needed) {
+                d.error(span.clone(), format!("`insert` in [workload] must store the write's {what}: the read-back checks it"));
+            }
+        }
+        Some(statement)
+    });
+    let select = f.required_str("select", "a query returning (key, value) rows, such as \"SELECT k, v FROM kv\"", d);
+    let transaction = f.bool("transaction", d).unwrap_or(false);
+    Some(SqlWorkload {
+        engine: engine?,
+        url: url.to_string(),
+        setup,
+        insert: insert?,
+        select: select?.0.to_string(),
+        transaction,
+    })
+}
+
+/// Replaces `{key}`, `{value}` and `{seq}` by the engine's bind parameters,
+/// so that no value is ever spliced into SQL.
+pub fn bind(text: &str, engine: SqlEngine) -> SqlStatement {
+    let mut out = String::new();
+    let mut params = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let param = after.find('}').and_then(|close| match &after[..close] {
+            "key" => Some((SqlParam::Key, close)),
+            "value" => Some((SqlParam::Value, close)),
+            "seq" => Some((SqlParam::Seq, close)),
+            _ => None,
+        });
+        match param {
+            Some((param, close)) => {
+                out.push_str(&rest[..open]);
+                params.push(param);
+                match engine {
+                    SqlEngine::Postgres => out.push_str(&format!("${}", params.len())),
+                    SqlEngine::Mysql => out.push('?'),
+                }
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push_str(&rest[..=open]);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    SqlStatement { text: out, params }
 }
 
 fn exit_codes(f: &Fields, d: &mut Diagnostics) -> Vec<i32> {

@@ -7,6 +7,7 @@ pub mod demo_kv;
 pub mod http;
 pub mod postgres;
 pub mod redis;
+pub mod sql;
 
 use std::io;
 use std::net::SocketAddr;
@@ -49,16 +50,21 @@ pub trait Workload: Send + Sync {
 /// placeholders in a client command (`{host}` and `{port}` are `addr`'s).
 pub fn build(plan: &WorkloadPlan, addr: SocketAddr, render: &dyn Fn(&[String]) -> Vec<String>) -> Box<dyn Workload> {
     let timeout = plan.timeout;
+    // `{host}` and `{port}` are where the clients go (a proxy, with `via`).
+    let reach = [("host", addr.ip().to_string()), ("port", addr.port().to_string())];
+    let fill = |argv: &[String]| -> Vec<String> {
+        render(&argv.iter().map(|a| template::render(a, &reach)).collect::<Vec<_>>())
+    };
     match &plan.client {
         WorkloadClient::DemoKv => Box::new(demo_kv::DemoKv { addr, timeout }),
         WorkloadClient::Redis => Box::new(redis::Redis { addr, timeout }),
         WorkloadClient::Postgres => Box::new(postgres::Postgres::new(addr, timeout)),
         WorkloadClient::Http(http) => Box::new(http::Http::new(addr, (**http).clone(), timeout)),
+        WorkloadClient::Sql(sql) => {
+            let url = fill(std::slice::from_ref(&sql.url)).remove(0);
+            Box::new(sql::Sql::new((**sql).clone(), url, timeout))
+        }
         WorkloadClient::Command(c) => {
-            let reach = [("host", addr.ip().to_string()), ("port", addr.port().to_string())];
-            let fill = |argv: &[String]| -> Vec<String> {
-                render(&argv.iter().map(|a| template::render(a, &reach)).collect::<Vec<_>>())
-            };
             let mode = match &c.mode {
                 crate::scenario::CommandMode::PerWrite { argv, refused_exit } => {
                     crate::scenario::CommandMode::PerWrite { argv: fill(argv), refused_exit: refused_exit.clone() }

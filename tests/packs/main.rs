@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod mariadb;
 mod postgres;
 mod redis;
 mod runbooks;

@@ -8,6 +8,14 @@ use crate::common::{self, Run};
 
 /// The fixture scenarios and the clients they run, copied side by side (a
 /// scenario finds its programs beside it).
+fn python3() -> bool {
+    common::available(
+        "python3",
+        common::which("python3"),
+        "the fixture services and clients are Python (Debian python3)",
+    )
+}
+
 fn fixtures(dir: &Path) {
     for file in ["kv-http.toml", "kv-command.toml", "kv_http_front.py", "kv_client.py", "kv_put.sh"] {
         let to = dir.join(file);
@@ -49,6 +57,9 @@ fn run_variant(dir: &Path, name: &str, text: &str) -> Run {
 /// reads back is corrupted or a phantom.
 #[test]
 fn http_and_command_workloads_measure_the_rpo_of_unflushed_writes() {
+    if !python3() {
+        return;
+    }
     let _serial = common::serial();
     let tmp = tempfile::tempdir().unwrap();
     fixtures(tmp.path());
@@ -78,6 +89,9 @@ fn http_and_command_workloads_measure_the_rpo_of_unflushed_writes() {
 /// every workload.
 #[test]
 fn http_and_command_workloads_lose_nothing_under_fsync_always() {
+    if !python3() {
+        return;
+    }
     let _serial = common::serial();
     let tmp = tempfile::tempdir().unwrap();
     fixtures(tmp.path());
@@ -100,7 +114,7 @@ fn http_and_command_workloads_lose_nothing_under_fsync_always() {
 /// the service's command, nothing is lost in any trial.
 #[test]
 fn the_notes_example_loses_notes_until_fsync_is_on() {
-    if !common::fuse_available() {
+    if !python3() || !common::fuse_available() {
         return;
     }
     let _serial = common::serial();
