@@ -209,3 +209,54 @@ fn a_pid_file_naming_a_live_process_of_its_own_user_blocks_postgresql() {
     let observed = check.observed.as_str();
     assert!(observed.contains("FATAL:  lock file \"postmaster.pid\" already exists"), "{observed}");
 }
+
+/// The `sql` workload against PostgreSQL, in both of its modes: a table of
+/// the scenario's own (made by `setup`), written by autocommit INSERTs and
+/// by a transaction per write, SIGKILLed as in kill-postmaster. PostgreSQL
+/// with fsync and synchronous_commit on loses no commit either way.
+#[test]
+fn the_sql_workload_loses_no_commit_of_postgres() {
+    let _serial = common::serial();
+    if !postgres_available() {
+        return;
+    }
+    let pack = std::fs::read_to_string(scenario("postgres/kill-postmaster.toml")).unwrap();
+    let target = &pack[pack.find("[target.pg]").unwrap()..pack.find("[workload]").unwrap()];
+    let tmp = tempfile::tempdir().unwrap();
+    for transaction in [false, true] {
+        let text = format!(
+            r#"name = "postgres-sql-kill"
+{target}
+[workload]
+kind = "sql"
+target = "pg"
+url = "postgres://postgres@{{host}}:{{port}}/postgres"
+setup = ["CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT NOT NULL, n BIGINT NOT NULL)"]
+insert = "INSERT INTO kv (k, v, n) VALUES ({{key}}, {{value}}, {{seq}})"
+select = "SELECT k, v FROM kv"
+transaction = {transaction}
+rate = 200
+duration = "4s"
+
+[[fault]]
+kind = "kill"
+target = "pg"
+scope = "all"
+at = "2s..3s"
+
+[expect]
+lost_acked = 0
+corrupted = 0
+phantom = 0
+"#
+        );
+        let path = write_scenario(tmp.path(), "sql.toml", &text);
+        let r = run(&path, &["--trials", "2", "--seed", "5"]);
+        assert_eq!(r.code, 0, "transaction = {transaction}\n{}\n{}", r.stdout(), r.stderr());
+        for t in r.trials() {
+            common::assert_the_workload_ran("postgres sql", t);
+            assert_eq!(t.rpo.lost_acked, Some(0), "transaction = {transaction}");
+            assert!(t.rpo.acked_writes > 0);
+        }
+    }
+}
