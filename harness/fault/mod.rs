@@ -38,6 +38,9 @@ pub struct FaultContext {
     pub seed: u64,
     /// Where the fault keeps what it needs to undo itself (original bytes).
     pub trial_dir: PathBuf,
+    /// How its target was chosen at run time, if it was: said first in the
+    /// injection's detail.
+    pub chosen: Option<String>,
 }
 
 impl FaultContext {
@@ -83,7 +86,10 @@ impl FaultContext {
                 kind: self.kind,
                 target: self.target.name().to_string(),
                 scheduled_ms: self.scheduled_ms,
-                detail,
+                detail: match &self.chosen {
+                    Some(chosen) => format!("{chosen}; {detail}"),
+                    None => detail,
+                },
             },
         );
     }

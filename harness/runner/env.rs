@@ -276,7 +276,7 @@ fn await_start_up(
 
 /// The directory of the scenario file, absolute (`{scenario_dir}`): where a
 /// scenario keeps the programs it runs.
-fn scenario_dir(source: &std::path::Path) -> std::path::PathBuf {
+pub(super) fn scenario_dir(source: &std::path::Path) -> std::path::PathBuf {
     let dir = source.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf())
 }

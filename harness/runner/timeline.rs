@@ -15,6 +15,7 @@ use crate::fault::{self, FaultContext};
 use crate::history::EventKind;
 use crate::network::Network;
 use crate::proxy::Proxy;
+use crate::scenario::TargetRef;
 use crate::workload::{self, Pace, Workload};
 
 /// When each fault and backup happens, drawn from the trial's seed.
@@ -35,8 +36,23 @@ impl FaultInjector<'_> {
     /// told as soon as the fault is in, or failed.
     fn inject(&self, i: usize, scheduled: Duration, injected: &dyn Fn()) -> Result<(), String> {
         let (trial, env) = (self.trial, self.env);
-        let f = &trial.plan.faults[i];
+        let planned = &trial.plan.faults[i];
+        let (chosen, note) = match &planned.chosen_by {
+            Some(argv) => match self.choose(argv) {
+                Ok((target, note)) => (Some(planned.aimed_at(target, &trial.plan.targets)), Some(note)),
+                Err(error) => {
+                    injected();
+                    eprintln!("crashlab: trial {}: fault #{}: {error}", trial.index, i + 1);
+                    let target = planned.target_name();
+                    trial.recorder.record(EventKind::FaultFailed { fault: i, target, error: error.clone() });
+                    return Err(error);
+                }
+            },
+            None => (None, None),
+        };
+        let f = chosen.as_ref().unwrap_or(planned);
         let ctx = FaultContext {
+            chosen: note,
             trial: trial.index,
             index: i,
             kind: f.kind.name(),
@@ -53,7 +69,7 @@ impl FaultInjector<'_> {
         let guard = result.map_err(|e| {
             let error = e.to_string();
             eprintln!("crashlab: trial {}: {error}", trial.index);
-            let failed = EventKind::FaultFailed { fault: i, target: f.target.to_string(), error: error.clone() };
+            let failed = EventKind::FaultFailed { fault: i, target: f.target_name(), error: error.clone() };
             ctx.recorder.record(failed);
             error
         })?;
@@ -67,6 +83,37 @@ impl FaultInjector<'_> {
         Ok(())
     }
 }
+
+impl FaultInjector<'_> {
+    /// Runs a fault's chooser: the target it names, and what the fault's
+    /// detail says of the choice.
+    fn choose(&self, argv: &[String]) -> Result<(TargetRef, String), String> {
+        let plan = &self.trial.plan;
+        let argv = self.env.targets[0].render(argv);
+        let shown = argv.join(" ");
+        let dir = super::env::scenario_dir(&plan.source_path);
+        let mut command = crate::workload::command::scenario_command(&argv, &dir);
+        let out = crate::targets::reaper::run(&mut command, CHOOSER_TIMEOUT)
+            .map_err(|e| format!("cannot run the target's chooser `{shown}`: {e}"))?;
+        if !out.exit.is_some_and(crate::targets::reaper::Exit::success) {
+            let how = out.exit.map_or(format!("no exit within {CHOOSER_TIMEOUT:?}"), |e| e.to_string());
+            return Err(format!("the target's chooser `{shown}` failed ({how}): {}", out.stderr.trim()));
+        }
+        let name = out.stdout.trim();
+        match plan.targets.iter().position(|t| t.name == name) {
+            Some(index) => {
+                Ok((TargetRef { index, name: name.to_string() }, format!("target chosen by `{shown}`: {name}")))
+            }
+            None => {
+                let names: Vec<&str> = plan.targets.iter().map(|t| t.name.as_str()).collect();
+                Err(format!("the target's chooser `{shown}` printed `{name}`, not a target ({})", names.join(", ")))
+            }
+        }
+    }
+}
+
+/// How long a fault's chooser may take: it is due now.
+const CHOOSER_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl fault::Resources for FaultInjector<'_> {
     fn layer(&self, target: &str) -> Option<Arc<UnsyncedFs>> {

@@ -90,6 +90,10 @@ pub fn compile_fault(
     let link = kind.is_some_and(FaultName::is_link);
     let proxy = if link { proxy_ref(f, proxies, d) } else { None };
     let partition = kind == Some(FaultName::Partition);
+    let chosen_key = if partition { "isolate" } else { "target" };
+    if f.get(chosen_key).is_some_and(|v| v.get_ref().as_table().is_some()) {
+        return chosen_fault(f, chosen_key, kind?, targets, network, workload, in_procedure, d);
+    }
     let target = match (link, &proxy) {
         (true, Some(p)) => Some(p.target.clone()),
         (true, None) => None,
@@ -142,7 +146,74 @@ pub fn compile_fault(
         | FaultName::Disconnect
         | FaultName::LoseUnsynced => (target_fault(kind_name, f, d)?, target?),
     };
-    Some(FaultPlan { kind, target, at: at?, in_procedure, setup })
+    Some(FaultPlan { kind, target, chosen_by: None, at: at?, in_procedure, setup })
+}
+
+/// A fault whose target a command names when it is due:
+/// `target = { command = [...] }` (`isolate = { ... }` for a partition).
+#[allow(clippy::too_many_arguments)]
+fn chosen_fault(
+    f: &Fields,
+    key: &str,
+    kind: FaultName,
+    targets: &[&str],
+    network: NetworkPlan,
+    workload: Option<&WorkloadPlan>,
+    in_procedure: bool,
+    d: &mut Diagnostics,
+) -> Option<FaultPlan> {
+    let (table, span) = f.table(key, d)?;
+    let chooser = Fields::new(table, span.clone(), format!("`{key}` in {}", f.what), &["command"], d);
+    let argv = super::command(&chooser, "command", true, d)?;
+    for arg in &argv {
+        for name in super::template::names(arg) {
+            let reference = ["host.", "port.", "proxy."].iter().any(|p| name.starts_with(p));
+            if !(reference || ["scenario_dir", "run_dir", "trial"].contains(&name)) {
+                d.error(
+                    span.clone(),
+                    format!(
+                        "`{{{name}}}` in {}: a command that chooses the target runs before there is one; it may \
+                         use {{host.NAME}}, {{port.NAME}}, {{proxy.NAME}}, {{scenario_dir}}, {{run_dir}}, {{trial}}",
+                        chooser.what
+                    ),
+                );
+            }
+        }
+    }
+    let at = if in_procedure { Some(TimeSpec::fixed(std::time::Duration::ZERO)) } else { scheduled_at(f, workload, d) };
+    check_applicable(f, kind, None, d);
+    let stand_in = TargetRef { index: 0, name: targets.first()?.to_string() };
+    let kind = match kind {
+        FaultName::Kill | FaultName::Pause | FaultName::Restart => target_fault(kind, f, d)?,
+        FaultName::Partition => {
+            if network != NetworkPlan::Namespaces {
+                d.error(f.span.clone(), format!("a `partition` in {} needs [network] kind = \"namespaces\"", f.what));
+            }
+            let others = targets[1..].iter().map(|t| t.to_string()).collect();
+            let duration = f.duration("duration", d);
+            if f.get("duration").is_none() {
+                d.error(f.span.clone(), format!("missing key `duration` in {}; a partition heals after it", f.what));
+            }
+            FaultKind::Partition(PartitionPlan {
+                groups: [others, vec![stand_in.name.clone()]],
+                isolate: true,
+                one_way: false,
+                duration: duration?,
+            })
+        }
+        other => {
+            d.error(
+                span,
+                format!(
+                    "a `{other}` fault cannot have its target chosen at run time; `{key} = {{ command = [...] }}` is \
+                     for kill, pause, restart and partition (isolate)"
+                ),
+            );
+            return None;
+        }
+    };
+    let setup = f.bool("setup", d).unwrap_or(false);
+    Some(FaultPlan { kind, target: stand_in, chosen_by: Some(argv), at: at?, in_procedure, setup })
 }
 
 /// A partition between targets' namespaces.

@@ -376,7 +376,14 @@ pub enum CommandMode {
 #[derive(Debug, Clone)]
 pub struct FaultPlan {
     pub kind: FaultKind,
+    /// The target; for a fault whose target is chosen at run time
+    /// (`chosen_by`), the plan's first target until then, which stands for
+    /// every target in the compiler's checks.
     pub target: TargetRef,
+    /// A command run when the fault is due that prints the name of its
+    /// target (`target = { command = [...] }`, or `isolate = { ... }` for a
+    /// partition): the etcd member that is leader now, say.
+    pub chosen_by: Option<Vec<String>>,
     /// When, on the trial's timeline; unused for a procedure's fault step.
     pub at: TimeSpec,
     /// Injected by a `fault` step of the recovery procedure, not on a timer.
@@ -384,6 +391,29 @@ pub struct FaultPlan {
     /// Only sets up a condition for the faults that follow: opens no
     /// recovery window, so the trial's RTO is that of the others.
     pub setup: bool,
+}
+
+impl FaultPlan {
+    /// The fault aimed at `target`, chosen at run time; an isolating
+    /// partition cuts that target off from all of `targets`.
+    pub fn aimed_at(&self, target: TargetRef, targets: &[TargetPlan]) -> FaultPlan {
+        let mut kind = self.kind.clone();
+        if let FaultKind::Partition(p) = &mut kind {
+            if p.isolate {
+                let others = targets.iter().map(|t| t.name.clone()).filter(|n| *n != target.name).collect();
+                p.groups = [others, vec![target.name.clone()]];
+            }
+        }
+        FaultPlan { kind, target, chosen_by: None, ..self.clone() }
+    }
+
+    /// The target as messages name it before the fault is injected.
+    pub fn target_name(&self) -> String {
+        match &self.chosen_by {
+            Some(_) => "(chosen at run time)".to_string(),
+            None => self.target.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

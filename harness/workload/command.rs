@@ -48,8 +48,9 @@ pub struct CommandWorkload {
     pub timeout: Duration,
 }
 
-/// A command from an argv: a program with a `/` is relative to `dir`.
-fn command(argv: &[String], dir: &Path) -> Command {
+/// A command of the scenario's (a client, a fault's chooser): a program
+/// with a `/` is relative to the scenario's directory `dir`, where it runs.
+pub fn scenario_command(argv: &[String], dir: &Path) -> Command {
     let program = if argv[0].contains('/') { dir.join(&argv[0]) } else { PathBuf::from(&argv[0]) };
     let mut command = Command::new(program);
     command.args(&argv[1..]).current_dir(dir);
@@ -82,7 +83,7 @@ impl Workload for CommandWorkload {
 
     fn read_back(&self, _written: u64) -> io::Result<Vec<(String, String)>> {
         let shown = self.read_back.join(" ");
-        let output = reaper::run(&mut command(&self.read_back, &self.dir), READ_BACK_TIMEOUT)
+        let output = reaper::run(&mut scenario_command(&self.read_back, &self.dir), READ_BACK_TIMEOUT)
             .map_err(|e| io::Error::new(e.kind(), format!("read_back `{shown}`: {e}")))?;
         if !output.exit.is_some_and(Exit::success) {
             let how = if output.timed_out {
@@ -126,7 +127,7 @@ impl Client for PerWrite {
     fn write(&mut self, seq: u64, key: &str, value: &str) -> WriteResult {
         let vars = super::vars(key, Some((value, seq)));
         let argv: Vec<String> = self.argv.iter().map(|a| template::render(a, &vars)).collect();
-        let output = match reaper::run(&mut command(&argv, &self.dir), self.timeout) {
+        let output = match reaper::run(&mut scenario_command(&argv, &self.dir), self.timeout) {
             Ok(output) => output,
             // It never ran: nothing was sent.
             Err(e) => return WriteResult::Fail(format!("cannot start `{}`: {e}", argv[0])),
@@ -157,7 +158,7 @@ struct Process {
 
 impl Process {
     fn spawn(argv: &[String], dir: &Path) -> io::Result<Process> {
-        let mut command = command(argv, dir);
+        let mut command = scenario_command(argv, dir);
         command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
         let (mut child, _exited) = reaper::spawn(&mut command)?;
         let stdin = child.stdin.take().expect("piped");

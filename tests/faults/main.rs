@@ -5,6 +5,4 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-mod network_faults;
-mod proxy;
-mod storage_faults;
+mod chosen_target;

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod etcd;
 mod mariadb;
 mod postgres;
 mod redis;
