@@ -135,11 +135,16 @@ pub fn schema() -> Value {
         }),
         &["kind", "target", "duration"],
     );
+    // kill, pause, restart: a target's name, or a command that prints it
+    // when the fault is due.
+    let chooser = json!({ "type": "object", "additionalProperties": false, "required": ["command"],
+        "properties": { "command": command("prints the name of the target, e.g. the member that leads now") } });
+    let chosen = json!({ "oneOf": [ { "type": "string" }, chooser.clone() ] });
     let fault = object(
         FAULT_KEYS,
         json!({
             "kind": { "enum": FAULT_KINDS },
-            "target": { "type": "string" },
+            "target": chosen.clone(),
             "at": { "type": "string", "pattern": TIME, "description": "a time (2s) or a range drawn with the trial's seed (2s..4s), from the start of the workload" },
             "signal": { "type": "string", "description": "kill: the signal, default SIGKILL" },
             "scope": { "enum": SignalScope::NAMES, "description": "kill: which processes the signal reaches: main (the main process only), group (its process group), all (every process the target started); default group for a process target, main for a container" },
@@ -163,7 +168,7 @@ pub fn schema() -> Value {
             "jitter": duration("latency: uniform ± around the delay, default 0"),
             "rate": { "description": "bandwidth: bytes per second (\"100KB/s\")", "oneOf": [ { "type": "integer", "minimum": 1 }, { "type": "string" } ] },
             "size": { "description": "slice: bytes per piece", "oneOf": [ { "type": "integer", "minimum": 1 }, { "type": "string" } ] },
-            "isolate": { "type": "string", "description": "partition: the target cut off from every other address" },
+            "isolate": { "description": "partition: the target cut off from every other address, or a command that names it when the fault is due", "oneOf": [ { "type": "string" }, chooser.clone() ] },
             "groups": { "type": "array", "items": { "type": "array", "items": { "type": "string" } }, "minItems": 2, "maxItems": 2, "description": "partition: two groups of targets that cannot reach each other" },
             "one_way": { "type": "boolean", "description": "partition with groups: only what the first group sends to the second is dropped" },
             "command": command("command: the disaster as a command run against the target (must exit 0)"),
@@ -184,7 +189,7 @@ pub fn schema() -> Value {
         BACKUP_KEYS,
         json!({
             "name": { "type": "string", "description": "what `restore` steps call it, default backup-N" },
-            "target": { "type": "string" },
+            "target": chosen.clone(),
             "at": { "type": "string", "pattern": TIME, "description": "when, before the first fault" },
             "format": { "enum": ["dir", "tar.gz"], "description": "a copy of the data dir (default) or a .tar.gz of it" },
         }),

@@ -6,3 +6,6 @@
 mod common;
 
 mod chosen_target;
+mod network_faults;
+mod proxy;
+mod storage_faults;
