@@ -29,6 +29,7 @@ fn observe(metric: Metric, t: &TrialReport) -> Option<f64> {
         Metric::Phantom => t.rpo.phantom.map(|v| v as f64),
         Metric::Corrupted => t.rpo.corrupted.map(|v| v as f64),
         Metric::ErrorsDuringFault => t.errors_during_fault,
+        Metric::Availability => (t.ops.invoked > 0).then(|| t.ops.ok as f64 * 100.0 / t.ops.invoked as f64),
     }
 }
 
@@ -39,6 +40,8 @@ fn measurable(metric: Metric, t: &TrialReport) -> bool {
         Metric::UnknownWrites => true,
         // No write sent during an outage: nothing to judge, not a pass.
         Metric::ErrorsDuringFault => t.errors_during_fault.is_some(),
+        // No write sent: nothing was available or not.
+        Metric::Availability => t.ops.invoked > 0,
         Metric::LostAcked | Metric::Window | Metric::Phantom | Metric::Corrupted => t.rpo.read_back,
     }
 }

@@ -133,7 +133,7 @@ impl fault::Resources for FaultInjector<'_> {
 /// and reads the store back.
 pub(super) fn run(trial: &Trial, env: &TrialEnv, schedule: &Schedule, origin: Instant) {
     let workload = build_workload(trial, env);
-    let mut written = 0;
+    let mut written = workload::Counts::default();
     trial.recorder.record_at(origin, EventKind::WorkloadStarted);
     let injector = FaultInjector { trial, env };
     thread::scope(|scope| {
@@ -178,8 +178,7 @@ pub(super) fn run(trial: &Trial, env: &TrialEnv, schedule: &Schedule, origin: In
                 plan_w.connections,
                 Some(&trial.recorder),
                 &trial.cancel,
-            )
-            .issued;
+            );
             trial.recorder.record(EventKind::WorkloadEnded);
         }
     });
@@ -216,7 +215,7 @@ fn build_workload(trial: &Trial, env: &TrialEnv) -> Option<Box<dyn Workload>> {
 
 /// Each target must show a sustained healthy window after the last fault
 /// on it; then the store is read back.
-fn await_recovery(trial: &Trial, env: &TrialEnv, workload: Option<&dyn Workload>, written: u64) {
+fn await_recovery(trial: &Trial, env: &TrialEnv, workload: Option<&dyn Workload>, written: workload::Counts) {
     let now = Instant::now();
     let deadline = now + trial.plan.trials.recovery_timeout;
     for (t, sampler) in trial.plan.targets.iter().zip(&env.samplers) {
@@ -224,8 +223,17 @@ fn await_recovery(trial: &Trial, env: &TrialEnv, workload: Option<&dyn Workload>
     }
     if let (Some(w), Some(plan_w)) = (workload, &trial.plan.workload) {
         let target = plan_w.target.to_string();
-        match read_back(w, written) {
-            Ok(items) => trial.recorder.record(EventKind::ReadBack { target, items }),
+        match read_back(w, written.issued) {
+            Ok(items) => {
+                if items.is_empty() && written.ok > 0 {
+                    trial.recorder.warn(format!(
+                        "the read-back found none of the {} acknowledged writes: all of them were lost, or the \
+                         read-back looks in the wrong place (its `select`, `read` or `read_back`)",
+                        written.ok
+                    ));
+                }
+                trial.recorder.record(EventKind::ReadBack { target, items })
+            }
             Err(e) => trial.recorder.record(EventKind::ReadBackFailed { target, error: e.to_string() }),
         }
     }

@@ -24,12 +24,23 @@ pub enum Metric {
     /// Percentage of the writes sent during a fault's outage that were not
     /// acknowledged.
     ErrorsDuringFault,
+    /// Percentage of all the writes sent that were acknowledged.
+    Availability,
 }
 
 impl Metric {
-    pub const NAMES: &'static [&'static str] =
-        &["rto", "ttd", "lost_acked", "window", "unknown_writes", "phantom", "corrupted", "errors_during_fault"];
-    const ALL: [Metric; 8] = [
+    pub const NAMES: &'static [&'static str] = &[
+        "rto",
+        "ttd",
+        "lost_acked",
+        "window",
+        "unknown_writes",
+        "phantom",
+        "corrupted",
+        "errors_during_fault",
+        "availability",
+    ];
+    const ALL: [Metric; 9] = [
         Metric::Rto,
         Metric::Ttd,
         Metric::LostAcked,
@@ -38,6 +49,7 @@ impl Metric {
         Metric::Phantom,
         Metric::Corrupted,
         Metric::ErrorsDuringFault,
+        Metric::Availability,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,7 +63,7 @@ impl Metric {
 
     /// Percentages are written `"<= 1%"`.
     pub fn is_percentage(self) -> bool {
-        self == Metric::ErrorsDuringFault
+        matches!(self, Metric::ErrorsDuringFault | Metric::Availability)
     }
 
     /// Renders a value of this metric for people.
@@ -275,6 +287,8 @@ mod tests {
         let e = parse(Metric::LostAcked, "\"> 3\"").unwrap();
         assert_eq!((e.op, e.threshold), (CmpOp::Gt, 3.0));
         assert!(parse(Metric::Rto, "5").is_err());
+        let e = parse(Metric::Availability, "\">= 99.5%\"").unwrap();
+        assert_eq!((e.op, e.threshold, e.to_string()), (CmpOp::Ge, 99.5, "availability >= 99.5%".to_string()));
         let e = parse(Metric::ErrorsDuringFault, "\"<= 1%\"").unwrap();
         assert_eq!((e.op, e.threshold, e.to_string()), (CmpOp::Le, 1.0, "errors_during_fault <= 1%".to_string()));
         assert!(

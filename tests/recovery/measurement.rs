@@ -421,6 +421,7 @@ duration = "1500ms"
 {fault}
 [expect]
 errors_during_fault = "<= 1%"
+availability.min = ">= 99%"
 [trials]
 count = 2
 "#
@@ -431,6 +432,7 @@ count = 2
     assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
     for t in r.trials() {
         assert_eq!(t.errors_during_fault, Some(0.0), "writes delayed by a pause are acknowledged: {t:?}");
+        assert_eq!(t.ops.ok, t.ops.invoked, "every write acknowledged: availability 100%");
     }
 
     let kill = "[[fault]]\nkind = \"kill\"\ntarget = \"kv\"\nat = \"500ms\"\n";
@@ -442,4 +444,11 @@ count = 2
         let check = t.checks.iter().find(|c| c.name == "errors_during_fault").unwrap();
         assert_eq!((check.expected.as_str(), check.verdict), ("errors_during_fault <= 1%", Verdict::Fail));
     }
+    // Availability over the whole trial: the worst trial's share of writes
+    // acknowledged, below 99% with 300 ms of 1500 refused.
+    let worst = r.trials().iter().map(|t| t.ops.ok as f64 * 100.0 / t.ops.invoked as f64).fold(100.0, f64::min);
+    assert!(worst < 90.0, "{worst}%");
+    let e = r.report().expectations.iter().find(|e| e.name == "availability.min").unwrap();
+    assert_eq!(e.verdict, Verdict::Fail);
+    assert_eq!(e.observed, format!("{worst:.2}% over 2 trials"));
 }

@@ -158,3 +158,37 @@ fn the_notes_example_loses_notes_until_fsync_is_on() {
         assert_eq!(t.rpo.lost_acked, Some(0), "trial {}", t.index);
     }
 }
+
+/// A read-back that fails (a listing answered 404) leaves the durability
+/// checks unknown; one that finds nothing (a pointer to where the notes
+/// are not) loses every acknowledged write and says where to look. Neither
+/// passes.
+#[test]
+fn a_read_back_that_fails_or_finds_nothing_never_passes() {
+    if !python3() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/notes");
+    std::fs::copy(source.join("notes.py"), tmp.path().join("notes.py")).unwrap();
+    let text = std::fs::read_to_string(source.join("notes.toml")).unwrap();
+    let read = r#"read = { path = "/notes", list = "json", key = "/id", value = "/text" }"#;
+    let power_loss = "kind = \"lose-unsynced\"";
+    assert!(text.contains(read) && text.contains(power_loss));
+    // A kill: the notes survive it (they reach the kernel before the answer).
+    let text = text.replace(power_loss, "kind = \"kill\"").replace("count = 3", "count = 1");
+
+    let failing = text.replace(read, r#"read = { path = "/nowhere", list = "json" }"#);
+    let r = common::run(&common::write_scenario(tmp.path(), "failing.toml", &failing), &["--seed", "1"]);
+    assert_eq!(r.report().verdict, crashlab::reports::Verdict::Unknown, "{}", r.stdout());
+    let check = r.trials()[0].checks.iter().find(|c| c.name == "lost_acked").unwrap();
+    assert_eq!(check.verdict, crashlab::reports::Verdict::Unknown);
+    assert!(r.stdout().contains("answered HTTP 404"), "{}", r.stdout());
+
+    let empty = text.replace(read, r#"read = { path = "/notes", list = "json", items = "/notes" }"#);
+    let r = common::run(&common::write_scenario(tmp.path(), "empty.toml", &empty), &["--seed", "1"]);
+    assert_eq!(r.code, 1, "{}", r.stdout());
+    let t = &r.trials()[0];
+    assert_eq!(t.rpo.lost_acked, Some(t.rpo.acked_writes));
+    assert!(t.warnings.iter().any(|w| w.contains("the read-back found none of the")), "{:?}", t.warnings);
+}
