@@ -25,7 +25,7 @@ svg{display:block;margin:.5em 0}svg text{font:11px system-ui,sans-serif;fill:#44
 .ok{fill:#58d68d}.not-ok{fill:#ec7063}.fault-band{fill:#f5b041;fill-opacity:.35;stroke:#d68910}\
 .probe-up{fill:#27ae60}.probe-down{fill:#c0392b}.recovered{stroke:#1f618d;stroke-dasharray:3 2}\
 .bar{fill:#5dade2}.bar.never{fill:#c0392b}.step{fill:#5dade2}.step.failed{fill:#c0392b}\
-.step.over{fill:#f39c12}.budget{stroke:#222;stroke-dasharray:2 2}\
+.step.over{fill:#f39c12}.budget{stroke:#222;stroke-dasharray:2 2}.tick{stroke:#888}\
 details{margin:.5em 0;border-left:3px solid #ddd;padding-left:.8em}summary{cursor:pointer}\
 pre{background:#f6f6f6;padding:.5em;overflow-x:auto;font-size:12px}";
 
@@ -94,10 +94,11 @@ pub fn render_html(report: &RunReport) -> String {
     trials_table(&mut out, report);
     out.push_str(
         "<h2 id=\"timelines\">Trials</h2>\n<p class=\"legend\">Per 100 ms: ops that succeeded (green, below) and \
-         that failed or went unanswered (red, above), by the time they were sent. Orange bands: each fault, from \
-         injection to its heal, or to recovery when nothing heals it. Bottom strip: the health probe, down from \
-         detection to recovery. Dashed line: recovered (RTO). Below, the recovery procedure's steps: a dashed mark \
-         at a step's budget, orange when over it.</p>\n",
+         that failed or went unanswered (red, above), by the time they were sent. Orange bands, behind the ops: \
+         each fault, from injection to its heal, or to recovery when nothing heals it before the trial ends. \
+         Bottom strip: the health probe, down from detection to recovery. Dashed line: recovered (RTO). Below, on \
+         the same time axis, the recovery procedure's steps: a dashed mark at a step's budget (an arrow when it \
+         falls beyond the trial), orange when over it.</p>\n",
     );
     for t in &report.trials {
         trial_details(&mut out, t);
@@ -215,13 +216,32 @@ fn rto_histogram(out: &mut String, report: &RunReport) {
             );
         }
     };
-    // Label about every 100 units of width so the labels do not overlap.
+    // Each label marks a bin's edge, under the edge (a bar lies between
+    // two labels), about every 100 units of width so that they do not
+    // overlap; the last edge closes the axis.
     let every = (100.0 / column).ceil().max(1.0) as usize;
     let width = bins.first().map_or(1.0, |b| b.0 - lower(0));
     for (i, (upper, n)) in bins.iter().enumerate() {
         let (from, to) = (edge(lower(i), width), edge(*upper, width));
-        let label = if i % every == 0 { from.clone() } else { String::new() };
-        bar(out, i, *n, "bar", label, format!("{n} trial(s) with RTO in [{from}, {to}]"));
+        bar(out, i, *n, "bar", String::new(), format!("{n} trial(s) with RTO in [{from}, {to}]"));
+    }
+    for i in (0..=bins.len()).filter(|i| i % every == 0 || *i == bins.len()) {
+        let value = if i == 0 { lower(0) } else { bins[i - 1].0 };
+        let anchor = match i {
+            0 => "start",
+            i if i == bins.len() && never == 0 => "end",
+            _ => "middle",
+        };
+        let _ = writeln!(
+            out,
+            "<line class=\"tick\" x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1:.1}\" y2=\"{2:.1}\"/>\
+             <text class=\"edge\" x=\"{0:.1}\" y=\"{3:.1}\" text-anchor=\"{anchor}\">{4}</text>",
+            i as f64 * column,
+            top + height,
+            top + height + 4.0,
+            top + height + 16.0,
+            esc(&edge(value, width))
+        );
     }
     if never > 0 {
         bar(out, bins.len(), never, "bar never", "never".into(), format!("{never} trial(s) never recovered"));
@@ -276,7 +296,7 @@ fn trial_details(out: &mut String, t: &TrialReport) {
         }
         out.push_str("</table>\n");
     }
-    steps_chart(out, &t.recovery);
+    steps_chart(out, &t.recovery, trial_end(t));
     let problems: Vec<_> = t.checks.iter().filter(|c| c.verdict != Verdict::Pass).collect();
     if !problems.is_empty() {
         out.push_str("<ul class=\"checks\">");
@@ -300,13 +320,33 @@ fn trial_details(out: &mut String, t: &TrialReport) {
 }
 
 /// Where a fault's band ends: at its heal, else when the target recovered,
-/// else at the end of the timeline.
-fn band_end(f: &crate::FaultReport, end: f64) -> (f64, &'static str) {
-    match (f.healed_at_ms, f.rto_ms) {
-        (Some(healed), _) => (healed, "healed"),
-        (None, Some(rto)) => (f.injected_at_ms + rto, "recovered"),
-        (None, None) => (end, "never recovered"),
+/// else at the end of the timeline. A fault that heals only when the trial
+/// ends (a stale lock, an offline corruption's bytes) heals after the
+/// workload and after the recovery: its band ends at the recovery, and its
+/// heal is told in the band's title. (`workload_end`: when the last op was
+/// sent.)
+fn band_end(f: &crate::FaultReport, end: f64, workload_end: f64) -> (f64, String) {
+    let recovered = f.rto_ms.map(|rto| f.injected_at_ms + rto);
+    match (f.healed_at_ms, recovered) {
+        (Some(healed), Some(recovered)) if healed > recovered && healed > workload_end => {
+            (recovered, format!("recovered (healed at the end of the trial, {})", human(healed)))
+        }
+        (Some(healed), _) => (healed, "healed".into()),
+        (None, Some(recovered)) => (recovered, "recovered".into()),
+        (None, None) => (end, "never recovered".into()),
     }
+}
+
+/// How far a trial's drawings reach: the last op, fault band and step,
+/// with a margin. The timeline and the steps share it, and so their scale.
+fn trial_end(t: &TrialReport) -> f64 {
+    let ops_end = t.availability.as_ref().map_or(0.0, |a| a.ok.len() as f64 * a.bucket_ms);
+    let fault_end = t.faults.iter().map(|f| band_end(f, 0.0, ops_end).0.max(f.injected_at_ms)).fold(0.0, f64::max);
+    // Budgets do not stretch the scale: a 10-minute budget of a 2 ms step
+    // would crush the trial into its first pixels (a mark beyond the end
+    // says where the budget is).
+    let step_end = t.recovery.iter().map(|s| s.started_at_ms + s.duration_ms.unwrap_or(0.0)).fold(0.0, f64::max);
+    ops_end.max(fault_end).max(step_end).max(1.0) * 1.02
 }
 
 /// Ops per 100 ms (succeeded below, failed or unknown above), a band per
@@ -316,9 +356,7 @@ fn timeline(out: &mut String, t: &TrialReport) {
     let empty = Availability::default();
     let a = t.availability.as_ref().unwrap_or(&empty);
     let ops_end = a.ok.len() as f64 * a.bucket_ms;
-    let fault_end = t.faults.iter().map(|f| band_end(f, 0.0).0.max(f.injected_at_ms)).fold(0.0, f64::max);
-    let step_end = t.recovery.iter().map(|s| s.started_at_ms + s.duration_ms.unwrap_or(0.0)).fold(0.0, f64::max);
-    let end = ops_end.max(fault_end).max(step_end).max(1.0) * 1.02;
+    let end = trial_end(t);
     let x = |ms: f64| ms / end * WIDTH;
     let (bars_top, bars_h, probe_y, axis_y) = (4.0, 60.0, 70.0, 84.0);
     let _ = writeln!(
@@ -328,6 +366,25 @@ fn timeline(out: &mut String, t: &TrialReport) {
         t.index,
         t.faults.len()
     );
+    // The bands first: behind the ops, so that what failed under a fault
+    // shows in its own colour.
+    for f in &t.faults {
+        let (until, why) = band_end(f, end, ops_end);
+        let _ = writeln!(
+            out,
+            "<rect class=\"fault-band\" data-kind=\"{}\" x=\"{:.1}\" y=\"0\" width=\"{:.1}\" height=\"{}\">\
+             <title>{} on {} at {}, until {why} at {}{}</title></rect>",
+            esc(&f.kind),
+            x(f.injected_at_ms),
+            (x(until) - x(f.injected_at_ms)).max(1.0),
+            probe_y + 6.0,
+            esc(&f.kind),
+            esc(&f.target),
+            human(f.injected_at_ms),
+            human(until),
+            if f.detail.is_empty() { String::new() } else { format!(": {}", esc(&f.detail)) }
+        );
+    }
     // Two paths, not a rect per bucket: a 1,000-trial report stays small.
     let (mut ok_path, mut bad_path) = (String::new(), String::new());
     let w = x(a.bucket_ms);
@@ -352,21 +409,6 @@ fn timeline(out: &mut String, t: &TrialReport) {
     );
     let _ = write!(out, "<rect class=\"probe-up\" x=\"0\" y=\"{probe_y}\" width=\"{WIDTH}\" height=\"6\"/>");
     for f in &t.faults {
-        let (until, why) = band_end(f, end);
-        let _ = writeln!(
-            out,
-            "<rect class=\"fault-band\" data-kind=\"{}\" x=\"{:.1}\" y=\"0\" width=\"{:.1}\" height=\"{}\">\
-             <title>{} on {} at {}, until {why} at {}{}</title></rect>",
-            esc(&f.kind),
-            x(f.injected_at_ms),
-            (x(until) - x(f.injected_at_ms)).max(1.0),
-            probe_y + 6.0,
-            esc(&f.kind),
-            esc(&f.target),
-            human(f.injected_at_ms),
-            human(until),
-            if f.detail.is_empty() { String::new() } else { format!(": {}", esc(&f.detail)) }
-        );
         if let Some(ttd) = f.ttd_ms {
             let down = f.injected_at_ms + ttd;
             let up = f.rto_ms.map_or(end, |r| f.injected_at_ms + r);
@@ -407,7 +449,11 @@ fn axis(out: &mut String, end: f64, y: f64, x: impl Fn(f64) -> f64) {
             "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"{}\">{}</text>",
             x(tick),
             y + 10.0,
-            if tick == 0.0 { "start" } else { "middle" },
+            match x(tick) {
+                0.0 => "start",
+                at if at > WIDTH - 30.0 => "end",
+                _ => "middle",
+            },
             human(tick)
         );
         tick += step;
@@ -415,19 +461,18 @@ fn axis(out: &mut String, end: f64, y: f64, x: impl Fn(f64) -> f64) {
     out.push('\n');
 }
 
-/// The recovery procedure as a Gantt chart from its first step: one row per
-/// step, its duration, and a dashed mark at its budget.
-fn steps_chart(out: &mut String, steps: &[StepReport]) {
-    let Some(first) = steps.first() else { return };
-    let origin = first.started_at_ms;
-    let end = steps
-        .iter()
-        .map(|s| s.started_at_ms + s.duration_ms.unwrap_or(0.0).max(s.budget_ms.unwrap_or(0.0)) - origin)
-        .fold(1.0, f64::max)
-        * 1.05;
-    let (label_w, row) = (220.0, 20.0);
-    let x = |ms: f64| label_w + ms / end * (WIDTH - label_w - 60.0);
-    let height = steps.len() as f64 * row + 20.0;
+/// The recovery procedure as a Gantt chart on the timeline's own scale and
+/// origin (`end`: [`trial_end`]), with its axis: one row per step, its
+/// duration, and a dashed mark at its budget. A step's name and time sit
+/// right of its bar, or left of it where the bar reaches far right.
+fn steps_chart(out: &mut String, steps: &[StepReport], end: f64) {
+    if steps.is_empty() {
+        return;
+    }
+    let row = 20.0;
+    let x = |ms: f64| ms / end * WIDTH;
+    let axis_y = steps.len() as f64 * row + 2.0;
+    let height = axis_y + 16.0;
     let _ = writeln!(
         out,
         "<svg class=\"steps\" width=\"{WIDTH}\" height=\"{height}\" viewBox=\"0 0 {WIDTH} {height}\" role=\"img\" \
@@ -435,7 +480,7 @@ fn steps_chart(out: &mut String, steps: &[StepReport]) {
     );
     for (i, s) in steps.iter().enumerate() {
         let y = i as f64 * row;
-        let start = s.started_at_ms - origin;
+        let (start, stop) = (s.started_at_ms, s.started_at_ms + s.duration_ms.unwrap_or(0.0));
         let class = if !s.ok {
             "step failed"
         } else if s.over_budget() {
@@ -449,30 +494,43 @@ fn steps_chart(out: &mut String, steps: &[StepReport]) {
         };
         let took = s.duration_ms.map_or("did not end".into(), human);
         let budget = s.budget_ms.map_or(String::new(), |b| format!(" (budget {})", human(b)));
+        let caption = format!("{} — {took}", truncate(&name, 34));
+        let (text_x, anchor) = if x(stop) < WIDTH * 0.65 { (x(stop) + 4.0, "start") } else { (x(start) - 4.0, "end") };
         let _ = writeln!(
             out,
-            "<text x=\"0\" y=\"{:.1}\">{}</text><rect class=\"{class}\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" \
-             height=\"{}\"><title>{}: {took}{budget}{}</title></rect><text x=\"{:.1}\" y=\"{0:.1}\">{took}</text>",
-            y + 14.0,
-            esc(&truncate(&name, 34)),
+            "<rect class=\"{class}\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{}\"><title>{}: {took}{budget}{}\
+             </title></rect><text x=\"{text_x:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\">{}</text>",
             x(start),
             y + 3.0,
-            (x(start + s.duration_ms.unwrap_or(0.0)) - x(start)).max(1.0),
+            (x(stop) - x(start)).max(1.0),
             row - 6.0,
             esc(&name),
             if s.detail.is_empty() { String::new() } else { format!(" — {}", esc(&s.detail)) },
-            x(start + s.duration_ms.unwrap_or(0.0)) + 4.0,
+            y + 14.0,
+            esc(&caption),
         );
-        if let Some(b) = s.budget_ms {
-            let at = x(start + b);
-            let _ = writeln!(
-                out,
-                "<line class=\"budget\" x1=\"{at:.1}\" x2=\"{at:.1}\" y1=\"{:.1}\" y2=\"{:.1}\"/>",
-                y + 1.0,
-                y + row - 1.0
-            );
+        match s.budget_ms.map(|b| (b, start + b)) {
+            Some((_, due)) if due <= end => {
+                let _ = writeln!(
+                    out,
+                    "<line class=\"budget\" x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1:.1}\" y2=\"{2:.1}\"/>",
+                    x(due),
+                    y + 1.0,
+                    y + row - 1.0
+                );
+            }
+            Some((budget, _)) => {
+                let _ = writeln!(
+                    out,
+                    "<text class=\"budget-beyond\" x=\"{WIDTH}\" y=\"{:.1}\" text-anchor=\"end\">budget {} →</text>",
+                    y + 14.0,
+                    human(budget)
+                );
+            }
+            None => {}
         }
     }
+    axis(out, end, axis_y, x);
     out.push_str("</svg>\n");
 }
 
@@ -490,6 +548,95 @@ mod tests {
     #[test]
     fn escapes_markup_in_names_and_details() {
         assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+    }
+
+    /// A 3 s trial: a kill at 800 ms recovered at 1.2 s, a stale lock at
+    /// 2 s recovered at 2.4 s and healed only when the trial ended (3.5 s),
+    /// a `wait` step from 2.0 to 3.0 s, and red ops under the first band.
+    fn trial() -> TrialReport {
+        let fault = |kind: &str, at: f64, rto: f64, healed: Option<f64>| {
+            serde_json::json!({ "kind": kind, "target": "kv", "scheduled_at_ms": at, "injected_at_ms": at,
+                "healed_at_ms": healed, "ttd_ms": 3.0, "restart_ms": 4.0, "rto_ms": rto, "rto_from_heal_ms": null })
+        };
+        let mut ok = vec![30u32; 30];
+        let mut not_ok = vec![0u32; 30];
+        for i in 8..12 {
+            (ok[i], not_ok[i]) = (0, 30);
+        }
+        serde_json::from_value(serde_json::json!({
+            "index": 0, "seed": 1, "verdict": "pass", "rto_ms": 400.0, "ttd_ms": 3.0,
+            "faults": [fault("kill", 800.0, 400.0, None), fault("stale-lock", 2000.0, 400.0, Some(3500.0))],
+            "rpo": { "acked_writes": 900, "unknown_writes": 0, "read_back": true },
+            "ops": { "invoked": 900, "ok": 780, "fail": 120, "unknown": 0 },
+            "checks": [],
+            "availability": { "bucket_ms": 100.0, "ok": ok, "not_ok": not_ok },
+            "recovery": [{ "step": 1, "action": "wait", "target": "kv", "started_at_ms": 2000.0,
+                "duration_ms": 1000.0, "ok": true, "detail": "", "budget_ms": 60000.0 }],
+        }))
+        .unwrap()
+    }
+
+    /// The x of the first `<tag class="class"` in `svg`, as drawn.
+    fn x_of(svg: &str, class: &str) -> f64 {
+        let at = svg.find(&format!("class=\"{class}\"")).unwrap_or_else(|| panic!("no {class} in {svg}"));
+        let rest = &svg[at..];
+        let x = &rest[rest.find(" x=\"").unwrap() + 4..];
+        x[..x.find('"').unwrap()].parse().unwrap()
+    }
+
+    #[test]
+    fn steps_are_drawn_on_the_timelines_scale_and_origin() {
+        let t = trial();
+        let mut out = String::new();
+        trial_details(&mut out, &t);
+        let (timeline, steps) = out.split_at(out.find("class=\"steps\"").unwrap());
+        // The stale lock's band and the wait step both begin at 2.0 s.
+        let band = timeline.match_indices("class=\"fault-band\"").nth(1).unwrap().0;
+        assert_eq!(x_of(&timeline[band..], "fault-band"), x_of(steps, "step"));
+        assert!(steps.contains(">2.0s<"), "the steps have the timeline's axis: {steps}");
+        assert!(steps.contains("budget 60.0s →"), "a budget beyond the trial is an arrow: {steps}");
+    }
+
+    #[test]
+    fn fault_bands_lie_behind_the_ops_and_end_at_recovery_when_healed_only_at_the_end() {
+        let t = trial();
+        let mut out = String::new();
+        timeline(&mut out, &t);
+        let (last_band, ops) = (out.rfind("class=\"fault-band\"").unwrap(), out.find("class=\"not-ok\"").unwrap());
+        assert!(last_band < ops, "bands are drawn first, under the failed ops");
+        let end = trial_end(&t);
+        let band = &out[last_band..];
+        let width: f64 = band[band.find("width=\"").unwrap() + 7..].split('"').next().unwrap().parse().unwrap();
+        let expected = 400.0 / end * WIDTH;
+        assert!((width - expected).abs() < 0.2, "the stale lock's band ends at recovery: {width} vs {expected}");
+        assert!(band.contains("healed at the end of the trial, 3.5s"), "{band}");
+    }
+
+    #[test]
+    fn histogram_labels_mark_the_edges_around_each_bar() {
+        let mut report: RunReport = serde_json::from_value(serde_json::json!({
+            "format_version": 1, "scenario": "h", "seed": 1, "verdict": "pass", "interrupted": false, "error": null,
+            "trials": [], "expectations": [],
+            "summary": { "trials": 0, "never_recovered": 0, "rto_ms": {"count": 0}, "ttd_ms": {"count": 0},
+                "lost_acked": {"count": 0}, "window_ms": {"count": 0} }
+        }))
+        .unwrap();
+        for (i, rto) in [400.0, 473.0, 581.0, 700.0, 900.0].iter().enumerate() {
+            let mut t = trial();
+            (t.index, t.rto_ms) = (i as u32, Some(*rto));
+            report.trials.push(t);
+        }
+        let mut out = String::new();
+        rto_histogram(&mut out, &report);
+        // Five bins of 100 ms from 400: 581 ms is drawn in the second bar,
+        // between the edges labelled 500ms and 600ms, under its edges (it
+        // was drawn under a label of its bar's start alone, centred).
+        let label_x = |text: &str| x_of(&out[out.find(&format!(">{text}<")).unwrap() - 60..], "edge");
+        let column = WIDTH / 5.0;
+        assert_eq!((label_x("600ms") - label_x("500ms")), column);
+        assert_eq!(label_x("500ms"), column);
+        let second_bar = out.match_indices("class=\"bar\"").nth(1).unwrap().0;
+        assert!(out[second_bar..].starts_with("class=\"bar\" x=\"161.0\""), "{}", &out[second_bar..second_bar + 60]);
     }
 
     #[test]
