@@ -85,18 +85,28 @@ pub fn demo_kv(engine: &Engine) -> Result<(String, bool), ImageError> {
 /// The Debian suite Debian-based images are made from.
 pub const DEBIAN_SUITE: &str = "bookworm";
 
-/// A Debian image with `packages` installed (`crashlab/debian-<packages>`),
-/// made with mmdebstrap and imported; tagged by a hash of its inputs and
-/// also as `:latest`, for scenarios to name. Returns the hash-tagged image
-/// and whether it was built now.
-pub fn debian(engine: &Engine, packages: &[String]) -> Result<(String, bool), ImageError> {
+/// The repository, tag and sorted packages of a Debian image.
+fn debian_name(packages: &[String]) -> (String, String, Vec<String>) {
     let mut sorted = packages.to_vec();
     sorted.sort();
     sorted.dedup();
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     (DEBIAN_SUITE, &sorted).hash(&mut hasher);
-    let tag = format!("{:016x}", hasher.finish());
-    let repo = format!("crashlab/debian-{}", sorted.join("-"));
+    (format!("crashlab/debian-{}", sorted.join("-")), format!("{:016x}", hasher.finish()), sorted)
+}
+
+/// Whether the engine has the Debian image of `packages` already.
+pub fn debian_exists(engine: &Engine, packages: &[String]) -> bool {
+    let (repo, tag, _) = debian_name(packages);
+    engine.image_exists(&format!("{repo}:{tag}"))
+}
+
+/// A Debian image with `packages` installed (`crashlab/debian-<packages>`),
+/// made with mmdebstrap and imported; tagged by a hash of its inputs and
+/// also as `:latest`, for scenarios to name. Returns the hash-tagged image
+/// and whether it was built now.
+pub fn debian(engine: &Engine, packages: &[String]) -> Result<(String, bool), ImageError> {
+    let (repo, tag, sorted) = debian_name(packages);
     let image = format!("{repo}:{tag}");
     if engine.image_exists(&image) {
         return Ok((image, false));

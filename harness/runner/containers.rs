@@ -9,7 +9,7 @@ use super::Trial;
 use crate::compose;
 use crate::engine::{Engine, RUN_LABEL};
 use crate::journal::{Entry, Journal};
-use crate::scenario::{Plan, TargetKind, TargetPlan};
+use crate::scenario::{ImagePlan, Plan, TargetKind, TargetPlan};
 
 /// Brings up each compose file of the plan once, with the per-trial values
 /// its services read (see [`compose`]).
@@ -102,7 +102,11 @@ impl Containers {
         }
         let mut images = Vec::new();
         for t in wanted {
-            let image = t.image.clone().unwrap_or_default();
+            let image = match t.image.clone() {
+                Some(ImagePlan::Debian(packages)) => debian_on_demand(&engine, &t.name, &packages)?,
+                Some(ImagePlan::Named(image)) => image,
+                None => String::new(),
+            };
             let image = if image == crate::image::DEMO_KV_REPO {
                 crate::image::demo_kv(&engine).map_err(|e| e.to_string())?.0
             } else if engine.image_exists(&image) {
@@ -126,6 +130,22 @@ impl Containers {
 }
 
 /// The command that makes a missing image, as the user would type it.
+/// A target's Debian image, built now if the engine lacks it (a few
+/// minutes, once: later runs reuse it), saying so.
+fn debian_on_demand(engine: &Engine, target: &str, packages: &[String]) -> Result<String, String> {
+    let name = format!("crashlab/debian-{}", packages.join("-"));
+    if !crate::image::debian_exists(engine, packages) {
+        eprintln!("crashlab: target `{target}`: building the image {name} with mmdebstrap (minutes, once; later runs reuse it)");
+    }
+    let started = std::time::Instant::now();
+    let (image, built) =
+        crate::image::debian(engine, packages).map_err(|e| format!("target `{target}`: cannot build {name}: {e}"))?;
+    if built {
+        eprintln!("crashlab: target `{target}`: built {image} in {:.0} s", started.elapsed().as_secs_f64());
+    }
+    Ok(image)
+}
+
 fn how_to_build(image: &str) -> String {
     let repo = image.split(':').next().unwrap_or(image);
     match repo.strip_prefix("crashlab/debian-") {

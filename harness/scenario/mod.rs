@@ -399,13 +399,40 @@ fn hooks(f: &Fields, key: &str, d: &mut Diagnostics) -> Vec<Vec<String>> {
     out
 }
 
+/// `image = "NAME"`, or `image = { debian = ["PACKAGE", ...] }`.
+fn image(f: &Fields, d: &mut Diagnostics) -> Option<ImagePlan> {
+    let value = f.get("image")?;
+    if let Some(name) = value.get_ref().as_str() {
+        return Some(ImagePlan::Named(name.to_string()));
+    }
+    let (table, span) = f.table("image", d)?;
+    let image = Fields::new(table, span.clone(), format!("`image` of {}", f.what), &["debian"], d);
+    let (packages, span) = image.str_array("debian", d).or_else(|| {
+        d.error(span, format!("`image` of {} as a table needs `debian = [\"PACKAGE\", ...]`", f.what));
+        None
+    })?;
+    let valid = |p: &String| {
+        !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
+    };
+    match packages.iter().find(|p| !valid(p)) {
+        _ if packages.is_empty() => d.error(span, "`debian` names no package; e.g. debian = [\"redis-server\"]"),
+        Some(bad) => d.error(span, format!("`{bad}` is not a Debian package name")),
+        None => return Some(ImagePlan::Debian(packages)),
+    }
+    None
+}
+
 fn compile_target(name: String, f: &Fields, check_paths: bool, d: &mut Diagnostics) -> Option<TargetPlan> {
     let kind = target_kind(f, d);
-    let image = f.str("image", d).map(|(image, _)| image.to_string());
+    let image = image(f, d);
     match (kind, &image, f.get("image")) {
         (TargetKind::Container, None, None) => d.error(
             f.span.clone(),
-            format!("missing key `image` in {}; a container needs one, e.g. image = \"crashlab/demo-kv\"", f.what),
+            format!(
+                "missing key `image` in {}; a container needs one, e.g. image = \"crashlab/demo-kv\", or \
+                 image = {{ debian = [\"redis-server\"] }} (built here on demand)",
+                f.what
+            ),
         ),
         (TargetKind::Process | TargetKind::Compose, _, Some(value)) => {
             d.error(value.span(), format!("`image` applies to kind = \"container\" only, in {}", f.what))

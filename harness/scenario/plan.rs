@@ -34,12 +34,22 @@ impl Plan {
     }
 }
 
+/// A container target's image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImagePlan {
+    /// An image the engine has (`crashlab/demo-kv` is built here).
+    Named(String),
+    /// A Debian image with these packages, built on demand with
+    /// mmdebstrap (`image = { debian = ["redis-server"] }`).
+    Debian(Vec<String>),
+}
+
 #[derive(Debug, Clone)]
 pub struct TargetPlan {
     pub name: String,
     pub kind: TargetKind,
-    /// The image of a container target (`crashlab/demo-kv` is built here).
-    pub image: Option<String>,
+    /// The image of a container target.
+    pub image: Option<ImagePlan>,
     /// A compose target's file (resolved against the scenario's directory)
     /// and service.
     pub compose: Option<(PathBuf, String)>,
