@@ -16,7 +16,7 @@ cargo build --release --quiet
 export PATH="$PWD/target/release:$PATH"
 mkdir -p "$out"
 dirs=()
-for scenario in scenarios/redis/*.toml scenarios/sqlite/*.toml scenarios/postgres/*.toml scenarios/mariadb/*.toml scenarios/runbooks/*/*.toml; do
+for scenario in scenarios/redis/*.toml scenarios/sqlite/*.toml scenarios/postgres/*.toml scenarios/mariadb/*.toml scenarios/etcd/*.toml scenarios/runbooks/*/*.toml; do
     [ -f "$scenario" ] || continue
     name=$(basename "$(dirname "$scenario")")-$(basename "$scenario" .toml)
     if [ "${REUSE:-0}" = 1 ] && [ -f "$out/$name/report.json" ]; then

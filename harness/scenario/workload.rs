@@ -326,7 +326,11 @@ fn names_a_key(request: &HttpRequest) -> bool {
 }
 
 fn command_workload(f: &Fields, check_paths: bool, d: &mut Diagnostics) -> Option<CommandWorkload> {
-    let dir = d.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    // Absolute: a relative program is found from it after the client's
+    // working directory changed to it (`crashlab run sc/kv.toml` would
+    // otherwise look for sc/sc/client).
+    let dir = d.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     let argv = |key: &str, allowed: &[&str], d: &mut Diagnostics| -> Option<Vec<String>> {
         let (argv, span) = f.str_array(key, d)?;
         if argv.is_empty() || argv[0].is_empty() {
@@ -487,7 +491,9 @@ pub fn find_program(program: &str, dir: &Path) -> Result<PathBuf, String> {
         return if path.is_file() {
             Ok(path)
         } else {
-            Err(format!("program `{program}` does not exist (looked for {})", path.display()))
+            Err(format!(
+                "program `{program}` does not exist beside the scenario (a path with `/` is relative to its directory)"
+            ))
         };
     }
     std::env::var_os("PATH")

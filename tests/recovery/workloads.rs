@@ -2,9 +2,11 @@
 //! HTTP front or the user's own client program, demo-kv must show the RPO
 //! its native workload shows, trial for trial on the same seed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::common::{self, Run};
+use crashlab::reports::RunReport;
+
+use crate::common;
 
 /// The fixture scenarios and the clients they run, copied side by side (a
 /// scenario finds its programs beside it).
@@ -17,6 +19,7 @@ fn python3() -> bool {
 }
 
 fn fixtures(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
     for file in ["kv-http.toml", "kv-command.toml", "kv_http_front.py", "kv_client.py", "kv_put.sh"] {
         let to = dir.join(file);
         std::fs::copy(common::fixture(&format!("workloads/{file}")), &to).unwrap();
@@ -43,12 +46,38 @@ fn variants(dir: &Path) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn run_variant(dir: &Path, name: &str, text: &str) -> Run {
-    let path: PathBuf = common::write_scenario(dir, &format!("{}.toml", name.replace([' ', ','], "-")), text);
-    let r = common::run(&path, &["--seed", "7"]);
-    assert_eq!(r.code, 0, "{name}: {}\n{}", r.stdout(), r.stderr());
-    assert_eq!(r.trials().len(), 10, "{name}");
-    r
+/// Runs a variant as a user would: from the directory above the scenario,
+/// by a relative path, into the default run directory (a client's relative
+/// program was once looked for relative to itself).
+fn run_variant(dir: &Path, name: &str, text: &str) -> RunReport {
+    let file = format!("{}.toml", name.replace([' ', ','], "-"));
+    common::write_scenario(dir, &file, text);
+    let (code, stdout, report) = run_from(
+        dir.parent().unwrap(),
+        &format!("{}/{file}", dir.file_name().unwrap().to_str().unwrap()),
+        &["--seed", "7"],
+    );
+    assert_eq!(code, Some(0), "{name}: {stdout}");
+    assert_eq!(report.trials.len(), 10, "{name}");
+    report
+}
+
+/// `crashlab run SCENARIO ARGS` from `cwd`, into the default run directory:
+/// its exit code, what it printed, and its report.
+fn run_from(cwd: &Path, scenario: &str, args: &[&str]) -> (Option<i32>, String, RunReport) {
+    let out = common::crashlab()
+        .current_dir(cwd)
+        .args(["run", scenario])
+        .args(args)
+        .timeout(std::time::Duration::from_secs(300))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let dir =
+        stdout.lines().find_map(|l| l.strip_prefix("run directory: ")).unwrap_or_else(|| panic!("{stdout}\n{stderr}"));
+    let report = std::fs::read_to_string(cwd.join(dir).join("report.json")).unwrap();
+    (out.status.code(), format!("{stdout}\n{stderr}"), RunReport::from_json(&report).unwrap())
 }
 
 /// `--fsync never --flush-interval 700ms`, killed between 1.0 and 1.8 s:
@@ -62,12 +91,12 @@ fn http_and_command_workloads_measure_the_rpo_of_unflushed_writes() {
     }
     let _serial = common::serial();
     let tmp = tempfile::tempdir().unwrap();
-    fixtures(tmp.path());
+    fixtures(&tmp.path().join("sc"));
     let mut table = Vec::new();
-    for (name, text) in variants(tmp.path()) {
-        let r = run_variant(tmp.path(), name, &text);
+    for (name, text) in variants(&tmp.path().join("sc")) {
+        let r = run_variant(&tmp.path().join("sc"), name, &text);
         let mut with_loss = 0;
-        for t in r.trials() {
+        for t in &r.trials {
             common::assert_the_workload_ran(name, t);
             let window = t.rpo.window_ms.expect("read back");
             assert!(window <= 760.0, "{name}, trial {}: window {window} ms", t.index);
@@ -75,7 +104,7 @@ fn http_and_command_workloads_measure_the_rpo_of_unflushed_writes() {
             with_loss += usize::from(t.rpo.lost_acked.unwrap() > 0);
         }
         assert!(with_loss >= 7, "{name}: only {with_loss} of 10 trials lost writes");
-        table.push((name, r.report().clone()));
+        table.push((name, r));
     }
     for (name, report) in &table {
         let lost: u64 = report.trials.iter().map(|t| t.rpo.lost_acked.unwrap()).sum();
@@ -94,13 +123,13 @@ fn http_and_command_workloads_lose_nothing_under_fsync_always() {
     }
     let _serial = common::serial();
     let tmp = tempfile::tempdir().unwrap();
-    fixtures(tmp.path());
-    for (name, text) in variants(tmp.path()).into_iter().skip(1) {
+    fixtures(&tmp.path().join("sc"));
+    for (name, text) in variants(&tmp.path().join("sc")).into_iter().skip(1) {
         let flags = "\"--fsync\", \"never\", \"--flush-interval\", \"700ms\"";
         assert!(text.contains(flags) && text.contains("window = \"<= 760ms\""), "{name}");
         let text = text.replace(flags, "\"--fsync\", \"always\"").replace("window = \"<= 760ms\"", "lost_acked = 0");
-        let r = run_variant(tmp.path(), name, &text);
-        for t in r.trials() {
+        let r = run_variant(&tmp.path().join("sc"), name, &text);
+        for t in &r.trials {
             common::assert_the_workload_ran(name, t);
             assert_eq!(t.rpo.lost_acked, Some(0), "{name}, trial {}", t.index);
         }
@@ -125,19 +154,7 @@ fn the_notes_example_loses_notes_until_fsync_is_on() {
     for file in ["notes.py", "notes.toml"] {
         std::fs::copy(source.join(file), example.join(file)).unwrap();
     }
-    let run = || {
-        let out = common::crashlab()
-            .current_dir(tmp.path())
-            .args(["run", "examples/notes/notes.toml"])
-            .timeout(std::time::Duration::from_secs(300))
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let dir = stdout.lines().find_map(|l| l.strip_prefix("run directory: ")).expect("a run directory").to_string();
-        let report = std::fs::read_to_string(tmp.path().join(dir).join("report.json")).unwrap();
-        (out.status.code(), stdout, crashlab::reports::RunReport::from_json(&report).unwrap())
-    };
-
+    let run = || run_from(tmp.path(), "examples/notes/notes.toml", &[]);
     let (code, stdout, report) = run();
     assert_eq!(code, Some(1), "{stdout}");
     for t in &report.trials {
