@@ -82,13 +82,13 @@ impl FaultInjector<'_> {
         }
         Ok(())
     }
-}
 
-impl FaultInjector<'_> {
     /// Runs a fault's chooser: the target it names, and what the fault's
     /// detail says of the choice.
     fn choose(&self, argv: &[String]) -> Result<(TargetRef, String), String> {
         let plan = &self.trial.plan;
+        // Any target fills `{host.NAME}`, `{port.NAME}`, `{scenario_dir}`...
+        // alike; the compiler refused the placeholders of one target alone.
         let argv = self.env.targets[0].render(argv);
         let shown = argv.join(" ");
         let dir = super::env::scenario_dir(&plan.source_path);

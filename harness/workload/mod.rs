@@ -19,7 +19,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 
 use crate::history::{EventKind, Outcome, Recorder};
-use crate::scenario::{template, WorkloadClient, WorkloadPlan};
+use crate::scenario::{template, CommandMode, WorkloadClient, WorkloadPlan};
 
 /// The outcome of one write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,12 +66,10 @@ pub fn build(plan: &WorkloadPlan, addr: SocketAddr, render: &dyn Fn(&[String]) -
         }
         WorkloadClient::Command(c) => {
             let mode = match &c.mode {
-                crate::scenario::CommandMode::PerWrite { argv, refused_exit } => {
-                    crate::scenario::CommandMode::PerWrite { argv: fill(argv), refused_exit: refused_exit.clone() }
+                CommandMode::PerWrite { argv, refused_exit } => {
+                    CommandMode::PerWrite { argv: fill(argv), refused_exit: refused_exit.clone() }
                 }
-                crate::scenario::CommandMode::Lines { argv } => {
-                    crate::scenario::CommandMode::Lines { argv: fill(argv) }
-                }
+                CommandMode::Lines { argv } => CommandMode::Lines { argv: fill(argv) },
             };
             Box::new(command::CommandWorkload { mode, read_back: fill(&c.read_back), dir: c.dir.clone(), timeout })
         }
