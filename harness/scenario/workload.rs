@@ -87,14 +87,15 @@ pub(super) fn compile_workload(
             }
         }
     }
-    let client = match kind? {
+    // Without a kind, the other keys are still checked: every error at once.
+    let client = kind.and_then(|kind| match kind {
         WorkloadKind::DemoKv => Some(WorkloadClient::DemoKv),
         WorkloadKind::Redis => Some(WorkloadClient::Redis),
         WorkloadKind::Postgres => Some(WorkloadClient::Postgres),
         WorkloadKind::Http => http_workload(f, d).map(|h| WorkloadClient::Http(Box::new(h))),
         WorkloadKind::Command => command_workload(f, check_paths, d).map(WorkloadClient::Command),
         WorkloadKind::Sql => sql_workload(f, d).map(|s| WorkloadClient::Sql(Box::new(s))),
-    };
+    });
     let target = target_ref(f, targets, d);
     let via = via(f, proxies, target.as_ref(), d);
     let rate = f.integer("rate", 1, 100_000, d).unwrap_or(100) as u32;

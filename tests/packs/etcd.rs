@@ -42,6 +42,11 @@ fn writes_stopped_ms(events: &[Value]) -> f64 {
     acked.filter(|e| sent_after.contains(&e["op"].as_u64().unwrap())).map(at).fold(f64::INFINITY, f64::min) - fault
 }
 
+/// The longest a failover may take here: two randomized election timeouts
+/// (a split vote between the two members left), each at most twice the
+/// setting of 1000 ms, plus a heartbeat (100 ms). Seen in CI: 2528 ms.
+const ELECTIONS: f64 = 2.0 * 2000.0 + 100.0;
+
 fn table_line(name: &str, r: &Run) {
     let s = &r.report().summary;
     let n = |v: Option<f64>| v.unwrap_or(f64::NAN);
@@ -70,29 +75,26 @@ fn the_etcd_cluster_fails_over_as_raft_says() {
     table_line("kill-follower", &r);
 
     // The leader down: no write until the others elect one, after the
-    // election timeout (1000 ms, randomized up to twice that by etcd); the
-    // killed member restarts at once and is healthy when it knows the new
-    // leader.
+    // election timeout (1000 ms from the last heartbeat, randomized up to
+    // twice that by etcd); the killed member restarts at once and is
+    // healthy when it knows the new leader. Two members left can split
+    // their votes once (both candidates at once): then a second timeout.
     let r = pack("kill-leader");
     for t in r.trials() {
         let rto = t.rto_ms.unwrap();
-        assert!((900.0..=2600.0).contains(&rto), "trial {}: RTO {rto} ms, not about an election timeout", t.index);
+        assert!((900.0..=ELECTIONS).contains(&rto), "trial {}: RTO {rto} ms, not an election's", t.index);
         let stopped = writes_stopped_ms(&r.history(t.index as u64));
-        assert!(
-            (900.0..=2600.0).contains(&stopped),
-            "trial {}: writes stopped {stopped} ms, not about an election timeout",
-            t.index
-        );
+        assert!((900.0..=ELECTIONS).contains(&stopped), "trial {}: writes stopped {stopped} ms", t.index);
     }
     table_line("kill-leader", &r);
 
     // The leader cut off for 3 s: the majority elects another within an
-    // election timeout (at most twice the setting) plus a heartbeat; the
-    // old leader rejoins after the heal.
+    // election timeout plus a heartbeat (a split vote: a second timeout);
+    // the old leader rejoins after the heal.
     let r = pack("isolate-leader");
     for t in r.trials() {
         let stopped = writes_stopped_ms(&r.history(t.index as u64));
-        assert!((900.0..=2200.0).contains(&stopped), "trial {}: writes stopped {stopped} ms", t.index);
+        assert!((900.0..=ELECTIONS).contains(&stopped), "trial {}: writes stopped {stopped} ms", t.index);
         let healed = t.faults[0].healed_at_ms.expect("the partition healed");
         let rejoined = t.faults[0].injected_at_ms + t.rto_ms.unwrap();
         assert!(rejoined > healed, "trial {}: the isolated leader was healthy before the heal", t.index);
