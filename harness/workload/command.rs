@@ -148,6 +148,9 @@ impl Client for PerWrite {
 /// A long-lived client process and the lines it answers.
 struct Process {
     child: Child,
+    /// Yields its exit once the reaper collected it: until then its pid,
+    /// and so its process group's id, cannot belong to another process.
+    exited: Receiver<Exit>,
     stdin: ChildStdin,
     answers: Receiver<String>,
     /// Whether it has answered yet (it may still be starting).
@@ -160,7 +163,7 @@ impl Process {
     fn spawn(argv: &[String], dir: &Path) -> io::Result<Process> {
         let mut command = scenario_command(argv, dir);
         command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-        let (mut child, _exited) = reaper::spawn(&mut command)?;
+        let (mut child, exited) = reaper::spawn(&mut command)?;
         let stdin = child.stdin.take().expect("piped");
         let stdout = child.stdout.take().expect("piped");
         let stderr_pipe = child.stderr.take().expect("piped");
@@ -188,7 +191,7 @@ impl Process {
             }
             let _ = pipe.read_to_end(&mut Vec::new());
         });
-        Ok(Process { child, stdin, answers, answered: false, stderr })
+        Ok(Process { child, exited, stdin, answers, answered: false, stderr })
     }
 
     fn last_stderr(&self) -> String {
@@ -202,8 +205,14 @@ impl Process {
 }
 
 impl Drop for Process {
+    /// Kills the client and whatever it started, if it has not exited: once
+    /// reaped, its pid may be another process's, whose group must not be
+    /// signalled (what it left running carries the run's token, and the
+    /// end of the trial stops it).
     fn drop(&mut self) {
-        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        if matches!(self.exited.try_recv(), Err(mpsc::TryRecvError::Empty)) {
+            let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        }
     }
 }
 
