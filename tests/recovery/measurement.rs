@@ -55,12 +55,14 @@ fn a_held_target_stays_down_until_the_procedure_starts_it() {
     assert_eq!(r.code, 0, "{}{}", r.stdout(), r.stderr());
     for trial in 0..8 {
         let events = r.history(trial);
-        // Steps count from 0 in the history: stop, run, start, wait. (This
-        // read steps 1 and 3, the run and the wait, and so counted the
-        // start step's own start as a sneak when it was recorded before
-        // the wait began: seen on a loaded CI machine.)
+        // Steps count from 0 in the history: stop, run, start, wait. From
+        // the run (the stop is done: a restart racing the stop's beginning
+        // is stopped by it) to the start step. (This read the wait step as
+        // the end, and so counted the start step's own start as a sneak
+        // when it was recorded before the wait began: seen on a loaded CI
+        // machine.)
         let step = |n: u64| move |e: &Value| e["event"] == "recover_started" && e["step"] == n;
-        let stopped = time_of(&events, step(0)).expect("the stop step ran");
+        let stopped = time_of(&events, step(1)).expect("the stop step ended");
         let started = time_of(&events, step(2)).expect("the start step ran");
         let sneaked: Vec<f64> = events
             .iter()
