@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use crashlab::demo::protocol::Client;
 use crashlab::fault::corrupt::corrupt_file;
-use crashlab::fault::unsynced::UnsyncedFs;
+use crashlab::fault::layer::StorageLayer;
 use crashlab::journal::Journal;
 use crashlab::scenario::{CorruptMode, Offset};
 use rand::SeedableRng;
@@ -86,7 +86,7 @@ fn with_layer<T>(f: impl FnOnce(&Path) -> T) -> T {
     let dir = root.path().join("data");
     std::fs::create_dir(&dir).unwrap();
     let journal = Arc::new(Journal::create(root.path()).unwrap());
-    let layer = UnsyncedFs::mount(&dir.canonicalize().unwrap(), 0, "bench", journal).unwrap();
+    let layer = StorageLayer::mount(&dir.canonicalize().unwrap(), 0, "bench", journal).unwrap();
     let out = f(&dir);
     layer.unmount().expect("the layer unmounts");
     out

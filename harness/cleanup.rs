@@ -177,17 +177,17 @@ fn unmount_layers(entries: &[Entry], owned: &Owned, done: &mut Cleanup) -> Resul
             let unmounted = entries
                 .iter()
                 .any(|e| matches!(e, Entry::Unmounted { trial: t, mountpoint: m } if t == trial && m == mountpoint));
-            if unmounted || !crate::fault::unsynced::is_mounted(mountpoint) {
+            if unmounted || !crate::fault::layer::is_mounted(mountpoint) {
                 continue;
             }
-            if !owned.data_dirs.contains(mountpoint) || !crate::fault::unsynced::is_our_layer(mountpoint) {
+            if !owned.data_dirs.contains(mountpoint) || !crate::fault::layer::is_our_layer(mountpoint) {
                 done.refused.push(format!(
                     "mount {}: not a crashlab-unsynced layer over a data dir of the run",
                     mountpoint.display()
                 ));
                 continue;
             }
-            crate::fault::unsynced::unmount(mountpoint).map_err(CleanupError::Unmount)?;
+            crate::fault::layer::unmount(mountpoint).map_err(CleanupError::Unmount)?;
             done.unmounted.push(mountpoint.clone());
         }
     }

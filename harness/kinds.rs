@@ -42,6 +42,7 @@ pub enum FaultName {
     Partition,
     Disconnect,
     Command,
+    Io,
 }
 
 impl FaultName {

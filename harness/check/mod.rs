@@ -406,7 +406,8 @@ pub fn build_report(plan: &Plan, seed: u64, trials: Vec<TrialReport>, error: Opt
     let stats = |f: &dyn Fn(&TrialReport) -> Option<f64>| Stats::of(trials.iter().filter_map(f));
     let summary = Summary {
         trials: trials.len() as u32,
-        never_recovered: trials.iter().filter(|t| t.faults.iter().any(|f| f.rto_ms.is_none())).count() as u32,
+        never_recovered: trials.iter().filter(|t| t.faults.iter().any(|f| !f.setup && f.rto_ms.is_none())).count()
+            as u32,
         rto_ms: stats(&|t| t.rto_ms),
         ttd_ms: stats(&|t| t.ttd_ms),
         lost_acked: stats(&|t| t.rpo.lost_acked.map(|v| v as f64)),

@@ -54,10 +54,17 @@ pub fn fault_reports(
     for e in events {
         if let EventKind::FaultInjected { fault, kind, target, scheduled_ms, detail } = &e.kind {
             let t_f = e.t_ms;
-            let healed_at_ms = events.iter().find_map(|h| match &h.kind {
-                EventKind::FaultHealed { fault: f, .. } if f == fault => Some(h.t_ms),
+            let healed = events.iter().find_map(|h| match &h.kind {
+                EventKind::FaultHealed { fault: f, detail, .. } if f == fault => Some((h.t_ms, detail)),
                 _ => None,
             });
+            let healed_at_ms = healed.map(|(t, _)| t);
+            // What the fault did while it was in (operations an `io` fault
+            // failed), as its heal tells it.
+            let detail = match healed {
+                Some((_, said)) if !said.is_empty() => format!("{detail}; healed: {said}"),
+                _ => detail.clone(),
+            };
             // A failed sample dates the outage from its start (or from the
             // fault, if it began before and failed after it); a healthy one
             // proves health only once its answer came, which matters when
@@ -119,7 +126,7 @@ pub fn fault_reports(
             reports.push(FaultReport {
                 kind: kind.to_string(),
                 target: target.clone(),
-                detail: detail.clone(),
+                detail,
                 scheduled_at_ms: *scheduled_ms,
                 injected_at_ms: t_f,
                 healed_at_ms,

@@ -147,6 +147,18 @@ pub struct DemoKvOptions {
     /// exit (the runbook's "restore from an earlier snapshot").
     #[arg(long)]
     pub repair: bool,
+    /// What a failed fdatasync of the log does to the write that waited for
+    /// it: `fail` it (default), or `ignore` the error and acknowledge it, as
+    /// programs did before "fsyncgate" (a calibrated bug: the write may be
+    /// lost although acknowledged).
+    #[arg(long, value_enum, default_value = "fail")]
+    pub on_fsync_error: OnFsyncError,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnFsyncError {
+    Fail,
+    Ignore,
 }
 
 const LOG_FILE: &str = "wal.log";
@@ -454,7 +466,10 @@ fn set(shared: &Shared, key: &str, value: &str) -> io::Result<()> {
     // Outside the lock: a sync that starts after our write covers it, and
     // writers that arrive together share it.
     if shared.options.fsync == FsyncPolicy::Always && shared.options.flush_interval.is_none() {
-        shared.sync_handle.sync_data()?;
+        match shared.sync_handle.sync_data() {
+            Err(e) if shared.options.on_fsync_error == OnFsyncError::Fail => return Err(e),
+            _ => {}
+        }
     }
     Ok(())
 }

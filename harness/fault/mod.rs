@@ -6,6 +6,8 @@
 //! and on files inside the target's data dir (see [`confine`]).
 
 pub mod corrupt;
+pub mod io;
+pub mod layer;
 mod link;
 mod partition;
 mod passthrough;
@@ -156,8 +158,8 @@ pub trait Fault: Send + Sync {
 /// What a trial's faults act on beyond their target, set up by the runner
 /// and handed to each fault as it is built.
 pub trait Resources {
-    /// The FUSE layer over a target's data dir.
-    fn layer(&self, target: &str) -> Option<Arc<unsynced::UnsyncedFs>>;
+    /// The storage layer (FUSE) over a target's data dir.
+    fn layer(&self, target: &str) -> Option<Arc<layer::StorageLayer>>;
     fn proxy(&self, name: &str) -> Option<Arc<crate::proxy::Proxy>>;
     /// The targets' namespaces.
     fn network(&self) -> Option<Arc<crate::network::Network>>;
@@ -176,7 +178,11 @@ pub fn build(kind: &FaultKind, resources: &dyn Resources, target: &str) -> Resul
         FaultKind::StaleLock(plan) => Box::new(stale_lock::StaleLock(plan.clone())),
         FaultKind::LoseUnsynced { torn } => Box::new(unsynced::LoseUnsynced {
             torn: *torn,
-            layer: resources.layer(target).ok_or_else(|| missing("no FUSE layer is mounted over the data dir"))?,
+            layer: resources.layer(target).ok_or_else(|| missing("no storage layer is mounted over the data dir"))?,
+        }),
+        FaultKind::Io(plan) => Box::new(io::IoFault {
+            plan: plan.clone(),
+            layer: resources.layer(target).ok_or_else(|| missing("no storage layer is mounted over the data dir"))?,
         }),
         FaultKind::Link { proxy, direction, toxic, .. } => Box::new(link::LinkFault {
             direction: *direction,

@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::io::IoRules;
+use crate::scenario::IoOp;
 use fuser::{
     FileAttr, FileType, Filesystem, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
     ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
@@ -110,6 +112,7 @@ pub struct Passthrough {
     /// Keeps the backing directory open: `root` goes through it.
     _root_dir: File,
     ledger: Arc<Mutex<Ledger>>,
+    rules: Arc<IoRules>,
     files: HashMap<u64, OpenFile>,
     next_fh: u64,
 }
@@ -157,7 +160,7 @@ fn attr(ino: u64, m: &fs::Metadata) -> FileAttr {
 
 impl Passthrough {
     /// Opens `dir` as the backing root. Call before mounting over `dir`.
-    pub fn new(dir: &Path, ledger: Arc<Mutex<Ledger>>) -> std::io::Result<Passthrough> {
+    pub fn new(dir: &Path, ledger: Arc<Mutex<Ledger>>, rules: Arc<IoRules>) -> std::io::Result<Passthrough> {
         let root_dir = OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(dir)?;
         let root = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&root_dir)));
         {
@@ -167,12 +170,30 @@ impl Passthrough {
             l.paths.insert(1, PathBuf::new());
             l.by_path.insert(PathBuf::new(), 1);
         }
-        Ok(Passthrough { root, _root_dir: root_dir, ledger, files: HashMap::new(), next_fh: 0 })
+        Ok(Passthrough { root, _root_dir: root_dir, ledger, rules, files: HashMap::new(), next_fh: 0 })
     }
 
     /// The backing root, for the fault to reach files without the layer.
     pub fn root(&self) -> PathBuf {
         self.root.clone()
+    }
+
+    /// What the armed `io` faults say of `op` on `paths` (relative): go
+    /// on, or answer with an errno. Free while none is armed.
+    fn check(&self, op: IoOp, paths: &[&Path], growth: impl FnOnce() -> u64) -> Result<(), i32> {
+        if !self.rules.any() {
+            return Ok(());
+        }
+        self.rules.check(op, paths, growth)
+    }
+
+    /// [`Passthrough::check`] for an operation on an inode.
+    fn check_ino(&self, op: IoOp, ino: u64, growth: impl FnOnce() -> u64) -> Result<(), i32> {
+        if !self.rules.any() {
+            return Ok(());
+        }
+        let relative = self.ledger.lock().unwrap().paths.get(&ino).cloned().unwrap_or_default();
+        self.rules.check(op, &[&relative], growth)
     }
 
     fn path(&self, ino: u64) -> Option<PathBuf> {
@@ -191,6 +212,21 @@ impl Passthrough {
             }
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    /// What removing `relative` gives back to a disk-full fault: its length,
+    /// if it is the file's last name.
+    fn freed_by_removing(&self, relative: &Path) -> u64 {
+        if !self.rules.any() {
+            return 0;
+        }
+        fs::symlink_metadata(self.root.join(relative)).map_or(0, |m| {
+            if m.is_file() && m.nlink() == 1 {
+                m.len()
+            } else {
+                0
+            }
+        })
     }
 
     fn open_fh(&mut self, file: File, flags: i32) -> u64 {
@@ -228,12 +264,18 @@ fn owned_by(path: &Path, req: &Request<'_>) -> std::io::Result<()> {
 impl Filesystem for Passthrough {
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
         match self.child(parent, name) {
-            Some(p) => self.entry(&p, reply),
+            Some(p) => match self.check(IoOp::Stat, &[&p], || 0) {
+                Ok(()) => self.entry(&p, reply),
+                Err(errno) => reply.error(errno),
+            },
             None => reply.error(libc::ENOENT),
         }
     }
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, fh: Option<u64>, reply: ReplyAttr) {
+        if let Err(errno) = self.check_ino(IoOp::Stat, ino, || 0) {
+            return reply.error(errno);
+        }
         let meta = match fh.and_then(|fh| self.files.get(&fh)) {
             Some(f) => f.file.metadata(),
             None => match self.path(ino) {
@@ -267,6 +309,13 @@ impl Filesystem for Passthrough {
         reply: ReplyAttr,
     ) {
         let Some(path) = self.path(ino) else { return reply.error(libc::ENOENT) };
+        let len_now = || fs::metadata(&path).map_or(0, |m| m.len());
+        if let Some(size) = size {
+            if let Err(errno) = self.check_ino(IoOp::Truncate, ino, || size.saturating_sub(len_now())) {
+                return reply.error(errno);
+            }
+            self.rules.shrunk(len_now().saturating_sub(size));
+        }
         let result = (|| -> std::io::Result<()> {
             if let Some(mode) = mode {
                 fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o7777))?;
@@ -326,6 +375,9 @@ impl Filesystem for Passthrough {
 
     fn mkdir(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         let Some(rel) = self.child(parent, name) else { return reply.error(libc::ENOENT) };
+        if let Err(errno) = self.check(IoOp::Mkdir, &[&rel], || 0) {
+            return reply.error(errno);
+        }
         let path = self.root.join(&rel);
         match fs::DirBuilder::new().mode(mode & !umask).create(&path).and_then(|()| owned_by(&path, req)) {
             Ok(()) => self.entry(&rel, reply),
@@ -335,8 +387,13 @@ impl Filesystem for Passthrough {
 
     fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
         let Some(rel) = self.child(parent, name) else { return reply.error(libc::ENOENT) };
+        if let Err(errno) = self.check(IoOp::Unlink, &[&rel], || 0) {
+            return reply.error(errno);
+        }
+        let freed = self.freed_by_removing(&rel);
         match fs::remove_file(self.root.join(&rel)) {
             Ok(()) => {
+                self.rules.shrunk(freed);
                 self.ledger.lock().unwrap().forget_path(&rel);
                 reply.ok()
             }
@@ -346,6 +403,9 @@ impl Filesystem for Passthrough {
 
     fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
         let Some(rel) = self.child(parent, name) else { return reply.error(libc::ENOENT) };
+        if let Err(errno) = self.check(IoOp::Rmdir, &[&rel], || 0) {
+            return reply.error(errno);
+        }
         match fs::remove_dir(self.root.join(&rel)) {
             Ok(()) => {
                 self.ledger.lock().unwrap().forget_path(&rel);
@@ -377,8 +437,13 @@ impl Filesystem for Passthrough {
         let (Some(from), Some(to)) = (self.child(parent, name), self.child(newparent, newname)) else {
             return reply.error(libc::ENOENT);
         };
+        if let Err(errno) = self.check(IoOp::Rename, &[&from, &to], || 0) {
+            return reply.error(errno);
+        }
+        let freed = self.freed_by_removing(&to);
         match fs::rename(self.root.join(&from), self.root.join(&to)) {
             Ok(()) => {
+                self.rules.shrunk(freed);
                 self.ledger.lock().unwrap().renamed(&from, &to);
                 reply.ok()
             }
@@ -388,6 +453,9 @@ impl Filesystem for Passthrough {
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
         let Some(path) = self.path(ino) else { return reply.error(libc::ENOENT) };
+        if let Err(errno) = self.check_ino(IoOp::Open, ino, || 0) {
+            return reply.error(errno);
+        }
         match Self::open_options(flags).open(path) {
             Ok(file) => {
                 let fh = self.open_fh(file, flags);
@@ -408,6 +476,9 @@ impl Filesystem for Passthrough {
         reply: ReplyCreate,
     ) {
         let Some(rel) = self.child(parent, name) else { return reply.error(libc::ENOENT) };
+        if let Err(errno) = self.check(IoOp::Create, &[&rel], || 0) {
+            return reply.error(errno);
+        }
         let mut options = Self::open_options(flags);
         options.create(true).mode(mode & !umask);
         if flags & libc::O_EXCL != 0 {
@@ -435,7 +506,7 @@ impl Filesystem for Passthrough {
     fn read(
         &mut self,
         _req: &Request<'_>,
-        _ino: u64,
+        ino: u64,
         fh: u64,
         offset: i64,
         size: u32,
@@ -443,6 +514,9 @@ impl Filesystem for Passthrough {
         _lock_owner: Option<u64>,
         reply: ReplyData,
     ) {
+        if let Err(errno) = self.check_ino(IoOp::Read, ino, || 0) {
+            return reply.error(errno);
+        }
         let Some(f) = self.files.get(&fh) else { return reply.error(libc::EBADF) };
         let mut buf = vec![0; size as usize];
         let mut filled = 0;
@@ -472,6 +546,16 @@ impl Filesystem for Passthrough {
         let Some(f) = self.files.get(&fh) else { return reply.error(libc::EBADF) };
         let offset = offset as u64;
         let end = offset + data.len() as u64;
+        let growth = || end.saturating_sub(f.file.metadata().map_or(0, |m| m.len()));
+        if let Err(errno) = self.check_ino(IoOp::Write, ino, growth) {
+            return reply.error(errno);
+        }
+        if f.sync {
+            // The sync of an O_SYNC write is an fsync the target asked for.
+            if let Err(errno) = self.check_ino(IoOp::Fsync, ino, || 0) {
+                return reply.error(errno);
+            }
+        }
         if !f.sync {
             let mut ledger = self.ledger.lock().unwrap();
             let pending = match ledger.pending.entry(ino) {
@@ -532,6 +616,9 @@ impl Filesystem for Passthrough {
     }
 
     fn fsync(&mut self, _req: &Request<'_>, ino: u64, fh: u64, datasync: bool, reply: ReplyEmpty) {
+        if let Err(errno) = self.check_ino(IoOp::Fsync, ino, || 0) {
+            return reply.error(errno);
+        }
         let Some(f) = self.files.get(&fh) else { return reply.error(libc::EBADF) };
         let result = if datasync { f.file.sync_data() } else { f.file.sync_all() };
         match result {
@@ -551,6 +638,9 @@ impl Filesystem for Passthrough {
         let Some(rel) = self.ledger.lock().unwrap().paths.get(&ino).cloned() else {
             return reply.error(libc::ENOENT);
         };
+        if let Err(errno) = self.check(IoOp::Readdir, &[&rel], || 0) {
+            return reply.error(errno);
+        }
         let entries = match fs::read_dir(self.root.join(&rel)) {
             Ok(entries) => entries,
             Err(e) => return reply.error(errno(&e)),
@@ -579,11 +669,13 @@ impl Filesystem for Passthrough {
     }
 
     fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
+        // Under a disk-full fault, no more room than the fault leaves.
+        let room = self.rules.disk().map(|(used, limit)| limit.saturating_sub(used));
         match nix::sys::statvfs::statvfs(&self.root) {
             Ok(s) => reply.statfs(
                 s.blocks(),
-                s.blocks_free(),
-                s.blocks_available(),
+                room.map_or(s.blocks_free(), |r| s.blocks_free().min(r / s.fragment_size().max(1))),
+                room.map_or(s.blocks_available(), |r| s.blocks_available().min(r / s.fragment_size().max(1))),
                 s.files(),
                 s.files_free(),
                 s.block_size() as u32,

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use super::containers::{compose_up, Containers};
 use super::{EnvError, Trial, TrialStop};
 use crate::compose;
-use crate::fault::unsynced::UnsyncedFs;
+use crate::fault::layer::StorageLayer;
 use crate::fault::FaultGuard;
 use crate::history::EventKind;
 use crate::journal::Entry;
 use crate::probe::{self, Sampler};
 use crate::proxy::Proxy;
-use crate::scenario::{FaultKind, PortRef, TargetKind, TargetPlan, TargetRef};
+use crate::scenario::{PortRef, TargetKind, TargetPlan, TargetRef};
 use crate::targets::container::ContainerTarget;
 use crate::targets::{free_port, ProcessTarget, Target, TargetContext};
 
@@ -32,8 +32,8 @@ pub(super) struct TrialEnv {
     /// The started targets, in the plan's order, each with its sampler.
     pub targets: Vec<Arc<dyn Target>>,
     pub samplers: Vec<Sampler>,
-    /// The FUSE layers of targets that a lose-unsynced fault needs.
-    pub layers: Vec<(String, Arc<UnsyncedFs>)>,
+    /// The storage layers of targets whose faults act through one.
+    pub layers: Vec<(String, Arc<StorageLayer>)>,
     /// Guards of faults that stay in effect until the end of the trial.
     pub lasting: Mutex<Vec<FaultGuard>>,
 }
@@ -98,7 +98,7 @@ impl TrialEnv {
         self.proxies.iter().find(|(n, _)| n == name).map(|(_, p)| Arc::clone(p))
     }
 
-    pub fn layer(&self, target: &str) -> Option<Arc<UnsyncedFs>> {
+    pub fn layer(&self, target: &str) -> Option<Arc<StorageLayer>> {
         self.layers.iter().find(|(n, _)| n == target).map(|(_, l)| Arc::clone(l))
     }
 
@@ -131,10 +131,9 @@ impl TrialEnv {
             journal.append(&entry).map_err(|e| EnvError::Target(format!("cannot journal a data dir: {e}")))?;
             data_dirs.push(dir);
         }
-        let needs_layer =
-            trial.plan.faults.iter().any(|f| f.target == t.name && matches!(f.kind, FaultKind::LoseUnsynced { .. }));
+        let needs_layer = trial.plan.faults.iter().any(|f| f.target == t.name && f.kind.needs_layer());
         if needs_layer {
-            let layer = UnsyncedFs::mount(&data_dirs[0], trial.index, &t.name, Arc::clone(journal))
+            let layer = StorageLayer::mount(&data_dirs[0], trial.index, &t.name, Arc::clone(journal))
                 .map_err(|e| failed(e.to_string()))?;
             self.layers.push((t.name.clone(), Arc::new(layer)));
         }

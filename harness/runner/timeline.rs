@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::env::TrialEnv;
 use super::recover;
 use super::Trial;
-use crate::fault::unsynced::UnsyncedFs;
+use crate::fault::layer::StorageLayer;
 use crate::fault::{self, FaultContext};
 use crate::history::EventKind;
 use crate::network::Network;
@@ -116,7 +116,7 @@ impl FaultInjector<'_> {
 const CHOOSER_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl fault::Resources for FaultInjector<'_> {
-    fn layer(&self, target: &str) -> Option<Arc<UnsyncedFs>> {
+    fn layer(&self, target: &str) -> Option<Arc<StorageLayer>> {
         self.env.layer(target)
     }
 

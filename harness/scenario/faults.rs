@@ -42,6 +42,11 @@ pub const FAULT_KEYS: &[&str] = &[
     "groups",
     "one_way",
     "command",
+    "ops",
+    "errno",
+    "disk_full",
+    "every",
+    "probability",
 ];
 pub const FAULT_KINDS: &[&str] = <FaultName as strum::VariantNames>::VARIANTS;
 pub const CORRUPT_MODES: &[&str] = <CorruptModeName as strum::VariantNames>::VARIANTS;
@@ -73,6 +78,7 @@ fn applicable(kind: FaultName, mode: Option<&str>) -> &'static [&'static str] {
         (Partition, _) => &["isolate", "groups", "one_way", "duration"],
         (Disconnect, _) => &["duration"],
         (Command, _) => &["command"],
+        (Io, _) => &["path", "ops", "errno", "delay", "jitter", "disk_full", "every", "probability", "duration"],
     }
 }
 
@@ -144,6 +150,7 @@ pub fn compile_fault(
         | FaultName::Corrupt
         | FaultName::StaleLock
         | FaultName::Disconnect
+        | FaultName::Io
         | FaultName::LoseUnsynced => (target_fault(kind_name, f, d)?, target?),
     };
     Some(FaultPlan { kind, target, chosen_by: None, at: at?, in_procedure, setup })
@@ -271,6 +278,7 @@ fn target_fault(kind: FaultName, f: &Fields, d: &mut Diagnostics) -> Option<Faul
         FaultName::StaleLock => FaultKind::StaleLock(stale_lock(f, d)?),
         FaultName::Disconnect => FaultKind::Disconnect { duration: duration("a disconnect heals after it", d)? },
         FaultName::LoseUnsynced => FaultKind::LoseUnsynced { torn: f.bool("torn", d).unwrap_or(false) },
+        FaultName::Io => FaultKind::Io(super::io::io_plan(f, d)?),
         other => unreachable!("`{other}` is not a target fault"),
     })
 }

@@ -8,6 +8,7 @@ pub mod diagnostic;
 pub mod expect;
 pub mod faults;
 mod fields;
+pub mod io;
 pub mod plan;
 mod recover;
 pub mod schema;

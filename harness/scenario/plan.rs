@@ -453,6 +453,9 @@ pub enum FaultKind {
     Partition(PartitionPlan),
     /// A container taken off its network for `duration`.
     Disconnect { duration: Duration },
+    /// Errors, delays or a full disk on the operations the target makes in
+    /// its data dir, through the storage layer (FUSE).
+    Io(IoPlan),
 }
 
 /// Which of a target's processes a signal reaches.
@@ -546,6 +549,7 @@ impl FaultKind {
             FaultKind::Partition(_) => FaultName::Partition,
             FaultKind::Disconnect { .. } => FaultName::Disconnect,
             FaultKind::Command { .. } => FaultName::Command,
+            FaultKind::Io(_) => FaultName::Io,
         }
     }
 
@@ -558,14 +562,117 @@ impl FaultKind {
             FaultKind::Link { duration, .. } => *duration,
             FaultKind::Partition(p) => Some(p.duration),
             FaultKind::Disconnect { duration } => Some(*duration),
+            FaultKind::Io(plan) => plan.duration,
             _ => None,
         }
     }
 
-    /// Whether the fault touches the target's data dir.
+    /// Whether the fault touches the target's data dir (an `io` fault
+    /// changes no byte itself, but a service whose writes fail may leave
+    /// its files damaged).
     pub fn is_storage(&self) -> bool {
-        matches!(self, FaultKind::Corrupt(_) | FaultKind::StaleLock(_) | FaultKind::LoseUnsynced { .. })
+        matches!(
+            self,
+            FaultKind::Corrupt(_) | FaultKind::StaleLock(_) | FaultKind::LoseUnsynced { .. } | FaultKind::Io(_)
+        )
     }
+
+    /// Whether the fault acts through the storage layer, which must then be
+    /// mounted over the target's data dir for the whole trial.
+    pub fn needs_layer(&self) -> bool {
+        matches!(self, FaultKind::LoseUnsynced { .. } | FaultKind::Io(_))
+    }
+}
+
+/// An `io` fault: what happens to the operations that match it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IoPlan {
+    /// A glob relative to the data dir (`*` stays within a directory, `**`
+    /// crosses them); an operation on two paths (rename) matches by either.
+    pub path: String,
+    /// The operations it acts on; empty: every operation.
+    pub ops: Vec<IoOp>,
+    pub action: IoAction,
+    /// Which of the matching operations it acts on.
+    pub trigger: IoTrigger,
+    /// Healed after this long; by default at the end of the trial.
+    pub duration: Option<Duration>,
+}
+
+/// The operations of a data dir that an `io` fault can act on, as the
+/// storage layer sees them.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "kebab-case")]
+pub enum IoOp {
+    /// Opening an existing file.
+    Open,
+    /// Creating a file (`open` with `O_CREAT` of a new name).
+    Create,
+    Read,
+    Write,
+    /// `fsync`, `fdatasync`, and the sync of an `O_SYNC`/`O_DSYNC` write.
+    Fsync,
+    /// Changing a file's length (`truncate`, `ftruncate`).
+    Truncate,
+    Rename,
+    Unlink,
+    Mkdir,
+    Rmdir,
+    Readdir,
+    /// Looking a name up and reading its attributes (`stat`).
+    Stat,
+}
+
+impl IoOp {
+    pub const NAMES: &'static [&'static str] = <IoOp as strum::VariantNames>::VARIANTS;
+
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum IoAction {
+    /// The operation fails with this error (the raw errno) and does nothing.
+    Errno(i32),
+    /// The operation waits `delay` plus a seeded share of `jitter`, then runs.
+    Delay { delay: Duration, jitter: Duration },
+    /// ENOSPC for what would grow the data dir past a size.
+    DiskFull(DiskLimit),
+}
+
+/// The size past which a `disk-full` fault refuses growth: the sum of the
+/// lengths of the data dir's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskLimit {
+    /// `disk_full = "64MiB"`: the data dir may hold this much.
+    Total(u64),
+    /// `disk_full = "+1MiB"`: the data dir may grow this much past its size
+    /// when the fault is injected (`"+0"`: not at all).
+    Headroom(u64),
+}
+
+/// Which matching operations an `io` fault acts on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum IoTrigger {
+    Always,
+    /// The Nth, 2Nth, ... (`every = N`).
+    Every(u64),
+    /// Each with this probability, drawn from the trial's seed.
+    Probability(f64),
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -6,6 +6,7 @@
 mod common;
 
 mod chosen_target;
+mod io_faults;
 mod network_faults;
 mod proxy;
 mod storage_faults;

@@ -365,7 +365,7 @@ fn a_power_loss_keeps_exactly_the_fsynced_bytes() {
     std::fs::create_dir(&dir).unwrap();
     let dir = dir.canonicalize().unwrap();
     let journal = std::sync::Arc::new(crashlab::journal::Journal::create(tmp.path()).unwrap());
-    let layer = crashlab::fault::unsynced::UnsyncedFs::mount(&dir, 0, "kv", journal).unwrap();
+    let layer = crashlab::fault::layer::StorageLayer::mount(&dir, 0, "kv", journal).unwrap();
 
     // a: 100 synced bytes, then an unsynced append and an unsynced overwrite.
     let mut a = std::fs::File::create(dir.join("a.log")).unwrap();
@@ -402,7 +402,7 @@ fn a_power_loss_keeps_exactly_the_fsynced_bytes() {
     layer.unmount().expect("the layer unmounts");
     assert_eq!(std::fs::read(dir.join("a.log")).unwrap(), vec![b'A'; 100]);
     assert_eq!(std::fs::read(dir.join("c.log")).unwrap(), torn);
-    assert!(!crashlab::fault::unsynced::is_mounted(&dir));
+    assert!(!crashlab::fault::layer::is_mounted(&dir));
 }
 
 /// PostgreSQL's rule (demo-kv --pidfile-policy refuse-live): a pid file
