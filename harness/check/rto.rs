@@ -5,7 +5,9 @@
 //! began before; a healthy one by its answer):
 //! - time-to-detect: the first unhealthy sample at or after `t_f`;
 //! - RTO: the start of the first run of `healthy_after` consecutive healthy
-//!   samples after that unhealthy one. If no sample after `t_f` was
+//!   samples after that unhealthy one, counting only samples begun after
+//!   the last failed one began (a slow sample begun before the failure may
+//!   answer after it, and saw the service as it was). If no sample after `t_f` was
 //!   unhealthy, the probe saw no outage, and RTO runs to the first such run
 //!   of answers after `t_f` (a sample that waited for a paused service is
 //!   dated by its answer, when the service thawed);
@@ -70,21 +72,22 @@ pub fn fault_reports(
             // proves health only once its answer came, which matters when
             // the answer waited (a probe started inside a blackhole and
             // answered after the heal).
-            let mut samples: Vec<(f64, bool)> = events
+            let mut samples: Vec<Sample> = events
                 .iter()
                 .filter_map(|s| match &s.kind {
                     EventKind::Probe { target: t, healthy, latency_ms, .. } if t == target => {
                         let answered = s.t_ms + latency_ms;
+                        let began = s.t_ms;
                         match healthy {
-                            true if answered >= t_f => Some((answered, true)),
-                            false if answered >= t_f => Some((s.t_ms.max(t_f), false)),
+                            true if answered >= t_f => Some(Sample { at: answered, ok: true, began }),
+                            false if answered >= t_f => Some(Sample { at: began.max(t_f), ok: false, began }),
                             _ => None,
                         }
                     }
                     _ => None,
                 })
                 .collect();
-            samples.sort_by(|a, b| a.0.total_cmp(&b.0));
+            samples.sort_by(|a, b| a.at.total_cmp(&b.at));
             // What happens after the next fault on the same target is that
             // fault's doing: an outage, a restart or a procedure seen only
             // then is not this fault's (a pause the probe never noticed is
@@ -94,8 +97,8 @@ pub fn fault_reports(
                 _ => None,
             });
             let before_next = |t: f64| next.map_or(true, |next| t < next);
-            let first_bad = samples.iter().position(|(t, ok)| !ok && before_next(*t));
-            let ttd_ms = first_bad.map(|i| samples[i].0 - t_f);
+            let first_bad = samples.iter().position(|s| !s.ok && before_next(s.at));
+            let ttd_ms = first_bad.map(|i| samples[i].at - t_f);
             let restarted_at = events.iter().find_map(|s| match &s.kind {
                 EventKind::TargetStarted { target: t, .. } if t == target && s.t_ms >= t_f => Some(s.t_ms),
                 _ => None,
@@ -105,7 +108,7 @@ pub fn fault_reports(
             // sample, and never before the new incarnation exists (an outage
             // shorter than the probe interval can fall between two samples).
             let opens = first_bad
-                .map(|i| samples[i].0)
+                .map(|i| samples[i].at)
                 .into_iter()
                 .chain(restarted_at)
                 .chain(procedure_end.filter(|end| *end >= t_f && next.is_none()))
@@ -116,7 +119,7 @@ pub fn fault_reports(
                 // only when it thaws).
                 None => first_window(&samples, healthy_after(target)),
                 Some(from) => {
-                    let start = samples.iter().position(|(t, _)| *t >= from).unwrap_or(samples.len());
+                    let start = samples.iter().position(|s| s.at >= from).unwrap_or(samples.len());
                     first_window(&samples[start..], healthy_after(target))
                 }
             };
@@ -144,17 +147,33 @@ pub fn fault_reports(
     reports
 }
 
-/// Start time of the first run of `n` consecutive healthy samples.
-fn first_window(samples: &[(f64, bool)], n: u32) -> Option<f64> {
+/// A probe sample as recovery is judged from it.
+struct Sample {
+    /// A failed sample's start (or the fault's time), a healthy one's answer.
+    at: f64,
+    ok: bool,
+    /// When the attempt began.
+    began: f64,
+}
+
+/// Start time of the first run of `n` consecutive healthy samples. A
+/// healthy sample begun before a failed one began is no evidence of
+/// recovery from that failure: it may have seen the service before it.
+fn first_window(samples: &[Sample], n: u32) -> Option<f64> {
     let mut streak = 0;
     let mut start = 0.0;
-    for &(t, ok) in samples {
-        if !ok {
+    let mut last_failure_began = f64::NEG_INFINITY;
+    for s in samples {
+        if !s.ok {
             streak = 0;
+            last_failure_began = last_failure_began.max(s.began);
+            continue;
+        }
+        if s.began < last_failure_began {
             continue;
         }
         if streak == 0 {
-            start = t;
+            start = s.at;
         }
         streak += 1;
         if streak >= n {
@@ -274,6 +293,23 @@ mod tests {
         let events = vec![fault(100.0), probe(105.0, false), probe(150.0, false), waited, probe(305.0, true)];
         let r = &fault_reports(&events, |_| 2, |_| false)[0];
         assert_eq!(r.rto_ms, Some(200.0));
+    }
+
+    #[test]
+    fn a_slow_healthy_sample_begun_before_a_failure_does_not_prove_recovery_from_it() {
+        // Slow probes (PostgreSQL's pg_isready on a loaded machine, 200 ms
+        // each): samples begun at 60 and 80 ms, before the outage, answer
+        // healthy at 260 and 268 ms, after the failed one begun at 140 ms.
+        // They saw the service before it failed; recovery is the pair begun
+        // after it, answered at 400 and 420 ms.
+        let slow = |t: f64, healthy: bool, latency_ms: f64| {
+            ev(t, EventKind::Probe { target: "kv".into(), healthy, latency_ms, detail: None })
+        };
+        let mut events = vec![slow(60.0, true, 200.0), slow(80.0, true, 188.0), fault(100.0)];
+        events.extend([slow(140.0, false, 230.0), slow(200.0, true, 200.0), slow(220.0, true, 200.0)]);
+        let r = &fault_reports(&events, |_| 2, |_| false)[0];
+        assert_eq!(r.ttd_ms, Some(40.0));
+        assert_eq!(r.rto_ms, Some(300.0));
     }
 
     #[test]

@@ -64,7 +64,8 @@ impl Fault for ProcessFault {
                 Ok(ctx.heal_with(move || target.reconnect().err().map_or(String::new(), |e| e.to_string())))
             }
             FaultKind::Command { ref argv } => {
-                injected(format!("ran `{}`", argv.join(" ")));
+                // The detail says the command as it ran: placeholders filled.
+                injected(format!("ran `{}`", ctx.target.render(argv).join(" ")));
                 let out = ctx
                     .target
                     .exec(argv, std::time::Duration::from_secs(60), crate::targets::CommandKind::Step)

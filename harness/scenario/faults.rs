@@ -453,7 +453,7 @@ pub fn signal_at(f: &Fields, key: &str, default: Signal, d: &mut Diagnostics) ->
 }
 
 /// A path inside the data dir: relative, and never climbing out of it.
-fn data_path(f: &Fields, key: &str, expected: &str, d: &mut Diagnostics) -> Option<String> {
+pub(super) fn data_path(f: &Fields, key: &str, expected: &str, d: &mut Diagnostics) -> Option<String> {
     let (path, span) = f.required_str(key, expected, d)?;
     let climbs = std::path::Path::new(path).components().any(|c| {
         matches!(c, std::path::Component::ParentDir | std::path::Component::RootDir | std::path::Component::Prefix(_))

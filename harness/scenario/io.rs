@@ -9,25 +9,24 @@ use super::fields::{parse_bytes, Fields};
 use super::plan::{DiskLimit, IoAction, IoOp, IoPlan, IoTrigger};
 
 pub fn io_plan(f: &Fields, d: &mut Diagnostics) -> Option<IoPlan> {
-    let path = match f.str("path", d) {
-        Some((path, span)) => {
-            if let Err(e) = glob::Pattern::new(path) {
-                d.error(span, format!("`path` in {}: not a glob: {e}", f.what));
-                return None;
-            }
-            path.to_string()
-        }
-        None if f.get("path").is_some() => return None,
-        None => "**".to_string(),
+    // Every key is checked, so that every mistake is reported at once.
+    let path = match f.get("path") {
+        Some(value) => super::faults::data_path(f, "path", "a glob relative to the data dir", d).and_then(|path| {
+            glob::Pattern::new(&path)
+                .map_err(|e| d.error(value.span(), format!("`path` in {}: not a glob: {e}", f.what)))
+                .ok()
+                .map(|_| path)
+        }),
+        None => Some("**".to_string()),
     };
-    let ops = ops(f, d)?;
-    let action = action(f, d)?;
-    let trigger = trigger(f, action, d)?;
+    let ops = ops(f, d);
+    let action = action(f, d);
+    let trigger = action.and_then(|action| trigger(f, action, d));
     let duration = match f.get("duration") {
-        Some(_) => Some(f.positive_duration("duration", "the fault would heal as soon as it is in", d)?),
-        None => None,
+        Some(_) => f.positive_duration("duration", "the fault would heal as soon as it is in", d).map(Some),
+        None => Some(None),
     };
-    Some(IoPlan { path, ops, action, trigger, duration })
+    Some(IoPlan { path: path?, ops: ops?, action: action?, trigger: trigger?, duration: duration? })
 }
 
 fn ops(f: &Fields, d: &mut Diagnostics) -> Option<Vec<IoOp>> {

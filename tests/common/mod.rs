@@ -286,3 +286,16 @@ pub fn flock(file: &std::fs::File) {
     // SAFETY: a plain syscall on a descriptor the caller owns.
     assert_eq!(unsafe { nix::libc::flock(file.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) }, 0);
 }
+
+/// The trial's `io` fault.
+pub fn io_fault(t: &TrialReport) -> &crashlab::reports::FaultReport {
+    t.faults.iter().find(|f| f.kind == "io").expect("an io fault")
+}
+
+/// How many `op` operations the trial's `io` fault failed or delayed, from
+/// its heal detail (`...: write 3, fsync 345`); 0 if none.
+pub fn io_count(t: &TrialReport, op: &str) -> u64 {
+    let detail = &io_fault(t).detail;
+    let Some(counts) = detail.split("healed: ").nth(1).and_then(|h| h.rsplit(": ").next()) else { return 0 };
+    counts.split(", ").find_map(|c| c.strip_prefix(&format!("{op} "))).map_or(0, |n| n.parse().expect("a count"))
+}

@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use common::{fuse_available, run, scenario, write_scenario, Run};
+use common::{fuse_available, io_count, io_fault, run, scenario, write_scenario, Run};
 use crashlab::reports::{TrialReport, Verdict};
 use serde_json::Value;
 
@@ -33,18 +33,12 @@ fn writes(r: &Run, trial: u64) -> Vec<Write> {
 
 /// `(injected, healed)` of the trial's io fault, from its report.
 fn io_window(t: &TrialReport) -> (f64, f64) {
-    let io = t.faults.iter().find(|f| f.kind == "io").expect("an io fault");
+    let io = io_fault(t);
     (io.injected_at_ms, io.healed_at_ms.expect("the io fault healed"))
 }
 
-/// The number after `word` in the fault's detail: "... fsync 345".
-fn count_after(detail: &str, word: &str) -> u64 {
-    let after = detail.rsplit(&format!("{word} ")).next().expect("the word is in the detail");
-    after.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().expect("a count")
-}
-
 fn io_detail(t: &TrialReport) -> &str {
-    &t.faults.iter().find(|f| f.kind == "io").expect("an io fault").detail
+    &io_fault(t).detail
 }
 
 /// demo-kv fails every write whose fsync failed; the power loss in the
@@ -59,7 +53,7 @@ fn an_fsync_error_is_never_an_acknowledgement_and_a_power_loss_in_it_takes_nothi
     for (i, t) in r.trials().iter().enumerate() {
         let (injected, healed) = io_window(t);
         let detail = io_detail(t);
-        let failed_fsyncs = count_after(detail, "fsync");
+        let failed_fsyncs = io_count(t, "fsync");
         assert!(failed_fsyncs > 0 && detail.contains("with EIO"), "trial {i}: {detail}");
         let writes = writes(&r, i as u64);
         let inside = |w: &&Write| w.invoked > injected && w.completed < healed;
@@ -113,7 +107,7 @@ fn a_full_disk_fails_every_growing_write_while_it_lasts_and_writes_resume_after(
         let (injected, healed) = io_window(t);
         let detail = io_detail(t);
         assert!(detail.contains("disk full: ENOSPC past"), "{detail}");
-        let refused = count_after(detail, "write");
+        let refused = io_count(t, "write");
         let writes = writes(&r, i as u64);
         let failed = writes.iter().filter(|w| !w.ok).count() as u64;
         // Each failed write is one refused append: the counts agree.
@@ -139,7 +133,7 @@ fn a_delayed_fsync_slows_every_write_that_waits_for_it() {
     let t = &r.trials()[0];
     let (injected, healed) = io_window(t);
     let detail = io_detail(t);
-    let delayed = count_after(detail, "fsync");
+    let delayed = io_count(t, "fsync");
     let waited: f64 = detail.split("by ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
     assert!(delayed > 5 && waited >= 20.0 * delayed as f64 && waited <= 25.0 * delayed as f64, "{detail}");
     let writes = writes(&r, 0);

@@ -83,6 +83,29 @@ fn acked_by_the_dead(events: &[Value]) -> (usize, usize) {
     (sent.len(), acked)
 }
 
+/// "fsyncgate": a failed fsync of a data file during a checkpoint makes
+/// PostgreSQL PANIC (data_sync_retry = off) and recover from the WAL, whose
+/// own fsyncs never failed: no commit lost, the sequences whole.
+#[test]
+fn an_fsync_error_on_a_data_file_panics_and_wal_replay_loses_no_commit() {
+    let _serial = common::serial();
+    if !postgres_available() || !common::fuse_available() {
+        return;
+    }
+    let r = pack("fsync-eio-checkpoint", "2");
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    for (i, t) in r.trials().iter().enumerate() {
+        let failed = common::io_count(t, "fsync");
+        assert!(failed >= 1, "trial {i}: {}", common::io_fault(t).detail);
+        let log = std::fs::read_to_string(r.dir.join(format!("trial-{i:03}/logs/pg.1.log"))).unwrap();
+        assert!(log.contains("PANIC:  could not fsync file \"base/"), "trial {i}: no PANIC in\n{log}");
+        assert!(log.contains("redo done at"), "trial {i}: no WAL replay in\n{log}");
+        assert_eq!(t.rpo.lost_acked, Some(0), "trial {i}");
+        common::assert_the_workload_ran("fsync-eio-checkpoint", t);
+        assert!(steps(t).iter().filter(|s| s.action == "check").all(|s| s.ok), "trial {i}: {:?}", steps(t));
+    }
+}
+
 #[test]
 fn a_gap_in_a_stream_fails_the_invariant() {
     if !postgres_available() {

@@ -143,3 +143,51 @@ fn a_damaged_aof_is_refused_and_redis_check_aof_recovers_a_prefix() {
         assert!(lost_before <= 8, "trial {i}: {lost_before} lost writes were acknowledged before a kept one");
     }
 }
+
+/// AOF writes failing with EIO (appendfsync everysec): Redis refuses writes
+/// ("MISCONF Errors writing to the AOF file"), and PING with them, instead
+/// of acknowledging them; it loses nothing and takes writes again after
+/// the heal.
+#[test]
+fn an_aof_write_error_refuses_writes_loses_nothing_and_writes_resume_after_the_heal() {
+    if !redis_available() || !fuse_available() {
+        return;
+    }
+    let r = pack("aof-write-error");
+    passes(&r);
+    for (i, t) in r.trials().iter().enumerate() {
+        let io = common::io_fault(t);
+        let (injected, healed) = (io.injected_at_ms, io.healed_at_ms.unwrap());
+        assert!(common::io_count(t, "write") > 0, "trial {i}: {}", io.detail);
+        assert_eq!(lost(t), 0, "trial {i}");
+        let events = r.history(i as u64);
+        let refused: Vec<&serde_json::Value> = events
+            .iter()
+            .filter(|e| e["event"] == "complete" && e["outcome"] == "fail")
+            .filter(|e| e["error"].as_str().unwrap_or("").contains("Errors writing to the AOF file"))
+            .collect();
+        assert!(!refused.is_empty(), "trial {i}: no write refused with MISCONF");
+        let t_ms = |e: &serde_json::Value| e["t_ms"].as_f64().unwrap();
+        assert!(refused.iter().all(|e| t_ms(e) > injected), "trial {i}: refused before the fault");
+        // Once the first AOF write failed, every write until the heal is
+        // refused: none sent after the first refusal and answered before
+        // the heal was acknowledged.
+        let first_refusal = refused.iter().map(|e| t_ms(e)).fold(f64::INFINITY, f64::min);
+        let invokes: HashMap<u64, f64> =
+            events.iter().filter(|e| e["event"] == "invoke").map(|e| (e["op"].as_u64().unwrap(), t_ms(e))).collect();
+        let acked_inside = events
+            .iter()
+            .filter(|e| e["event"] == "complete" && e["outcome"] == "ok" && t_ms(e) < healed)
+            .filter(|e| invokes[&e["op"].as_u64().unwrap()] > first_refusal)
+            .count();
+        assert_eq!(acked_inside, 0, "trial {i}: writes acknowledged while the AOF could not be written");
+        let acked_after = events
+            .iter()
+            .filter(|e| e["event"] == "complete" && e["outcome"] == "ok" && t_ms(e) > healed + 200.0)
+            .count();
+        assert!(acked_after > 0, "trial {i}: no write acked after the heal");
+        // The probe's PING is refused too: the outage is as long as the fault.
+        let rto = io.rto_ms.expect("recovered");
+        assert!(rto >= healed - injected, "trial {i}: rto {rto} ms, fault {} ms", healed - injected);
+    }
+}

@@ -268,3 +268,17 @@ fn every_shipped_scenario_is_valid_against_the_json_schema() {
     }
     assert!(invalid.is_empty(), "{} scenario(s) the schema rejects:\n{}", invalid.len(), invalid.join("\n"));
 }
+
+#[test]
+fn io_faults_are_checked_key_by_key_with_suggestions() {
+    let name = "io_mistakes.toml";
+    let e = invalid(name);
+    assert_line(&e, name, "10:9", "unknown errno `EIOO` in [[fault]] #1, did you mean `EIO`?");
+    assert_line(&e, name, "11:7", "unknown operation `fsyn` in `ops` of [[fault]] #1, did you mean `fsync`?");
+    assert_line(&e, name, "18:9", "`errno` and `delay` in [[fault]] #2: an `io` fault does one");
+    assert_line(&e, name, "24:8", "`path` in [[fault]] #3 must be a path relative to the target's data dir");
+    assert_line(&e, name, "26:9", "`every` does not apply to a disk-full `io` fault in [[fault]] #3");
+    assert_line(&e, name, "33:15", "`probability` in [[fault]] #4 must be a number above 0 and at most 1");
+    assert_line(&e, name, "36:1", "an `io` fault in [[fault]] #5 needs what it does: errno = \"EIO\"");
+    assert!(e.contains("7 error(s); nothing was started"), "{e}");
+}
