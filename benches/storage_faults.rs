@@ -3,8 +3,10 @@
 //!
 //! 1. demo-kv write latency (one client, closed loop) with its data dir on
 //!    the lose-unsynced FUSE layer, against the bare file system;
-//! 2. write + fdatasync throughput of 4 KiB records through the layer,
-//!    against the bare file system;
+//! 2. write + fdatasync, and plain write, throughput of 4 KiB records
+//!    through the layer, and through the layer with an `io` fault armed
+//!    that matches no operation (every operation pays its check), against
+//!    the bare file system;
 //! 3. time to corrupt and to restore a 1 GiB file (one bit flipped, 1 MiB
 //!    zeroed), against copying the whole file.
 //!
@@ -23,9 +25,10 @@ use std::time::{Duration, Instant};
 
 use crashlab::demo::protocol::Client;
 use crashlab::fault::corrupt::corrupt_file;
+use crashlab::fault::io_rules::Armed;
 use crashlab::fault::layer::StorageLayer;
 use crashlab::journal::Journal;
-use crashlab::scenario::{CorruptMode, Offset};
+use crashlab::scenario::{CorruptMode, IoAction, IoPlan, IoTrigger, Offset};
 use rand::SeedableRng;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -81,12 +84,49 @@ fn fsync_rate(dir: &Path, duration: Duration) -> f64 {
     rate
 }
 
+/// Ops/s of a loop of file operations in a directory, for a duration.
+type Rate = fn(&Path, Duration) -> f64;
+
+/// 4 KiB writes (no sync) for `duration`, over a 64 MiB file; returns ops/s.
+fn write_rate(dir: &Path, duration: Duration) -> f64 {
+    let path = dir.join("write.bench");
+    let file = OpenOptions::new().create(true).truncate(true).write(true).open(&path).unwrap();
+    let block = vec![0x5a; 4096];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < duration {
+        file.write_all_at(&block, (n % 16384) * 4096).unwrap();
+        n += 1;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    drop(file);
+    std::fs::remove_file(path).unwrap();
+    rate
+}
+
 fn with_layer<T>(f: impl FnOnce(&Path) -> T) -> T {
+    with_layer_armed(false, f)
+}
+
+/// Through the layer; with `armed`, an `io` fault is in that fails EIO on
+/// every operation of a path that never comes: the cost of the check alone.
+fn with_layer_armed<T>(armed: bool, f: impl FnOnce(&Path) -> T) -> T {
     let root = tempfile::tempdir_in(".").unwrap();
     let dir = root.path().join("data");
     std::fs::create_dir(&dir).unwrap();
     let journal = Arc::new(Journal::create(root.path()).unwrap());
     let layer = StorageLayer::mount(&dir.canonicalize().unwrap(), 0, "bench", journal).unwrap();
+    if armed {
+        let plan = IoPlan {
+            path: "never/**".into(),
+            ops: vec![],
+            action: IoAction::Errno(nix::libc::EIO),
+            trigger: IoTrigger::Always,
+            duration: None,
+        };
+        let rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        layer.rules().arm(Arc::new(Armed::new(&plan, rng, 0)));
+    }
     let out = f(&dir);
     layer.unmount().expect("the layer unmounts");
     out
@@ -124,16 +164,27 @@ fn layer_figures() {
             f99 / b99
         );
     }
-    let (mut bare_rates, mut fuse_rates) = (vec![], vec![]);
-    for round in 0..3 {
-        let b = bare(|d| fsync_rate(d, Duration::from_secs(2)));
-        let l = with_layer(|d| fsync_rate(d, Duration::from_secs(2)));
-        println!("write+fdatasync 4 KiB round {round}: bare {b:.0}/s, FUSE {l:.0}/s");
-        bare_rates.push(b);
-        fuse_rates.push(l);
+    let rates: [(&str, Rate); 2] = [("write+fdatasync", fsync_rate), ("write", write_rate)];
+    for (name, rate) in rates {
+        let (mut bare_rates, mut fuse_rates, mut armed_rates) = (vec![], vec![], vec![]);
+        for round in 0..3 {
+            let b = bare(|d| rate(d, Duration::from_secs(2)));
+            let l = with_layer(|d| rate(d, Duration::from_secs(2)));
+            let a = with_layer_armed(true, |d| rate(d, Duration::from_secs(2)));
+            println!("{name} 4 KiB round {round}: bare {b:.0}/s, FUSE {l:.0}/s, FUSE + io fault armed {a:.0}/s");
+            bare_rates.push(b);
+            fuse_rates.push(l);
+            armed_rates.push(a);
+        }
+        let (b, l, a) = (median(bare_rates), median(fuse_rates), median(armed_rates));
+        println!(
+            "{name} 4 KiB median: bare {b:.0}/s, FUSE {l:.0}/s (x{:.3} of bare), armed {a:.0}/s (x{:.3} of bare, \
+             x{:.3} of FUSE)",
+            l / b,
+            a / b,
+            a / l
+        );
     }
-    let (b, l) = (median(bare_rates), median(fuse_rates));
-    println!("write+fdatasync 4 KiB median: bare {b:.0}/s, FUSE {l:.0}/s, ratio {:.3}", l / b);
 }
 
 fn big_file_figures() {

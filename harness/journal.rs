@@ -123,6 +123,14 @@ pub enum Entry {
         namespace: String,
         rule: Vec<String>,
     },
+    /// A netem qdisc on a target's link, journaled before it is added;
+    /// like the rules, it vanishes with the namespace.
+    NetemQdisc {
+        trial: u32,
+        fault: usize,
+        namespace: String,
+        link: String,
+    },
     /// The harness finished its own teardown.
     Finished,
 }

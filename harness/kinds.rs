@@ -43,6 +43,7 @@ pub enum FaultName {
     Disconnect,
     Command,
     Io,
+    Packet,
 }
 
 impl FaultName {

@@ -50,6 +50,8 @@ pub struct Member {
     pub target: String,
     pub namespace: String,
     pub address: Ipv4Addr,
+    /// Its end of the veth to the hub, inside its namespace.
+    pub link: String,
 }
 
 /// A namespaces network; destroyed when dropped, so that no early return
@@ -104,6 +106,7 @@ impl Network {
                 target: t.to_string(),
                 namespace: format!("cl{id}-{t}"),
                 address: Ipv4Addr::new(10, 213, x, 10 + i as u8),
+                link: format!("cl{id}v{i}"),
             })
             .collect();
         let names = NetworkNames {
@@ -171,6 +174,28 @@ impl Network {
         let mut args = vec!["ip", "netns", "exec", namespace, "iptables", "-w", op];
         args.extend(rule.iter().map(String::as_str));
         run(&args)
+    }
+
+    /// Runs `tc ARGS` in a namespace (a netem qdisc on its link).
+    pub fn tc(&self, namespace: &str, args: &[&str]) -> Result<(), NetworkError> {
+        let mut all = vec!["ip", "netns", "exec", namespace, "tc"];
+        all.extend(args);
+        run(&all)
+    }
+
+    /// Whether this kernel has netem: a netem qdisc is added to, then
+    /// removed from, the loopback of the hub's namespace (nothing else
+    /// goes through it).
+    pub fn has_netem(&self) -> Result<(), NetworkError> {
+        let hub = &self.names.namespaces[0];
+        self.tc(hub, &["qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"]).map_err(|e| NetworkError {
+            command: e.command,
+            detail: format!(
+                "{} (delay, duplicate, corrupt and reorder need the kernel's netem, sch_netem; loss works without it)",
+                e.detail
+            ),
+        })?;
+        self.tc(hub, &["qdisc", "del", "dev", "lo", "root"])
     }
 
     /// Deletes the namespaces (with their links and rules) and the host

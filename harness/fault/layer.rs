@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::io::IoRules;
+use super::io_rules::IoRules;
 use super::passthrough::{Ledger, Passthrough};
 use crate::journal::{Entry, Journal};
 

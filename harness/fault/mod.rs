@@ -7,8 +7,10 @@
 
 pub mod corrupt;
 pub mod io;
+pub mod io_rules;
 pub mod layer;
 mod link;
+mod packet;
 mod partition;
 mod passthrough;
 mod process;
@@ -188,6 +190,10 @@ pub fn build(kind: &FaultKind, resources: &dyn Resources, target: &str) -> Resul
             direction: *direction,
             toxic: *toxic,
             proxy: resources.proxy(proxy).ok_or_else(|| missing("the fault's proxy is not running"))?,
+        }),
+        FaultKind::Packet(plan) => Box::new(packet::Packet {
+            plan: plan.clone(),
+            network: resources.network().ok_or_else(|| missing("the targets are not in network namespaces"))?,
         }),
         FaultKind::Partition(plan) => Box::new(partition::Partition {
             plan: plan.clone(),

@@ -25,7 +25,7 @@ use crate::reports::{RunReport, TrialReport};
 use crate::run_dir;
 pub use crate::run_dir::new_run_dir;
 pub use crate::run_dir::{HISTORY_FILE, REPORT_FILE, RUNS_DIR, SCENARIO_FILE};
-use crate::scenario::{NetworkPlan, Plan};
+use crate::scenario::{FaultKind, NetworkPlan, Plan};
 use containers::Containers;
 use env::TrialEnv;
 
@@ -147,7 +147,12 @@ pub fn run(
         NetworkPlan::Host => None,
         NetworkPlan::Namespaces => {
             let names: Vec<&str> = plan.targets.iter().map(|t| t.name.as_str()).collect();
-            match Network::create(&names, &journal) {
+            let needs_netem = plan.faults.iter().any(|f| matches!(&f.kind, FaultKind::Packet(p) if p.netem.is_some()));
+            // A kernel without netem refuses such a fault before any trial.
+            let created =
+                Network::create(&names, &journal)
+                    .and_then(|n| if needs_netem { n.has_netem().map(|()| n) } else { Ok(n) });
+            match created {
                 Ok(n) => Some(Arc::new(n)),
                 Err(e) => {
                     return Ok(stopped_before_any_trial(

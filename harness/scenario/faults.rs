@@ -47,6 +47,11 @@ pub const FAULT_KEYS: &[&str] = &[
     "disk_full",
     "every",
     "probability",
+    "peers",
+    "loss",
+    "duplicate",
+    "corrupt",
+    "reorder",
 ];
 pub const FAULT_KINDS: &[&str] = <FaultName as strum::VariantNames>::VARIANTS;
 pub const CORRUPT_MODES: &[&str] = <CorruptModeName as strum::VariantNames>::VARIANTS;
@@ -79,6 +84,7 @@ fn applicable(kind: FaultName, mode: Option<&str>) -> &'static [&'static str] {
         (Disconnect, _) => &["duration"],
         (Command, _) => &["command"],
         (Io, _) => &["path", "ops", "errno", "delay", "jitter", "disk_full", "every", "probability", "duration"],
+        (Packet, _) => super::packet::PACKET_KEYS,
     }
 }
 
@@ -143,6 +149,7 @@ pub fn compile_fault(
         | FaultName::Timeout
         | FaultName::Slice
         | FaultName::LimitData => (link_fault(kind_name, proxy, f, d)?, target?),
+        FaultName::Packet => (FaultKind::Packet(super::packet::packet_plan(f, targets, network, d)?), target?),
         FaultName::Kill
         | FaultName::Pause
         | FaultName::Restart
@@ -192,6 +199,7 @@ fn chosen_fault(
     let stand_in = TargetRef { index: 0, name: targets.first()?.to_string() };
     let kind = match kind {
         FaultName::Kill | FaultName::Pause | FaultName::Restart => target_fault(kind, f, d)?,
+        FaultName::Packet => FaultKind::Packet(super::packet::packet_plan(f, targets, network, d)?),
         FaultName::Partition => {
             if network != NetworkPlan::Namespaces {
                 d.error(f.span.clone(), format!("a `partition` in {} needs [network] kind = \"namespaces\"", f.what));
@@ -213,7 +221,7 @@ fn chosen_fault(
                 span,
                 format!(
                     "a `{other}` fault cannot have its target chosen at run time; `{key} = {{ command = [...] }}` is \
-                     for kill, pause, restart and partition (isolate)"
+                     for kill, pause, restart, packet and partition (isolate)"
                 ),
             );
             return None;
@@ -452,19 +460,6 @@ pub fn signal_at(f: &Fields, key: &str, default: Signal, d: &mut Diagnostics) ->
     parsed
 }
 
-/// A path inside the data dir: relative, and never climbing out of it.
-pub(super) fn data_path(f: &Fields, key: &str, expected: &str, d: &mut Diagnostics) -> Option<String> {
-    let (path, span) = f.required_str(key, expected, d)?;
-    let climbs = std::path::Path::new(path).components().any(|c| {
-        matches!(c, std::path::Component::ParentDir | std::path::Component::RootDir | std::path::Component::Prefix(_))
-    });
-    if climbs || path.is_empty() {
-        d.error(span, format!("`{key}` in {} must be a path relative to the target's data dir, without `..`", f.what));
-        return None;
-    }
-    Some(path.to_string())
-}
-
 fn offset(f: &Fields, d: &mut Diagnostics) -> Option<Offset> {
     match f.get("offset") {
         None => Some(Offset::Seeded),
@@ -477,7 +472,7 @@ fn offset(f: &Fields, d: &mut Diagnostics) -> Option<Offset> {
 }
 
 fn corrupt(f: &Fields, d: &mut Diagnostics) -> Option<CorruptPlan> {
-    let path = data_path(f, "path", "a file (or glob) relative to the target's data dir, e.g. \"wal.log\"", d);
+    let path = f.data_path("path", "a file (or glob) relative to the target's data dir, e.g. \"wal.log\"", d);
     if let Some(p) = &path {
         if let Err(e) = glob::Pattern::new(p) {
             d.error(f.get("path").map_or(f.span.clone(), |v| v.span()), format!("`path` in {}: {e}", f.what));
@@ -525,7 +520,7 @@ fn corrupt(f: &Fields, d: &mut Diagnostics) -> Option<CorruptPlan> {
 fn stale_lock(f: &Fields, d: &mut Diagnostics) -> Option<StaleLockPlan> {
     let (variant, _) = f.required_choice("variant", "stale-lock variant", STALE_LOCK_VARIANTS, d)?;
     let variant: StaleLockVariantName = variant.parse().expect("one of STALE_LOCK_VARIANTS");
-    let path = data_path(f, "path", "the lock or pid file, relative to the data dir, e.g. \"LOCK\"", d);
+    let path = f.data_path("path", "the lock or pid file, relative to the data dir, e.g. \"LOCK\"", d);
     let lock = match f.choice("lock", "lock kind", &["flock", "fcntl"], d) {
         Some(("fcntl", _)) => LockKind::Fcntl,
         _ => LockKind::Flock,

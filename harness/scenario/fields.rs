@@ -185,6 +185,25 @@ impl<'a, 'i> Fields<'a, 'i> {
         }
     }
 
+    /// A path inside the data dir: relative, and never climbing out of it.
+    pub fn data_path(&self, key: &str, expected: &str, d: &mut Diagnostics) -> Option<String> {
+        let (path, span) = self.required_str(key, expected, d)?;
+        let climbs = std::path::Path::new(path).components().any(|c| {
+            matches!(
+                c,
+                std::path::Component::ParentDir | std::path::Component::RootDir | std::path::Component::Prefix(_)
+            )
+        });
+        if climbs || path.is_empty() {
+            d.error(
+                span,
+                format!("`{key}` in {} must be a path relative to the target's data dir, without `..`", self.what),
+            );
+            return None;
+        }
+        Some(path.to_string())
+    }
+
     /// An array of strings, e.g. a command line.
     pub fn str_array(&self, key: &str, d: &mut Diagnostics) -> Option<(Vec<String>, Span)> {
         let value = self.get(key)?;

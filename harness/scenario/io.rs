@@ -11,7 +11,7 @@ use super::plan::{DiskLimit, IoAction, IoOp, IoPlan, IoTrigger};
 pub fn io_plan(f: &Fields, d: &mut Diagnostics) -> Option<IoPlan> {
     // Every key is checked, so that every mistake is reported at once.
     let path = match f.get("path") {
-        Some(value) => super::faults::data_path(f, "path", "a glob relative to the data dir", d).and_then(|path| {
+        Some(value) => f.data_path("path", "a glob relative to the data dir", d).and_then(|path| {
             glob::Pattern::new(&path)
                 .map_err(|e| d.error(value.span(), format!("`path` in {}: not a glob: {e}", f.what)))
                 .ok()

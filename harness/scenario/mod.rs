@@ -9,6 +9,7 @@ pub mod expect;
 pub mod faults;
 mod fields;
 pub mod io;
+mod packet;
 pub mod plan;
 mod recover;
 pub mod schema;

@@ -456,6 +456,9 @@ pub enum FaultKind {
     /// Errors, delays or a full disk on the operations the target makes in
     /// its data dir, through the storage layer (FUSE).
     Io(IoPlan),
+    /// Packets of a target's namespace lost (iptables `statistic`), or
+    /// delayed, duplicated, corrupted, reordered (netem), for `duration`.
+    Packet(PacketPlan),
 }
 
 /// Which of a target's processes a signal reaches.
@@ -506,6 +509,43 @@ pub struct PartitionPlan {
     pub duration: Duration,
 }
 
+/// A `packet` fault on one target's namespace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PacketPlan {
+    /// The targets whose packets to and from it are hit; empty: every
+    /// address of the network (the harness's probes and workload too).
+    pub peers: Vec<String>,
+    pub direction: PacketDirection,
+    /// iptables `statistic --mode random`: each packet dropped with this
+    /// probability.
+    pub loss: Option<f64>,
+    /// What only the kernel's netem can do, on what the target sends.
+    pub netem: Option<Netem>,
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr, strum::VariantNames)]
+#[strum(serialize_all = "kebab-case")]
+pub enum PacketDirection {
+    /// What the target receives and sends.
+    Both,
+    /// What it receives.
+    In,
+    /// What it sends.
+    Out,
+}
+
+/// netem's parameters: a delay (with jitter, which reorders), and the
+/// probabilities of duplication, corruption and reordering.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Netem {
+    pub delay: Duration,
+    pub jitter: Duration,
+    pub duplicate: f64,
+    pub corrupt: f64,
+    pub reorder: f64,
+}
+
 /// What a link fault does to the connections through a proxy.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Toxic {
@@ -550,6 +590,7 @@ impl FaultKind {
             FaultKind::Disconnect { .. } => FaultName::Disconnect,
             FaultKind::Command { .. } => FaultName::Command,
             FaultKind::Io(_) => FaultName::Io,
+            FaultKind::Packet(_) => FaultName::Packet,
         }
     }
 
@@ -563,6 +604,7 @@ impl FaultKind {
             FaultKind::Partition(p) => Some(p.duration),
             FaultKind::Disconnect { duration } => Some(*duration),
             FaultKind::Io(plan) => plan.duration,
+            FaultKind::Packet(plan) => Some(plan.duration),
             _ => None,
         }
     }

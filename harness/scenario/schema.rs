@@ -16,6 +16,14 @@ fn with_condition(mut schema: Value, condition: Value, then: Value, otherwise: V
     schema
 }
 
+/// The properties of `a` and `b` in one object.
+fn merged(mut a: Value, b: Value) -> Value {
+    if let (Some(a), Value::Object(b)) = (a.as_object_mut(), b) {
+        a.extend(b);
+    }
+    a
+}
+
 fn object(keys: &[&str], props: Value, required: &[&str]) -> Value {
     let props = props.as_object().cloned().unwrap_or_default();
     debug_assert!(keys.iter().all(|k| props.contains_key(*k)), "a key lacks a schema");
@@ -137,49 +145,61 @@ pub fn schema() -> Value {
         }),
         &["kind", "target", "duration"],
     );
-    // kill, pause, restart: a target's name, or a command that prints it
+    // kill, pause, restart, packet: a target's name, or a command that prints it
     // when the fault is due.
     let chooser = json!({ "type": "object", "additionalProperties": false, "required": ["command"],
         "properties": { "command": command("prints the name of the target, e.g. the member that leads now") } });
     let chosen = json!({ "oneOf": [ { "type": "string" }, chooser.clone() ] });
-    let fault = object(
-        FAULT_KEYS,
-        json!({
-            "kind": { "enum": FAULT_KINDS },
-            "target": chosen.clone(),
-            "at": { "type": "string", "pattern": TIME, "description": "a time (2s) or a range drawn with the trial's seed (2s..4s), from the start of the workload" },
-            "signal": { "type": "string", "description": "kill: the signal, default SIGKILL" },
-            "scope": { "enum": SignalScope::NAMES, "description": "kill: which processes the signal reaches: main (the main process only), group (its process group), all (every process the target started); default group for a process target, main for a container" },
-            "duration": duration("pause, link faults: how long; stale-lock, io: heal after this long (default: at the end of the trial)"),
-            "path": { "type": "string", "description": "corrupt: a file or glob relative to the data dir; stale-lock: the lock or pid file; io: a glob of the paths it acts on (* within a directory, ** across), default every path" },
-            "mode": { "enum": faults::CORRUPT_MODES, "description": "corrupt: what to do to the file" },
-            "when": { "enum": ["offline", "online"], "description": "corrupt: with the target stopped (default) or running" },
-            "bits": { "type": "integer", "minimum": 1, "description": "bitflip: how many bits, default 1" },
-            "offset": { "description": "bitflip, zero, random: where; bytes, \"50%\" of the file, or \"seeded\" (default)", "oneOf": [ { "type": "integer", "minimum": 0 }, { "type": "string" } ] },
-            "length": { "description": "zero, random, swap: bytes (4096, \"1MiB\"), default 4096", "oneOf": [ { "type": "integer", "minimum": 1 }, { "type": "string" } ] },
-            "to": { "description": "truncate: the new length, bytes or \"50%\"", "oneOf": [ { "type": "integer", "minimum": 0 }, { "type": "string" } ] },
-            "bytes": { "description": "torn-tail: how many bytes to cut, default seeded 1..512; limit-data: close after this many bytes", "oneOf": [ { "type": "integer", "minimum": 0 }, { "type": "string" } ] },
-            "variant": { "enum": faults::STALE_LOCK_VARIANTS, "description": "stale-lock: leftover (names a dead pid), held (a surviving child keeps the lock), pid-reused (names a live unrelated process)" },
-            "lock": { "enum": ["flock", "fcntl"], "description": "stale-lock held: the lock kind, default flock" },
-            "setup": { "type": "boolean", "description": "only sets up a condition for the faults after it: no RTO of its own; the trial's RTO and TTD are the other faults'" },
-            "user": { "type": "string", "description": "stale-lock held, pid-reused: the user the holder or the unrelated live process runs as (default: the harness's)" },
-            "torn": { "type": "boolean", "description": "lose-unsynced: keep a seeded prefix of the last unsynced write" },
-            "proxy": { "type": "string", "description": "link faults (blackhole, refuse, reset, latency, bandwidth, slow-close, timeout, slice, limit-data): the [proxy.<name>]" },
-            "direction": { "enum": ["both", "up", "down"], "description": "link faults: up = client to target, down = target to client; default both" },
-            "delay": duration("latency: per chunk; slow-close, timeout: how long; slice: between pieces; io: per operation"),
-            "jitter": duration("latency: uniform ± around the delay, default 0; io: up to this much more per operation (seeded)"),
-            "rate": { "description": "bandwidth: bytes per second (\"100KB/s\")", "oneOf": [ { "type": "integer", "minimum": 1 }, { "type": "string" } ] },
-            "size": { "description": "slice: bytes per piece", "oneOf": [ { "type": "integer", "minimum": 1 }, { "type": "string" } ] },
-            "isolate": { "description": "partition: the target cut off from every other address, or a command that names it when the fault is due", "oneOf": [ { "type": "string" }, chooser.clone() ] },
-            "groups": { "type": "array", "items": { "type": "array", "items": { "type": "string" } }, "minItems": 2, "maxItems": 2, "description": "partition: two groups of targets that cannot reach each other" },
-            "one_way": { "type": "boolean", "description": "partition with groups: only what the first group sends to the second is dropped" },
-            "command": command("command: the disaster as a command run against the target (must exit 0)"),
+    // The io and packet keys: one json! of every key would pass the
+    // macro's recursion limit.
+    let io_and_packet = json!({
             "ops": { "type": "array", "items": { "enum": IoOp::NAMES }, "minItems": 1, "description": "io: the operations it acts on, default all" },
             "errno": { "type": "string", "pattern": "^E[A-Z0-9]+$", "description": "io: the operations fail with this error (EIO, ENOSPC, EDQUOT, EROFS, ...)" },
             "disk_full": { "description": "io: ENOSPC on growth past this size of the data dir (\"64MiB\"), or past its size at injection plus this (\"+1MiB\", \"+0\")", "oneOf": [ { "type": "integer", "minimum": 0 }, { "type": "string" } ] },
             "every": { "type": "integer", "minimum": 1, "description": "io errno, delay: only every Nth matching operation" },
             "probability": { "type": "number", "exclusiveMinimum": 0, "maximum": 1, "description": "io errno, delay: each matching operation with this probability, drawn from the trial's seed" },
-        }),
+            "peers": { "type": "array", "items": { "type": "string" }, "description": "packet: the targets whose packets to and from the target are hit, default every address of the network" },
+            "loss": { "type": "number", "exclusiveMinimum": 0, "maximum": 1, "description": "packet: each packet dropped with this probability (iptables statistic)" },
+            "duplicate": { "type": "number", "exclusiveMinimum": 0, "maximum": 1, "description": "packet (netem): share of what the target sends that is duplicated" },
+            "corrupt": { "type": "number", "exclusiveMinimum": 0, "maximum": 1, "description": "packet (netem): share of what the target sends that is corrupted" },
+            "reorder": { "type": "number", "exclusiveMinimum": 0, "maximum": 1, "description": "packet (netem): share of what the target sends that is sent at once, ahead of delayed packets" },
+    });
+    let fault = object(
+        FAULT_KEYS,
+        merged(
+            json!({
+                "kind": { "enum": FAULT_KINDS },
+                "target": chosen.clone(),
+                "at": { "type": "string", "pattern": TIME, "description": "a time (2s) or a range drawn with the trial's seed (2s..4s), from the start of the workload" },
+                "signal": { "type": "string", "description": "kill: the signal, default SIGKILL" },
+                "scope": { "enum": SignalScope::NAMES, "description": "kill: which processes the signal reaches: main (the main process only), group (its process group), all (every process the target started); default group for a process target, main for a container" },
+                "duration": duration("pause, link faults, packet: how long; stale-lock, io: heal after this long (default: at the end of the trial)"),
+                "path": { "type": "string", "description": "corrupt: a file or glob relative to the data dir; stale-lock: the lock or pid file; io: a glob of the paths it acts on (* within a directory, ** across), default every path" },
+                "mode": { "enum": faults::CORRUPT_MODES, "description": "corrupt: what to do to the file" },
+                "when": { "enum": ["offline", "online"], "description": "corrupt: with the target stopped (default) or running" },
+                "bits": { "type": "integer", "minimum": 1, "description": "bitflip: how many bits, default 1" },
+                "offset": { "description": "bitflip, zero, random: where; bytes, \"50%\" of the file, or \"seeded\" (default)", "oneOf": [ { "type": "integer", "minimum": 0 }, { "type": "string" } ] },
+                "length": { "description": "zero, random, swap: bytes (4096, \"1MiB\"), default 4096", "oneOf": [ { "type": "integer", "minimum": 1 }, { "type": "string" } ] },
+                "to": { "description": "truncate: the new length, bytes or \"50%\"", "oneOf": [ { "type": "integer", "minimum": 0 }, { "type": "string" } ] },
+                "bytes": { "description": "torn-tail: how many bytes to cut, default seeded 1..512; limit-data: close after this many bytes", "oneOf": [ { "type": "integer", "minimum": 0 }, { "type": "string" } ] },
+                "variant": { "enum": faults::STALE_LOCK_VARIANTS, "description": "stale-lock: leftover (names a dead pid), held (a surviving child keeps the lock), pid-reused (names a live unrelated process)" },
+                "lock": { "enum": ["flock", "fcntl"], "description": "stale-lock held: the lock kind, default flock" },
+                "setup": { "type": "boolean", "description": "only sets up a condition for the faults after it: no RTO of its own; the trial's RTO and TTD are the other faults'" },
+                "user": { "type": "string", "description": "stale-lock held, pid-reused: the user the holder or the unrelated live process runs as (default: the harness's)" },
+                "torn": { "type": "boolean", "description": "lose-unsynced: keep a seeded prefix of the last unsynced write" },
+                "proxy": { "type": "string", "description": "link faults (blackhole, refuse, reset, latency, bandwidth, slow-close, timeout, slice, limit-data): the [proxy.<name>]" },
+                "direction": { "enum": ["both", "up", "down", "in", "out"], "description": "link faults: up = client to target, down = target to client; packet: in (what the target receives), out (what it sends); default both" },
+                "delay": duration("latency: per chunk; slow-close, timeout: how long; slice: between pieces; io: per operation; packet (netem): per packet sent"),
+                "jitter": duration("latency: uniform ± around the delay, default 0; io: up to this much more per operation (seeded)"),
+                "rate": { "description": "bandwidth: bytes per second (\"100KB/s\")", "oneOf": [ { "type": "integer", "minimum": 1 }, { "type": "string" } ] },
+                "size": { "description": "slice: bytes per piece", "oneOf": [ { "type": "integer", "minimum": 1 }, { "type": "string" } ] },
+                "isolate": { "description": "partition: the target cut off from every other address, or a command that names it when the fault is due", "oneOf": [ { "type": "string" }, chooser.clone() ] },
+                "groups": { "type": "array", "items": { "type": "array", "items": { "type": "string" } }, "minItems": 2, "maxItems": 2, "description": "partition: two groups of targets that cannot reach each other" },
+                "one_way": { "type": "boolean", "description": "partition with groups: only what the first group sends to the second is dropped" },
+                "command": command("command: the disaster as a command run against the target (must exit 0)"),
+            }),
+            io_and_packet,
+        ),
         &["kind", "at"],
     );
     // A link fault names a proxy (its target is the one behind it), a

@@ -213,4 +213,80 @@ at = "2s"
         assert!(gone(&namespaces, &link), "cleanup removed the namespaces and the link");
         assert_eq!(ruleset(), before);
     }
+
+    /// Half of what b receives is dropped by the `packet` fault's rule:
+    /// counted by the kernel, the rule's drops are half of all that came.
+    #[test]
+    fn a_packet_loss_drops_the_share_it_says_of_what_the_target_receives() {
+        let _serial = crate::common::serial();
+        if !common::netns_available() {
+            return;
+        }
+        let before = ruleset();
+        let tmp = tempfile::tempdir().unwrap();
+        let lossy = SCENARIO.replace("target = \"a\"\nrate = 50", "target = \"b\"\nrate = 200").replace(
+            "kind = \"partition\"\nisolate = \"b\"",
+            "kind = \"packet\"\ntarget = \"b\"\nloss = 0.5\ndirection = \"in\"",
+        );
+        assert!(lossy.contains("loss = 0.5") && lossy.contains("rate = 200"));
+        let scenario = common::write_scenario(tmp.path(), "loss.toml", &lossy);
+        let dir = tmp.path().join("run");
+        let mut harness = common::spawn_run(&scenario, &dir);
+        wait_for(&dir, "partition_rule", 1);
+        std::thread::sleep(Duration::from_millis(200));
+        let (namespaces, link) = names(&dir);
+        let b = namespaces.iter().find(|n| n.ends_with("-b")).unwrap().clone();
+        // What reached b's link (the interface counts before iptables), and
+        // what the rule dropped of it, over 1.5 s of the fault.
+        let counts = || {
+            let stats = text(&["ip", "-n", &b, "-s", "-o", "link", "show"]);
+            let line = stats.lines().find(|l| l.contains("RX:") && !l.contains("LOOPBACK")).expect(&stats);
+            // `RX: bytes packets errors dropped missed mcast \ <bytes> <packets> ...`
+            let rx: u64 = line.split("RX:").nth(1).unwrap().split_whitespace().nth(8).unwrap().parse().unwrap();
+            let listing = text(&["ip", "netns", "exec", &b, "iptables", "-w", "-nvxL", "INPUT"]);
+            let rule = listing.lines().find(|l| l.contains("statistic mode random probability 0.5")).expect(&listing);
+            (rx, rule.split_whitespace().next().unwrap().parse::<u64>().unwrap())
+        };
+        let (rx0, dropped0) = counts();
+        std::thread::sleep(Duration::from_millis(1500));
+        let (rx1, dropped1) = counts();
+        let (came, dropped) = (rx1 - rx0, dropped1 - dropped0);
+        let share = dropped as f64 / came as f64;
+        eprintln!("packet loss 0.5: {dropped} of {came} packets dropped ({share:.3})");
+        assert!(dropped > 200, "only {dropped} packets dropped of {came}");
+        assert!((0.4..=0.6).contains(&share), "{dropped} dropped of {came}: {share:.3}");
+        let status = harness.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "TCP retransmits what was lost: nothing lost");
+        let report = RunReport::from_json(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+        let detail = &report.trials[0].faults[0].detail;
+        assert!(detail.starts_with("50.0% of b's packets from every address"), "{detail}");
+        assert!(gone(&namespaces, &link), "the run's namespaces and link are gone");
+        assert_eq!(ruleset(), before, "the host's ruleset is as before");
+    }
+
+    /// netem is used where the kernel has it, and refused before any trial
+    /// where it does not (this machine's kernel has no sch_netem).
+    #[test]
+    fn a_netem_fault_runs_where_the_kernel_has_netem_and_is_refused_before_any_trial_where_not() {
+        if !common::netns_available() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let delayed = SCENARIO.replace(
+            "kind = \"partition\"\nisolate = \"b\"",
+            "kind = \"packet\"\ntarget = \"b\"\ndelay = \"50ms\"\nreorder = 0.25",
+        );
+        let scenario = common::write_scenario(tmp.path(), "netem.toml", &delayed);
+        let out =
+            common::crashlab().args(["run", "--out"]).arg(tmp.path().join("run")).arg(&scenario).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let has_netem = Command::new("modinfo").arg("sch_netem").output().is_ok_and(|o| o.status.success());
+        if out.status.code() == Some(3) {
+            assert!(stderr.contains("sch_netem"), "the refusal names what is missing: {stderr}");
+            assert!(!has_netem, "refused although modinfo finds sch_netem: {stderr}");
+            assert!(!tmp.path().join("run/trial-000").exists() || !stderr.contains("trial 1/"), "no trial ran");
+        } else {
+            assert_eq!(out.status.code(), Some(0), "{stderr}");
+        }
+    }
 }

@@ -2,7 +2,10 @@
 //! a change must read, check and render the same after it. The fixture under
 //! `tests/fixtures/compat/recorded/` was written by `crashlab run` at 1d25d14
 //! (before the refactor of issue 14): a seeded two-trial run with a backup, a
-//! pause, an offline corruption and a five-step recovery procedure.
+//! pause, an offline corruption and a five-step recovery procedure. Its
+//! report.json and report.html were rendered again by `crashlab analyze`
+//! when a fault's detail came to include what its heal said (issue 16):
+//! the only difference, the corruption's detail.
 
 use crate::common;
 

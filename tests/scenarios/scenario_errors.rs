@@ -282,3 +282,20 @@ fn io_faults_are_checked_key_by_key_with_suggestions() {
     assert_line(&e, name, "36:1", "an `io` fault in [[fault]] #5 needs what it does: errno = \"EIO\"");
     assert!(e.contains("7 error(s); nothing was started"), "{e}");
 }
+
+#[test]
+fn packet_faults_need_namespaces_probabilities_and_known_peers() {
+    let name = "packet_mistakes.toml";
+    let e = invalid(name);
+    assert_line(&e, name, "11:1", "a `packet` fault in [[fault]] #1 needs the targets in namespaces");
+    assert_line(&e, name, "11:1", "missing key `duration` in [[fault]] #1; a `packet` fault heals after it");
+    assert_line(&e, name, "14:8", "`loss` in [[fault]] #1 must be a probability above 0 and at most 1");
+    assert_line(
+        &e,
+        name,
+        "15:9",
+        "`bb` in `peers` of [[fault]] #1 is not a target of this scenario, did you mean `b`?",
+    );
+    assert_line(&e, name, "22:9", "`peers` in [[fault]] #2: netem (delay, duplicate, corrupt, reorder) acts on");
+    assert!(e.contains("6 error(s); nothing was started"), "{e}");
+}
