@@ -135,6 +135,10 @@ pub enum EventKind {
         target: String,
         lines: Vec<String>,
     },
+    /// An `[abort]` condition fired: every fault heals, the run stops.
+    Aborted {
+        reason: String,
+    },
     TrialEnded {
         interrupted: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -22,7 +22,8 @@ Exit codes:
   1  an expectation failed
   2  invalid scenario or usage (nothing was started)
   3  environment or infrastructure error (a target would not start, permission denied...)
-  4  verdict unknown (a check could not decide, or the run was interrupted)";
+  4  verdict unknown (a check could not decide, or the run was interrupted)
+  5  aborted: an [abort] condition stopped the run (every fault healed at once)";
 
 /// Inject crashes into real services, measure RTO and RPO, assert recovery.
 #[derive(Parser)]
@@ -307,6 +308,8 @@ fn outcome_exit(outcome: &runner::RunOutcome) -> Exit {
             Exit::Environment
         }
         Some(TrialStop::Interrupted) => Exit::Unknown,
+        // The watch said why as it fired, and the report says it again.
+        Some(TrialStop::Aborted(_)) => Exit::Aborted,
         None => outcome.report.verdict.into(),
     }
 }

@@ -164,6 +164,15 @@ impl Health {
         self.last_failure.lock().unwrap().clone()
     }
 
+    /// Since when every sample answered has failed: the start of the
+    /// oldest failed sample after the latest healthy one (`None`: the
+    /// latest answered was healthy, or none answered).
+    pub fn unhealthy_since(&self) -> Option<Instant> {
+        let s = self.samples.lock().unwrap();
+        let failing = s.1.iter().rev().take_while(|(_, _, healthy)| !healthy);
+        failing.map(|(_, at, _)| *at).min()
+    }
+
     fn push(&self, at: Instant, result: &Result<(), String>) {
         let healthy = result.is_ok();
         if let Err(why) = result {

@@ -2,6 +2,7 @@
 //! all report into one [`history::Recorder`] per trial; the checkers then
 //! judge the history alone.
 
+mod abort;
 mod containers;
 mod env;
 #[cfg(test)]
@@ -55,6 +56,8 @@ pub enum RunError {
 #[derive(Debug, Clone)]
 pub enum TrialStop {
     Interrupted,
+    /// An `[abort]` condition fired, for this reason (exit code 5).
+    Aborted(String),
     /// The environment failed: a target would not start or become healthy.
     Environment(EnvError),
 }
@@ -195,6 +198,10 @@ pub fn run(
             stop = trial_stop;
             break;
         }
+        if let Some(reason) = abort::too_much_lost(plan, &trials) {
+            stop = Some(TrialStop::Aborted(reason));
+            break;
+        }
     }
     if let Some(network) = &network {
         network.destroy();
@@ -202,9 +209,13 @@ pub fn run(
     let _ = journal.append(&Entry::Finished);
     let error = stop.as_ref().map(|s| match s {
         TrialStop::Interrupted => "interrupted".to_string(),
+        TrialStop::Aborted(reason) => format!("aborted: {reason}"),
         TrialStop::Environment(e) => e.to_string(),
     });
     let mut report = check::build_report(plan, seed, trials, error);
+    if let Some(TrialStop::Aborted(_)) = &stop {
+        report.verdict = crate::reports::Verdict::Aborted;
+    }
     report.warnings = warnings;
     write_reports(&run_dir, &report).map_err(io(format!("cannot write the reports into {}", run_dir.display())))?;
     Ok(RunOutcome { run_dir, report, stop })
@@ -261,8 +272,11 @@ fn run_trial(plan: &Plan, index: u32, seed: u64, run: RunShared) -> (Vec<history
     let mut stop = env.set_up(&trial).and_then(|()| env.await_start_up(&trial)).err();
     let origin = Instant::now();
     if stop.is_none() {
+        let watch = abort::Watch::start(&trial, &env);
         timeline::run(&trial, &env, &schedule, origin);
-        if trial.cancel.is_cancelled() {
+        if let Some(reason) = watch.and_then(abort::Watch::finish) {
+            stop = Some(TrialStop::Aborted(reason));
+        } else if trial.cancel.is_cancelled() {
             stop = Some(TrialStop::Interrupted);
         }
     }
@@ -271,6 +285,7 @@ fn run_trial(plan: &Plan, index: u32, seed: u64, run: RunShared) -> (Vec<history
         interrupted: matches!(stop, Some(TrialStop::Interrupted)),
         error: match &stop {
             Some(TrialStop::Environment(e)) => Some(e.to_string()),
+            Some(TrialStop::Aborted(reason)) => Some(format!("aborted: {reason}")),
             _ => None,
         },
     });

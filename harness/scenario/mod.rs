@@ -4,6 +4,7 @@
 //! `file:line:col` with the expected form and, for typos, the nearest valid
 //! key or value.
 
+pub mod abort;
 pub mod diagnostic;
 pub mod expect;
 pub mod faults;
@@ -76,6 +77,7 @@ pub const TOP_KEYS: &[&str] = &[
     "recover",
     "expect",
     "trials",
+    "abort",
 ];
 pub const NETWORK_KEYS: &[&str] = &["kind"];
 pub const PROXY_KEYS: &[&str] = &["target"];
@@ -175,6 +177,9 @@ fn compile_with(path: &Path, source: &str, check_paths: bool) -> Result<Plan, Di
         Some((t, span)) => compile_trials(&Fields::new(t, span, "[trials]", TRIALS_KEYS, &mut d), &mut d),
         None => TrialsPlan::default(),
     };
+    let abort = top.table("abort", &mut d).and_then(|(t, span)| {
+        abort::compile_abort(&Fields::new(t, span, "[abort]", abort::ABORT_KEYS, &mut d), &mut d)
+    });
 
     match (d.is_empty(), name) {
         (true, Some(name)) => Ok(Plan {
@@ -190,6 +195,7 @@ fn compile_with(path: &Path, source: &str, check_paths: bool) -> Result<Plan, Di
             recover,
             expectations,
             trials,
+            abort,
         }),
         _ => Err(d),
     }

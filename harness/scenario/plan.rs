@@ -26,6 +26,22 @@ pub struct Plan {
     pub recover: Vec<RecoverStep>,
     pub expectations: Vec<Expectation>,
     pub trials: TrialsPlan,
+    /// When the run stops itself, healing every fault at once.
+    pub abort: Option<AbortPlan>,
+}
+
+/// `[abort]`: conditions that stop the run, for a run against anything
+/// shared. Any one fires.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AbortPlan {
+    /// A target whose every probe sample failed for longer than this.
+    pub unhealthy_for: Option<Duration>,
+    /// More acknowledged writes lost than this, over the trials so far.
+    pub lost_acked: Option<u64>,
+    /// A command (an SLO check) that must keep exiting 0, run every
+    /// `interval` while a trial runs.
+    pub command: Option<Vec<String>>,
+    pub interval: Duration,
 }
 
 impl Plan {

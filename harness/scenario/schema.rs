@@ -267,6 +267,16 @@ pub fn schema() -> Value {
         }),
         &[],
     );
+    let abort = object(
+        abort::ABORT_KEYS,
+        json!({
+            "unhealthy_for": duration("a target whose every probe sample failed for longer than this stops the run"),
+            "lost_acked": { "type": "integer", "minimum": 0, "description": "more acknowledged writes lost than this, over the trials so far, stops the run" },
+            "command": command("a check (an SLO query) run every `interval` while a trial runs; exiting non-zero stops the run"),
+            "interval": duration("how often the command runs, default 1s"),
+        }),
+        &[],
+    );
     let mut root = object(
         TOP_KEYS,
         json!({
@@ -281,6 +291,7 @@ pub fn schema() -> Value {
             "recover": { "type": "array", "items": recover },
             "expect": expect,
             "trials": trials,
+            "abort": abort,
         }),
         &["name", "target"],
     );
@@ -321,5 +332,6 @@ mod tests {
         assert_eq!(keys(&s["properties"]["recover"]["items"]), sorted(&step_keys()));
         assert_eq!(keys(&s["properties"]["expect"]), sorted(Metric::NAMES));
         assert_eq!(keys(&s["properties"]["trials"]), sorted(TRIALS_KEYS));
+        assert_eq!(keys(&s["properties"]["abort"]), sorted(abort::ABORT_KEYS));
     }
 }

@@ -18,9 +18,9 @@ body{font:14px/1.4 system-ui,sans-serif;margin:2em auto;max-width:900px;color:#2
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em}\
 table{border-collapse:collapse;margin:.5em 0}td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}\
 td:first-child,th:first-child{text-align:left}\
-.pass{color:#186a3b}.fail{color:#b03a2e}.unknown{color:#7d6608}\
+.pass{color:#186a3b}.fail{color:#b03a2e}.unknown{color:#7d6608}.aborted{color:#6c3483}\
 .badge{padding:1px 8px;border-radius:4px;color:#fff}.badge.pass{background:#27ae60}\
-.badge.fail{background:#c0392b}.badge.unknown{background:#b7950b}\
+.badge.fail{background:#c0392b}.badge.unknown{background:#b7950b}.badge.aborted{background:#6c3483}\
 svg{display:block;margin:.5em 0}svg text{font:11px system-ui,sans-serif;fill:#444}\
 .ok{fill:#58d68d}.not-ok{fill:#ec7063}.fault-band{fill:#f5b041;fill-opacity:.35;stroke:#d68910}\
 .probe-up{fill:#27ae60}.probe-down{fill:#c0392b}.recovered{stroke:#1f618d;stroke-dasharray:3 2}\

@@ -11,7 +11,7 @@ fn status(verdict: Verdict, message: String) -> TestCaseStatus {
     let kind = match verdict {
         Verdict::Pass => return TestCaseStatus::success(),
         Verdict::Fail => NonSuccessKind::Failure,
-        Verdict::Unknown => NonSuccessKind::Error,
+        Verdict::Unknown | Verdict::Aborted => NonSuccessKind::Error,
     };
     let mut status = TestCaseStatus::non_success(kind);
     status.set_message(message);

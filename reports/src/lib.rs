@@ -42,13 +42,17 @@ pub enum Verdict {
     Pass,
     Fail,
     Unknown,
+    /// The run stopped itself: an `[abort]` condition fired (a run's verdict
+    /// only; the trial it cut short is unknown).
+    Aborted,
 }
 
 impl Verdict {
-    /// Fail beats unknown beats pass.
+    /// Aborted beats fail beats unknown beats pass.
     pub fn combine(self, other: Verdict) -> Verdict {
         use Verdict::*;
         match (self, other) {
+            (Aborted, _) | (_, Aborted) => Aborted,
             (Fail, _) | (_, Fail) => Fail,
             (Unknown, _) | (_, Unknown) => Unknown,
             _ => Pass,
@@ -64,6 +68,7 @@ impl Verdict {
             Verdict::Pass => "pass",
             Verdict::Fail => "fail",
             Verdict::Unknown => "unknown",
+            Verdict::Aborted => "aborted",
         }
     }
 }
@@ -82,6 +87,8 @@ pub enum Exit {
     Environment = 3,
     /// The verdict is unknown: a check could not decide, or the run was interrupted.
     Unknown = 4,
+    /// An `[abort]` condition stopped the run (every fault healed at once).
+    Aborted = 5,
 }
 
 impl Exit {
@@ -96,6 +103,7 @@ impl From<Verdict> for Exit {
             Verdict::Pass => Exit::Pass,
             Verdict::Fail => Exit::Fail,
             Verdict::Unknown => Exit::Unknown,
+            Verdict::Aborted => Exit::Aborted,
         }
     }
 }

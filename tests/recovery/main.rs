@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod abort;
 mod known_answers;
 mod lifecycle;
 mod measurement;

@@ -5,7 +5,8 @@
 //! pause, an offline corruption and a five-step recovery procedure. Its
 //! report.json and report.html were rendered again by `crashlab analyze`
 //! when a fault's detail came to include what its heal said (issue 16):
-//! the only difference, the corruption's detail.
+//! the only difference, the corruption's detail; and report.html again
+//! for the style of the `aborted` verdict.
 
 use crate::common;
 

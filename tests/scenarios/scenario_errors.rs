@@ -299,3 +299,13 @@ fn packet_faults_need_namespaces_probabilities_and_known_peers() {
     assert_line(&e, name, "22:9", "`peers` in [[fault]] #2: netem (delay, duplicate, corrupt, reorder) acts on");
     assert!(e.contains("6 error(s); nothing was started"), "{e}");
 }
+
+#[test]
+fn abort_conditions_are_checked_before_anything_runs() {
+    let name = "abort_mistakes.toml";
+    let e = invalid(name);
+    assert_line(&e, name, "8:11", "`{port}` in `command` of [abort]: it may use {host.NAME}, {port.NAME}");
+    assert_line(&e, name, "9:12", "`interval` in [abort] must be more than 0");
+    assert_line(&e, name, "10:17", "`unhealthy_for` in [abort]: unknown unit `soon`");
+    assert!(e.contains("3 error(s); nothing was started"), "{e}");
+}
