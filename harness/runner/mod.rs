@@ -264,6 +264,16 @@ fn run_trial(plan: &Plan, index: u32, seed: u64, run: RunShared) -> (Vec<history
     let schedule = timeline::Schedule {
         faults: plan.faults.iter().map(|f| f.at.sample(&mut rng)).collect(),
         backups: plan.backups.iter().map(|b| b.at.sample(&mut rng)).collect(),
+        // Drawn after the times, so that a seed keeps its times whether or
+        // not the scenario has menus.
+        drawn: plan
+            .faults
+            .iter()
+            .map(|f| {
+                let mut pick = |n: usize| rand::Rng::random_range(&mut rng, 0..n);
+                f.menu.as_ref().map(|m| (pick(m.kinds.len()), pick(m.targets.len())))
+            })
+            .collect(),
     };
     let scheduled_ms = schedule.faults.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
     trial.recorder.record(EventKind::TrialStarted { seed, scheduled_ms });

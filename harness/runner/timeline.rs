@@ -18,16 +18,20 @@ use crate::proxy::Proxy;
 use crate::scenario::TargetRef;
 use crate::workload::{self, Pace, Workload};
 
-/// When each fault and backup happens, drawn from the trial's seed.
+/// When each fault and backup happens, and what each menu fault is,
+/// drawn from the trial's seed.
 pub(super) struct Schedule {
     pub faults: Vec<Duration>,
     pub backups: Vec<Duration>,
+    /// For a menu fault: the indices of its kind and target in the menu.
+    pub drawn: Vec<Option<(usize, usize)>>,
 }
 
 /// Injects a plan's faults into a trial's environment.
 struct FaultInjector<'a> {
     trial: &'a Trial<'a>,
     env: &'a TrialEnv,
+    drawn: &'a [Option<(usize, usize)>],
 }
 
 impl FaultInjector<'_> {
@@ -48,7 +52,14 @@ impl FaultInjector<'_> {
                     return Err(error);
                 }
             },
-            None => (None, None),
+            None => match self.drawn.get(i).copied().flatten() {
+                Some((kind, target)) => {
+                    let drawn = planned.drawn(kind, target, &trial.plan.targets);
+                    let note = describe_draw(planned, &drawn);
+                    (Some(drawn), Some(note))
+                }
+                None => (None, None),
+            },
         };
         let f = chosen.as_ref().unwrap_or(planned);
         let ctx = FaultContext {
@@ -112,6 +123,20 @@ impl FaultInjector<'_> {
     }
 }
 
+/// What a fault's detail says of its draw from a menu.
+fn describe_draw(menu_fault: &crate::scenario::FaultPlan, drawn: &crate::scenario::FaultPlan) -> String {
+    let menu = menu_fault.menu.as_ref().expect("a menu fault");
+    let kinds: Vec<&str> = menu.kinds.iter().map(|k| k.name().as_str()).collect();
+    let targets: Vec<&str> = menu.targets.iter().map(|t| t.name.as_str()).collect();
+    format!(
+        "drawn with the trial's seed from [{}] x [{}]: {} {}",
+        kinds.join(", "),
+        targets.join(", "),
+        drawn.kind.name(),
+        drawn.target
+    )
+}
+
 /// How long a fault's chooser may take: it is due now.
 const CHOOSER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -135,7 +160,7 @@ pub(super) fn run(trial: &Trial, env: &TrialEnv, schedule: &Schedule, origin: In
     let workload = build_workload(trial, env);
     let mut written = workload::Counts::default();
     trial.recorder.record_at(origin, EventKind::WorkloadStarted);
-    let injector = FaultInjector { trial, env };
+    let injector = FaultInjector { trial, env, drawn: &schedule.drawn };
     thread::scope(|scope| {
         for (b, at) in trial.plan.backups.iter().zip(&schedule.backups) {
             let target = env.target(&b.target);
@@ -289,8 +314,11 @@ target = "kv"
             let log = Log::default();
             let mut env = TrialEnv::default();
             env.targets.push(Arc::new(FakeTarget { name: "kv".into(), log: Arc::clone(&log) }));
-            let schedule =
-                Schedule { faults: vec![Duration::from_millis(20), Duration::from_millis(60)], backups: Vec::new() };
+            let schedule = Schedule {
+                faults: vec![Duration::from_millis(20), Duration::from_millis(60)],
+                backups: Vec::new(),
+                drawn: Vec::new(),
+            };
             let origin = Instant::now();
             run(trial, &env, &schedule, origin);
             let done = origin.elapsed();

@@ -52,13 +52,14 @@ pub const FAULT_KEYS: &[&str] = &[
     "duplicate",
     "corrupt",
     "reorder",
+    "draw",
 ];
 pub const FAULT_KINDS: &[&str] = <FaultName as strum::VariantNames>::VARIANTS;
 pub const CORRUPT_MODES: &[&str] = <CorruptModeName as strum::VariantNames>::VARIANTS;
 pub const STALE_LOCK_VARIANTS: &[&str] = <StaleLockVariantName as strum::VariantNames>::VARIANTS;
 
 /// The keys (beyond kind, target, at) that each fault kind, or corrupt mode, reads.
-fn applicable(kind: FaultName, mode: Option<&str>) -> &'static [&'static str] {
+pub(super) fn applicable(kind: FaultName, mode: Option<&str>) -> &'static [&'static str] {
     use FaultName::*;
     match (kind, mode) {
         (Kill, _) => &["signal", "scope"],
@@ -160,7 +161,7 @@ pub fn compile_fault(
         | FaultName::Io
         | FaultName::LoseUnsynced => (target_fault(kind_name, f, d)?, target?),
     };
-    Some(FaultPlan { kind, target, chosen_by: None, at: at?, in_procedure, setup })
+    Some(FaultPlan { kind, target, chosen_by: None, at: at?, in_procedure, setup, menu: None })
 }
 
 /// A fault whose target a command names when it is due:
@@ -228,7 +229,7 @@ fn chosen_fault(
         }
     };
     let setup = f.bool("setup", d).unwrap_or(false);
-    Some(FaultPlan { kind, target: stand_in, chosen_by: Some(argv), at: at?, in_procedure, setup })
+    Some(FaultPlan { kind, target: stand_in, chosen_by: Some(argv), at: at?, in_procedure, setup, menu: None })
 }
 
 /// A partition between targets' namespaces.
@@ -265,7 +266,7 @@ fn link_fault(kind: FaultName, proxy: Option<&ProxyPlan>, f: &Fields, d: &mut Di
 }
 
 /// A fault that acts on one target (its processes, files or network).
-fn target_fault(kind: FaultName, f: &Fields, d: &mut Diagnostics) -> Option<FaultKind> {
+pub(super) fn target_fault(kind: FaultName, f: &Fields, d: &mut Diagnostics) -> Option<FaultKind> {
     let duration = |what: &str, d: &mut Diagnostics| {
         if f.get("duration").is_none() {
             d.error(f.span.clone(), format!("missing key `duration` in {}; {what}", f.what));
@@ -293,7 +294,7 @@ fn target_fault(kind: FaultName, f: &Fields, d: &mut Diagnostics) -> Option<Faul
 
 /// A timeline fault's `at`, which must fall inside the workload or the
 /// quiet period after it.
-fn scheduled_at(f: &Fields, workload: Option<&WorkloadPlan>, d: &mut Diagnostics) -> Option<TimeSpec> {
+pub(super) fn scheduled_at(f: &Fields, workload: Option<&WorkloadPlan>, d: &mut Diagnostics) -> Option<TimeSpec> {
     match f.time_spec("at", d) {
         Some((at, span)) => {
             if let Some(w) = workload {

@@ -10,6 +10,7 @@ pub mod expect;
 pub mod faults;
 mod fields;
 pub mod io;
+mod menu;
 mod packet;
 pub mod plan;
 mod recover;
@@ -247,6 +248,10 @@ fn compile_faults(
             continue;
         };
         let f = Fields::new(t, item.span(), format!("[[fault]] #{}", i + 1), FAULT_KEYS, d);
+        if menu::is_menu(&f) {
+            faults.extend(menu::menu_faults(&f, target_names, network, workload, d));
+            continue;
+        }
         let fault = faults::compile_fault(&f, target_names, proxies, network, workload, false, d);
         let on_process = |name: &str| targets.iter().any(|t| t.name == name && t.kind == TargetKind::Process);
         if let Some(FaultPlan { kind: FaultKind::Disconnect { .. }, target, .. }) = &fault {

@@ -417,9 +417,29 @@ pub struct FaultPlan {
     /// Only sets up a condition for the faults that follow: opens no
     /// recovery window, so the trial's RTO is that of the others.
     pub setup: bool,
+    /// A fault drawn for each trial, with its seed, from a menu of kinds
+    /// and targets (`kind` and `target` are then the menu's first, standing
+    /// for all of it in the compiler's checks).
+    pub menu: Option<FaultMenu>,
+}
+
+/// `kind = ["kill", "pause"]`, `target = ["a", "b"]`: what a menu fault is
+/// drawn from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultMenu {
+    pub kinds: Vec<FaultKind>,
+    pub targets: Vec<TargetRef>,
 }
 
 impl FaultPlan {
+    /// The menu's fault of kind `kind` on target `target` (indices into
+    /// the menu), as a trial's seed drew it.
+    pub fn drawn(&self, kind: usize, target: usize, targets: &[TargetPlan]) -> FaultPlan {
+        let menu = self.menu.as_ref().expect("a menu fault");
+        let plan = FaultPlan { kind: menu.kinds[kind].clone(), menu: None, ..self.clone() };
+        plan.aimed_at(menu.targets[target].clone(), targets)
+    }
+
     /// The fault aimed at `target`, chosen at run time; an isolating
     /// partition cuts that target off from all of `targets`.
     pub fn aimed_at(&self, target: TargetRef, targets: &[TargetPlan]) -> FaultPlan {

@@ -153,6 +153,7 @@ pub fn schema() -> Value {
     // The io and packet keys: one json! of every key would pass the
     // macro's recursion limit.
     let io_and_packet = json!({
+        "draw": { "type": "integer", "minimum": 1, "maximum": 100, "description": "menus: how many faults to draw, each at its own time from `at`; default 1" },
             "ops": { "type": "array", "items": { "enum": IoOp::NAMES }, "minItems": 1, "description": "io: the operations it acts on, default all" },
             "errno": { "type": "string", "pattern": "^E[A-Z0-9]+$", "description": "io: the operations fail with this error (EIO, ENOSPC, EDQUOT, EROFS, ...)" },
             "disk_full": { "description": "io: ENOSPC on growth past this size of the data dir (\"64MiB\"), or past its size at injection plus this (\"+1MiB\", \"+0\")", "oneOf": [ { "type": "integer", "minimum": 0 }, { "type": "string" } ] },
@@ -168,8 +169,8 @@ pub fn schema() -> Value {
         FAULT_KEYS,
         merged(
             json!({
-                "kind": { "enum": FAULT_KINDS },
-                "target": chosen.clone(),
+                "kind": { "description": "a fault kind, or a list of them: a menu, drawn from with each trial's seed", "oneOf": [ { "enum": FAULT_KINDS }, { "type": "array", "items": { "enum": FAULT_KINDS }, "minItems": 1 } ] },
+                "target": { "oneOf": [ { "type": "string" }, chooser.clone(), { "type": "array", "items": { "type": "string" }, "minItems": 1, "description": "a menu of targets, drawn from with each trial's seed" } ] },
                 "at": { "type": "string", "pattern": TIME, "description": "a time (2s) or a range drawn with the trial's seed (2s..4s), from the start of the workload" },
                 "signal": { "type": "string", "description": "kill: the signal, default SIGKILL" },
                 "scope": { "enum": SignalScope::NAMES, "description": "kill: which processes the signal reaches: main (the main process only), group (its process group), all (every process the target started); default group for a process target, main for a container" },

@@ -7,6 +7,7 @@ mod common;
 
 mod chosen_target;
 mod io_faults;
+mod menus;
 mod network_faults;
 mod proxy;
 mod storage_faults;

@@ -143,9 +143,12 @@ fn schema_is_json_schema_for_the_scenario_format() {
     assert!(out.status.success());
     let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(schema["additionalProperties"], false);
-    let kinds = &schema["properties"]["fault"]["items"]["properties"]["kind"]["enum"];
-    // The compiler's own list: every kind it accepts, and only those.
+    let kind = &schema["properties"]["fault"]["items"]["properties"]["kind"];
+    // The compiler's own list: every kind it accepts, and only those, alone
+    // or as a menu.
+    let kinds = &kind["oneOf"][0]["enum"];
     assert_eq!(kinds, &serde_json::json!(crashlab::scenario::FAULT_KINDS));
+    assert_eq!(kind["oneOf"][1]["items"]["enum"], *kinds);
     assert!(kinds.as_array().unwrap().len() >= 16, "process, storage, link and partition faults");
 }
 
@@ -308,4 +311,16 @@ fn abort_conditions_are_checked_before_anything_runs() {
     assert_line(&e, name, "9:12", "`interval` in [abort] must be more than 0");
     assert_line(&e, name, "10:17", "`unhealthy_for` in [abort]: unknown unit `soon`");
     assert!(e.contains("3 error(s); nothing was started"), "{e}");
+}
+
+#[test]
+fn fault_menus_hold_only_targeted_kinds_known_targets_and_their_keys() {
+    let name = "menu_mistakes.toml";
+    let e = invalid(name);
+    assert_line(&e, name, "8:8", "a `corrupt` fault cannot be drawn from a menu in [[fault]] #1");
+    assert_line(&e, name, "14:10", "unknown target `bb` in `target` of [[fault]] #2; known: a");
+    assert_line(&e, name, "18:1", "a `partition` in the menu of [[fault]] #3 needs [network] kind = \"namespaces\"");
+    assert_line(&e, name, "21:8", "`torn` applies to none of the menu's kinds (kill, partition) in [[fault]] #3");
+    assert_line(&e, name, "23:8", "`draw` in [[fault]] #3 must be between 1 and 100, found 0");
+    assert!(e.contains("5 error(s); nothing was started"), "{e}");
 }
