@@ -8,8 +8,10 @@
 # report headless, Redis (server and redis-check-aof) for the Redis pack,
 # PostgreSQL (run as the postgres user through setpriv) for the
 # PostgreSQL and sequencer packs, MariaDB (run as the mysql user) for the
-# MariaDB pack, etcd (three members in namespaces) for the etcd pack, and python3 for ci/code-shape.py (the code-shape test) and
-# the example and fixture services of the http and command workloads.
+# MariaDB pack, etcd (three members in namespaces) for the etcd pack,
+# libfaketime for the clock fault, and python3 for ci/code-shape.py (the
+# code-shape test) and the example and fixture services of the http and
+# command workloads.
 # SQLite is linked into crashlab itself.
 set -euo pipefail
 command -v cargo >/dev/null || { echo "ci/install-deps.sh: cargo is required" >&2; exit 1; }
@@ -30,6 +32,7 @@ command -v setpriv >/dev/null || missing+=(util-linux)
 command -v python3 >/dev/null || missing+=(python3)
 command -v mariadbd >/dev/null || missing+=(mariadb-server)
 command -v etcd >/dev/null || missing+=(etcd-server)
+ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || missing+=(libfaketime)
 if [ "${#missing[@]}" -gt 0 ]; then
     if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
         apt-get update -qq

@@ -52,6 +52,8 @@ pub struct Cleanup {
     pub containers_removed: usize,
     /// Compose projects of the run taken down.
     pub compose_projects_down: usize,
+    /// libfaketime control files removed.
+    pub clock_files_removed: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +150,7 @@ pub fn cleanup(run_dir: &Path) -> Result<Cleanup, CleanupError> {
     remove_containers(&entries, &owned, &mut done)?;
     remove_networks(&entries, &mut done);
     restore_files(&entries, &owned, &mut done);
+    remove_clock_files(&entries, &owned, &mut done);
     Ok(done)
 }
 
@@ -240,6 +243,20 @@ fn remove_networks(entries: &[Entry], done: &mut Cleanup) {
                 Ok(()) => done.network_removed += crate::network::destroy(names),
                 Err(why) => done.refused.push(why),
             }
+        }
+    }
+}
+
+/// Removes the clock faults' control files left in the run directory (the
+/// processes that read them were stopped before).
+fn remove_clock_files(entries: &[Entry], owned: &Owned, done: &mut Cleanup) {
+    for entry in entries {
+        let Entry::ClockFile { path, .. } = entry else { continue };
+        let inside = path.parent().and_then(|p| p.canonicalize().ok()).is_some_and(|p| p.starts_with(&owned.run_dir));
+        if !inside {
+            done.refused.push(format!("clock file {}: not inside the run directory", path.display()));
+        } else if std::fs::remove_file(path).is_ok() {
+            done.clock_files_removed += 1;
         }
     }
 }

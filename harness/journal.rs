@@ -131,6 +131,13 @@ pub enum Entry {
         namespace: String,
         link: String,
     },
+    /// A libfaketime control file, journaled before it is made; cleanup
+    /// removes it (the processes that read it are stopped first).
+    ClockFile {
+        trial: u32,
+        target: String,
+        path: PathBuf,
+    },
     /// The harness finished its own teardown.
     Finished,
 }

@@ -44,6 +44,7 @@ pub enum FaultName {
     Command,
     Io,
     Packet,
+    Clock,
 }
 
 impl FaultName {

@@ -565,6 +565,9 @@ fn cleanup(run_dir: &Path) -> Outcome {
         done.containers_removed,
         done.compose_projects_down
     );
+    if done.clock_files_removed > 0 {
+        println!("  removed {} clock control file(s) (libfaketime)", done.clock_files_removed);
+    }
     for (file, why) in &done.not_restored {
         println!("  not restored: {}: {why}", file.display());
     }

@@ -5,6 +5,7 @@
 //! Guardrails, for every fault: it acts only on processes the run started
 //! and on files inside the target's data dir (see [`confine`]).
 
+mod clock;
 pub mod corrupt;
 pub mod io;
 pub mod io_rules;
@@ -191,6 +192,7 @@ pub fn build(kind: &FaultKind, resources: &dyn Resources, target: &str) -> Resul
             toxic: *toxic,
             proxy: resources.proxy(proxy).ok_or_else(|| missing("the fault's proxy is not running"))?,
         }),
+        FaultKind::Clock(plan) => Box::new(clock::ClockFault(*plan)),
         FaultKind::Packet(plan) => Box::new(packet::Packet {
             plan: plan.clone(),
             network: resources.network().ok_or_else(|| missing("the targets are not in network namespaces"))?,

@@ -17,7 +17,7 @@ use crate::history::EventKind;
 use crate::journal::Entry;
 use crate::probe::{self, Sampler};
 use crate::proxy::Proxy;
-use crate::scenario::{PortRef, TargetKind, TargetPlan, TargetRef};
+use crate::scenario::{FaultKind, PortRef, TargetKind, TargetPlan, TargetRef};
 use crate::targets::container::ContainerTarget;
 use crate::targets::{free_port, ProcessTarget, Target, TargetContext};
 
@@ -121,6 +121,11 @@ impl TrialEnv {
             hosts: self.hosts.clone(),
             ports: trial.plan.targets.iter().map(|t| t.name.clone()).zip(self.ports.iter().copied()).collect(),
             scenario_dir: scenario_dir(&trial.plan.source_path),
+            faketime: if trial.plan.faults.iter().any(|f| f.target == t.name && matches!(f.kind, FaultKind::Clock(_))) {
+                Some(faketime_for(trial, &t.name).map_err(failed)?)
+            } else {
+                None
+            },
         };
         let target = self.backend(trial.run.containers, t, ctx).map_err(EnvError::Target)?;
         let mut data_dirs = Vec::new();
@@ -204,6 +209,22 @@ impl TrialEnv {
             trial.recorder.warn(format!("stopped {count} process(es) it had started and left running: {stragglers:?}"));
         }
     }
+}
+
+/// libfaketime and a fresh control file (the real time) for a target with
+/// a `clock` fault: journaled before the file exists.
+fn faketime_for(trial: &Trial, target: &str) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
+    use crate::targets::faketime;
+    let library = faketime::library().ok_or(
+        "a `clock` fault needs libfaketime (Debian package libfaketime): no libfaketime.so.1 found in its usual places",
+    )?;
+    let file = faketime::control_file(&trial.dir, target);
+    let entry = Entry::ClockFile { trial: trial.index, target: target.to_string(), path: file.clone() };
+    trial.run.journal.append(&entry).map_err(|e| format!("cannot journal the clock's control file: {e}"))?;
+    std::fs::create_dir_all(&trial.dir)
+        .and_then(|()| faketime::set(&file, &faketime::spec(0, None)))
+        .map_err(|e| format!("cannot write the clock's control file {}: {e}", file.display()))?;
+    Ok((library, file))
 }
 
 /// Where a target is reached: its namespace's address, or loopback.

@@ -86,6 +86,7 @@ pub(super) fn applicable(kind: FaultName, mode: Option<&str>) -> &'static [&'sta
         (Command, _) => &["command"],
         (Io, _) => &["path", "ops", "errno", "delay", "jitter", "disk_full", "every", "probability", "duration"],
         (Packet, _) => super::packet::PACKET_KEYS,
+        (Clock, _) => &["offset", "rate", "duration"],
     }
 }
 
@@ -159,6 +160,7 @@ pub fn compile_fault(
         | FaultName::StaleLock
         | FaultName::Disconnect
         | FaultName::Io
+        | FaultName::Clock
         | FaultName::LoseUnsynced => (target_fault(kind_name, f, d)?, target?),
     };
     Some(FaultPlan { kind, target, chosen_by: None, at: at?, in_procedure, setup, menu: None })
@@ -288,8 +290,54 @@ pub(super) fn target_fault(kind: FaultName, f: &Fields, d: &mut Diagnostics) -> 
         FaultName::Disconnect => FaultKind::Disconnect { duration: duration("a disconnect heals after it", d)? },
         FaultName::LoseUnsynced => FaultKind::LoseUnsynced { torn: f.bool("torn", d).unwrap_or(false) },
         FaultName::Io => FaultKind::Io(super::io::io_plan(f, d)?),
+        FaultName::Clock => FaultKind::Clock(clock(f, d)?),
         other => unreachable!("`{other}` is not a target fault"),
     })
+}
+
+/// `offset = "+2h"` (or `"-30s"`), `rate = 2.0`, and when it heals.
+fn clock(f: &Fields, d: &mut Diagnostics) -> Option<ClockPlan> {
+    let offset_ms = match f.str("offset", d) {
+        Some((text, span)) => {
+            let (sign, magnitude) = match text.trim().strip_prefix('-') {
+                Some(rest) => (-1, rest),
+                None => (1, text.trim().strip_prefix('+').unwrap_or(text.trim())),
+            };
+            match crate::duration::parse_duration(magnitude) {
+                Ok(d) => Some(sign * d.as_millis() as i64),
+                Err(e) => {
+                    d.error(span, format!("`offset` in {}: {e} (a signed duration: \"+2h\", \"-30s\")", f.what));
+                    None
+                }
+            }
+        }
+        None if f.get("offset").is_some() => None,
+        None => Some(0),
+    };
+    let rate = match f.get("rate") {
+        Some(value) => match value.get_ref() {
+            toml::de::DeValue::Float(x) => x.as_str().parse::<f64>().ok().filter(|r| *r > 0.0).map(Some),
+            toml::de::DeValue::Integer(i) => i.as_str().parse::<f64>().ok().filter(|r| *r > 0.0).map(Some),
+            _ => None,
+        }
+        .or_else(|| {
+            d.error(value.span(), format!("`rate` in {} must be a number above 0 (2.0: twice as fast)", f.what));
+            None
+        }),
+        None => Some(None),
+    };
+    if f.get("offset").is_none() && f.get("rate").is_none() {
+        d.error(
+            f.span.clone(),
+            format!("a `clock` fault in {} needs offset = \"+1h\" (a jump) or rate = 2.0 (a drift), or both", f.what),
+        );
+        return None;
+    }
+    let duration = match f.get("duration") {
+        Some(_) => Some(f.positive_duration("duration", "the clock would be back at once", d)?),
+        None => None,
+    };
+    Some(ClockPlan { offset_ms: offset_ms?, rate: rate?, duration })
 }
 
 /// A timeline fault's `at`, which must fall inside the workload or the

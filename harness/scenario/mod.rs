@@ -254,6 +254,18 @@ fn compile_faults(
         }
         let fault = faults::compile_fault(&f, target_names, proxies, network, workload, false, d);
         let on_process = |name: &str| targets.iter().any(|t| t.name == name && t.kind == TargetKind::Process);
+        if let Some(FaultPlan { kind: FaultKind::Clock(_), target, .. }) = &fault {
+            if !on_process(target) {
+                d.error(
+                    item.span(),
+                    format!(
+                        "[[fault]] #{}: a `clock` fault preloads libfaketime into a process target; `{target}` is \
+                         not one (a container's image would need libfaketime and its environment)",
+                        i + 1
+                    ),
+                );
+            }
+        }
         if let Some(FaultPlan { kind: FaultKind::Disconnect { .. }, target, .. }) = &fault {
             if on_process(target) {
                 d.error(

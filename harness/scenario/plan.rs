@@ -495,6 +495,19 @@ pub enum FaultKind {
     /// Packets of a target's namespace lost (iptables `statistic`), or
     /// delayed, duplicated, corrupted, reordered (netem), for `duration`.
     Packet(PacketPlan),
+    /// The target's wall clock jumped or drifting (libfaketime).
+    Clock(ClockPlan),
+}
+
+/// A `clock` fault: what the target's clock reads while it lasts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClockPlan {
+    /// Milliseconds ahead (negative: behind) of the real time.
+    pub offset_ms: i64,
+    /// How fast it runs from the fault on (1.0: as fast as the real one).
+    pub rate: Option<f64>,
+    /// Back to the real time after this; by default at the end of the trial.
+    pub duration: Option<Duration>,
 }
 
 /// Which of a target's processes a signal reaches.
@@ -627,6 +640,7 @@ impl FaultKind {
             FaultKind::Command { .. } => FaultName::Command,
             FaultKind::Io(_) => FaultName::Io,
             FaultKind::Packet(_) => FaultName::Packet,
+            FaultKind::Clock(_) => FaultName::Clock,
         }
     }
 
@@ -641,6 +655,7 @@ impl FaultKind {
             FaultKind::Disconnect { duration } => Some(*duration),
             FaultKind::Io(plan) => plan.duration,
             FaultKind::Packet(plan) => Some(plan.duration),
+            FaultKind::Clock(plan) => plan.duration,
             _ => None,
         }
     }

@@ -34,6 +34,9 @@ pub struct TargetContext {
     pub ports: Vec<(String, u16)>,
     /// The scenario's directory (`{scenario_dir}`).
     pub scenario_dir: PathBuf,
+    /// libfaketime and the control file a `clock` fault rewrites, when the
+    /// scenario has one on this target.
+    pub faketime: Option<(PathBuf, PathBuf)>,
 }
 
 impl TargetContext {

@@ -4,6 +4,7 @@
 
 pub mod container;
 pub mod context;
+pub mod faketime;
 pub mod process;
 pub mod procfs;
 pub mod reaper;

@@ -92,6 +92,9 @@ impl Inner {
         let log = File::create(&log_path).map_err(io)?;
         let mut command = self.command(&self.plan.command);
         command.env(INCARNATION_VAR, self.incarnation_mark(incarnation));
+        if let Some((library, file)) = &self.ctx.faketime {
+            super::faketime::preload(&mut command, library, file);
+        }
         if let Some(ns) = &self.ctx.namespace {
             // `ip netns exec` enters the namespace and execs the target in
             // place: same pid, same process group.

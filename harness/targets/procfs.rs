@@ -36,6 +36,14 @@ pub fn stat(pid: i32) -> Option<ProcStat> {
 }
 
 /// Whether `pid` is still the live process that started at `start_time`.
+/// How long ago a process started, from its start time in clock ticks
+/// since boot (resolution: a tick, 10 ms).
+pub fn age(start_time: u64) -> Option<std::time::Duration> {
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()?;
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??.max(1) as f64;
+    Some(std::time::Duration::from_secs_f64((uptime - start_time as f64 / ticks).max(0.0)))
+}
+
 pub fn is_same_live_process(pid: i32, start_time: u64) -> bool {
     stat(pid).is_some_and(|s| s.start_time == start_time && s.is_alive())
 }

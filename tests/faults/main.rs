@@ -6,6 +6,7 @@
 mod common;
 
 mod chosen_target;
+mod clock;
 mod io_faults;
 mod menus;
 mod network_faults;

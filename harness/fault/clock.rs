@@ -1,0 +1,45 @@
+//! The `clock` fault: the target's wall clock jumps by an offset, or runs
+//! at a rate, until healed (see [`crate::targets::faketime`] for how, and
+//! what it cannot reach). The target was started with libfaketime reading
+//! its control file; the fault rewrites the file, the heal puts the real
+//! time back.
+
+use super::{Fault, FaultContext, FaultError, FaultErrorKind, FaultGuard};
+use crate::scenario::ClockPlan;
+use crate::targets::faketime;
+
+pub struct ClockFault(pub ClockPlan);
+
+impl Fault for ClockFault {
+    fn inject(&self, ctx: &FaultContext) -> Result<FaultGuard, FaultError> {
+        let target = ctx.target.name().to_string();
+        let file = faketime::control_file(&ctx.trial_dir, &target);
+        if !file.exists() {
+            let why = format!("`{target}` was not started with libfaketime (a clock fault needs a process target)");
+            return Err(ctx.error(FaultErrorKind::Other(why)));
+        }
+        // libfaketime scales the time since the process started: from the
+        // fault on is that minus what the rate would add to its age so far.
+        let age = ctx.target.host_process().and_then(|p| crate::targets::procfs::age(p.start_time));
+        let catch_up = match (self.0.rate, age) {
+            (Some(rate), Some(age)) => -((rate - 1.0) * age.as_secs_f64() * 1000.0) as i64,
+            _ => 0,
+        };
+        let spec = faketime::spec(self.0.offset_ms + catch_up, self.0.rate);
+        let io = |what: &str, source| ctx.error(FaultErrorKind::Io { what: what.to_string(), source });
+        faketime::set(&file, &spec).map_err(|e| io("cannot set the clock", e))?;
+        ctx.injected(format!(
+            "{target}'s clocks now read real time {spec} (libfaketime: what it asks of libc; not statically \
+             linked code, not raw clock syscalls)"
+        ));
+        let recorder = ctx.recorder.clone();
+        // `x1` said, not left out: libfaketime keeps the last rate it read.
+        Ok(ctx.heal_with(move || match faketime::set(&file, &faketime::spec(0, Some(1.0))) {
+            Ok(()) => String::new(),
+            Err(e) => {
+                recorder.warn(format!("cannot put {target}'s clock back: {e}"));
+                format!("the clock could not be put back: {e}")
+            }
+        }))
+    }
+}

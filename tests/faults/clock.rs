@@ -1,0 +1,111 @@
+//! The `clock` fault through libfaketime, against a program that prints how
+//! far its clock (as libc tells it) is from the real one (read by a raw
+//! syscall, which libfaketime cannot reach): the skew is the fault's
+//! offset while it lasts, grows at the fault's rate while it drifts, and is
+//! zero again after each heal.
+
+use crate::common;
+
+use common::{available, fixture, run, which, write_scenario};
+
+fn libfaketime_available() -> bool {
+    available(
+        "libfaketime",
+        crashlab::targets::faketime::library().is_some(),
+        "the clock fault preloads libfaketime (Debian package libfaketime)",
+    ) && available("python3", which("python3"), "the clock fixture is a Python program")
+}
+
+#[test]
+fn a_clock_jumps_by_its_offset_drifts_at_its_rate_and_comes_back_at_each_heal() {
+    if !libfaketime_available() {
+        return;
+    }
+    let _serial = common::serial();
+    let r = run(&fixture("clock/clock-jump.toml"), &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    let log = std::fs::read_to_string(r.dir.join("trial-000/logs/app.1.log")).unwrap();
+    let skews: Vec<f64> = log.lines().filter_map(|l| l.strip_prefix("skew ")).map(|s| s.parse().unwrap()).collect();
+    // In order: real time, 1 h ahead, real time, drifting from 0 at twice
+    // the speed, real time.
+    let phase = |s: f64| match s {
+        s if (s - 3600.0).abs() < 0.1 => 'J',
+        s if s.abs() < 0.005 => '0',
+        s if s > 0.0 && s < 1.5 => 'D',
+        _ => '?',
+    };
+    let mut phases: Vec<char> = skews.iter().map(|s| phase(*s)).collect();
+    phases.dedup();
+    assert_eq!(phases.iter().collect::<String>(), "0J0D0", "{skews:?}");
+    let jumped = skews.iter().filter(|s| phase(**s) == 'J').count();
+    assert!((25..=60).contains(&jumped), "{jumped} lines 20 ms apart during a 1 s jump");
+    // A drift at rate 2 for 1 s ends about 1 s ahead, starting from 0.
+    let drift: Vec<f64> = skews.iter().copied().filter(|s| phase(*s) == 'D').collect();
+    let (first, last) = (drift[0], drift[drift.len() - 1]);
+    assert!(first < 0.1 && (0.8..=1.2).contains(&last), "drift from {first} to {last} s");
+    assert!(drift.windows(2).all(|w| w[1] >= w[0]), "the drift only moves ahead");
+    let detail = &r.trials()[0].faults[0].detail;
+    assert!(detail.starts_with("app's clocks now read real time +3600s (libfaketime"), "{detail}");
+    assert!(r.dir.join("trial-000/faketime-app").exists(), "the control file is in the trial's directory");
+}
+
+/// Debian's redis-server links jemalloc, which libfaketime cannot be
+/// preloaded with (libfaketime#130): the run stops before any fault, with
+/// the target's own words naming libfaketime, not a silent no-op.
+#[test]
+fn a_program_libfaketime_cannot_preload_into_stops_the_run_saying_so() {
+    if !libfaketime_available() || !available("redis", which("redis-server"), "Debian's redis-server") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = r#"
+name = "clock-redis"
+[target.redis]
+command = ["redis-server", "--port", "{port}", "--bind", "127.0.0.1", "--save", "", "--dir", "{data_dir}"]
+probe = { kind = "tcp", interval = "10ms" }
+[trials]
+startup_timeout = "3s"
+[[fault]]
+kind = "clock"
+target = "redis"
+offset = "+2h"
+at = "0s"
+"#;
+    let r = run(&write_scenario(tmp.path(), "clock-redis.toml", scenario), &[]);
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout(), r.stderr());
+    assert!(r.stderr().contains("libfaketime"), "{}", r.stderr());
+}
+
+/// The control file is journaled before it exists; after a killed harness,
+/// `cleanup` stops the target that read it and removes it.
+#[test]
+fn cleanup_after_a_killed_harness_removes_the_clock_file() {
+    if !libfaketime_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let mut harness = common::spawn_run(&fixture("clock/clock-jump.toml"), &dir);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let file = loop {
+        let entries = common::journal(&dir);
+        let clock = entries.iter().find(|e| e["op"] == "clock_file").map(|e| e["path"].as_str().unwrap().to_string());
+        if let (Some(path), true) =
+            (clock, entries.iter().any(|e| e["op"] == "injected" || e["op"] == "target_started"))
+        {
+            break std::path::PathBuf::from(path);
+        }
+        assert!(std::time::Instant::now() < deadline, "no clock file journaled: {entries:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    harness.kill().unwrap();
+    harness.wait().unwrap();
+    assert!(file.exists(), "the killed harness left its control file");
+    let out = common::crashlab().arg("cleanup").arg(&dir).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("removed 1 clock control file(s)"), "{stdout}");
+    assert!(stdout.contains("stopped 1 process(es)"), "{stdout}");
+    assert!(!file.exists());
+}
