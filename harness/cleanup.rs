@@ -54,6 +54,8 @@ pub struct Cleanup {
     pub compose_projects_down: usize,
     /// libfaketime control files removed.
     pub clock_files_removed: usize,
+    /// Memory cgroups of `memory` faults removed.
+    pub cgroups_removed: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +153,7 @@ pub fn cleanup(run_dir: &Path) -> Result<Cleanup, CleanupError> {
     remove_networks(&entries, &mut done);
     restore_files(&entries, &owned, &mut done);
     remove_clock_files(&entries, &owned, &mut done);
+    remove_cgroups(&entries, &mut done);
     Ok(done)
 }
 
@@ -257,6 +260,22 @@ fn remove_clock_files(entries: &[Entry], owned: &Owned, done: &mut Cleanup) {
             done.refused.push(format!("clock file {}: not inside the run directory", path.display()));
         } else if std::fs::remove_file(path).is_ok() {
             done.clock_files_removed += 1;
+        }
+    }
+}
+
+/// Removes the memory cgroups of `memory` faults that were not healed:
+/// only cgroups of ours (see [`crate::targets::cgroup::is_ours`]).
+fn remove_cgroups(entries: &[Entry], done: &mut Cleanup) {
+    for entry in entries {
+        let Entry::Cgroup { trial, fault, path } = entry else { continue };
+        if healed(entries, *trial, *fault) || !path.exists() {
+            continue;
+        }
+        if !crate::targets::cgroup::is_ours(path) {
+            done.refused.push(format!("cgroup {}: not one the run makes", path.display()));
+        } else if crate::targets::cgroup::remove(path).is_ok() {
+            done.cgroups_removed += 1;
         }
     }
 }

@@ -138,6 +138,12 @@ pub enum Entry {
         target: String,
         path: PathBuf,
     },
+    /// A memory cgroup of a `memory` fault, journaled before it is made.
+    Cgroup {
+        trial: u32,
+        fault: usize,
+        path: PathBuf,
+    },
     /// The harness finished its own teardown.
     Finished,
 }

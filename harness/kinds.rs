@@ -45,6 +45,7 @@ pub enum FaultName {
     Io,
     Packet,
     Clock,
+    Memory,
 }
 
 impl FaultName {

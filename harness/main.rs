@@ -565,6 +565,9 @@ fn cleanup(run_dir: &Path) -> Outcome {
         done.containers_removed,
         done.compose_projects_down
     );
+    if done.cgroups_removed > 0 {
+        println!("  removed {} memory cgroup(s)", done.cgroups_removed);
+    }
     if done.clock_files_removed > 0 {
         println!("  removed {} clock control file(s) (libfaketime)", done.clock_files_removed);
     }

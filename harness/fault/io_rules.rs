@@ -13,7 +13,7 @@ use rand::Rng;
 
 use crate::duration::format_duration;
 use crate::scenario::io::errno_name;
-use crate::scenario::{DiskLimit, IoAction, IoOp, IoPlan, IoTrigger};
+use crate::scenario::{IoAction, IoOp, IoPlan, IoTrigger, SizeLimit};
 
 /// The rules armed on one layer.
 #[derive(Default)]
@@ -121,8 +121,8 @@ impl Armed {
     pub fn new(plan: &IoPlan, rng: rand_chacha::ChaCha8Rng, used: u64) -> Armed {
         let pattern = glob::Pattern::new(&plan.path).expect("the compiler checked the glob");
         let disk = match plan.action {
-            IoAction::DiskFull(DiskLimit::Total(limit)) => Some(Mutex::new(Disk { used, limit })),
-            IoAction::DiskFull(DiskLimit::Headroom(room)) => Some(Mutex::new(Disk { used, limit: used + room })),
+            IoAction::DiskFull(SizeLimit::Total(limit)) => Some(Mutex::new(Disk { used, limit })),
+            IoAction::DiskFull(SizeLimit::Headroom(room)) => Some(Mutex::new(Disk { used, limit: used + room })),
             _ => None,
         };
         let counts = Counts { matched: 0, acted: BTreeMap::new(), waited: Duration::ZERO, rng };
@@ -288,7 +288,7 @@ mod tests {
 
     #[test]
     fn a_full_disk_refuses_growth_past_its_limit_counts_every_growth_and_makes_room_on_removal() {
-        let mut p = plan(IoAction::DiskFull(DiskLimit::Headroom(100)), IoTrigger::Always);
+        let mut p = plan(IoAction::DiskFull(SizeLimit::Headroom(100)), IoTrigger::Always);
         p.path = "**".into();
         p.ops = vec![];
         let (rules, rule) = rules(&p, 1, 1000);

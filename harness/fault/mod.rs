@@ -11,6 +11,7 @@ pub mod io;
 pub mod io_rules;
 pub mod layer;
 mod link;
+mod memory;
 mod packet;
 mod partition;
 mod passthrough;
@@ -193,6 +194,7 @@ pub fn build(kind: &FaultKind, resources: &dyn Resources, target: &str) -> Resul
             proxy: resources.proxy(proxy).ok_or_else(|| missing("the fault's proxy is not running"))?,
         }),
         FaultKind::Clock(plan) => Box::new(clock::ClockFault(*plan)),
+        FaultKind::Memory { limit, .. } => Box::new(memory::MemoryFault(*limit)),
         FaultKind::Packet(plan) => Box::new(packet::Packet {
             plan: plan.clone(),
             network: resources.network().ok_or_else(|| missing("the targets are not in network namespaces"))?,

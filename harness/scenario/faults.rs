@@ -53,6 +53,7 @@ pub const FAULT_KEYS: &[&str] = &[
     "corrupt",
     "reorder",
     "draw",
+    "limit",
 ];
 pub const FAULT_KINDS: &[&str] = <FaultName as strum::VariantNames>::VARIANTS;
 pub const CORRUPT_MODES: &[&str] = <CorruptModeName as strum::VariantNames>::VARIANTS;
@@ -87,6 +88,7 @@ pub(super) fn applicable(kind: FaultName, mode: Option<&str>) -> &'static [&'sta
         (Io, _) => &["path", "ops", "errno", "delay", "jitter", "disk_full", "every", "probability", "duration"],
         (Packet, _) => super::packet::PACKET_KEYS,
         (Clock, _) => &["offset", "rate", "duration"],
+        (Memory, _) => &["limit", "duration"],
     }
 }
 
@@ -161,6 +163,7 @@ pub fn compile_fault(
         | FaultName::Disconnect
         | FaultName::Io
         | FaultName::Clock
+        | FaultName::Memory
         | FaultName::LoseUnsynced => (target_fault(kind_name, f, d)?, target?),
     };
     Some(FaultPlan { kind, target, chosen_by: None, at: at?, in_procedure, setup, menu: None })
@@ -291,6 +294,20 @@ pub(super) fn target_fault(kind: FaultName, f: &Fields, d: &mut Diagnostics) -> 
         FaultName::LoseUnsynced => FaultKind::LoseUnsynced { torn: f.bool("torn", d).unwrap_or(false) },
         FaultName::Io => FaultKind::Io(super::io::io_plan(f, d)?),
         FaultName::Clock => FaultKind::Clock(clock(f, d)?),
+        FaultName::Memory => {
+            if f.get("limit").is_none() {
+                d.error(
+                    f.span.clone(),
+                    format!("missing key `limit` in {}; e.g. limit = \"64MiB\", or \"+0\": no more than now", f.what),
+                );
+            }
+            let limit = super::io::size_limit(f, "limit", "the target's memory", d);
+            let duration = match f.get("duration") {
+                Some(_) => Some(f.positive_duration("duration", "the limit would be lifted at once", d)?),
+                None => None,
+            };
+            FaultKind::Memory { limit: limit?, duration }
+        }
         other => unreachable!("`{other}` is not a target fault"),
     })
 }

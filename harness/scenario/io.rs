@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::diagnostic::{did_you_mean, Diagnostics};
 use super::fields::{parse_bytes, Fields};
-use super::plan::{DiskLimit, IoAction, IoOp, IoPlan, IoTrigger};
+use super::plan::{IoAction, IoOp, IoPlan, IoTrigger, SizeLimit};
 
 pub fn io_plan(f: &Fields, d: &mut Diagnostics) -> Option<IoPlan> {
     // Every key is checked, so that every mistake is reported at once.
@@ -87,7 +87,7 @@ fn action(f: &Fields, d: &mut Diagnostics) -> Option<IoAction> {
             delay: f.duration("delay", d)?,
             jitter: f.duration("jitter", d).unwrap_or(Duration::ZERO),
         }),
-        ["disk_full"] => Some(IoAction::DiskFull(disk_limit(f, d)?)),
+        ["disk_full"] => Some(IoAction::DiskFull(size_limit(f, "disk_full", "the data dir", d)?)),
         [] => {
             d.error(
                 f.span.clone(),
@@ -107,23 +107,24 @@ fn action(f: &Fields, d: &mut Diagnostics) -> Option<IoAction> {
     }
 }
 
-/// `"64MiB"` in all, or `"+1MiB"` past the size at injection.
-fn disk_limit(f: &Fields, d: &mut Diagnostics) -> Option<DiskLimit> {
-    let value = f.get("disk_full")?;
+/// `"64MiB"` in all, or `"+1MiB"` past the size at injection (`what`
+/// names what is limited: "the data dir", "the target's memory").
+pub fn size_limit(f: &Fields, key: &str, what: &str, d: &mut Diagnostics) -> Option<SizeLimit> {
+    let value = f.get(key)?;
     let text = value.get_ref().as_str();
     let parsed = match text.map(str::trim) {
         Some(t) => match t.strip_prefix('+') {
-            Some(rest) => parse_bytes(rest).map(DiskLimit::Headroom),
-            None => parse_bytes(t).map(DiskLimit::Total),
+            Some(rest) => parse_bytes(rest).map(SizeLimit::Headroom),
+            None => parse_bytes(t).map(SizeLimit::Total),
         },
-        None => f.bytes("disk_full", d).map(DiskLimit::Total),
+        None => f.bytes(key, d).map(SizeLimit::Total),
     };
     if parsed.is_none() && text.is_some() {
         d.error(
             value.span(),
             format!(
-                "`disk_full` in {}: cannot read `{}`; expected the size the data dir may reach (\"64MiB\") or how \
-                 much it may still grow (\"+1MiB\", \"+0\")",
+                "`{key}` in {}: cannot read `{}`; expected the size {what} may reach (\"64MiB\") or how much it may \
+                 still grow (\"+1MiB\", \"+0\")",
                 f.what,
                 text.unwrap_or_default()
             ),

@@ -266,6 +266,18 @@ fn compile_faults(
                 );
             }
         }
+        if let Some(FaultPlan { kind: FaultKind::Memory { .. }, target, .. }) = &fault {
+            if !on_process(target) {
+                d.error(
+                    item.span(),
+                    format!(
+                        "[[fault]] #{}: a `memory` fault limits a process target through a cgroup; `{target}` is \
+                         not one (a container's engine limit is not supported yet)",
+                        i + 1
+                    ),
+                );
+            }
+        }
         if let Some(FaultPlan { kind: FaultKind::Disconnect { .. }, target, .. }) = &fault {
             if on_process(target) {
                 d.error(

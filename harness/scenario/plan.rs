@@ -497,6 +497,9 @@ pub enum FaultKind {
     Packet(PacketPlan),
     /// The target's wall clock jumped or drifting (libfaketime).
     Clock(ClockPlan),
+    /// A memory limit on the target's processes (a cgroup), which the OOM
+    /// killer enforces.
+    Memory { limit: SizeLimit, duration: Option<Duration> },
 }
 
 /// A `clock` fault: what the target's clock reads while it lasts.
@@ -641,6 +644,7 @@ impl FaultKind {
             FaultKind::Io(_) => FaultName::Io,
             FaultKind::Packet(_) => FaultName::Packet,
             FaultKind::Clock(_) => FaultName::Clock,
+            FaultKind::Memory { .. } => FaultName::Memory,
         }
     }
 
@@ -656,6 +660,7 @@ impl FaultKind {
             FaultKind::Io(plan) => plan.duration,
             FaultKind::Packet(plan) => Some(plan.duration),
             FaultKind::Clock(plan) => plan.duration,
+            FaultKind::Memory { duration, .. } => *duration,
             _ => None,
         }
     }
@@ -744,17 +749,17 @@ pub enum IoAction {
     /// The operation waits `delay` plus a seeded share of `jitter`, then runs.
     Delay { delay: Duration, jitter: Duration },
     /// ENOSPC for what would grow the data dir past a size.
-    DiskFull(DiskLimit),
+    DiskFull(SizeLimit),
 }
 
-/// The size past which a `disk-full` fault refuses growth: the sum of the
-/// lengths of the data dir's files.
+/// A size limit: of a data dir (the sum of its files' lengths) for a
+/// `disk-full` fault, of a target's memory for a `memory` fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DiskLimit {
-    /// `disk_full = "64MiB"`: the data dir may hold this much.
+pub enum SizeLimit {
+    /// `"64MiB"`: this much in all.
     Total(u64),
-    /// `disk_full = "+1MiB"`: the data dir may grow this much past its size
-    /// when the fault is injected (`"+0"`: not at all).
+    /// `"+1MiB"`: this much more than when the fault is injected (`"+0"`:
+    /// no more at all).
     Headroom(u64),
 }
 

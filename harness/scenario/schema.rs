@@ -153,6 +153,7 @@ pub fn schema() -> Value {
     // The io and packet keys: one json! of every key would pass the
     // macro's recursion limit.
     let io_and_packet = json!({
+        "limit": { "description": "memory: the target's memory limit, \"64MiB\" in all or \"+0\": no more than it uses when the fault comes", "oneOf": [ { "type": "integer", "minimum": 0 }, { "type": "string" } ] },
         "draw": { "type": "integer", "minimum": 1, "maximum": 100, "description": "menus: how many faults to draw, each at its own time from `at`; default 1" },
             "ops": { "type": "array", "items": { "enum": IoOp::NAMES }, "minItems": 1, "description": "io: the operations it acts on, default all" },
             "errno": { "type": "string", "pattern": "^E[A-Z0-9]+$", "description": "io: the operations fail with this error (EIO, ENOSPC, EDQUOT, EROFS, ...)" },
@@ -174,7 +175,7 @@ pub fn schema() -> Value {
                 "at": { "type": "string", "pattern": TIME, "description": "a time (2s) or a range drawn with the trial's seed (2s..4s), from the start of the workload" },
                 "signal": { "type": "string", "description": "kill: the signal, default SIGKILL" },
                 "scope": { "enum": SignalScope::NAMES, "description": "kill: which processes the signal reaches: main (the main process only), group (its process group), all (every process the target started); default group for a process target, main for a container" },
-                "duration": duration("pause, link faults, packet: how long; stale-lock, io, clock: heal after this long (default: at the end of the trial)"),
+                "duration": duration("pause, link faults, packet: how long; stale-lock, io, clock, memory: heal after this long (default: at the end of the trial)"),
                 "path": { "type": "string", "description": "corrupt: a file or glob relative to the data dir; stale-lock: the lock or pid file; io: a glob of the paths it acts on (* within a directory, ** across), default every path" },
                 "mode": { "enum": faults::CORRUPT_MODES, "description": "corrupt: what to do to the file" },
                 "when": { "enum": ["offline", "online"], "description": "corrupt: with the target stopped (default) or running" },

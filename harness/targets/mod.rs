@@ -2,6 +2,7 @@
 //! supervises one service; teardown is idempotent. Process targets live in
 //! [`process`]; every backend must pass the same conformance tests.
 
+pub mod cgroup;
 pub mod container;
 pub mod context;
 pub mod faketime;

@@ -8,6 +8,7 @@ mod common;
 mod chosen_target;
 mod clock;
 mod io_faults;
+mod memory;
 mod menus;
 mod network_faults;
 mod proxy;
