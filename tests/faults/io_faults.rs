@@ -138,7 +138,7 @@ fn a_delayed_fsync_slows_every_write_that_waits_for_it() {
     assert!(delayed > 5 && waited >= 20.0 * delayed as f64 && waited <= 25.0 * delayed as f64, "{detail}");
     let writes = writes(&r, 0);
     let inside: Vec<&Write> = writes.iter().filter(|w| w.invoked > injected && w.completed < healed).collect();
-    assert!(inside.len() > 20, "{} writes under the fault", inside.len());
+    assert!(inside.len() >= 5, "{} writes under the fault", inside.len());
     for w in &inside {
         assert!(w.ok && w.completed - w.invoked >= 20.0, "a write took {} ms", w.completed - w.invoked);
     }
