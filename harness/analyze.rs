@@ -30,8 +30,13 @@ pub fn analyze(run_dir: &Path) -> Result<RunReport, AnalyzeError> {
         .map_err(|source| AnalyzeError::History { dir: run_dir.display().to_string(), source })?;
     let reports = trials.iter().enumerate().map(|(i, events)| check::check_trial(&plan, i as u32, events)).collect();
     let seed = old.as_ref().map_or(0, |r| r.seed);
+    let aborted = old.as_ref().is_some_and(|r| r.verdict == crate::reports::Verdict::Aborted);
     let (error, warnings) = old.map_or((None, Vec::new()), |r| (r.error, r.warnings));
     let mut report = check::build_report(&plan, seed, reports, error);
+    // An `[abort]` stopped the run: that stays its verdict.
+    if aborted {
+        report.verdict = crate::reports::Verdict::Aborted;
+    }
     report.warnings = warnings;
     crate::runner::write_reports(run_dir, &report).map_err(AnalyzeError::Write)?;
     Ok(report)

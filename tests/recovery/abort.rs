@@ -54,6 +54,9 @@ fn a_target_unhealthy_too_long_aborts_the_run_and_heals_the_fault_at_once() {
     assert!(aborted - paused >= 300.0 && aborted - paused < 1000.0, "aborted {} ms after the pause", aborted - paused);
     assert!(healed - aborted < 200.0, "healed {} ms after the abort, not at once", healed - aborted);
     assert!(r.stderr().contains("crashlab: aborting: target `kv` unhealthy"), "{}", r.stderr());
+    // Checked again from its history, the run stays aborted.
+    let out = common::crashlab().arg("analyze").arg(&r.dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// The same bound, longer than the outage: nothing aborts.
