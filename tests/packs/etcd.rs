@@ -39,7 +39,14 @@ fn writes_stopped_ms(events: &[Value]) -> f64 {
     let sent_after: std::collections::HashSet<u64> =
         events.iter().filter(|e| e["event"] == "invoke" && at(e) > fault).map(|e| e["op"].as_u64().unwrap()).collect();
     let acked = events.iter().filter(|e| e["event"] == "complete" && e["outcome"] == "ok");
-    acked.filter(|e| sent_after.contains(&e["op"].as_u64().unwrap())).map(at).fold(f64::INFINITY, f64::min) - fault
+    let first = acked.filter(|e| sent_after.contains(&e["op"].as_u64().unwrap())).map(at).fold(f64::INFINITY, f64::min);
+    let last_sent = events.iter().filter(|e| e["event"] == "invoke").map(at).fold(0.0, f64::max);
+    assert!(
+        first.is_finite(),
+        "no write sent after the fault (at {fault:.0} ms, chooser included) was acknowledged before the workload \
+         ended (last write sent at {last_sent:.0} ms)"
+    );
+    first - fault
 }
 
 /// The longest a failover may take here: two randomized election timeouts
