@@ -26,8 +26,9 @@ impl Fault for MemoryFault {
         let charges_move =
             cgroup::create(&path).map_err(|e| io(&format!("cannot make the cgroup {}", path.display()), e))?;
         let (mut moved, mut resident) = (0, 0);
-        let marks = [(reaper::RUN_TOKEN_VAR, token.as_str())];
-        procfs::walk_tree(process.pid, process.start_time, &marks, &mut |pid, _| {
+        // The main process's tree only: an orphan reparented to the harness
+        // carries the run's token whichever target started it.
+        procfs::walk_tree(process.pid, process.start_time, &[], &mut |pid, _| {
             if cgroup::add(&path, pid).is_ok() {
                 moved += 1;
                 resident += cgroup::resident(pid);
