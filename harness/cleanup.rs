@@ -153,7 +153,7 @@ pub fn cleanup(run_dir: &Path) -> Result<Cleanup, CleanupError> {
     remove_networks(&entries, &mut done);
     restore_files(&entries, &owned, &mut done);
     remove_clock_files(&entries, &owned, &mut done);
-    remove_cgroups(&entries, &mut done);
+    remove_cgroups(&entries, &owned, &mut done);
     Ok(done)
 }
 
@@ -266,13 +266,15 @@ fn remove_clock_files(entries: &[Entry], owned: &Owned, done: &mut Cleanup) {
 
 /// Removes the memory cgroups of `memory` faults that were not healed:
 /// only cgroups of ours (see [`crate::targets::cgroup::is_ours`]).
-fn remove_cgroups(entries: &[Entry], done: &mut Cleanup) {
+fn remove_cgroups(entries: &[Entry], owned: &Owned, done: &mut Cleanup) {
     for entry in entries {
         let Entry::Cgroup { trial, fault, path } = entry else { continue };
         if healed(entries, *trial, *fault) || !path.exists() {
             continue;
         }
-        if !crate::targets::cgroup::is_ours(path) {
+        // Its name carries the run's token: a cgroup of another run is not ours.
+        let named = owned.token().is_some_and(|t| crate::targets::cgroup::named_for(path, t));
+        if !named || !crate::targets::cgroup::is_ours(path) {
             done.refused.push(format!("cgroup {}: not one the run makes", path.display()));
         } else if crate::targets::cgroup::remove(path).is_ok() {
             done.cgroups_removed += 1;

@@ -176,6 +176,18 @@ impl Network {
         run(&args)
     }
 
+    /// Packets dropped so far by the namespace's random-loss rules (those of
+    /// `packet` faults), from iptables' counters.
+    pub fn random_drops(&self, namespace: &str) -> Result<u64, NetworkError> {
+        let mut dropped = 0;
+        for chain in ["INPUT", "OUTPUT"] {
+            let listing = output(&["ip", "netns", "exec", namespace, "iptables", "-w", "-nvxL", chain])?;
+            let ours = listing.lines().filter(|l| l.contains("statistic mode random"));
+            dropped += ours.filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok()).sum::<u64>();
+        }
+        Ok(dropped)
+    }
+
     /// Runs `tc ARGS` in a namespace (a netem qdisc on its link).
     pub fn tc(&self, namespace: &str, args: &[&str]) -> Result<(), NetworkError> {
         let mut all = vec!["ip", "netns", "exec", namespace, "tc"];

@@ -20,8 +20,7 @@ impl Fault for MemoryFault {
         let process = ctx.target.host_process().ok_or_else(|| other("the target is not running".into()))?;
         let parent = cgroup::own_memory_cgroup().map_err(|e| io("no memory cgroup to limit the target in", e))?;
         let token = reaper::run_token().unwrap_or_default();
-        let name = format!("{}{}-t{}-f{}", cgroup::PREFIX, &token[..token.len().min(8)], ctx.trial, ctx.index + 1);
-        let path = parent.join(name);
+        let path = parent.join(cgroup::name(&token, ctx.trial, ctx.index));
         ctx.journal(&Entry::Cgroup { trial: ctx.trial, fault: ctx.index, path: path.clone() })?;
         let charges_move =
             cgroup::create(&path).map_err(|e| io(&format!("cannot make the cgroup {}", path.display()), e))?;

@@ -127,7 +127,15 @@ impl Fault for Packet {
         };
         ctx.injected(self.describe(&target, &peers));
         let recorder = ctx.recorder.clone();
+        let (fault, shown) = (ctx.index, ctx.target.name().to_string());
         Ok(ctx.heal_with(move || {
+            // A loss that dropped nothing (peers that never talked) proves
+            // nothing; netem cannot be counted so, and is taken as in effect.
+            let dropped = if added.is_empty() { None } else { network.random_drops(&namespace).ok() };
+            if dropped == Some(0) && !qdisc {
+                let error = "the fault changed nothing: its rules dropped no packet".to_string();
+                recorder.record(crate::history::EventKind::FaultFailed { fault, target: shown, error });
+            }
             for rule in &added {
                 if let Err(e) = network.rule(&namespace, "-D", rule) {
                     recorder.warn(e.to_string());
@@ -138,7 +146,7 @@ impl Fault for Packet {
                     recorder.warn(e.to_string());
                 }
             }
-            String::new()
+            dropped.map_or(String::new(), |n| format!("dropped {n} packets"))
         }))
     }
 }

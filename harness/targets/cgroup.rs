@@ -49,6 +49,18 @@ pub fn is_ours(path: &Path) -> bool {
 /// Makes the cgroup; whether the memory its processes already use will move
 /// with them (recent kernels refuse: `move_charge_at_immigrate` is
 /// deprecated, and only what they allocate from then on is counted).
+/// The name of the cgroup of fault `fault` of trial `trial` of the run
+/// whose token is `token`.
+pub fn name(token: &str, trial: u32, fault: usize) -> String {
+    format!("{PREFIX}{}-t{trial}-f{}", &token[..token.len().min(8)], fault + 1)
+}
+
+/// Whether `path`'s name is one [`name`] gives for the run of `token`.
+pub fn named_for(path: &Path, token: &str) -> bool {
+    let prefix = format!("{PREFIX}{}-", &token[..token.len().min(8)]);
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix))
+}
+
 pub fn create(path: &Path) -> io::Result<bool> {
     std::fs::create_dir(path)?;
     Ok(std::fs::write(path.join("memory.move_charge_at_immigrate"), "3").is_ok())

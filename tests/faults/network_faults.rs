@@ -289,4 +289,26 @@ at = "2s"
             assert_eq!(out.status.code(), Some(0), "{stderr}");
         }
     }
+
+    /// Loss on packets from a peer that never sends any dropped nothing: the
+    /// trial says the fault changed nothing, and is unknown.
+    #[test]
+    fn a_packet_loss_that_dropped_nothing_makes_the_trial_unknown() {
+        let _serial = crate::common::serial();
+        if !common::netns_available() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let idle = SCENARIO.replace(
+            "kind = \"partition\"\nisolate = \"b\"",
+            "kind = \"packet\"\ntarget = \"b\"\nloss = 0.5\npeers = [\"c\"]",
+        );
+        assert!(idle.contains("peers = [\"c\"]"));
+        let r = common::run(&common::write_scenario(tmp.path(), "idle.toml", &idle), &[]);
+        let t = &r.trials()[0];
+        let check = t.checks.iter().find(|c| c.name == "fault #1 injected").expect("the fault's check");
+        assert!(check.observed.contains("changed nothing: its rules dropped no packet"), "{}", check.observed);
+        assert_eq!(t.verdict, crashlab::reports::Verdict::Unknown);
+        assert!(t.faults[0].detail.ends_with("healed: dropped 0 packets"), "{}", t.faults[0].detail);
+    }
 }
