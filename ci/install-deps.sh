@@ -9,7 +9,7 @@
 # PostgreSQL (run as the postgres user through setpriv) for the
 # PostgreSQL and sequencer packs, MariaDB (run as the mysql user) for the
 # MariaDB pack, etcd (three members in namespaces) for the etcd pack,
-# libfaketime for the clock fault, and python3 for ci/code-shape.py (the
+# libfaketime for the clock fault, stress-ng for the hog fault, and python3 for ci/code-shape.py (the
 # code-shape test) and the example and fixture services of the http and
 # command workloads.
 # SQLite is linked into crashlab itself.
@@ -33,6 +33,7 @@ command -v python3 >/dev/null || missing+=(python3)
 command -v mariadbd >/dev/null || missing+=(mariadb-server)
 command -v etcd >/dev/null || missing+=(etcd-server)
 ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || missing+=(libfaketime)
+command -v stress-ng >/dev/null || missing+=(stress-ng)
 if [ "${#missing[@]}" -gt 0 ]; then
     if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
         apt-get update -qq

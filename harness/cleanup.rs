@@ -54,7 +54,7 @@ pub struct Cleanup {
     pub compose_projects_down: usize,
     /// libfaketime control files removed.
     pub clock_files_removed: usize,
-    /// Memory cgroups of `memory` faults removed.
+    /// Cgroups of `memory` and `cpu` faults removed.
     pub cgroups_removed: usize,
 }
 

@@ -55,6 +55,8 @@ pub struct ContainerState {
     /// Its main process, as the host sees it (0 when not running).
     pub pid: i32,
     pub exit_code: i64,
+    /// Whether the OOM killer killed it (when it is not running).
+    pub oom_killed: bool,
     /// `(container port, host port)` as published now.
     pub ports: Vec<(u16, u16)>,
 }
@@ -62,6 +64,23 @@ pub struct ContainerState {
 pub struct Engine {
     docker: Docker,
 }
+
+/// A container's memory and CPU limits as the engine keeps them; 0 (or a
+/// negative number): none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes.
+    pub memory: i64,
+    /// Memory and swap, bytes.
+    pub memory_swap: i64,
+    /// The CFS period, microseconds.
+    pub cpu_period: i64,
+    /// The CPU time per period, microseconds.
+    pub cpu_quota: i64,
+}
+
+/// The largest memory limit the kernel takes, page-aligned: none.
+const NO_MEMORY_LIMIT: i64 = i64::MAX & !0xfff;
 
 impl Engine {
     /// Connects to the local engine and agrees on an API version.
@@ -133,6 +152,34 @@ impl Engine {
         Ok(created.id)
     }
 
+    /// The memory and CPU limits the engine keeps for the container.
+    pub fn limits(&self, id: &str) -> Result<Limits, EngineError> {
+        let info =
+            runtime().block_on(self.docker.inspect_container(id, None)).map_err(err(format!("cannot inspect {id}")))?;
+        let host = info.host_config.unwrap_or_default();
+        Ok(Limits {
+            memory: host.memory.unwrap_or(0),
+            memory_swap: host.memory_swap.unwrap_or(0),
+            cpu_period: host.cpu_period.unwrap_or(0),
+            cpu_quota: host.cpu_quota.unwrap_or(0),
+        })
+    }
+
+    /// Sets the container's limits; they hold across its restarts.
+    pub fn set_limits(&self, id: &str, limits: Limits) -> Result<(), EngineError> {
+        // The engine reads 0 as "unchanged": no limit is the largest one
+        // the kernel takes (memory), or -1 (CPU quota).
+        let no_memory_limit = |n: i64| if n > 0 { n } else { NO_MEMORY_LIMIT };
+        let body = bollard::models::ContainerUpdateBody {
+            memory: Some(no_memory_limit(limits.memory)),
+            memory_swap: Some(if limits.memory > 0 { limits.memory_swap } else { NO_MEMORY_LIMIT }),
+            cpu_period: (limits.cpu_period > 0).then_some(limits.cpu_period),
+            cpu_quota: Some(if limits.cpu_quota > 0 { limits.cpu_quota } else { -1 }),
+            ..Default::default()
+        };
+        runtime().block_on(self.docker.update_container(id, body)).map_err(err(format!("cannot update {id}'s limits")))
+    }
+
     pub fn start(&self, id: &str) -> Result<(), EngineError> {
         runtime().block_on(self.docker.start_container(id, None)).map_err(err(format!("cannot start {id}")))
     }
@@ -197,7 +244,7 @@ impl Engine {
 
             pid: state.pid.unwrap_or(0) as i32,
             exit_code: state.exit_code.unwrap_or(0),
-
+            oom_killed: state.oom_killed.unwrap_or(false),
             ports,
         })
     }

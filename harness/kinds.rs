@@ -46,6 +46,8 @@ pub enum FaultName {
     Packet,
     Clock,
     Memory,
+    Cpu,
+    Hog,
 }
 
 impl FaultName {

@@ -147,10 +147,11 @@ enum Command {
     Analyze { run_dir: PathBuf },
     /// Heal what a run left behind if the harness itself was killed:
     /// resume paused targets, stop the run's processes (targets, hooks,
-    /// recovery steps, lock holders), unmount its FUSE layers, put back the
-    /// original bytes of files its faults damaged, delete its network
-    /// namespaces and links, remove its containers and take down its
-    /// compose projects.
+    /// recovery steps, lock holders, stress-ng hogs), unmount its FUSE
+    /// layers, put back the original bytes of files its faults damaged,
+    /// delete its network namespaces and links, remove its containers,
+    /// take down its compose projects, and remove its memory and cpu
+    /// cgroups and clock control files.
     ///
     /// It reads the run's fault journal, and acts on a thing only if the
     /// thing itself proves it is the run's: a process by its pid and exact
@@ -566,7 +567,7 @@ fn cleanup(run_dir: &Path) -> Outcome {
         done.compose_projects_down
     );
     if done.cgroups_removed > 0 {
-        println!("  removed {} memory cgroup(s)", done.cgroups_removed);
+        println!("  removed {} cgroup(s) (memory, cpu)", done.cgroups_removed);
     }
     if done.clock_files_removed > 0 {
         println!("  removed {} clock control file(s) (libfaketime)", done.clock_files_removed);

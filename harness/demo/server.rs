@@ -153,6 +153,17 @@ pub struct DemoKvOptions {
     /// lost although acknowledged).
     #[arg(long, value_enum, default_value = "fail")]
     pub on_fsync_error: OnFsyncError,
+    /// Keep this many bytes (touched) in memory for every write it
+    /// acknowledges, like a cache that never evicts: a memory limit then
+    /// provokes the OOM killer at a rate the workload sets. 0: none.
+    #[arg(long, value_parser = parse_size, default_value = "0")]
+    pub grow_per_write: usize,
+}
+
+fn parse_size(text: &str) -> Result<usize, String> {
+    crate::scenario::parse_bytes(text)
+        .map(|n| n as usize)
+        .ok_or_else(|| format!("`{text}` is not a size such as 64KiB"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -270,6 +281,7 @@ fn listen<S: protocol::Store + Send + 'static>(options: &DemoKvOptions, store: A
     let listener = TcpListener::bind((options.host, options.port))
         .map_err(|e| (1, format!("cannot listen on {}:{}: {e}", options.host, options.port)))?;
     println!("ready port={}", options.port);
+    let store = Arc::new(Growing { inner: store, per_write: options.grow_per_write, kept: Mutex::new(Vec::new()) });
     for stream in listener.incoming().flatten() {
         let store = Arc::clone(&store);
         thread::spawn(move || {
@@ -277,6 +289,33 @@ fn listen<S: protocol::Store + Send + 'static>(options: &DemoKvOptions, store: A
         });
     }
     Ok(())
+}
+
+/// A store that keeps `per_write` bytes for each write it acknowledges
+/// (`--grow-per-write`).
+struct Growing<S> {
+    inner: Arc<S>,
+    per_write: usize,
+    kept: Mutex<Vec<Vec<u8>>>,
+}
+
+impl<S: protocol::Store + Send> protocol::Store for Growing<S> {
+    fn set(&self, key: &str, value: &str) -> io::Result<()> {
+        self.inner.set(key, value)?;
+        if self.per_write > 0 {
+            // Written, so that the pages are really charged to the process.
+            self.kept.lock().unwrap().push(vec![1u8; self.per_write]);
+        }
+        Ok(())
+    }
+
+    fn get(&self, key: &str) -> io::Result<Option<String>> {
+        self.inner.get(key)
+    }
+
+    fn scan(&self) -> io::Result<Vec<(String, String)>> {
+        self.inner.scan()
+    }
 }
 
 /// Applies the pid file policy before anything else is touched.

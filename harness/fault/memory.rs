@@ -3,36 +3,40 @@
 //! [`crate::targets::cgroup`]). The heal lifts it and says how many processes the
 //! OOM killer killed, so that an outage it caused is told as an OOM kill.
 //! It holds the incarnation it found: one the harness restarts after an
-//! OOM kill runs outside it.
+//! OOM kill runs outside it. A container target gets the engine's own limit
+//! instead (see [`super::limits`]).
 
+use super::limits;
 use super::{Fault, FaultContext, FaultError, FaultErrorKind, FaultGuard};
-use crate::journal::Entry;
+use crate::engine::Limits;
+use crate::history::EventKind;
 use crate::scenario::SizeLimit;
-use crate::targets::cgroup;
-use crate::targets::{procfs, reaper};
+use crate::targets::cgroup::{self, Controller};
+use crate::targets::TargetError;
 
 pub struct MemoryFault(pub SizeLimit);
 
 impl Fault for MemoryFault {
     fn inject(&self, ctx: &FaultContext) -> Result<FaultGuard, FaultError> {
+        match ctx.target.engine_limits() {
+            Ok(before) => limit_container(ctx, before, self.0),
+            Err(TargetError::Unsupported { .. }) => self.limit_process(ctx),
+            Err(e) => Err(ctx.error(e.into())),
+        }
+    }
+}
+
+impl MemoryFault {
+    /// A process target: its tree moved into a cgroup of the fault's own.
+    fn limit_process(&self, ctx: &FaultContext) -> Result<FaultGuard, FaultError> {
         let other = |why: String| ctx.error(FaultErrorKind::Other(why));
         let io = |what: &str, source| ctx.error(FaultErrorKind::Io { what: what.to_string(), source });
-        let process = ctx.target.host_process().ok_or_else(|| other("the target is not running".into()))?;
-        let parent = cgroup::own_memory_cgroup().map_err(|e| io("no memory cgroup to limit the target in", e))?;
-        let token = reaper::run_token().unwrap_or_default();
-        let path = parent.join(cgroup::name(&token, ctx.trial, ctx.index));
-        ctx.journal(&Entry::Cgroup { trial: ctx.trial, fault: ctx.index, path: path.clone() })?;
-        let charges_move =
-            cgroup::create(&path).map_err(|e| io(&format!("cannot make the cgroup {}", path.display()), e))?;
-        let (mut moved, mut resident) = (0, 0);
+        let (process, path) = limits::fault_cgroup(ctx, Controller::Memory)?;
+        let charges_move = cgroup::move_charges(&path);
         // The main process's tree only: an orphan reparented to the harness
         // carries the run's token whichever target started it.
-        procfs::walk_tree(process.pid, process.start_time, &[], &mut |pid, _| {
-            if cgroup::add(&path, pid).is_ok() {
-                moved += 1;
-                resident += cgroup::resident(pid);
-            }
-        });
+        let pids = cgroup::adopt_tree(&path, process.pid, process.start_time);
+        let (moved, resident) = (pids.len(), pids.iter().map(|&(pid, _)| cgroup::resident(pid)).sum::<u64>());
         // What the target uses now: its charges, moved with it; or, where
         // the kernel moves none, its resident memory, while the cgroup
         // counts only what it allocates from now on.
@@ -60,13 +64,55 @@ impl Fault for MemoryFault {
             process.pid,
             path.display()
         ));
+        let (recorder, fault, target) = (ctx.recorder.clone(), ctx.index, ctx.target.name().to_string());
+        let charged = cgroup::usage(&path).unwrap_or(0);
+        let _ = cgroup::reset_peak(&path);
+        let before = cgroup::MemoryCounters::read(&path).unwrap_or_default();
         Ok(ctx.heal_with(move || {
-            let kills = cgroup::oom_kills(&path);
+            let now = cgroup::MemoryCounters::read(&path).unwrap_or_default();
             let removed = cgroup::remove(&path).err().map_or(String::new(), |e| format!("; the cgroup stays: {e}"));
-            match kills {
-                0 => format!("no process was OOM-killed{removed}"),
-                n => format!("the OOM killer killed {n} process(es) of the target{removed}"),
-            }
+            let pressed = now.pressed(&before, charged, charged + (limit - used));
+            let kills = now.oom_kills.saturating_sub(before.oom_kills);
+            pressure_detail(kills, pressed, &removed).unwrap_or_else(|error| {
+                recorder.record(EventKind::FaultFailed { fault, target, error: error.clone() });
+                error
+            })
         }))
+    }
+}
+
+/// A memory limit (memory and swap alike) on a container.
+fn limit_container(ctx: &FaultContext, before: Limits, size: SizeLimit) -> Result<FaultGuard, FaultError> {
+    let process = limits::running(ctx)?;
+    let path = limits::cgroup_of(ctx, process, Controller::Memory)?;
+    let used = cgroup::usage(&path).map_err(|source| {
+        ctx.error(FaultErrorKind::Io { what: "cannot read the container's memory use".into(), source })
+    })?;
+    let bytes = match size {
+        SizeLimit::Total(bytes) => bytes,
+        SizeLimit::Headroom(room) => used + room,
+    };
+    let limits = Limits { memory: bytes as i64, memory_swap: bytes as i64, ..before };
+    let detail = format!(
+        "memory limited by the engine to {bytes} bytes, swap included (the container used {used}); it holds across \
+         the container's restarts until the heal"
+    );
+    let _ = cgroup::reset_peak(&path);
+    let counters = cgroup::MemoryCounters::read(&path).unwrap_or_default();
+    limits::limit(ctx, before, limits, detail, move || {
+        let now = cgroup::MemoryCounters::read(&path)?;
+        let kills = now.oom_kills.saturating_sub(counters.oom_kills);
+        Some(pressure_detail(kills, now.pressed(&counters, used, bytes), ""))
+    })
+}
+
+/// What the heal says: how many processes the OOM killer killed, or that the
+/// limit pressed without a kill; an error if it never pressed (a limit the
+/// target never reached proves nothing).
+fn pressure_detail(kills: u64, pressed: bool, tail: &str) -> Result<String, String> {
+    match (kills, pressed) {
+        (0, false) => Err(format!("the fault changed nothing: the target never reached its memory limit{tail}")),
+        (0, true) => Ok(format!("no process was OOM-killed; the target used memory up to its limit{tail}")),
+        (n, _) => Ok(format!("the OOM killer killed {n} process(es) of the target{tail}")),
     }
 }

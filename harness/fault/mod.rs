@@ -7,9 +7,12 @@
 
 mod clock;
 pub mod corrupt;
+mod cpu;
+pub mod hog;
 pub mod io;
 pub mod io_rules;
 pub mod layer;
+mod limits;
 mod link;
 mod memory;
 mod packet;
@@ -125,16 +128,38 @@ pub enum FaultErrorKind {
 
 /// Undoes a fault. Healing twice is harmless; dropping an unhealed guard heals.
 pub struct FaultGuard {
+    look: Option<Box<dyn FnOnce() + Send>>,
     heal: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl FaultGuard {
     /// A fault that needs no healing (a kill: recovery is the target's job).
     pub fn nothing() -> Self {
-        FaultGuard { heal: None }
+        FaultGuard { look: None, heal: None }
+    }
+
+    /// Has the fault read what its heal will report while its target still
+    /// runs: the end of a trial stops the targets before it heals what
+    /// lasts, and a stopped container's cgroups are gone.
+    pub fn look(&mut self) {
+        if let Some(look) = self.look.take() {
+            look();
+        }
+    }
+
+    /// `look` (see [`FaultGuard::look`]) runs before the heal, if it was
+    /// not asked for earlier.
+    pub fn looking_first(mut self, look: impl FnOnce() + Send + 'static) -> Self {
+        self.look = Some(Box::new(look));
+        self
     }
 
     pub fn heal(mut self) {
+        self.heal_now();
+    }
+
+    fn heal_now(&mut self) {
+        self.look();
         if let Some(heal) = self.heal.take() {
             heal();
         }
@@ -143,15 +168,13 @@ impl FaultGuard {
 
 impl Drop for FaultGuard {
     fn drop(&mut self) {
-        if let Some(heal) = self.heal.take() {
-            heal();
-        }
+        self.heal_now();
     }
 }
 
 impl FaultGuard {
     pub fn new(heal: impl FnOnce() + Send + 'static) -> Self {
-        FaultGuard { heal: Some(Box::new(heal)) }
+        FaultGuard { look: None, heal: Some(Box::new(heal)) }
     }
 }
 
@@ -195,6 +218,8 @@ pub fn build(kind: &FaultKind, resources: &dyn Resources, target: &str) -> Resul
         }),
         FaultKind::Clock(plan) => Box::new(clock::ClockFault(*plan)),
         FaultKind::Memory { limit, .. } => Box::new(memory::MemoryFault(*limit)),
+        FaultKind::Cpu { cpus, .. } => Box::new(cpu::CpuFault(*cpus)),
+        FaultKind::Hog(plan) => Box::new(hog::Hog(*plan)),
         FaultKind::Packet(plan) => Box::new(packet::Packet {
             plan: plan.clone(),
             network: resources.network().ok_or_else(|| missing("the targets are not in network namespaces"))?,

@@ -181,12 +181,16 @@ impl TrialEnv {
         for sampler in &mut samplers {
             sampler.stop();
         }
+        let mut lasting = lasting.into_inner().unwrap();
+        for guard in &mut lasting {
+            guard.look();
+        }
         for target in &targets {
             target.stop();
             let lines = target.last_log_lines(20);
             trial.recorder.record(EventKind::TargetLog { target: target.name().to_string(), lines });
         }
-        for guard in lasting.into_inner().unwrap().into_iter().rev() {
+        for guard in lasting.into_iter().rev() {
             guard.heal();
         }
         for (_, layer) in &layers {

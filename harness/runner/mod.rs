@@ -67,6 +67,9 @@ pub enum TrialStop {
 pub enum EnvError {
     #[error("{0}")]
     Network(String),
+    /// A program a fault needs.
+    #[error("{0}")]
+    Missing(String),
     /// The container engine, or a target's image.
     #[error("{0}")]
     Containers(String),
@@ -144,6 +147,9 @@ pub fn run(
     let seed = options.seed.or(plan.trials.seed).unwrap_or_else(|| rand::random::<u64>() & JSON_SAFE);
     let count = options.trials.unwrap_or(plan.trials.count);
 
+    if let Err(e) = programs_present(plan) {
+        return Ok(stopped_before_any_trial(plan, seed, run_dir, &journal, e));
+    }
     // A namespaces network lives for the whole run; its partitions come and
     // go with the faults.
     let network = match plan.network {
@@ -223,6 +229,18 @@ pub fn run(
 
 /// A run whose environment failed before its first trial: its report says
 /// why, and the journal that the run is over.
+/// The programs the plan's faults run (a hog's stress-ng), found before any
+/// trial: missing, the run stops with an environment error.
+fn programs_present(plan: &Plan) -> Result<(), EnvError> {
+    let kinds = plan.faults.iter().flat_map(|f| std::iter::once(&f.kind).chain(f.menu.iter().flat_map(|m| &m.kinds)));
+    if kinds.into_iter().any(|k| matches!(k, FaultKind::Hog(_))) {
+        let program = crate::fault::hog::STRESS_NG;
+        crate::scenario::workload::find_program(program, Path::new("."))
+            .map_err(|e| EnvError::Missing(format!("a `hog` fault runs {program} (Debian package stress-ng): {e}")))?;
+    }
+    Ok(())
+}
+
 fn stopped_before_any_trial(plan: &Plan, seed: u64, run_dir: PathBuf, journal: &Journal, e: EnvError) -> RunOutcome {
     let report = check::build_report(plan, seed, Vec::new(), Some(e.to_string()));
     let _ = journal.append(&Entry::Finished);

@@ -54,6 +54,10 @@ pub const FAULT_KEYS: &[&str] = &[
     "reorder",
     "draw",
     "limit",
+    "cpus",
+    "cpu",
+    "memory",
+    "io",
 ];
 pub const FAULT_KINDS: &[&str] = <FaultName as strum::VariantNames>::VARIANTS;
 pub const CORRUPT_MODES: &[&str] = <CorruptModeName as strum::VariantNames>::VARIANTS;
@@ -89,6 +93,8 @@ pub(super) fn applicable(kind: FaultName, mode: Option<&str>) -> &'static [&'sta
         (Packet, _) => super::packet::PACKET_KEYS,
         (Clock, _) => &["offset", "rate", "duration"],
         (Memory, _) => &["limit", "duration"],
+        (Cpu, _) => &["cpus", "duration"],
+        (Hog, _) => &["cpu", "memory", "io", "duration"],
     }
 }
 
@@ -164,6 +170,8 @@ pub fn compile_fault(
         | FaultName::Io
         | FaultName::Clock
         | FaultName::Memory
+        | FaultName::Cpu
+        | FaultName::Hog
         | FaultName::LoseUnsynced => (target_fault(kind_name, f, d)?, target?),
     };
     Some(FaultPlan { kind, target, chosen_by: None, at: at?, in_procedure, setup, menu: None })
@@ -294,20 +302,9 @@ pub(super) fn target_fault(kind: FaultName, f: &Fields, d: &mut Diagnostics) -> 
         FaultName::LoseUnsynced => FaultKind::LoseUnsynced { torn: f.bool("torn", d).unwrap_or(false) },
         FaultName::Io => FaultKind::Io(super::io::io_plan(f, d)?),
         FaultName::Clock => FaultKind::Clock(clock(f, d)?),
-        FaultName::Memory => {
-            if f.get("limit").is_none() {
-                d.error(
-                    f.span.clone(),
-                    format!("missing key `limit` in {}; e.g. limit = \"64MiB\", or \"+0\": no more than now", f.what),
-                );
-            }
-            let limit = super::io::size_limit(f, "limit", "the target's memory", d);
-            let duration = match f.get("duration") {
-                Some(_) => Some(f.positive_duration("duration", "the limit would be lifted at once", d)?),
-                None => None,
-            };
-            FaultKind::Memory { limit: limit?, duration }
-        }
+        FaultName::Memory => super::pressure::memory(f, d)?,
+        FaultName::Cpu => super::pressure::cpu(f, d)?,
+        FaultName::Hog => super::pressure::hog(f, d)?,
         other => unreachable!("`{other}` is not a target fault"),
     })
 }

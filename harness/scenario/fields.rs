@@ -157,6 +157,28 @@ impl<'a, 'i> Fields<'a, 'i> {
         }
     }
 
+    /// A number (integer or float) in `range`; `expected` says what it
+    /// means in the error.
+    pub fn number(
+        &self,
+        key: &str,
+        range: std::ops::RangeInclusive<f64>,
+        expected: &str,
+        d: &mut Diagnostics,
+    ) -> Option<f64> {
+        let value = self.get(key)?;
+        let number = match value.get_ref() {
+            toml::de::DeValue::Float(x) => x.as_str().parse::<f64>().ok(),
+            toml::de::DeValue::Integer(i) => i.as_str().parse::<f64>().ok(),
+            _ => None,
+        };
+        let in_range = number.filter(|n| range.contains(n));
+        if in_range.is_none() {
+            d.error(value.span(), format!("`{key}` in {} must be {expected}", self.what));
+        }
+        in_range
+    }
+
     pub fn duration(&self, key: &str, d: &mut Diagnostics) -> Option<Duration> {
         let (text, span) = self.str(key, d)?;
         parse_duration(text).map_err(|e| d.error(span, format!("`{key}` in {}: {e}", self.what))).ok()

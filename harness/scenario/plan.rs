@@ -500,6 +500,23 @@ pub enum FaultKind {
     /// A memory limit on the target's processes (a cgroup), which the OOM
     /// killer enforces.
     Memory { limit: SizeLimit, duration: Option<Duration> },
+    /// A CFS quota on the target's processes (a cgroup): `cpus` CPUs' worth
+    /// of time per period, the rest of it throttled.
+    Cpu { cpus: f64, duration: Option<Duration> },
+    /// A noisy neighbour (stress-ng) on the target's machine.
+    Hog(HogPlan),
+}
+
+/// A `hog` fault: stress-ng's workers, none of a kind where 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HogPlan {
+    /// Workers spinning on the CPU.
+    pub cpu: u32,
+    /// Bytes kept allocated and touched.
+    pub memory: u64,
+    /// Workers writing and syncing files.
+    pub io: u32,
+    pub duration: Option<Duration>,
 }
 
 /// A `clock` fault: what the target's clock reads while it lasts.
@@ -645,6 +662,8 @@ impl FaultKind {
             FaultKind::Packet(_) => FaultName::Packet,
             FaultKind::Clock(_) => FaultName::Clock,
             FaultKind::Memory { .. } => FaultName::Memory,
+            FaultKind::Cpu { .. } => FaultName::Cpu,
+            FaultKind::Hog(_) => FaultName::Hog,
         }
     }
 
@@ -660,7 +679,8 @@ impl FaultKind {
             FaultKind::Io(plan) => plan.duration,
             FaultKind::Packet(plan) => Some(plan.duration),
             FaultKind::Clock(plan) => plan.duration,
-            FaultKind::Memory { duration, .. } => *duration,
+            FaultKind::Memory { duration, .. } | FaultKind::Cpu { duration, .. } => *duration,
+            FaultKind::Hog(plan) => plan.duration,
             _ => None,
         }
     }

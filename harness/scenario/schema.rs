@@ -150,10 +150,14 @@ pub fn schema() -> Value {
     let chooser = json!({ "type": "object", "additionalProperties": false, "required": ["command"],
         "properties": { "command": command("prints the name of the target, e.g. the member that leads now") } });
     let chosen = json!({ "oneOf": [ { "type": "string" }, chooser.clone() ] });
-    // The io and packet keys: one json! of every key would pass the
+    // The io, packet and pressure keys: one json! of every key would pass the
     // macro's recursion limit.
-    let io_and_packet = json!({
+    let more_keys = json!({
         "limit": { "description": "memory: the target's memory limit, \"64MiB\" in all or \"+0\": no more than it uses when the fault comes", "oneOf": [ { "type": "integer", "minimum": 0 }, { "type": "string" } ] },
+        "cpus": { "type": "number", "minimum": 0.01, "maximum": 1024, "description": "cpu: the CPU time the target may use, in CPUs (0.2: a fifth of one CPU's time per 100 ms period)" },
+        "cpu": { "type": "integer", "minimum": 1, "maximum": 256, "description": "hog: stress-ng workers spinning on the CPU" },
+        "memory": { "description": "hog: bytes stress-ng keeps allocated and touched (\"1GiB\")", "oneOf": [ { "type": "integer", "minimum": 0 }, { "type": "string" } ] },
+        "io": { "type": "integer", "minimum": 1, "maximum": 256, "description": "hog: stress-ng workers writing and syncing files (in the trial's directory)" },
         "draw": { "type": "integer", "minimum": 1, "maximum": 100, "description": "menus: how many faults to draw, each at its own time from `at`; default 1" },
             "ops": { "type": "array", "items": { "enum": IoOp::NAMES }, "minItems": 1, "description": "io: the operations it acts on, default all" },
             "errno": { "type": "string", "pattern": "^E[A-Z0-9]+$", "description": "io: the operations fail with this error (EIO, ENOSPC, EDQUOT, EROFS, ...)" },
@@ -175,7 +179,7 @@ pub fn schema() -> Value {
                 "at": { "type": "string", "pattern": TIME, "description": "a time (2s) or a range drawn with the trial's seed (2s..4s), from the start of the workload" },
                 "signal": { "type": "string", "description": "kill: the signal, default SIGKILL" },
                 "scope": { "enum": SignalScope::NAMES, "description": "kill: which processes the signal reaches: main (the main process only), group (its process group), all (every process the target started); default group for a process target, main for a container" },
-                "duration": duration("pause, link faults, packet: how long; stale-lock, io, clock, memory: heal after this long (default: at the end of the trial)"),
+                "duration": duration("pause, link faults, packet: how long; stale-lock, io, clock, memory, cpu, hog: heal after this long (default: at the end of the trial)"),
                 "path": { "type": "string", "description": "corrupt: a file or glob relative to the data dir; stale-lock: the lock or pid file; io: a glob of the paths it acts on (* within a directory, ** across), default every path" },
                 "mode": { "enum": faults::CORRUPT_MODES, "description": "corrupt: what to do to the file" },
                 "when": { "enum": ["offline", "online"], "description": "corrupt: with the target stopped (default) or running" },
@@ -200,7 +204,7 @@ pub fn schema() -> Value {
                 "one_way": { "type": "boolean", "description": "partition with groups: only what the first group sends to the second is dropped" },
                 "command": command("command: the disaster as a command run against the target (must exit 0)"),
             }),
-            io_and_packet,
+            more_keys,
         ),
         &["kind", "at"],
     );

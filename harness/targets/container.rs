@@ -19,7 +19,7 @@ use nix::sys::signal::Signal;
 use super::context::{run_hook, TargetContext};
 use super::reaper;
 use super::{procfs, CommandKind, HostProcess, Signalled, Target, TargetError};
-use crate::engine::{ContainerSpec, Engine, RUN_LABEL};
+use crate::engine::{ContainerSpec, Engine, Limits, RUN_LABEL};
 use crate::journal::Entry;
 use crate::scenario::{template, RestartPolicy, SignalScope, TargetPlan};
 
@@ -173,7 +173,11 @@ impl Inner {
                     self.check_ports(s);
                 }
                 (s, Some(process)) if !running => {
-                    let status = s.as_ref().map_or("gone".into(), |s| format!("exit code {}", s.exit_code));
+                    let status = match s {
+                        None => "gone".into(),
+                        Some(s) if s.oom_killed => format!("exit code {}, OOM-killed", s.exit_code),
+                        Some(s) => format!("exit code {}", s.exit_code),
+                    };
                     self.exited(&mut state, process, status);
                     if let RestartPolicy::Always { delay } = self.plan.restart {
                         state.restart_at = Some(Instant::now() + delay);
@@ -409,6 +413,14 @@ impl Target for ContainerTarget {
 
     fn reconnect(&self) -> Result<(), TargetError> {
         self.inner.engine.connect_network(&self.inner.id()?, NETWORK).map_err(engine_err(self.name()))
+    }
+
+    fn engine_limits(&self) -> Result<Limits, TargetError> {
+        self.inner.engine.limits(&self.inner.id()?).map_err(engine_err(self.name()))
+    }
+
+    fn set_engine_limits(&self, limits: Limits) -> Result<(), TargetError> {
+        self.inner.engine.set_limits(&self.inner.id()?, limits).map_err(engine_err(self.name()))
     }
 
     fn host_process(&self) -> Option<HostProcess> {

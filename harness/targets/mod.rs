@@ -136,6 +136,15 @@ pub trait Target: Send + Sync {
     fn reconnect(&self) -> Result<(), TargetError> {
         Err(TargetError::Unsupported { target: self.name().to_string(), what: "network reconnect" })
     }
+    /// The memory and CPU limits the container engine keeps for the target
+    /// (containers only: a process target is limited through a cgroup).
+    fn engine_limits(&self) -> Result<crate::engine::Limits, TargetError> {
+        Err(TargetError::Unsupported { target: self.name().to_string(), what: "engine limits" })
+    }
+    /// Sets them; they hold across the container's restarts.
+    fn set_engine_limits(&self, _limits: crate::engine::Limits) -> Result<(), TargetError> {
+        Err(TargetError::Unsupported { target: self.name().to_string(), what: "engine limits" })
+    }
     /// The last lines the target printed (stdout and stderr of its latest
     /// incarnations), for reports of failures.
     fn last_log_lines(&self, n: usize) -> Vec<String>;

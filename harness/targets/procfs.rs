@@ -13,6 +13,9 @@ pub struct ProcStat {
     pub pgrp: i32,
     /// Start time in clock ticks since boot: with the pid, a process identity.
     pub start_time: u64,
+    /// CPU time used so far, user and system, by all its threads, in clock
+    /// ticks.
+    pub cpu_ticks: u64,
 }
 
 impl ProcStat {
@@ -32,7 +35,20 @@ pub fn stat(pid: i32) -> Option<ProcStat> {
         ppid: fields.get(1)?.parse().ok()?,
         pgrp: fields.get(2)?.parse().ok()?,
         start_time: fields.get(19)?.parse().ok()?,
+        cpu_ticks: fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?,
     })
+}
+
+/// The CPU time the live processes among `processes` (pid, start time) have
+/// used so far (resolution: a clock tick, 10 ms).
+pub fn cpu_time(processes: &[(i32, u64)]) -> std::time::Duration {
+    let ticks: u64 = processes
+        .iter()
+        .filter_map(|&(pid, start)| stat(pid).filter(|s| s.start_time == start))
+        .map(|s| s.cpu_ticks)
+        .sum();
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100).max(1);
+    std::time::Duration::from_secs_f64(ticks as f64 / per_second as f64)
 }
 
 /// Whether `pid` is still the live process that started at `start_time`.

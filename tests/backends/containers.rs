@@ -41,6 +41,9 @@ fn a_container_killed_through_its_host_pid_is_restarted_by_the_harness() {
     if !docker_available() {
         return;
     }
+    // Serial: the scenario bounds the RTO, and the memory test's
+    // container thrashes at its limit.
+    let _serial = common::serial();
     let r = run(&scenario("container-kill.toml"), &["--seed", "31"]);
     check_restarted_and_nothing_lost(&r);
 }
@@ -50,6 +53,9 @@ fn a_container_killed_through_its_host_pid_is_restarted_by_the_engines_own_polic
     if !docker_available() {
         return;
     }
+    // Serial: the scenario bounds the RTO, and the memory test's
+    // container thrashes at its limit.
+    let _serial = common::serial();
     let r = run(&scenario("container-kill-engine-restart.toml"), &["--seed", "32"]);
     check_restarted_and_nothing_lost(&r);
 }
@@ -61,6 +67,9 @@ fn a_kill_of_every_process_in_a_container_is_a_crash_the_harness_recovers_from()
     if !docker_available() {
         return;
     }
+    // Serial: the scenario bounds the RTO, and the memory test's
+    // container thrashes at its limit.
+    let _serial = common::serial();
     let tmp = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(scenario("container-kill.toml")).unwrap().replacen(
         "kind = \"kill\"\n",
@@ -248,4 +257,59 @@ command = ["sh", "-c", "docker inspect $(docker ps -q --filter label=crashlab.ta
         common::crashlab().arg("validate").arg(common::write_scenario(tmp.path(), "bad.toml", &bad)).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nowhere: No such file or directory"));
+}
+
+/// The engine's memory limit on a container (`docker update`): under it
+/// the growing store is either OOM-killed, which its exit records, or held
+/// thrashing at the limit until the heal; either way the limit pressed on
+/// it (without the engine's limit the trial would be unknown: the fault
+/// changed nothing), nothing acknowledged is lost, and the limit is put
+/// back.
+#[test]
+fn a_container_memory_limit_presses_through_the_engine_and_loses_nothing() {
+    if !docker_available() {
+        return;
+    }
+    let _serial = common::serial();
+    let r = run(&scenario("container-memory-oom.toml"), &["--trials", "2", "--seed", "37"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    for (i, t) in r.trials().iter().enumerate() {
+        let detail = &t.faults[0].detail;
+        assert!(detail.contains("memory limited by the engine to"), "{detail}");
+        let pressed = ["the OOM killer killed", "used memory up to its limit", "ended during the fault"];
+        assert!(pressed.iter().any(|p| detail.contains(p)), "trial {i}: {detail}");
+        assert!(detail.ends_with("the engine's limits put back"), "trial {i}: {detail}");
+        assert_eq!(t.rpo.lost_acked, Some(0), "trial {i}");
+        for exit in r.history(i as u64).into_iter().filter(|e| e["event"] == "target_exited") {
+            let status = exit["status"].as_str().unwrap();
+            assert!(!status.contains("137") || status.ends_with("OOM-killed"), "a kill the engine saw as OOM: {exit}");
+        }
+    }
+    assert!(labelled_containers(&label(&r)).is_empty(), "the run's containers are gone");
+}
+
+/// The engine's CPU quota on a container: throttled, and the CPU time it
+/// used (the container's cpuacct) within the quota.
+#[test]
+fn a_container_cpu_quota_holds_it_to_the_quota() {
+    if !docker_available() {
+        return;
+    }
+    let _serial = common::serial();
+    let text = std::fs::read_to_string(scenario("cpu-throttle.toml")).unwrap().replacen(
+        r#"command = ["crashlab", "demo-kv", "--port""#,
+        "kind = \"container\"\nimage = \"crashlab/demo-kv\"\ncommand = [\"/crashlab\", \"demo-kv\", \"--host\", \"{host}\", \"--port\"",
+        1,
+    );
+    assert!(text.contains("kind = \"container\""));
+    let tmp = tempfile::tempdir().unwrap();
+    let r = run(&common::write_scenario(tmp.path(), "cpu.toml", &text), &["--trials", "1", "--seed", "41"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    let detail = &r.trials()[0].faults[0].detail;
+    assert!(detail.contains("CPU limited by the engine to 0.05 CPUs") && detail.contains("throttled in "), "{detail}");
+    let used: f64 = detail.split("the target used ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    let over: f64 = detail.split(" ms of CPU in ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(used <= 0.05 * over + 0.05 * 100.0 + 10.0, "used {used} ms of CPU in {over} ms: {detail}");
+    assert_eq!(r.trials()[0].rpo.lost_acked, Some(0));
+    assert!(labelled_containers(&label(&r)).is_empty(), "the run's containers are gone");
 }

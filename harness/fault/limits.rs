@@ -1,0 +1,108 @@
+//! Where the `memory` and `cpu` faults set their limits. A process target
+//! gets a cgroup (v1) of the fault's own, under the harness's, journaled
+//! before it is made; its tree is moved into it, and the heal removes it.
+//! A container target gets the engine's own limits (`docker update`), set
+//! at injection and put back at the heal. Unlike a cgroup of the fault's,
+//! they hold across the container's restarts until then, as a real limit
+//! does. Nothing is journaled for them: the container itself is journaled
+//! and removed by cleanup, limits and all. Their figures come from the
+//! container's cgroups, for the incarnation the fault found; if it ended
+//! during the fault, its exit in the history says whether the OOM killer
+//! killed it.
+
+use std::sync::{Arc, Mutex};
+
+use super::{FaultContext, FaultError, FaultErrorKind, FaultGuard};
+use crate::engine::Limits;
+use crate::history::EventKind;
+use crate::journal::Entry;
+use crate::targets::cgroup::{self, Controller};
+use crate::targets::{reaper, HostProcess};
+
+/// Sets `limits` over the ones the container has; the guard puts those
+/// back and says how it went, from what `figures` reads in the cgroups of
+/// the incarnation the fault found (an error: the fault changed nothing;
+/// none: the cgroups are gone, the incarnation ended), read while the
+/// container still runs.
+pub(super) fn limit(
+    ctx: &FaultContext,
+    before: Limits,
+    limits: Limits,
+    detail: String,
+    figures: impl FnOnce() -> Option<Result<String, String>> + Send + 'static,
+) -> Result<FaultGuard, FaultError> {
+    let process = running(ctx)?;
+    ctx.target.set_engine_limits(limits).map_err(|e| ctx.error(e.into()))?;
+    ctx.injected(detail);
+    let seen = Arc::new(Mutex::new(None));
+    let (target, recorder, fault) = (ctx.target.clone(), ctx.recorder.clone(), ctx.index);
+    let look = {
+        let (target, seen) = (target.clone(), Arc::clone(&seen));
+        move || {
+            let same =
+                target.host_process().is_some_and(|p| p.pid == process.pid && p.start_time == process.start_time);
+            *seen.lock().unwrap() = Some(if same { figures() } else { None });
+        }
+    };
+    let guard = ctx.heal_with(move || {
+        // The engine refuses an update while a container restarts: a few tries.
+        let mut put_back = target.set_engine_limits(before);
+        for _ in 0..5 {
+            if put_back.is_ok() || target.host_process().is_none() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            put_back = target.set_engine_limits(before);
+        }
+        let restored = match put_back {
+            Ok(()) => "the engine's limits put back".to_string(),
+            // The end of the trial removed the container, limits and all.
+            Err(e) if target.host_process().is_none() => format!("the container is gone, its limits with it ({e})"),
+            Err(e) => format!("the engine's limits stay: {e}"),
+        };
+        match seen.lock().unwrap().take().flatten() {
+            Some(Ok(figures)) => format!("{figures}; {restored}"),
+            Some(Err(error)) => {
+                let shown = target.name().to_string();
+                recorder.record(EventKind::FaultFailed { fault, target: shown, error: error.clone() });
+                format!("{error}; {restored}")
+            }
+            None => format!(
+                "the incarnation it limited (pid {}) ended during the fault: its exit says whether the OOM killer \
+                 killed it; {restored}",
+                process.pid
+            ),
+        }
+    });
+    Ok(guard.looking_first(look))
+}
+
+pub(super) fn running(ctx: &FaultContext) -> Result<HostProcess, FaultError> {
+    ctx.target.host_process().ok_or_else(|| ctx.error(FaultErrorKind::Other("the target is not running".into())))
+}
+
+pub(super) fn cgroup_of(
+    ctx: &FaultContext,
+    process: HostProcess,
+    controller: Controller,
+) -> Result<std::path::PathBuf, FaultError> {
+    cgroup::of_process(&process.pid.to_string(), controller)
+        .map_err(|source| ctx.error(FaultErrorKind::Io { what: "cannot find the container's cgroup".into(), source }))
+}
+
+/// A cgroup of `controller` of the fault's own for a running process
+/// target, journaled before it is made: the target's process and the path.
+pub(super) fn fault_cgroup(
+    ctx: &FaultContext,
+    controller: Controller,
+) -> Result<(HostProcess, std::path::PathBuf), FaultError> {
+    let io = |what: String, source| ctx.error(FaultErrorKind::Io { what, source });
+    let process = running(ctx)?;
+    let parent =
+        cgroup::own(controller).map_err(|e| io(format!("no {controller} cgroup to limit the target in"), e))?;
+    let token = reaper::run_token().unwrap_or_default();
+    let path = parent.join(cgroup::name(&token, ctx.trial, ctx.index));
+    ctx.journal(&Entry::Cgroup { trial: ctx.trial, fault: ctx.index, path: path.clone() })?;
+    cgroup::create(&path).map_err(|e| io(format!("cannot make the cgroup {}", path.display()), e))?;
+    Ok((process, path))
+}
