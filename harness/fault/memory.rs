@@ -65,13 +65,13 @@ impl MemoryFault {
             path.display()
         ));
         let (recorder, fault, target) = (ctx.recorder.clone(), ctx.index, ctx.target.name().to_string());
-        let charged = cgroup::usage(&path).unwrap_or(0);
+        let (charged, limit) = (cgroup::usage(&path).unwrap_or(0), cgroup::limit(&path).unwrap_or(u64::MAX));
         let _ = cgroup::reset_peak(&path);
         let before = cgroup::MemoryCounters::read(&path).unwrap_or_default();
         Ok(ctx.heal_with(move || {
             let now = cgroup::MemoryCounters::read(&path).unwrap_or_default();
             let removed = cgroup::remove(&path).err().map_or(String::new(), |e| format!("; the cgroup stays: {e}"));
-            let pressed = now.pressed(&before, charged, charged + (limit - used));
+            let pressed = now.pressed(&before, charged, limit);
             let kills = now.oom_kills.saturating_sub(before.oom_kills);
             pressure_detail(kills, pressed, &removed).unwrap_or_else(|error| {
                 recorder.record(EventKind::FaultFailed { fault, target, error: error.clone() });

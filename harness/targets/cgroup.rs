@@ -127,6 +127,11 @@ pub fn set_limit(path: &Path, bytes: u64) -> io::Result<()> {
     std::fs::write(path.join("memory.limit_in_bytes"), bytes.to_string())
 }
 
+/// The cgroup's memory limit, as the kernel keeps it.
+pub fn limit(path: &Path) -> io::Result<u64> {
+    read_number(&path.join("memory.limit_in_bytes"))
+}
+
 /// The memory the cgroup's processes use (charged to it).
 pub fn usage(path: &Path) -> io::Result<u64> {
     read_number(&path.join("memory.usage_in_bytes"))
