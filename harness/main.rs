@@ -187,6 +187,15 @@ enum Command {
     /// Build container images without a registry.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// (internal) Print how far the wall clock libc tells is from the
+    /// real one, every 20 ms: a fixture of the clock fault's tests.
+    #[command(hide = true)]
+    Wallclock {
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        #[arg(long)]
+        port: u16,
+    },
     /// (internal) Hold a lock for a stale-lock fault.
     #[command(hide = true)]
     LockHolder {
@@ -255,6 +264,7 @@ fn main() -> ExitCode {
         // Programs of their own, with exit codes of their own.
         Command::DemoKv(options) => return ExitCode::from(demo::run(options) as u8),
         Command::SqliteApp(options) => return ExitCode::from(demo::sqlite_app::run(options) as u8),
+        Command::Wallclock { host, port } => return ExitCode::from(demo::wallclock::wallclock_main(host, port) as u8),
         Command::LockHolder { path, lock, user } => {
             return ExitCode::from(fault::stale_lock::lock_holder_main(&path, lock, user.as_deref()) as u8)
         }

@@ -14,5 +14,6 @@ pub mod snapshots;
 pub mod sqlite_app;
 pub mod store;
 pub mod wal;
+pub mod wallclock;
 
 pub use server::{run, DemoKvOptions, FsyncPolicy, OnCorruption};

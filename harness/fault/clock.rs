@@ -15,12 +15,23 @@ impl Fault for ClockFault {
         let target = ctx.target.name().to_string();
         let file = faketime::control_file(&ctx.trial_dir, &target);
         if !file.exists() {
-            let why = format!("`{target}` was not started with libfaketime (a clock fault needs a process target)");
+            let why = format!("`{target}` was not started with libfaketime");
+            return Err(ctx.error(FaultErrorKind::Other(why)));
+        }
+        // A program that is statically linked, or uses another libc, runs
+        // without the library: the fault would change nothing.
+        let process = ctx.target.host_process();
+        if let Some(p) = process.filter(|p| !faketime::loaded_in(p.pid)) {
+            let why = format!(
+                "the fault changed nothing: libfaketime is not loaded in `{target}` (pid {}): a statically linked \
+                 program, or one of another libc, cannot have it preloaded",
+                p.pid
+            );
             return Err(ctx.error(FaultErrorKind::Other(why)));
         }
         // libfaketime scales the time since the process started: from the
         // fault on is that minus what the rate would add to its age so far.
-        let age = ctx.target.host_process().and_then(|p| crate::targets::procfs::age(p.start_time));
+        let age = process.and_then(|p| crate::targets::procfs::age(p.start_time));
         let catch_up = match (self.0.rate, age) {
             (Some(rate), Some(age)) => -((rate - 1.0) * age.as_secs_f64() * 1000.0) as i64,
             _ => 0,

@@ -98,20 +98,23 @@ fn limit_container(ctx: &FaultContext, before: Limits, cpus: f64) -> Result<Faul
         "CPU limited by the engine to {cpus} CPUs ({quota} µs per {period} µs period); it holds across the \
          container's restarts until the heal"
     );
-    let (used_before, since, throttled_before) =
-        (cgroup::cpu_used(&acct).unwrap_or_default(), Instant::now(), cgroup::throttling(&cpu).unwrap_or_default());
     limits::limit(ctx, before, limits, detail, move || {
-        let now = cgroup::throttling(&cpu)?;
-        let periods = now.periods.saturating_sub(throttled_before.periods);
-        let throttled = now.throttled.saturating_sub(throttled_before.throttled);
-        let used = cgroup::cpu_used(&acct).unwrap_or_default().saturating_sub(used_before);
-        let elapsed = since.elapsed();
-        if throttled == 0 {
-            return Some(Err(format!(
-                "the fault changed nothing: the container never used its quota (throttled in none of {periods} periods)"
-            )));
+        let (used_before, since) = (cgroup::cpu_used(&acct).unwrap_or_default(), Instant::now());
+        let throttled_before = cgroup::throttling(&cpu).unwrap_or_default();
+        move || {
+            let now = cgroup::throttling(&cpu)?;
+            let periods = now.periods.saturating_sub(throttled_before.periods);
+            let throttled = now.throttled.saturating_sub(throttled_before.throttled);
+            let used = cgroup::cpu_used(&acct).unwrap_or_default().saturating_sub(used_before);
+            let elapsed = since.elapsed();
+            if throttled == 0 {
+                return Some(Err(format!(
+                    "the fault changed nothing: the container never used its quota (throttled in none of {periods} \
+                     periods)"
+                )));
+            }
+            let waited = now.throttled_for.saturating_sub(throttled_before.throttled_for);
+            Some(Ok(figures(throttled, periods, waited, used, elapsed)))
         }
-        let waited = now.throttled_for.saturating_sub(throttled_before.throttled_for);
-        Some(Ok(figures(throttled, periods, waited, used, elapsed)))
     })
 }

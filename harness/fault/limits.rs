@@ -20,19 +20,24 @@ use crate::targets::cgroup::{self, Controller};
 use crate::targets::{reaper, HostProcess};
 
 /// Sets `limits` over the ones the container has; the guard puts those
-/// back and says how it went, from what `figures` reads in the cgroups of
-/// the incarnation the fault found (an error: the fault changed nothing;
-/// none: the cgroups are gone, the incarnation ended), read while the
-/// container still runs.
-pub(super) fn limit(
+/// back and says how it went. `start`, called once the engine applied the
+/// limits, reads the cgroups' counters then and returns what reads them
+/// again at the end: the figures of the incarnation the fault found (an
+/// error: the fault changed nothing; none: the cgroups are gone, the
+/// incarnation ended), read while the container still runs.
+pub(super) fn limit<F>(
     ctx: &FaultContext,
     before: Limits,
     limits: Limits,
     detail: String,
-    figures: impl FnOnce() -> Option<Result<String, String>> + Send + 'static,
-) -> Result<FaultGuard, FaultError> {
+    start: impl FnOnce() -> F,
+) -> Result<FaultGuard, FaultError>
+where
+    F: FnOnce() -> Option<Result<String, String>> + Send + 'static,
+{
     let process = running(ctx)?;
     ctx.target.set_engine_limits(limits).map_err(|e| ctx.error(e.into()))?;
+    let figures = start();
     ctx.injected(detail);
     let seen = Arc::new(Mutex::new(None));
     let (target, recorder, fault) = (ctx.target.clone(), ctx.recorder.clone(), ctx.index);

@@ -97,12 +97,14 @@ fn limit_container(ctx: &FaultContext, before: Limits, size: SizeLimit) -> Resul
         "memory limited by the engine to {bytes} bytes, swap included (the container used {used}); it holds across \
          the container's restarts until the heal"
     );
-    let _ = cgroup::reset_peak(&path);
-    let counters = cgroup::MemoryCounters::read(&path).unwrap_or_default();
     limits::limit(ctx, before, limits, detail, move || {
-        let now = cgroup::MemoryCounters::read(&path)?;
-        let kills = now.oom_kills.saturating_sub(counters.oom_kills);
-        Some(pressure_detail(kills, now.pressed(&counters, used, bytes), ""))
+        let _ = cgroup::reset_peak(&path);
+        let counters = cgroup::MemoryCounters::read(&path).unwrap_or_default();
+        move || {
+            let now = cgroup::MemoryCounters::read(&path)?;
+            let kills = now.oom_kills.saturating_sub(counters.oom_kills);
+            Some(pressure_detail(kills, now.pressed(&counters, used, bytes), ""))
+        }
     })
 }
 

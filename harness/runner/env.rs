@@ -225,7 +225,7 @@ fn faketime_for(trial: &Trial, target: &str) -> Result<(std::path::PathBuf, std:
     let file = faketime::control_file(&trial.dir, target);
     let entry = Entry::ClockFile { trial: trial.index, target: target.to_string(), path: file.clone() };
     trial.run.journal.append(&entry).map_err(|e| format!("cannot journal the clock's control file: {e}"))?;
-    std::fs::create_dir_all(&trial.dir)
+    std::fs::create_dir_all(file.parent().unwrap_or(&trial.dir))
         .and_then(|()| faketime::set(&file, &faketime::spec(0, None)))
         .map_err(|e| format!("cannot write the clock's control file {}: {e}", file.display()))?;
     Ok((library, file))

@@ -256,13 +256,14 @@ fn compile_faults(
         }
         let fault = faults::compile_fault(&f, target_names, proxies, network, workload, false, d);
         let on_process = |name: &str| targets.iter().any(|t| t.name == name && t.kind == TargetKind::Process);
+        let of_kind = |name: &str, kind: TargetKind| targets.iter().any(|t| t.name == name && t.kind == kind);
         if let Some(FaultPlan { kind: FaultKind::Clock(_), target, .. }) = &fault {
-            if !on_process(target) {
+            if of_kind(target, TargetKind::Compose) {
                 d.error(
                     item.span(),
                     format!(
-                        "[[fault]] #{}: a `clock` fault preloads libfaketime into a process target; `{target}` is \
-                         not one (a container's image would need libfaketime and its environment)",
+                        "[[fault]] #{}: a `clock` fault preloads libfaketime into a process or container target; \
+                         `{target}` is a compose service, whose containers the compose file makes",
                         i + 1
                     ),
                 );

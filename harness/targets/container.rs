@@ -133,10 +133,11 @@ impl Inner {
             name: format!("{}-t{}-{}", self.run_label, self.ctx.trial, self.name()),
             image: self.image.clone(),
             command: self.plan.command.iter().map(render).collect(),
-            env: self.plan.env.iter().map(|(k, v)| (k.clone(), render(v))).collect(),
+            env: self.plan.env.iter().map(|(k, v)| (k.clone(), render(v))).chain(self.faketime_env()).collect(),
             ports: vec![self.ctx.port],
             binds: std::iter::once((self.data_dir.clone(), CONTAINER_DATA_DIR.to_string()))
                 .chain(self.plan.mounts.iter().cloned())
+                .chain(self.faketime_binds())
                 .map(|(host, inside)| (host.display().to_string(), inside))
                 .collect(),
             engine_restarts: self.engine_restarts(),
@@ -145,6 +146,16 @@ impl Inner {
                 ("crashlab.target".to_string(), self.name().to_string()),
             ],
         }
+    }
+
+    /// libfaketime's environment, when a clock fault names the target.
+    fn faketime_env(&self) -> Vec<(String, String)> {
+        self.ctx.faketime.as_ref().map_or(Vec::new(), |(_, file)| super::faketime::container_env(file))
+    }
+
+    fn faketime_binds(&self) -> Vec<(PathBuf, String)> {
+        let binds = |(library, file): &(PathBuf, PathBuf)| super::faketime::container_binds(library, file);
+        self.ctx.faketime.as_ref().map_or(Vec::new(), binds)
     }
 
     /// Follows the container until the target stops.

@@ -1,5 +1,6 @@
-//! libfaketime for a process target whose scenario has a `clock` fault: the
-//! target runs with the library preloaded and reading its time offset from
+//! libfaketime for a process or container target whose scenario has a
+//! `clock` fault: the target runs with the library preloaded (into a
+//! container, the host's, bind-mounted) and reading its time offset from
 //! a control file, which the fault rewrites while the target runs (with
 //! caching off, every call reads it). What it cannot reach: statically
 //! linked programs (nothing to preload into), and programs that read the
@@ -26,9 +27,39 @@ pub fn library() -> Option<PathBuf> {
     CANDIDATES.iter().map(PathBuf::from).find(|p| p.exists())
 }
 
-/// The control file of `target` in a trial's directory.
+/// The control file of `target` in a trial's directory, alone in a
+/// directory of its own: a container sees it through a bind mount of that
+/// directory (a file's own mount would keep the inode it had before the
+/// fault renamed a new one over it).
 pub fn control_file(trial_dir: &Path, target: &str) -> PathBuf {
-    trial_dir.join(format!("faketime-{target}"))
+    trial_dir.join(format!("faketime-{target}")).join("clock")
+}
+
+/// Where a container sees the library and the control file's directory.
+const IN_CONTAINER: &str = "/.crashlab-faketime";
+
+/// The bind mounts (host path, path inside) that bring the host's library
+/// and the control file into a container: its image needs none of its own,
+/// only a glibc dynamic loader.
+pub fn container_binds(library: &Path, file: &Path) -> Vec<(PathBuf, String)> {
+    let dir = file.parent().unwrap_or(file).to_path_buf();
+    vec![(library.to_path_buf(), format!("{IN_CONTAINER}/libfaketime.so.1")), (dir, format!("{IN_CONTAINER}/control"))]
+}
+
+/// The environment that preloads the library in a container.
+pub fn container_env(file: &Path) -> Vec<(String, String)> {
+    let name = file.file_name().map_or("clock".into(), |n| n.to_string_lossy().into_owned());
+    vec![
+        ("LD_PRELOAD".into(), format!("{IN_CONTAINER}/libfaketime.so.1")),
+        ("FAKETIME_TIMESTAMP_FILE".into(), format!("{IN_CONTAINER}/control/{name}")),
+        ("FAKETIME_NO_CACHE".into(), "1".into()),
+    ]
+}
+
+/// Whether the process `pid` has libfaketime loaded: a program that is
+/// statically linked, or uses another libc, runs without it.
+pub fn loaded_in(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|maps| maps.contains("libfaketime"))
 }
 
 /// What the clock reads, in libfaketime's relative format: `+7200s`, or

@@ -46,7 +46,74 @@ fn a_clock_jumps_by_its_offset_drifts_at_its_rate_and_comes_back_at_each_heal() 
     assert!(drift.windows(2).all(|w| w[1] >= w[0]), "the drift only moves ahead");
     let detail = &r.trials()[0].faults[0].detail;
     assert!(detail.starts_with("app's clocks now read real time +3600s (libfaketime"), "{detail}");
-    assert!(r.dir.join("trial-000/faketime-app").exists(), "the control file is in the trial's directory");
+    assert!(r.dir.join("trial-000/faketime-app/clock").exists(), "the control file is in the trial's directory");
+}
+
+/// The skews of a `skew N` log, as phases: `0` real time, `J` 1 h ahead.
+fn jump_phases(log: &str) -> (String, usize) {
+    let skews: Vec<f64> = log.lines().filter_map(|l| l.strip_prefix("skew ")).map(|s| s.parse().unwrap()).collect();
+    let phase = |s: f64| match s {
+        s if (s - 3600.0).abs() < 0.1 => 'J',
+        s if s.abs() < 0.005 => '0',
+        _ => '?',
+    };
+    let jumped = skews.iter().filter(|s| phase(**s) == 'J').count();
+    let mut phases: Vec<char> = skews.iter().map(|s| phase(*s)).collect();
+    phases.dedup();
+    (phases.into_iter().collect(), jumped)
+}
+
+/// A container target: the host's libfaketime, bind-mounted with the
+/// control file's directory, is preloaded into the image's own program
+/// (`crashlab wallclock`, in the demo-kv image that holds only crashlab and
+/// its libraries); its clock jumps by the offset and comes back.
+#[test]
+fn a_containers_clock_jumps_through_the_hosts_libfaketime() {
+    if !libfaketime_available() || !common::docker_available() {
+        return;
+    }
+    let _serial = common::serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = r#"
+name = "clock-container"
+[target.app]
+kind = "container"
+image = "crashlab/demo-kv"
+command = ["/crashlab", "wallclock", "--host", "{host}", "--port", "{port}"]
+probe = { kind = "tcp", interval = "10ms" }
+[[fault]]
+kind = "clock"
+target = "app"
+offset = "+1h"
+duration = "1s"
+at = "500ms"
+"#;
+    let r = run(&write_scenario(tmp.path(), "clock-container.toml", scenario), &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    let log = std::fs::read_to_string(r.dir.join("trial-000/logs/app.log")).unwrap();
+    let (phases, jumped) = jump_phases(&log);
+    assert!(phases.ends_with("0J0"), "{phases}: {log}");
+    assert!((25..=60).contains(&jumped), "{jumped} lines 20 ms apart during a 1 s jump");
+}
+
+/// A program that does not load libfaketime (here: Python run with an
+/// empty environment, so nothing is preloaded) would not feel the fault:
+/// the fault fails, and the trial is unknown, never a silent pass.
+#[test]
+fn a_clock_fault_on_a_program_without_libfaketime_makes_the_trial_unknown() {
+    if !libfaketime_available() {
+        return;
+    }
+    let text = std::fs::read_to_string(fixture("clock/clock-jump.toml")).unwrap();
+    let bare = text.replace(r#"command = ["python3","#, r#"command = ["env", "-i", "/usr/bin/python3","#);
+    assert_ne!(bare, text);
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture("clock/wallclock.py"), tmp.path().join("wallclock.py")).unwrap();
+    let r = run(&write_scenario(tmp.path(), "bare.toml", &bare), &[]);
+    let t = &r.trials()[0];
+    assert_eq!(t.verdict, crashlab::reports::Verdict::Unknown, "{}", r.stdout());
+    let check = t.checks.iter().find(|c| c.name == "fault #1 injected").expect("the fault's check");
+    assert!(check.observed.contains("libfaketime is not loaded"), "{}", check.observed);
 }
 
 /// Debian's redis-server links jemalloc, which libfaketime cannot be

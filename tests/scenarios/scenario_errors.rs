@@ -326,11 +326,13 @@ fn fault_menus_hold_only_targeted_kinds_known_targets_and_their_keys() {
 }
 
 #[test]
-fn clock_faults_take_a_signed_offset_a_positive_rate_and_a_process_target() {
+fn clock_faults_take_a_signed_offset_a_positive_rate_and_a_process_or_container_target() {
     let name = "clock_mistakes.toml";
     let e = invalid(name);
     assert_line(&e, name, "12:10", "`offset` in [[fault]] #1: unknown unit `hours` in `2 hours`");
     assert_line(&e, name, "13:8", "`rate` in [[fault]] #1 must be a number above 0 (2.0: twice as fast)");
-    assert_line(&e, name, "16:1", "[[fault]] #2: a `clock` fault preloads libfaketime into a process target; `kv` is");
+    let compose = "[[fault]] #2: a `clock` fault preloads libfaketime into a process or container target; `kv` is a \
+                   compose service";
+    assert_line(&e, name, "16:1", compose);
     assert!(e.contains("3 error(s); nothing was started"), "{e}");
 }
