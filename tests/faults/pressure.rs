@@ -56,22 +56,30 @@ fn cpu_cgroups_left() -> Vec<String> {
     cgroups_left(Controller::Cpu)
 }
 
-/// Runs `text` until its fault's cgroup is journaled, kills the harness,
-/// and checks that `crashlab cleanup` removes the cgroup it left.
-fn cleanup_removes_the_cgroup_of_a_killed_harness(text: &str, controller: Controller) {
-    let before = cgroups_left(controller);
-    let tmp = tempfile::tempdir().unwrap();
-    let path = write_scenario(tmp.path(), "lasting.toml", text);
-    let dir = tmp.path().join("run");
+/// Runs the scenario `text` in `tmp` until the journal holds an entry of
+/// `op`, lets the fault act 300 ms, and SIGKILLs the harness; its run
+/// directory.
+fn run_then_kill_the_harness(tmp: &std::path::Path, text: &str, op: &str) -> std::path::PathBuf {
+    let path = write_scenario(tmp, "scenario.toml", text);
+    let dir = tmp.join("run");
     let mut harness = common::spawn_run(&path, &dir);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !common::journal(&dir).iter().any(|e| e["op"] == "cgroup") {
-        assert!(Instant::now() < deadline, "no cgroup journaled");
+    while !common::journal(&dir).iter().any(|e| e["op"] == op) {
+        assert!(Instant::now() < deadline, "no `{op}` journaled");
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));
     harness.kill().unwrap();
     harness.wait().unwrap();
+    dir
+}
+
+/// Runs `text` until its fault's cgroup is journaled, kills the harness,
+/// and checks that `crashlab cleanup` removes the cgroup it left.
+fn cleanup_removes_the_cgroup_of_a_killed_harness(text: &str, controller: Controller) {
+    let before = cgroups_left(controller);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = run_then_kill_the_harness(tmp.path(), text, "cgroup");
     assert_ne!(cgroups_left(controller), before, "the killed harness left its cgroup");
     let out = common::crashlab().arg("cleanup").arg(&dir).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -237,17 +245,7 @@ fn cleanup_after_a_killed_harness_stops_the_hog() {
     let endless = text.replace("duration = \"2s\"\n", "");
     assert_ne!(endless, text);
     let tmp = tempfile::tempdir().unwrap();
-    let path = write_scenario(tmp.path(), "endless.toml", &endless);
-    let dir = tmp.path().join("run");
-    let mut harness = common::spawn_run(&path, &dir);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !common::journal(&dir).iter().any(|e| e["op"] == "holder_started") {
-        assert!(Instant::now() < deadline, "no hog journaled");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    harness.kill().unwrap();
-    harness.wait().unwrap();
+    let dir = run_then_kill_the_harness(tmp.path(), &endless, "holder_started");
     assert!(!hogs().is_empty(), "the killed harness left its hog");
     let out = common::crashlab().arg("cleanup").arg(&dir).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
