@@ -27,6 +27,13 @@ pub struct EngineError {
     pub source: bollard::errors::Error,
 }
 
+impl EngineError {
+    /// The engine does not know the container (any more).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self.source, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+    }
+}
+
 fn err(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError {
     let what = what.into();
     move |source| EngineError { what, source }

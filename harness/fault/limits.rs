@@ -11,13 +11,14 @@
 //! killed it.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::{FaultContext, FaultError, FaultErrorKind, FaultGuard};
 use crate::engine::Limits;
 use crate::history::EventKind;
 use crate::journal::Entry;
 use crate::targets::cgroup::{self, Controller};
-use crate::targets::{reaper, HostProcess};
+use crate::targets::{reaper, HostProcess, TargetError};
 
 /// Sets `limits` over the ones the container has; the guard puts those
 /// back and says how it went. `start`, called once the engine applied the
@@ -50,19 +51,10 @@ where
         }
     };
     let guard = ctx.heal_with(move || {
-        // The engine refuses an update while a container restarts: a few tries.
-        let mut put_back = target.set_engine_limits(before);
-        for _ in 0..5 {
-            if put_back.is_ok() || target.host_process().is_none() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            put_back = target.set_engine_limits(before);
-        }
-        let restored = match put_back {
+        let restored = match put_back(|| target.set_engine_limits(before), RETRY) {
             Ok(()) => "the engine's limits put back".to_string(),
             // The end of the trial removed the container, limits and all.
-            Err(e) if target.host_process().is_none() => format!("the container is gone, its limits with it ({e})"),
+            Err(e) if is_gone(&e) => format!("the container is gone, its limits with it ({e})"),
             Err(e) => format!("the engine's limits stay: {e}"),
         };
         match seen.lock().unwrap().take().flatten() {
@@ -80,6 +72,35 @@ where
         }
     });
     Ok(guard.looking_first(look))
+}
+
+/// Puts the limits back. The engine refuses an update in the moment
+/// between a container's death and its record of it ("cannot update a
+/// stopped container", while it still reads as running), and while it
+/// restarts: tries again every `retry` for up to 20 times it, unless the
+/// container is gone.
+fn put_back(set: impl Fn() -> Result<(), TargetError>, retry: Duration) -> Result<(), TargetError> {
+    let mut result = set();
+    for _ in 0..20 {
+        match &result {
+            Err(e) if !is_gone(e) => std::thread::sleep(retry),
+            _ => break,
+        }
+        result = set();
+    }
+    result
+}
+
+const RETRY: Duration = Duration::from_millis(100);
+
+/// The container was removed: the harness holds no id for it, or the
+/// engine no longer knows it.
+fn is_gone(e: &TargetError) -> bool {
+    match e {
+        TargetError::NotRunning { .. } => true,
+        TargetError::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+        _ => false,
+    }
 }
 
 pub(super) fn running(ctx: &FaultContext) -> Result<HostProcess, FaultError> {
@@ -110,4 +131,46 @@ pub(super) fn fault_cgroup(
     ctx.journal(&Entry::Cgroup { trial: ctx.trial, fault: ctx.index, path: path.clone() })?;
     cgroup::create(&path).map_err(|e| io(format!("cannot make the cgroup {}", path.display()), e))?;
     Ok((process, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    fn io(kind: std::io::ErrorKind) -> TargetError {
+        TargetError::Io { target: "kv".into(), source: std::io::Error::new(kind, "engine") }
+    }
+
+    /// Docker's "cannot update a stopped container" in the moment after
+    /// an OOM kill passes: the limits are put back once it has.
+    #[test]
+    fn a_refused_update_is_tried_again_until_it_passes() {
+        let tries = Cell::new(0);
+        let set = || {
+            tries.set(tries.get() + 1);
+            if tries.get() < 4 {
+                Err(io(std::io::ErrorKind::Other))
+            } else {
+                Ok(())
+            }
+        };
+        assert!(put_back(set, Duration::ZERO).is_ok());
+        assert_eq!(tries.get(), 4);
+    }
+
+    #[test]
+    fn a_removed_container_is_not_tried_again() {
+        for gone in [io(std::io::ErrorKind::NotFound), TargetError::NotRunning { target: "kv".into() }] {
+            let tries = Cell::new(0);
+            let error = Cell::new(Some(gone));
+            let set = || {
+                tries.set(tries.get() + 1);
+                Err(error.take().unwrap_or_else(|| io(std::io::ErrorKind::Other)))
+            };
+            assert!(put_back(set, Duration::ZERO).is_err_and(|e| is_gone(&e)));
+            assert_eq!(tries.get(), 1);
+        }
+    }
 }

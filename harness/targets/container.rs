@@ -64,7 +64,10 @@ struct State {
 }
 
 fn engine_err(target: &str) -> impl Fn(crate::engine::EngineError) -> TargetError + '_ {
-    move |e| TargetError::Io { target: target.to_string(), source: std::io::Error::other(e.to_string()) }
+    move |e| {
+        let kind = if e.is_not_found() { std::io::ErrorKind::NotFound } else { std::io::ErrorKind::Other };
+        TargetError::Io { target: target.to_string(), source: std::io::Error::new(kind, e.to_string()) }
+    }
 }
 
 impl ContainerTarget {
