@@ -28,11 +28,19 @@ pub fn analyze(run_dir: &Path) -> Result<RunReport, AnalyzeError> {
         std::fs::read_to_string(run_dir.join(REPORT_FILE)).ok().and_then(|text| RunReport::from_json(&text).ok());
     let trials = history::load(&run_dir.join(HISTORY_FILE))
         .map_err(|source| AnalyzeError::History { dir: run_dir.display().to_string(), source })?;
-    let reports = trials.iter().enumerate().map(|(i, events)| check::check_trial(&plan, i as u32, events)).collect();
+    // A shard's history holds only its own trials.
+    let reports = trials
+        .iter()
+        .enumerate()
+        .filter(|(_, events)| !events.is_empty())
+        .map(|(i, events)| check::check_trial(&plan, i as u32, events))
+        .collect();
     let seed = old.as_ref().map_or(0, |r| r.seed);
     let aborted = old.as_ref().is_some_and(|r| r.verdict == crate::reports::Verdict::Aborted);
-    let (error, warnings) = old.map_or((None, Vec::new()), |r| (r.error, r.warnings));
+    let (error, warnings, shard, merged_from) =
+        old.map_or((None, Vec::new(), None, Vec::new()), |r| (r.error, r.warnings, r.shard, r.merged_from));
     let mut report = check::build_report(&plan, seed, reports, error);
+    (report.shard, report.merged_from) = (shard, merged_from);
     // An `[abort]` stopped the run: that stays its verdict.
     if aborted {
         report.verdict = crate::reports::Verdict::Aborted;

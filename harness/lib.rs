@@ -24,6 +24,7 @@ pub mod history;
 pub mod image;
 pub mod journal;
 pub mod kinds;
+pub mod merge;
 pub mod network;
 pub mod probe;
 pub mod proxy;

@@ -84,8 +84,30 @@ impl RunArgs {
             out: self.out.clone(),
             operator: if self.yes { Operator::AssumeYes } else { Operator::Prompt },
             replace: self.replace,
+            shard: None,
         }
     }
+}
+
+/// What `run` and `bench` take to run one shard of a run.
+#[derive(clap::Args)]
+struct ShardArg {
+    /// Run only shard K of N: the trials whose index modulo N is K-1, each
+    /// with the seed it has in the whole run (so --seed is required, the
+    /// same for every shard). `crashlab merge` puts the N run directories
+    /// together into one run, as if it had not been sharded.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    shard: Option<(u32, u32)>,
+}
+
+fn parse_shard(text: &str) -> Result<(u32, u32), String> {
+    let expected = || format!("`{text}`: expected K/N, two whole numbers with 1 <= K <= N, e.g. 2/3");
+    let (k, n) = text.split_once('/').ok_or_else(expected)?;
+    let (k, n): (u32, u32) = (k.trim().parse().map_err(|_| expected())?, n.trim().parse().map_err(|_| expected())?);
+    if k == 0 || k > n {
+        return Err(expected());
+    }
+    Ok((k, n))
 }
 
 #[derive(Subcommand)]
@@ -96,7 +118,12 @@ enum Command {
     /// Writes report.json, history.jsonl, the fault journal and the targets'
     /// logs into the run directory, and prints its path.
     #[command(after_help = EXIT_CODES)]
-    Run(RunArgs),
+    Run {
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        shard: ShardArg,
+    },
     /// Run a scenario for many trials and report RTO and RPO distributions
     /// (percentiles, bootstrap 95% intervals, a histogram); with
     /// --baseline, say whether RTO improved, regressed or did not change
@@ -105,6 +132,8 @@ enum Command {
     Bench {
         #[command(flatten)]
         run: RunArgs,
+        #[command(flatten)]
+        shard: ShardArg,
         /// An earlier run to compare with: its run directory, or its
         /// report.json.
         #[arg(long)]
@@ -142,6 +171,31 @@ enum Command {
     },
     /// Print a JSON Schema of the scenario format, for editors.
     Schema,
+    /// Put the run directories of a sharded run (`run|bench --shard K/N`,
+    /// one per shard) together into one run directory, as if the run had
+    /// not been sharded: every trial as its shard judged it, one history,
+    /// every report format, and the distributions and expectations over
+    /// all trials; the exit code is the whole run's verdict.
+    ///
+    /// The shards must be of one run (the same scenario file, seed, trial
+    /// count and shard count), each shard once and none missing. When
+    /// every shard was a bench, the bench summary too (bench.json), and
+    /// --baseline compares with an earlier run as `bench` does.
+    #[command(verbatim_doc_comment, after_help = EXIT_CODES)]
+    Merge {
+        #[arg(required = true)]
+        run_dirs: Vec<PathBuf>,
+        /// The merged run directory (default: a new one under ./crashlab-runs/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// With --out: replace the finished run in that directory.
+        #[arg(long, requires = "out")]
+        replace: bool,
+        /// An earlier run to compare the merged bench with: its run
+        /// directory, or its report.json.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+    },
     /// Re-run the checkers on a stored run and rewrite its report.json.
     #[command(after_help = EXIT_CODES)]
     Analyze { run_dir: PathBuf },
@@ -268,8 +322,12 @@ fn main() -> ExitCode {
         Command::LockHolder { path, lock, user } => {
             return ExitCode::from(fault::stale_lock::lock_holder_main(&path, lock, user.as_deref()) as u8)
         }
-        Command::Run(args) => execute(&args.scenario, args.options()).map(|outcome| outcome_exit(&outcome)),
-        Command::Bench { run, baseline } => bench(&run.scenario, run.options(), baseline.as_deref()),
+        Command::Run { run, shard } => {
+            execute(&run.scenario, RunOptions { shard: shard.shard, ..run.options() }).map(|o| outcome_exit(&o))
+        }
+        Command::Bench { run, shard, baseline } => {
+            bench(&run.scenario, RunOptions { shard: shard.shard, ..run.options() }, baseline.as_deref())
+        }
         Command::Drill { run, db } => drill(&run, db.as_deref()),
         Command::History { scenario, db } => history_of(scenario.as_deref(), db.as_deref()),
         Command::Validate { files } => Ok(validate(&files)),
@@ -278,6 +336,9 @@ fn main() -> ExitCode {
             Ok(Exit::Pass)
         }
         Command::Analyze { run_dir } => analyze(&run_dir),
+        Command::Merge { run_dirs, out, replace, baseline } => {
+            merge(&run_dirs, out.as_deref(), replace, baseline.as_deref())
+        }
         Command::Cleanup { run_dir } => cleanup(&run_dir),
         Command::Report { run_dir, format } => report(&run_dir, format),
         Command::Table { run_dirs } => table(&run_dirs),
@@ -391,7 +452,9 @@ fn execute(path: &Path, options: RunOptions) -> Result<runner::RunOutcome, CliEr
         signal_hook::flag::register(signal, Arc::clone(&interrupt))
             .map_err(|e| CliError::environment(format!("cannot install a signal handler: {e}")))?;
     }
-    let (bar, report) = progress(options.trials.unwrap_or(plan.trials.count));
+    let count = options.trials.unwrap_or(plan.trials.count);
+    let (bar, report) =
+        progress(options.shard.map_or(count, |(k, n)| (k - 1..count).step_by(n as usize).count() as u32));
     let cancel = Cancel::from_flag(Arc::clone(&interrupt));
     let result = runner::run(&plan, &source, &options, &cancel, |t, count| report(&bar, t, count));
     if let Some(bar) = bar {
@@ -402,7 +465,8 @@ fn execute(path: &Path, options: RunOptions) -> Result<runner::RunOutcome, CliEr
             run_dir::RunDirError::InUse { .. }
             | run_dir::RunDirError::NotEmpty { .. }
             | run_dir::RunDirError::NotAFinishedRun { .. },
-        ) => CliError::usage(e),
+        )
+        | runner::RunError::Shard(_) => CliError::usage(e),
         _ => CliError::environment(e),
     })?;
     print!("{}", render_text(&outcome.report));
@@ -413,28 +477,67 @@ fn execute(path: &Path, options: RunOptions) -> Result<runner::RunOutcome, CliEr
 }
 
 fn bench(path: &Path, options: RunOptions, baseline: Option<&Path>) -> Outcome {
-    let old = match baseline {
-        Some(p) if p.is_dir() => Some(stored_report(p).map_err(|e| CliError::usage(format!("baseline {e}")))?),
-        Some(p) => Some(read_report(p).map_err(|e| CliError::usage(format!("baseline {e}")))?),
-        None => None,
-    };
+    let old = baseline.map(read_baseline).transpose()?;
     let started = std::time::Instant::now();
     let outcome = execute(path, options)?;
     let workload = scenario::load(path).ok().and_then(|p| p.workload.map(|w| w.duration)).unwrap_or_default();
-    if let Some(old) = old.as_ref().filter(|old| old.scenario != outcome.report.scenario) {
-        eprintln!(
-            "crashlab: warning: the baseline is a run of `{}`, this one of `{}`: the comparison is across scenarios",
-            old.scenario, outcome.report.scenario
-        );
-    }
-    let summary = crashlab::bench::BenchSummary::of(&outcome.report, started.elapsed(), workload, old.as_ref());
-    print!("{}", summary.render());
-    let json = serde_json::to_string_pretty(&summary).expect("a summary serializes");
-    let _ = std::fs::write(outcome.run_dir.join("bench.json"), json);
+    let summary = bench_summary(&outcome.report, &outcome.run_dir, started.elapsed(), workload, old.as_ref());
     Ok(match outcome_exit(&outcome) {
         Exit::Pass if summary.regressed() => Exit::Fail,
         exit => exit,
     })
+}
+
+/// A baseline given as a run directory or its report.json.
+fn read_baseline(path: &Path) -> Result<RunReport, CliError> {
+    let read = if path.is_dir() { stored_report(path) } else { read_report(path) };
+    read.map_err(|e| CliError::usage(format!("baseline {e}")))
+}
+
+/// Prints the bench summary of `report` and writes its bench.json.
+fn bench_summary(
+    report: &RunReport,
+    run_dir: &Path,
+    wall: std::time::Duration,
+    workload: std::time::Duration,
+    old: Option<&RunReport>,
+) -> crashlab::bench::BenchSummary {
+    if let Some(old) = old.filter(|old| old.scenario != report.scenario) {
+        eprintln!(
+            "crashlab: warning: the baseline is a run of `{}`, this one of `{}`: the comparison is across scenarios",
+            old.scenario, report.scenario
+        );
+    }
+    let summary = crashlab::bench::BenchSummary::of(report, wall, workload, old);
+    print!("{}", summary.render());
+    let json = serde_json::to_string_pretty(&summary).expect("a summary serializes");
+    let _ = std::fs::write(run_dir.join("bench.json"), json);
+    summary
+}
+
+fn merge(run_dirs: &[PathBuf], out: Option<&Path>, replace: bool, baseline: Option<&Path>) -> Outcome {
+    let old = baseline.map(read_baseline).transpose()?;
+    let merged = crashlab::merge::merge(run_dirs, out, replace).map_err(|e| match e {
+        crashlab::merge::MergeError::Write { .. } => CliError::environment(e),
+        crashlab::merge::MergeError::Scenario(e) => load_error(&run_dirs[0].join(runner::SCENARIO_FILE), e),
+        e => CliError::usage(e),
+    })?;
+    print!("{}", render_text(&merged.report));
+    let exit: Exit = merged.report.verdict.into();
+    let regressed = match merged.bench_wall {
+        Some(wall) => {
+            let plan = scenario::load_stored(&merged.run_dir.join(runner::SCENARIO_FILE)).ok();
+            let workload = plan.and_then(|p| p.workload.map(|w| w.duration)).unwrap_or_default();
+            bench_summary(&merged.report, &merged.run_dir, wall, workload, old.as_ref()).regressed()
+        }
+        None if old.is_some() => {
+            return Err(CliError::usage("--baseline compares benches: some of these shards were runs, not benches"))
+        }
+        None => false,
+    };
+    let cwd = std::env::current_dir().unwrap_or_default();
+    println!("run directory: {}", merged.run_dir.strip_prefix(&cwd).unwrap_or(&merged.run_dir).display());
+    Ok(if exit == Exit::Pass && regressed { Exit::Fail } else { exit })
 }
 
 fn drill(args: &RunArgs, db: Option<&Path>) -> Outcome {

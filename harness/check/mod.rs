@@ -465,6 +465,8 @@ pub fn build_report(plan: &Plan, seed: u64, trials: Vec<TrialReport>, error: Opt
         summary,
         expectations,
         warnings: Vec::new(),
+        shard: None,
+        merged_from: Vec::new(),
     }
 }
 

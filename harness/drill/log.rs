@@ -253,6 +253,8 @@ mod tests {
             summary: Summary { trials: 1, rto_ms: Stats::of([rto]), ..Default::default() },
             expectations: Vec::new(),
             warnings: Vec::new(),
+            shard: None,
+            merged_from: Vec::new(),
         }
     }
 

@@ -22,7 +22,7 @@ pub use crate::drill::Operator;
 use crate::history::{self, EventKind, Recorder};
 use crate::journal::{Entry, Journal};
 use crate::network::Network;
-use crate::reports::{RunReport, TrialReport};
+use crate::reports::{RunReport, Shard, TrialReport};
 use crate::run_dir;
 pub use crate::run_dir::new_run_dir;
 pub use crate::run_dir::{HISTORY_FILE, REPORT_FILE, RUNS_DIR, SCENARIO_FILE};
@@ -42,6 +42,36 @@ pub struct RunOptions {
     pub operator: Operator,
     /// Replace the finished run in a non-empty `out`.
     pub replace: bool,
+    /// Run only shard K of N (`--shard K/N`): (K, N), K from 1.
+    pub shard: Option<(u32, u32)>,
+}
+
+impl RunOptions {
+    /// The seed and trials this run has, and the shard it runs: refused
+    /// before anything starts when the shards could not add up to the
+    /// whole run (no seed they share, more shards than trials).
+    fn seed_and_shard(&self, plan: &Plan) -> Result<(u64, u32, Option<Shard>), RunError> {
+        let seed = self.seed.or(plan.trials.seed);
+        let count = self.trials.unwrap_or(plan.trials.count);
+        let Some((index, shards)) = self.shard else {
+            return Ok((seed.unwrap_or_else(|| rand::random::<u64>() & JSON_SAFE), count, None));
+        };
+        let refuse = |why: String| Err(RunError::Shard(format!("--shard {index}/{shards}: {why}")));
+        if index == 0 || index > shards {
+            return refuse(format!("K must be from 1 to {shards}"));
+        }
+        if shards > count {
+            return refuse(format!("{count} trial(s) cannot fill {shards} shards; use at most {count}"));
+        }
+        let Some(seed) = seed else {
+            return refuse(
+                "the shards of a run must share its seed, or they do not add up to it: pass --seed S (the same to \
+                 every shard), or set [trials] seed"
+                    .into(),
+            );
+        };
+        Ok((seed, count, Some(Shard { index, count: shards, of_trials: count })))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +80,9 @@ pub enum RunError {
     Io { what: String, source: std::io::Error },
     #[error("{0}")]
     RunDir(#[from] run_dir::RunDirError),
+    /// A shard that cannot be part of the whole run (usage).
+    #[error("{0}")]
+    Shard(String),
 }
 
 /// Why a trial could not run to its end.
@@ -135,6 +168,7 @@ pub fn run(
     mut on_trial: impl FnMut(&TrialReport, u32),
 ) -> Result<RunOutcome, RunError> {
     let io = |what: String| move |source| RunError::Io { what, source };
+    let (seed, count, shard) = options.seed_and_shard(plan)?;
     let (run_dir, _lock) = match &options.out {
         Some(dir) => run_dir::claim_out_dir(dir, options.replace)?,
         None => run_dir::claim_new_run_dir(Path::new(RUNS_DIR), &plan.name)?,
@@ -144,12 +178,14 @@ pub fn run(
     let history_path = run_dir.join(HISTORY_FILE);
     let _ = std::fs::remove_file(&history_path);
     let journal = Arc::new(Journal::create(&run_dir).map_err(io("cannot create the fault journal".into()))?);
-    let seed = options.seed.or(plan.trials.seed).unwrap_or_else(|| rand::random::<u64>() & JSON_SAFE);
-    let count = options.trials.unwrap_or(plan.trials.count);
 
     if let Err(e) = programs_present(plan) {
         return Ok(stopped_before_any_trial(plan, seed, run_dir, &journal, e));
     }
+    let indices: Vec<u32> = match &shard {
+        Some(shard) => shard.trials().collect(),
+        None => (0..count).collect(),
+    };
     // A namespaces network lives for the whole run; its partitions come and
     // go with the faults.
     let network = match plan.network {
@@ -182,7 +218,7 @@ pub fn run(
     };
     let mut trials = Vec::new();
     let mut stop = None;
-    for index in 0..count {
+    for index in indices {
         if interrupt.is_cancelled() {
             stop = Some(TrialStop::Interrupted);
             break;
@@ -223,6 +259,7 @@ pub fn run(
         report.verdict = crate::reports::Verdict::Aborted;
     }
     report.warnings = warnings;
+    report.shard = shard;
     write_reports(&run_dir, &report).map_err(io(format!("cannot write the reports into {}", run_dir.display())))?;
     Ok(RunOutcome { run_dir, report, stop })
 }

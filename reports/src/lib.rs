@@ -131,6 +131,39 @@ pub struct RunReport {
     /// of earlier runs left behind...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The part of a sharded run this report holds (`--shard K/N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
+    /// The run directories `crashlab merge` put together into this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<String>,
+}
+
+/// Shard `index` (from 1) of `count`: the trials whose index modulo
+/// `count` is `index - 1`, of the `of_trials` the whole run has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+    pub of_trials: u32,
+}
+
+impl Shard {
+    /// Whether trial `trial` (from 0) belongs to this shard.
+    pub fn holds(&self, trial: u32) -> bool {
+        trial % self.count == self.index - 1
+    }
+
+    /// The trials of the whole run this shard runs, in order.
+    pub fn trials(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.of_trials).filter(|t| self.holds(*t))
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "shard {}/{} of {} trial(s)", self.index, self.count, self.of_trials)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -16,9 +16,10 @@ pub fn render_markdown(report: &RunReport) -> String {
     let s = &report.summary;
     let _ = writeln!(
         out,
-        "{} trial(s), seed `{}`; RTO p50 {} ms, p95 {} ms, max {} ms; lost acknowledged writes max {}{}\n",
+        "{} trial(s), seed `{}`{}; RTO p50 {} ms, p95 {} ms, max {} ms; lost acknowledged writes max {}{}\n",
         s.trials,
         report.seed,
+        crate::text::part_of_run(report).replace("  ", "; "),
         ms(s.rto_ms.p50),
         ms(s.rto_ms.p95),
         ms(s.rto_ms.max),

@@ -79,9 +79,18 @@ fn procedure_table(out: &mut String, steps: &[StepReport]) {
 }
 
 /// A table of trials, the summary percentiles and the expectations.
+/// Which trials of the run a report holds, when a shard's or a merge's.
+pub(crate) fn part_of_run(report: &RunReport) -> String {
+    match (&report.shard, report.merged_from.len()) {
+        (Some(shard), _) => format!("  {shard}"),
+        (None, 0) => String::new(),
+        (None, n) => format!("  merged from {n} run directories"),
+    }
+}
+
 pub fn render_text(report: &RunReport) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "scenario {}  seed {}", report.scenario, report.seed);
+    let _ = writeln!(out, "scenario {}  seed {}{}", report.scenario, report.seed, part_of_run(report));
     let _ = writeln!(
         out,
         "{:>5}  {:>7}  {:>10}  {:>8}  {:>10}  {:>6}  {:>7}  {:>9}  {:>7}",

@@ -9,3 +9,4 @@ mod bench;
 mod drills;
 mod html_report;
 mod reports;
+mod shards;
