@@ -56,6 +56,9 @@ pub struct Cleanup {
     pub clock_files_removed: usize,
     /// Cgroups of `memory` and `cpu` faults removed.
     pub cgroups_removed: usize,
+    /// Each remote host of the run: what `crashlab cleanup` of its agent's
+    /// run said there, or why it could not be run.
+    pub hosts: Vec<(String, Result<String, String>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +157,29 @@ pub fn cleanup(run_dir: &Path) -> Result<Cleanup, CleanupError> {
     restore_files(&entries, &owned, &mut done);
     remove_clock_files(&entries, &owned, &mut done);
     remove_cgroups(&entries, &owned, &mut done);
+    clean_hosts(&entries, &mut done);
     Ok(done)
+}
+
+/// Runs `crashlab cleanup` on each remote host's agent run, through the
+/// copy of crashlab the run put there. An agent that outlived the control
+/// node stops its targets when its link closes: its run is in use until
+/// then, so a refusal is tried again for a while.
+fn clean_hosts(entries: &[Entry], done: &mut Cleanup) {
+    for entry in entries {
+        let Entry::Host { host, dir } = entry else { continue };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let result = loop {
+            let result = crate::proxy::runtime().block_on(crate::targets::remote::relay::cleanup_on(host, dir));
+            match &result {
+                Err(text) if text.contains("still going") && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(500))
+                }
+                _ => break result,
+            }
+        };
+        done.hosts.push((host.name.clone(), result));
+    }
 }
 
 fn healed(entries: &[Entry], trial: u32, fault: usize) -> bool {

@@ -60,6 +60,9 @@ pub enum EventKind {
         target: String,
         scheduled_ms: f64,
         detail: String,
+        /// How far off its time may be (a target on a remote host).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uncertainty_ms: Option<f64>,
     },
     FaultHealed {
         fault: usize,
@@ -154,11 +157,27 @@ pub struct Recorder {
     /// How often each warning was given: a repeat is counted, not recorded
     /// again (a target that cannot be spawned fails every 100 ms).
     warned: Arc<Mutex<std::collections::HashMap<String, u32>>>,
+    /// Where events go instead, as they happen (an agent sends them to the
+    /// control node).
+    forward: Option<Forward>,
 }
+
+/// Receives each event as it is recorded.
+pub type Forward = Arc<dyn Fn(Instant, EventKind) + Send + Sync>;
 
 impl Recorder {
     pub fn new(trial: u32) -> Self {
-        Recorder { trial, events: Arc::new(Mutex::new(Vec::with_capacity(1 << 14))), warned: Arc::default() }
+        Recorder {
+            trial,
+            events: Arc::new(Mutex::new(Vec::with_capacity(1 << 14))),
+            warned: Arc::default(),
+            forward: None,
+        }
+    }
+
+    /// A recorder that keeps nothing: each event goes to `forward`.
+    pub fn forwarding(trial: u32, forward: Forward) -> Self {
+        Recorder { trial, events: Arc::default(), warned: Arc::default(), forward: Some(forward) }
     }
 
     /// Records an event that happens now.
@@ -184,7 +203,10 @@ impl Recorder {
 
     /// Records an event observed at `at` (e.g. the start of a probe attempt).
     pub fn record_at(&self, at: Instant, kind: EventKind) {
-        self.events.lock().unwrap().push((at, kind));
+        match &self.forward {
+            Some(forward) => forward(at, kind),
+            None => self.events.lock().unwrap().push((at, kind)),
+        }
     }
 
     /// The trial's events, in time order, relative to `origin`.

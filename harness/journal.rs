@@ -21,6 +21,13 @@ pub enum Entry {
     Begun {
         token: String,
     },
+    /// A remote host and the agent's directory there, journaled before the
+    /// directory is made: cleanup reaches the host and runs `crashlab
+    /// cleanup` on the agent's own run there.
+    Host {
+        host: crate::scenario::HostPlan,
+        dir: String,
+    },
     /// A target's data dir (canonical): the only place, with the run
     /// directory, where cleanup restores bytes or unmounts a layer.
     DataDir {

@@ -6,6 +6,7 @@
 //! the [`check`]ers turn that history into verdicts and metrics; the report crate
 //! renders them. A stored history can be checked again offline (`crashlab analyze`).
 
+pub mod agent;
 pub mod analyze;
 pub mod bench;
 pub mod cancel;

@@ -250,6 +250,23 @@ enum Command {
         #[arg(long)]
         port: u16,
     },
+    /// (internal) The agent a run starts on each `[host.NAME]` over SSH:
+    /// it answers the control node on stdin and stdout, and keeps its
+    /// journal in DIR/run.
+    #[command(hide = true)]
+    Agent { dir: PathBuf },
+    /// (internal) The SSH end of a link to a host: connects (--check: only
+    /// that), installs the agent in DIR there and passes lines to it.
+    #[command(hide = true)]
+    HostLink {
+        /// The host, as JSON.
+        #[arg(long)]
+        host: String,
+        #[arg(long)]
+        dir: String,
+        #[arg(long)]
+        check: bool,
+    },
     /// (internal) Hold a lock for a stale-lock fault.
     #[command(hide = true)]
     LockHolder {
@@ -319,6 +336,10 @@ fn main() -> ExitCode {
         Command::DemoKv(options) => return ExitCode::from(demo::run(options) as u8),
         Command::SqliteApp(options) => return ExitCode::from(demo::sqlite_app::run(options) as u8),
         Command::Wallclock { host, port } => return ExitCode::from(demo::wallclock::wallclock_main(host, port) as u8),
+        Command::HostLink { host, dir, check } => {
+            return ExitCode::from(targets::remote::relay::relay_main(&host, &dir, check) as u8)
+        }
+        Command::Agent { dir } => return ExitCode::from(crashlab::agent::agent_main(&dir) as u8),
         Command::LockHolder { path, lock, user } => {
             return ExitCode::from(fault::stale_lock::lock_holder_main(&path, lock, user.as_deref()) as u8)
         }
@@ -684,6 +705,12 @@ fn cleanup(run_dir: &Path) -> Outcome {
     }
     if done.clock_files_removed > 0 {
         println!("  removed {} clock control file(s) (libfaketime)", done.clock_files_removed);
+    }
+    for (host, said) in &done.hosts {
+        match said {
+            Ok(text) => println!("  host `{host}`: {}", text.replace('\n', "\n    ")),
+            Err(why) => println!("  host `{host}`: not cleaned: {}", why.replace('\n', "\n    ")),
+        }
     }
     for (file, why) in &done.not_restored {
         println!("  not restored: {}: {why}", file.display());

@@ -118,6 +118,7 @@ mod tests {
                 target: "kv".into(),
                 scheduled_ms: 1050.0,
                 detail: String::new(),
+                uncertainty_ms: None,
             },
         ));
         // Survivors: 0..=6 intact except 3 corrupted; 7, 8, 9 lost; 11 phantom; 10 unknown absent.
@@ -155,6 +156,7 @@ mod tests {
                     target: "kv".into(),
                     scheduled_ms: t,
                     detail: String::new(),
+                    uncertainty_ms: None,
                 },
             )
         };

@@ -54,7 +54,7 @@ pub fn fault_reports(
     let mut reports: Vec<FaultReport> = Vec::new();
     let procedure_end = procedure_end(events);
     for e in events {
-        if let EventKind::FaultInjected { fault, kind, target, scheduled_ms, detail } = &e.kind {
+        if let EventKind::FaultInjected { fault, kind, target, scheduled_ms, detail, uncertainty_ms } = &e.kind {
             let t_f = e.t_ms;
             let healed = events.iter().find_map(|h| match &h.kind {
                 EventKind::FaultHealed { fault: f, detail, .. } if f == fault => Some((h.t_ms, detail)),
@@ -132,6 +132,7 @@ pub fn fault_reports(
                 detail,
                 scheduled_at_ms: *scheduled_ms,
                 injected_at_ms: t_f,
+                injected_uncertainty_ms: *uncertainty_ms,
                 healed_at_ms,
                 ttd_ms,
                 restart_ms,
@@ -204,6 +205,7 @@ mod tests {
                 target: "kv".into(),
                 scheduled_ms: t,
                 detail: String::new(),
+                uncertainty_ms: None,
             },
         )
     }
@@ -265,6 +267,7 @@ mod tests {
                     target: "kv".into(),
                     scheduled_ms: t,
                     detail: String::new(),
+                    uncertainty_ms: None,
                 },
             )
         };

@@ -88,6 +88,14 @@ impl FaultContext {
     /// The fault took effect at `at` (a signal to a whole tree is in effect
     /// once its last process got it, not when the fault began to look).
     pub fn injected_at(&self, at: std::time::Instant, detail: String) {
+        let remote = self.target.remote_clock();
+        let detail = match &remote {
+            Some((host, uncertainty)) => format!(
+                "{detail} (on host `{host}`, dated by its agent within ±{:.2} ms: half the round trip to it)",
+                ms(*uncertainty)
+            ),
+            None => detail,
+        };
         self.recorder.record_at(
             at,
             EventKind::FaultInjected {
@@ -99,9 +107,14 @@ impl FaultContext {
                     Some(chosen) => format!("{chosen}; {detail}"),
                     None => detail,
                 },
+                uncertainty_ms: remote.map(|(_, u)| ms(u)),
             },
         );
     }
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 #[derive(Debug, thiserror::Error)]

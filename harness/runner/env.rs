@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::containers::{compose_up, Containers};
+use super::containers::compose_up;
 use super::{EnvError, Trial, TrialStop};
 use crate::compose;
 use crate::fault::layer::StorageLayer;
@@ -19,6 +19,7 @@ use crate::probe::{self, Sampler};
 use crate::proxy::Proxy;
 use crate::scenario::{FaultKind, PortRef, TargetKind, TargetPlan, TargetRef};
 use crate::targets::container::ContainerTarget;
+use crate::targets::remote::RemoteTarget;
 use crate::targets::{free_port, ProcessTarget, Target, TargetContext};
 
 #[derive(Default)]
@@ -127,7 +128,7 @@ impl TrialEnv {
                 None
             },
         };
-        let target = self.backend(trial.run.containers, t, ctx).map_err(EnvError::Target)?;
+        let target = self.backend(trial, t, ctx).map_err(EnvError::Target)?;
         let mut data_dirs = Vec::new();
         for dir in target.data_dirs() {
             let dir = dir.canonicalize().map_err(|e| failed(format!("data dir {}: {e}", dir.display())))?;
@@ -142,7 +143,7 @@ impl TrialEnv {
                 .map_err(|e| failed(e.to_string()))?;
             self.layers.push((t.name.clone(), Arc::new(layer)));
         }
-        if trial.run.network.is_none() && t.kind != TargetKind::Compose {
+        if trial.run.network.is_none() && t.kind != TargetKind::Compose && t.host.is_none() {
             check_port_free(t, port)?;
         }
         target.start().map_err(|e| EnvError::Target(e.to_string()))?;
@@ -150,12 +151,12 @@ impl TrialEnv {
     }
 
     /// The backend that runs a target of this kind.
-    fn backend(
-        &self,
-        containers: Option<&Containers>,
-        t: &TargetPlan,
-        ctx: TargetContext,
-    ) -> Result<Arc<dyn Target>, String> {
+    fn backend(&self, trial: &Trial, t: &TargetPlan, ctx: TargetContext) -> Result<Arc<dyn Target>, String> {
+        let containers = trial.run.containers;
+        if let Some(host) = &t.host {
+            let link = trial.run.hosts.and_then(|h| h.link(host)).ok_or("its host has no agent")?;
+            return Ok(Arc::new(RemoteTarget::new(t, &ctx, trial.run.source.to_string(), Arc::clone(link))));
+        }
         Ok(match (t.kind, containers) {
             (TargetKind::Compose, Some(c)) => {
                 let (file, service) = t.compose.as_ref().expect("compile checked");
@@ -233,6 +234,10 @@ fn faketime_for(trial: &Trial, target: &str) -> Result<(std::path::PathBuf, std:
 
 /// Where a target is reached: its namespace's address, or loopback.
 fn host_of(trial: &Trial, name: &str) -> IpAddr {
+    let on_host = trial.plan.targets.iter().find(|t| t.name == name).and_then(|t| t.host.as_deref());
+    if let Some(link) = on_host.and_then(|h| trial.run.hosts?.link(h)) {
+        return link.address;
+    }
     let member = trial.run.network.and_then(|n| n.member(name));
     member.map_or(IpAddr::from([127, 0, 0, 1]), |m| IpAddr::V4(m.address))
 }

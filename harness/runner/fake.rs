@@ -102,6 +102,8 @@ pub fn with_trial(text: &str, body: impl FnOnce(&Trial)) {
         journal: &journal,
         network: None,
         containers: None,
+        hosts: None,
+        source: text,
         cancel: &cancel,
         operator: crate::drill::Operator::AssumeYes,
     };

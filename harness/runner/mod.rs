@@ -27,6 +27,7 @@ use crate::run_dir;
 pub use crate::run_dir::new_run_dir;
 pub use crate::run_dir::{HISTORY_FILE, REPORT_FILE, RUNS_DIR, SCENARIO_FILE};
 use crate::scenario::{FaultKind, NetworkPlan, Plan};
+use crate::targets::remote::Hosts;
 use containers::Containers;
 use env::TrialEnv;
 
@@ -112,6 +113,9 @@ pub enum EnvError {
     Proxy { proxy: String, reason: String },
     #[error("{0}")]
     Compose(String),
+    /// A remote host: unreachable, refused, or its agent.
+    #[error("{0}")]
+    Host(String),
     /// A target's backend, data dir, storage layer or first start.
     #[error("{0}")]
     Target(String),
@@ -216,6 +220,10 @@ pub fn run(
         Ok(c) => c,
         Err(e) => return Ok(stopped_before_any_trial(plan, seed, run_dir, &journal, EnvError::Containers(e))),
     };
+    let hosts = match Hosts::start(plan, &run_dir, &journal) {
+        Ok(h) => h,
+        Err(e) => return Ok(stopped_before_any_trial(plan, seed, run_dir, &journal, EnvError::Host(e.to_string()))),
+    };
     let mut trials = Vec::new();
     let mut stop = None;
     for index in indices {
@@ -228,6 +236,8 @@ pub fn run(
             journal: &journal,
             network: network.as_ref(),
             containers: containers.as_ref(),
+            hosts: hosts.as_ref(),
+            source,
             cancel: interrupt,
             operator: options.operator,
         };
@@ -292,6 +302,10 @@ struct RunShared<'a> {
     pub journal: &'a Arc<Journal>,
     pub network: Option<&'a Arc<Network>>,
     pub containers: Option<&'a Containers>,
+    /// The agents of the run's remote hosts.
+    pub hosts: Option<&'a Hosts>,
+    /// The scenario's text, which agents compile as this node did.
+    pub source: &'a str,
     pub cancel: &'a Cancel,
     pub operator: Operator,
 }

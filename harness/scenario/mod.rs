@@ -9,6 +9,7 @@ pub mod diagnostic;
 pub mod expect;
 pub mod faults;
 mod fields;
+pub mod hosts;
 pub mod io;
 mod menu;
 mod packet;
@@ -81,6 +82,7 @@ pub const TOP_KEYS: &[&str] = &[
     "expect",
     "trials",
     "abort",
+    "host",
 ];
 pub const NETWORK_KEYS: &[&str] = &["kind"];
 pub const PROXY_KEYS: &[&str] = &["target"];
@@ -100,6 +102,7 @@ pub const TARGET_KEYS: &[&str] = &[
     "file",
     "service",
     "mounts",
+    "host",
 ];
 pub const TARGET_KINDS: &[&str] = <TargetKind as strum::VariantNames>::VARIANTS;
 pub const RESTART_KEYS: &[&str] = &["policy", "delay"];
@@ -148,6 +151,7 @@ fn compile_with(path: &Path, source: &str, check_paths: bool) -> Result<Plan, Di
     let description = top.str("description", &mut d).map(|(s, _)| s.to_string()).unwrap_or_default();
 
     let targets = compile_targets(&top, check_paths, &mut d);
+    let hosts = hosts::compile_hosts(&top, &mut d);
     let target_names: Vec<&str> = root
         .get("target")
         .and_then(|t| t.get_ref().as_table())
@@ -157,6 +161,12 @@ fn compile_with(path: &Path, source: &str, check_paths: bool) -> Result<Plan, Di
     let proxies = compile_proxies(&top, &target_names, &mut d);
     check_proxy_refs(root, &targets, &proxies, &target_names, &mut d);
     let network = compile_network(&top, &mut d);
+    let target_span = |name: &str| {
+        let target = root.get("target").and_then(|t| t.get_ref().as_table()).and_then(|t| t.get(name));
+        let host = target.and_then(|t| t.get_ref().as_table()).and_then(|t| t.get("host"));
+        host.or(target).map_or(0..0, |v| v.span())
+    };
+    hosts::check_targets(&hosts, &targets, network, target_span, &mut d);
     let workload = top.table("workload", &mut d).and_then(|(t, span)| {
         let f = Fields::new(t, span, "[workload]", WORKLOAD_KEYS, &mut d);
         workload::compile_workload(&f, &target_names, &proxies, check_paths, &mut d)
@@ -190,6 +200,7 @@ fn compile_with(path: &Path, source: &str, check_paths: bool) -> Result<Plan, Di
             description,
             source_path: path.to_path_buf(),
             targets,
+            hosts,
             proxies,
             network,
             workload,
@@ -251,10 +262,17 @@ fn compile_faults(
         };
         let f = Fields::new(t, item.span(), format!("[[fault]] #{}", i + 1), FAULT_KEYS, d);
         if menu::is_menu(&f) {
-            faults.extend(menu::menu_faults(&f, target_names, network, workload, d));
+            let menu = menu::menu_faults(&f, target_names, network, workload, d);
+            for fault in &menu {
+                hosts::check_fault(fault, targets, &f.what, item.span(), d);
+            }
+            faults.extend(menu);
             continue;
         }
         let fault = faults::compile_fault(&f, target_names, proxies, network, workload, false, d);
+        if let Some(fault) = &fault {
+            hosts::check_fault(fault, targets, &f.what, item.span(), d);
+        }
         let on_process = |name: &str| targets.iter().any(|t| t.name == name && t.kind == TargetKind::Process);
         let of_kind = |name: &str, kind: TargetKind| targets.iter().any(|t| t.name == name && t.kind == kind);
         if let Some(FaultPlan { kind: FaultKind::Clock(_), target, .. }) = &fault {
@@ -525,6 +543,7 @@ fn compile_target(name: String, f: &Fields, check_paths: bool, d: &mut Diagnosti
         data_dir,
         disposable,
         mounts,
+        host: f.str("host", d).map(|(s, _)| s.to_string()),
     })
 }
 

@@ -14,6 +14,8 @@ pub struct Plan {
     /// Where the scenario came from (for messages and for `analyze`).
     pub source_path: PathBuf,
     pub targets: Vec<TargetPlan>,
+    /// Remote hosts (`[host.NAME]`) that targets run on.
+    pub hosts: Vec<HostPlan>,
     /// Fault proxies in front of targets' ports.
     pub proxies: Vec<ProxyPlan>,
     /// Whether process targets get network namespaces of their own.
@@ -95,6 +97,34 @@ pub struct TargetPlan {
     /// the host path resolved against the scenario's directory; the inside
     /// path ends in `:ro` for a read-only one.
     pub mounts: Vec<(PathBuf, String)>,
+    /// The `[host.NAME]` a process target runs on, through its agent;
+    /// none: this machine.
+    pub host: Option<String>,
+}
+
+/// A remote host, reached over SSH (the user's ssh config and known_hosts
+/// honoured, unless `known_hosts` names another file).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostPlan {
+    pub name: String,
+    /// A name or an IP address.
+    pub address: String,
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    /// The private key (`ssh -i`), relative to the scenario.
+    pub identity: Option<PathBuf>,
+    /// The known_hosts file to check the host's key against.
+    pub known_hosts: Option<PathBuf>,
+}
+
+impl HostPlan {
+    /// The destination as ssh takes it: `[user@]address`.
+    pub fn destination(&self) -> String {
+        match &self.user {
+            Some(user) => format!("{user}@{}", self.address),
+            None => self.address.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -531,8 +561,20 @@ pub struct ClockPlan {
 }
 
 /// Which of a target's processes a signal reaches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr, strum::VariantNames)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[strum(serialize_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
 pub enum SignalScope {
     /// The main process only (the one the target's command started).
     Main,

@@ -9,6 +9,7 @@ pub mod faketime;
 pub mod process;
 pub mod procfs;
 pub mod reaper;
+pub mod remote;
 pub mod stopping;
 
 use std::os::fd::OwnedFd;
@@ -25,7 +26,7 @@ use crate::scenario::SignalScope;
 
 /// A process the run started: pid plus start time, so it cannot be confused
 /// with a later process that reuses the pid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HostProcess {
     pub pid: i32,
     pub start_time: u64,
@@ -148,6 +149,11 @@ pub trait Target: Send + Sync {
     /// The last lines the target printed (stdout and stderr of its latest
     /// incarnations), for reports of failures.
     fn last_log_lines(&self, n: usize) -> Vec<String>;
+    /// For a target on a remote host: the host, and how far off the times
+    /// its agent reports may be on this node's clock.
+    fn remote_clock(&self) -> Option<(String, std::time::Duration)> {
+        None
+    }
 }
 
 /// Signals every process `walk` visits, walking again until it visits no

@@ -111,6 +111,19 @@ pub fn spawn(command: &mut Command) -> io::Result<(Child, Receiver<Exit>)> {
     if let Some(token) = run_token() {
         command.env(RUN_TOKEN_VAR, token);
     }
+    spawn_as_is(command)
+}
+
+/// [`spawn`] for a process that lives as long as the run, not a trial:
+/// without the run's token, so that the sweep at the end of each trial
+/// leaves it (a link to a remote host). It must end by itself when the
+/// harness does: when its stdin closes.
+pub fn spawn_for_the_run(command: &mut Command) -> io::Result<(Child, Receiver<Exit>)> {
+    command.env_remove(RUN_TOKEN_VAR);
+    spawn_as_is(command)
+}
+
+fn spawn_as_is(command: &mut Command) -> io::Result<(Child, Receiver<Exit>)> {
     let (tx, rx) = channel();
     match GLOBAL.get() {
         Some(global) => {

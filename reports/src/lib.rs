@@ -279,6 +279,10 @@ pub struct FaultReport {
     /// When the schedule asked for it (from the seed).
     pub scheduled_at_ms: f64,
     pub injected_at_ms: f64,
+    /// How far off `injected_at_ms` may be: on a remote host, half the
+    /// round trip to its agent (the agent dates the fault on its clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub injected_uncertainty_ms: Option<f64>,
     pub healed_at_ms: Option<f64>,
     /// Fault to the first failed probe.
     pub ttd_ms: Option<f64>,

@@ -1,0 +1,220 @@
+//! `crashlab agent DIR`: the host-local half of a remote target. The run
+//! copies this very binary to each `[host.NAME]` and runs it there over
+//! SSH; it answers the control node's requests on stdin/stdout (see
+//! [`crate::targets::remote::protocol`]) by doing locally what crashlab
+//! does locally: it runs each process target with the same backend,
+//! journals what it starts in its own journal (`DIR/run/faults.journal`,
+//! so that `crashlab cleanup DIR/run` on the host heals after it), and
+//! sends the targets' events back as they happen, dated on its clock.
+//! When its stdin closes (the control node ended or died), it stops every
+//! target it runs.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::history::{EventKind, Recorder};
+use crate::journal::{Entry, Journal};
+use crate::scenario::{self, Plan};
+use crate::targets::remote::protocol::{monotonic_ns, Answer, ExitStatus, Message, Op, Request, PROTOCOL, RUN_SUBDIR};
+use crate::targets::{procfs, reaper, CommandKind, ProcessTarget, Target, TargetContext};
+
+struct Agent {
+    run_dir: PathBuf,
+    journal: Arc<Journal>,
+    out: Arc<Mutex<std::io::Stdout>>,
+    plan: Mutex<Option<(String, Arc<Plan>)>>,
+    targets: Mutex<HashMap<(u32, String), Arc<ProcessTarget>>>,
+}
+
+/// Serves one control node until its stdin closes; the exit code.
+pub fn agent_main(dir: &Path) -> i32 {
+    match serve(dir) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("crashlab agent: {e}");
+            3
+        }
+    }
+}
+
+fn serve(dir: &Path) -> Result<(), String> {
+    reaper::become_subreaper().map_err(|e| format!("cannot become a child subreaper: {e}"))?;
+    let (run_dir, _lock) = crate::run_dir::claim_out_dir(&dir.join(RUN_SUBDIR), false).map_err(|e| e.to_string())?;
+    let journal = Arc::new(Journal::create(&run_dir).map_err(|e| format!("cannot create the journal: {e}"))?);
+    let agent = Arc::new(Agent {
+        run_dir,
+        journal,
+        out: Arc::new(Mutex::new(std::io::stdout())),
+        plan: Mutex::default(),
+        targets: Mutex::default(),
+    });
+    let mut lines = std::io::stdin().lock().lines();
+    let hello = lines.next().ok_or("stdin closed before the first request")?.map_err(|e| e.to_string())?;
+    let hello: Request = serde_json::from_str(&hello).map_err(|e| format!("not a request: {e}"))?;
+    let Op::Hello { protocol, version } = hello.op else { return Err("the first request must be hello".into()) };
+    let pid = std::process::id() as i32;
+    let start_time = procfs::stat(pid).map_or(0, |s| s.start_time);
+    let mine = env!("CARGO_PKG_VERSION").to_string();
+    agent.send(&Message::Reply {
+        id: hello.id,
+        answer: Answer::Hello { protocol: PROTOCOL, version: mine.clone(), pid, start_time },
+    });
+    if protocol != PROTOCOL {
+        return Err(format!("the control node speaks protocol {protocol} (crashlab {version}), this agent {PROTOCOL}"));
+    }
+    for line in lines {
+        let Ok(line) = line else { break };
+        let request: Request = match serde_json::from_str(&line) {
+            Ok(r) => r,
+            Err(e) => return Err(format!("not a request: {e}: {line}")),
+        };
+        // Requests run side by side: a restart waits for a stop, an exec
+        // for its command, while signals must go at once.
+        let agent = Arc::clone(&agent);
+        std::thread::spawn(move || {
+            let answer = agent.handle(request.op).unwrap_or_else(|error| Answer::Error { error });
+            agent.send(&Message::Reply { id: request.id, answer });
+        });
+    }
+    // The control node is gone: nothing of ours stays running.
+    let targets: Vec<_> = agent.targets.lock().unwrap().drain().map(|(_, t)| t).collect();
+    for target in targets {
+        target.stop();
+    }
+    let _ = agent.journal.append(&Entry::Finished);
+    Ok(())
+}
+
+impl Agent {
+    fn send(&self, message: &Message) {
+        let mut line = serde_json::to_string(message).expect("a message serializes");
+        line.push('\n');
+        let mut out = self.out.lock().unwrap();
+        let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
+    }
+
+    fn target(&self, trial: u32, name: &str) -> Result<Arc<ProcessTarget>, String> {
+        let targets = self.targets.lock().unwrap();
+        targets.get(&(trial, name.to_string())).cloned().ok_or_else(|| format!("no target `{name}` in trial {trial}"))
+    }
+
+    fn handle(self: &Arc<Self>, op: Op) -> Result<Answer, String> {
+        let text = |e: crate::targets::TargetError| e.to_string();
+        let process = |p| Ok(Answer::Process { process: p });
+        match op {
+            Op::Hello { .. } => Err("hello again".into()),
+            Op::Clock => Ok(Answer::Clock { at_ns: monotonic_ns() }),
+            Op::Start { trial, scenario, target, port, host } => {
+                self.start(trial, &scenario, &target, port, host)?;
+                Ok(Answer::Done)
+            }
+            Op::Signal { trial, target, signal, scope } => {
+                let signal = Signal::try_from(signal).map_err(|e| e.to_string())?;
+                let s = self.target(trial, &target)?.signal(signal, scope).map_err(text)?;
+                Ok(Answer::Signalled { process: s.process, at_ns: ns_of(s.at), processes: s.processes })
+            }
+            Op::Pause { trial, target } => process(Some(self.target(trial, &target)?.pause().map_err(text)?)),
+            Op::Resume { trial, target, which } => {
+                self.target(trial, &target)?.resume(which).map_err(text)?;
+                Ok(Answer::Done)
+            }
+            Op::Restart { trial, target } => process(Some(self.target(trial, &target)?.restart().map_err(text)?)),
+            Op::Hold { trial, target, signal } => {
+                let signal = Signal::try_from(signal).map_err(|e| e.to_string())?;
+                process(self.target(trial, &target)?.hold(signal))
+            }
+            Op::Release { trial, target } => {
+                self.target(trial, &target)?.release();
+                Ok(Answer::Done)
+            }
+            Op::Stop { trial, target } => {
+                self.target(trial, &target)?.stop();
+                Ok(Answer::Done)
+            }
+            Op::Exec { trial, target, argv, timeout_ms, step } => {
+                let kind = if step { CommandKind::Step } else { CommandKind::Probe };
+                let target = self.target(trial, &target)?;
+                let out = target.exec(&argv, Duration::from_millis(timeout_ms), kind).map_err(text)?;
+                let exit = out.exit.map(|e| match e {
+                    reaper::Exit::Code(c) => ExitStatus::Code(c),
+                    reaper::Exit::Signal(s) => ExitStatus::Signal(s),
+                });
+                Ok(Answer::Output { exit, stdout: out.stdout, stderr: out.stderr, timed_out: out.timed_out })
+            }
+            Op::Current { trial, target } => process(self.target(trial, &target)?.host_process()),
+            Op::Logs { trial, target, lines } => {
+                Ok(Answer::Logs { lines: self.target(trial, &target)?.last_log_lines(lines) })
+            }
+        }
+    }
+
+    /// The scenario as the control node compiled it, kept beside the
+    /// journal (as a run directory keeps it).
+    fn plan(&self, text: &str) -> Result<Arc<Plan>, String> {
+        let mut cached = self.plan.lock().unwrap();
+        if let Some((_, plan)) = cached.as_ref().filter(|(known, _)| known == text) {
+            return Ok(Arc::clone(plan));
+        }
+        let path = self.run_dir.join(crate::run_dir::SCENARIO_FILE);
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let plan = Arc::new(scenario::load_stored(&path).map_err(|e| e.to_string())?);
+        *cached = Some((text.to_string(), Arc::clone(&plan)));
+        Ok(plan)
+    }
+
+    fn start(self: &Arc<Self>, trial: u32, text: &str, name: &str, port: u16, host: std::net::IpAddr) -> Result<(), String> {
+        let plan = self.plan(text)?;
+        let t = plan.targets.iter().find(|t| t.name == name).ok_or_else(|| format!("no target `{name}`"))?;
+        let trial_dir = self.run_dir.join(format!("trial-{trial:03}"));
+        std::fs::create_dir_all(&trial_dir).map_err(|e| format!("cannot create {}: {e}", trial_dir.display()))?;
+        let out = Arc::clone(&self.out);
+        let forward = Arc::new(move |at: Instant, kind: EventKind| {
+            let mut line = serde_json::to_string(&Message::Event { trial, at_ns: ns_of(at), kind }).expect("serializes");
+            line.push('\n');
+            let mut out = out.lock().unwrap();
+            let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
+        });
+        let ctx = TargetContext {
+            trial,
+            run_dir: self.run_dir.clone(),
+            trial_dir,
+            port,
+            recorder: Recorder::forwarding(trial, forward),
+            journal: Arc::clone(&self.journal),
+            proxy_ports: Vec::new(),
+            namespace: None,
+            host,
+            hosts: Vec::new(),
+            ports: vec![(name.to_string(), port)],
+            scenario_dir: self.run_dir.clone(),
+            faketime: None,
+        };
+        let target = Arc::new(ProcessTarget::new(t, ctx).map_err(|e| e.to_string())?);
+        for dir in target.data_dirs() {
+            let dir = dir.canonicalize().map_err(|e| format!("data dir {}: {e}", dir.display()))?;
+            crate::confine::check_data_dir(&dir, &self.run_dir).map_err(|e| e.to_string())?;
+            let entry = Entry::DataDir { trial, target: name.to_string(), path: dir };
+            self.journal.append(&entry).map_err(|e| format!("cannot journal a data dir: {e}"))?;
+        }
+        let mut targets = self.targets.lock().unwrap();
+        // Those of earlier trials are stopped and done with.
+        targets.retain(|(t, _), _| *t >= trial);
+        targets.insert((trial, name.to_string()), Arc::clone(&target));
+        drop(targets);
+        target.start().map_err(|e| e.to_string())
+    }
+}
+
+/// An instant of this process as CLOCK_MONOTONIC nanoseconds.
+fn ns_of(at: Instant) -> u64 {
+    let (now, mono) = (Instant::now(), monotonic_ns());
+    match now.checked_duration_since(at) {
+        Some(ago) => mono.saturating_sub(ago.as_nanos() as u64),
+        None => mono + (at - now).as_nanos() as u64,
+    }
+}

@@ -1,0 +1,107 @@
+//! Remote hosts: `[host.NAME]` tables (an SSH destination), and the process
+//! targets that run on them (`host = "NAME"`), through the `crashlab
+//! agent` the run copies there. What the agent does not do yet is refused
+//! here, naming the line, rather than done on the wrong machine.
+
+use std::path::PathBuf;
+
+use super::diagnostic::Diagnostics;
+use super::fields::Fields;
+use super::plan::{FaultKind, FaultPlan, HostPlan, NetworkPlan, TargetKind, TargetPlan};
+
+pub const HOST_KEYS: &[&str] = &["address", "user", "port", "identity", "known_hosts"];
+
+/// Every `[host.NAME]` table.
+pub(super) fn compile_hosts(top: &Fields, d: &mut Diagnostics) -> Vec<HostPlan> {
+    let Some((table, _)) = top.table("host", d) else { return Vec::new() };
+    let base = d.path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let mut hosts = Vec::new();
+    for (key, value) in table.iter() {
+        let name = key.get_ref().to_string();
+        let what = format!("[host.{name}]");
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            d.error(key.span(), format!("host name `{name}` may hold only letters, digits, `-` and `_`"));
+        }
+        let Some(t) = value.get_ref().as_table() else {
+            d.error(value.span(), format!("{what} must be a table"));
+            continue;
+        };
+        let f = Fields::new(t, value.span(), what, HOST_KEYS, d);
+        let address = f.required_str("address", "the host's name or IP address, e.g. \"10.0.0.5\"", d);
+        let user = f.str("user", d).map(|(s, _)| s.to_string());
+        let port = f.integer("port", 1, 65535, d).map(|p| p as u16);
+        // Relative to the scenario, as every path it names.
+        let path = |key: &str, d: &mut Diagnostics| f.str(key, d).map(|(s, _)| base.join(s));
+        let identity: Option<PathBuf> = path("identity", d);
+        let known_hosts: Option<PathBuf> = path("known_hosts", d);
+        if let Some((address, _)) = address {
+            hosts.push(HostPlan { name, address: address.to_string(), user, port, identity, known_hosts });
+        }
+    }
+    hosts
+}
+
+/// A target's `host` names a `[host.NAME]`, on a process target outside
+/// `[network]` namespaces.
+pub(super) fn check_targets(
+    hosts: &[HostPlan],
+    targets: &[TargetPlan],
+    network: NetworkPlan,
+    span_of: impl Fn(&str) -> std::ops::Range<usize>,
+    d: &mut Diagnostics,
+) {
+    for t in targets {
+        let Some(host) = &t.host else { continue };
+        let span = span_of(&t.name);
+        if !hosts.iter().any(|h| &h.name == host) {
+            let known: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+            d.error(
+                span.clone(),
+                format!(
+                    "[target.{}] runs on host `{host}`, which no [host.{host}] table defines (hosts: {})",
+                    t.name,
+                    if known.is_empty() { "none".into() } else { known.join(", ") }
+                ),
+            );
+        }
+        if t.kind != TargetKind::Process {
+            d.error(span.clone(), format!("[target.{}]: `host` applies to kind = \"process\" only, for now", t.name));
+        }
+        if network == NetworkPlan::Namespaces {
+            d.error(span, format!("[target.{}]: a target on a host cannot be in [network] namespaces", t.name));
+        }
+    }
+}
+
+/// Only faults the agent carries out (signals, restarts, commands) or the
+/// control node does (its proxies' link faults) act on a target on a host.
+pub(super) fn check_fault(
+    fault: &FaultPlan,
+    targets: &[TargetPlan],
+    what: &str,
+    span: std::ops::Range<usize>,
+    d: &mut Diagnostics,
+) {
+    let kinds = std::iter::once(&fault.kind).chain(fault.menu.iter().flat_map(|m| &m.kinds));
+    let names: Vec<&str> = match &fault.menu {
+        Some(menu) => menu.targets.iter().map(|t| t.name.as_str()).collect(),
+        None => vec![&fault.target.name],
+    };
+    let on_host = |name: &str| targets.iter().any(|t| t.name == name && t.host.is_some());
+    for kind in kinds {
+        let reached = matches!(
+            kind,
+            FaultKind::Kill { .. } | FaultKind::Pause { .. } | FaultKind::Restart | FaultKind::Command { .. } | FaultKind::Link { .. }
+        );
+        if let Some(target) = names.iter().find(|n| on_host(n)).filter(|_| !reached) {
+            d.error(
+                span.clone(),
+                format!(
+                    "{what}: a `{}` fault on target `{target}`, which runs on a host: through its agent, crashlab \
+                     does kill, pause, restart and command faults there so far (and link faults through a proxy)",
+                    kind.name()
+                ),
+            );
+        }
+    }
+}

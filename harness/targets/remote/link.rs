@@ -1,0 +1,250 @@
+//! The control node's link to one host's agent, through a `crashlab
+//! host-link` process (see [`super::relay`]): requests written as lines,
+//! answers matched to them by id, events handed to their trial's recorder.
+//! Events the agent reports are dated on its clock and brought onto this
+//! one through an offset measured at connection: half the best of a few
+//! round trips is the uncertainty of every time it reports.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::protocol::{monotonic_ns, Answer, Message, Op, Request, PROTOCOL};
+use crate::history::Recorder;
+use crate::journal::{Entry, Journal};
+use crate::scenario::HostPlan;
+use crate::targets::reaper;
+
+/// How long a request may wait for its answer beyond what it asks for.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("host `{host}` ({destination}): {what}")]
+pub struct LinkError {
+    pub host: String,
+    pub destination: String,
+    pub what: String,
+}
+
+impl LinkError {
+    fn new(host: &HostPlan, what: impl Into<String>) -> LinkError {
+        LinkError { host: host.name.clone(), destination: host.destination(), what: what.into() }
+    }
+}
+
+/// A live agent on one host.
+pub struct AgentLink {
+    pub host: HostPlan,
+    /// The host's address, as targets on it are reached (`{host}`).
+    pub address: std::net::IpAddr,
+    /// The agent's directory there: its binary, and `run/` with its journal.
+    pub dir: String,
+    /// The best round trip to the agent, measured at connection; half of
+    /// it bounds the error of every time the agent reports.
+    pub round_trip: Duration,
+    writer: Mutex<ChildStdin>,
+    pending: Arc<Mutex<HashMap<u64, Sender<Answer>>>>,
+    /// Where each trial's events go.
+    recorders: Arc<Mutex<HashMap<u32, Recorder>>>,
+    next_id: AtomicU64,
+    /// This clock minus the agent's, in nanoseconds.
+    offset_ns: Arc<AtomicI64>,
+    /// Why the agent stopped answering, once it has.
+    gone: Arc<Mutex<Option<String>>>,
+}
+
+impl AgentLink {
+    /// Checks that `host` can be reached: its key known, the user let in.
+    /// Nothing is made there.
+    pub fn check(host: &HostPlan) -> Result<(), LinkError> {
+        let mut command = relay_command(host, "-", true)?;
+        let out = reaper::run(&mut command, Duration::from_secs(30)).map_err(|e| LinkError::new(host, e.to_string()))?;
+        match out.exit {
+            Some(exit) if exit.success() => Ok(()),
+            _ if out.timed_out => Err(LinkError::new(host, "no answer in 30 s")),
+            _ => Err(LinkError::new(host, out.stderr.trim())),
+        }
+    }
+
+    /// Copies this binary into a directory of the run's on `host`
+    /// (journaled before it is made), starts the agent there, and agrees
+    /// on the protocol and the clocks. The agent's stderr goes to `log`.
+    pub fn open(host: &HostPlan, token: &str, journal: &Journal, log: &Path) -> Result<AgentLink, LinkError> {
+        let fail = |what: String| LinkError::new(host, what);
+        let dir = format!("/tmp/crashlab-agents/{token}-{}", host.name);
+        // Absolute paths, for a cleanup run from elsewhere.
+        let absolute = |p: &Option<PathBuf>| p.as_ref().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
+        let plan =
+            HostPlan { identity: absolute(&host.identity), known_hosts: absolute(&host.known_hosts), ..host.clone() };
+        journal
+            .append(&Entry::Host { host: plan.clone(), dir: dir.clone() })
+            .map_err(|e| fail(format!("cannot journal the host: {e}")))?;
+        let mut command = relay_command(&plan, &dir, false)?;
+        let stderr = std::fs::File::create(log).map_err(|e| fail(format!("cannot create {}: {e}", log.display())))?;
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr);
+        let (mut child, _exited) = reaper::spawn_for_the_run(&mut command).map_err(|e| fail(format!("cannot start ssh: {e}")))?;
+        let link = AgentLink {
+            host: host.clone(),
+            address: resolve(&host.address).map_err(fail)?,
+            dir,
+            round_trip: Duration::ZERO,
+            writer: Mutex::new(child.stdin.take().expect("piped")),
+            pending: Arc::default(),
+            recorders: Arc::default(),
+            next_id: AtomicU64::new(1),
+            offset_ns: Arc::default(),
+            gone: Arc::default(),
+        };
+        link.read_answers(child.stdout.take().expect("piped"));
+        link.hello()?;
+        let round_trip = link.measure_clock()?;
+        Ok(AgentLink { round_trip, ..link })
+    }
+
+    /// The agent's answers and events, as they come.
+    fn read_answers(&self, stdout: std::process::ChildStdout) {
+        let (pending, recorders, gone) = (Arc::clone(&self.pending), Arc::clone(&self.recorders), Arc::clone(&self.gone));
+        let offset = Arc::clone(&self.offset_ns);
+        std::thread::spawn(move || {
+            let mut why = "the agent ended (its connection closed)".to_string();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                match serde_json::from_str::<Message>(&line) {
+                    Ok(Message::Reply { id, answer }) => {
+                        if let Some(waiting) = pending.lock().unwrap().remove(&id) {
+                            let _ = waiting.send(answer);
+                        }
+                    }
+                    Ok(Message::Event { trial, at_ns, kind }) => {
+                        if let Some(recorder) = recorders.lock().unwrap().get(&trial) {
+                            recorder.record_at(instant_of(at_ns, offset.load(Ordering::Relaxed)), kind);
+                        }
+                    }
+                    Ok(Message::Failed { what }) => {
+                        why = what;
+                        break;
+                    }
+                    Err(e) => {
+                        why = format!("the agent said something else than the protocol: {e}: {line}");
+                        break;
+                    }
+                }
+            }
+            *gone.lock().unwrap() = Some(why);
+            // Whoever still waits learns it now.
+            pending.lock().unwrap().clear();
+        });
+    }
+
+    fn hello(&self) -> Result<(), LinkError> {
+        let version = env!("CARGO_PKG_VERSION").to_string();
+        match self.call(Op::Hello { protocol: PROTOCOL, version: version.clone() }, Duration::ZERO)? {
+            Answer::Hello { protocol, .. } if protocol == PROTOCOL => Ok(()),
+            Answer::Hello { protocol, version: theirs, .. } => Err(self.error(format!(
+                "the agent there speaks protocol {protocol} (crashlab {theirs}), this crashlab {PROTOCOL} (crashlab \
+                 {version}): install the same version on both"
+            ))),
+            other => Err(self.error(format!("the agent answered hello with {other:?}"))),
+        }
+    }
+
+    /// The offset between the agent's clock and this one, from the best
+    /// of a few round trips (the agent read its clock within it: half of
+    /// it is the uncertainty); returns that round trip.
+    fn measure_clock(&self) -> Result<Duration, LinkError> {
+        let mut best: Option<(u64, i64)> = None;
+        for _ in 0..7 {
+            let sent = monotonic_ns();
+            let Answer::Clock { at_ns } = self.call(Op::Clock, Duration::ZERO)? else {
+                return Err(self.error("the agent did not tell its clock".into()));
+            };
+            let back = monotonic_ns();
+            let (trip, offset) = (back - sent, (sent / 2 + back / 2) as i64 - at_ns as i64);
+            if best.map_or(true, |(t, _)| trip < t) {
+                best = Some((trip, offset));
+            }
+        }
+        let (trip, offset) = best.expect("measured");
+        self.offset_ns.store(offset, Ordering::Relaxed);
+        Ok(Duration::from_nanos(trip))
+    }
+
+    /// A time the agent reported (its CLOCK_MONOTONIC) on this clock.
+    pub fn instant(&self, at_ns: u64) -> Instant {
+        instant_of(at_ns, self.offset_ns.load(Ordering::Relaxed))
+    }
+
+    /// Events of `trial` the agent reports go to `recorder`.
+    pub fn attach(&self, trial: u32, recorder: Recorder) {
+        self.recorders.lock().unwrap().insert(trial, recorder);
+    }
+
+    pub fn error(&self, what: String) -> LinkError {
+        LinkError::new(&self.host, what)
+    }
+
+    /// Sends `op` and waits for its answer (up to `extra` more than usual).
+    pub fn call(&self, op: Op, extra: Duration) -> Result<Answer, LinkError> {
+        if let Some(why) = self.gone.lock().unwrap().clone() {
+            return Err(self.error(why));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = channel();
+        self.pending.lock().unwrap().insert(id, tx);
+        let mut line = serde_json::to_string(&Request { id, op }).expect("a request serializes");
+        line.push('\n');
+        let written = {
+            let mut writer = self.writer.lock().unwrap();
+            writer.write_all(line.as_bytes()).and_then(|()| writer.flush())
+        };
+        if let Err(e) = written {
+            self.pending.lock().unwrap().remove(&id);
+            return Err(self.error(format!("cannot write to the agent: {e}")));
+        }
+        match rx.recv_timeout(ANSWER_TIMEOUT + extra) {
+            Ok(Answer::Error { error }) => Err(self.error(error)),
+            Ok(answer) => Ok(answer),
+            Err(e) => {
+                self.pending.lock().unwrap().remove(&id);
+                let why = self.gone.lock().unwrap().clone();
+                Err(self.error(why.unwrap_or_else(|| format!("no answer: {e}"))))
+            }
+        }
+    }
+}
+
+/// This binary's `host-link` for `host`.
+fn relay_command(host: &HostPlan, dir: &str, check: bool) -> Result<Command, LinkError> {
+    let exe = std::env::current_exe().map_err(|e| LinkError::new(host, format!("cannot find this binary: {e}")))?;
+    let mut command = Command::new(exe);
+    let json = serde_json::to_string(host).expect("a host serializes");
+    command.args(["host-link", "--host", &json, "--dir", dir]);
+    if check {
+        command.arg("--check");
+    }
+    Ok(command)
+}
+
+/// The agent's CLOCK_MONOTONIC nanoseconds as an instant of this clock.
+fn instant_of(at_ns: u64, offset_ns: i64) -> Instant {
+    let (now, mono) = (Instant::now(), monotonic_ns());
+    match mono.checked_sub(at_ns.saturating_add_signed(offset_ns)) {
+        Some(ago) => now - Duration::from_nanos(ago),
+        None => now,
+    }
+}
+
+fn resolve(address: &str) -> Result<std::net::IpAddr, String> {
+    use std::net::ToSocketAddrs;
+    (address, 22)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .map(|a| a.ip())
+        .ok_or_else(|| format!("cannot resolve `{address}`"))
+}

@@ -1,0 +1,206 @@
+//! The remote backend: a process target on a `[host.NAME]`, run there by
+//! the host's `crashlab agent` with the process backend, driven from here.
+//! The workload and the probes stay on the control node, so RTO and RPO
+//! keep one clock; what the agent reports (a target's start, its exit, the
+//! moment a signal reached it) is brought onto that clock, within half the
+//! round trip measured to that agent.
+
+pub mod link;
+pub mod protocol;
+pub mod relay;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use super::reaper::{self, Exit};
+use super::{CommandKind, HostProcess, Signalled, Target, TargetError};
+use crate::journal::Journal;
+use crate::scenario::{Plan, SignalScope, TargetPlan};
+use link::{AgentLink, LinkError};
+use protocol::{Answer, ExitStatus, Op};
+
+/// The agents of a run, one per host, started before the first trial.
+pub struct Hosts {
+    pub links: Vec<Arc<AgentLink>>,
+}
+
+impl Hosts {
+    /// Reaches every host first (so that an unreachable host, a refused
+    /// key or a host key mismatch stops the run before anything is made
+    /// anywhere), then starts an agent on each.
+    pub fn start(plan: &Plan, run_dir: &std::path::Path, journal: &Journal) -> Result<Option<Hosts>, LinkError> {
+        if plan.hosts.is_empty() {
+            return Ok(None);
+        }
+        for host in &plan.hosts {
+            AgentLink::check(host)?;
+        }
+        let token = reaper::run_token().unwrap_or_default();
+        let token = &token[..token.len().min(12)];
+        let mut links = Vec::new();
+        for host in &plan.hosts {
+            let log = run_dir.join(format!("agent-{}.log", host.name));
+            links.push(Arc::new(AgentLink::open(host, token, journal, &log)?));
+        }
+        Ok(Some(Hosts { links }))
+    }
+
+    pub fn link(&self, host: &str) -> Option<&Arc<AgentLink>> {
+        self.links.iter().find(|l| l.host.name == host)
+    }
+}
+
+/// A process target on a host.
+pub struct RemoteTarget {
+    name: String,
+    trial: u32,
+    recorder: crate::history::Recorder,
+    port: u16,
+    scenario: String,
+    link: Arc<AgentLink>,
+}
+
+impl RemoteTarget {
+    /// `scenario`: the scenario's text, which the agent compiles as this
+    /// node did.
+    pub fn new(plan: &TargetPlan, ctx: &super::TargetContext, scenario: String, link: Arc<AgentLink>) -> RemoteTarget {
+        let (trial, port, recorder) = (ctx.trial, ctx.port, ctx.recorder.clone());
+        RemoteTarget { name: plan.name.clone(), trial, recorder, port, scenario, link }
+    }
+
+    fn call(&self, op: Op, extra: Duration) -> Result<Answer, TargetError> {
+        self.link.call(op, extra).map_err(|e| self.error(e.to_string()))
+    }
+
+    fn error(&self, what: String) -> TargetError {
+        TargetError::Io { target: self.name.clone(), source: std::io::Error::other(what) }
+    }
+
+    fn process(&self, op: Op) -> Result<Option<HostProcess>, TargetError> {
+        match self.call(op, Duration::ZERO)? {
+            Answer::Process { process } => Ok(process),
+            other => Err(self.error(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    fn done(&self, op: Op) -> Result<(), TargetError> {
+        self.call(op, Duration::ZERO).map(drop)
+    }
+
+    fn ids(&self) -> (u32, String) {
+        (self.trial, self.name.clone())
+    }
+}
+
+impl Target for RemoteTarget {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn start(&self) -> Result<(), TargetError> {
+        self.link.attach(self.trial, self.recorder.clone());
+        let (trial, target) = self.ids();
+        let op = Op::Start { trial, scenario: self.scenario.clone(), target, port: self.port, host: self.host() };
+        self.done(op)
+    }
+
+    fn signal(&self, signal: Signal, scope: SignalScope) -> Result<Signalled, TargetError> {
+        let (trial, target) = self.ids();
+        match self.call(Op::Signal { trial, target, signal: signal as i32, scope }, Duration::ZERO)? {
+            Answer::Signalled { process, at_ns, processes } => {
+                Ok(Signalled { process, at: self.link.instant(at_ns), processes })
+            }
+            other => Err(self.error(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    fn default_scope(&self) -> SignalScope {
+        SignalScope::Group
+    }
+
+    fn pause(&self) -> Result<HostProcess, TargetError> {
+        let (trial, target) = self.ids();
+        self.process(Op::Pause { trial, target })?.ok_or_else(|| TargetError::NotRunning { target: self.name.clone() })
+    }
+
+    fn resume(&self, which: HostProcess) -> Result<(), TargetError> {
+        let (trial, target) = self.ids();
+        self.done(Op::Resume { trial, target, which })
+    }
+
+    fn restart(&self) -> Result<HostProcess, TargetError> {
+        let (trial, target) = self.ids();
+        self.process(Op::Restart { trial, target })?.ok_or_else(|| TargetError::NotRunning { target: self.name.clone() })
+    }
+
+    fn hold(&self, signal: Signal) -> Option<HostProcess> {
+        let (trial, target) = self.ids();
+        self.process(Op::Hold { trial, target, signal: signal as i32 }).ok().flatten()
+    }
+
+    fn release(&self) {
+        let (trial, target) = self.ids();
+        let _ = self.done(Op::Release { trial, target });
+    }
+
+    fn stop(&self) {
+        let (trial, target) = self.ids();
+        let _ = self.done(Op::Stop { trial, target });
+    }
+
+    fn exec(&self, argv: &[String], timeout: Duration, kind: CommandKind) -> Result<reaper::Output, TargetError> {
+        let (trial, target) = self.ids();
+        let op = Op::Exec {
+            trial,
+            target,
+            argv: argv.to_vec(),
+            timeout_ms: timeout.as_millis() as u64,
+            step: kind == CommandKind::Step,
+        };
+        match self.call(op, timeout)? {
+            Answer::Output { exit, stdout, stderr, timed_out } => Ok(reaper::Output {
+                exit: exit.map(|e| match e {
+                    ExitStatus::Code(c) => Exit::Code(c),
+                    ExitStatus::Signal(s) => Exit::Signal(s),
+                }),
+                stdout,
+                stderr,
+                timed_out,
+            }),
+            other => Err(self.error(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    fn host_process(&self) -> Option<HostProcess> {
+        let (trial, target) = self.ids();
+        self.process(Op::Current { trial, target }).ok().flatten()
+    }
+
+    fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn host(&self) -> std::net::IpAddr {
+        self.link.address
+    }
+
+    /// On the host, not here: nothing of this node's to damage.
+    fn data_dirs(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
+    fn remote_clock(&self) -> Option<(String, Duration)> {
+        Some((self.link.host.name.clone(), self.link.round_trip / 2))
+    }
+
+    fn last_log_lines(&self, n: usize) -> Vec<String> {
+        let (trial, target) = self.ids();
+        match self.call(Op::Logs { trial, target, lines: n }, Duration::ZERO) {
+            Ok(Answer::Logs { lines }) => lines,
+            _ => Vec::new(),
+        }
+    }
+}

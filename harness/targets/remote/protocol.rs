@@ -1,0 +1,100 @@
+//! What the control node and a host's `crashlab agent` say to each other:
+//! JSON lines over the agent's stdin and stdout, one request or answer a
+//! line. Small and typed on purpose; the first exchange compares the
+//! protocol versions, and a mismatch is refused with both named.
+
+use serde::{Deserialize, Serialize};
+
+use crate::history::EventKind;
+use crate::scenario::SignalScope;
+use crate::targets::HostProcess;
+
+/// Bumped whenever a message changes shape or meaning.
+pub const PROTOCOL: u32 = 1;
+
+/// The agent's run directory, under its directory on the host: journal,
+/// scenario, trial directories (targets' data and logs).
+pub const RUN_SUBDIR: &str = "run";
+
+/// A request from the control node; the agent answers each with a
+/// [`Reply`] of the same `id`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Request {
+    pub id: u64,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// The first request: the control node's protocol and version.
+    Hello { protocol: u32, version: String },
+    /// The agent's monotonic clock now, to date what it reports.
+    Clock,
+    /// Makes the target `target` of the scenario for trial `trial` (a
+    /// process target, run by the agent as the control node would run it
+    /// locally) and starts it.
+    Start { trial: u32, scenario: String, target: String, port: u16, host: std::net::IpAddr },
+    Signal { trial: u32, target: String, signal: i32, scope: SignalScope },
+    Pause { trial: u32, target: String },
+    Resume { trial: u32, target: String, which: HostProcess },
+    Restart { trial: u32, target: String },
+    Hold { trial: u32, target: String, signal: i32 },
+    Release { trial: u32, target: String },
+    /// Graceful stop; the target is forgotten.
+    Stop { trial: u32, target: String },
+    Exec { trial: u32, target: String, argv: Vec<String>, timeout_ms: u64, step: bool },
+    Current { trial: u32, target: String },
+    Logs { trial: u32, target: String, lines: usize },
+}
+
+/// What the agent writes: an answer to a request, or an event of a trial
+/// as it happens, dated on the agent's monotonic clock.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "message", rename_all = "snake_case")]
+pub enum Message {
+    Reply {
+        id: u64,
+        #[serde(flatten)]
+        answer: Answer,
+    },
+    Event {
+        trial: u32,
+        /// CLOCK_MONOTONIC of the agent's host, in nanoseconds.
+        at_ns: u64,
+        kind: EventKind,
+    },
+    /// From `crashlab host-link`: the link could not be made (the copy or
+    /// the agent's start failed); nothing follows.
+    Failed { what: String },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum Answer {
+    Hello { protocol: u32, version: String, pid: i32, start_time: u64 },
+    Clock { at_ns: u64 },
+    Done,
+    Process { process: Option<HostProcess> },
+    /// A signal's effect: the incarnation, when the last process got it
+    /// (agent's clock), how many processes got it.
+    Signalled { process: HostProcess, at_ns: u64, processes: Option<usize> },
+    Output { exit: Option<ExitStatus>, stdout: String, stderr: String, timed_out: bool },
+    Logs { lines: Vec<String> },
+    Error { error: String },
+}
+
+/// How a command ended, as [`crate::targets::reaper::Exit`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds: the clock `Instant` reads on Linux.
+pub fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is always there");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
