@@ -9,9 +9,10 @@
 # PostgreSQL (run as the postgres user through setpriv) for the
 # PostgreSQL and sequencer packs, MariaDB (run as the mysql user) for the
 # MariaDB pack, etcd (three members in namespaces) for the etcd pack,
-# libfaketime for the clock fault, stress-ng for the hog fault, and python3 for ci/code-shape.py (the
-# code-shape test) and the example and fixture services of the http and
-# command workloads.
+# libfaketime for the clock fault, stress-ng for the hog fault, OpenSSH
+# (server and client: the remote hosts of the tests are namespaces with an
+# sshd each), and python3 for ci/code-shape.py (the code-shape test) and
+# the example and fixture services of the http and command workloads.
 # SQLite is linked into crashlab itself.
 set -euo pipefail
 command -v cargo >/dev/null || { echo "ci/install-deps.sh: cargo is required" >&2; exit 1; }
@@ -34,6 +35,8 @@ command -v mariadbd >/dev/null || missing+=(mariadb-server)
 command -v etcd >/dev/null || missing+=(etcd-server)
 ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || missing+=(libfaketime)
 command -v stress-ng >/dev/null || missing+=(stress-ng)
+command -v ssh >/dev/null || missing+=(openssh-client)
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 if [ "${#missing[@]}" -gt 0 ]; then
     if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
         apt-get update -qq

@@ -167,14 +167,22 @@ impl Agent {
         Ok(plan)
     }
 
-    fn start(self: &Arc<Self>, trial: u32, text: &str, name: &str, port: u16, host: std::net::IpAddr) -> Result<(), String> {
+    fn start(
+        self: &Arc<Self>,
+        trial: u32,
+        text: &str,
+        name: &str,
+        port: u16,
+        host: std::net::IpAddr,
+    ) -> Result<(), String> {
         let plan = self.plan(text)?;
         let t = plan.targets.iter().find(|t| t.name == name).ok_or_else(|| format!("no target `{name}`"))?;
         let trial_dir = self.run_dir.join(format!("trial-{trial:03}"));
         std::fs::create_dir_all(&trial_dir).map_err(|e| format!("cannot create {}: {e}", trial_dir.display()))?;
         let out = Arc::clone(&self.out);
         let forward = Arc::new(move |at: Instant, kind: EventKind| {
-            let mut line = serde_json::to_string(&Message::Event { trial, at_ns: ns_of(at), kind }).expect("serializes");
+            let mut line =
+                serde_json::to_string(&Message::Event { trial, at_ns: ns_of(at), kind }).expect("serializes");
             line.push('\n');
             let mut out = out.lock().unwrap();
             let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());

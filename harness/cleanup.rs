@@ -167,10 +167,17 @@ pub fn cleanup(run_dir: &Path) -> Result<Cleanup, CleanupError> {
 /// then, so a refusal is tried again for a while.
 fn clean_hosts(entries: &[Entry], done: &mut Cleanup) {
     for entry in entries {
-        let Entry::Host { host, dir } = entry else { continue };
+        let Entry::Host { host: name, ssh, dir } = entry else { continue };
+        let host: crate::scenario::HostPlan = match serde_json::from_value(ssh.clone()) {
+            Ok(host) => host,
+            Err(e) => {
+                done.hosts.push((name.clone(), Err(format!("the journal's entry is not a host: {e}"))));
+                continue;
+            }
+        };
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         let result = loop {
-            let result = crate::proxy::runtime().block_on(crate::targets::remote::relay::cleanup_on(host, dir));
+            let result = crate::proxy::runtime().block_on(crate::targets::remote::relay::cleanup_on(&host, dir));
             match &result {
                 Err(text) if text.contains("still going") && std::time::Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(500))

@@ -25,7 +25,9 @@ pub enum Entry {
     /// directory is made: cleanup reaches the host and runs `crashlab
     /// cleanup` on the agent's own run there.
     Host {
-        host: crate::scenario::HostPlan,
+        host: String,
+        /// How to reach it: the scenario's `[host.NAME]`, paths absolute.
+        ssh: serde_json::Value,
         dir: String,
     },
     /// A target's data dir (canonical): the only place, with the run

@@ -204,8 +204,9 @@ enum Command {
     /// recovery steps, lock holders, stress-ng hogs), unmount its FUSE
     /// layers, put back the original bytes of files its faults damaged,
     /// delete its network namespaces and links, remove its containers,
-    /// take down its compose projects, and remove its memory and cpu
-    /// cgroups and clock control files.
+    /// take down its compose projects, remove its memory and cpu cgroups
+    /// and clock control files, and reach each of its remote hosts over
+    /// SSH to run the same cleanup on the agent's run there.
     ///
     /// It reads the run's fault journal, and acts on a thing only if the
     /// thing itself proves it is the run's: a process by its pid and exact

@@ -91,7 +91,11 @@ pub(super) fn check_fault(
     for kind in kinds {
         let reached = matches!(
             kind,
-            FaultKind::Kill { .. } | FaultKind::Pause { .. } | FaultKind::Restart | FaultKind::Command { .. } | FaultKind::Link { .. }
+            FaultKind::Kill { .. }
+                | FaultKind::Pause { .. }
+                | FaultKind::Restart
+                | FaultKind::Command { .. }
+                | FaultKind::Link { .. }
         );
         if let Some(target) = names.iter().find(|n| on_host(n)).filter(|_| !reached) {
             d.error(

@@ -86,6 +86,7 @@ pub fn schema() -> Value {
             "data_dir": { "type": "string", "description": "the data dir ({data_dir}); default: a fresh one per trial in the run directory" },
             "disposable": { "type": "boolean", "description": "whether storage faults may damage a data_dir of your choosing (the default ones always are)" },
             "mounts": { "type": "array", "items": { "type": "string", "pattern": "^[^:]+:/[^:]*(:ro)?$" }, "description": "container: extra bind mounts, HOST:/PATH or HOST:/PATH:ro, the host path relative to the scenario" },
+            "host": { "type": "string", "description": "process: the [host.<name>] it runs on, through crashlab's agent there (kill, pause, restart and command faults); default this machine" },
         }),
         &["probe"],
     );
@@ -298,6 +299,13 @@ pub fn schema() -> Value {
             "expect": expect,
             "trials": trials,
             "abort": abort,
+            "host": { "type": "object", "additionalProperties": object(hosts::HOST_KEYS, json!({
+                "address": { "type": "string", "description": "the host's name or IP address (reached over SSH; {host} of its targets)" },
+                "user": { "type": "string", "description": "the SSH user; default as ssh decides (your ssh config)" },
+                "port": { "type": "integer", "minimum": 1, "maximum": 65535, "description": "the SSH port, default 22 (or your ssh config's)" },
+                "identity": { "type": "string", "description": "private key file (ssh -i), relative to the scenario" },
+                "known_hosts": { "type": "string", "description": "known_hosts file to check the host's key against (default: yours); a mismatch is refused" },
+            }), &["address"]) },
         }),
         &["name", "target"],
     );
@@ -339,5 +347,6 @@ mod tests {
         assert_eq!(keys(&s["properties"]["expect"]), sorted(Metric::NAMES));
         assert_eq!(keys(&s["properties"]["trials"]), sorted(TRIALS_KEYS));
         assert_eq!(keys(&s["properties"]["abort"]), sorted(abort::ABORT_KEYS));
+        assert_eq!(keys(&s["properties"]["host"]["additionalProperties"]), sorted(hosts::HOST_KEYS));
     }
 }

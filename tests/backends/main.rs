@@ -7,4 +7,5 @@ mod common;
 
 mod conformance;
 mod containers;
+mod hosts;
 mod images;

@@ -134,6 +134,73 @@ pub fn which(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
+/// Remote hosts as network namespaces with an sshd each: root, iproute2,
+/// OpenSSH's server and client.
+pub fn ssh_hosts_available() -> bool {
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { nix::libc::geteuid() } == 0;
+    available(
+        "ssh",
+        root && which("ip") && which("ssh") && which("ssh-keygen") && Path::new("/usr/sbin/sshd").is_file(),
+        "remote hosts are namespaces with an sshd each (root, iproute2, openssh-server, openssh-client)",
+    )
+}
+
+/// Remote hosts for a test: `n` namespaces on a bridge of the tests', each
+/// with an sshd at 10.231.7.1K (tests/fixtures/hosts/ssh-hosts.sh); the
+/// client key and known_hosts in `dir`. Taken down when dropped.
+pub struct SshHosts {
+    pub dir: tempfile::TempDir,
+}
+
+impl SshHosts {
+    pub fn up(n: u32) -> SshHosts {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("bash")
+            .arg(fixture("hosts/ssh-hosts.sh"))
+            .args(["up", dir.path().to_str().unwrap(), &n.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "hosts up: {}", String::from_utf8_lossy(&out.stderr));
+        SshHosts { dir }
+    }
+
+    /// `[host.hK]` tables for hosts 1..=n, with the test's key and known_hosts.
+    pub fn tables(&self, n: u32) -> String {
+        (1..=n)
+            .map(|k| {
+                format!(
+                    "[host.h{k}]\naddress = \"10.231.7.1{k}\"\nuser = \"root\"\nidentity = \"{dir}/id_ed25519\"\n\
+                     known_hosts = \"{dir}/known_hosts\"\n\n",
+                    dir = self.dir.path().display()
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for SshHosts {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(fixture("hosts/ssh-hosts.sh"))
+            .args(["down", self.dir.path().to_str().unwrap()])
+            .output();
+    }
+}
+
+/// Live processes whose command line contains `text`.
+pub fn processes_with(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(text) && !cmdline.contains("pgrep") {
+            found.push(format!("{}: {cmdline}", entry.file_name().to_string_lossy()));
+        }
+    }
+    found
+}
+
 /// Network namespaces, veth, bridges and iptables: root, iproute2, iptables.
 pub fn netns_available() -> bool {
     // SAFETY: geteuid cannot fail.

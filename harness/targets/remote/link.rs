@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::mpsc::{channel, Sender};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,7 +47,10 @@ pub struct AgentLink {
     /// The best round trip to the agent, measured at connection; half of
     /// it bounds the error of every time the agent reports.
     pub round_trip: Duration,
-    writer: Mutex<ChildStdin>,
+    /// None once closed (the link's end).
+    writer: Mutex<Option<ChildStdin>>,
+    /// The `host-link` process's exit.
+    exited: Mutex<Receiver<reaper::Exit>>,
     pending: Arc<Mutex<HashMap<u64, Sender<Answer>>>>,
     /// Where each trial's events go.
     recorders: Arc<Mutex<HashMap<u32, Recorder>>>,
@@ -63,7 +66,8 @@ impl AgentLink {
     /// Nothing is made there.
     pub fn check(host: &HostPlan) -> Result<(), LinkError> {
         let mut command = relay_command(host, "-", true)?;
-        let out = reaper::run(&mut command, Duration::from_secs(30)).map_err(|e| LinkError::new(host, e.to_string()))?;
+        let out =
+            reaper::run(&mut command, Duration::from_secs(30)).map_err(|e| LinkError::new(host, e.to_string()))?;
         match out.exit {
             Some(exit) if exit.success() => Ok(()),
             _ if out.timed_out => Err(LinkError::new(host, "no answer in 30 s")),
@@ -82,18 +86,24 @@ impl AgentLink {
         let plan =
             HostPlan { identity: absolute(&host.identity), known_hosts: absolute(&host.known_hosts), ..host.clone() };
         journal
-            .append(&Entry::Host { host: plan.clone(), dir: dir.clone() })
+            .append(&Entry::Host {
+                host: host.name.clone(),
+                ssh: serde_json::to_value(&plan).expect("a host serializes"),
+                dir: dir.clone(),
+            })
             .map_err(|e| fail(format!("cannot journal the host: {e}")))?;
         let mut command = relay_command(&plan, &dir, false)?;
         let stderr = std::fs::File::create(log).map_err(|e| fail(format!("cannot create {}: {e}", log.display())))?;
         command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr);
-        let (mut child, _exited) = reaper::spawn_for_the_run(&mut command).map_err(|e| fail(format!("cannot start ssh: {e}")))?;
-        let link = AgentLink {
+        let (mut child, exited) =
+            reaper::spawn_for_the_run(&mut command).map_err(|e| fail(format!("cannot start ssh: {e}")))?;
+        let mut link = AgentLink {
             host: host.clone(),
             address: resolve(&host.address).map_err(fail)?,
             dir,
             round_trip: Duration::ZERO,
-            writer: Mutex::new(child.stdin.take().expect("piped")),
+            writer: Mutex::new(Some(child.stdin.take().expect("piped"))),
+            exited: Mutex::new(exited),
             pending: Arc::default(),
             recorders: Arc::default(),
             next_id: AtomicU64::new(1),
@@ -102,13 +112,14 @@ impl AgentLink {
         };
         link.read_answers(child.stdout.take().expect("piped"));
         link.hello()?;
-        let round_trip = link.measure_clock()?;
-        Ok(AgentLink { round_trip, ..link })
+        link.round_trip = link.measure_clock()?;
+        Ok(link)
     }
 
     /// The agent's answers and events, as they come.
     fn read_answers(&self, stdout: std::process::ChildStdout) {
-        let (pending, recorders, gone) = (Arc::clone(&self.pending), Arc::clone(&self.recorders), Arc::clone(&self.gone));
+        let (pending, recorders, gone) =
+            (Arc::clone(&self.pending), Arc::clone(&self.recorders), Arc::clone(&self.gone));
         let offset = Arc::clone(&self.offset_ns);
         std::thread::spawn(move || {
             let mut why = "the agent ended (its connection closed)".to_string();
@@ -198,9 +209,9 @@ impl AgentLink {
         self.pending.lock().unwrap().insert(id, tx);
         let mut line = serde_json::to_string(&Request { id, op }).expect("a request serializes");
         line.push('\n');
-        let written = {
-            let mut writer = self.writer.lock().unwrap();
-            writer.write_all(line.as_bytes()).and_then(|()| writer.flush())
+        let written = match self.writer.lock().unwrap().as_mut() {
+            Some(writer) => writer.write_all(line.as_bytes()).and_then(|()| writer.flush()),
+            None => Err(std::io::Error::other("the link is closed")),
         };
         if let Err(e) = written {
             self.pending.lock().unwrap().remove(&id);
@@ -217,6 +228,19 @@ impl AgentLink {
         }
     }
 }
+
+impl Drop for AgentLink {
+    /// Closes the link: the agent stops its targets and ends, the
+    /// `host-link` process removes the agent's copy and ends; waited for,
+    /// so that nothing of the run outlives it.
+    fn drop(&mut self) {
+        drop(self.writer.lock().unwrap().take());
+        let _ = self.exited.lock().unwrap().recv_timeout(LINK_CLOSE_TIMEOUT);
+    }
+}
+
+/// How long the end of a run waits for a link to close.
+const LINK_CLOSE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// This binary's `host-link` for `host`.
 fn relay_command(host: &HostPlan, dir: &str, check: bool) -> Result<Command, LinkError> {

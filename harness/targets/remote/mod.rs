@@ -133,7 +133,8 @@ impl Target for RemoteTarget {
 
     fn restart(&self) -> Result<HostProcess, TargetError> {
         let (trial, target) = self.ids();
-        self.process(Op::Restart { trial, target })?.ok_or_else(|| TargetError::NotRunning { target: self.name.clone() })
+        self.process(Op::Restart { trial, target })?
+            .ok_or_else(|| TargetError::NotRunning { target: self.name.clone() })
     }
 
     fn hold(&self, signal: Signal) -> Option<HostProcess> {

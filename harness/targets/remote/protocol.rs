@@ -29,24 +29,71 @@ pub struct Request {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// The first request: the control node's protocol and version.
-    Hello { protocol: u32, version: String },
+    Hello {
+        protocol: u32,
+        version: String,
+    },
     /// The agent's monotonic clock now, to date what it reports.
     Clock,
     /// Makes the target `target` of the scenario for trial `trial` (a
     /// process target, run by the agent as the control node would run it
     /// locally) and starts it.
-    Start { trial: u32, scenario: String, target: String, port: u16, host: std::net::IpAddr },
-    Signal { trial: u32, target: String, signal: i32, scope: SignalScope },
-    Pause { trial: u32, target: String },
-    Resume { trial: u32, target: String, which: HostProcess },
-    Restart { trial: u32, target: String },
-    Hold { trial: u32, target: String, signal: i32 },
-    Release { trial: u32, target: String },
+    Start {
+        trial: u32,
+        scenario: String,
+        target: String,
+        port: u16,
+        host: std::net::IpAddr,
+    },
+    Signal {
+        trial: u32,
+        target: String,
+        signal: i32,
+        scope: SignalScope,
+    },
+    Pause {
+        trial: u32,
+        target: String,
+    },
+    Resume {
+        trial: u32,
+        target: String,
+        which: HostProcess,
+    },
+    Restart {
+        trial: u32,
+        target: String,
+    },
+    Hold {
+        trial: u32,
+        target: String,
+        signal: i32,
+    },
+    Release {
+        trial: u32,
+        target: String,
+    },
     /// Graceful stop; the target is forgotten.
-    Stop { trial: u32, target: String },
-    Exec { trial: u32, target: String, argv: Vec<String>, timeout_ms: u64, step: bool },
-    Current { trial: u32, target: String },
-    Logs { trial: u32, target: String, lines: usize },
+    Stop {
+        trial: u32,
+        target: String,
+    },
+    Exec {
+        trial: u32,
+        target: String,
+        argv: Vec<String>,
+        timeout_ms: u64,
+        step: bool,
+    },
+    Current {
+        trial: u32,
+        target: String,
+    },
+    Logs {
+        trial: u32,
+        target: String,
+        lines: usize,
+    },
 }
 
 /// What the agent writes: an answer to a request, or an event of a trial
@@ -73,16 +120,38 @@ pub enum Message {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "answer", rename_all = "snake_case")]
 pub enum Answer {
-    Hello { protocol: u32, version: String, pid: i32, start_time: u64 },
-    Clock { at_ns: u64 },
+    Hello {
+        protocol: u32,
+        version: String,
+        pid: i32,
+        start_time: u64,
+    },
+    Clock {
+        at_ns: u64,
+    },
     Done,
-    Process { process: Option<HostProcess> },
+    Process {
+        process: Option<HostProcess>,
+    },
     /// A signal's effect: the incarnation, when the last process got it
     /// (agent's clock), how many processes got it.
-    Signalled { process: HostProcess, at_ns: u64, processes: Option<usize> },
-    Output { exit: Option<ExitStatus>, stdout: String, stderr: String, timed_out: bool },
-    Logs { lines: Vec<String> },
-    Error { error: String },
+    Signalled {
+        process: HostProcess,
+        at_ns: u64,
+        processes: Option<usize>,
+    },
+    Output {
+        exit: Option<ExitStatus>,
+        stdout: String,
+        stderr: String,
+        timed_out: bool,
+    },
+    Logs {
+        lines: Vec<String>,
+    },
+    Error {
+        error: String,
+    },
 }
 
 /// How a command ended, as [`crate::targets::reaper::Exit`].

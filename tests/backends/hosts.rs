@@ -1,0 +1,229 @@
+//! Targets on remote hosts, through `crashlab agent` over SSH. The hosts
+//! are network namespaces on a bridge of the tests' own, each with its own
+//! sshd and a key made by the test (tests/fixtures/hosts/ssh-hosts.sh).
+
+use crate::common;
+
+use common::{crashlab, run, ssh_hosts_available, write_scenario, SshHosts};
+
+/// demo-kv on host `h1`, reached at its address there; the workload and
+/// probes run here.
+fn scenario(hosts: &SshHosts, extra: &str, faults: &str) -> String {
+    format!(
+        r#"name = "on-a-host"
+{tables}
+[target.kv]
+host = "h1"
+command = ["crashlab", "demo-kv", "--host", "{{host}}", "--port", "{{port}}", "--data-dir", "{{data_dir}}", "--fsync", "always"{extra}]
+restart = {{ policy = "always", delay = "0ms" }}
+probe = {{ kind = "demo-kv", interval = "5ms", timeout = "200ms", healthy_after = 3 }}
+
+[workload]
+kind = "demo-kv"
+target = "kv"
+rate = 200
+duration = "2500ms"
+
+{faults}
+[expect]
+lost_acked = 0
+"#,
+        tables = hosts.tables(1)
+    )
+}
+
+/// The agents' directories of a run (named by its token) on the hosts.
+fn agent_dirs(r: &common::Run) -> String {
+    let journal = std::fs::read_to_string(r.dir.join("faults.journal")).unwrap();
+    let token = journal.split("\"token\":\"").nth(1).unwrap().split('"').next().unwrap();
+    format!("/tmp/crashlab-agents/{}", &token[..12])
+}
+
+/// Kill, pause and restart, as the conformance suite injects them into a
+/// local process, through the agent: each recovers, nothing acknowledged
+/// is lost, each is dated within half the round trip to the agent, and
+/// nothing of the run stays on the host.
+#[test]
+fn kill_pause_and_restart_act_on_a_target_on_a_host() {
+    if !ssh_hosts_available() {
+        return;
+    }
+    let _serial = common::serial();
+    let hosts = SshHosts::up(1);
+    let faults = r#"
+[[fault]]
+kind = "kill"
+target = "kv"
+at = "400ms"
+
+[[fault]]
+kind = "pause"
+target = "kv"
+duration = "300ms"
+at = "1100ms"
+
+[[fault]]
+kind = "restart"
+target = "kv"
+at = "1900ms"
+"#;
+    let path = write_scenario(hosts.dir.path(), "host.toml", &scenario(&hosts, "", faults));
+    let r = run(&path, &["--trials", "2", "--seed", "3"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    for t in r.trials() {
+        assert_eq!(t.rpo.lost_acked, Some(0));
+        assert!(t.rpo.acked_writes > 300, "{}", t.rpo.acked_writes);
+        for (f, kind) in t.faults.iter().zip(["kill", "pause", "restart"]) {
+            assert_eq!(f.kind, kind);
+            assert!(f.rto_ms.is_some(), "{kind} recovered: {f:?}");
+            let uncertainty = f.injected_uncertainty_ms.expect("dated by the agent");
+            assert!(uncertainty > 0.0 && uncertainty < 50.0, "{kind}: ±{uncertainty} ms");
+            assert!(f.detail.contains("on host `h1`, dated by its agent within ±"), "{}", f.detail);
+        }
+        // The kill's new incarnation came from the agent's supervisor.
+        assert!(t.faults[0].restart_ms.is_some_and(|ms| ms < 1000.0), "{:?}", t.faults[0]);
+        assert_eq!(t.incarnations.get("kv"), Some(&3), "started, killed, restarted: {:?}", t.incarnations);
+    }
+    let dir = agent_dirs(&r);
+    assert!(common::processes_with(&dir).is_empty(), "left on the host: {:?}", common::processes_with(&dir));
+    let journal = std::fs::read_to_string(format!("{dir}-h1/run/faults.journal")).unwrap();
+    assert!(journal.contains("\"op\":\"target_started\"") && journal.ends_with("{\"op\":\"finished\"}\n"), "{journal}");
+    assert!(!std::path::Path::new(&format!("{dir}-h1/crashlab")).exists(), "the agent's copy is removed");
+}
+
+/// The 400 ms calibration through an agent: from the restart (dated by the
+/// agent) to readiness (seen here) is the 400 ms replay, within the bound
+/// of the local calibration plus the round trip to the agent.
+#[test]
+fn the_400ms_calibration_holds_through_an_agent() {
+    if !ssh_hosts_available() {
+        return;
+    }
+    let _serial = common::serial();
+    let hosts = SshHosts::up(1);
+    let faults = "[[fault]]\nkind = \"kill\"\ntarget = \"kv\"\nat = \"300ms..900ms\"\n";
+    let text = scenario(&hosts, r#", "--recovery-delay", "400ms""#, faults)
+        .replace("\"--fsync\", \"always\"", "\"--fsync\", \"never\"");
+    let path = write_scenario(hosts.dir.path(), "calibration.toml", &text);
+    let r = run(&path, &["--trials", "5", "--seed", "1"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    for t in r.trials() {
+        let f = &t.faults[0];
+        let (rto, restart) = (f.rto_ms.unwrap(), f.restart_ms.unwrap());
+        let round_trip = 2.0 * f.injected_uncertainty_ms.unwrap();
+        let replay = rto - restart;
+        assert!(
+            (400.0 - round_trip..=460.0 + round_trip).contains(&replay),
+            "trial {}: rto {rto} - restart {restart} = {replay} ms, outside [400, 460] ± {round_trip}",
+            t.index
+        );
+    }
+}
+
+/// A host that cannot be reached, a key it refuses and a host key that
+/// does not match: exit 3, naming the host, before anything is started
+/// or made anywhere (the journal names no host).
+#[test]
+fn an_unreachable_or_untrusted_host_stops_the_run_before_anything() {
+    if !ssh_hosts_available() {
+        return;
+    }
+    let _serial = common::serial();
+    let hosts = SshHosts::up(1);
+    let dir = hosts.dir.path();
+    let text = scenario(&hosts, "", "");
+    let stranger = dir.join("stranger");
+    let keygen = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&stranger)
+        .status()
+        .unwrap();
+    assert!(keygen.success());
+    let other_host_key = std::fs::read_to_string(dir.join("stranger.pub")).unwrap();
+    let wrong_known = dir.join("wrong_known_hosts");
+    let key: Vec<&str> = other_host_key.split_whitespace().take(2).collect();
+    std::fs::write(&wrong_known, format!("10.231.7.11 {}\n", key.join(" "))).unwrap();
+    let cases = [
+        ("closed port", text.replace("user = \"root\"", "user = \"root\"\nport = 2222"), "Connection refused"),
+        ("refused key", text.replace("id_ed25519", "stranger"), "Permission denied"),
+        (
+            "host key",
+            text.replace(&format!("{}/known_hosts", dir.display()), wrong_known.to_str().unwrap()),
+            "Host key verification failed",
+        ),
+    ];
+    for (case, text, said) in cases {
+        let path = write_scenario(dir, "unreachable.toml", &text);
+        let r = run(&path, &["--trials", "1", "--seed", "1"]);
+        assert_eq!(r.code, 3, "{case}: {}\n{}", r.stdout(), r.stderr());
+        assert!(
+            r.stderr().contains("host `h1` (root@10.231.7.11)") && r.stderr().contains(said),
+            "{case}: {}",
+            r.stderr()
+        );
+        let journal = std::fs::read_to_string(r.dir.join("faults.journal")).unwrap();
+        assert!(!journal.contains("\"op\":\"host\""), "{case}: nothing made on the host: {journal}");
+        assert!(r.trials().is_empty(), "{case}");
+    }
+}
+
+/// The harness and every agent SIGKILLed while three hosts run a target
+/// each (at moments drawn from a seed), then `crashlab cleanup RUN_DIR`:
+/// it reaches every host and stops what the dead agents left; nothing of
+/// the run stays anywhere.
+#[test]
+fn cleanup_after_a_killed_harness_and_agents_leaves_nothing_on_any_host() {
+    if !ssh_hosts_available() {
+        return;
+    }
+    let _serial = common::serial();
+    let hosts = SshHosts::up(3);
+    let mut text = format!("name = \"three-hosts\"\n{}", hosts.tables(3));
+    for k in 1..=3 {
+        text.push_str(&format!(
+            "[target.kv{k}]\nhost = \"h{k}\"\ncommand = [\"crashlab\", \"demo-kv\", \"--host\", \"{{host}}\", \"--port\", \
+             \"{{port}}\", \"--data-dir\", \"{{data_dir}}\"]\nprobe = {{ kind = \"demo-kv\", interval = \"5ms\" }}\n\n"
+        ));
+    }
+    text.push_str("[workload]\nkind = \"demo-kv\"\ntarget = \"kv1\"\nrate = 100\nduration = \"30s\"\n");
+    let path = write_scenario(hosts.dir.path(), "three.toml", &text);
+    let mut rng = 0x9E37_79B9_u64;
+    for round in 0..2 {
+        let out = hosts.dir.path().join(format!("run-{round}"));
+        let mut harness = std::process::Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
+            .arg("run")
+            .arg(&path)
+            .arg("--out")
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Until the three targets run, then a drawn moment more.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while common::processes_with("crashlab demo-kv --host 10.231.7.1").len() < 3 {
+            assert!(std::time::Instant::now() < deadline, "the targets never started");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        std::thread::sleep(std::time::Duration::from_millis(rng >> 54));
+        for agent in common::processes_with("crashlab agent /tmp/crashlab-agents/") {
+            let pid: i32 = agent.split(':').next().unwrap().parse().unwrap();
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        harness.kill().unwrap();
+        harness.wait().unwrap();
+        let left = common::processes_with("crashlab demo-kv --host 10.231.7.1");
+        assert_eq!(left.len(), 3, "the dead agents left their targets running: {left:?}");
+
+        let cleanup = crashlab().arg("cleanup").arg(&out).output().unwrap();
+        let said = String::from_utf8_lossy(&cleanup.stdout);
+        assert!(cleanup.status.success(), "{said}\n{}", String::from_utf8_lossy(&cleanup.stderr));
+        for k in 1..=3 {
+            assert!(said.contains(&format!("host `h{k}`: /tmp/crashlab-agents/")), "{said}");
+        }
+        assert!(said.matches("stopped 1 process(es)").count() >= 3, "one target per host: {said}");
+        let left = common::processes_with("/tmp/crashlab-agents/");
+        assert!(left.is_empty(), "round {round}: left after cleanup: {left:?}");
+    }
+}
