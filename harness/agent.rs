@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+use crate::fault::{self, FaultContext, FaultGuard};
 use crate::history::{EventKind, Recorder};
 use crate::journal::{Entry, Journal};
 use crate::scenario::{self, Plan};
@@ -29,6 +30,9 @@ struct Agent {
     out: Arc<Mutex<std::io::Stdout>>,
     plan: Mutex<Option<(String, Arc<Plan>)>>,
     targets: Mutex<HashMap<(u32, String), Arc<ProcessTarget>>>,
+    /// Faults in effect, until the control node heals them.
+    guards: Mutex<HashMap<(u32, usize), FaultGuard>>,
+    recorders: Mutex<HashMap<u32, Recorder>>,
 }
 
 /// Serves one control node until its stdin closes; the exit code.
@@ -52,6 +56,8 @@ fn serve(dir: &Path) -> Result<(), String> {
         out: Arc::new(Mutex::new(std::io::stdout())),
         plan: Mutex::default(),
         targets: Mutex::default(),
+        guards: Mutex::default(),
+        recorders: Mutex::default(),
     });
     let mut lines = std::io::stdin().lock().lines();
     let hello = lines.next().ok_or("stdin closed before the first request")?.map_err(|e| e.to_string())?;
@@ -81,7 +87,11 @@ fn serve(dir: &Path) -> Result<(), String> {
             agent.send(&Message::Reply { id: request.id, answer });
         });
     }
-    // The control node is gone: nothing of ours stays running.
+    // The control node is gone: nothing of ours stays in effect.
+    let guards: Vec<_> = agent.guards.lock().unwrap().drain().map(|(_, g)| g).collect();
+    for guard in guards {
+        guard.heal();
+    }
     let targets: Vec<_> = agent.targets.lock().unwrap().drain().map(|(_, t)| t).collect();
     for target in targets {
         target.stop();
@@ -150,7 +160,54 @@ impl Agent {
             Op::Logs { trial, target, lines } => {
                 Ok(Answer::Logs { lines: self.target(trial, &target)?.last_log_lines(lines) })
             }
+            Op::Inject { trial, fault, target, drawn, seed, scheduled_ms, chosen } => {
+                self.inject(Injection { trial, fault, target, drawn, seed, scheduled_ms, chosen })?;
+                Ok(Answer::Done)
+            }
+            Op::Look { trial, fault } => {
+                if let Some(guard) = self.guards.lock().unwrap().get_mut(&(trial, fault)) {
+                    guard.look();
+                }
+                Ok(Answer::Done)
+            }
+            Op::Heal { trial, fault } => {
+                let guard = self.guards.lock().unwrap().remove(&(trial, fault));
+                if let Some(guard) = guard {
+                    guard.heal();
+                }
+                Ok(Answer::Done)
+            }
         }
+    }
+
+    /// Runs the fault as this binary runs it on a local target, here.
+    fn inject(&self, i: Injection) -> Result<(), String> {
+        let plan = self.plan.lock().unwrap().as_ref().map(|(_, p)| Arc::clone(p)).ok_or("no scenario yet")?;
+        let planned = plan.faults.get(i.fault).ok_or_else(|| format!("no fault #{}", i.fault + 1))?;
+        let kind = match i.drawn {
+            Some((kind, target)) => planned.drawn(kind, target, &plan.targets).kind,
+            None => planned.kind.clone(),
+        };
+        let target: Arc<dyn Target> = self.target(i.trial, &i.target)?;
+        let recorder = self.recorders.lock().unwrap().get(&i.trial).cloned().ok_or("the trial has no target here")?;
+        let ctx = FaultContext {
+            trial: i.trial,
+            index: i.fault,
+            kind: kind.name(),
+            target,
+            journal: Arc::clone(&self.journal),
+            recorder,
+            scheduled_ms: i.scheduled_ms,
+            seed: i.seed,
+            trial_dir: self.run_dir.join(format!("trial-{:03}", i.trial)),
+            chosen: i.chosen,
+        };
+        let guard = fault::build(&kind, &NoResources, &i.target)
+            .map_err(|kind| ctx.error(kind))
+            .and_then(|fault| fault.inject(&ctx))
+            .map_err(|e| e.to_string())?;
+        self.guards.lock().unwrap().insert((i.trial, i.fault), guard);
+        Ok(())
     }
 
     /// The scenario as the control node compiled it, kept beside the
@@ -187,12 +244,14 @@ impl Agent {
             let mut out = out.lock().unwrap();
             let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
         });
+        let recorder = Recorder::forwarding(trial, forward);
+        self.recorders.lock().unwrap().insert(trial, recorder.clone());
         let ctx = TargetContext {
             trial,
             run_dir: self.run_dir.clone(),
             trial_dir,
             port,
-            recorder: Recorder::forwarding(trial, forward),
+            recorder,
             journal: Arc::clone(&self.journal),
             proxy_ports: Vec::new(),
             namespace: None,
@@ -212,9 +271,37 @@ impl Agent {
         let mut targets = self.targets.lock().unwrap();
         // Those of earlier trials are stopped and done with.
         targets.retain(|(t, _), _| *t >= trial);
+        self.recorders.lock().unwrap().retain(|t, _| *t >= trial);
         targets.insert((trial, name.to_string()), Arc::clone(&target));
         drop(targets);
         target.start().map_err(|e| e.to_string())
+    }
+}
+
+/// A fault to inject, as the control node asked.
+struct Injection {
+    trial: u32,
+    fault: usize,
+    target: String,
+    drawn: Option<(usize, usize)>,
+    seed: u64,
+    scheduled_ms: f64,
+    chosen: Option<String>,
+}
+
+/// The agent runs no proxy, layer or namespaces (yet): faults that need
+/// them are refused when the scenario is read.
+struct NoResources;
+
+impl fault::Resources for NoResources {
+    fn layer(&self, _: &str) -> Option<Arc<fault::layer::StorageLayer>> {
+        None
+    }
+    fn proxy(&self, _: &str) -> Option<Arc<crate::proxy::Proxy>> {
+        None
+    }
+    fn network(&self) -> Option<Arc<crate::network::Network>> {
+        None
     }
 }
 

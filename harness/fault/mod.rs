@@ -19,6 +19,7 @@ mod packet;
 mod partition;
 mod passthrough;
 mod process;
+pub mod remote;
 pub mod stale_lock;
 pub mod unsynced;
 
@@ -90,10 +91,7 @@ impl FaultContext {
     pub fn injected_at(&self, at: std::time::Instant, detail: String) {
         let remote = self.target.remote_clock();
         let detail = match &remote {
-            Some((host, uncertainty)) => format!(
-                "{detail} (on host `{host}`, dated by its agent within ±{:.2} ms: half the round trip to it)",
-                ms(*uncertainty)
-            ),
+            Some((host, uncertainty)) => crate::targets::remote::link::dated(&detail, host, *uncertainty),
             None => detail,
         };
         self.recorder.record_at(

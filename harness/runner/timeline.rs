@@ -11,11 +11,12 @@ use super::env::TrialEnv;
 use super::recover;
 use super::Trial;
 use crate::fault::layer::StorageLayer;
+use crate::fault::remote::RemoteFault;
 use crate::fault::{self, FaultContext};
 use crate::history::EventKind;
 use crate::network::Network;
 use crate::proxy::Proxy;
-use crate::scenario::TargetRef;
+use crate::scenario::{OnAHost, TargetRef};
 use crate::workload::{self, Pace, Workload};
 
 /// When each fault and backup happens, and what each menu fault is,
@@ -74,7 +75,11 @@ impl FaultInjector<'_> {
             seed: trial.seed,
             trial_dir: trial.dir.clone(),
         };
-        let fault = fault::build(&f.kind, self, &f.target).map_err(|kind| ctx.error(kind));
+        let on_the_agent = f.kind.on_a_host() == Some(OnAHost::Agent) && ctx.target.remote().is_some();
+        let fault = match on_the_agent {
+            true => Ok(Box::new(RemoteFault { drawn: self.drawn.get(i).copied().flatten() }) as Box<dyn fault::Fault>),
+            false => fault::build(&f.kind, self, &f.target).map_err(|kind| ctx.error(kind)),
+        };
         let result = fault.and_then(|fault| fault.inject(&ctx));
         injected();
         let guard = result.map_err(|e| {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use super::diagnostic::Diagnostics;
 use super::fields::Fields;
-use super::plan::{FaultKind, FaultPlan, HostPlan, NetworkPlan, TargetKind, TargetPlan};
+use super::plan::{BackupPlan, FaultPlan, HostPlan, NetworkPlan, RecoverStep, StepAction, TargetKind, TargetPlan};
 
 pub const HOST_KEYS: &[&str] = &["address", "user", "port", "identity", "known_hosts"];
 
@@ -73,8 +73,8 @@ pub(super) fn check_targets(
     }
 }
 
-/// Only faults the agent carries out (signals, restarts, commands) or the
-/// control node does (its proxies' link faults) act on a target on a host.
+/// Only faults that can reach a target on a host (see
+/// [`super::FaultKind::on_a_host`]) are aimed at one.
 pub(super) fn check_fault(
     fault: &FaultPlan,
     targets: &[TargetPlan],
@@ -89,21 +89,50 @@ pub(super) fn check_fault(
     };
     let on_host = |name: &str| targets.iter().any(|t| t.name == name && t.host.is_some());
     for kind in kinds {
-        let reached = matches!(
-            kind,
-            FaultKind::Kill { .. }
-                | FaultKind::Pause { .. }
-                | FaultKind::Restart
-                | FaultKind::Command { .. }
-                | FaultKind::Link { .. }
-        );
-        if let Some(target) = names.iter().find(|n| on_host(n)).filter(|_| !reached) {
+        if let Some(target) = names.iter().find(|n| on_host(n)).filter(|_| kind.on_a_host().is_none()) {
             d.error(
                 span.clone(),
                 format!(
-                    "{what}: a `{}` fault on target `{target}`, which runs on a host: through its agent, crashlab \
-                     does kill, pause, restart and command faults there so far (and link faults through a proxy)",
+                    "{what}: a `{}` fault on target `{target}`, which runs on a host: its agent does not set up \
+                     what it needs (a storage layer, namespaces, a preloaded clock) yet",
                     kind.name()
+                ),
+            );
+        }
+    }
+}
+
+/// Backups, restores and removals act on a data dir on this machine: on a
+/// host target's they would act on nothing, so they are refused.
+pub(super) fn check_steps(
+    targets: &[TargetPlan],
+    backups: &[BackupPlan],
+    recover: &[RecoverStep],
+    item_span: impl Fn(&str, usize) -> std::ops::Range<usize>,
+    d: &mut Diagnostics,
+) {
+    let on_host = |name: &str| targets.iter().any(|t| t.name == name && t.host.is_some());
+    for (i, b) in backups.iter().enumerate() {
+        if on_host(&b.target) {
+            d.error(
+                item_span("backup", i),
+                format!("[[backup]] `{}`: target `{}` runs on a host, whose data dir is not here", b.name, b.target),
+            );
+        }
+    }
+    for (i, step) in recover.iter().enumerate() {
+        let target = match &step.action {
+            StepAction::Restore { target, .. } | StepAction::Remove { target, .. } => target,
+            _ => continue,
+        };
+        if on_host(target) {
+            d.error(
+                item_span("recover", i),
+                format!(
+                    "[[recover]] #{}: `{}` acts on a data dir here; target `{target}` runs on a host (a `run` step \
+                     runs its command there)",
+                    i + 1,
+                    step.action.name()
                 ),
             );
         }

@@ -183,6 +183,11 @@ fn compile_with(path: &Path, source: &str, check_paths: bool) -> Result<Plan, Di
         dir.or(target).map_or(0..0, |v| v.span())
     };
     faults::check_disposable(&targets, &faults, &recover, data_dir_span, &mut d);
+    let item_span = |table: &str, i: usize| {
+        let items = root.get(table).and_then(|v| v.get_ref().as_array());
+        items.and_then(|a| a.get(i)).map_or(0..0, |v| v.span())
+    };
+    hosts::check_steps(&targets, &backups, &recover, item_span, &mut d);
 
     let expectations = compile_expectations(&top, &mut d);
 

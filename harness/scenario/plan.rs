@@ -687,7 +687,42 @@ impl Toxic {
     }
 }
 
+/// Where a fault on a target on a remote host acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnAHost {
+    /// Through the target's own calls, forwarded to its agent (signals,
+    /// restarts, commands).
+    TargetCalls,
+    /// The fault's own code, run by the agent there.
+    Agent,
+    /// Here, on the control node (a proxy in front of the host's port).
+    ControlNode,
+}
+
 impl FaultKind {
+    /// How this fault reaches a target on a remote host; none: it cannot
+    /// yet (it needs a storage layer, namespaces or a preload set up with
+    /// the target, which the agent does not do).
+    pub fn on_a_host(&self) -> Option<OnAHost> {
+        match self {
+            FaultKind::Kill { .. } | FaultKind::Pause { .. } | FaultKind::Restart | FaultKind::Command { .. } => {
+                Some(OnAHost::TargetCalls)
+            }
+            FaultKind::Corrupt(_)
+            | FaultKind::StaleLock(_)
+            | FaultKind::Memory { .. }
+            | FaultKind::Cpu { .. }
+            | FaultKind::Hog(_) => Some(OnAHost::Agent),
+            FaultKind::Link { .. } => Some(OnAHost::ControlNode),
+            FaultKind::LoseUnsynced { .. }
+            | FaultKind::Io(_)
+            | FaultKind::Partition(_)
+            | FaultKind::Packet(_)
+            | FaultKind::Disconnect { .. }
+            | FaultKind::Clock(_) => None,
+        }
+    }
+
     pub fn name(&self) -> FaultName {
         match self {
             FaultKind::Kill { .. } => FaultName::Kill,

@@ -86,7 +86,7 @@ pub fn schema() -> Value {
             "data_dir": { "type": "string", "description": "the data dir ({data_dir}); default: a fresh one per trial in the run directory" },
             "disposable": { "type": "boolean", "description": "whether storage faults may damage a data_dir of your choosing (the default ones always are)" },
             "mounts": { "type": "array", "items": { "type": "string", "pattern": "^[^:]+:/[^:]*(:ro)?$" }, "description": "container: extra bind mounts, HOST:/PATH or HOST:/PATH:ro, the host path relative to the scenario" },
-            "host": { "type": "string", "description": "process: the [host.<name>] it runs on, through crashlab's agent there (kill, pause, restart and command faults); default this machine" },
+            "host": { "type": "string", "description": "process: the [host.<name>] it runs on, through crashlab's agent there; default this machine" },
         }),
         &["probe"],
     );

@@ -154,6 +154,11 @@ pub trait Target: Send + Sync {
     fn remote_clock(&self) -> Option<(String, std::time::Duration)> {
         None
     }
+    /// The target as its host's agent runs it, for a target on a remote
+    /// host: faults whose code runs there go through it.
+    fn remote(&self) -> Option<&remote::RemoteTarget> {
+        None
+    }
 }
 
 /// Signals every process `walk` visits, walking again until it visits no

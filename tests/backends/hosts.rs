@@ -91,6 +91,87 @@ at = "1900ms"
     assert!(!std::path::Path::new(&format!("{dir}-h1/crashlab")).exists(), "the agent's copy is removed");
 }
 
+/// A library scenario made to run its target on host `h1`.
+fn on_host_h1(hosts: &SshHosts, name: &str) -> String {
+    let text = std::fs::read_to_string(common::scenario(name)).unwrap();
+    let text = text.replacen("[target.kv]\n", &format!("{}[target.kv]\nhost = \"h1\"\n", hosts.tables(1)), 1);
+    text.replace("\"demo-kv\", \"--port\"", "\"demo-kv\", \"--host\", \"{host}\", \"--port\"")
+}
+
+/// Storage faults run by the agent, with the same code as here: a bit
+/// flip in the middle of the WAL loses what the same seed loses locally,
+/// the damage journaled on the host; a pid file left naming a dead pid
+/// blocks the store until a `run` step removes it there.
+#[test]
+fn corruption_and_a_stale_lock_act_through_the_agent() {
+    if !ssh_hosts_available() {
+        return;
+    }
+    let _serial = common::serial();
+    let hosts = SshHosts::up(1);
+    let path = write_scenario(hosts.dir.path(), "corrupt.toml", &on_host_h1(&hosts, "corrupt-wal-truncate.toml"));
+    let remote = run(&path, &["--trials", "2", "--seed", "5"]);
+    assert_eq!(remote.code, 0, "{}\n{}", remote.stdout(), remote.stderr());
+    let local = run(&common::scenario("corrupt-wal-truncate.toml"), &["--trials", "2", "--seed", "5"]);
+    for (r, l) in remote.trials().iter().zip(local.trials()) {
+        let (f, lf) = (&r.faults[0], &l.faults[0]);
+        assert!(f.detail.starts_with("bitflip (offline): wal.log: flipped byte"), "{}", f.detail);
+        assert!(f.injected_uncertainty_ms.is_some() && f.detail.contains("on host `h1`"), "{}", f.detail);
+        // The same seed flips at the same fraction of the log: what is lost
+        // is the records after it, within the few the timing moves.
+        let (lost, lost_here) = (r.rpo.lost_acked.unwrap(), l.rpo.lost_acked.unwrap());
+        assert!(lost > 0 && lost.abs_diff(lost_here) <= lost_here / 10 + 2, "{lost} there, {lost_here} here");
+    }
+    let journal = std::fs::read_to_string(format!("{}-h1/run/faults.journal", agent_dirs(&remote))).unwrap();
+    assert!(journal.contains("\"op\":\"corrupted\""), "the damage is journaled on the host: {journal}");
+
+    let text = on_host_h1(&hosts, "stale-pidfile-leftover.toml").replace(
+        "action = \"remove\"\ntarget = \"kv\"\npath = \"demo-kv.pid\"",
+        "action = \"run\"\ntarget = \"kv\"\ncommand = [\"rm\", \"{data_dir}/demo-kv.pid\"]",
+    );
+    assert!(text.contains("command = [\"rm\""), "{text}");
+    let path = write_scenario(hosts.dir.path(), "stale.toml", &text);
+    let r = run(&path, &["--trials", "2", "--seed", "5"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    for t in r.trials() {
+        assert!(t.faults[0].detail.contains("demo-kv.pid left behind naming dead pid"), "{}", t.faults[0].detail);
+        // Blocked until the procedure's 200 ms wait and its removal.
+        assert!(t.rto_ms.unwrap() >= 200.0, "rto {:?}", t.rto_ms);
+        assert!(t.recovery.iter().all(|s| s.ok), "{:?}", t.recovery);
+    }
+}
+
+/// Resource faults run by the agent: a CPU quota holds the target there to
+/// its share (its own cpuacct, read there), and stress-ng runs beside it
+/// there and reports its work.
+#[test]
+fn a_cpu_quota_and_a_noisy_neighbour_act_through_the_agent() {
+    let stress_ng = || common::available("stress-ng", common::which("stress-ng"), "the hog fault runs stress-ng");
+    if !ssh_hosts_available() || !stress_ng() {
+        return;
+    }
+    let _serial = common::serial();
+    let hosts = SshHosts::up(1);
+    for (name, said) in
+        [("cpu-throttle.toml", "CPU limited to 0.05 CPUs"), ("hog-neighbour.toml", "stress-ng beside the target")]
+    {
+        let path = write_scenario(hosts.dir.path(), name, &on_host_h1(&hosts, name));
+        let r = run(&path, &["--trials", "1", "--seed", "5"]);
+        assert_eq!(r.code, 0, "{name}: {}\n{}", r.stdout(), r.stderr());
+        let detail = &r.trials()[0].faults[0].detail;
+        assert!(detail.starts_with(said) && detail.contains("(on host `h1`, dated by its agent"), "{detail}");
+        if name == "cpu-throttle.toml" {
+            let used: f64 =
+                detail.split("the target used ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+            let over: f64 = detail.split(" ms of CPU in ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+            assert!(used <= 0.05 * over + 15.0, "used {used} ms of CPU in {over} ms: {detail}");
+        } else {
+            assert!(detail.contains("healed: stress-ng ran") && detail.contains("bogo ops: cpu "), "{detail}");
+        }
+    }
+    assert!(common::processes_with("stress-ng").is_empty(), "{:?}", common::processes_with("stress-ng"));
+}
+
 /// The 400 ms calibration through an agent: from the restart (dated by the
 /// agent) to readiness (seen here) is the 400 ms replay, within the bound
 /// of the local calibration plus the round trip to the agent.

@@ -341,10 +341,11 @@ fn clock_faults_take_a_signed_offset_a_positive_rate_and_a_process_or_container_
 fn host_mistakes_name_the_host_and_what_the_agent_does() {
     let e = invalid("host_mistakes.toml");
     let f = "host_mistakes.toml";
-    assert_line(&e, f, "5:1", "missing key `address` in [host.db1]");
-    assert_line(&e, f, "10:8", "`port` in [host.db2] must be between 1 and 65535, found 70000");
-    assert_line(&e, f, "13:8", "[target.kv] runs on host `db3`, which no [host.db3] table defines (hosts: db2)");
-    assert_line(&e, f, "20:8", "[target.app]: `host` applies to kind = \"process\" only, for now");
-    assert_line(&e, f, "29:1", "[[fault]] #1: a `corrupt` fault on target `remote`, which runs on a host");
+    assert_line(&e, f, "6:1", "missing key `address` in [host.db1]");
+    assert_line(&e, f, "11:8", "`port` in [host.db2] must be between 1 and 65535, found 70000");
+    assert_line(&e, f, "14:8", "[target.kv] runs on host `db3`, which no [host.db3] table defines (hosts: db2)");
+    assert_line(&e, f, "21:8", "[target.app]: `host` applies to kind = \"process\" only, for now");
+    assert_line(&e, f, "30:1", "[[fault]] #1: a `lose-unsynced` fault on target `remote`, which runs on a host");
+    assert_line(&e, f, "35:1", "[[recover]] #1: `remove` acts on a data dir here; target `remote` runs on a host");
     assert!(!e.contains("[[fault]] #2"), "a kill goes through the agent: {e}");
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::protocol::{monotonic_ns, Answer, Message, Op, Request, PROTOCOL};
-use crate::history::Recorder;
+use crate::history::{EventKind, Recorder};
 use crate::journal::{Entry, Journal};
 use crate::scenario::HostPlan;
 use crate::targets::reaper;
@@ -57,6 +57,8 @@ pub struct AgentLink {
     next_id: AtomicU64,
     /// This clock minus the agent's, in nanoseconds.
     offset_ns: Arc<AtomicI64>,
+    /// `round_trip`, for the thread that dates the agent's events.
+    round_trip_ns: Arc<AtomicU64>,
     /// Why the agent stopped answering, once it has.
     gone: Arc<Mutex<Option<String>>>,
 }
@@ -108,11 +110,13 @@ impl AgentLink {
             recorders: Arc::default(),
             next_id: AtomicU64::new(1),
             offset_ns: Arc::default(),
+            round_trip_ns: Arc::default(),
             gone: Arc::default(),
         };
         link.read_answers(child.stdout.take().expect("piped"));
         link.hello()?;
         link.round_trip = link.measure_clock()?;
+        link.round_trip_ns.store(link.round_trip.as_nanos() as u64, Ordering::Relaxed);
         Ok(link)
     }
 
@@ -120,7 +124,8 @@ impl AgentLink {
     fn read_answers(&self, stdout: std::process::ChildStdout) {
         let (pending, recorders, gone) =
             (Arc::clone(&self.pending), Arc::clone(&self.recorders), Arc::clone(&self.gone));
-        let offset = Arc::clone(&self.offset_ns);
+        let (offset, round_trip_ns) = (Arc::clone(&self.offset_ns), Arc::clone(&self.round_trip_ns));
+        let host = self.host.name.clone();
         std::thread::spawn(move || {
             let mut why = "the agent ended (its connection closed)".to_string();
             for line in BufReader::new(stdout).lines() {
@@ -131,7 +136,13 @@ impl AgentLink {
                             let _ = waiting.send(answer);
                         }
                     }
-                    Ok(Message::Event { trial, at_ns, kind }) => {
+                    Ok(Message::Event { trial, at_ns, mut kind }) => {
+                        // A fault the agent injected: dated on its clock.
+                        if let EventKind::FaultInjected { detail, uncertainty_ms, .. } = &mut kind {
+                            let uncertainty = Duration::from_nanos(round_trip_ns.load(Ordering::Relaxed) / 2);
+                            *detail = dated(detail, &host, uncertainty);
+                            *uncertainty_ms = Some(uncertainty.as_secs_f64() * 1000.0);
+                        }
                         if let Some(recorder) = recorders.lock().unwrap().get(&trial) {
                             recorder.record_at(instant_of(at_ns, offset.load(Ordering::Relaxed)), kind);
                         }
@@ -252,6 +263,15 @@ fn relay_command(host: &HostPlan, dir: &str, check: bool) -> Result<Command, Lin
         command.arg("--check");
     }
     Ok(command)
+}
+
+/// A fault's detail, saying which host it acted on and how far off its
+/// time may be.
+pub fn dated(detail: &str, host: &str, uncertainty: Duration) -> String {
+    format!(
+        "{detail} (on host `{host}`, dated by its agent within ±{:.2} ms: half the round trip to it)",
+        uncertainty.as_secs_f64() * 1000.0
+    )
 }
 
 /// The agent's CLOCK_MONOTONIC nanoseconds as an instant of this clock.

@@ -93,6 +93,29 @@ impl RemoteTarget {
     fn ids(&self) -> (u32, String) {
         (self.trial, self.name.clone())
     }
+
+    /// Has the agent inject fault `fault` of the scenario into this target
+    /// (see [`Op::Inject`]).
+    pub fn inject(
+        &self,
+        fault: usize,
+        drawn: Option<(usize, usize)>,
+        seed: u64,
+        scheduled_ms: f64,
+        chosen: Option<String>,
+    ) -> Result<(), TargetError> {
+        let (trial, target) = self.ids();
+        self.done(Op::Inject { trial, fault, target, drawn, seed, scheduled_ms, chosen })
+    }
+
+    pub fn look(&self, trial: u32, fault: usize) -> Result<(), TargetError> {
+        self.done(Op::Look { trial, fault })
+    }
+
+    /// Heals fault `fault` there (its heal can wait for a stop: a hog's).
+    pub fn heal(&self, trial: u32, fault: usize) -> Result<(), TargetError> {
+        self.call(Op::Heal { trial, fault }, Duration::from_secs(30)).map(drop)
+    }
 }
 
 impl Target for RemoteTarget {
@@ -191,6 +214,10 @@ impl Target for RemoteTarget {
     /// On the host, not here: nothing of this node's to damage.
     fn data_dirs(&self) -> Vec<PathBuf> {
         Vec::new()
+    }
+
+    fn remote(&self) -> Option<&RemoteTarget> {
+        Some(self)
     }
 
     fn remote_clock(&self) -> Option<(String, Duration)> {

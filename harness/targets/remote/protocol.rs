@@ -94,6 +94,28 @@ pub enum Op {
         target: String,
         lines: usize,
     },
+    /// Injects the scenario's fault `fault` (the menu's `drawn` kind and
+    /// target, if it is a menu) into `target` there, with the fault code
+    /// this node would run locally; its guard stays there until `heal`.
+    Inject {
+        trial: u32,
+        fault: usize,
+        target: String,
+        drawn: Option<(usize, usize)>,
+        seed: u64,
+        scheduled_ms: f64,
+        chosen: Option<String>,
+    },
+    /// Reads what the heal of fault `fault` will report, while the target
+    /// still runs.
+    Look {
+        trial: u32,
+        fault: usize,
+    },
+    Heal {
+        trial: u32,
+        fault: usize,
+    },
 }
 
 /// What the agent writes: an answer to a request, or an event of a trial
