@@ -114,7 +114,7 @@ fn corruption_and_a_stale_lock_act_through_the_agent() {
     assert_eq!(remote.code, 0, "{}\n{}", remote.stdout(), remote.stderr());
     let local = run(&common::scenario("corrupt-wal-truncate.toml"), &["--trials", "2", "--seed", "5"]);
     for (r, l) in remote.trials().iter().zip(local.trials()) {
-        let (f, lf) = (&r.faults[0], &l.faults[0]);
+        let f = &r.faults[0];
         assert!(f.detail.starts_with("bitflip (offline): wal.log: flipped byte"), "{}", f.detail);
         assert!(f.injected_uncertainty_ms.is_some() && f.detail.contains("on host `h1`"), "{}", f.detail);
         // The same seed flips at the same fraction of the log: what is lost
