@@ -357,6 +357,10 @@ fn run_trial(plan: &Plan, index: u32, seed: u64, run: RunShared) -> (Vec<history
             stop = Some(TrialStop::Aborted(reason));
         } else if trial.cancel.is_cancelled() {
             stop = Some(TrialStop::Interrupted);
+        } else if let Some(gone) = trial.run.hosts.and_then(Hosts::gone) {
+            // What the trial saw of that host's targets, faults and
+            // events is incomplete: it proves nothing either way.
+            stop = Some(TrialStop::Environment(EnvError::Host(format!("{gone}: the trial's figures are incomplete"))));
         }
     }
     env.tear_down(&trial);

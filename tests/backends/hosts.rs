@@ -80,8 +80,14 @@ at = "1900ms"
             assert!(uncertainty > 0.0 && uncertainty < 50.0, "{kind}: ±{uncertainty} ms");
             assert!(f.detail.contains("on host `h1`, dated by its agent within ±"), "{}", f.detail);
         }
-        // The kill's new incarnation came from the agent's supervisor.
-        assert!(t.faults[0].restart_ms.is_some_and(|ms| ms < 1000.0), "{:?}", t.faults[0]);
+        // The kill's new incarnation came from the agent's supervisor. Its
+        // time and the kill's are the agent's, the first failed probe this
+        // node's: on one clock, the kill precedes both (the probes sample
+        // every 5 ms).
+        let kill = &t.faults[0];
+        let slack = kill.injected_uncertainty_ms.unwrap();
+        assert!(kill.restart_ms.is_some_and(|ms| ms > 0.0 && ms < 1000.0), "{kill:?}");
+        assert!(kill.ttd_ms.is_some_and(|ms| ms > -slack && ms < 5.0 + 200.0), "{kill:?}");
         assert_eq!(t.incarnations.get("kv"), Some(&3), "started, killed, restarted: {:?}", t.incarnations);
     }
     let dir = agent_dirs(&r);
@@ -307,4 +313,89 @@ fn cleanup_after_a_killed_harness_and_agents_leaves_nothing_on_any_host() {
         let left = common::processes_with("/tmp/crashlab-agents/");
         assert!(left.is_empty(), "round {round}: left after cleanup: {left:?}");
     }
+}
+
+/// An agent that dies mid-trial: the trial it served is unknown and the
+/// run stops (exit 3) naming the host; the target it left running there is
+/// stopped by `cleanup`, which also reaches the other host.
+#[test]
+fn an_agent_that_dies_makes_its_trial_unknown_and_cleanup_heals_its_host() {
+    if !ssh_hosts_available() {
+        return;
+    }
+    let _serial = common::serial();
+    let hosts = SshHosts::up(2);
+    let mut text = format!("name = \"two-hosts\"\n{}", hosts.tables(2));
+    for k in 1..=2 {
+        text.push_str(&format!(
+            "[target.kv{k}]\nhost = \"h{k}\"\ncommand = [\"crashlab\", \"demo-kv\", \"--host\", \"{{host}}\", \"--port\", \
+             \"{{port}}\", \"--data-dir\", \"{{data_dir}}\"]\nprobe = {{ kind = \"demo-kv\", interval = \"5ms\" }}\n\n"
+        ));
+    }
+    text.push_str(
+        "[workload]\nkind = \"demo-kv\"\ntarget = \"kv1\"\nrate = 100\nduration = \"4s\"\n[trials]\ncount = 2\n",
+    );
+    let path = write_scenario(hosts.dir.path(), "two.toml", &text);
+    let out = hosts.dir.path().join("run");
+    let harness = std::process::Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
+        .arg("run")
+        .arg(&path)
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while common::processes_with("crashlab demo-kv --host 10.231.7.1").len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the targets never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let agent: Vec<String> = common::processes_with("-h1/crashlab agent /tmp/crashlab-agents/")
+        .into_iter()
+        .filter(|p| p.split(": ").nth(1).is_some_and(|cmdline| cmdline.starts_with("/tmp/crashlab-agents/")))
+        .collect();
+    assert_eq!(agent.len(), 1, "{agent:?}");
+    let pid: i32 = agent[0].split(':').next().unwrap().parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let output = harness.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("host `h1` (root@10.231.7.11): the agent ended"), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["trials"].as_array().unwrap().len(), 1, "the run stops at the trial");
+    assert_eq!(report["trials"][0]["verdict"], "unknown", "{report}");
+    assert_eq!(report["verdict"], "unknown");
+
+    let left = common::processes_with("-h1/crashlab demo-kv");
+    assert_eq!(left.len(), 1, "the dead agent's target is still running: {left:?}");
+    let cleanup = crashlab().arg("cleanup").arg(&out).output().unwrap();
+    let said = String::from_utf8_lossy(&cleanup.stdout);
+    assert!(cleanup.status.success(), "{said}");
+    assert!(said.contains("host `h1`: /tmp/crashlab-agents/") && said.contains("stopped 1 process(es)"), "{said}");
+    assert!(said.contains("host `h2`: its agent ended well"), "{said}");
+    let left = common::processes_with("/tmp/crashlab-agents/");
+    assert!(left.is_empty(), "left after cleanup: {left:?}");
+}
+
+/// The agent's side of the version check: a control node of another
+/// protocol gets the agent's hello (so that it can say both versions), and
+/// the agent ends, naming both, having started nothing.
+#[test]
+fn an_agent_refuses_a_control_node_of_another_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = crashlab()
+        .arg("agent")
+        .arg(dir.path())
+        .write_stdin("{\"id\":1,\"op\":\"hello\",\"protocol\":99,\"version\":\"9.9.9\"}\n")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert!(stdout.contains("\"answer\":\"hello\",\"protocol\":1,"), "{stdout}");
+    assert!(stderr.contains("the control node speaks protocol 99 (crashlab 9.9.9), this agent 1"), "{stderr}");
+    let journal = std::fs::read_to_string(dir.path().join("run/faults.journal")).unwrap();
+    assert_eq!(journal.lines().count(), 1, "nothing but the run's token: {journal}");
 }

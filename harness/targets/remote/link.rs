@@ -96,7 +96,15 @@ impl AgentLink {
             .map_err(|e| fail(format!("cannot journal the host: {e}")))?;
         let mut command = relay_command(&plan, &dir, false)?;
         let stderr = std::fs::File::create(log).map_err(|e| fail(format!("cannot create {}: {e}", log.display())))?;
-        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr);
+        command.stderr(stderr);
+        AgentLink::over(host, dir, command)
+    }
+
+    /// The link through `command` (which speaks the agent's side of the
+    /// protocol on its stdin and stdout): hello, then the clocks.
+    fn over(host: &HostPlan, dir: String, mut command: Command) -> Result<AgentLink, LinkError> {
+        let fail = |what: String| LinkError::new(host, what);
+        command.stdin(Stdio::piped()).stdout(Stdio::piped());
         let (mut child, exited) =
             reaper::spawn_for_the_run(&mut command).map_err(|e| fail(format!("cannot start ssh: {e}")))?;
         let mut link = AgentLink {
@@ -206,6 +214,11 @@ impl AgentLink {
         self.recorders.lock().unwrap().insert(trial, recorder);
     }
 
+    /// Why the agent stopped answering, if it has.
+    pub fn gone(&self) -> Option<LinkError> {
+        self.gone.lock().unwrap().clone().map(|why| self.error(why))
+    }
+
     pub fn error(&self, what: String) -> LinkError {
         LinkError::new(&self.host, what)
     }
@@ -291,4 +304,36 @@ fn resolve(address: &str) -> Result<std::net::IpAddr, String> {
         .and_then(|mut a| a.next())
         .map(|a| a.ip())
         .ok_or_else(|| format!("cannot resolve `{address}`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> HostPlan {
+        HostPlan {
+            name: "h1".into(),
+            address: "127.0.0.1".into(),
+            user: None,
+            port: None,
+            identity: None,
+            known_hosts: None,
+        }
+    }
+
+    /// An agent of another protocol is refused, both versions named.
+    #[test]
+    fn an_agent_of_another_protocol_is_refused() {
+        let reply =
+            r#"{"message":"reply","id":1,"answer":"hello","protocol":99,"version":"9.9.9","pid":1,"start_time":1}"#;
+        let mut agent = Command::new("sh");
+        agent.args(["-c", &format!("read request; echo '{reply}'; read more")]);
+        let e = AgentLink::over(&host(), "/nowhere".into(), agent).err().expect("refused");
+        let said = e.to_string();
+        assert!(
+            said.starts_with("host `h1` (127.0.0.1): the agent there speaks protocol 99 (crashlab 9.9.9)"),
+            "{said}"
+        );
+        assert!(said.contains(&format!("this crashlab {PROTOCOL} (crashlab {})", env!("CARGO_PKG_VERSION"))), "{said}");
+    }
 }

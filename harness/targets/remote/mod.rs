@@ -48,6 +48,11 @@ impl Hosts {
         Ok(Some(Hosts { links }))
     }
 
+    /// The first agent that stopped answering, and why.
+    pub fn gone(&self) -> Option<LinkError> {
+        self.links.iter().find_map(|l| l.gone())
+    }
+
     pub fn link(&self, host: &str) -> Option<&Arc<AgentLink>> {
         self.links.iter().find(|l| l.host.name == host)
     }

@@ -109,9 +109,13 @@ async fn relay(host: &HostPlan, dir: &str, check: bool, requests: std::fs::File)
             }
         }
     };
-    // The agent ending ends the link; the control node ending lets the
-    // agent stop its targets first.
-    tokio::join!(up, down);
+    // The agent ending ends the link at once (the control node sees it
+    // gone); the control node ending lets the agent stop its targets first.
+    tokio::pin!(down);
+    tokio::select! {
+        () = &mut down => {}
+        () = up => down.await,
+    }
     // An agent that ended well stopped its targets: its copy of crashlab
     // can go. Otherwise it stays, for `crashlab cleanup` to run there.
     if agent.wait().await.is_ok_and(|status| status.success()) {
