@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+use crate::fault::layer::StorageLayer;
 use crate::fault::{self, FaultContext, FaultGuard};
 use crate::history::{EventKind, Recorder};
 use crate::journal::{Entry, Journal};
@@ -33,6 +34,9 @@ struct Agent {
     /// Faults in effect, until the control node heals them.
     guards: Mutex<HashMap<(u32, usize), FaultGuard>>,
     recorders: Mutex<HashMap<u32, Recorder>>,
+    /// Storage layers (FUSE) over targets' data dirs, for the faults that
+    /// act through one.
+    layers: Mutex<HashMap<(u32, String), Arc<StorageLayer>>>,
 }
 
 /// Serves one control node until its stdin closes; the exit code.
@@ -58,6 +62,7 @@ fn serve(dir: &Path) -> Result<(), String> {
         targets: Mutex::default(),
         guards: Mutex::default(),
         recorders: Mutex::default(),
+        layers: Mutex::default(),
     });
     let mut lines = std::io::stdin().lock().lines();
     let hello = lines.next().ok_or("stdin closed before the first request")?.map_err(|e| e.to_string())?;
@@ -95,6 +100,12 @@ fn serve(dir: &Path) -> Result<(), String> {
     let targets: Vec<_> = agent.targets.lock().unwrap().drain().map(|(_, t)| t).collect();
     for target in targets {
         target.stop();
+    }
+    let layers: Vec<_> = agent.layers.lock().unwrap().drain().map(|(_, l)| l).collect();
+    for layer in layers {
+        if let Err(e) = layer.unmount() {
+            eprintln!("crashlab agent: {e}");
+        }
     }
     let _ = agent.journal.append(&Entry::Finished);
     Ok(())
@@ -144,7 +155,11 @@ impl Agent {
             }
             Op::Stop { trial, target } => {
                 self.target(trial, &target)?.stop();
-                Ok(Answer::Done)
+                let layer = self.layers.lock().unwrap().remove(&(trial, target));
+                match layer.map(|l| l.unmount()) {
+                    Some(Err(e)) => Err(e),
+                    _ => Ok(Answer::Done),
+                }
             }
             Op::Exec { trial, target, argv, timeout_ms, step } => {
                 let kind = if step { CommandKind::Step } else { CommandKind::Probe };
@@ -202,7 +217,8 @@ impl Agent {
             trial_dir: self.run_dir.join(format!("trial-{:03}", i.trial)),
             chosen: i.chosen,
         };
-        let guard = fault::build(&kind, &NoResources, &i.target)
+        let layer = self.layers.lock().unwrap().get(&(i.trial, i.target.clone())).cloned();
+        let guard = fault::build(&kind, &HostResources { layer }, &i.target)
             .map_err(|kind| ctx.error(kind))
             .and_then(|fault| fault.inject(&ctx))
             .map_err(|e| e.to_string())?;
@@ -262,11 +278,20 @@ impl Agent {
             faketime: None,
         };
         let target = Arc::new(ProcessTarget::new(t, ctx).map_err(|e| e.to_string())?);
+        let mut data_dirs = Vec::new();
         for dir in target.data_dirs() {
             let dir = dir.canonicalize().map_err(|e| format!("data dir {}: {e}", dir.display()))?;
             crate::confine::check_data_dir(&dir, &self.run_dir).map_err(|e| e.to_string())?;
-            let entry = Entry::DataDir { trial, target: name.to_string(), path: dir };
+            let entry = Entry::DataDir { trial, target: name.to_string(), path: dir.clone() };
             self.journal.append(&entry).map_err(|e| format!("cannot journal a data dir: {e}"))?;
+            data_dirs.push(dir);
+        }
+        // As the runner does here: the layer is mounted before the target
+        // starts, for the whole trial.
+        if plan.faults.iter().any(|f| f.target == name && f.kind.needs_layer()) {
+            let dir = data_dirs.first().ok_or("no data dir to mount a storage layer over")?;
+            let layer = StorageLayer::mount(dir, trial, name, Arc::clone(&self.journal)).map_err(|e| e.to_string())?;
+            self.layers.lock().unwrap().insert((trial, name.to_string()), Arc::new(layer));
         }
         let mut targets = self.targets.lock().unwrap();
         // Those of earlier trials are stopped and done with.
@@ -289,13 +314,17 @@ struct Injection {
     chosen: Option<String>,
 }
 
-/// The agent runs no proxy, layer or namespaces (yet): faults that need
-/// them are refused when the scenario is read.
-struct NoResources;
+/// What the agent has for a fault: the storage layer over its target's
+/// data dir, if the scenario asked for one. It runs no proxy and no
+/// namespaces (yet): faults that need them are refused when the scenario
+/// is read.
+struct HostResources {
+    layer: Option<Arc<StorageLayer>>,
+}
 
-impl fault::Resources for NoResources {
-    fn layer(&self, _: &str) -> Option<Arc<fault::layer::StorageLayer>> {
-        None
+impl fault::Resources for HostResources {
+    fn layer(&self, _: &str) -> Option<Arc<StorageLayer>> {
+        self.layer.clone()
     }
     fn proxy(&self, _: &str) -> Option<Arc<crate::proxy::Proxy>> {
         None

@@ -137,7 +137,9 @@ impl TrialEnv {
             journal.append(&entry).map_err(|e| EnvError::Target(format!("cannot journal a data dir: {e}")))?;
             data_dirs.push(dir);
         }
-        let needs_layer = trial.plan.faults.iter().any(|f| f.target == t.name && f.kind.needs_layer());
+        // A target on a host gets its layer there, from its agent.
+        let needs_layer =
+            t.host.is_none() && trial.plan.faults.iter().any(|f| f.target == t.name && f.kind.needs_layer());
         if needs_layer {
             let layer = StorageLayer::mount(&data_dirs[0], trial.index, &t.name, Arc::clone(journal))
                 .map_err(|e| failed(e.to_string()))?;

@@ -94,7 +94,7 @@ pub(super) fn check_fault(
                 span.clone(),
                 format!(
                     "{what}: a `{}` fault on target `{target}`, which runs on a host: its agent does not set up \
-                     what it needs (a storage layer, namespaces, a preloaded clock) yet",
+                     what it needs (namespaces, a preloaded clock) yet",
                     kind.name()
                 ),
             );

@@ -701,8 +701,8 @@ pub enum OnAHost {
 
 impl FaultKind {
     /// How this fault reaches a target on a remote host; none: it cannot
-    /// yet (it needs a storage layer, namespaces or a preload set up with
-    /// the target, which the agent does not do).
+    /// yet (it needs namespaces or a preload set up with the target, which
+    /// the agent does not do).
     pub fn on_a_host(&self) -> Option<OnAHost> {
         match self {
             FaultKind::Kill { .. } | FaultKind::Pause { .. } | FaultKind::Restart | FaultKind::Command { .. } => {
@@ -710,16 +710,13 @@ impl FaultKind {
             }
             FaultKind::Corrupt(_)
             | FaultKind::StaleLock(_)
+            | FaultKind::LoseUnsynced { .. }
+            | FaultKind::Io(_)
             | FaultKind::Memory { .. }
             | FaultKind::Cpu { .. }
             | FaultKind::Hog(_) => Some(OnAHost::Agent),
             FaultKind::Link { .. } => Some(OnAHost::ControlNode),
-            FaultKind::LoseUnsynced { .. }
-            | FaultKind::Io(_)
-            | FaultKind::Partition(_)
-            | FaultKind::Packet(_)
-            | FaultKind::Disconnect { .. }
-            | FaultKind::Clock(_) => None,
+            FaultKind::Partition(_) | FaultKind::Packet(_) | FaultKind::Disconnect { .. } | FaultKind::Clock(_) => None,
         }
     }
 

@@ -147,6 +147,44 @@ fn corruption_and_a_stale_lock_act_through_the_agent() {
     }
 }
 
+/// Faults through the storage layer, which the agent mounts over the data
+/// dir there before the target starts: a power loss with `--fsync never`
+/// loses what the same seed loses here (the unsynced writes of the killed
+/// incarnation), and a full disk refuses as many writes as here; the
+/// layers are unmounted after.
+#[test]
+fn a_power_loss_and_a_full_disk_act_through_the_agents_storage_layer() {
+    if !ssh_hosts_available() || !common::fuse_available() {
+        return;
+    }
+    let _serial = common::serial();
+    let hosts = SshHosts::up(1);
+    for name in ["lose-unsynced-fsync-never.toml", "io-disk-full.toml"] {
+        let path = write_scenario(hosts.dir.path(), name, &on_host_h1(&hosts, name));
+        let remote = run(&path, &["--trials", "3", "--seed", "4"]);
+        assert_eq!(remote.code, 0, "{name}: {}\n{}", remote.stdout(), remote.stderr());
+        let local = run(&common::scenario(name), &["--trials", "3", "--seed", "4"]);
+        assert_eq!(local.code, 0, "{name}: {}", local.stdout());
+        for (r, l) in remote.trials().iter().zip(local.trials()) {
+            let (there, here) = (r.rpo.lost_acked.unwrap(), l.rpo.lost_acked.unwrap());
+            assert!(there.abs_diff(here) <= 3, "{name} trial {}: lost {there} there, {here} here", r.index);
+            let detail = &r.faults[0].detail;
+            assert!(detail.contains("(on host `h1`, dated by its agent"), "{detail}");
+            if name == "io-disk-full.toml" {
+                let refused = |d: &str| -> u64 {
+                    d.split("refused ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap()
+                };
+                let (there, here) = (refused(detail), refused(&l.faults[0].detail));
+                assert!(there > 0 && there.abs_diff(here) <= 3, "{there} refused there, {here} here: {detail}");
+            } else {
+                assert!(there > 0 && detail.contains("unsynced writes"), "{detail}");
+            }
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(!mounts.contains("/tmp/crashlab-agents/"), "a layer is still mounted: {mounts}");
+}
+
 /// Resource faults run by the agent: a CPU quota holds the target there to
 /// its share (its own cpuacct, read there), and stress-ng runs beside it
 /// there and reports its work.

@@ -345,7 +345,7 @@ fn host_mistakes_name_the_host_and_what_the_agent_does() {
     assert_line(&e, f, "11:8", "`port` in [host.db2] must be between 1 and 65535, found 70000");
     assert_line(&e, f, "14:8", "[target.kv] runs on host `db3`, which no [host.db3] table defines (hosts: db2)");
     assert_line(&e, f, "21:8", "[target.app]: `host` applies to kind = \"process\" only, for now");
-    assert_line(&e, f, "30:1", "[[fault]] #1: a `lose-unsynced` fault on target `remote`, which runs on a host");
-    assert_line(&e, f, "35:1", "[[recover]] #1: `remove` acts on a data dir here; target `remote` runs on a host");
+    assert_line(&e, f, "30:1", "[[fault]] #1: a `clock` fault on target `remote`, which runs on a host");
+    assert_line(&e, f, "36:1", "[[recover]] #1: `remove` acts on a data dir here; target `remote` runs on a host");
     assert!(!e.contains("[[fault]] #2"), "a kill goes through the agent: {e}");
 }
