@@ -35,16 +35,26 @@ impl Hosts {
         if plan.hosts.is_empty() {
             return Ok(None);
         }
-        for host in &plan.hosts {
-            AgentLink::check(host)?;
-        }
+        // Side by side: each host is a connection (and a copy) of its own.
+        let checked: Vec<_> = std::thread::scope(|scope| {
+            let checks: Vec<_> = plan.hosts.iter().map(|h| scope.spawn(|| AgentLink::check(h))).collect();
+            checks.into_iter().map(|c| c.join().expect("a check does not panic")).collect()
+        });
+        checked.into_iter().collect::<Result<Vec<()>, _>>()?;
         let token = reaper::run_token().unwrap_or_default();
         let token = &token[..token.len().min(12)];
-        let mut links = Vec::new();
-        for host in &plan.hosts {
-            let log = run_dir.join(format!("agent-{}.log", host.name));
-            links.push(Arc::new(AgentLink::open(host, token, journal, &log)?));
-        }
+        let opened: Vec<_> = std::thread::scope(|scope| {
+            let opening: Vec<_> = plan
+                .hosts
+                .iter()
+                .map(|host| {
+                    let log = run_dir.join(format!("agent-{}.log", host.name));
+                    scope.spawn(move || AgentLink::open(host, token, journal, &log))
+                })
+                .collect();
+            opening.into_iter().map(|o| o.join().expect("an opening does not panic")).collect()
+        });
+        let links = opened.into_iter().map(|l| l.map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
         Ok(Some(Hosts { links }))
     }
 

@@ -157,8 +157,6 @@ fn ssh_error(e: &openssh::Error) -> String {
 async fn copy_binary(session: &Session, dir: &str) -> Result<(), String> {
     use sha2::Digest;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
-    let bytes = std::fs::read(&exe).map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
-    let sum = format!("{:x}", sha2::Sha256::digest(&bytes));
     let part = Path::new(dir).join("crashlab.part").display().to_string();
     let script = format!("umask 077 && mkdir -p {dir} && cat > {part} && sha256sum {part}");
     let mut child = session
@@ -170,7 +168,18 @@ async fn copy_binary(session: &Session, dir: &str) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot copy the agent: {}", ssh_error(&e)))?;
     let mut stdin = child.stdin().take().expect("piped");
-    stdin.write_all(&bytes).await.map_err(|e| format!("cannot copy the agent: {e}"))?;
+    // Streamed and hashed as it goes: a debug build is ~190 MB.
+    let mut file = std::fs::File::open(&exe).map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
+    let (mut hasher, mut chunk) = (sha2::Sha256::new(), vec![0u8; 1 << 20]);
+    loop {
+        let n = std::io::Read::read(&mut file, &mut chunk).map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&chunk[..n]);
+        stdin.write_all(&chunk[..n]).await.map_err(|e| format!("cannot copy the agent: {e}"))?;
+    }
+    let sum = format!("{:x}", hasher.finalize());
     drop(stdin);
     let out = child.wait_with_output().await.map_err(|e| format!("cannot copy the agent: {}", ssh_error(&e)))?;
     let theirs = String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string();
