@@ -22,7 +22,9 @@ use crate::fault::{self, FaultContext, FaultGuard};
 use crate::history::{EventKind, Recorder};
 use crate::journal::{Entry, Journal};
 use crate::scenario::{self, Plan};
-use crate::targets::remote::protocol::{monotonic_ns, Answer, ExitStatus, Message, Op, Request, PROTOCOL, RUN_SUBDIR};
+use crate::targets::remote::protocol::{
+    monotonic_ns, Answer, ExitStatus, Injection, Message, Op, Request, PROTOCOL, RUN_SUBDIR,
+};
 use crate::targets::{procfs, reaper, CommandKind, ProcessTarget, Target, TargetContext};
 
 struct Agent {
@@ -175,8 +177,8 @@ impl Agent {
             Op::Logs { trial, target, lines } => {
                 Ok(Answer::Logs { lines: self.target(trial, &target)?.last_log_lines(lines) })
             }
-            Op::Inject { trial, fault, target, drawn, seed, scheduled_ms, chosen } => {
-                self.inject(Injection { trial, fault, target, drawn, seed, scheduled_ms, chosen })?;
+            Op::Inject(injection) => {
+                self.inject(injection)?;
                 Ok(Answer::Done)
             }
             Op::Look { trial, fault } => {
@@ -301,17 +303,6 @@ impl Agent {
         drop(targets);
         target.start().map_err(|e| e.to_string())
     }
-}
-
-/// A fault to inject, as the control node asked.
-struct Injection {
-    trial: u32,
-    fault: usize,
-    target: String,
-    drawn: Option<(usize, usize)>,
-    seed: u64,
-    scheduled_ms: f64,
-    chosen: Option<String>,
 }
 
 /// What the agent has for a fault: the storage layer over its target's

@@ -292,6 +292,62 @@ fn an_unreachable_or_untrusted_host_stops_the_run_before_anything() {
     }
 }
 
+/// A demo-kv on each of hosts 1..=n (`kv1` takes the workload), started
+/// by `crashlab run` in the background into `out`; returns once every
+/// target runs.
+fn start_on_hosts(hosts: &SshHosts, n: u32, workload: &str, out: &std::path::Path) -> std::process::Child {
+    let mut text = format!("name = \"{n}-hosts\"\n{}", hosts.tables(n));
+    for k in 1..=n {
+        text.push_str(&format!(
+            "[target.kv{k}]\nhost = \"h{k}\"\ncommand = [\"crashlab\", \"demo-kv\", \"--host\", \"{{host}}\", \"--port\", \
+             \"{{port}}\", \"--data-dir\", \"{{data_dir}}\"]\nprobe = {{ kind = \"demo-kv\", interval = \"5ms\" }}\n\n"
+        ));
+    }
+    text.push_str(&format!("[workload]\nkind = \"demo-kv\"\ntarget = \"kv1\"\nrate = 100\n{workload}\n"));
+    let path = write_scenario(hosts.dir.path(), &format!("{n}-hosts.toml"), &text);
+    let harness = std::process::Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
+        .arg("run")
+        .arg(&path)
+        .arg("--out")
+        .arg(out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while targets_on_hosts().len() < n as usize {
+        assert!(std::time::Instant::now() < deadline, "the targets never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    harness
+}
+
+fn targets_on_hosts() -> Vec<String> {
+    common::processes_with("crashlab demo-kv --host 10.231.7.1")
+}
+
+/// SIGKILLs the agents (not the ssh clients that run them) on the host
+/// named by `host_suffix` (e.g. "-h1/"), or on every host ("/").
+fn kill_agents(host_suffix: &str) -> usize {
+    let agents: Vec<String> = common::processes_with(&format!("{host_suffix}crashlab agent /tmp/crashlab-agents/"))
+        .into_iter()
+        .filter(|p| p.split(": ").nth(1).is_some_and(|cmdline| cmdline.starts_with("/tmp/crashlab-agents/")))
+        .collect();
+    for agent in &agents {
+        let pid: i32 = agent.split(':').next().unwrap().parse().unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    }
+    agents.len()
+}
+
+/// `crashlab cleanup` of a run directory: what it printed.
+fn cleanup(out: &std::path::Path) -> String {
+    let cleanup = crashlab().arg("cleanup").arg(out).output().unwrap();
+    let said = String::from_utf8_lossy(&cleanup.stdout).into_owned();
+    assert!(cleanup.status.success(), "{said}\n{}", String::from_utf8_lossy(&cleanup.stderr));
+    said
+}
+
 /// The harness and every agent SIGKILLed while three hosts run a target
 /// each (at moments drawn from a seed), then `crashlab cleanup RUN_DIR`:
 /// it reaches every host and stops what the dead agents left; nothing of
@@ -303,47 +359,19 @@ fn cleanup_after_a_killed_harness_and_agents_leaves_nothing_on_any_host() {
     }
     let _serial = common::serial();
     let hosts = SshHosts::up(3);
-    let mut text = format!("name = \"three-hosts\"\n{}", hosts.tables(3));
-    for k in 1..=3 {
-        text.push_str(&format!(
-            "[target.kv{k}]\nhost = \"h{k}\"\ncommand = [\"crashlab\", \"demo-kv\", \"--host\", \"{{host}}\", \"--port\", \
-             \"{{port}}\", \"--data-dir\", \"{{data_dir}}\"]\nprobe = {{ kind = \"demo-kv\", interval = \"5ms\" }}\n\n"
-        ));
-    }
-    text.push_str("[workload]\nkind = \"demo-kv\"\ntarget = \"kv1\"\nrate = 100\nduration = \"30s\"\n");
-    let path = write_scenario(hosts.dir.path(), "three.toml", &text);
     let mut rng = 0x9E37_79B9_u64;
     for round in 0..2 {
         let out = hosts.dir.path().join(format!("run-{round}"));
-        let mut harness = std::process::Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
-            .arg("run")
-            .arg(&path)
-            .arg("--out")
-            .arg(&out)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        // Until the three targets run, then a drawn moment more.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while common::processes_with("crashlab demo-kv --host 10.231.7.1").len() < 3 {
-            assert!(std::time::Instant::now() < deadline, "the targets never started");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        let mut harness = start_on_hosts(&hosts, 3, "duration = \"30s\"", &out);
         rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         std::thread::sleep(std::time::Duration::from_millis(rng >> 54));
-        for agent in common::processes_with("crashlab agent /tmp/crashlab-agents/") {
-            let pid: i32 = agent.split(':').next().unwrap().parse().unwrap();
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-        }
+        assert_eq!(kill_agents("/"), 3);
         harness.kill().unwrap();
         harness.wait().unwrap();
-        let left = common::processes_with("crashlab demo-kv --host 10.231.7.1");
+        let left = targets_on_hosts();
         assert_eq!(left.len(), 3, "the dead agents left their targets running: {left:?}");
 
-        let cleanup = crashlab().arg("cleanup").arg(&out).output().unwrap();
-        let said = String::from_utf8_lossy(&cleanup.stdout);
-        assert!(cleanup.status.success(), "{said}\n{}", String::from_utf8_lossy(&cleanup.stderr));
+        let said = cleanup(&out);
         for k in 1..=3 {
             assert!(said.contains(&format!("host `h{k}`: /tmp/crashlab-agents/")), "{said}");
         }
@@ -363,40 +391,10 @@ fn an_agent_that_dies_makes_its_trial_unknown_and_cleanup_heals_its_host() {
     }
     let _serial = common::serial();
     let hosts = SshHosts::up(2);
-    let mut text = format!("name = \"two-hosts\"\n{}", hosts.tables(2));
-    for k in 1..=2 {
-        text.push_str(&format!(
-            "[target.kv{k}]\nhost = \"h{k}\"\ncommand = [\"crashlab\", \"demo-kv\", \"--host\", \"{{host}}\", \"--port\", \
-             \"{{port}}\", \"--data-dir\", \"{{data_dir}}\"]\nprobe = {{ kind = \"demo-kv\", interval = \"5ms\" }}\n\n"
-        ));
-    }
-    text.push_str(
-        "[workload]\nkind = \"demo-kv\"\ntarget = \"kv1\"\nrate = 100\nduration = \"4s\"\n[trials]\ncount = 2\n",
-    );
-    let path = write_scenario(hosts.dir.path(), "two.toml", &text);
     let out = hosts.dir.path().join("run");
-    let harness = std::process::Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
-        .arg("run")
-        .arg(&path)
-        .arg("--out")
-        .arg(&out)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while common::processes_with("crashlab demo-kv --host 10.231.7.1").len() < 2 {
-        assert!(std::time::Instant::now() < deadline, "the targets never started");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let harness = start_on_hosts(&hosts, 2, "duration = \"4s\"\n[trials]\ncount = 2", &out);
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let agent: Vec<String> = common::processes_with("-h1/crashlab agent /tmp/crashlab-agents/")
-        .into_iter()
-        .filter(|p| p.split(": ").nth(1).is_some_and(|cmdline| cmdline.starts_with("/tmp/crashlab-agents/")))
-        .collect();
-    assert_eq!(agent.len(), 1, "{agent:?}");
-    let pid: i32 = agent[0].split(':').next().unwrap().parse().unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert_eq!(kill_agents("-h1/"), 1);
     let output = harness.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
@@ -409,9 +407,7 @@ fn an_agent_that_dies_makes_its_trial_unknown_and_cleanup_heals_its_host() {
 
     let left = common::processes_with("-h1/crashlab demo-kv");
     assert_eq!(left.len(), 1, "the dead agent's target is still running: {left:?}");
-    let cleanup = crashlab().arg("cleanup").arg(&out).output().unwrap();
-    let said = String::from_utf8_lossy(&cleanup.stdout);
-    assert!(cleanup.status.success(), "{said}");
+    let said = cleanup(&out);
     assert!(said.contains("host `h1`: /tmp/crashlab-agents/") && said.contains("stopped 1 process(es)"), "{said}");
     assert!(said.contains("host `h2`: its agent ended well"), "{said}");
     let left = common::processes_with("/tmp/crashlab-agents/");

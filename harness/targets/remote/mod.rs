@@ -20,7 +20,7 @@ use super::{CommandKind, HostProcess, Signalled, Target, TargetError};
 use crate::journal::Journal;
 use crate::scenario::{Plan, SignalScope, TargetPlan};
 use link::{AgentLink, LinkError};
-use protocol::{Answer, ExitStatus, Op};
+use protocol::{Answer, ExitStatus, Injection, Op};
 
 /// The agents of a run, one per host, started before the first trial.
 pub struct Hosts {
@@ -110,7 +110,7 @@ impl RemoteTarget {
     }
 
     /// Has the agent inject fault `fault` of the scenario into this target
-    /// (see [`Op::Inject`]).
+    /// (see [`Injection`]).
     pub fn inject(
         &self,
         fault: usize,
@@ -120,7 +120,7 @@ impl RemoteTarget {
         chosen: Option<String>,
     ) -> Result<(), TargetError> {
         let (trial, target) = self.ids();
-        self.done(Op::Inject { trial, fault, target, drawn, seed, scheduled_ms, chosen })
+        self.done(Op::Inject(Injection { trial, fault, target, drawn, seed, scheduled_ms, chosen }))
     }
 
     pub fn look(&self, trial: u32, fault: usize) -> Result<(), TargetError> {

@@ -94,18 +94,9 @@ pub enum Op {
         target: String,
         lines: usize,
     },
-    /// Injects the scenario's fault `fault` (the menu's `drawn` kind and
-    /// target, if it is a menu) into `target` there, with the fault code
-    /// this node would run locally; its guard stays there until `heal`.
-    Inject {
-        trial: u32,
-        fault: usize,
-        target: String,
-        drawn: Option<(usize, usize)>,
-        seed: u64,
-        scheduled_ms: f64,
-        chosen: Option<String>,
-    },
+    /// Injects a fault of the scenario there, with the fault code this
+    /// node would run locally; its guard stays there until `heal`.
+    Inject(Injection),
     /// Reads what the heal of fault `fault` will report, while the target
     /// still runs.
     Look {
@@ -116,6 +107,19 @@ pub enum Op {
         trial: u32,
         fault: usize,
     },
+}
+
+/// The scenario's fault `fault` (the menu's `drawn` kind and target, if
+/// it is a menu) on `target`, as a trial injects it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Injection {
+    pub trial: u32,
+    pub fault: usize,
+    pub target: String,
+    pub drawn: Option<(usize, usize)>,
+    pub seed: u64,
+    pub scheduled_ms: f64,
+    pub chosen: Option<String>,
 }
 
 /// What the agent writes: an answer to a request, or an event of a trial

@@ -172,7 +172,8 @@ async fn copy_binary(session: &Session, dir: &str) -> Result<(), String> {
     let mut file = std::fs::File::open(&exe).map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
     let (mut hasher, mut chunk) = (sha2::Sha256::new(), vec![0u8; 1 << 20]);
     loop {
-        let n = std::io::Read::read(&mut file, &mut chunk).map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
+        let n =
+            std::io::Read::read(&mut file, &mut chunk).map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
         if n == 0 {
             break;
         }
