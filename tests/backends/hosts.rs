@@ -32,11 +32,15 @@ lost_acked = 0
     )
 }
 
-/// The agents' directories of a run (named by its token) on the hosts.
+/// Where the agents' directories are: in the SSH user's (root's) home.
+const AGENTS: &str = "/root/.crashlab-agents/";
+
+/// The agents' directories of a run (named by its token) on the hosts,
+/// less the host's name.
 fn agent_dirs(r: &common::Run) -> String {
     let journal = std::fs::read_to_string(r.dir.join("faults.journal")).unwrap();
     let token = journal.split("\"token\":\"").nth(1).unwrap().split('"').next().unwrap();
-    format!("/tmp/crashlab-agents/{}", &token[..12])
+    format!("{AGENTS}{}", &token[..12])
 }
 
 /// Kill, pause and restart, as the conformance suite injects them into a
@@ -91,7 +95,8 @@ at = "1900ms"
         assert_eq!(t.incarnations.get("kv"), Some(&3), "started, killed, restarted: {:?}", t.incarnations);
     }
     let dir = agent_dirs(&r);
-    assert!(common::processes_with(&dir).is_empty(), "left on the host: {:?}", common::processes_with(&dir));
+    let left = common::processes_with(&dir["/root/".len()..]);
+    assert!(left.is_empty(), "left on the host: {left:?}");
     let journal = std::fs::read_to_string(format!("{dir}-h1/run/faults.journal")).unwrap();
     assert!(journal.contains("\"op\":\"target_started\"") && journal.ends_with("{\"op\":\"finished\"}\n"), "{journal}");
     assert!(!std::path::Path::new(&format!("{dir}-h1/crashlab")).exists(), "the agent's copy is removed");
@@ -182,7 +187,7 @@ fn a_power_loss_and_a_full_disk_act_through_the_agents_storage_layer() {
         }
     }
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-    assert!(!mounts.contains("/tmp/crashlab-agents/"), "a layer is still mounted: {mounts}");
+    assert!(!mounts.contains("/.crashlab-agents/"), "a layer is still mounted: {mounts}");
 }
 
 /// Resource faults run by the agent: a CPU quota holds the target there to
@@ -329,9 +334,9 @@ fn targets_on_hosts() -> Vec<String> {
 /// SIGKILLs the agents (not the ssh clients that run them) on the host
 /// named by `host_suffix` (e.g. "-h1/"), or on every host ("/").
 fn kill_agents(host_suffix: &str) -> usize {
-    let agents: Vec<String> = common::processes_with(&format!("{host_suffix}crashlab agent /tmp/crashlab-agents/"))
+    let agents: Vec<String> = common::processes_with(&format!("{host_suffix}crashlab agent .crashlab-agents/"))
         .into_iter()
-        .filter(|p| p.split(": ").nth(1).is_some_and(|cmdline| cmdline.starts_with("/tmp/crashlab-agents/")))
+        .filter(|p| p.split(": ").nth(1).is_some_and(|cmdline| cmdline.starts_with(".crashlab-agents/")))
         .collect();
     for agent in &agents {
         let pid: i32 = agent.split(':').next().unwrap().parse().unwrap();
@@ -373,10 +378,10 @@ fn cleanup_after_a_killed_harness_and_agents_leaves_nothing_on_any_host() {
 
         let said = cleanup(&out);
         for k in 1..=3 {
-            assert!(said.contains(&format!("host `h{k}`: /tmp/crashlab-agents/")), "{said}");
+            assert!(said.contains(&format!("host `h{k}`: .crashlab-agents/")), "{said}");
         }
         assert!(said.matches("stopped 1 process(es)").count() >= 3, "one target per host: {said}");
-        let left = common::processes_with("/tmp/crashlab-agents/");
+        let left = common::processes_with(".crashlab-agents/");
         assert!(left.is_empty(), "round {round}: left after cleanup: {left:?}");
     }
 }
@@ -408,9 +413,9 @@ fn an_agent_that_dies_makes_its_trial_unknown_and_cleanup_heals_its_host() {
     let left = common::processes_with("-h1/crashlab demo-kv");
     assert_eq!(left.len(), 1, "the dead agent's target is still running: {left:?}");
     let said = cleanup(&out);
-    assert!(said.contains("host `h1`: /tmp/crashlab-agents/") && said.contains("stopped 1 process(es)"), "{said}");
+    assert!(said.contains("host `h1`: .crashlab-agents/") && said.contains("stopped 1 process(es)"), "{said}");
     assert!(said.contains("host `h2`: its agent ended well"), "{said}");
-    let left = common::processes_with("/tmp/crashlab-agents/");
+    let left = common::processes_with(".crashlab-agents/");
     assert!(left.is_empty(), "left after cleanup: {left:?}");
 }
 

@@ -14,7 +14,7 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::protocol::{monotonic_ns, Answer, Message, Op, Request, PROTOCOL};
+use super::protocol::{agent_dir, monotonic_ns, Answer, Message, Op, Request, PROTOCOL};
 use crate::history::{EventKind, Recorder};
 use crate::journal::{Entry, Journal};
 use crate::scenario::HostPlan;
@@ -82,7 +82,7 @@ impl AgentLink {
     /// on the protocol and the clocks. The agent's stderr goes to `log`.
     pub fn open(host: &HostPlan, token: &str, journal: &Journal, log: &Path) -> Result<AgentLink, LinkError> {
         let fail = |what: String| LinkError::new(host, what);
-        let dir = format!("/tmp/crashlab-agents/{token}-{}", host.name);
+        let dir = agent_dir(token, &host.name);
         // Absolute paths, for a cleanup run from elsewhere.
         let absolute = |p: &Option<PathBuf>| p.as_ref().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
         let plan =

@@ -16,6 +16,24 @@ pub const PROTOCOL: u32 = 1;
 /// scenario, trial directories (targets' data and logs).
 pub const RUN_SUBDIR: &str = "run";
 
+/// Where the agents' directories are, relative to the SSH user's home
+/// (where a session starts): not /tmp, where another user could own the
+/// directory the binary is copied into and swap it before it runs.
+pub const AGENTS_DIR: &str = ".crashlab-agents";
+
+/// The agent's directory of run `token` on host `host`.
+pub fn agent_dir(token: &str, host: &str) -> String {
+    format!("{AGENTS_DIR}/{token}-{host}")
+}
+
+/// Whether `dir` has the shape [`agent_dir`] gives: what cleanup accepts
+/// from a journal before it puts it into a command on the host.
+pub fn is_agent_dir(dir: &str) -> bool {
+    dir.strip_prefix(AGENTS_DIR)
+        .and_then(|d| d.strip_prefix('/'))
+        .is_some_and(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+}
+
 /// A request from the control node; the agent answers each with a
 /// [`Reply`] of the same `id`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -192,4 +210,26 @@ pub enum ExitStatus {
 pub fn monotonic_ns() -> u64 {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is always there");
     t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A journal names the agent's directory; cleanup puts it into a
+    /// command on the host only if it has the shape the run gives it.
+    #[test]
+    fn only_an_agent_directory_passes_for_one() {
+        assert!(is_agent_dir(&agent_dir("0a1b2c3d4e5f", "db-1")));
+        for hostile in [
+            ".crashlab-agents/x; rm -rf /",
+            ".crashlab-agents/../etc",
+            ".crashlab-agents/",
+            "/tmp/crashlab-agents/x",
+            ".crashlab-agents/x/y",
+            ".crashlab-agents/$(reboot)",
+        ] {
+            assert!(!is_agent_dir(hostile), "{hostile}");
+        }
+    }
 }

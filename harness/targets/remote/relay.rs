@@ -40,6 +40,10 @@ pub fn relay_main(host: &str, dir: &str, check: bool) -> i32 {
             return 3;
         }
     };
+    if !check && !super::protocol::is_agent_dir(dir) {
+        eprintln!("crashlab host-link: `{dir}` is not an agent's directory");
+        return 2;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     match runtime.block_on(relay(&host, dir, check, requests)) {
         Ok(()) => 0,
@@ -204,6 +208,11 @@ async fn copy_binary(session: &Session, dir: &str) -> Result<(), String> {
 /// Runs `crashlab cleanup` on the agent's run at `host` (the copy there,
 /// in `dir`), for `crashlab cleanup` on the control node; what it printed.
 pub async fn cleanup_on(host: &HostPlan, dir: &str) -> Result<String, String> {
+    // From a journal, which anybody may have edited: only the shape the
+    // run gives goes into a command there.
+    if !super::protocol::is_agent_dir(dir) {
+        return Err(format!("`{dir}` is not an agent's directory: left alone"));
+    }
     let session = connect(host).await.map_err(|e| ssh_error(&e))?;
     let out = session
         .shell(format!(
