@@ -23,7 +23,7 @@ use crate::history::{EventKind, Recorder};
 use crate::journal::{Entry, Journal};
 use crate::scenario::{self, Plan};
 use crate::targets::remote::protocol::{
-    monotonic_ns, Answer, ExitStatus, Injection, Message, Op, Request, PROTOCOL, RUN_SUBDIR,
+    monotonic_ns, Answer, ExitStatus, Injection, Message, Op, Placement, Request, PROTOCOL, RUN_SUBDIR,
 };
 use crate::targets::{procfs, reaper, CommandKind, ProcessTarget, Target, TargetContext};
 
@@ -36,6 +36,8 @@ struct Agent {
     /// Faults in effect, until the control node heals them.
     guards: Mutex<HashMap<(u32, usize), FaultGuard>>,
     recorders: Mutex<HashMap<u32, Recorder>>,
+    /// Partitions' rules in effect on this host, until unblocked.
+    blocks: Mutex<HashMap<(u32, usize), Vec<Vec<String>>>>,
     /// Storage layers (FUSE) over targets' data dirs, for the faults that
     /// act through one.
     layers: Mutex<HashMap<(u32, String), Arc<StorageLayer>>>,
@@ -64,6 +66,7 @@ fn serve(dir: &Path) -> Result<(), String> {
         targets: Mutex::default(),
         guards: Mutex::default(),
         recorders: Mutex::default(),
+        blocks: Mutex::default(),
         layers: Mutex::default(),
     });
     let mut lines = std::io::stdin().lock().lines();
@@ -99,6 +102,10 @@ fn serve(dir: &Path) -> Result<(), String> {
     for guard in guards {
         guard.heal();
     }
+    let blocks: Vec<_> = agent.blocks.lock().unwrap().drain().collect();
+    for ((trial, fault), rules) in blocks {
+        agent.unblock(trial, fault, &rules);
+    }
     let targets: Vec<_> = agent.targets.lock().unwrap().drain().map(|(_, t)| t).collect();
     for target in targets {
         target.stop();
@@ -132,8 +139,8 @@ impl Agent {
         match op {
             Op::Hello { .. } => Err("hello again".into()),
             Op::Clock => Ok(Answer::Clock { at_ns: monotonic_ns() }),
-            Op::Start { trial, scenario, target, port, host } => {
-                self.start(trial, &scenario, &target, port, host)?;
+            Op::Start(placement) => {
+                self.start(placement)?;
                 Ok(Answer::Done)
             }
             Op::Signal { trial, target, signal, scope } => {
@@ -180,6 +187,15 @@ impl Agent {
             Op::Inject(injection) => {
                 self.inject(injection)?;
                 Ok(Answer::Done)
+            }
+            Op::Block { trial, fault, rules } => {
+                let rules = self.block(trial, fault, rules)?;
+                self.blocks.lock().unwrap().insert((trial, fault), rules);
+                Ok(Answer::At { at_ns: monotonic_ns() })
+            }
+            Op::Unblock { trial, fault } => {
+                let rules = self.blocks.lock().unwrap().remove(&(trial, fault)).unwrap_or_default();
+                Ok(Answer::Dropped { packets: self.unblock(trial, fault, &rules) })
             }
             Op::Look { trial, fault } => {
                 if let Some(guard) = self.guards.lock().unwrap().get_mut(&(trial, fault)) {
@@ -228,6 +244,51 @@ impl Agent {
         Ok(())
     }
 
+    /// A partition's rules on this host, each journaled before it is
+    /// inserted and marked with this run's token and the fault (what
+    /// `cleanup` checks before it deletes one).
+    fn block(&self, trial: u32, fault: usize, rules: Vec<Vec<String>>) -> Result<Vec<Vec<String>>, String> {
+        let token = reaper::run_token().ok_or("no run token")?;
+        let mut added: Vec<Vec<String>> = Vec::new();
+        for rule in rules {
+            let rule: Vec<String> = rule.into_iter().chain(marked(&token, trial, fault)).collect();
+            let entry = Entry::PartitionRule { trial, fault, namespace: String::new(), rule: rule.clone() };
+            let inserted = self
+                .journal
+                .append(&entry)
+                .map_err(|e| format!("cannot journal a rule: {e}"))
+                .and_then(|()| iptables("-I", &rule));
+            if let Err(e) = inserted {
+                self.unblock(trial, fault, &added);
+                return Err(e);
+            }
+            added.push(rule);
+        }
+        Ok(added)
+    }
+
+    /// Deletes a partition's rules, after reading how many packets they
+    /// dropped (iptables' counters, by the fault's mark).
+    fn unblock(&self, trial: u32, fault: usize, rules: &[Vec<String>]) -> u64 {
+        let token = reaper::run_token().unwrap_or_default();
+        let mark = format!("/* {} */", marked(&token, trial, fault)[3]);
+        let mut dropped = 0;
+        for chain in ["INPUT", "OUTPUT"] {
+            let mut list = std::process::Command::new("iptables");
+            list.args(["-w", "-nvxL", chain]);
+            let listing = reaper::run(&mut list, Duration::from_secs(10)).map(|o| o.stdout).unwrap_or_default();
+            let ours = listing.lines().filter(|l| l.contains(&mark));
+            dropped += ours.filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok()).sum::<u64>();
+        }
+        for rule in rules {
+            if let Err(e) = iptables("-D", rule) {
+                eprintln!("crashlab agent: {e}");
+            }
+        }
+        let _ = self.journal.append(&Entry::Healed { trial, fault });
+        dropped
+    }
+
     /// The scenario as the control node compiled it, kept beside the
     /// journal (as a run directory keeps it).
     fn plan(&self, text: &str) -> Result<Arc<Plan>, String> {
@@ -242,15 +303,10 @@ impl Agent {
         Ok(plan)
     }
 
-    fn start(
-        self: &Arc<Self>,
-        trial: u32,
-        text: &str,
-        name: &str,
-        port: u16,
-        host: std::net::IpAddr,
-    ) -> Result<(), String> {
-        let plan = self.plan(text)?;
+    fn start(self: &Arc<Self>, placement: Placement) -> Result<(), String> {
+        let Placement { trial, scenario, target: name, port, host, hosts, ports } = placement;
+        let name = name.as_str();
+        let plan = self.plan(&scenario)?;
         let t = plan.targets.iter().find(|t| t.name == name).ok_or_else(|| format!("no target `{name}`"))?;
         let trial_dir = self.run_dir.join(format!("trial-{trial:03}"));
         std::fs::create_dir_all(&trial_dir).map_err(|e| format!("cannot create {}: {e}", trial_dir.display()))?;
@@ -274,8 +330,8 @@ impl Agent {
             proxy_ports: Vec::new(),
             namespace: None,
             host,
-            hosts: Vec::new(),
-            ports: vec![(name.to_string(), port)],
+            hosts,
+            ports,
             scenario_dir: self.run_dir.clone(),
             faketime: None,
         };
@@ -322,6 +378,22 @@ impl fault::Resources for HostResources {
     }
     fn network(&self) -> Option<Arc<crate::network::Network>> {
         None
+    }
+}
+
+/// The comment that marks a rule as the run's (its token) and a fault's.
+pub fn marked(token: &str, trial: u32, fault: usize) -> [String; 4] {
+    ["-m", "comment", "--comment", &format!("crashlab-{token}-t{trial}f{fault}")].map(String::from)
+}
+
+/// `iptables -w OP RULE...` on this host.
+pub fn iptables(op: &str, rule: &[String]) -> Result<(), String> {
+    let mut command = std::process::Command::new("iptables");
+    command.arg("-w").arg(op).args(rule);
+    let out = reaper::run(&mut command, Duration::from_secs(10)).map_err(|e| format!("cannot run iptables: {e}"))?;
+    match out.exit {
+        Some(exit) if exit.success() => Ok(()),
+        _ => Err(format!("iptables {op} {}: {}", rule.join(" "), out.stderr.trim())),
     }
 }
 

@@ -56,6 +56,8 @@ pub struct Cleanup {
     pub clock_files_removed: usize,
     /// Cgroups of `memory` and `cpu` faults removed.
     pub cgroups_removed: usize,
+    /// Partition rules of an agent's host (not in a namespace) removed.
+    pub rules_removed: usize,
     /// Each remote host of the run: what `crashlab cleanup` of its agent's
     /// run said there, or why it could not be run.
     pub hosts: Vec<(String, Result<String, String>)>,
@@ -154,6 +156,7 @@ pub fn cleanup(run_dir: &Path) -> Result<Cleanup, CleanupError> {
     unmount_layers(&entries, &owned, &mut done)?;
     remove_containers(&entries, &owned, &mut done)?;
     remove_networks(&entries, &mut done);
+    remove_host_rules(&entries, &owned, &mut done);
     restore_files(&entries, &owned, &mut done);
     remove_clock_files(&entries, &owned, &mut done);
     remove_cgroups(&entries, &owned, &mut done);
@@ -278,6 +281,24 @@ fn remove_networks(entries: &[Entry], done: &mut Cleanup) {
                 Ok(()) => done.network_removed += crate::network::destroy(names),
                 Err(why) => done.refused.push(why),
             }
+        }
+    }
+}
+
+/// Deletes the partition rules an agent set on its own host (a namespace's
+/// vanish with it) that were not healed: only a rule that carries one of
+/// the run's tokens in its comment, as the agent marks them.
+fn remove_host_rules(entries: &[Entry], owned: &Owned, done: &mut Cleanup) {
+    for entry in entries {
+        let Entry::PartitionRule { trial, fault, namespace, rule } = entry else { continue };
+        if !namespace.is_empty() || healed(entries, *trial, *fault) {
+            continue;
+        }
+        let ours = owned.tokens.iter().any(|t| rule.ends_with(&crate::agent::marked(t, *trial, *fault)));
+        if !ours {
+            done.refused.push(format!("rule `{}`: not marked with the run's token", rule.join(" ")));
+        } else if crate::agent::iptables("-D", rule).is_ok() {
+            done.rules_removed += 1;
         }
     }
 }

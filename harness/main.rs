@@ -704,6 +704,9 @@ fn cleanup(run_dir: &Path) -> Outcome {
     if done.cgroups_removed > 0 {
         println!("  removed {} cgroup(s) (memory, cpu)", done.cgroups_removed);
     }
+    if done.rules_removed > 0 {
+        println!("  removed {} partition rule(s) of the host", done.rules_removed);
+    }
     if done.clock_files_removed > 0 {
         println!("  removed {} clock control file(s) (libfaketime)", done.clock_files_removed);
     }

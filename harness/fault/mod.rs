@@ -89,7 +89,17 @@ impl FaultContext {
     /// The fault took effect at `at` (a signal to a whole tree is in effect
     /// once its last process got it, not when the fault began to look).
     pub fn injected_at(&self, at: std::time::Instant, detail: String) {
-        let remote = self.target.remote_clock();
+        self.injected_dated(at, detail, self.target.remote_clock());
+    }
+
+    /// `injected_at`, dated by a remote host's agent (or several: their
+    /// names, and the largest uncertainty).
+    pub fn injected_dated(
+        &self,
+        at: std::time::Instant,
+        detail: String,
+        remote: Option<(String, std::time::Duration)>,
+    ) {
         let detail = match &remote {
             Some((host, uncertainty)) => crate::targets::remote::link::dated(&detail, host, *uncertainty),
             None => detail,
@@ -201,6 +211,10 @@ pub trait Resources {
     fn proxy(&self, name: &str) -> Option<Arc<crate::proxy::Proxy>>;
     /// The targets' namespaces.
     fn network(&self) -> Option<Arc<crate::network::Network>>;
+    /// The trial's targets (a partition between hosts finds theirs).
+    fn targets(&self) -> Vec<Arc<dyn Target>> {
+        Vec::new()
+    }
 }
 
 /// The fault that a plan's kind describes, with the resources it acts on.

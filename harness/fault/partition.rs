@@ -17,7 +17,7 @@ pub struct Partition {
 impl Partition {
     /// `(namespace, rule)` pairs that make the partition, given each
     /// target's `(namespace, address)` and the network's subnet.
-    fn rules(
+    pub(super) fn rules(
         plan: &PartitionPlan,
         member: impl Fn(&str) -> (String, String),
         subnet: &str,
@@ -46,16 +46,20 @@ impl Partition {
     }
 
     fn describe(&self) -> String {
-        let plan = &self.plan;
-        if plan.isolate {
-            return format!("{} cut off from every other address of the network", plan.groups[1][0]);
-        }
-        let (a, b) = (plan.groups[0].join(", "), plan.groups[1].join(", "));
-        if plan.one_way {
-            format!("[{b}] receive nothing from [{a}]")
-        } else {
-            format!("[{a}] and [{b}] cannot reach each other")
-        }
+        describe(&self.plan)
+    }
+}
+
+/// What a partition separates, as its detail says it.
+pub(super) fn describe(plan: &PartitionPlan) -> String {
+    if plan.isolate {
+        return format!("{} cut off from every other address of the network", plan.groups[1][0]);
+    }
+    let (a, b) = (plan.groups[0].join(", "), plan.groups[1].join(", "));
+    if plan.one_way {
+        format!("[{b}] receive nothing from [{a}]")
+    } else {
+        format!("[{a}] and [{b}] cannot reach each other")
     }
 }
 

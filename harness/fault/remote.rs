@@ -7,7 +7,10 @@
 
 use std::sync::Arc;
 
+use super::partition::Partition;
 use super::{Fault, FaultContext, FaultError, FaultErrorKind, FaultGuard};
+use crate::history::EventKind;
+use crate::scenario::PartitionPlan;
 use crate::targets::Target;
 
 /// `drawn`: a menu fault's kind and target, as the trial's seed drew them.
@@ -32,6 +35,75 @@ impl Fault for RemoteFault {
             if let Some(remote) = looked.remote() {
                 let _ = remote.look(trial, fault);
             }
+        }))
+    }
+}
+
+/// A partition between targets on remote hosts: iptables rules on each
+/// host involved, set by its agent (the rules [`super::partition`] would
+/// set in namespaces, with hosts' addresses). In effect once the last
+/// host's are; its heal says how many packets they dropped, and a
+/// partition no packet crossed changed nothing: the trial is unknown.
+pub struct HostPartition {
+    pub plan: PartitionPlan,
+    /// The scenario's targets, to find each one's host.
+    pub targets: Vec<Arc<dyn Target>>,
+}
+
+impl Fault for HostPartition {
+    fn inject(&self, ctx: &FaultContext) -> Result<FaultGuard, FaultError> {
+        let refused = |what: String| ctx.error(FaultErrorKind::Other(what));
+        let remote = |name: &str| self.targets.iter().find(|t| t.name() == name).filter(|t| t.remote().is_some());
+        if let Some(name) = self.plan.groups.iter().flatten().find(|n| remote(n).is_none()) {
+            return Err(refused(format!("target `{name}` is not on a host")));
+        }
+        let member = |name: &str| {
+            let r = remote(name).and_then(|t| t.remote()).expect("checked above");
+            (r.host_name().to_string(), r.host().to_string())
+        };
+        let rules = Partition::rules(&self.plan, member, "");
+        // Each host's rules, through an agent of that host.
+        let mut by_host: Vec<(Arc<dyn Target>, Vec<Vec<String>>)> = Vec::new();
+        for (host, rule) in rules {
+            match by_host.iter_mut().find(|(t, _)| t.remote().is_some_and(|r| r.host_name() == host)) {
+                Some((_, list)) => list.push(rule),
+                None => {
+                    let target = self.targets.iter().find(|t| t.remote().is_some_and(|r| r.host_name() == host));
+                    by_host.push((Arc::clone(target.expect("a rule's host has a target")), vec![rule]));
+                }
+            }
+        }
+        let (trial, fault) = (ctx.trial, ctx.index);
+        let mut blocked: Vec<Arc<dyn Target>> = Vec::new();
+        let mut last = None;
+        for (target, rules) in by_host {
+            let remote = target.remote().expect("found by its host");
+            match remote.block(trial, fault, rules) {
+                Ok(at) => last = last.max(Some(at)),
+                Err(e) => {
+                    for t in &blocked {
+                        let _ = t.remote().map(|r| r.unblock(trial, fault));
+                    }
+                    return Err(ctx.error(e.into()));
+                }
+            }
+            blocked.push(target);
+        }
+        let clocks: Vec<(String, std::time::Duration)> = blocked.iter().filter_map(|t| t.remote_clock()).collect();
+        // `dated` quotes the name: "on host `h1`, `h2`".
+        let hosts = clocks.iter().map(|(h, _)| h.as_str()).collect::<Vec<_>>().join("`, `");
+        let uncertainty = clocks.iter().map(|(_, u)| *u).max().unwrap_or_default();
+        let at = last.unwrap_or_else(std::time::Instant::now);
+        ctx.injected_dated(at, super::partition::describe(&self.plan), Some((hosts, uncertainty)));
+        let (recorder, name) = (ctx.recorder.clone(), ctx.target.name().to_string());
+        Ok(ctx.heal_with(move || {
+            let dropped: u64 = blocked.iter().filter_map(|t| t.remote()?.unblock(trial, fault).ok()).sum();
+            if dropped == 0 {
+                let error = "the partition changed nothing: no packet crossed it while it held".to_string();
+                recorder.record(EventKind::FaultFailed { fault, target: name, error: error.clone() });
+                return error;
+            }
+            format!("the hosts' rules dropped {dropped} packet(s)")
         }))
     }
 }

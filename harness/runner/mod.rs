@@ -193,7 +193,7 @@ pub fn run(
     // A namespaces network lives for the whole run; its partitions come and
     // go with the faults.
     let network = match plan.network {
-        NetworkPlan::Host => None,
+        NetworkPlan::Host | NetworkPlan::RemoteHosts => None,
         NetworkPlan::Namespaces => {
             let names: Vec<&str> = plan.targets.iter().map(|t| t.name.as_str()).collect();
             let needs_netem = plan.faults.iter().any(|f| matches!(&f.kind, FaultKind::Packet(p) if p.netem.is_some()));

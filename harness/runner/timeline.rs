@@ -11,12 +11,12 @@ use super::env::TrialEnv;
 use super::recover;
 use super::Trial;
 use crate::fault::layer::StorageLayer;
-use crate::fault::remote::RemoteFault;
+use crate::fault::remote::{HostPartition, RemoteFault};
 use crate::fault::{self, FaultContext};
 use crate::history::EventKind;
 use crate::network::Network;
 use crate::proxy::Proxy;
-use crate::scenario::{OnAHost, TargetRef};
+use crate::scenario::{FaultKind, OnAHost, TargetRef};
 use crate::workload::{self, Pace, Workload};
 
 /// When each fault and backup happens, and what each menu fault is,
@@ -75,10 +75,15 @@ impl FaultInjector<'_> {
             seed: trial.seed,
             trial_dir: trial.dir.clone(),
         };
-        let on_the_agent = f.kind.on_a_host() == Some(OnAHost::Agent) && ctx.target.remote().is_some();
-        let fault = match on_the_agent {
-            true => Ok(Box::new(RemoteFault { drawn: self.drawn.get(i).copied().flatten() }) as Box<dyn fault::Fault>),
-            false => fault::build(&f.kind, self, &f.target).map_err(|kind| ctx.error(kind)),
+        let on_a_host = ctx.target.remote().is_some().then(|| f.kind.on_a_host()).flatten();
+        let fault = match (on_a_host, &f.kind) {
+            (Some(OnAHost::Agent), _) => {
+                Ok(Box::new(RemoteFault { drawn: self.drawn.get(i).copied().flatten() }) as Box<dyn fault::Fault>)
+            }
+            (Some(OnAHost::EachHost), FaultKind::Partition(plan)) => {
+                Ok(Box::new(HostPartition { plan: plan.clone(), targets: fault::Resources::targets(self) }) as _)
+            }
+            _ => fault::build(&f.kind, self, &f.target).map_err(|kind| ctx.error(kind)),
         };
         let result = fault.and_then(|fault| fault.inject(&ctx));
         injected();
@@ -156,6 +161,10 @@ impl fault::Resources for FaultInjector<'_> {
 
     fn network(&self) -> Option<Arc<Network>> {
         self.trial.run.network.cloned()
+    }
+
+    fn targets(&self) -> Vec<Arc<dyn crate::targets::Target>> {
+        self.env.targets.clone()
     }
 }
 

@@ -216,6 +216,7 @@ fn chosen_fault(
         FaultName::Packet => FaultKind::Packet(super::packet::packet_plan(f, targets, network, d)?),
         FaultName::Partition => {
             if network != NetworkPlan::Namespaces {
+                // An isolated host would lose its agent's link too.
                 d.error(f.span.clone(), format!("a `partition` in {} needs [network] kind = \"namespaces\"", f.what));
             }
             let others = targets[1..].iter().map(|t| t.to_string()).collect();
@@ -247,7 +248,7 @@ fn chosen_fault(
 
 /// A partition between targets' namespaces.
 fn partition_fault(f: &Fields, targets: &[&str], network: NetworkPlan, d: &mut Diagnostics) -> Option<PartitionPlan> {
-    if network != NetworkPlan::Namespaces {
+    if !network.partitionable() {
         d.error(
             f.span.clone(),
             format!("a `partition` in {} needs the targets in namespaces: add [network] kind = \"namespaces\"", f.what),

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use super::diagnostic::Diagnostics;
 use super::fields::Fields;
-use super::plan::{BackupPlan, FaultPlan, HostPlan, NetworkPlan, RecoverStep, StepAction, TargetKind, TargetPlan};
+use super::plan::{
+    BackupPlan, FaultKind, FaultPlan, HostPlan, NetworkPlan, RecoverStep, StepAction, TargetKind, TargetPlan,
+};
 
 pub const HOST_KEYS: &[&str] = &["address", "user", "port", "identity", "known_hosts"];
 
@@ -87,16 +89,26 @@ pub(super) fn check_fault(
         Some(menu) => menu.targets.iter().map(|t| t.name.as_str()).collect(),
         None => vec![&fault.target.name],
     };
-    let on_host = |name: &str| targets.iter().any(|t| t.name == name && t.host.is_some());
+    let host_of = |name: &str| targets.iter().find(|t| t.name == name).and_then(|t| t.host.as_deref());
+    let Some(target) = names.iter().find(|n| host_of(n).is_some()) else { return };
     for kind in kinds {
-        if let Some(target) = names.iter().find(|n| on_host(n)).filter(|_| kind.on_a_host().is_none()) {
+        let why = match kind {
+            FaultKind::Partition(p) if p.isolate => Some(
+                "isolating it would cut its agent's link too: partition it from the others with `groups`".to_string(),
+            ),
+            FaultKind::Partition(p) => p.groups[0].iter().find_map(|a| {
+                let b = p.groups[1].iter().find(|b| host_of(b) == host_of(a))?;
+                Some(format!("`{a}` and `{b}` run on the same host, which rules on that host cannot separate"))
+            }),
+            kind if kind.on_a_host().is_none() => {
+                Some("its agent does not set up what it needs (namespaces, a preloaded clock) yet".to_string())
+            }
+            _ => None,
+        };
+        if let Some(why) = why {
             d.error(
                 span.clone(),
-                format!(
-                    "{what}: a `{}` fault on target `{target}`, which runs on a host: its agent does not set up \
-                     what it needs (namespaces, a preloaded clock) yet",
-                    kind.name()
-                ),
+                format!("{what}: a `{}` fault on target `{target}`, which runs on a host: {why}", kind.name()),
             );
         }
     }

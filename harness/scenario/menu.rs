@@ -130,7 +130,14 @@ fn menu_fault(
     d: &mut Diagnostics,
 ) -> Option<FaultKind> {
     match kind {
-        FaultName::Partition | FaultName::Packet if network != NetworkPlan::Namespaces => {
+        FaultName::Partition if !network.partitionable() => {
+            d.error(
+                f.span.clone(),
+                format!("a `{kind}` in the menu of {} needs [network] kind = \"namespaces\"", f.what),
+            );
+            None
+        }
+        FaultName::Packet if network != NetworkPlan::Namespaces => {
             d.error(
                 f.span.clone(),
                 format!("a `{kind}` in the menu of {} needs [network] kind = \"namespaces\"", f.what),

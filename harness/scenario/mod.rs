@@ -160,7 +160,12 @@ fn compile_with(path: &Path, source: &str, check_paths: bool) -> Result<Plan, Di
 
     let proxies = compile_proxies(&top, &target_names, &mut d);
     check_proxy_refs(root, &targets, &proxies, &target_names, &mut d);
-    let network = compile_network(&top, &mut d);
+    let mut network = compile_network(&top, &mut d);
+    // Targets all on remote hosts have addresses of their own.
+    let declared = top.get("network").is_some();
+    if !declared && !targets.is_empty() && targets.iter().all(|t| t.host.is_some()) {
+        network = NetworkPlan::RemoteHosts;
+    }
     let target_span = |name: &str| {
         let target = root.get("target").and_then(|t| t.get_ref().as_table()).and_then(|t| t.get(name));
         let host = target.and_then(|t| t.get_ref().as_table()).and_then(|t| t.get("host"));

@@ -201,6 +201,18 @@ pub enum NetworkPlan {
     /// Each target in a namespace of its own on a private bridge; `{host}`
     /// is its address there.
     Namespaces,
+    /// Every target on a remote host (`host = "..."`, and no [network]):
+    /// each reached at its host's address; a partition is iptables rules
+    /// on the hosts, set by their agents.
+    RemoteHosts,
+}
+
+impl NetworkPlan {
+    /// Whether targets have addresses of their own that a partition can
+    /// separate.
+    pub fn partitionable(self) -> bool {
+        matches!(self, NetworkPlan::Namespaces | NetworkPlan::RemoteHosts)
+    }
 }
 
 /// One of the plan's targets, as a scenario names it, resolved when the
@@ -697,6 +709,8 @@ pub enum OnAHost {
     Agent,
     /// Here, on the control node (a proxy in front of the host's port).
     ControlNode,
+    /// Rules on each host involved, set by its agent (a partition).
+    EachHost,
 }
 
 impl FaultKind {
@@ -716,6 +730,7 @@ impl FaultKind {
             | FaultKind::Cpu { .. }
             | FaultKind::Hog(_) => Some(OnAHost::Agent),
             FaultKind::Link { .. } => Some(OnAHost::ControlNode),
+            FaultKind::Partition(p) if !p.isolate => Some(OnAHost::EachHost),
             FaultKind::Partition(_) | FaultKind::Packet(_) | FaultKind::Disconnect { .. } | FaultKind::Clock(_) => None,
         }
     }

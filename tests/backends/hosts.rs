@@ -438,3 +438,95 @@ fn an_agent_refuses_a_control_node_of_another_protocol() {
     let journal = std::fs::read_to_string(dir.path().join("run/faults.journal")).unwrap();
     assert_eq!(journal.lines().count(), 1, "nothing but the run's token: {journal}");
 }
+
+/// Rules of the run on a test host (its namespace's iptables).
+fn rules_on(k: u32) -> Vec<String> {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/crl-ssh-{k}"))
+        .args(["iptables", "-w", "-S"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("crashlab-")).map(String::from).collect()
+}
+
+/// A partition between targets on two hosts: rules on the hosts, set by
+/// their agents, cut the peer on h2 off from kv1 on h1 (the packets they
+/// dropped are counted; none would make the trial unknown) while the
+/// control node's workload to kv1 goes on untouched; the rules go at the
+/// heal, and after a killed harness and agents, `cleanup` deletes them.
+#[test]
+fn a_partition_between_hosts_cuts_them_and_not_the_control_node() {
+    if !ssh_hosts_available() {
+        return;
+    }
+    let _serial = common::serial();
+    let hosts = SshHosts::up(2);
+    let text = format!(
+        r#"name = "host-partition"
+{tables}
+[target.kv1]
+host = "h1"
+command = ["crashlab", "demo-kv", "--host", "{{host}}", "--port", "{{port}}", "--data-dir", "{{data_dir}}", "--fsync", "always"]
+probe = {{ kind = "demo-kv", interval = "5ms" }}
+
+[target.peer]
+host = "h2"
+command = ["bash", "-c", "while true; do (echo PING > /dev/tcp/{{host.kv1}}/{{port.kv1}}) 2>/dev/null; sleep 0.02; done"]
+probe = {{ kind = "command", command = ["true"] }}
+
+[workload]
+kind = "demo-kv"
+target = "kv1"
+rate = 200
+duration = "2s"
+
+[[fault]]
+kind = "partition"
+groups = [["kv1"], ["peer"]]
+duration = "DURATION"
+at = "500ms"
+
+[expect]
+lost_acked = 0
+"#,
+        tables = hosts.tables(2)
+    );
+    let path = write_scenario(hosts.dir.path(), "partition.toml", &text.replace("DURATION", "1200ms"));
+    let r = run(&path, &["--trials", "2", "--seed", "2"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    for t in r.trials() {
+        let detail = &t.faults[0].detail;
+        assert!(detail.starts_with("[kv1] and [peer] cannot reach each other (on host `h1`"), "{detail}");
+        let dropped: u64 =
+            detail.split("rules dropped ").nth(1).and_then(|s| s.split(' ').next()).unwrap().parse().unwrap();
+        assert!(dropped >= 1, "{detail}");
+        assert_eq!((t.ops.fail, t.ops.unknown), (0, 0), "the control node's writes to kv1 are not cut: {:?}", t.ops);
+    }
+    assert!(rules_on(1).is_empty() && rules_on(2).is_empty(), "{:?} {:?}", rules_on(1), rules_on(2));
+
+    // Killed while the partition holds: cleanup deletes the rules there.
+    let path = write_scenario(hosts.dir.path(), "partition-long.toml", &text.replace("DURATION", "20s"));
+    let out = hosts.dir.path().join("killed");
+    let mut harness = std::process::Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
+        .arg("run")
+        .arg(&path)
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while rules_on(1).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the partition never came");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(kill_agents("/"), 2);
+    harness.kill().unwrap();
+    harness.wait().unwrap();
+    assert_eq!(rules_on(1).len(), 2, "the dead agent left its rules: {:?}", rules_on(1));
+    let said = cleanup(&out);
+    assert!(said.contains("removed 2 partition rule(s) of the host"), "{said}");
+    assert!(rules_on(1).is_empty(), "{:?}", rules_on(1));
+    assert!(common::processes_with(".crashlab-agents/").is_empty());
+}

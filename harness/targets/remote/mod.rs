@@ -20,7 +20,7 @@ use super::{CommandKind, HostProcess, Signalled, Target, TargetError};
 use crate::journal::Journal;
 use crate::scenario::{Plan, SignalScope, TargetPlan};
 use link::{AgentLink, LinkError};
-use protocol::{Answer, ExitStatus, Injection, Op};
+use protocol::{Answer, ExitStatus, Injection, Op, Placement};
 
 /// The agents of a run, one per host, started before the first trial.
 pub struct Hosts {
@@ -75,6 +75,9 @@ pub struct RemoteTarget {
     recorder: crate::history::Recorder,
     port: u16,
     scenario: String,
+    /// Every target's address and port, for `{host.NAME}` and `{port.NAME}`.
+    hosts: Vec<(String, std::net::IpAddr)>,
+    ports: Vec<(String, u16)>,
     link: Arc<AgentLink>,
 }
 
@@ -83,7 +86,8 @@ impl RemoteTarget {
     /// node did.
     pub fn new(plan: &TargetPlan, ctx: &super::TargetContext, scenario: String, link: Arc<AgentLink>) -> RemoteTarget {
         let (trial, port, recorder) = (ctx.trial, ctx.port, ctx.recorder.clone());
-        RemoteTarget { name: plan.name.clone(), trial, recorder, port, scenario, link }
+        let (hosts, ports) = (ctx.hosts.clone(), ctx.ports.clone());
+        RemoteTarget { name: plan.name.clone(), trial, recorder, port, scenario, hosts, ports, link }
     }
 
     fn call(&self, op: Op, extra: Duration) -> Result<Answer, TargetError> {
@@ -123,6 +127,28 @@ impl RemoteTarget {
         self.done(Op::Inject(Injection { trial, fault, target, drawn, seed, scheduled_ms, chosen }))
     }
 
+    /// The name of the host it runs on.
+    pub fn host_name(&self) -> &str {
+        &self.link.host.name
+    }
+
+    /// Sets a partition's rules on this target's host; when they took
+    /// effect, on this node's clock.
+    pub fn block(&self, trial: u32, fault: usize, rules: Vec<Vec<String>>) -> Result<std::time::Instant, TargetError> {
+        match self.call(Op::Block { trial, fault, rules }, Duration::ZERO)? {
+            Answer::At { at_ns } => Ok(self.link.instant(at_ns)),
+            other => Err(self.error(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Deletes them; how many packets they dropped.
+    pub fn unblock(&self, trial: u32, fault: usize) -> Result<u64, TargetError> {
+        match self.call(Op::Unblock { trial, fault }, Duration::ZERO)? {
+            Answer::Dropped { packets } => Ok(packets),
+            other => Err(self.error(format!("unexpected answer {other:?}"))),
+        }
+    }
+
     pub fn look(&self, trial: u32, fault: usize) -> Result<(), TargetError> {
         self.done(Op::Look { trial, fault })
     }
@@ -141,8 +167,15 @@ impl Target for RemoteTarget {
     fn start(&self) -> Result<(), TargetError> {
         self.link.attach(self.trial, self.recorder.clone());
         let (trial, target) = self.ids();
-        let op = Op::Start { trial, scenario: self.scenario.clone(), target, port: self.port, host: self.host() };
-        self.done(op)
+        self.done(Op::Start(Placement {
+            trial,
+            scenario: self.scenario.clone(),
+            target,
+            port: self.port,
+            host: self.host(),
+            hosts: self.hosts.clone(),
+            ports: self.ports.clone(),
+        }))
     }
 
     fn signal(&self, signal: Signal, scope: SignalScope) -> Result<Signalled, TargetError> {

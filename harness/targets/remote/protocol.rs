@@ -56,13 +56,7 @@ pub enum Op {
     /// Makes the target `target` of the scenario for trial `trial` (a
     /// process target, run by the agent as the control node would run it
     /// locally) and starts it.
-    Start {
-        trial: u32,
-        scenario: String,
-        target: String,
-        port: u16,
-        host: std::net::IpAddr,
-    },
+    Start(Placement),
     Signal {
         trial: u32,
         target: String,
@@ -115,6 +109,19 @@ pub enum Op {
     /// Injects a fault of the scenario there, with the fault code this
     /// node would run locally; its guard stays there until `heal`.
     Inject(Injection),
+    /// Drops packets on this host (`iptables -I` of each rule, marked with
+    /// the agent's token and the fault) for fault `fault`, a partition,
+    /// until `unblock`.
+    Block {
+        trial: u32,
+        fault: usize,
+        rules: Vec<Vec<String>>,
+    },
+    /// Deletes the rules of `block`, saying how many packets they dropped.
+    Unblock {
+        trial: u32,
+        fault: usize,
+    },
     /// Reads what the heal of fault `fault` will report, while the target
     /// still runs.
     Look {
@@ -125,6 +132,21 @@ pub enum Op {
         trial: u32,
         fault: usize,
     },
+}
+
+/// A target of the scenario to run there for a trial, with the values its
+/// command's placeholders take (`{port}`, `{host}`, `{host.NAME}`,
+/// `{port.NAME}`), as this node gave them.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Placement {
+    pub trial: u32,
+    /// The scenario's text, which the agent compiles as this node did.
+    pub scenario: String,
+    pub target: String,
+    pub port: u16,
+    pub host: std::net::IpAddr,
+    pub hosts: Vec<(String, std::net::IpAddr)>,
+    pub ports: Vec<(String, u16)>,
 }
 
 /// The scenario's fault `fault` (the menu's `drawn` kind and target, if
@@ -192,6 +214,14 @@ pub enum Answer {
     },
     Logs {
         lines: Vec<String>,
+    },
+    /// When a change took effect there (the agent's clock).
+    At {
+        at_ns: u64,
+    },
+    /// Packets a partition's rules dropped there.
+    Dropped {
+        packets: u64,
     },
     Error {
         error: String,
