@@ -37,7 +37,7 @@ struct Agent {
     guards: Mutex<HashMap<(u32, usize), FaultGuard>>,
     recorders: Mutex<HashMap<u32, Recorder>>,
     /// Partitions' rules in effect on this host, until unblocked.
-    blocks: Mutex<HashMap<(u32, usize), Vec<Vec<String>>>>,
+    blocks: Mutex<HashMap<(u32, usize), Vec<Rule>>>,
     /// Storage layers (FUSE) over targets' data dirs, for the faults that
     /// act through one.
     layers: Mutex<HashMap<(u32, String), Arc<StorageLayer>>>,
@@ -247,11 +247,11 @@ impl Agent {
     /// A partition's rules on this host, each journaled before it is
     /// inserted and marked with this run's token and the fault (what
     /// `cleanup` checks before it deletes one).
-    fn block(&self, trial: u32, fault: usize, rules: Vec<Vec<String>>) -> Result<Vec<Vec<String>>, String> {
+    fn block(&self, trial: u32, fault: usize, rules: Vec<Rule>) -> Result<Vec<Rule>, String> {
         let token = reaper::run_token().ok_or("no run token")?;
-        let mut added: Vec<Vec<String>> = Vec::new();
+        let mut added: Vec<Rule> = Vec::new();
         for rule in rules {
-            let rule: Vec<String> = rule.into_iter().chain(marked(&token, trial, fault)).collect();
+            let rule: Rule = rule.into_iter().chain(marked(&token, trial, fault)).collect();
             let entry = Entry::PartitionRule { trial, fault, namespace: String::new(), rule: rule.clone() };
             let inserted = self
                 .journal
@@ -269,7 +269,7 @@ impl Agent {
 
     /// Deletes a partition's rules, after reading how many packets they
     /// dropped (iptables' counters, by the fault's mark).
-    fn unblock(&self, trial: u32, fault: usize, rules: &[Vec<String>]) -> u64 {
+    fn unblock(&self, trial: u32, fault: usize, rules: &[Rule]) -> u64 {
         let token = reaper::run_token().unwrap_or_default();
         let mark = format!("/* {} */", marked(&token, trial, fault)[3]);
         let mut dropped = 0;
@@ -380,6 +380,9 @@ impl fault::Resources for HostResources {
         None
     }
 }
+
+/// An iptables rule, as its arguments (`INPUT -s ADDRESS -j DROP ...`).
+type Rule = Vec<String>;
 
 /// The comment that marks a rule as the run's (its token) and a fault's.
 pub fn marked(token: &str, trial: u32, fault: usize) -> [String; 4] {

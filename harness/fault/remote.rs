@@ -39,6 +39,9 @@ impl Fault for RemoteFault {
     }
 }
 
+/// An iptables rule, as its arguments.
+type Rule = Vec<String>;
+
 /// A partition between targets on remote hosts: iptables rules on each
 /// host involved, set by its agent (the rules [`super::partition`] would
 /// set in namespaces, with hosts' addresses). In effect once the last
@@ -63,7 +66,7 @@ impl Fault for HostPartition {
         };
         let rules = Partition::rules(&self.plan, member, "");
         // Each host's rules, through an agent of that host.
-        let mut by_host: Vec<(Arc<dyn Target>, Vec<Vec<String>>)> = Vec::new();
+        let mut by_host: Vec<(Arc<dyn Target>, Vec<Rule>)> = Vec::new();
         for (host, rule) in rules {
             match by_host.iter_mut().find(|(t, _)| t.remote().is_some_and(|r| r.host_name() == host)) {
                 Some((_, list)) => list.push(rule),
