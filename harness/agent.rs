@@ -289,6 +289,44 @@ impl Agent {
         dropped
     }
 
+    /// A recorder that sends trial `trial`'s events to the control node as
+    /// they happen, dated on this host's clock.
+    fn recorder_for(&self, trial: u32) -> Recorder {
+        let out = Arc::clone(&self.out);
+        let forward = Arc::new(move |at: Instant, kind: EventKind| {
+            let mut line =
+                serde_json::to_string(&Message::Event { trial, at_ns: ns_of(at), kind }).expect("serializes");
+            line.push('\n');
+            let mut out = out.lock().unwrap();
+            let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
+        });
+        let recorder = Recorder::forwarding(trial, forward);
+        self.recorders.lock().unwrap().insert(trial, recorder.clone());
+        recorder
+    }
+
+    /// As the runner does on its own machine: the target's data dirs
+    /// checked and journaled before anything acts on them, and the storage
+    /// layer mounted over the first, for the whole trial, if a fault acts
+    /// through one.
+    fn prepare_data_dir(&self, plan: &Plan, target: &ProcessTarget, trial: u32) -> Result<(), String> {
+        let name = target.name();
+        let mut data_dirs = Vec::new();
+        for dir in target.data_dirs() {
+            let dir = dir.canonicalize().map_err(|e| format!("data dir {}: {e}", dir.display()))?;
+            crate::confine::check_data_dir(&dir, &self.run_dir).map_err(|e| e.to_string())?;
+            let entry = Entry::DataDir { trial, target: name.to_string(), path: dir.clone() };
+            self.journal.append(&entry).map_err(|e| format!("cannot journal a data dir: {e}"))?;
+            data_dirs.push(dir);
+        }
+        if plan.faults.iter().any(|f| f.target == name && f.kind.needs_layer()) {
+            let dir = data_dirs.first().ok_or("no data dir to mount a storage layer over")?;
+            let layer = StorageLayer::mount(dir, trial, name, Arc::clone(&self.journal)).map_err(|e| e.to_string())?;
+            self.layers.lock().unwrap().insert((trial, name.to_string()), Arc::new(layer));
+        }
+        Ok(())
+    }
+
     /// The scenario as the control node compiled it, kept beside the
     /// journal (as a run directory keeps it).
     fn plan(&self, text: &str) -> Result<Arc<Plan>, String> {
@@ -310,16 +348,7 @@ impl Agent {
         let t = plan.targets.iter().find(|t| t.name == name).ok_or_else(|| format!("no target `{name}`"))?;
         let trial_dir = self.run_dir.join(format!("trial-{trial:03}"));
         std::fs::create_dir_all(&trial_dir).map_err(|e| format!("cannot create {}: {e}", trial_dir.display()))?;
-        let out = Arc::clone(&self.out);
-        let forward = Arc::new(move |at: Instant, kind: EventKind| {
-            let mut line =
-                serde_json::to_string(&Message::Event { trial, at_ns: ns_of(at), kind }).expect("serializes");
-            line.push('\n');
-            let mut out = out.lock().unwrap();
-            let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
-        });
-        let recorder = Recorder::forwarding(trial, forward);
-        self.recorders.lock().unwrap().insert(trial, recorder.clone());
+        let recorder = self.recorder_for(trial);
         let ctx = TargetContext {
             trial,
             run_dir: self.run_dir.clone(),
@@ -336,21 +365,7 @@ impl Agent {
             faketime: None,
         };
         let target = Arc::new(ProcessTarget::new(t, ctx).map_err(|e| e.to_string())?);
-        let mut data_dirs = Vec::new();
-        for dir in target.data_dirs() {
-            let dir = dir.canonicalize().map_err(|e| format!("data dir {}: {e}", dir.display()))?;
-            crate::confine::check_data_dir(&dir, &self.run_dir).map_err(|e| e.to_string())?;
-            let entry = Entry::DataDir { trial, target: name.to_string(), path: dir.clone() };
-            self.journal.append(&entry).map_err(|e| format!("cannot journal a data dir: {e}"))?;
-            data_dirs.push(dir);
-        }
-        // As the runner does here: the layer is mounted before the target
-        // starts, for the whole trial.
-        if plan.faults.iter().any(|f| f.target == name && f.kind.needs_layer()) {
-            let dir = data_dirs.first().ok_or("no data dir to mount a storage layer over")?;
-            let layer = StorageLayer::mount(dir, trial, name, Arc::clone(&self.journal)).map_err(|e| e.to_string())?;
-            self.layers.lock().unwrap().insert((trial, name.to_string()), Arc::new(layer));
-        }
+        self.prepare_data_dir(&plan, &target, trial)?;
         let mut targets = self.targets.lock().unwrap();
         // Those of earlier trials are stopped and done with.
         targets.retain(|(t, _), _| *t >= trial);
