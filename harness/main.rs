@@ -183,6 +183,7 @@ enum Command {
     /// --baseline compares with an earlier run as `bench` does.
     #[command(verbatim_doc_comment, after_help = EXIT_CODES)]
     Merge {
+        /// The shards' run directories, in any order.
         #[arg(required = true)]
         run_dirs: Vec<PathBuf>,
         /// The merged run directory (default: a new one under ./crashlab-runs/).
