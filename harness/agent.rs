@@ -280,12 +280,17 @@ impl Agent {
             let ours = listing.lines().filter(|l| l.contains(&mark));
             dropped += ours.filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok()).sum::<u64>();
         }
+        let mut all_gone = true;
         for rule in rules {
             if let Err(e) = iptables("-D", rule) {
                 eprintln!("crashlab agent: {e}");
+                all_gone = false;
             }
         }
-        let _ = self.journal.append(&Entry::Healed { trial, fault });
+        // A rule still there stays in the journal's care: cleanup deletes it.
+        if all_gone {
+            let _ = self.journal.append(&Entry::Healed { trial, fault });
+        }
         dropped
     }
 

@@ -540,6 +540,10 @@ fn bench_summary(
 
 fn merge(run_dirs: &[PathBuf], out: Option<&Path>, replace: bool, baseline: Option<&Path>) -> Outcome {
     let old = baseline.map(read_baseline).transpose()?;
+    // Refused before a merged directory is made.
+    if old.is_some() && run_dirs.iter().any(|d| !d.join("bench.json").is_file()) {
+        return Err(CliError::usage("--baseline compares benches: some of these shards were runs, not benches"));
+    }
     let merged = crashlab::merge::merge(run_dirs, out, replace).map_err(|e| match e {
         crashlab::merge::MergeError::Write { .. } => CliError::environment(e),
         crashlab::merge::MergeError::Scenario(e) => load_error(&run_dirs[0].join(runner::SCENARIO_FILE), e),
@@ -552,9 +556,6 @@ fn merge(run_dirs: &[PathBuf], out: Option<&Path>, replace: bool, baseline: Opti
             let plan = scenario::load_stored(&merged.run_dir.join(runner::SCENARIO_FILE)).ok();
             let workload = plan.and_then(|p| p.workload.map(|w| w.duration)).unwrap_or_default();
             bench_summary(&merged.report, &merged.run_dir, wall, workload, old.as_ref()).regressed()
-        }
-        None if old.is_some() => {
-            return Err(CliError::usage("--baseline compares benches: some of these shards were runs, not benches"))
         }
         None => false,
     };

@@ -93,8 +93,13 @@ pub fn merge(dirs: &[PathBuf], out: Option<&Path>, replace: bool) -> Result<Merg
     if shards.iter().any(|s| s.report.verdict == Verdict::Aborted) {
         report.verdict = Verdict::Aborted;
     }
-    let mut warnings: Vec<String> = shards.iter().flat_map(|s| s.report.warnings.iter().cloned()).collect();
-    warnings.dedup();
+    // Each warning once, in the order the shards gave them.
+    let mut warnings: Vec<String> = Vec::new();
+    for warning in shards.iter().flat_map(|s| &s.report.warnings) {
+        if !warnings.contains(warning) {
+            warnings.push(warning.clone());
+        }
+    }
     report.warnings = warnings;
     report.merged_from =
         shards.iter().map(|s| s.dir.canonicalize().unwrap_or_else(|_| s.dir.clone()).display().to_string()).collect();

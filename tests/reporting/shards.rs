@@ -164,6 +164,7 @@ fn a_merge_refuses_what_is_not_the_whole_run() {
     refused(&[&one, &two, &other_seed], "seed 6, not 5");
     refused(&[&one, &two, &unsharded], "not a shard of a run");
     refused(&[&one, "no-such-dir"], "cannot read report.json");
+    refused(&[&one, &two, &three, "--baseline", &unsharded], "--baseline compares benches");
     let runs = std::fs::read_dir(cwd.join("crashlab-runs")).unwrap().count();
     assert_eq!(runs, 5, "a refused merge makes no run directory");
     let (code, out, err) = crashlab_in(cwd, &["merge", &one, &two, &three]);
