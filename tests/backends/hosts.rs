@@ -517,7 +517,8 @@ lost_acked = 0
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while rules_on(1).is_empty() {
+    // Both of h1's rules in (the agent inserts them one after the other).
+    while rules_on(1).len() < 2 {
         assert!(std::time::Instant::now() < deadline, "the partition never came");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
