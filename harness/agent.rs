@@ -2,7 +2,8 @@
 //! copies this very binary to each `[host.NAME]` and runs it there over
 //! SSH; it answers the control node's requests on stdin/stdout (see
 //! [`crate::targets::remote::protocol`]) by doing locally what crashlab
-//! does locally: it runs each process target with the same backend,
+//! does locally: it runs each process target with the same backend (and
+//! each container target in this host's engine),
 //! journals what it starts in its own journal (`DIR/run/faults.journal`,
 //! so that `crashlab cleanup DIR/run` on the host heals after it), and
 //! sends the targets' events back as they happen, dated on its clock.
@@ -17,22 +18,27 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+use crate::engine::Engine;
 use crate::fault::layer::StorageLayer;
 use crate::fault::{self, FaultContext, FaultGuard};
 use crate::history::{EventKind, Recorder};
 use crate::journal::{Entry, Journal};
-use crate::scenario::{self, Plan};
+use crate::scenario::{self, Plan, TargetKind, TargetPlan};
 use crate::targets::remote::protocol::{
     monotonic_ns, Answer, ExitStatus, Injection, Message, Op, Placement, Request, PROTOCOL, RUN_SUBDIR,
 };
-use crate::targets::{procfs, reaper, CommandKind, ProcessTarget, Target, TargetContext};
+use crate::targets::{procfs, reaper, CommandKind, ContainerTarget, ProcessTarget, Target, TargetContext};
 
 struct Agent {
     run_dir: PathBuf,
     journal: Arc<Journal>,
     out: Arc<Mutex<std::io::Stdout>>,
     plan: Mutex<Option<(String, Arc<Plan>)>>,
-    targets: Mutex<HashMap<(u32, String), Arc<ProcessTarget>>>,
+    targets: Mutex<HashMap<(u32, String), Arc<dyn Target>>>,
+    /// This host's engine and the label of the containers made in it, once
+    /// a container target asked for them; each target's image in it.
+    engine: Mutex<Option<(Arc<Engine>, String)>>,
+    images: Mutex<HashMap<String, String>>,
     /// Faults in effect, until the control node heals them.
     guards: Mutex<HashMap<(u32, usize), FaultGuard>>,
     recorders: Mutex<HashMap<u32, Recorder>>,
@@ -64,6 +70,8 @@ fn serve(dir: &Path) -> Result<(), String> {
         out: Arc::new(Mutex::new(std::io::stdout())),
         plan: Mutex::default(),
         targets: Mutex::default(),
+        engine: Mutex::default(),
+        images: Mutex::default(),
         guards: Mutex::default(),
         recorders: Mutex::default(),
         blocks: Mutex::default(),
@@ -128,7 +136,7 @@ impl Agent {
         let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
     }
 
-    fn target(&self, trial: u32, name: &str) -> Result<Arc<ProcessTarget>, String> {
+    fn target(&self, trial: u32, name: &str) -> Result<Arc<dyn Target>, String> {
         let targets = self.targets.lock().unwrap();
         targets.get(&(trial, name.to_string())).cloned().ok_or_else(|| format!("no target `{name}` in trial {trial}"))
     }
@@ -221,7 +229,7 @@ impl Agent {
             Some((kind, target)) => planned.drawn(kind, target, &plan.targets).kind,
             None => planned.kind.clone(),
         };
-        let target: Arc<dyn Target> = self.target(i.trial, &i.target)?;
+        let target = self.target(i.trial, &i.target)?;
         let recorder = self.recorders.lock().unwrap().get(&i.trial).cloned().ok_or("the trial has no target here")?;
         let ctx = FaultContext {
             trial: i.trial,
@@ -273,7 +281,7 @@ impl Agent {
         let token = reaper::run_token().unwrap_or_default();
         let mark = format!("/* {} */", marked(&token, trial, fault)[3]);
         let mut dropped = 0;
-        for chain in ["INPUT", "OUTPUT"] {
+        for chain in ["INPUT", "OUTPUT", "FORWARD"] {
             let mut list = std::process::Command::new("iptables");
             list.args(["-w", "-nvxL", chain]);
             let listing = reaper::run(&mut list, Duration::from_secs(10)).map(|o| o.stdout).unwrap_or_default();
@@ -314,7 +322,7 @@ impl Agent {
     /// checked and journaled before anything acts on them, and the storage
     /// layer mounted over the first, for the whole trial, if a fault acts
     /// through one.
-    fn prepare_data_dir(&self, plan: &Plan, target: &ProcessTarget, trial: u32) -> Result<(), String> {
+    fn prepare_data_dir(&self, plan: &Plan, target: &dyn Target, trial: u32) -> Result<(), String> {
         let name = target.name();
         let mut data_dirs = Vec::new();
         for dir in target.data_dirs() {
@@ -346,6 +354,37 @@ impl Agent {
         Ok(plan)
     }
 
+    /// This host's engine (the `[host.NAME]`'s `engine`, else its default),
+    /// connected at the first container target, and the label its
+    /// containers carry: journaled before any carries it, so that cleanup
+    /// on this host finds them all.
+    fn engine(&self, plan: &Plan, t: &TargetPlan) -> Result<(Arc<Engine>, String), String> {
+        let mut engine = self.engine.lock().unwrap();
+        if let Some((engine, label)) = engine.as_ref() {
+            return Ok((Arc::clone(engine), label.clone()));
+        }
+        let socket = plan.hosts.iter().find(|h| t.host.as_ref() == Some(&h.name)).and_then(|h| h.engine.clone());
+        let connected = Engine::connect_at(socket.as_deref()).map_err(|e| format!("{e} (on this host)"))?;
+        // The agent's directory name: this run's token and the host's name.
+        let label = self.run_dir.parent().and_then(Path::file_name).map_or("crashlab".into(), |n| n.to_string_lossy());
+        let label = format!("crashlab-{label}");
+        let entry = Entry::ContainerLabel { run_label: label.clone(), engine: socket };
+        self.journal.append(&entry).map_err(|e| format!("cannot journal the containers' label: {e}"))?;
+        *engine = Some((Arc::new(connected), label.clone()));
+        Ok((Arc::clone(&engine.as_ref().expect("just set").0), label))
+    }
+
+    /// Target `t`'s image in this host's engine, found (or built) once.
+    fn image(&self, engine: &Engine, t: &TargetPlan) -> Result<String, String> {
+        let mut images = self.images.lock().unwrap();
+        if let Some(image) = images.get(&t.name) {
+            return Ok(image.clone());
+        }
+        let image = crate::image::for_target(engine, t)?;
+        images.insert(t.name.clone(), image.clone());
+        Ok(image)
+    }
+
     fn start(self: &Arc<Self>, placement: Placement) -> Result<(), String> {
         let Placement { trial, scenario, target: name, port, host, hosts, ports } = placement;
         let name = name.as_str();
@@ -369,8 +408,16 @@ impl Agent {
             scenario_dir: self.run_dir.clone(),
             faketime: None,
         };
-        let target = Arc::new(ProcessTarget::new(t, ctx).map_err(|e| e.to_string())?);
-        self.prepare_data_dir(&plan, &target, trial)?;
+        let target: Arc<dyn Target> = match t.kind {
+            TargetKind::Container => {
+                let (engine, label) = self.engine(&plan, t)?;
+                let image = self.image(&engine, t)?;
+                let target = ContainerTarget::new(t, ctx, engine, image, label).map_err(|e| e.to_string())?;
+                Arc::new(target.published_on(host))
+            }
+            _ => Arc::new(ProcessTarget::new(t, ctx).map_err(|e| e.to_string())?),
+        };
+        self.prepare_data_dir(&plan, target.as_ref(), trial)?;
         let mut targets = self.targets.lock().unwrap();
         // Those of earlier trials are stopped and done with.
         targets.retain(|(t, _), _| *t >= trial);

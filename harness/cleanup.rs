@@ -82,6 +82,9 @@ struct Owned {
     tokens: Vec<String>,
     data_dirs: Vec<PathBuf>,
     labels: BTreeSet<String>,
+    /// The engine they are in, when not the default (an agent's journal
+    /// on a host whose `engine` is named).
+    engine: Option<PathBuf>,
     run_dir: PathBuf,
 }
 
@@ -91,6 +94,7 @@ impl Owned {
             tokens: Vec::new(),
             data_dirs: Vec::new(),
             labels: BTreeSet::new(),
+            engine: None,
             run_dir: run_dir.canonicalize().unwrap_or_else(|_| run_dir.to_path_buf()),
         };
         for entry in entries {
@@ -99,9 +103,11 @@ impl Owned {
                 Entry::DataDir { path, .. } if !crate::confine::is_system_dir(path) => {
                     owned.data_dirs.push(path.clone())
                 }
-                Entry::ContainerLabel { run_label } | Entry::ContainerCreated { run_label, .. }
-                    if !run_label.is_empty() =>
-                {
+                Entry::ContainerLabel { run_label, engine } if !run_label.is_empty() => {
+                    owned.labels.insert(run_label.clone());
+                    owned.engine = engine.clone();
+                }
+                Entry::ContainerCreated { run_label, .. } if !run_label.is_empty() => {
                     owned.labels.insert(run_label.clone());
                 }
                 _ => {}
@@ -239,7 +245,8 @@ fn remove_containers(entries: &[Entry], owned: &Owned, done: &mut Cleanup) -> Re
     // Found by the run's label, journaled before the first create, so
     // that none escapes even if its own creation was not journaled.
     if !owned.labels.is_empty() {
-        let engine = crate::engine::Engine::connect().map_err(|e| CleanupError::Engine(e.to_string()))?;
+        let engine = crate::engine::Engine::connect_at(owned.engine.as_deref())
+            .map_err(|e| CleanupError::Engine(e.to_string()))?;
         for label in &owned.labels {
             let found = engine
                 .labelled(&format!("{}={label}", crate::engine::RUN_LABEL))

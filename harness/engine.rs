@@ -46,8 +46,12 @@ pub struct ContainerSpec {
     pub image: String,
     pub command: Vec<String>,
     pub env: Vec<(String, String)>,
-    /// Container ports published on 127.0.0.1 at the same number.
+    /// Container ports published at the same number on `address`.
     pub ports: Vec<u16>,
+    /// The host address the ports are published on: 127.0.0.1 on this
+    /// machine; a remote host's own address, where the control node
+    /// reaches it.
+    pub address: String,
     /// `(host path, container path)` bind mounts.
     pub binds: Vec<(String, String)>,
     /// Docker's own `restart: always`, instead of the harness's.
@@ -92,7 +96,20 @@ const NO_MEMORY_LIMIT: i64 = i64::MAX & !0xfff;
 impl Engine {
     /// Connects to the local engine and agrees on an API version.
     pub fn connect() -> Result<Engine, EngineError> {
-        let docker = Docker::connect_with_local_defaults().map_err(err("cannot connect"))?;
+        Engine::connect_at(None)
+    }
+
+    /// Connects to the engine at unix socket `socket`, or to the local
+    /// engine (`DOCKER_HOST`, else the default socket).
+    pub fn connect_at(socket: Option<&std::path::Path>) -> Result<Engine, EngineError> {
+        let docker = match socket {
+            Some(path) => {
+                let path = path.to_string_lossy();
+                Docker::connect_with_socket(&path, 120, bollard::API_DEFAULT_VERSION)
+                    .map_err(err(format!("cannot connect to {path}")))?
+            }
+            None => Docker::connect_with_local_defaults().map_err(err("cannot connect"))?,
+        };
         let docker = runtime().block_on(docker.negotiate_version()).map_err(err("cannot agree on an API version"))?;
         runtime().block_on(docker.ping()).map_err(err("the engine does not answer"))?;
         Ok(Engine { docker })
@@ -131,7 +148,7 @@ impl Engine {
             .ports
             .iter()
             .map(|p| {
-                let binding = PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(p.to_string()) };
+                let binding = PortBinding { host_ip: Some(spec.address.clone()), host_port: Some(p.to_string()) };
                 (format!("{p}/tcp"), Some(vec![binding]))
             })
             .collect();

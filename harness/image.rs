@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::engine::{Engine, EngineError};
+use crate::scenario::{ImagePlan, TargetPlan};
 use crate::targets::reaper;
 
 pub const DEMO_KV_REPO: &str = "crashlab/demo-kv";
@@ -130,4 +131,51 @@ pub fn debian(engine: &Engine, packages: &[String]) -> Result<(String, bool), Im
     engine.import(rootfs, &repo, &tag, &[])?;
     engine.tag(&image, &repo, "latest")?;
     Ok((image, true))
+}
+
+/// The image of container target `t` in `engine`: its Debian image or
+/// demo-kv's, built there if missing; a named one must be there already.
+pub fn for_target(engine: &Engine, t: &TargetPlan) -> Result<String, String> {
+    let image = match t.image.clone() {
+        Some(ImagePlan::Debian(packages)) => debian_on_demand(engine, &t.name, &packages)?,
+        Some(ImagePlan::Named(image)) => image,
+        None => String::new(),
+    };
+    if image == DEMO_KV_REPO {
+        Ok(demo_kv(engine).map_err(|e| e.to_string())?.0)
+    } else if engine.image_exists(&image) {
+        Ok(image)
+    } else {
+        Err(format!(
+            "target `{}`: image `{image}` is not in the engine, and none can be pulled here; {}",
+            t.name,
+            how_to_build(&image)
+        ))
+    }
+}
+
+/// A target's Debian image, built now if the engine lacks it (a few
+/// minutes, once: later runs reuse it), saying so.
+fn debian_on_demand(engine: &Engine, target: &str, packages: &[String]) -> Result<String, String> {
+    let name = format!("crashlab/debian-{}", packages.join("-"));
+    if !debian_exists(engine, packages) {
+        eprintln!("crashlab: target `{target}`: building the image {name} with mmdebstrap (minutes, once; later runs reuse it)");
+    }
+    let started = std::time::Instant::now();
+    let (image, built) =
+        debian(engine, packages).map_err(|e| format!("target `{target}`: cannot build {name}: {e}"))?;
+    if built {
+        eprintln!("crashlab: target `{target}`: built {image} in {:.0} s", started.elapsed().as_secs_f64());
+    }
+    Ok(image)
+}
+
+/// The command that makes a missing image, as the user would type it.
+fn how_to_build(image: &str) -> String {
+    let repo = image.split(':').next().unwrap_or(image);
+    match repo.strip_prefix("crashlab/debian-") {
+        Some(packages) => format!("build it with `crashlab image build --debian {packages}`"),
+        None if repo == DEMO_KV_REPO => "build it with `crashlab image build demo-kv`".into(),
+        None => format!("build it here (`docker build -t {image} ...`); `crashlab image build` makes crashlab/demo-kv and Debian images"),
+    }
 }

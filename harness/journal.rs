@@ -41,6 +41,10 @@ pub enum Entry {
     /// journaled before the first one is created.
     ContainerLabel {
         run_label: String,
+        /// The engine's socket, when not the default (a remote host's
+        /// `engine`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        engine: Option<PathBuf>,
     },
     /// A target incarnation, leader of its own process group (pgid == pid).
     TargetStarted {

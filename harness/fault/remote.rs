@@ -64,7 +64,25 @@ impl Fault for HostPartition {
             let r = remote(name).and_then(|t| t.remote()).expect("checked above");
             (r.host_name().to_string(), r.host().to_string())
         };
-        let rules = Partition::rules(&self.plan, member, "");
+        let mut rules = Partition::rules(&self.plan, member, "");
+        // A container's packets are routed through its host (the engine's
+        // bridge, a published port's DNAT), past INPUT and OUTPUT: the same
+        // rules go into FORWARD on the hosts that run one.
+        let routing: Vec<String> = self
+            .plan
+            .groups
+            .iter()
+            .flatten()
+            .filter_map(|n| remote(n)?.remote().filter(|r| r.is_container()).map(|r| r.host_name().to_string()))
+            .collect();
+        let forwarded: Vec<(String, Rule)> = rules
+            .iter()
+            .filter(|(host, _)| routing.contains(host))
+            .map(|(host, rule)| {
+                (host.clone(), std::iter::once("FORWARD".to_string()).chain(rule[1..].iter().cloned()).collect())
+            })
+            .collect();
+        rules.extend(forwarded);
         // Each host's rules, through an agent of that host.
         let mut by_host: Vec<(Arc<dyn Target>, Vec<Rule>)> = Vec::new();
         for (host, rule) in rules {

@@ -9,7 +9,7 @@ use super::Trial;
 use crate::compose;
 use crate::engine::{Engine, RUN_LABEL};
 use crate::journal::{Entry, Journal};
-use crate::scenario::{ImagePlan, Plan, TargetKind, TargetPlan};
+use crate::scenario::{Plan, TargetKind, TargetPlan};
 
 /// Brings up each compose file of the plan once, with the per-trial values
 /// its services read (see [`compose`]).
@@ -64,7 +64,9 @@ impl Containers {
         journal: &Journal,
         warnings: &mut Vec<String>,
     ) -> Result<Option<Containers>, String> {
-        let wanted: Vec<&TargetPlan> = plan.targets.iter().filter(|t| t.kind == TargetKind::Container).collect();
+        // A host's own engine runs the containers on that host.
+        let wanted: Vec<&TargetPlan> =
+            plan.targets.iter().filter(|t| t.kind == TargetKind::Container && t.host.is_none()).collect();
         let compose_files: Vec<&PathBuf> =
             plan.targets.iter().filter_map(|t| t.compose.as_ref().map(|c| &c.0)).collect();
         if wanted.is_empty() && compose_files.is_empty() {
@@ -85,7 +87,7 @@ impl Containers {
         let label = format!("{name}-{:06x}", rand::random::<u32>() & 0xff_ffff);
         // Before anything carries it: cleanup removes whatever does.
         journal
-            .append(&Entry::ContainerLabel { run_label: label.clone() })
+            .append(&Entry::ContainerLabel { run_label: label.clone(), engine: None })
             .map_err(|e| format!("cannot journal the containers' label: {e}"))?;
         if let Ok(left) = engine.labelled(RUN_LABEL) {
             let others: Vec<&str> =
@@ -102,23 +104,7 @@ impl Containers {
         }
         let mut images = Vec::new();
         for t in wanted {
-            let image = match t.image.clone() {
-                Some(ImagePlan::Debian(packages)) => debian_on_demand(&engine, &t.name, &packages)?,
-                Some(ImagePlan::Named(image)) => image,
-                None => String::new(),
-            };
-            let image = if image == crate::image::DEMO_KV_REPO {
-                crate::image::demo_kv(&engine).map_err(|e| e.to_string())?.0
-            } else if engine.image_exists(&image) {
-                image
-            } else {
-                return Err(format!(
-                    "target `{}`: image `{image}` is not in the local engine, and none can be pulled here; {}",
-                    t.name,
-                    how_to_build(&image)
-                ));
-            };
-            images.push((t.name.clone(), image));
+            images.push((t.name.clone(), crate::image::for_target(&engine, t)?));
         }
         let wants_demo = compose_files
             .iter()
@@ -126,31 +112,5 @@ impl Containers {
         let demo_image =
             if wants_demo { Some(crate::image::demo_kv(&engine).map_err(|e| e.to_string())?.0) } else { None };
         Ok(Some(Containers { engine: Arc::new(engine), images, label, demo_image }))
-    }
-}
-
-/// The command that makes a missing image, as the user would type it.
-/// A target's Debian image, built now if the engine lacks it (a few
-/// minutes, once: later runs reuse it), saying so.
-fn debian_on_demand(engine: &Engine, target: &str, packages: &[String]) -> Result<String, String> {
-    let name = format!("crashlab/debian-{}", packages.join("-"));
-    if !crate::image::debian_exists(engine, packages) {
-        eprintln!("crashlab: target `{target}`: building the image {name} with mmdebstrap (minutes, once; later runs reuse it)");
-    }
-    let started = std::time::Instant::now();
-    let (image, built) =
-        crate::image::debian(engine, packages).map_err(|e| format!("target `{target}`: cannot build {name}: {e}"))?;
-    if built {
-        eprintln!("crashlab: target `{target}`: built {image} in {:.0} s", started.elapsed().as_secs_f64());
-    }
-    Ok(image)
-}
-
-fn how_to_build(image: &str) -> String {
-    let repo = image.split(':').next().unwrap_or(image);
-    match repo.strip_prefix("crashlab/debian-") {
-        Some(packages) => format!("build it with `crashlab image build --debian {packages}`"),
-        None if repo == crate::image::DEMO_KV_REPO => "build it with `crashlab image build demo-kv`".into(),
-        None => format!("build it here (`docker build -t {image} ...`); `crashlab image build` makes crashlab/demo-kv and Debian images"),
     }
 }

@@ -1,5 +1,5 @@
 //! Remote hosts: `[host.NAME]` tables (an SSH destination), and the process
-//! targets that run on them (`host = "NAME"`), through the `crashlab
+//! and container targets that run on them (`host = "NAME"`), through the `crashlab
 //! agent` the run copies there. What the agent does not do yet is refused
 //! here, naming the line, rather than done on the wrong machine.
 
@@ -11,7 +11,7 @@ use super::plan::{
     BackupPlan, FaultKind, FaultPlan, HostPlan, NetworkPlan, RecoverStep, StepAction, TargetKind, TargetPlan,
 };
 
-pub const HOST_KEYS: &[&str] = &["address", "user", "port", "identity", "known_hosts"];
+pub const HOST_KEYS: &[&str] = &["address", "user", "port", "identity", "known_hosts", "engine"];
 
 /// Every `[host.NAME]` table.
 pub(super) fn compile_hosts(top: &Fields, d: &mut Diagnostics) -> Vec<HostPlan> {
@@ -36,11 +36,25 @@ pub(super) fn compile_hosts(top: &Fields, d: &mut Diagnostics) -> Vec<HostPlan> 
         let path = |key: &str, d: &mut Diagnostics| f.str(key, d).map(|(s, _)| base.join(s));
         let identity: Option<PathBuf> = path("identity", d);
         let known_hosts: Option<PathBuf> = path("known_hosts", d);
+        let engine = f.str("engine", d).and_then(|(text, span)| engine_socket(text, span, d));
         if let Some((address, _)) = address {
-            hosts.push(HostPlan { name, address: address.to_string(), user, port, identity, known_hosts });
+            let address = address.to_string();
+            hosts.push(HostPlan { name, address, user, port, identity, known_hosts, engine });
         }
     }
     hosts
+}
+
+/// `engine = "unix:///run/user/1000/docker.sock"` (or the bare path): the
+/// socket of the host's Docker engine, a path on that host.
+fn engine_socket(text: &str, span: std::ops::Range<usize>, d: &mut Diagnostics) -> Option<PathBuf> {
+    let path = text.strip_prefix("unix://").unwrap_or(text);
+    if !path.starts_with('/') {
+        let expected = "the engine's unix socket on that host, e.g. \"unix:///run/user/1000/docker.sock\"";
+        d.error(span, format!("`engine = \"{text}\"`: expected {expected}"));
+        return None;
+    }
+    Some(PathBuf::from(path))
 }
 
 /// A target's `host` names a `[host.NAME]`, on a process target outside
@@ -66,8 +80,16 @@ pub(super) fn check_targets(
                 ),
             );
         }
-        if t.kind != TargetKind::Process {
-            d.error(span.clone(), format!("[target.{}]: `host` applies to kind = \"process\" only, for now", t.name));
+        if t.kind == TargetKind::Compose {
+            let why = "a compose file's services come up here; name each as a kind = \"container\" target instead";
+            d.error(
+                span.clone(),
+                format!("[target.{}]: `host` applies to process and container targets: {why}", t.name),
+            );
+        }
+        if t.kind == TargetKind::Container && !t.mounts.is_empty() {
+            let what = "`mounts` name paths of this machine, which a container on a host cannot bind";
+            d.error(span.clone(), format!("[target.{}]: {what}", t.name));
         }
         if network == NetworkPlan::Namespaces {
             d.error(span, format!("[target.{}]: a target on a host cannot be in [network] namespaces", t.name));

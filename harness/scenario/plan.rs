@@ -115,6 +115,11 @@ pub struct HostPlan {
     pub identity: Option<PathBuf>,
     /// The known_hosts file to check the host's key against.
     pub known_hosts: Option<PathBuf>,
+    /// The unix socket of the host's Docker engine, for its container
+    /// targets; none: the host's default (`DOCKER_HOST`, else
+    /// /var/run/docker.sock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<PathBuf>,
 }
 
 impl HostPlan {

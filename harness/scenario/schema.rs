@@ -86,7 +86,7 @@ pub fn schema() -> Value {
             "data_dir": { "type": "string", "description": "the data dir ({data_dir}); default: a fresh one per trial in the run directory" },
             "disposable": { "type": "boolean", "description": "whether storage faults may damage a data_dir of your choosing (the default ones always are)" },
             "mounts": { "type": "array", "items": { "type": "string", "pattern": "^[^:]+:/[^:]*(:ro)?$" }, "description": "container: extra bind mounts, HOST:/PATH or HOST:/PATH:ro, the host path relative to the scenario" },
-            "host": { "type": "string", "description": "process: the [host.<name>] it runs on, through crashlab's agent there; default this machine" },
+            "host": { "type": "string", "description": "process, container: the [host.<name>] it runs on, through crashlab's agent there (a container in that host's engine); default this machine" },
         }),
         &["probe"],
     );
@@ -305,6 +305,7 @@ pub fn schema() -> Value {
                 "port": { "type": "integer", "minimum": 1, "maximum": 65535, "description": "the SSH port, default 22 (or your ssh config's)" },
                 "identity": { "type": "string", "description": "private key file (ssh -i), relative to the scenario" },
                 "known_hosts": { "type": "string", "description": "known_hosts file to check the host's key against (default: yours); a mismatch is refused" },
+                "engine": { "type": "string", "description": "unix socket of the host's Docker engine, for its container targets, e.g. unix:///run/user/1000/docker.sock (default: the host's DOCKER_HOST, else /var/run/docker.sock)" },
             }), &["address"]) },
         }),
         &["name", "target"],

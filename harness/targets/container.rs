@@ -4,7 +4,8 @@
 //! 5 ms): each new main process is an incarnation (started by the harness,
 //! or by the engine's own `restart: always`), each stop an exit. With the
 //! harness's policy the watcher starts the container again itself. The
-//! target's port is published on 127.0.0.1 at the same number, its data
+//! target's port is published on 127.0.0.1 (on a remote host: on its
+//! address) at the same number, its data
 //! dir is a bind mount of the trial's data dir at `/data` (`{data_dir}` in
 //! the container's command), so storage faults reach it from the host.
 
@@ -44,6 +45,9 @@ struct Inner {
     /// stopped at the end, never created or removed by the target.
     attached: Option<String>,
     data_dir: PathBuf,
+    /// Where its port is published: 127.0.0.1 here, a remote host's
+    /// address there (see [`ContainerTarget::published_on`]).
+    address: std::net::IpAddr,
     /// Template variables inside the container (its command and env).
     vars: Vec<(String, String)>,
     /// And on the harness's side (hooks, recovery steps, command probes).
@@ -100,6 +104,7 @@ impl ContainerTarget {
             run_label,
             attached: None,
             data_dir,
+            address: std::net::IpAddr::from([127, 0, 0, 1]),
             vars,
             host_vars,
             state: Mutex::default(),
@@ -118,6 +123,13 @@ impl ContainerTarget {
         let mut target = ContainerTarget::new(plan, ctx, engine, String::new(), String::new())?;
         Arc::get_mut(&mut target.inner).expect("not shared yet").attached = Some(id);
         Ok(target)
+    }
+
+    /// Publishes its port on `address` instead: on a remote host, the
+    /// address the control node reaches that host at.
+    pub fn published_on(mut self, address: std::net::IpAddr) -> ContainerTarget {
+        Arc::get_mut(&mut self.inner).expect("not shared yet").address = address;
+        self
     }
 }
 
@@ -138,6 +150,7 @@ impl Inner {
             command: self.plan.command.iter().map(render).collect(),
             env: self.plan.env.iter().map(|(k, v)| (k.clone(), render(v))).chain(self.faketime_env()).collect(),
             ports: vec![self.ctx.port],
+            address: self.address.to_string(),
             binds: std::iter::once((self.data_dir.clone(), CONTAINER_DATA_DIR.to_string()))
                 .chain(self.plan.mounts.iter().cloned())
                 .chain(self.faketime_binds())
@@ -446,7 +459,7 @@ impl Target for ContainerTarget {
     }
 
     fn host(&self) -> std::net::IpAddr {
-        std::net::IpAddr::from([127, 0, 0, 1])
+        self.inner.address
     }
 
     fn render(&self, argv: &[String]) -> Vec<String> {

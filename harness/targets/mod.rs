@@ -19,6 +19,7 @@ use std::time::Instant;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+pub use container::ContainerTarget;
 pub use context::TargetContext;
 pub use process::ProcessTarget;
 

@@ -7,5 +7,6 @@ mod common;
 
 mod conformance;
 mod containers;
+mod host_containers;
 mod hosts;
 mod images;

@@ -165,13 +165,33 @@ impl SshHosts {
         SshHosts { dir }
     }
 
-    /// `[host.hK]` tables for hosts 1..=n, with the test's key and known_hosts.
+    /// Starts a Docker engine of host `k`'s own, in its namespace (its
+    /// bridge and published ports that host's); stopped with the hosts.
+    pub fn engine(&self, k: u32) {
+        let out = std::process::Command::new("bash")
+            .arg(fixture("hosts/ssh-hosts.sh"))
+            .args(["engine", self.dir.path().to_str().unwrap(), &k.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "engine up: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Host `k`'s engine socket (see [`SshHosts::engine`]).
+    pub fn engine_socket(&self, k: u32) -> PathBuf {
+        self.dir.path().join(format!("engine.{k}/docker.sock"))
+    }
+
+    /// `[host.hK]` tables for hosts 1..=n, with the test's key and
+    /// known_hosts, and the host's engine if it has one.
     pub fn tables(&self, n: u32) -> String {
         (1..=n)
             .map(|k| {
+                let socket = self.engine_socket(k);
+                let engine =
+                    if socket.exists() { format!("engine = \"unix://{}\"\n", socket.display()) } else { String::new() };
                 format!(
                     "[host.h{k}]\naddress = \"10.231.7.1{k}\"\nuser = \"root\"\nidentity = \"{dir}/id_ed25519\"\n\
-                     known_hosts = \"{dir}/known_hosts\"\n\n",
+                     known_hosts = \"{dir}/known_hosts\"\n{engine}\n",
                     dir = self.dir.path().display()
                 )
             })

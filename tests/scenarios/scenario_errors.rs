@@ -342,13 +342,15 @@ fn host_mistakes_name_the_host_and_what_the_agent_does() {
     let e = invalid("host_mistakes.toml");
     let f = "host_mistakes.toml";
     let partition = "a `partition` fault on target `remote`, which runs on a host";
-    assert_line(&e, f, "7:1", "missing key `address` in [host.db1]");
-    assert_line(&e, f, "12:8", "`port` in [host.db2] must be between 1 and 65535, found 70000");
-    assert_line(&e, f, "15:8", "[target.kv] runs on host `db3`, which no [host.db3] table defines (hosts: db2)");
-    assert_line(&e, f, "22:8", "[target.app]: `host` applies to kind = \"process\" only, for now");
-    assert_line(&e, f, "31:1", "[[fault]] #1: a `clock` fault on target `remote`, which runs on a host");
-    assert_line(&e, f, "37:1", "[[recover]] #1: `remove` acts on a data dir here; target `remote` runs on a host");
+    assert_line(&e, f, "8:1", "missing key `address` in [host.db1]");
+    assert_line(&e, f, "13:8", "`port` in [host.db2] must be between 1 and 65535, found 70000");
+    assert_line(&e, f, "14:10", "`engine = \"docker.sock\"`: expected the engine's unix socket on that host");
+    assert_line(&e, f, "17:8", "[target.kv] runs on host `db3`, which no [host.db3] table defines (hosts: db2)");
+    assert_line(&e, f, "24:8", "[target.app]: `mounts` name paths of this machine, which a container on a host cannot");
+    assert_line(&e, f, "33:8", "[target.web]: `host` applies to process and container targets");
+    assert_line(&e, f, "41:1", "[[fault]] #1: a `clock` fault on target `remote`, which runs on a host");
+    assert_line(&e, f, "47:1", "[[recover]] #1: `remove` acts on a data dir here; target `remote` runs on a host");
     assert!(!e.contains("[[fault]] #2"), "a kill goes through the agent: {e}");
-    assert_line(&e, f, "47:1", &format!("[[fault]] #3: {partition}: isolating it would cut its agent's link too"));
-    assert_line(&e, f, "53:1", &format!("[[fault]] #4: {partition}: `app` and `remote` run on the same host"));
+    assert_line(&e, f, "57:1", &format!("[[fault]] #3: {partition}: isolating it would cut its agent's link too"));
+    assert_line(&e, f, "63:1", &format!("[[fault]] #4: {partition}: `app` and `remote` run on the same host"));
 }

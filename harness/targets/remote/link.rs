@@ -318,6 +318,7 @@ mod tests {
             port: None,
             identity: None,
             known_hosts: None,
+            engine: None,
         }
     }
 

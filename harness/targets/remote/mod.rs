@@ -1,5 +1,6 @@
-//! The remote backend: a process target on a `[host.NAME]`, run there by
-//! the host's `crashlab agent` with the process backend, driven from here.
+//! The remote backend: a process or container target on a `[host.NAME]`,
+//! run there by the host's `crashlab agent` with the process backend (or
+//! the container backend, in that host's engine), driven from here.
 //! The workload and the probes stay on the control node, so RTO and RPO
 //! keep one clock; what the agent reports (a target's start, its exit, the
 //! moment a signal reached it) is brought onto that clock, within half the
@@ -79,6 +80,7 @@ pub struct RemoteTarget {
     hosts: Vec<(String, std::net::IpAddr)>,
     ports: Vec<(String, u16)>,
     link: Arc<AgentLink>,
+    container: bool,
 }
 
 impl RemoteTarget {
@@ -87,7 +89,8 @@ impl RemoteTarget {
     pub fn new(plan: &TargetPlan, ctx: &super::TargetContext, scenario: String, link: Arc<AgentLink>) -> RemoteTarget {
         let (trial, port, recorder) = (ctx.trial, ctx.port, ctx.recorder.clone());
         let (hosts, ports) = (ctx.hosts.clone(), ctx.ports.clone());
-        RemoteTarget { name: plan.name.clone(), trial, recorder, port, scenario, hosts, ports, link }
+        let container = plan.kind == crate::scenario::TargetKind::Container;
+        RemoteTarget { name: plan.name.clone(), trial, recorder, port, scenario, hosts, ports, link, container }
     }
 
     fn call(&self, op: Op, extra: Duration) -> Result<Answer, TargetError> {
@@ -125,6 +128,11 @@ impl RemoteTarget {
     ) -> Result<(), TargetError> {
         let (trial, target) = self.ids();
         self.done(Op::Inject(Injection { trial, fault, target, drawn, seed, scheduled_ms, chosen }))
+    }
+
+    /// Whether it is a container in its host's engine.
+    pub fn is_container(&self) -> bool {
+        self.container
     }
 
     /// The name of the host it runs on.
@@ -188,8 +196,13 @@ impl Target for RemoteTarget {
         }
     }
 
+    /// As the backend there: a container's main process, a process's group.
     fn default_scope(&self) -> SignalScope {
-        SignalScope::Group
+        if self.container {
+            SignalScope::Main
+        } else {
+            SignalScope::Group
+        }
     }
 
     fn pause(&self) -> Result<HostProcess, TargetError> {

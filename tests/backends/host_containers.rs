@@ -1,0 +1,206 @@
+//! Container targets on remote hosts: each test host (a namespace with an
+//! sshd, tests/fixtures/hosts/ssh-hosts.sh) gets a Docker engine of its own,
+//! started in its namespace, so that its bridge, its published ports and
+//! its iptables rules are that host's. The host's agent runs the container
+//! there; the workload and probes stay here.
+
+use std::path::Path;
+
+use crate::common;
+
+use common::{crashlab, docker_available, run, ssh_hosts_available, write_scenario, SshHosts};
+
+/// demo-kv in a container on host `h1`, published on h1's address.
+const KV_ON_H1: &str = r#"
+[target.kv]
+kind = "container"
+host = "h1"
+image = "crashlab/demo-kv"
+command = ["crashlab", "demo-kv", "--host", "{host}", "--port", "{port}", "--data-dir", "{data_dir}", "--fsync", "always"]
+restart = { policy = "always", delay = "0ms" }
+probe = { kind = "demo-kv", interval = "5ms", timeout = "200ms", healthy_after = 3 }
+"#;
+
+fn available() -> bool {
+    ssh_hosts_available() && docker_available()
+}
+
+/// `docker -H unix://SOCKET ARGS...`: what it printed.
+fn docker_on(socket: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .arg("-H")
+        .arg(format!("unix://{}", socket.display()))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The agent's journal of a run on host `h1`.
+fn agent_journal(run_dir: &Path) -> String {
+    let journal = std::fs::read_to_string(run_dir.join("faults.journal")).unwrap();
+    let token = journal.split("\"token\":\"").nth(1).unwrap().split('"').next().unwrap();
+    std::fs::read_to_string(format!("/root/.crashlab-agents/{}-h1/run/faults.journal", &token[..12])).unwrap()
+}
+
+/// Kill, pause and restart of a container in host h1's engine, through
+/// h1's agent: each recovers, nothing acknowledged is lost, each is dated
+/// within half the round trip; the image was made in h1's engine, the
+/// containers carried a label journaled on h1 before the first, and none
+/// is left there. Then a harness and agents SIGKILLed while the container
+/// runs: `cleanup` reaches h1 and removes it from h1's engine.
+#[test]
+fn a_container_on_a_host_runs_in_that_hosts_engine_and_cleanup_removes_it() {
+    if !available() {
+        return;
+    }
+    let _serial = common::serial();
+    let hosts = SshHosts::up(1);
+    hosts.engine(1);
+    let engine = hosts.engine_socket(1);
+    let faults = r#"
+[workload]
+kind = "demo-kv"
+target = "kv"
+rate = 200
+duration = "DURATION"
+
+[[fault]]
+kind = "kill"
+target = "kv"
+at = "400ms"
+
+[[fault]]
+kind = "pause"
+target = "kv"
+duration = "300ms"
+at = "1100ms"
+
+[[fault]]
+kind = "restart"
+target = "kv"
+at = "1900ms"
+
+[expect]
+lost_acked = 0
+"#;
+    let text = format!("name = \"container-on-a-host\"\n{}{KV_ON_H1}{faults}", hosts.tables(1));
+    let path = write_scenario(hosts.dir.path(), "kv.toml", &text.replace("DURATION", "2500ms"));
+    let r = run(&path, &["--trials", "2", "--seed", "3"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    for t in r.trials() {
+        assert_eq!(t.rpo.lost_acked, Some(0));
+        assert!(t.rpo.acked_writes > 300, "{}", t.rpo.acked_writes);
+        for (f, kind) in t.faults.iter().zip(["kill", "pause", "restart"]) {
+            assert_eq!(f.kind, kind);
+            assert!(f.rto_ms.is_some(), "{kind} recovered: {f:?}");
+            assert!(f.detail.contains("on host `h1`, dated by its agent within ±"), "{}", f.detail);
+        }
+        assert_eq!(t.incarnations.get("kv"), Some(&3), "started, killed, restarted: {:?}", t.incarnations);
+    }
+    let journal = agent_journal(&r.dir);
+    let label = "{\"op\":\"container_label\",\"run_label\":\"crashlab-";
+    assert!(journal.contains(label) && journal.contains(&format!("\"engine\":\"{}\"", engine.display())), "{journal}");
+    assert_eq!(journal.matches("\"op\":\"container_created\"").count(), 2, "{journal}");
+    let here = std::fs::read_to_string(r.dir.join("faults.journal")).unwrap();
+    assert!(!here.contains("container_label"), "the control node made no container: {here}");
+    assert!(docker_on(&engine, &["images", "-q", "crashlab/demo-kv"]).trim().len() >= 12, "built in h1's engine");
+    assert_eq!(docker_on(&engine, &["ps", "-aq"]).trim(), "", "no container left in h1's engine");
+
+    // Killed, agents and all, while the container runs.
+    let out = hosts.dir.path().join("killed");
+    let path = write_scenario(hosts.dir.path(), "kv-long.toml", &text.replace("DURATION", "30s"));
+    let mut harness = std::process::Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
+        .arg("run")
+        .arg(&path)
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while docker_on(&engine, &["ps", "-q"]).trim().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the container never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The agents themselves, not the ssh clients that started them.
+    for agent in common::processes_with("-h1/crashlab agent .crashlab-agents/") {
+        if !agent.split(": ").nth(1).is_some_and(|cmdline| cmdline.starts_with(".crashlab-agents/")) {
+            continue;
+        }
+        let pid: i32 = agent.split(':').next().unwrap().parse().unwrap();
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    harness.kill().unwrap();
+    harness.wait().unwrap();
+    assert_eq!(docker_on(&engine, &["ps", "-q"]).lines().count(), 1, "the dead agent left its container running");
+    let cleanup = crashlab().arg("cleanup").arg(&out).output().unwrap();
+    let said = String::from_utf8_lossy(&cleanup.stdout);
+    assert!(cleanup.status.success(), "{said}\n{}", String::from_utf8_lossy(&cleanup.stderr));
+    assert!(said.contains("host `h1`: .crashlab-agents/") && said.contains("removed 1 container(s)"), "{said}");
+    assert_eq!(docker_on(&engine, &["ps", "-aq"]).trim(), "", "cleanup removed it from h1's engine");
+}
+
+/// A partition between a container on h1 and a process on h2. The
+/// engine publishes the container's port through DNAT, so the peer's
+/// packets are routed (FORWARD), never delivered to h1 (INPUT): the rules
+/// set in INPUT and OUTPUT alone drop nothing (the trial would be unknown),
+/// and those the agent also sets in FORWARD cut them. The control node's
+/// workload to the container goes on; the rules go at the heal.
+#[test]
+fn a_partition_cuts_a_container_on_a_host_where_its_packets_are_routed() {
+    if !available() {
+        return;
+    }
+    let _serial = common::serial();
+    let hosts = SshHosts::up(2);
+    hosts.engine(1);
+    let text = format!(
+        r#"name = "container-partition"
+{tables}{kv}
+[target.peer]
+host = "h2"
+command = ["bash", "-c", "while true; do (echo PING > /dev/tcp/{{host.kv}}/{{port.kv}}) 2>/dev/null; sleep 0.02; done"]
+probe = {{ kind = "command", command = ["true"] }}
+
+[workload]
+kind = "demo-kv"
+target = "kv"
+rate = 200
+duration = "2s"
+
+[[fault]]
+kind = "partition"
+groups = [["kv"], ["peer"]]
+duration = "1200ms"
+at = "500ms"
+
+[expect]
+lost_acked = 0
+"#,
+        tables = hosts.tables(2),
+        kv = KV_ON_H1
+    );
+    let path = write_scenario(hosts.dir.path(), "partition.toml", &text);
+    let r = run(&path, &["--trials", "2", "--seed", "2"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    for t in r.trials() {
+        let detail = &t.faults[0].detail;
+        assert!(detail.starts_with("[kv] and [peer] cannot reach each other (on host `h1`"), "{detail}");
+        let dropped: u64 =
+            detail.split("rules dropped ").nth(1).and_then(|s| s.split(' ').next()).unwrap().parse().unwrap();
+        assert!(dropped >= 1, "{detail}");
+        assert_eq!((t.ops.fail, t.ops.unknown), (0, 0), "the control node's writes are not cut: {:?}", t.ops);
+    }
+    let journal = agent_journal(&r.dir);
+    assert!(journal.contains("\"rule\":[\"FORWARD\",\"-s\",\"10.231.7.12\""), "{journal}");
+    let out = std::process::Command::new("nsenter")
+        .args(["--net=/run/netns/crl-ssh-1", "iptables", "-w", "-S"])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&out.stdout);
+    assert!(!rules.contains("crashlab-"), "the rules went at the heal: {rules}");
+}
