@@ -50,18 +50,33 @@ pub fn demo_kv(engine: &Engine) -> Result<(String, bool), ImageError> {
     let binary = std::env::current_exe().map_err(io_err("cannot find this binary"))?;
     let mut files = vec![(binary.clone(), PathBuf::from("/crashlab"))];
     files.extend(shared_libraries(&binary)?.into_iter().map(|p| (p.clone(), p)));
-    let mut contents = Vec::new();
+    // Hashed as they stream by: the binary is large (a debug build is
+    // ~190 MB), and read whole only when the image must be made.
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     for (from, to) in &files {
-        let bytes = std::fs::read(from).map_err(io_err(format!("cannot read {}", from.display())))?;
         to.hash(&mut hasher);
-        bytes.hash(&mut hasher);
-        contents.push((to.clone(), bytes));
+        let file = std::fs::File::open(from).map_err(io_err(format!("cannot read {}", from.display())))?;
+        let mut reader = io::BufReader::with_capacity(1 << 20, file);
+        loop {
+            let chunk =
+                io::BufRead::fill_buf(&mut reader).map_err(io_err(format!("cannot read {}", from.display())))?;
+            if chunk.is_empty() {
+                break;
+            }
+            hasher.write(chunk);
+            let n = chunk.len();
+            io::BufRead::consume(&mut reader, n);
+        }
     }
     let tag = format!("{:016x}", hasher.finish());
     let image = format!("{DEMO_KV_REPO}:{tag}");
     if engine.image_exists(&image) {
         return Ok((image, false));
+    }
+    let mut contents = Vec::new();
+    for (from, to) in &files {
+        let bytes = std::fs::read(from).map_err(io_err(format!("cannot read {}", from.display())))?;
+        contents.push((to.clone(), bytes));
     }
     let mut tar = tar::Builder::new(Vec::new());
     for dir in ["tmp", "data"] {
@@ -176,6 +191,6 @@ fn how_to_build(image: &str) -> String {
     match repo.strip_prefix("crashlab/debian-") {
         Some(packages) => format!("build it with `crashlab image build --debian {packages}`"),
         None if repo == DEMO_KV_REPO => "build it with `crashlab image build demo-kv`".into(),
-        None => format!("build it here (`docker build -t {image} ...`); `crashlab image build` makes crashlab/demo-kv and Debian images"),
+        None => format!("build it in that engine (`docker build -t {image} ...`); `crashlab image build` makes crashlab/demo-kv and Debian images"),
     }
 }

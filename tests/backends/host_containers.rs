@@ -204,3 +204,66 @@ lost_acked = 0
     let rules = String::from_utf8_lossy(&out.stdout);
     assert!(!rules.contains("crashlab-"), "the rules went at the heal: {rules}");
 }
+
+/// Faults the agent runs with the fault's own code on a container there:
+/// an engine memory limit (set through h1's engine, its figures read from
+/// the container's cgroups on h1), then a power loss through the storage
+/// layer the agent mounted over the data dir it binds into the container.
+/// With `--fsync never` the power loss loses the acknowledged writes it
+/// discarded, and no other, as it does here.
+#[test]
+fn a_memory_limit_and_a_power_loss_act_on_a_container_on_a_host() {
+    if !available() {
+        return;
+    }
+    let _serial = common::serial();
+    let hosts = SshHosts::up(1);
+    hosts.engine(1);
+    let kv = KV_ON_H1.replace("\"--fsync\", \"always\"]", "\"--fsync\", \"never\", \"--grow-per-write\", \"256KiB\"]");
+    let text = format!(
+        r#"name = "container-on-a-host-storage"
+{tables}{kv}
+[workload]
+kind = "demo-kv"
+target = "kv"
+rate = 400
+duration = "2500ms"
+
+[[fault]]
+kind = "memory"
+target = "kv"
+limit = "+8MiB"
+duration = "500ms"
+at = "300ms"
+
+[[fault]]
+kind = "lose-unsynced"
+target = "kv"
+at = "1500ms"
+
+[expect]
+lost_acked = "> 0"
+"#,
+        tables = hosts.tables(1)
+    );
+    let path = write_scenario(hosts.dir.path(), "storage.toml", &text);
+    let r = run(&path, &["--trials", "2", "--seed", "4"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    for t in r.trials() {
+        let (memory, power) = (&t.faults[0].detail, &t.faults[1].detail);
+        assert!(memory.starts_with("memory limited by the engine to ") && memory.contains("on host `h1`"), "{memory}");
+        let discarded: u64 = power
+            .split("discarded ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{power}"));
+        let lost = t.rpo.lost_acked.unwrap();
+        // Every write lost was discarded; a discarded write not lost was
+        // never acknowledged (in flight as it struck) or not a write of the
+        // workload's (demo-kv's own files).
+        assert!(lost > 0 && lost <= discarded && discarded - lost <= discarded / 50 + 5, "lost {lost}: {power}");
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(!mounts.contains(".crashlab-agents/"), "the layers are unmounted: {mounts}");
+}
