@@ -38,7 +38,11 @@ const AGENTS: &str = "/root/.crashlab-agents/";
 /// The agents' directories of a run (named by its token) on the hosts,
 /// less the host's name.
 fn agent_dirs(r: &common::Run) -> String {
-    let journal = std::fs::read_to_string(r.dir.join("faults.journal")).unwrap();
+    agent_dirs_of(&r.dir)
+}
+
+fn agent_dirs_of(run_dir: &std::path::Path) -> String {
+    let journal = std::fs::read_to_string(run_dir.join("faults.journal")).unwrap();
     let token = journal.split("\"token\":\"").nth(1).unwrap().split('"').next().unwrap();
     format!("{AGENTS}{}", &token[..12])
 }
@@ -383,6 +387,11 @@ fn cleanup_after_a_killed_harness_and_agents_leaves_nothing_on_any_host() {
         assert!(said.matches("stopped 1 process(es)").count() >= 3, "one target per host: {said}");
         let left = common::processes_with(".crashlab-agents/");
         assert!(left.is_empty(), "round {round}: left after cleanup: {left:?}");
+        let dirs = agent_dirs_of(&out);
+        for k in 1..=3 {
+            let copy = std::path::PathBuf::from(format!("{dirs}-h{k}/crashlab"));
+            assert!(!copy.exists(), "round {round}: the copy of crashlab stays on h{k}: {}", copy.display());
+        }
     }
 }
 

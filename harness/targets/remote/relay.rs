@@ -214,10 +214,14 @@ pub async fn cleanup_on(host: &HostPlan, dir: &str) -> Result<String, String> {
         return Err(format!("`{dir}` is not an agent's directory: left alone"));
     }
     let session = connect(host).await.map_err(|e| ssh_error(&e))?;
+    // Once its run is healed (or it never began one), the copy of
+    // crashlab there goes too: nothing of the run's stays but its journal.
     let out = session
         .shell(format!(
-            "if [ -x {dir}/crashlab ]; then {dir}/crashlab cleanup {dir}/{run}; else echo 'its agent ended well \
-             (it stops its targets when the control node goes): nothing to heal'; fi",
+            "if [ -x {dir}/crashlab ] && [ -d {dir}/{run} ]; then {dir}/crashlab cleanup {dir}/{run} && rm -f \
+             {dir}/crashlab; elif [ -e {dir}/crashlab ] || [ -e {dir}/crashlab.part ]; then rm -f {dir}/crashlab \
+             {dir}/crashlab.part; echo 'its agent never began: removed the copy of crashlab'; else echo 'its agent \
+             ended well (it stops its targets when the control node goes): nothing to heal'; fi",
             run = super::protocol::RUN_SUBDIR
         ))
         .output()
