@@ -392,6 +392,14 @@ impl Agent {
         let t = plan.targets.iter().find(|t| t.name == name).ok_or_else(|| format!("no target `{name}`"))?;
         let trial_dir = self.run_dir.join(format!("trial-{trial:03}"));
         std::fs::create_dir_all(&trial_dir).map_err(|e| format!("cannot create {}: {e}", trial_dir.display()))?;
+        // Ports are allocated on the control node: one taken here would
+        // answer the probes in the target's place.
+        if let Some((port, e)) = crate::targets::probe_port_taken(t, host, port) {
+            return Err(format!(
+                "port {port} is already in use on this host at {host} ({e}): the probes would measure whatever \
+                 holds it, not target `{name}`; stop that process, or let crashlab allocate the port (`{{port}}`)"
+            ));
+        }
         let recorder = self.recorder_for(trial);
         let ctx = TargetContext {
             trial,

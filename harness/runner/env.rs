@@ -17,10 +17,10 @@ use crate::history::EventKind;
 use crate::journal::Entry;
 use crate::probe::{self, Sampler};
 use crate::proxy::Proxy;
-use crate::scenario::{FaultKind, PortRef, TargetKind, TargetPlan, TargetRef};
+use crate::scenario::{FaultKind, TargetKind, TargetPlan, TargetRef};
 use crate::targets::container::ContainerTarget;
 use crate::targets::remote::RemoteTarget;
-use crate::targets::{free_port, ProcessTarget, Target, TargetContext};
+use crate::targets::{free_port, probe_port_taken, ProcessTarget, Target, TargetContext};
 
 #[derive(Default)]
 pub(super) struct TrialEnv {
@@ -249,14 +249,9 @@ fn host_of(trial: &Trial, name: &str) -> IpAddr {
 /// target that cannot bind it restarts in a loop, unseen, while the other
 /// answers healthy).
 fn check_port_free(t: &TargetPlan, allocated: u16) -> Result<(), EnvError> {
-    let port = match t.probe.kind.port() {
-        Some(PortRef::Fixed(p)) => *p,
-        Some(PortRef::Allocated) => allocated,
-        Some(PortRef::Proxy(_)) | None => return Ok(()),
-    };
-    match std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(EnvError::PortInUse { target: t.name.clone(), port, reason: e.to_string() }),
+    match probe_port_taken(t, IpAddr::from([127, 0, 0, 1]), allocated) {
+        None => Ok(()),
+        Some((port, e)) => Err(EnvError::PortInUse { target: t.name.clone(), port, reason: e.to_string() }),
     }
 }
 

@@ -229,6 +229,23 @@ fn send(fd: Option<&OwnedFd>, signal: Signal) {
     }
 }
 
+/// The port target `t`'s probe reaches (`allocated` for `{port}`), if
+/// something already holds it at `address`: the probe would measure that,
+/// not the target. Here, and on a host by its agent.
+pub fn probe_port_taken(
+    t: &crate::scenario::TargetPlan,
+    address: std::net::IpAddr,
+    allocated: u16,
+) -> Option<(u16, std::io::Error)> {
+    use crate::scenario::PortRef;
+    let port = match t.probe.kind.port() {
+        Some(PortRef::Fixed(p)) => *p,
+        Some(PortRef::Allocated) => allocated,
+        Some(PortRef::Proxy(_)) | None => return None,
+    };
+    std::net::TcpListener::bind((address, port)).err().map(|e| (port, e))
+}
+
 /// Asks the kernel for a free port on loopback. Another process may take it
 /// before the target binds it; the start-up probe would then fail loudly.
 pub fn free_port() -> std::io::Result<u16> {

@@ -299,6 +299,41 @@ fn an_unreachable_or_untrusted_host_stops_the_run_before_anything() {
         assert!(!journal.contains("\"op\":\"host\""), "{case}: nothing made on the host: {journal}");
         assert!(r.trials().is_empty(), "{case}");
     }
+
+    // A port held on the host by another process would answer the probes
+    // in the target's place (a `sleep` here, which answers nothing): the
+    // agent refuses to start the target, naming the port.
+    let mut holder = std::process::Command::new("nsenter")
+        .args(["--net=/run/netns/crl-ssh-1", "python3", "-c"])
+        .arg("import socket, time\ns = socket.socket()\ns.bind(('10.231.7.11', 47011))\ns.listen()\ntime.sleep(60)")
+        .spawn()
+        .unwrap();
+    let text = format!(
+        "name = \"port-taken\"\n{}[target.app]\nhost = \"h1\"\ncommand = [\"sleep\", \"30\"]\n\
+         probe = {{ kind = \"tcp\", port = 47011 }}\n",
+        hosts.tables(1)
+    );
+    let path = write_scenario(dir, "port-taken.toml", &text);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !port_47011_held_on_h1() {
+        assert!(std::time::Instant::now() < deadline, "the holder never listened");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let r = run(&path, &["--trials", "1"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout(), r.stderr());
+    assert!(
+        r.stderr().contains("host `h1` (root@10.231.7.11): port 47011 is already in use on this host"),
+        "{}",
+        r.stderr()
+    );
+}
+
+/// Whether something listens at 10.231.7.11:47011 (host h1).
+fn port_47011_held_on_h1() -> bool {
+    std::net::TcpStream::connect_timeout(&"10.231.7.11:47011".parse().unwrap(), std::time::Duration::from_millis(200))
+        .is_ok()
 }
 
 /// A demo-kv on each of hosts 1..=n (`kv1` takes the workload), started
