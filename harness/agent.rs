@@ -392,6 +392,11 @@ impl Agent {
         let t = plan.targets.iter().find(|t| t.name == name).ok_or_else(|| format!("no target `{name}`"))?;
         let trial_dir = self.run_dir.join(format!("trial-{trial:03}"));
         std::fs::create_dir_all(&trial_dir).map_err(|e| format!("cannot create {}: {e}", trial_dir.display()))?;
+        if plan.faults.iter().any(|f| f.may_hog(name)) {
+            let program = crate::fault::hog::STRESS_NG;
+            crate::scenario::workload::find_program(program, Path::new("."))
+                .map_err(|e| format!("a `hog` fault runs {program} (Debian package stress-ng) on this host: {e}"))?;
+        }
         // Ports are allocated on the control node: one taken here would
         // answer the probes in the target's place.
         if let Some((port, e)) = crate::targets::probe_port_taken(t, host, port) {

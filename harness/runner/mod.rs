@@ -274,13 +274,12 @@ pub fn run(
     Ok(RunOutcome { run_dir, report, stop })
 }
 
-/// A run whose environment failed before its first trial: its report says
-/// why, and the journal that the run is over.
-/// The programs the plan's faults run (a hog's stress-ng), found before any
-/// trial: missing, the run stops with an environment error.
+/// The programs the plan's faults run here (a hog's stress-ng, beside a
+/// target of this machine; a host's agent looks for its own), found
+/// before any trial: missing, the run stops with an environment error.
 fn programs_present(plan: &Plan) -> Result<(), EnvError> {
-    let kinds = plan.faults.iter().flat_map(|f| std::iter::once(&f.kind).chain(f.menu.iter().flat_map(|m| &m.kinds)));
-    if kinds.into_iter().any(|k| matches!(k, FaultKind::Hog(_))) {
+    let here = plan.targets.iter().filter(|t| t.host.is_none());
+    if here.into_iter().any(|t| plan.faults.iter().any(|f| f.may_hog(&t.name))) {
         let program = crate::fault::hog::STRESS_NG;
         crate::scenario::workload::find_program(program, Path::new("."))
             .map_err(|e| EnvError::Missing(format!("a `hog` fault runs {program} (Debian package stress-ng): {e}")))?;
@@ -288,6 +287,8 @@ fn programs_present(plan: &Plan) -> Result<(), EnvError> {
     Ok(())
 }
 
+/// A run whose environment failed before its first trial: its report says
+/// why, and the journal that the run is over.
 fn stopped_before_any_trial(plan: &Plan, seed: u64, run_dir: PathBuf, journal: &Journal, e: EnvError) -> RunOutcome {
     let report = check::build_report(plan, seed, Vec::new(), Some(e.to_string()));
     let _ = journal.append(&Entry::Finished);

@@ -479,6 +479,14 @@ pub struct FaultMenu {
 }
 
 impl FaultPlan {
+    /// Whether it may be a hog on target `name` (itself, or drawn from
+    /// its menu): a hog runs stress-ng where that target runs.
+    pub fn may_hog(&self, name: &str) -> bool {
+        let mut kinds = std::iter::once(&self.kind).chain(self.menu.iter().flat_map(|m| &m.kinds));
+        let mut targets = std::iter::once(&self.target).chain(self.menu.iter().flat_map(|m| &m.targets));
+        kinds.any(|k| matches!(k, FaultKind::Hog(_))) && targets.any(|t| t.name == name)
+    }
+
     /// The menu's fault of kind `kind` on target `target` (indices into
     /// the menu), as a trial's seed drew it.
     pub fn drawn(&self, kind: usize, target: usize, targets: &[TargetPlan]) -> FaultPlan {
