@@ -156,43 +156,27 @@ fn ssh_error(e: &openssh::Error) -> String {
     text
 }
 
-/// Copies this binary to `dir/crashlab` over the session, checked by its
-/// SHA-256 before it is made executable.
+/// Where a host keeps the last copy of crashlab a run sent it, named by
+/// its SHA-256 (under [`super::protocol::AGENTS_DIR`], the SSH user's
+/// own): the next run of the same binary copies it there instead of
+/// sending ~190 MB again.
+const CACHE_DIR: &str = "cache";
+
+/// Copies this binary to `dir/crashlab`, checked by its SHA-256 before it
+/// is made executable: from the host's cache when it holds this very
+/// binary, else over the session (and then kept in the cache, alone).
 async fn copy_binary(session: &Session, dir: &str) -> Result<(), String> {
-    use sha2::Digest;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let sum = sha256_of(&exe).map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
     let part = Path::new(dir).join("crashlab.part").display().to_string();
-    let script = format!("umask 077 && mkdir -p {dir} && cat > {part} && sha256sum {part}");
-    let mut child = session
-        .shell(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .await
-        .map_err(|e| format!("cannot copy the agent: {}", ssh_error(&e)))?;
-    let mut stdin = child.stdin().take().expect("piped");
-    // Streamed and hashed as it goes: a debug build is ~190 MB.
-    let mut file = std::fs::File::open(&exe).map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
-    let (mut hasher, mut chunk) = (sha2::Sha256::new(), vec![0u8; 1 << 20]);
-    loop {
-        let n =
-            std::io::Read::read(&mut file, &mut chunk).map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&chunk[..n]);
-        stdin.write_all(&chunk[..n]).await.map_err(|e| format!("cannot copy the agent: {e}"))?;
-    }
-    let sum = format!("{:x}", hasher.finalize());
-    drop(stdin);
-    let out = child.wait_with_output().await.map_err(|e| format!("cannot copy the agent: {}", ssh_error(&e)))?;
-    let theirs = String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string();
-    if !out.status.success() || theirs != sum {
-        return Err(format!(
-            "the agent's copy at {part} does not check: sha256 `{theirs}` there, {sum} here {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+    let cache = format!("{}/{CACHE_DIR}", super::protocol::AGENTS_DIR);
+    let reuse = format!("umask 077 && mkdir -p {dir} && cp {cache}/{sum} {part} 2>/dev/null && sha256sum {part}");
+    let reused =
+        session.shell(reuse).output().await.map_err(|e| format!("cannot copy the agent: {}", ssh_error(&e)))?;
+    if !reused.status.success() || first_word(&reused.stdout) != sum {
+        send_binary(session, &exe, dir, &part, &sum).await?;
+        let keep = format!("umask 077 && mkdir -p {cache} && rm -f {cache}/* && cp {part} {cache}/{sum}");
+        let _ = session.shell(keep).status().await;
     }
     let made = session
         .shell(format!("chmod 700 {part} && mv {part} {dir}/crashlab"))
@@ -203,6 +187,60 @@ async fn copy_binary(session: &Session, dir: &str) -> Result<(), String> {
         return Err(format!("cannot install the agent at {dir}/crashlab"));
     }
     Ok(())
+}
+
+/// Streams `exe` to `part` on the host, which must hash to `sum` there.
+async fn send_binary(session: &Session, exe: &Path, dir: &str, part: &str, sum: &str) -> Result<(), String> {
+    let script = format!("umask 077 && mkdir -p {dir} && cat > {part} && sha256sum {part}");
+    let mut child = session
+        .shell(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .await
+        .map_err(|e| format!("cannot copy the agent: {}", ssh_error(&e)))?;
+    let mut stdin = child.stdin().take().expect("piped");
+    // Streamed: a debug build is ~190 MB.
+    let mut file = std::fs::File::open(exe).map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        let n =
+            std::io::Read::read(&mut file, &mut chunk).map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
+        if n == 0 {
+            break;
+        }
+        stdin.write_all(&chunk[..n]).await.map_err(|e| format!("cannot copy the agent: {e}"))?;
+    }
+    drop(stdin);
+    let out = child.wait_with_output().await.map_err(|e| format!("cannot copy the agent: {}", ssh_error(&e)))?;
+    let theirs = first_word(&out.stdout);
+    if !out.status.success() || theirs != sum {
+        return Err(format!(
+            "the agent's copy at {part} does not check: sha256 `{theirs}` there, {sum} here {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// The SHA-256 of a file, in hex, read in chunks.
+fn sha256_of(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut file = std::fs::File::open(path)?;
+    let (mut hasher, mut chunk) = (sha2::Sha256::new(), vec![0u8; 1 << 20]);
+    loop {
+        let n = std::io::Read::read(&mut file, &mut chunk)?;
+        if n == 0 {
+            return Ok(format!("{:x}", hasher.finalize()));
+        }
+        hasher.update(&chunk[..n]);
+    }
+}
+
+/// `sha256sum`'s sum, from its output.
+fn first_word(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).split_whitespace().next().unwrap_or_default().to_string()
 }
 
 /// Runs `crashlab cleanup` on the agent's run at `host` (the copy there,
