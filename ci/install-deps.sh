@@ -11,7 +11,8 @@
 # MariaDB pack, etcd (three members in namespaces) for the etcd pack,
 # libfaketime for the clock fault, stress-ng for the hog fault, OpenSSH
 # (server and client: the remote hosts of the tests are namespaces with an
-# sshd each), and python3 for ci/code-shape.py (the code-shape test) and
+# sshd each), kubectl (the independent client that checks the tests' fake
+# Kubernetes API server), and python3 for ci/code-shape.py (the code-shape test) and
 # the example and fixture services of the http and command workloads.
 # SQLite is linked into crashlab itself.
 set -euo pipefail
@@ -37,6 +38,7 @@ ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || missing+=(libfaketime
 command -v stress-ng >/dev/null || missing+=(stress-ng)
 command -v ssh >/dev/null || missing+=(openssh-client)
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v kubectl >/dev/null || missing+=(kubectl)
 if [ "${#missing[@]}" -gt 0 ]; then
     if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
         apt-get update -qq

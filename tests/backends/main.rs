@@ -10,3 +10,4 @@ mod containers;
 mod host_containers;
 mod hosts;
 mod images;
+mod kubernetes;
