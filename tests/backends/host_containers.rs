@@ -59,33 +59,12 @@ fn a_container_on_a_host_runs_in_that_hosts_engine_and_cleanup_removes_it() {
     let hosts = SshHosts::up(1);
     hosts.engine(1);
     let engine = hosts.engine_socket(1);
-    let faults = r#"
-[workload]
-kind = "demo-kv"
-target = "kv"
-rate = 200
-duration = "DURATION"
-
-[[fault]]
-kind = "kill"
-target = "kv"
-at = "400ms"
-
-[[fault]]
-kind = "pause"
-target = "kv"
-duration = "300ms"
-at = "1100ms"
-
-[[fault]]
-kind = "restart"
-target = "kv"
-at = "1900ms"
-
-[expect]
-lost_acked = 0
-"#;
-    let text = format!("name = \"container-on-a-host\"\n{}{KV_ON_H1}{faults}", hosts.tables(1));
+    let workload = "[workload]\nkind = \"demo-kv\"\ntarget = \"kv\"\nrate = 200\nduration = \"DURATION\"\n";
+    let faults = crate::hosts::KILL_PAUSE_RESTART;
+    let text = format!(
+        "name = \"container-on-a-host\"\n{}{KV_ON_H1}{workload}{faults}\n[expect]\nlost_acked = 0\n",
+        hosts.tables(1)
+    );
     let path = write_scenario(hosts.dir.path(), "kv.toml", &text.replace("DURATION", "2500ms"));
     let r = run(&path, &["--trials", "2", "--seed", "3"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
@@ -111,15 +90,7 @@ lost_acked = 0
     // Killed, agents and all, while the container runs.
     let out = hosts.dir.path().join("killed");
     let path = write_scenario(hosts.dir.path(), "kv-long.toml", &text.replace("DURATION", "30s"));
-    let mut harness = std::process::Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
-        .arg("run")
-        .arg(&path)
-        .arg("--out")
-        .arg(&out)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut harness = crate::hosts::run_in_background(&path, &out, std::process::Stdio::null);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while docker_on(&engine, &["ps", "-q"]).trim().is_empty() {
         assert!(std::time::Instant::now() < deadline, "the container never started");
@@ -149,7 +120,8 @@ lost_acked = 0
 /// packets are routed (FORWARD), never delivered to h1 (INPUT): the rules
 /// set in INPUT and OUTPUT alone drop nothing (the trial would be unknown),
 /// and those the agent also sets in FORWARD cut them. The control node's
-/// workload to the container goes on; the rules go at the heal.
+/// workload to the container goes on; the rules go at the heal (both
+/// checked as for processes on hosts).
 #[test]
 fn a_partition_cuts_a_container_on_a_host_where_its_packets_are_routed() {
     if !available() {
@@ -158,51 +130,11 @@ fn a_partition_cuts_a_container_on_a_host_where_its_packets_are_routed() {
     let _serial = common::serial();
     let hosts = SshHosts::up(2);
     hosts.engine(1);
-    let text = format!(
-        r#"name = "container-partition"
-{tables}{kv}
-[target.peer]
-host = "h2"
-command = ["bash", "-c", "while true; do (echo PING > /dev/tcp/{{host.kv}}/{{port.kv}}) 2>/dev/null; sleep 0.02; done"]
-probe = {{ kind = "command", command = ["true"] }}
-
-[workload]
-kind = "demo-kv"
-target = "kv"
-rate = 200
-duration = "2s"
-
-[[fault]]
-kind = "partition"
-groups = [["kv"], ["peer"]]
-duration = "1200ms"
-at = "500ms"
-
-[expect]
-lost_acked = 0
-"#,
-        tables = hosts.tables(2),
-        kv = KV_ON_H1
-    );
+    let text = crate::hosts::partition_from_a_peer(&hosts.tables(2), KV_ON_H1, "1200ms");
     let path = write_scenario(hosts.dir.path(), "partition.toml", &text);
-    let r = run(&path, &["--trials", "2", "--seed", "2"]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
-    for t in r.trials() {
-        let detail = &t.faults[0].detail;
-        assert!(detail.starts_with("[kv] and [peer] cannot reach each other (on host `h1`"), "{detail}");
-        let dropped: u64 =
-            detail.split("rules dropped ").nth(1).and_then(|s| s.split(' ').next()).unwrap().parse().unwrap();
-        assert!(dropped >= 1, "{detail}");
-        assert_eq!((t.ops.fail, t.ops.unknown), (0, 0), "the control node's writes are not cut: {:?}", t.ops);
-    }
+    let r = crate::hosts::partition_cuts_the_peer_only(&path);
     let journal = agent_journal(&r.dir);
     assert!(journal.contains("\"rule\":[\"FORWARD\",\"-s\",\"10.231.7.12\""), "{journal}");
-    let out = std::process::Command::new("nsenter")
-        .args(["--net=/run/netns/crl-ssh-1", "iptables", "-w", "-S"])
-        .output()
-        .unwrap();
-    let rules = String::from_utf8_lossy(&out.stdout);
-    assert!(!rules.contains("crashlab-"), "the rules went at the heal: {rules}");
 }
 
 /// Faults the agent runs with the fault's own code on a container there:

@@ -47,18 +47,8 @@ fn agent_dirs_of(run_dir: &std::path::Path) -> String {
     format!("{AGENTS}{}", &token[..12])
 }
 
-/// Kill, pause and restart, as the conformance suite injects them into a
-/// local process, through the agent: each recovers, nothing acknowledged
-/// is lost, each is dated within half the round trip to the agent, and
-/// nothing of the run stays on the host.
-#[test]
-fn kill_pause_and_restart_act_on_a_target_on_a_host() {
-    if !ssh_hosts_available() {
-        return;
-    }
-    let _serial = common::serial();
-    let hosts = SshHosts::up(1);
-    let faults = r#"
+/// A kill, a pause and a restart of `kv` during a 2.5 s workload.
+pub(crate) const KILL_PAUSE_RESTART: &str = r#"
 [[fault]]
 kind = "kill"
 target = "kv"
@@ -75,7 +65,19 @@ kind = "restart"
 target = "kv"
 at = "1900ms"
 "#;
-    let path = write_scenario(hosts.dir.path(), "host.toml", &scenario(&hosts, "", faults));
+
+/// Kill, pause and restart, as the conformance suite injects them into a
+/// local process, through the agent: each recovers, nothing acknowledged
+/// is lost, each is dated within half the round trip to the agent, and
+/// nothing of the run stays on the host.
+#[test]
+fn kill_pause_and_restart_act_on_a_target_on_a_host() {
+    if !ssh_hosts_available() {
+        return;
+    }
+    let _serial = common::serial();
+    let hosts = SshHosts::up(1);
+    let path = write_scenario(hosts.dir.path(), "host.toml", &scenario(&hosts, "", KILL_PAUSE_RESTART));
     let r = run(&path, &["--trials", "2", "--seed", "3"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
     for t in r.trials() {
@@ -349,21 +351,31 @@ fn start_on_hosts(hosts: &SshHosts, n: u32, workload: &str, out: &std::path::Pat
     }
     text.push_str(&format!("[workload]\nkind = \"demo-kv\"\ntarget = \"kv1\"\nrate = 100\n{workload}\n"));
     let path = write_scenario(hosts.dir.path(), &format!("{n}-hosts.toml"), &text);
-    let harness = std::process::Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
-        .arg("run")
-        .arg(&path)
-        .arg("--out")
-        .arg(out)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let harness = run_in_background(&path, out, std::process::Stdio::piped);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while targets_on_hosts().len() < n as usize {
         assert!(std::time::Instant::now() < deadline, "the targets never started");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     harness
+}
+
+/// `crashlab run PATH --out OUT`, not waited for; its stdout and stderr
+/// as `stdio` makes them.
+pub(crate) fn run_in_background(
+    path: &std::path::Path,
+    out: &std::path::Path,
+    stdio: fn() -> std::process::Stdio,
+) -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
+        .arg("run")
+        .arg(path)
+        .arg("--out")
+        .arg(out)
+        .stdout(stdio())
+        .stderr(stdio())
+        .spawn()
+        .unwrap()
 }
 
 fn targets_on_hosts() -> Vec<String> {
@@ -484,7 +496,7 @@ fn an_agent_refuses_a_control_node_of_another_protocol() {
 }
 
 /// Rules of the run on a test host (its namespace's iptables).
-fn rules_on(k: u32) -> Vec<String> {
+pub(crate) fn rules_on(k: u32) -> Vec<String> {
     let out = std::process::Command::new("nsenter")
         .arg(format!("--net=/run/netns/crl-ssh-{k}"))
         .args(["iptables", "-w", "-S"])
@@ -493,10 +505,58 @@ fn rules_on(k: u32) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("crashlab-")).map(String::from).collect()
 }
 
+/// A scenario: target `kv` (its `[target.kv]` table, on h1) partitioned
+/// for `duration` from a peer on h2 that keeps connecting to it, while
+/// the control node's workload writes to it.
+pub(crate) fn partition_from_a_peer(tables: &str, kv: &str, duration: &str) -> String {
+    format!(
+        r#"name = "host-partition"
+{tables}{kv}
+[target.peer]
+host = "h2"
+command = ["bash", "-c", "while true; do (echo PING > /dev/tcp/{{host.kv}}/{{port.kv}}) 2>/dev/null; sleep 0.02; done"]
+probe = {{ kind = "command", command = ["true"] }}
+
+[workload]
+kind = "demo-kv"
+target = "kv"
+rate = 200
+duration = "2s"
+
+[[fault]]
+kind = "partition"
+groups = [["kv"], ["peer"]]
+duration = "{duration}"
+at = "500ms"
+
+[expect]
+lost_acked = 0
+"#
+    )
+}
+
+/// Runs it: in each trial the hosts' rules dropped the peer's packets
+/// (none would make the trial unknown) and none of the control node's;
+/// the rules went at the heal.
+pub(crate) fn partition_cuts_the_peer_only(path: &std::path::Path) -> common::Run {
+    let r = run(path, &["--trials", "2", "--seed", "2"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
+    for t in r.trials() {
+        let detail = &t.faults[0].detail;
+        assert!(detail.starts_with("[kv] and [peer] cannot reach each other (on host `h1`"), "{detail}");
+        let dropped: u64 =
+            detail.split("rules dropped ").nth(1).and_then(|s| s.split(' ').next()).unwrap().parse().unwrap();
+        assert!(dropped >= 1, "{detail}");
+        assert_eq!((t.ops.fail, t.ops.unknown), (0, 0), "the control node's writes to kv are not cut: {:?}", t.ops);
+    }
+    assert!(rules_on(1).is_empty() && rules_on(2).is_empty(), "{:?} {:?}", rules_on(1), rules_on(2));
+    r
+}
+
 /// A partition between targets on two hosts: rules on the hosts, set by
-/// their agents, cut the peer on h2 off from kv1 on h1 (the packets they
+/// their agents, cut the peer on h2 off from kv on h1 (the packets they
 /// dropped are counted; none would make the trial unknown) while the
-/// control node's workload to kv1 goes on untouched; the rules go at the
+/// control node's workload to kv goes on untouched; the rules go at the
 /// heal, and after a killed harness and agents, `cleanup` deletes them.
 #[test]
 fn a_partition_between_hosts_cuts_them_and_not_the_control_node() {
@@ -505,61 +565,20 @@ fn a_partition_between_hosts_cuts_them_and_not_the_control_node() {
     }
     let _serial = common::serial();
     let hosts = SshHosts::up(2);
-    let text = format!(
-        r#"name = "host-partition"
-{tables}
-[target.kv1]
+    let kv = r#"
+[target.kv]
 host = "h1"
-command = ["crashlab", "demo-kv", "--host", "{{host}}", "--port", "{{port}}", "--data-dir", "{{data_dir}}", "--fsync", "always"]
-probe = {{ kind = "demo-kv", interval = "5ms" }}
-
-[target.peer]
-host = "h2"
-command = ["bash", "-c", "while true; do (echo PING > /dev/tcp/{{host.kv1}}/{{port.kv1}}) 2>/dev/null; sleep 0.02; done"]
-probe = {{ kind = "command", command = ["true"] }}
-
-[workload]
-kind = "demo-kv"
-target = "kv1"
-rate = 200
-duration = "2s"
-
-[[fault]]
-kind = "partition"
-groups = [["kv1"], ["peer"]]
-duration = "DURATION"
-at = "500ms"
-
-[expect]
-lost_acked = 0
-"#,
-        tables = hosts.tables(2)
-    );
+command = ["crashlab", "demo-kv", "--host", "{host}", "--port", "{port}", "--data-dir", "{data_dir}", "--fsync", "always"]
+probe = { kind = "demo-kv", interval = "5ms" }
+"#;
+    let text = partition_from_a_peer(&hosts.tables(2), kv, "DURATION");
     let path = write_scenario(hosts.dir.path(), "partition.toml", &text.replace("DURATION", "1200ms"));
-    let r = run(&path, &["--trials", "2", "--seed", "2"]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout(), r.stderr());
-    for t in r.trials() {
-        let detail = &t.faults[0].detail;
-        assert!(detail.starts_with("[kv1] and [peer] cannot reach each other (on host `h1`"), "{detail}");
-        let dropped: u64 =
-            detail.split("rules dropped ").nth(1).and_then(|s| s.split(' ').next()).unwrap().parse().unwrap();
-        assert!(dropped >= 1, "{detail}");
-        assert_eq!((t.ops.fail, t.ops.unknown), (0, 0), "the control node's writes to kv1 are not cut: {:?}", t.ops);
-    }
-    assert!(rules_on(1).is_empty() && rules_on(2).is_empty(), "{:?} {:?}", rules_on(1), rules_on(2));
+    partition_cuts_the_peer_only(&path);
 
     // Killed while the partition holds: cleanup deletes the rules there.
     let path = write_scenario(hosts.dir.path(), "partition-long.toml", &text.replace("DURATION", "20s"));
     let out = hosts.dir.path().join("killed");
-    let mut harness = std::process::Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
-        .arg("run")
-        .arg(&path)
-        .arg("--out")
-        .arg(&out)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut harness = run_in_background(&path, &out, std::process::Stdio::null);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     // Both of h1's rules in (the agent inserts them one after the other).
     while rules_on(1).len() < 2 {
