@@ -230,9 +230,10 @@ impl Inner {
     }
 
     /// Re-reads the published ports of each new incarnation: `{port}` is
-    /// bound on 127.0.0.1 explicitly (by the harness, or by the compose file
-    /// through CRASHLAB_PORT_<TARGET>), so it must still be published; if
-    /// not, the probes would test the wrong port.
+    /// published explicitly (on 127.0.0.1, or a remote host's address, by
+    /// the harness; or by the compose file through CRASHLAB_PORT_<TARGET>),
+    /// so it must still be published; if not, the probes would test the
+    /// wrong port.
     fn check_ports(&self, seen: &crate::engine::ContainerState) {
         let port = self.ctx.port;
         if !seen.ports.iter().any(|(_, host)| *host == port) {

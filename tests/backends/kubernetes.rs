@@ -84,7 +84,8 @@ fn demo_kv_image() -> String {
 /// kubectl finds the pod by its label, ready; the Service's node port on
 /// the node's address reaches it; a forced delete (grace 0) replaces it
 /// with a pod of another name and uid no sooner than the workload's
-/// recreate delay, ready again; and the server, stopped, leaves no
+/// recreate delay, ready again (kubectl's delete returns once it has seen
+/// the pod's deletion on a watch); and the server, stopped, leaves no
 /// container behind.
 #[test]
 fn the_fake_api_server_answers_kubectl_as_an_api_server_does() {
@@ -119,8 +120,12 @@ fn the_fake_api_server_answers_kubectl_as_an_api_server_does() {
     assert!(std::net::TcpStream::connect((node.as_str(), node_port)).is_ok(), "the node port reaches the pod");
 
     let deleted = Instant::now();
-    let said = server.kubectl(&["delete", "pod", &name, "-n", "shop", "--grace-period=0", "--force", "--wait=false"]);
+    // kubectl waits for the pod's DELETED on a watch from the version it
+    // deleted (the watch replays the deletion if it came first).
+    let said = server.kubectl(&["delete", "pod", &name, "-n", "shop", "--grace-period=0", "--force"]);
     assert!(said.contains(&format!("pod \"{name}\" force deleted")), "{said}");
+    let gone = server.kubectl(&["get", "pod", &name, "-n", "shop", "--ignore-not-found", "-o", "name"]);
+    assert_eq!(gone.trim(), "", "the deleted pod is gone once kubectl returns");
     let (new_name, new_uid, _) = loop {
         let pod = ready_pod(Instant::now() + Duration::from_secs(30));
         if pod.0 != name {
@@ -131,8 +136,6 @@ fn the_fake_api_server_answers_kubectl_as_an_api_server_does() {
     let replaced = deleted.elapsed();
     assert!(new_uid != uid && new_name.starts_with("kv-"), "{new_name} {new_uid}");
     assert!(replaced >= Duration::from_millis(400), "replaced after {replaced:?}, before its 400 ms delay");
-    let gone = server.kubectl(&["get", "pod", &name, "-n", "shop", "--ignore-not-found", "-o", "name"]);
-    assert_eq!(gone.trim(), "", "the deleted pod is gone");
 
     drop(server);
     let left = common::labelled_containers("crashlab.fake-k8s");
