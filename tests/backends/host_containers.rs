@@ -89,7 +89,11 @@ fn a_container_on_a_host_runs_in_that_hosts_engine_and_cleanup_removes_it() {
 
     // Killed, agents and all, while the container runs.
     let out = hosts.dir.path().join("killed");
-    let path = write_scenario(hosts.dir.path(), "kv-long.toml", &text.replace("DURATION", "30s"));
+    // No fault in this one: a kill of the harness while a fault of its own
+    // has the container down would leave nothing running to find.
+    let long =
+        format!("name = \"container-on-a-host\"\n{}{KV_ON_H1}{}", hosts.tables(1), workload.replace("DURATION", "30s"));
+    let path = write_scenario(hosts.dir.path(), "kv-long.toml", &long);
     let mut harness = crate::hosts::run_in_background(&path, &out, std::process::Stdio::null);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while docker_on(&engine, &["ps", "-q"]).trim().is_empty() {
