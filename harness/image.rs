@@ -56,6 +56,10 @@ pub fn demo_kv(engine: &Engine) -> Result<(String, bool), ImageError> {
     for (from, to) in &files {
         to.hash(&mut hasher);
         let file = std::fs::File::open(from).map_err(io_err(format!("cannot read {}", from.display())))?;
+        // Its length first, as a slice's hash has it: where one file ends
+        // and the next begins is part of what is hashed.
+        let len = file.metadata().map_err(io_err(format!("cannot read {}", from.display())))?.len();
+        hasher.write_u64(len);
         let mut reader = io::BufReader::with_capacity(1 << 20, file);
         loop {
             let chunk =
