@@ -28,7 +28,7 @@ LAYERS = {
     "backends": 2, "fault": 3, "runner": 4, "main": 5, "demo": 1,
 }
 GROUND = {"duration", "exit", "crash_point", "history", "journal", "reports", "confine", "run_dir", "cancel", "kinds"}
-BACKENDS = {"target", "targets", "probe", "workload", "proxy", "network", "engine", "image", "compose"}
+BACKENDS = {"target", "targets", "probe", "workload", "proxy", "network", "engine", "image", "compose", "cluster"}
 TOP = {"runner", "drill", "bench", "main", "lib", "analyze"}
 
 

@@ -52,6 +52,27 @@ pub enum EventKind {
         pid: i32,
         status: String,
     },
+    /// A pod target's pod seen for the first time (a replacement), by the
+    /// watch on the cluster's API: the cluster's own signal, beside the
+    /// probe's.
+    PodCreated {
+        target: String,
+        pod: String,
+        uid: String,
+    },
+    /// A pod target's pod became ready, as the cluster says (its readiness
+    /// probe).
+    PodReady {
+        target: String,
+        pod: String,
+        uid: String,
+    },
+    /// A pod target's pod is gone (deleted).
+    PodGone {
+        target: String,
+        pod: String,
+        uid: String,
+    },
     WorkloadStarted,
     WorkloadEnded,
     FaultInjected {

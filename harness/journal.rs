@@ -70,6 +70,17 @@ pub enum Entry {
         trial: u32,
         fault: usize,
     },
+    /// A pod a fault deletes through the Kubernetes API (nothing for
+    /// cleanup to undo: its workload replaces it), journaled before the
+    /// call, with the uid the deletion is conditioned on.
+    PodDeleted {
+        trial: u32,
+        fault: usize,
+        target: String,
+        namespace: String,
+        pod: String,
+        uid: String,
+    },
     /// Original bytes of a damaged file were saved; written before the damage.
     Corrupted {
         trial: u32,

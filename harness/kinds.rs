@@ -48,6 +48,7 @@ pub enum FaultName {
     Memory,
     Cpu,
     Hog,
+    DeletePod,
 }
 
 impl FaultName {

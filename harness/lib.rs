@@ -12,6 +12,7 @@ pub mod bench;
 pub mod cancel;
 pub mod check;
 pub mod cleanup;
+pub mod cluster;
 pub mod compose;
 pub mod confine;
 pub mod crash_point;

@@ -43,6 +43,11 @@ pub fn procedure_end(events: &[Event]) -> Option<f64> {
     end
 }
 
+/// When the first event `is` picks happened at or after `t_f`.
+fn first_after(events: &[Event], t_f: f64, is: impl Fn(&EventKind) -> bool) -> Option<f64> {
+    events.iter().find(|e| e.t_ms >= t_f && is(&e.kind)).map(|e| e.t_ms)
+}
+
 /// `is_setup(i)`: whether the plan's fault `i` only sets up a condition;
 /// such a fault gets no RTO of its own (its time to detect and restart are
 /// still measured).
@@ -96,14 +101,19 @@ pub fn fault_reports(
                 EventKind::FaultInjected { target: t, .. } if t == target && n.t_ms > t_f => Some(n.t_ms),
                 _ => None,
             });
-            let before_next = |t: f64| next.map_or(true, |next| t < next);
+            let before_next = |t: f64| next.is_none_or(|next| t < next);
             let first_bad = samples.iter().position(|s| !s.ok && before_next(s.at));
             let ttd_ms = first_bad.map(|i| samples[i].at - t_f);
-            let restarted_at = events.iter().find_map(|s| match &s.kind {
-                EventKind::TargetStarted { target: t, .. } if t == target && s.t_ms >= t_f => Some(s.t_ms),
-                _ => None,
-            });
-            let restarted_at = restarted_at.filter(|t| before_next(*t));
+            // A pod target's next incarnation is its replacement pod, and
+            // the cluster says when that is ready.
+            let restarted_at = first_after(events, t_f, |k| match k {
+                EventKind::TargetStarted { target: t, .. } | EventKind::PodCreated { target: t, .. } => t == target,
+                _ => false,
+            })
+            .filter(|t| before_next(*t));
+            let ready_at =
+                first_after(events, t_f, |k| matches!(k, EventKind::PodReady { target: t, .. } if t == target))
+                    .filter(|t| before_next(*t));
             // The window opens after the outage: after the first failed
             // sample, and never before the new incarnation exists (an outage
             // shorter than the probe interval can fall between two samples).
@@ -136,6 +146,7 @@ pub fn fault_reports(
                 healed_at_ms,
                 ttd_ms,
                 restart_ms,
+                ready_ms: ready_at.map(|t| t - t_f),
                 rto_ms: window.map(|w| w - t_f),
                 rto_from_heal_ms: match (window, healed_at_ms) {
                     (Some(w), Some(h)) => Some((w - h).max(0.0)),

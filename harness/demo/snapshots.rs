@@ -103,7 +103,7 @@ pub fn scan(bytes: &[u8]) -> Vec<Found> {
             }
             (["anchor", root, ms, hash], Some((_, anchor, body, malformed))) => {
                 // The anchor's time is the snapshot's: a change to it is damage too.
-                if !body.lines().nth(1).is_some_and(|l| l.strip_prefix("timestamp_ms ") == Some(*ms)) {
+                if body.lines().nth(1).is_none_or(|l| l.strip_prefix("timestamp_ms ") != Some(*ms)) {
                     malformed.get_or_insert_with(|| format!("anchor time {ms} differs from the snapshot's"));
                 }
                 *anchor = Some((root.to_string(), hash.to_string()))

@@ -160,7 +160,7 @@ impl Armed {
         counts.matched += 1;
         let fires = match self.plan.trigger {
             IoTrigger::Always => true,
-            IoTrigger::Every(n) => counts.matched % n == 0,
+            IoTrigger::Every(n) => counts.matched.is_multiple_of(n),
             IoTrigger::Probability(p) => counts.rng.random_bool(p),
         };
         if !fires {

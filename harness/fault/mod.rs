@@ -18,6 +18,7 @@ mod memory;
 mod packet;
 mod partition;
 mod passthrough;
+mod pod;
 mod process;
 pub mod remote;
 pub mod stale_lock;
@@ -245,6 +246,7 @@ pub fn build(kind: &FaultKind, resources: &dyn Resources, target: &str) -> Resul
         FaultKind::Memory { limit, .. } => Box::new(memory::MemoryFault(*limit)),
         FaultKind::Cpu { cpus, .. } => Box::new(cpu::CpuFault(*cpus)),
         FaultKind::Hog(plan) => Box::new(hog::Hog(*plan)),
+        FaultKind::DeletePod { grace } => Box::new(pod::DeletePod { grace: *grace }),
         FaultKind::Packet(plan) => Box::new(packet::Packet {
             plan: plan.clone(),
             network: resources.network().ok_or_else(|| missing("the targets are not in network namespaces"))?,

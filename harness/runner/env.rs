@@ -19,6 +19,7 @@ use crate::probe::{self, Sampler};
 use crate::proxy::Proxy;
 use crate::scenario::{FaultKind, TargetKind, TargetPlan, TargetRef};
 use crate::targets::container::ContainerTarget;
+use crate::targets::pod::PodTarget;
 use crate::targets::remote::RemoteTarget;
 use crate::targets::{free_port, probe_port_taken, ProcessTarget, Target, TargetContext};
 
@@ -46,6 +47,12 @@ impl TrialEnv {
     pub fn set_up(&mut self, trial: &Trial) -> Result<(), TrialStop> {
         let env = TrialStop::Environment;
         for t in &trial.plan.targets {
+            // A pod target is reached through its Service, on a node.
+            if let Some(pod) = trial.run.pods.and_then(|p| p.endpoint(&t.name)) {
+                self.ports.push(pod.port);
+                self.hosts.push((t.name.clone(), pod.address));
+                continue;
+            }
             let port =
                 free_port().map_err(|e| env(EnvError::Port { target: t.name.clone(), reason: e.to_string() }))?;
             self.ports.push(port);
@@ -145,7 +152,8 @@ impl TrialEnv {
                 .map_err(|e| failed(e.to_string()))?;
             self.layers.push((t.name.clone(), Arc::new(layer)));
         }
-        if trial.run.network.is_none() && t.kind != TargetKind::Compose && t.host.is_none() {
+        let here = !matches!(t.kind, TargetKind::Compose | TargetKind::Pod) && t.host.is_none();
+        if trial.run.network.is_none() && here {
             check_port_free(t, port)?;
         }
         target.start().map_err(|e| EnvError::Target(e.to_string()))?;
@@ -158,6 +166,9 @@ impl TrialEnv {
         if let Some(host) = &t.host {
             let link = trial.run.hosts.and_then(|h| h.link(host)).ok_or("its host has no agent")?;
             return Ok(Arc::new(RemoteTarget::new(t, &ctx, trial.run.source.to_string(), Arc::clone(link))));
+        }
+        if let Some(pod) = trial.run.pods.and_then(|p| p.endpoint(&t.name)) {
+            return Ok(Arc::new(PodTarget::new(t, ctx, Arc::clone(&pod.cluster))));
         }
         Ok(match (t.kind, containers) {
             (TargetKind::Compose, Some(c)) => {

@@ -103,6 +103,7 @@ pub fn with_trial(text: &str, body: impl FnOnce(&Trial)) {
         network: None,
         containers: None,
         hosts: None,
+        pods: None,
         source: text,
         cancel: &cancel,
         operator: crate::drill::Operator::AssumeYes,

@@ -7,6 +7,7 @@ mod containers;
 mod env;
 #[cfg(test)]
 mod fake;
+mod pods;
 mod recover;
 mod timeline;
 
@@ -30,6 +31,7 @@ use crate::scenario::{FaultKind, NetworkPlan, Plan};
 use crate::targets::remote::Hosts;
 use containers::Containers;
 use env::TrialEnv;
+use pods::Pods;
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -116,6 +118,9 @@ pub enum EnvError {
     /// A remote host: unreachable, refused, or its agent.
     #[error("{0}")]
     Host(String),
+    /// A Kubernetes cluster: unreachable, forbidden, or no pod selected.
+    #[error("{0}")]
+    Cluster(String),
     /// A target's backend, data dir, storage layer or first start.
     #[error("{0}")]
     Target(String),
@@ -220,6 +225,10 @@ pub fn run(
         Ok(c) => c,
         Err(e) => return Ok(stopped_before_any_trial(plan, seed, run_dir, &journal, EnvError::Containers(e))),
     };
+    let pods = match Pods::prepare(plan) {
+        Ok(p) => p,
+        Err(e) => return Ok(stopped_before_any_trial(plan, seed, run_dir, &journal, EnvError::Cluster(e))),
+    };
     let hosts = match Hosts::start(plan, &run_dir, &journal) {
         Ok(h) => h,
         Err(e) => return Ok(stopped_before_any_trial(plan, seed, run_dir, &journal, EnvError::Host(e.to_string()))),
@@ -237,6 +246,7 @@ pub fn run(
             network: network.as_ref(),
             containers: containers.as_ref(),
             hosts: hosts.as_ref(),
+            pods: pods.as_ref(),
             source,
             cancel: interrupt,
             operator: options.operator,
@@ -305,6 +315,8 @@ struct RunShared<'a> {
     pub containers: Option<&'a Containers>,
     /// The agents of the run's remote hosts.
     pub hosts: Option<&'a Hosts>,
+    /// The clusters of the run's pod targets.
+    pub pods: Option<&'a Pods>,
     /// The scenario's text, which agents compile as this node did.
     pub source: &'a str,
     pub cancel: &'a Cancel,

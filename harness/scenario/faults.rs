@@ -58,6 +58,7 @@ pub const FAULT_KEYS: &[&str] = &[
     "cpu",
     "memory",
     "io",
+    "grace",
 ];
 pub const FAULT_KINDS: &[&str] = <FaultName as strum::VariantNames>::VARIANTS;
 pub const CORRUPT_MODES: &[&str] = <CorruptModeName as strum::VariantNames>::VARIANTS;
@@ -95,6 +96,7 @@ pub(super) fn applicable(kind: FaultName, mode: Option<&str>) -> &'static [&'sta
         (Memory, _) => &["limit", "duration"],
         (Cpu, _) => &["cpus", "duration"],
         (Hog, _) => &["cpu", "memory", "io", "duration"],
+        (DeletePod, _) => &["grace"],
     }
 }
 
@@ -172,6 +174,7 @@ pub fn compile_fault(
         | FaultName::Memory
         | FaultName::Cpu
         | FaultName::Hog
+        | FaultName::DeletePod
         | FaultName::LoseUnsynced => (target_fault(kind_name, f, d)?, target?),
     };
     Some(FaultPlan { kind, target, chosen_by: None, at: at?, in_procedure, setup, menu: None })
@@ -306,8 +309,19 @@ pub(super) fn target_fault(kind: FaultName, f: &Fields, d: &mut Diagnostics) -> 
         FaultName::Memory => super::pressure::memory(f, d)?,
         FaultName::Cpu => super::pressure::cpu(f, d)?,
         FaultName::Hog => super::pressure::hog(f, d)?,
+        FaultName::DeletePod => FaultKind::DeletePod { grace: grace(f, d) },
         other => unreachable!("`{other}` is not a target fault"),
     })
+}
+
+/// A `delete-pod`'s `grace`: whole seconds, as the API takes it.
+fn grace(f: &Fields, d: &mut Diagnostics) -> Option<std::time::Duration> {
+    let grace = f.duration("grace", d)?;
+    if grace.subsec_nanos() != 0 {
+        let span = f.get("grace").map_or(f.span.clone(), |v| v.span());
+        d.error(span, format!("`grace` in {} is whole seconds (the API's unit), e.g. \"0s\" or \"30s\"", f.what));
+    }
+    Some(grace)
 }
 
 /// `offset = "+2h"` (or `"-30s"`), `rate = 2.0`, and when it heals.

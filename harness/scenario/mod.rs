@@ -14,6 +14,7 @@ pub mod io;
 mod menu;
 mod packet;
 pub mod plan;
+pub mod pods;
 mod pressure;
 mod recover;
 pub mod schema;
@@ -103,6 +104,11 @@ pub const TARGET_KEYS: &[&str] = &[
     "service",
     "mounts",
     "host",
+    "namespace",
+    "selector",
+    "container",
+    "kubeconfig",
+    "context",
 ];
 pub const TARGET_KINDS: &[&str] = <TargetKind as strum::VariantNames>::VARIANTS;
 pub const RESTART_KEYS: &[&str] = &["policy", "delay"];
@@ -275,6 +281,7 @@ fn compile_faults(
             let menu = menu::menu_faults(&f, target_names, network, workload, d);
             for fault in &menu {
                 hosts::check_fault(fault, targets, &f.what, item.span(), d);
+                pods::check_fault(fault, targets, &f.what, item.span(), d);
             }
             faults.extend(menu);
             continue;
@@ -282,6 +289,7 @@ fn compile_faults(
         let fault = faults::compile_fault(&f, target_names, proxies, network, workload, false, d);
         if let Some(fault) = &fault {
             hosts::check_fault(fault, targets, &f.what, item.span(), d);
+            pods::check_fault(fault, targets, &f.what, item.span(), d);
         }
         let on_process = |name: &str| targets.iter().any(|t| t.name == name && t.kind == TargetKind::Process);
         let of_kind = |name: &str, kind: TargetKind| targets.iter().any(|t| t.name == name && t.kind == kind);
@@ -496,8 +504,11 @@ fn compile_target(name: String, f: &Fields, check_paths: bool, d: &mut Diagnosti
         _ => {}
     }
     let compose = compose_service(f, kind, check_paths, d);
+    let pod = pods::compile_pod(f, kind, check_paths, d);
     // A compose service's command is in its compose file.
     let command = match kind {
+        // A pod's is in its spec (refused by `compile_pod`).
+        TargetKind::Pod => Some(Vec::new()),
         TargetKind::Compose => {
             if let Some(value) = f.get("command") {
                 d.error(value.span(), format!("a compose target's command is in its compose file, not in {}", f.what));
@@ -554,6 +565,7 @@ fn compile_target(name: String, f: &Fields, check_paths: bool, d: &mut Diagnosti
         disposable,
         mounts,
         host: f.str("host", d).map(|(s, _)| s.to_string()),
+        pod: if kind == TargetKind::Pod { Some(pod?) } else { None },
     })
 }
 
@@ -614,11 +626,11 @@ fn target_kind(f: &Fields, d: &mut Diagnostics) -> TargetKind {
                     if later {
                         format!(
                             "target kind `{text}` is not supported by this version yet; expected `process`, \
-                             `container` or `compose`"
+                             `container`, `compose` or `pod`"
                         )
                     } else {
                         format!(
-                            "unknown target kind `{text}`{}; expected `process`, `container` or `compose`",
+                            "unknown target kind `{text}`{}; expected `process`, `container`, `compose` or `pod`",
                             diagnostic::did_you_mean(text, TARGET_KINDS.iter().copied())
                         )
                     },
@@ -631,6 +643,10 @@ fn target_kind(f: &Fields, d: &mut Diagnostics) -> TargetKind {
 
 /// A target's `restart` table: its policy and delay.
 fn restart_policy(f: &Fields, kind: TargetKind, d: &mut Diagnostics) -> Option<RestartPolicy> {
+    if kind == TargetKind::Pod {
+        // The cluster's own (a `restart` table is refused by `compile_pod`).
+        return Some(RestartPolicy::Engine);
+    }
     match f.table("restart", d) {
         None => Some(RestartPolicy::Always { delay: Duration::ZERO }),
         Some((t, span)) => {
@@ -749,7 +765,9 @@ pub(crate) fn target_ref(f: &Fields, targets: &[&str], d: &mut Diagnostics) -> O
 /// A compose target's `file` (relative to the scenario) and `service`.
 fn compose_service(f: &Fields, kind: TargetKind, check_paths: bool, d: &mut Diagnostics) -> Option<(PathBuf, String)> {
     if kind != TargetKind::Compose {
-        for key in ["file", "service"] {
+        // A pod target's `service` is its NodePort Service.
+        let keys: &[&str] = if kind == TargetKind::Pod { &["file"] } else { &["file", "service"] };
+        for key in keys {
             if let Some(value) = f.get(key) {
                 d.error(value.span(), format!("`{key}` applies to kind = \"compose\" only, in {}", f.what));
             }

@@ -100,6 +100,34 @@ pub struct TargetPlan {
     /// The `[host.NAME]` a process target runs on, through its agent;
     /// none: this machine.
     pub host: Option<String>,
+    /// A pod target's namespace, selector, service and cluster.
+    pub pod: Option<PodPlan>,
+}
+
+/// What selects a pod target's pods, and how the cluster is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodPlan {
+    /// Named by the scenario, never guessed: no default namespace, and
+    /// `kube-system` only when written here.
+    pub namespace: String,
+    /// `key = value` labels, all of which a pod must carry.
+    pub selector: Vec<(String, String)>,
+    /// The container of the pod the service runs in; none: its first.
+    pub container: Option<String>,
+    /// The NodePort Service that reaches the pods (`{host}`, `{port}`).
+    pub service: String,
+    /// The kubeconfig, relative to the scenario; none: `KUBECONFIG`, else
+    /// ~/.kube/config.
+    pub kubeconfig: Option<PathBuf>,
+    /// Its context; none: the file's current one.
+    pub context: Option<String>,
+}
+
+impl PodPlan {
+    /// The selector as the API takes it: `app=kv,tier=db`.
+    pub fn selector_text(&self) -> String {
+        self.selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    }
 }
 
 /// A remote host, reached over SSH (the user's ssh config and known_hosts
@@ -138,7 +166,8 @@ pub enum RestartPolicy {
     Always { delay: Duration },
     /// An exit is final (only a `restart` fault starts it again).
     Never,
-    /// The container engine's own `restart: always` (containers only).
+    /// The container engine's own `restart: always` (containers), or the
+    /// cluster's (pods).
     Engine,
 }
 
@@ -149,6 +178,8 @@ pub enum TargetKind {
     Process,
     Container,
     Compose,
+    /// Pods of a Kubernetes cluster, through its API.
+    Pod,
 }
 
 #[derive(Debug, Clone)]
@@ -560,6 +591,9 @@ pub enum FaultKind {
     Cpu { cpus: f64, duration: Option<Duration> },
     /// A noisy neighbour (stress-ng) on the target's machine.
     Hog(HogPlan),
+    /// A pod target's current pod deleted through the API (its workload
+    /// makes another); `grace: None` is the pod's own grace period.
+    DeletePod { grace: Option<Duration> },
 }
 
 /// A `hog` fault: stress-ng's workers, none of a kind where 0.
@@ -744,7 +778,11 @@ impl FaultKind {
             | FaultKind::Hog(_) => Some(OnAHost::Agent),
             FaultKind::Link { .. } => Some(OnAHost::ControlNode),
             FaultKind::Partition(p) if !p.isolate => Some(OnAHost::EachHost),
-            FaultKind::Partition(_) | FaultKind::Packet(_) | FaultKind::Disconnect { .. } | FaultKind::Clock(_) => None,
+            FaultKind::Partition(_)
+            | FaultKind::Packet(_)
+            | FaultKind::Disconnect { .. }
+            | FaultKind::Clock(_)
+            | FaultKind::DeletePod { .. } => None,
         }
     }
 
@@ -766,6 +804,7 @@ impl FaultKind {
             FaultKind::Memory { .. } => FaultName::Memory,
             FaultKind::Cpu { .. } => FaultName::Cpu,
             FaultKind::Hog(_) => FaultName::Hog,
+            FaultKind::DeletePod { .. } => FaultName::DeletePod,
         }
     }
 

@@ -79,7 +79,12 @@ pub fn schema() -> Value {
             "before_start": { "type": "array", "items": command("a command") },
             "after_stop": { "type": "array", "items": command("a command") },
             "file": { "type": "string", "description": "compose: the compose file, relative to the scenario" },
-            "service": { "type": "string", "description": "compose: the service" },
+            "service": { "type": "string", "description": "compose: the service; pod: the NodePort Service that reaches the pods ({host}, {port})" },
+            "namespace": { "type": "string", "description": "pod: the pods' namespace (never guessed; kube-system only if written here)" },
+            "selector": { "type": "object", "minProperties": 1, "additionalProperties": { "type": "string" }, "description": "pod: the labels the pods carry, e.g. { app = \"kv\" }" },
+            "container": { "type": "string", "description": "pod: the container the service runs in, default the pod's first" },
+            "kubeconfig": { "type": "string", "description": "pod: the kubeconfig, relative to the scenario; default KUBECONFIG, else ~/.kube/config" },
+            "context": { "type": "string", "description": "pod: the kubeconfig's context, default its current one" },
             "image": { "description": "container: the image (crashlab/demo-kv is built here, without a registry), or { debian = [\"PACKAGE\", ...] }: a Debian image built here on demand",
                 "oneOf": [ { "type": "string" }, { "type": "object", "additionalProperties": false, "required": ["debian"],
                     "properties": { "debian": { "type": "array", "items": { "type": "string" }, "minItems": 1 } } } ] },
@@ -95,7 +100,13 @@ pub fn schema() -> Value {
         target,
         json!({ "properties": { "kind": { "const": "compose" } }, "required": ["kind"] }),
         json!({ "required": ["file", "service"] }),
-        json!({ "required": ["command"] }),
+        // A pod's command is in its spec.
+        with_condition(
+            json!({}),
+            json!({ "properties": { "kind": { "const": "pod" } }, "required": ["kind"] }),
+            json!({ "required": ["namespace", "selector", "service"] }),
+            json!({ "required": ["command"] }),
+        ),
     );
     let http_request = json!({
         "method": { "type": "string", "description": "default PUT for a write, GET for a read" },
@@ -179,6 +190,7 @@ pub fn schema() -> Value {
                 "target": { "oneOf": [ { "type": "string" }, chooser.clone(), { "type": "array", "items": { "type": "string" }, "minItems": 1, "description": "a menu of targets, drawn from with each trial's seed" } ] },
                 "at": { "type": "string", "pattern": TIME, "description": "a time (2s) or a range drawn with the trial's seed (2s..4s), from the start of the workload" },
                 "signal": { "type": "string", "description": "kill: the signal, default SIGKILL" },
+                "grace": duration("delete-pod: the grace period, whole seconds (0s: at once); default the pod's own"),
                 "scope": { "enum": SignalScope::NAMES, "description": "kill: which processes the signal reaches: main (the main process only), group (its process group), all (every process the target started); default group for a process target, main for a container" },
                 "duration": duration("pause, link faults, packet: how long; stale-lock, io, clock, memory, cpu, hog: heal after this long (default: at the end of the trial)"),
                 "path": { "type": "string", "description": "corrupt: a file or glob relative to the data dir; stale-lock: the lock or pid file; io: a glob of the paths it acts on (* within a directory, ** across), default every path" },

@@ -6,6 +6,7 @@ pub mod cgroup;
 pub mod container;
 pub mod context;
 pub mod faketime;
+pub mod pod;
 pub mod process;
 pub mod procfs;
 pub mod reaper;
@@ -50,6 +51,8 @@ pub enum TargetError {
     Scope { target: String, scope: &'static str, why: String },
     #[error("target `{target}`: {what} is for container targets only")]
     Unsupported { target: String, what: &'static str },
+    #[error("target `{target}`: {source}")]
+    Pod { target: String, source: Box<crate::cluster::ClusterError> },
 }
 
 /// What a signal reached: the incarnation, the moment the last process got
@@ -158,6 +161,10 @@ pub trait Target: Send + Sync {
     /// The target as its host's agent runs it, for a target on a remote
     /// host: faults whose code runs there go through it.
     fn remote(&self) -> Option<&remote::RemoteTarget> {
+        None
+    }
+    /// A pod target: faults through the Kubernetes API go through it.
+    fn pod(&self) -> Option<&pod::PodTarget> {
         None
     }
 }

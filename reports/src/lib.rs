@@ -286,8 +286,14 @@ pub struct FaultReport {
     pub healed_at_ms: Option<f64>,
     /// Fault to the first failed probe.
     pub ttd_ms: Option<f64>,
-    /// Fault to the start of the target's next incarnation (if it restarted).
+    /// Fault to the start of the target's next incarnation (if it
+    /// restarted; for a pod target, its replacement pod's creation as the
+    /// cluster's API shows it).
     pub restart_ms: Option<f64>,
+    /// Fault to the replacement's readiness as the cluster reports it (pod
+    /// targets): the cluster's view, beside the probe's `rto_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_ms: Option<f64>,
     /// Fault to the start of the first sustained healthy window.
     pub rto_ms: Option<f64>,
     /// Heal to the start of the first sustained healthy window (transient faults).

@@ -354,3 +354,17 @@ fn host_mistakes_name_the_host_and_what_the_agent_does() {
     assert_line(&e, f, "57:1", &format!("[[fault]] #3: {partition}: isolating it would cut its agent's link too"));
     assert_line(&e, f, "63:1", &format!("[[fault]] #4: {partition}: `app` and `remote` run on the same host"));
 }
+
+#[test]
+fn pod_mistakes_name_the_line_and_what_a_pod_takes() {
+    let e = invalid("pod_mistakes.toml");
+    let f = "pod_mistakes.toml";
+    assert_line(&e, f, "9:11", "`command` does not apply to a pod target, in [target.kv]: the pod's command is in");
+    assert_line(&e, f, "12:1", "missing key `namespace` in [target.nameless]; expected the pods' namespace (none is");
+    assert_line(&e, f, "14:12", "`selector` of [target.nameless] names no label: it would select every pod");
+    assert_line(&e, f, "20:13", "`namespace` applies to kind = \"pod\" only, in [target.local]");
+    assert_line(&e, f, "26:20", "`app = \"k v\"` in `selector` of [target.badlabel] is not a label");
+    assert_line(&e, f, "30:1", "[[fault]] #1: a `kill` fault on target `kv`, a pod: a pod is reached through the");
+    assert_line(&e, f, "35:1", "[[fault]] #2: a `delete-pod` fault needs a kind = \"pod\" target; `local` is not");
+    assert_line(&e, f, "43:9", "`grace` in [[fault]] #3 is whole seconds (the API's unit)");
+}

@@ -195,7 +195,7 @@ impl AgentLink {
             };
             let back = monotonic_ns();
             let (trip, offset) = (back - sent, (sent / 2 + back / 2) as i64 - at_ns as i64);
-            if best.map_or(true, |(t, _)| trip < t) {
+            if best.is_none_or(|(t, _)| trip < t) {
                 best = Some((trip, offset));
             }
         }

@@ -1,0 +1,91 @@
+//! What the pod targets of a run share: the cluster (one connection per
+//! kubeconfig and context), checked once before any trial: reachable, this
+//! user allowed every call the run will make, each selector matching a
+//! pod, each Service reachable from here.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::cluster::{Access, Cluster, ClusterError};
+use crate::scenario::{FaultKind, Plan, TargetKind, TargetPlan};
+
+/// A pod target's cluster, and where its Service is reached.
+pub(super) struct PodEndpoint {
+    pub target: String,
+    pub cluster: Arc<Cluster>,
+    pub address: IpAddr,
+    pub port: u16,
+}
+
+pub(super) struct Pods {
+    pub endpoints: Vec<PodEndpoint>,
+}
+
+impl Pods {
+    pub(super) fn prepare(plan: &Plan) -> Result<Option<Pods>, String> {
+        let wanted: Vec<&TargetPlan> = plan.targets.iter().filter(|t| t.kind == TargetKind::Pod).collect();
+        if wanted.is_empty() {
+            return Ok(None);
+        }
+        // One connection per kubeconfig and context.
+        type Key = (Option<std::path::PathBuf>, Option<String>);
+        let mut clusters: Vec<(Key, Arc<Cluster>)> = Vec::new();
+        let mut endpoints = Vec::new();
+        for t in wanted {
+            let pod = t.pod.as_ref().expect("a pod target has a pod plan");
+            let failed = |e: ClusterError| format!("target `{}`: {e}", t.name);
+            let key = (pod.kubeconfig.clone(), pod.context.clone());
+            let cluster = match clusters.iter().find(|(k, _)| *k == key) {
+                Some((_, c)) => Arc::clone(c),
+                None => {
+                    let c = Arc::new(Cluster::connect(key.0.as_deref(), key.1.as_deref()).map_err(failed)?);
+                    clusters.push((key, Arc::clone(&c)));
+                    c
+                }
+            };
+            cluster.check_access(&pod.namespace, &needs(plan, t)).map_err(failed)?;
+            let (found, _) = cluster.pods(&pod.namespace, &pod.selector_text()).map_err(failed)?;
+            if found.is_empty() {
+                let server = cluster.server().to_string();
+                let (namespace, selector) = (pod.namespace.clone(), pod.selector_text());
+                return Err(failed(ClusterError::NoPod { server, namespace, selector }));
+            }
+            if let Some(container) = &pod.container {
+                if let Some(p) = found.iter().find(|p| !p.containers.contains(container)) {
+                    return Err(format!(
+                        "target `{}`: pod `{}` has no container `{container}` (it has: {})",
+                        t.name,
+                        p.name,
+                        p.containers.join(", ")
+                    ));
+                }
+            }
+            let (address, port) = cluster.node_port(&pod.namespace, &pod.service, None).map_err(failed)?;
+            endpoints.push(PodEndpoint { target: t.name.clone(), cluster, address, port });
+        }
+        Ok(Some(Pods { endpoints }))
+    }
+
+    pub(super) fn endpoint(&self, target: &str) -> Option<&PodEndpoint> {
+        self.endpoints.iter().find(|e| e.target == target)
+    }
+}
+
+/// Every call the run makes on `t`'s pods, and what for.
+fn needs(plan: &Plan, t: &TargetPlan) -> Vec<Access> {
+    let need = |verb, resource, purpose: String| Access { verb, resource, purpose };
+    let mut needs = vec![
+        need("list", "pods", format!("finding target `{}`'s pods", t.name)),
+        need("watch", "pods", format!("following target `{}`'s pods (their replacement and readiness)", t.name)),
+        need("get", "services", format!("reaching target `{}` through its Service", t.name)),
+    ];
+    let deletes = plan.faults.iter().enumerate().filter(|(_, f)| {
+        let kinds = std::iter::once(&f.kind).chain(f.menu.iter().flat_map(|m| &m.kinds));
+        let on_t = f.target.name == t.name || f.menu.iter().any(|m| m.targets.iter().any(|m| m.name == t.name));
+        on_t && kinds.into_iter().any(|k| matches!(k, FaultKind::DeletePod { .. }))
+    });
+    if let Some((i, _)) = deletes.into_iter().next() {
+        needs.push(need("delete", "pods", format!("the `delete-pod` fault #{}", i + 1)));
+    }
+    needs
+}

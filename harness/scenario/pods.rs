@@ -1,0 +1,146 @@
+//! Pod targets (`kind = "pod"`): pods of a Kubernetes namespace chosen by
+//! a label selector, reached from outside the cluster through a NodePort
+//! Service, and the faults that act on them through the API. The cluster
+//! runs them: what would start, stop or touch them here (a command, an
+//! image, a data dir, a host) is refused, naming the line, as is a fault
+//! that cannot reach a pod yet.
+
+use super::diagnostic::Diagnostics;
+use super::fields::Fields;
+use super::plan::{FaultKind, FaultPlan, PodPlan, TargetKind, TargetPlan};
+
+/// The keys only a pod target reads.
+pub const POD_KEYS: &[&str] = &["namespace", "selector", "container", "kubeconfig", "context"];
+
+/// The keys of a target that a pod target does not take, and why.
+const NOT_FOR_PODS: &[(&str, &str)] = &[
+    ("command", "the pod's command is in its spec"),
+    ("image", "the pod's image is in its spec"),
+    ("restart", "the cluster restarts the pod (its workload, its restartPolicy)"),
+    ("stop_timeout", "crashlab does not stop a pod it did not start"),
+    ("stop_signal", "crashlab does not stop a pod it did not start"),
+    ("data_dir", "the pod's data is in its volumes, not here"),
+    ("disposable", "the pod's data is in its volumes, not here"),
+    ("mounts", "the pod's volumes are in its spec"),
+    ("host", "the cluster places the pod"),
+];
+
+/// A pod target's own keys; the keys it may not have are refused, and a
+/// pod key on another kind of target.
+pub(super) fn compile_pod(f: &Fields, kind: TargetKind, check_paths: bool, d: &mut Diagnostics) -> Option<PodPlan> {
+    if kind != TargetKind::Pod {
+        for key in POD_KEYS {
+            if let Some(value) = f.get(key) {
+                d.error(value.span(), format!("`{key}` applies to kind = \"pod\" only, in {}", f.what));
+            }
+        }
+        return None;
+    }
+    for (key, why) in NOT_FOR_PODS {
+        if let Some(value) = f.get(key) {
+            d.error(value.span(), format!("`{key}` does not apply to a pod target, in {}: {why}", f.what));
+        }
+    }
+    let namespace = f.required_str("namespace", "the pods' namespace (none is guessed), e.g. \"shop\"", d);
+    let service = f.required_str("service", "the NodePort Service that reaches the pods, e.g. \"kv\"", d);
+    let selector = selector(f, d);
+    let container = f.str("container", d).map(|(s, _)| s.to_string());
+    let base = d.path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let kubeconfig = f.str("kubeconfig", d).map(|(s, span)| (base.join(s), span));
+    if let Some((path, span)) = &kubeconfig {
+        if check_paths && !path.is_file() {
+            d.error(span.clone(), format!("`kubeconfig` in {}: {} is not a file", f.what, path.display()));
+        }
+    }
+    let context = f.str("context", d).map(|(s, _)| s.to_string());
+    let (namespace, namespace_span) = namespace?;
+    if !is_label_value(namespace) || namespace.is_empty() {
+        d.error(namespace_span, format!("`namespace = \"{namespace}\"` in {} is not a namespace name", f.what));
+    }
+    Some(PodPlan {
+        namespace: namespace.to_string(),
+        selector: selector?,
+        container,
+        service: service?.0.to_string(),
+        kubeconfig: kubeconfig.map(|(p, _)| p),
+        context,
+    })
+}
+
+/// `selector = { app = "kv" }`: at least one label; an empty selector
+/// would select every pod of the namespace.
+fn selector(f: &Fields, d: &mut Diagnostics) -> Option<Vec<(String, String)>> {
+    let example = "e.g. selector = { app = \"kv\" }";
+    let Some((table, span)) = f.table("selector", d) else {
+        if f.get("selector").is_none() {
+            d.error(f.span.clone(), format!("missing key `selector` in {}: the pods' labels, {example}", f.what));
+        }
+        return None;
+    };
+    let mut labels = Vec::new();
+    for (key, value) in table.iter() {
+        let key = key.get_ref().to_string();
+        match value.get_ref().as_str() {
+            Some(v) if is_label_key(&key) && is_label_value(v) => labels.push((key, v.to_string())),
+            Some(v) => d.error(value.span(), format!("`{key} = \"{v}\"` in `selector` of {} is not a label", f.what)),
+            None => d.error(value.span(), format!("label values in `selector` of {} are strings", f.what)),
+        }
+    }
+    if table.is_empty() {
+        d.error(span, format!("`selector` of {} names no label: it would select every pod; {example}", f.what));
+        return None;
+    }
+    Some(labels)
+}
+
+/// A label key: an optional DNS prefix and `/`, then a name.
+fn is_label_key(key: &str) -> bool {
+    let name = key.rsplit_once('/').map_or(key, |(prefix, name)| if prefix.is_empty() { "" } else { name });
+    !name.is_empty() && name.len() <= 63 && is_label_value(name)
+}
+
+/// A label value (or name): letters, digits, `-`, `_`, `.`, alphanumeric
+/// at both ends, at most 63 characters.
+fn is_label_value(value: &str) -> bool {
+    let edge = |c: Option<char>| c.is_none_or(|c| c.is_ascii_alphanumeric());
+    value.len() <= 63
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && edge(value.chars().next())
+        && edge(value.chars().last())
+}
+
+/// A pod target takes only the faults that act through the API; such a
+/// fault takes only a pod target.
+pub(super) fn check_fault(
+    fault: &FaultPlan,
+    targets: &[TargetPlan],
+    what: &str,
+    span: std::ops::Range<usize>,
+    d: &mut Diagnostics,
+) {
+    let kinds = std::iter::once(&fault.kind).chain(fault.menu.iter().flat_map(|m| &m.kinds));
+    let names: Vec<&str> = match &fault.menu {
+        Some(menu) => menu.targets.iter().map(|t| t.name.as_str()).collect(),
+        None => vec![&fault.target.name],
+    };
+    let is_pod = |name: &&str| targets.iter().any(|t| t.name == *name && t.kind == TargetKind::Pod);
+    for kind in kinds {
+        let for_pods = matches!(kind, FaultKind::DeletePod { .. });
+        if let Some(pod) = names.iter().find(|n| is_pod(n)).filter(|_| !for_pods) {
+            d.error(
+                span.clone(),
+                format!(
+                    "{what}: a `{}` fault on target `{pod}`, a pod: a pod is reached through the Kubernetes API \
+                     only; use kind = \"delete-pod\"",
+                    kind.name()
+                ),
+            );
+        }
+        if let Some(other) = names.iter().find(|n| !is_pod(n)).filter(|_| for_pods) {
+            d.error(
+                span.clone(),
+                format!("{what}: a `delete-pod` fault needs a kind = \"pod\" target; `{other}` is not"),
+            );
+        }
+    }
+}
