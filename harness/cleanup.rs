@@ -58,6 +58,9 @@ pub struct Cleanup {
     pub cgroups_removed: usize,
     /// Partition rules of an agent's host (not in a namespace) removed.
     pub rules_removed: usize,
+    /// Each object a fault created in a cluster and did not delete
+    /// (`NetworkPolicy shop/NAME`): deleted, or why not.
+    pub cluster_objects: Vec<(String, Result<(), String>)>,
     /// Each remote host of the run: what `crashlab cleanup` of its agent's
     /// run said there, or why it could not be run.
     pub hosts: Vec<(String, Result<String, String>)>,
@@ -167,7 +170,33 @@ pub fn cleanup(run_dir: &Path) -> Result<Cleanup, CleanupError> {
     remove_clock_files(&entries, &owned, &mut done);
     remove_cgroups(&entries, &owned, &mut done);
     clean_hosts(&entries, &mut done);
+    delete_cluster_objects(&entries, &owned, &mut done);
     Ok(done)
+}
+
+/// Deletes each object a fault created in a cluster and did not delete,
+/// if it still carries the run's token as its label (and only then: an
+/// object of that name that is not the run's is left alone). One already
+/// gone is not mentioned.
+fn delete_cluster_objects(entries: &[Entry], owned: &Owned, done: &mut Cleanup) {
+    for entry in entries {
+        let Entry::ClusterObjectCreated { kubeconfig, context, namespace, kind, name, .. } = entry else { continue };
+        let deleted = entries.iter().any(|e| {
+            matches!(e, Entry::ClusterObjectDeleted { namespace: ns, kind: k, name: n }
+                if ns == namespace && k == kind && n == name)
+        });
+        if deleted || kind != "NetworkPolicy" {
+            continue;
+        }
+        let Some(token) = owned.token() else { continue };
+        let object = format!("{kind} {namespace}/{name}");
+        let result = crate::cluster::Cluster::connect(kubeconfig.as_deref(), context.as_deref())
+            .and_then(|cluster| cluster.delete_policy(namespace, name, token, None))
+            .map_err(|e| e.to_string());
+        if result != Ok(false) {
+            done.cluster_objects.push((object, result.map(|_| ())));
+        }
+    }
 }
 
 /// Runs `crashlab cleanup` on each remote host's agent run, through the

@@ -15,6 +15,8 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions, WatchEvent, WatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -38,6 +40,10 @@ pub enum ClusterError {
     )]
     Forbidden { server: String, action: String, why: String, purpose: String },
 }
+
+/// The label every object a run creates in a cluster carries: the run's
+/// token (as its processes carry it), journaled before the object exists.
+pub const RUN_LABEL: &str = "crashlab.run";
 
 /// What a run needs to be allowed to do, and why (for the message).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,6 +246,67 @@ impl Cluster {
         self.call(pods.delete(&pod.name, &params)).map(|_| ()).map_err(self.api_err(what))
     }
 
+    /// Creates NetworkPolicy `name`, labelled with the run's `token`, that
+    /// selects the pods with `labels` and allows them no ingress and no
+    /// egress; returns its uid.
+    pub fn deny_all(
+        &self,
+        namespace: &str,
+        name: &str,
+        labels: &[(String, String)],
+        token: &str,
+    ) -> Result<String, ClusterError> {
+        let policies: Api<NetworkPolicy> = Api::namespaced(self.client.clone(), namespace);
+        let policy = NetworkPolicy {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                labels: Some([(RUN_LABEL.to_string(), token.to_string())].into()),
+                ..Default::default()
+            },
+            spec: Some(NetworkPolicySpec {
+                pod_selector: Some(LabelSelector {
+                    match_labels: Some(labels.iter().cloned().collect()),
+                    ..Default::default()
+                }),
+                policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+                ..Default::default()
+            }),
+        };
+        let what = format!("create NetworkPolicy `{name}` in namespace `{namespace}`");
+        let made = self.call(policies.create(&PostParams::default(), &policy)).map_err(self.api_err(what))?;
+        Ok(made.metadata.uid.unwrap_or_default())
+    }
+
+    /// Deletes NetworkPolicy `name` if it is the run's: labelled with
+    /// `token` and, when known, of uid `uid`. `Ok(false)`: it was gone
+    /// already; an object of that name that is not the run's is refused.
+    pub fn delete_policy(
+        &self,
+        namespace: &str,
+        name: &str,
+        token: &str,
+        uid: Option<&str>,
+    ) -> Result<bool, ClusterError> {
+        let policies: Api<NetworkPolicy> = Api::namespaced(self.client.clone(), namespace);
+        let what = format!("delete NetworkPolicy `{name}` of namespace `{namespace}`");
+        let found = match self.call(policies.get_opt(name)).map_err(self.api_err(what.clone()))? {
+            Some(found) => found,
+            None => return Ok(false),
+        };
+        let label = found.metadata.labels.as_ref().and_then(|l| l.get(RUN_LABEL));
+        let found_uid = found.metadata.uid.clone().unwrap_or_default();
+        if label.map(String::as_str) != Some(token) || uid.is_some_and(|u| u != found_uid) {
+            let reason = format!("it is not this run's (label {RUN_LABEL}={label:?}, uid {found_uid}): left alone");
+            return Err(ClusterError::Api { server: self.server.clone(), what, reason });
+        }
+        let params = DeleteParams {
+            preconditions: Some(Preconditions { uid: Some(found_uid), resource_version: None }),
+            ..Default::default()
+        };
+        self.call(policies.delete(name, &params)).map_err(self.api_err(what))?;
+        Ok(true)
+    }
+
     /// Watches the pods of `selector` from resource `version` (watching
     /// again from the last version seen when the server ends a watch),
     /// calling `seen` with each change, until `stop` is set or the API
@@ -421,6 +488,49 @@ mod tests {
         runtime().block_on(answer(&mut handle, 200, service));
         let e = call.join().unwrap().unwrap_err().to_string();
         assert!(e.contains("it has no node port (type ClusterIP)"), "{e}");
+    }
+
+    #[test]
+    fn an_isolating_policy_is_labelled_with_the_run_and_deleted_only_if_it_is_the_runs() {
+        let (cluster, mut handle) = mock();
+        let c = Arc::clone(&cluster);
+        let labels = vec![("app".to_string(), "kv".to_string())];
+        let call = in_background(move || c.deny_all("shop", "crashlab-abc-t0-f1", &labels, "abc"));
+        let made = json!({ "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": { "name": "crashlab-abc-t0-f1", "uid": "p-1", "labels": { "crashlab.run": "abc" } }, "spec": {} });
+        let (method, uri, body) = runtime().block_on(answer(&mut handle, 201, made.clone()));
+        assert_eq!(
+            (method.as_str(), uri.as_str()),
+            ("POST", "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies?")
+        );
+        assert_eq!(body["metadata"]["labels"], json!({ "crashlab.run": "abc" }));
+        assert_eq!(
+            body["spec"],
+            json!({ "podSelector": { "matchLabels": { "app": "kv" } }, "policyTypes": ["Ingress", "Egress"] })
+        );
+        assert_eq!(call.join().unwrap().unwrap(), "p-1");
+
+        // Deleted with its uid as a precondition, once it is seen to be the run's.
+        let c = Arc::clone(&cluster);
+        let call = in_background(move || c.delete_policy("shop", "crashlab-abc-t0-f1", "abc", Some("p-1")));
+        let (method, uri, _) = runtime().block_on(answer(&mut handle, 200, made.clone()));
+        assert_eq!(
+            (method.as_str(), uri.as_str()),
+            ("GET", "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/crashlab-abc-t0-f1")
+        );
+        let (method, _, body) = runtime().block_on(answer(&mut handle, 200, made));
+        assert_eq!((method.as_str(), &body["preconditions"]), ("DELETE", &json!({ "uid": "p-1" })));
+        assert!(call.join().unwrap().unwrap());
+
+        // Another owner's policy of that name: no delete is sent.
+        let c = Arc::clone(&cluster);
+        let call = in_background(move || c.delete_policy("shop", "crashlab-abc-t0-f1", "abc", None));
+        let foreign = json!({ "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": { "name": "crashlab-abc-t0-f1", "uid": "p-9", "labels": { "team": "db" } }, "spec": {} });
+        runtime().block_on(answer(&mut handle, 200, foreign));
+        let e = call.join().unwrap().unwrap_err().to_string();
+        assert!(e.contains("it is not this run's") && e.contains("uid p-9"), "{e}");
+        assert_eq!(cluster.calls(), 4, "no delete after the refusal");
     }
 
     #[test]

@@ -202,6 +202,15 @@ impl Recorder {
     }
 
     /// Records an event that happens now.
+    /// Whether an event `is` picks was recorded at or after `since`; none
+    /// when events are forwarded (an agent's) and not kept here.
+    pub fn saw_since(&self, since: Instant, is: impl Fn(&EventKind) -> bool) -> Option<bool> {
+        if self.forward.is_some() {
+            return None;
+        }
+        Some(self.events.lock().unwrap().iter().any(|(at, kind)| *at >= since && is(kind)))
+    }
+
     pub fn record(&self, kind: EventKind) {
         self.record_at(Instant::now(), kind);
     }

@@ -70,6 +70,27 @@ pub enum Entry {
         trial: u32,
         fault: usize,
     },
+    /// An object a fault creates in a cluster (a NetworkPolicy), labelled
+    /// `crashlab.run=<the run's token>`, journaled before it is created:
+    /// cleanup deletes it unless [`Entry::ClusterObjectDeleted`] follows,
+    /// and only if it still carries that label.
+    ClusterObjectCreated {
+        trial: u32,
+        fault: usize,
+        /// The cluster, as the target reached it (paths absolute).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kubeconfig: Option<PathBuf>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        context: Option<String>,
+        namespace: String,
+        kind: String,
+        name: String,
+    },
+    ClusterObjectDeleted {
+        namespace: String,
+        kind: String,
+        name: String,
+    },
     /// A pod a fault deletes through the Kubernetes API (nothing for
     /// cleanup to undo: its workload replaces it), journaled before the
     /// call, with the uid the deletion is conditioned on.

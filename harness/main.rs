@@ -709,6 +709,12 @@ fn cleanup(run_dir: &Path) -> Outcome {
     if done.rules_removed > 0 {
         println!("  removed {} partition rule(s) of the host", done.rules_removed);
     }
+    for (object, said) in &done.cluster_objects {
+        match said {
+            Ok(()) => println!("  deleted {object}"),
+            Err(e) => println!("  left {object}: {e}"),
+        }
+    }
     if done.clock_files_removed > 0 {
         println!("  removed {} clock control file(s) (libfaketime)", done.clock_files_removed);
     }

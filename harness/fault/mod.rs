@@ -247,6 +247,7 @@ pub fn build(kind: &FaultKind, resources: &dyn Resources, target: &str) -> Resul
         FaultKind::Cpu { cpus, .. } => Box::new(cpu::CpuFault(*cpus)),
         FaultKind::Hog(plan) => Box::new(hog::Hog(*plan)),
         FaultKind::DeletePod { grace } => Box::new(pod::DeletePod { grace: *grace }),
+        FaultKind::IsolatePod { .. } => Box::new(pod::IsolatePod),
         FaultKind::Packet(plan) => Box::new(packet::Packet {
             plan: plan.clone(),
             network: resources.network().ok_or_else(|| missing("the targets are not in network namespaces"))?,

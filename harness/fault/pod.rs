@@ -4,6 +4,7 @@
 use rand::seq::IndexedRandom;
 
 use super::{Fault, FaultContext, FaultErrorKind, FaultGuard};
+use crate::history::EventKind;
 use crate::journal::Entry;
 use crate::targets::TargetError;
 
@@ -52,5 +53,69 @@ impl Fault for DeletePod {
         );
         ctx.injected_at(accepted, detail);
         Ok(FaultGuard::nothing())
+    }
+}
+
+/// Cuts the target's pods off, ingress and egress, with a NetworkPolicy
+/// that selects them and allows nothing; deleted at the heal (or by
+/// `cleanup`: it is labelled with the run's token and journaled before it
+/// is created).
+pub struct IsolatePod;
+
+impl Fault for IsolatePod {
+    fn inject(&self, ctx: &FaultContext) -> Result<FaultGuard, super::FaultError> {
+        let target = ctx.target.pod().ok_or_else(|| {
+            let what = "an `isolate-pod` fault";
+            ctx.error(TargetError::Unsupported { target: ctx.target.name().to_string(), what }.into())
+        })?;
+        let token = crate::journal::run_token()
+            .ok_or_else(|| ctx.error(FaultErrorKind::Other("the run has no token to label its objects with".into())))?;
+        let plan = target.pod_plan().clone();
+        let name = format!("crashlab-{}-t{}-f{}", &token[..12.min(token.len())], ctx.trial, ctx.index);
+        let absolute = |p: &std::path::Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        ctx.journal(&Entry::ClusterObjectCreated {
+            trial: ctx.trial,
+            fault: ctx.index,
+            kubeconfig: plan.kubeconfig.as_deref().map(absolute),
+            context: plan.context.clone(),
+            namespace: plan.namespace.clone(),
+            kind: "NetworkPolicy".into(),
+            name: name.clone(),
+        })?;
+        let failed =
+            |e| ctx.error(TargetError::Pod { target: ctx.target.name().to_string(), source: Box::new(e) }.into());
+        let uid = target.cluster().deny_all(&plan.namespace, &name, &plan.selector, &token).map_err(failed)?;
+        let since = std::time::Instant::now();
+        ctx.injected_at(
+            since,
+            format!(
+                "NetworkPolicy `{name}` denies every packet to and from the pods of namespace `{}` with labels {}",
+                plan.namespace,
+                plan.selector_text()
+            ),
+        );
+        let (journal, cluster) = (std::sync::Arc::clone(&ctx.journal), target.cluster_handle());
+        let (recorder, fault, target_name) = (ctx.recorder.clone(), ctx.index, ctx.target.name().to_string());
+        Ok(ctx.heal_with(move || {
+            // A policy the network plugin does not enforce cuts nothing: the
+            // probe, which goes through the Service, is the witness.
+            let cut =
+                |k: &EventKind| matches!(k, EventKind::Probe { target, healthy: false, .. } if *target == target_name);
+            if recorder.saw_since(since, cut) == Some(false) {
+                let error = format!(
+                    "the fault changed nothing: no probe of `{target_name}` failed while NetworkPolicy `{name}` held \
+                     (does the cluster's network plugin enforce NetworkPolicies?)"
+                );
+                recorder.record(EventKind::FaultFailed { fault, target: target_name.clone(), error });
+            }
+            match cluster.delete_policy(&plan.namespace, &name, &token, Some(&uid)) {
+                Ok(_) => {
+                    let (namespace, kind) = (plan.namespace.clone(), "NetworkPolicy".to_string());
+                    let _ = journal.append(&Entry::ClusterObjectDeleted { namespace, kind, name: name.clone() });
+                    format!("NetworkPolicy `{name}` deleted")
+                }
+                Err(e) => format!("NetworkPolicy `{name}` not deleted ({e}); `crashlab cleanup` deletes it"),
+            }
+        }))
     }
 }

@@ -594,6 +594,9 @@ pub enum FaultKind {
     /// A pod target's current pod deleted through the API (its workload
     /// makes another); `grace: None` is the pod's own grace period.
     DeletePod { grace: Option<Duration> },
+    /// A pod target's pods cut off, ingress and egress, by a NetworkPolicy
+    /// created through the API and deleted after `duration`.
+    IsolatePod { duration: Duration },
 }
 
 /// A `hog` fault: stress-ng's workers, none of a kind where 0.
@@ -782,7 +785,8 @@ impl FaultKind {
             | FaultKind::Packet(_)
             | FaultKind::Disconnect { .. }
             | FaultKind::Clock(_)
-            | FaultKind::DeletePod { .. } => None,
+            | FaultKind::DeletePod { .. }
+            | FaultKind::IsolatePod { .. } => None,
         }
     }
 
@@ -805,6 +809,7 @@ impl FaultKind {
             FaultKind::Cpu { .. } => FaultName::Cpu,
             FaultKind::Hog(_) => FaultName::Hog,
             FaultKind::DeletePod { .. } => FaultName::DeletePod,
+            FaultKind::IsolatePod { .. } => FaultName::IsolatePod,
         }
     }
 
@@ -816,7 +821,7 @@ impl FaultKind {
             FaultKind::StaleLock(plan) => plan.duration,
             FaultKind::Link { duration, .. } => *duration,
             FaultKind::Partition(p) => Some(p.duration),
-            FaultKind::Disconnect { duration } => Some(*duration),
+            FaultKind::Disconnect { duration } | FaultKind::IsolatePod { duration } => Some(*duration),
             FaultKind::Io(plan) => plan.duration,
             FaultKind::Packet(plan) => Some(plan.duration),
             FaultKind::Clock(plan) => plan.duration,

@@ -125,13 +125,13 @@ pub(super) fn check_fault(
     };
     let is_pod = |name: &&str| targets.iter().any(|t| t.name == *name && t.kind == TargetKind::Pod);
     for kind in kinds {
-        let for_pods = matches!(kind, FaultKind::DeletePod { .. });
+        let for_pods = matches!(kind, FaultKind::DeletePod { .. } | FaultKind::IsolatePod { .. });
         if let Some(pod) = names.iter().find(|n| is_pod(n)).filter(|_| !for_pods) {
             d.error(
                 span.clone(),
                 format!(
                     "{what}: a `{}` fault on target `{pod}`, a pod: a pod is reached through the Kubernetes API \
-                     only; use kind = \"delete-pod\"",
+                     only; use kind = \"delete-pod\" or \"isolate-pod\"",
                     kind.name()
                 ),
             );
@@ -139,7 +139,7 @@ pub(super) fn check_fault(
         if let Some(other) = names.iter().find(|n| !is_pod(n)).filter(|_| for_pods) {
             d.error(
                 span.clone(),
-                format!("{what}: a `delete-pod` fault needs a kind = \"pod\" target; `{other}` is not"),
+                format!("{what}: a `{}` fault needs a kind = \"pod\" target; `{other}` is not", kind.name()),
             );
         }
     }

@@ -192,7 +192,7 @@ pub fn schema() -> Value {
                 "signal": { "type": "string", "description": "kill: the signal, default SIGKILL" },
                 "grace": duration("delete-pod: the grace period, whole seconds (0s: at once); default the pod's own"),
                 "scope": { "enum": SignalScope::NAMES, "description": "kill: which processes the signal reaches: main (the main process only), group (its process group), all (every process the target started); default group for a process target, main for a container" },
-                "duration": duration("pause, link faults, packet: how long; stale-lock, io, clock, memory, cpu, hog: heal after this long (default: at the end of the trial)"),
+                "duration": duration("pause, link faults, packet, isolate-pod: how long; stale-lock, io, clock, memory, cpu, hog: heal after this long (default: at the end of the trial)"),
                 "path": { "type": "string", "description": "corrupt: a file or glob relative to the data dir; stale-lock: the lock or pid file; io: a glob of the paths it acts on (* within a directory, ** across), default every path" },
                 "mode": { "enum": faults::CORRUPT_MODES, "description": "corrupt: what to do to the file" },
                 "when": { "enum": ["offline", "online"], "description": "corrupt: with the target stopped (default) or running" },

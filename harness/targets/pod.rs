@@ -45,6 +45,11 @@ impl PodTarget {
         &self.cluster
     }
 
+    /// The cluster, for what outlives the call (a fault's heal).
+    pub fn cluster_handle(&self) -> Arc<Cluster> {
+        Arc::clone(&self.cluster)
+    }
+
     /// The pods a fault may act on: selected, running, not being deleted,
     /// ready (a pod that is not serving yet is not the service's state).
     pub fn live_pods(&self) -> Vec<PodInfo> {

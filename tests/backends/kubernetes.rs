@@ -366,3 +366,105 @@ fn real_cluster_a_deleted_pod_is_replaced_and_measured() {
         assert!(t.rpo.acked_writes > 0 && t.rpo.lost_acked == Some(0), "trial {}: {:?}", t.index, t.rpo);
     }
 }
+
+/// An `isolate-pod` fault: a NetworkPolicy labelled with the run's token,
+/// journaled before it is made, cuts the pod off (the probe fails while
+/// it holds: the fake holds every packet at the node port) and is deleted
+/// at the heal; the trial recovers within the probe's reach of the heal,
+/// nothing acknowledged lost, no policy left. Then the harness SIGKILLed
+/// while a policy holds: `crashlab cleanup` deletes it (and only it: a
+/// policy of another owner with the same name is left alone).
+#[test]
+fn an_isolating_network_policy_is_deleted_at_the_heal_or_by_cleanup() {
+    if !docker_available() || !kubectl_available() {
+        return;
+    }
+    let _serial = common::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeApiServer::start(dir.path(), &calibrated_cluster(dir.path(), 0, &[]));
+    server.kubeconfig(dir.path());
+    let isolate = POD_SCENARIO
+        .replace("kind = \"delete-pod\"", "kind = \"isolate-pod\"")
+        .replace("grace = \"0s\"", "duration = \"800ms\"")
+        .replace("at = \"300ms..900ms\"", "at = \"400ms\"");
+    std::fs::write(dir.path().join("pod.toml"), &isolate).unwrap();
+    let (code, stderr, run) = run_here(dir.path(), "pod.toml", &["--trials", "2", "--seed", "1"]);
+    assert_eq!(code, 0, "{stderr}");
+    let run = run.unwrap();
+    let report =
+        crashlab::reports::RunReport::from_json(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    for t in &report.trials {
+        let f = &t.faults[0];
+        assert!(f.detail.contains("denies every packet") && f.detail.contains("deleted"), "{}", f.detail);
+        let (ttd, healed) = (f.ttd_ms.expect("the probe saw the isolation"), f.healed_at_ms.unwrap());
+        assert!(ttd < 200.0 && healed - f.injected_at_ms >= 800.0, "trial {}: {f:?}", t.index);
+        assert!(f.rto_from_heal_ms.unwrap() < 200.0, "trial {}: {f:?}", t.index);
+        assert!(t.rpo.acked_writes > 0 && t.rpo.lost_acked == Some(0), "trial {}: {:?}", t.index, t.rpo);
+    }
+    let journal = common::journal(&run);
+    let made = journal.iter().filter(|e| e["op"] == "cluster_object_created").count();
+    let deleted = journal.iter().filter(|e| e["op"] == "cluster_object_deleted").count();
+    assert_eq!((made, deleted), (2, 2), "{journal:?}");
+    let policies = || server.kubectl(&["get", "networkpolicies", "-n", "shop", "-o", "name"]);
+    assert_eq!(policies().trim(), "", "no policy left");
+
+    // Killed while the policy holds.
+    std::fs::write(dir.path().join("pod.toml"), isolate.replace("800ms", "60s").replace("2000ms", "60s")).unwrap();
+    let runs = dir.path().join("crashlab-runs");
+    let _ = std::fs::remove_dir_all(&runs);
+    let mut harness = Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
+        .current_dir(dir.path())
+        .args(["run", "pod.toml", "--trials", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while policies().trim().is_empty() {
+        assert!(Instant::now() < deadline, "no policy was made");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    harness.kill().unwrap();
+    harness.wait().unwrap();
+    let name = policies().trim().trim_start_matches("networkpolicy.networking.k8s.io/").to_string();
+    let run = std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap().path();
+    let cleanup = crashlab().current_dir(dir.path()).arg("cleanup").arg(&run).output().unwrap();
+    let said = String::from_utf8_lossy(&cleanup.stdout);
+    assert!(cleanup.status.success(), "{said}{}", String::from_utf8_lossy(&cleanup.stderr));
+    assert!(said.contains(&format!("deleted NetworkPolicy shop/{name}")), "{said}");
+    assert_eq!(policies().trim(), "", "cleanup left the policy");
+
+    // A policy of that name that is not the run's is left alone.
+    let foreign = format!(
+        "{{\"apiVersion\":\"networking.k8s.io/v1\",\"kind\":\"NetworkPolicy\",\"metadata\":{{\"name\":\"{name}\",\
+         \"labels\":{{\"team\":\"db\"}}}},\"spec\":{{\"podSelector\":{{\"matchLabels\":{{\"app\":\"other\"}}}}}}}}"
+    );
+    std::fs::write(dir.path().join("foreign.json"), foreign).unwrap();
+    server.kubectl(&[
+        "create",
+        "--validate=false",
+        "-n",
+        "shop",
+        "-f",
+        dir.path().join("foreign.json").to_str().unwrap(),
+    ]);
+    let cleanup = crashlab().current_dir(dir.path()).arg("cleanup").arg(&run).output().unwrap();
+    let said = String::from_utf8_lossy(&cleanup.stdout);
+    assert!(said.contains(&format!("left NetworkPolicy shop/{name}")) && said.contains("not this run's"), "{said}");
+    assert!(policies().contains(&name), "the foreign policy is still there");
+    drop(server);
+
+    // A network plugin that does not enforce policies: the policy changed
+    // nothing, and the trial says so (unknown), not a pass.
+    let mut config = calibrated_cluster(dir.path(), 0, &[]);
+    config["enforce_policies"] = false.into();
+    let server = FakeApiServer::start(dir.path(), &config);
+    server.kubeconfig(dir.path());
+    std::fs::write(dir.path().join("pod.toml"), &isolate).unwrap();
+    let (code, stderr, run) = run_here(dir.path(), "pod.toml", &["--trials", "1", "--seed", "1"]);
+    let report = std::fs::read_to_string(run.unwrap().join("report.json")).unwrap();
+    let report = crashlab::reports::RunReport::from_json(&report).unwrap();
+    assert_eq!(report.trials[0].verdict, crashlab::reports::Verdict::Unknown, "exit {code}: {stderr}");
+    let said = serde_json::to_string(&report.trials[0]).unwrap();
+    assert!(said.contains("the fault changed nothing: no probe of `kv` failed while NetworkPolicy"), "{said}");
+}
