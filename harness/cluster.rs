@@ -16,6 +16,8 @@ use futures_util::StreamExt;
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
+use k8s_openapi::api::policy::v1::Eviction;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{self as meta, DeleteOptions};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions, WatchEvent, WatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -111,7 +113,7 @@ impl Cluster {
         let from = kubeconfig.map_or(String::new(), |p| format!(" from {}", p.display()));
         let config_err = |reason: String| ClusterError::Config { from: from.clone(), reason };
         let options = KubeConfigOptions { context: context.map(str::to_string), ..Default::default() };
-        let config = runtime().block_on(async {
+        let mut config = runtime().block_on(async {
             match kubeconfig {
                 Some(path) => {
                     let file = Kubeconfig::read_from(path).map_err(|e| config_err(e.to_string()))?;
@@ -123,6 +125,15 @@ impl Cluster {
                 None => Config::infer().await.map_err(|e| config_err(e.to_string())),
             }
         })?;
+        // One call per request: kube retries a 429 by default, and an
+        // eviction's 429 is a PodDisruptionBudget's final word, not load (a
+        // fault's call must also be dated once, not after a backoff).
+        config.default_retry = false;
+        // An API server that stops answering must not hold a fault (or a
+        // Ctrl-C) for kube's default 295 s; an idle watch that times out
+        // is watched again from its last version.
+        config.connect_timeout = Some(std::time::Duration::from_secs(10));
+        config.read_timeout = Some(std::time::Duration::from_secs(30));
         let server = config.cluster_url.to_string();
         let _entered = runtime().enter();
         let client = Client::try_from(config).map_err(|e| config_err(e.to_string()))?;
@@ -307,6 +318,30 @@ impl Cluster {
         Ok(true)
     }
 
+    /// Evicts `pod` (the Eviction API, as a node drain does) if it is still
+    /// that pod; a PodDisruptionBudget's refusal is the error. The Eviction
+    /// is k8s-openapi's own type: kube's `evict` writes its delete options
+    /// as `delete_options`, a field the API server ignores, which would
+    /// drop the uid precondition.
+    pub fn evict_pod(&self, namespace: &str, pod: &PodInfo) -> Result<(), ClusterError> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let eviction = Eviction {
+            metadata: ObjectMeta {
+                name: Some(pod.name.clone()),
+                namespace: Some(namespace.to_string()),
+                ..Default::default()
+            },
+            delete_options: Some(DeleteOptions {
+                preconditions: Some(meta::Preconditions { uid: Some(pod.uid.clone()), resource_version: None }),
+                ..Default::default()
+            }),
+        };
+        let what = format!("evict pod `{}` (uid {}) of namespace `{namespace}`", pod.name, pod.uid);
+        let post = PostParams::default();
+        let created = pods.create_subresource::<_, serde_json::Value>("eviction", &pod.name, &post, &eviction);
+        self.call(created).map(|_| ()).map_err(self.api_err(what))
+    }
+
     /// Watches the pods of `selector` from resource `version` (watching
     /// again from the last version seen when the server ends a watch),
     /// calling `seen` with each change, until `stop` is set or the API
@@ -435,6 +470,21 @@ mod tests {
         assert!(body.get("gracePeriodSeconds").is_none(), "no grace given: the pod's own: {body}");
         let e = call.join().unwrap().unwrap_err().to_string();
         assert!(e.contains("delete pod `kv-1` (uid u-1)") && e.contains("UID in object meta: u-9"), "{e}");
+    }
+
+    #[test]
+    fn an_eviction_carries_the_uid_and_a_disruption_budgets_refusal_is_final() {
+        let (cluster, mut handle) = mock();
+        let seen = PodInfo::of(&serde_json::from_value(pod("kv-1", "u-1", true)).unwrap());
+        let call = in_background(move || cluster.evict_pod("shop", &seen));
+        let refused = json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "TooManyRequests",
+            "code": 429, "message": "Cannot evict pod as it would violate the pod's disruption budget." });
+        let (method, uri, body) = runtime().block_on(answer(&mut handle, 429, refused));
+        assert_eq!((method.as_str(), uri.as_str()), ("POST", "/api/v1/namespaces/shop/pods/kv-1/eviction?"));
+        assert_eq!((&body["apiVersion"], &body["kind"]), (&json!("policy/v1"), &json!("Eviction")));
+        assert_eq!(body["deleteOptions"]["preconditions"], json!({ "uid": "u-1" }));
+        let e = call.join().unwrap().unwrap_err().to_string();
+        assert!(e.contains("evict pod `kv-1` (uid u-1)") && e.contains("disruption budget"), "{e}");
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub enum FaultName {
     Cpu,
     Hog,
     DeletePod,
+    EvictPod,
     IsolatePod,
 }
 

@@ -246,7 +246,8 @@ pub fn build(kind: &FaultKind, resources: &dyn Resources, target: &str) -> Resul
         FaultKind::Memory { limit, .. } => Box::new(memory::MemoryFault(*limit)),
         FaultKind::Cpu { cpus, .. } => Box::new(cpu::CpuFault(*cpus)),
         FaultKind::Hog(plan) => Box::new(hog::Hog(*plan)),
-        FaultKind::DeletePod { grace } => Box::new(pod::DeletePod { grace: *grace }),
+        FaultKind::DeletePod { grace } => Box::new(pod::RemovePod(pod::Removal::Delete(*grace))),
+        FaultKind::EvictPod => Box::new(pod::RemovePod(pod::Removal::Evict)),
         FaultKind::IsolatePod { .. } => Box::new(pod::IsolatePod),
         FaultKind::Packet(plan) => Box::new(packet::Packet {
             plan: plan.clone(),

@@ -1,5 +1,5 @@
-//! Faults on a pod target, through the Kubernetes API: a pod deleted (its
-//! workload makes another).
+//! Faults on a pod target, through the Kubernetes API: a pod deleted or
+//! evicted (its workload makes another), or cut off by a NetworkPolicy.
 
 use rand::seq::IndexedRandom;
 
@@ -8,17 +8,24 @@ use crate::history::EventKind;
 use crate::journal::Entry;
 use crate::targets::TargetError;
 
-/// Deletes one of the target's ready pods (drawn with the trial's seed
-/// when there are several), only while its uid is the one seen;
-/// `grace: None` is the pod's own termination grace period.
-pub struct DeletePod {
-    pub grace: Option<std::time::Duration>,
+/// How a pod is taken away.
+pub enum Removal {
+    /// Deleted; `None`: with the pod's own termination grace period.
+    Delete(Option<std::time::Duration>),
+    /// Evicted, as a node drain does: the API server refuses it when a
+    /// PodDisruptionBudget would be broken, and the trial says so.
+    Evict,
 }
 
-impl Fault for DeletePod {
+/// Deletes or evicts one of the target's ready pods (drawn with the
+/// trial's seed when there are several), only while its uid is the one
+/// seen.
+pub struct RemovePod(pub Removal);
+
+impl Fault for RemovePod {
     fn inject(&self, ctx: &FaultContext) -> Result<FaultGuard, super::FaultError> {
         let target = ctx.target.pod().ok_or_else(|| {
-            let what = "a `delete-pod` fault";
+            let what = "a fault on pods";
             ctx.error(TargetError::Unsupported { target: ctx.target.name().to_string(), what }.into())
         })?;
         let namespace = target.pod_plan().namespace.clone();
@@ -37,18 +44,24 @@ impl Fault for DeletePod {
             pod: pod.name.clone(),
             uid: pod.uid.clone(),
         })?;
-        let grace = self.grace.map(|g| g.as_secs() as u32);
         let asked = std::time::Instant::now();
-        target.cluster().delete_pod(&namespace, &pod, grace).map_err(|e| {
+        let (done, how) = match self.0 {
+            Removal::Delete(grace) => {
+                let grace = grace.map(|g| g.as_secs() as u32);
+                let how = grace.map_or("its own grace period".to_string(), |g| format!("grace {g}s"));
+                (target.cluster().delete_pod(&namespace, &pod, grace), format!("deleted, {how}"))
+            }
+            Removal::Evict => (target.cluster().evict_pod(&namespace, &pod), "evicted".to_string()),
+        };
+        done.map_err(|e| {
             ctx.error(TargetError::Pod { target: ctx.target.name().to_string(), source: Box::new(e) }.into())
         })?;
         // In effect once the API server has accepted it: from then on the
         // pod is being deleted, whatever the kubelet takes to act.
         let accepted = std::time::Instant::now();
-        let grace = grace.map_or("its own grace period".to_string(), |g| format!("grace {g}s"));
         let latency = accepted.duration_since(asked).as_secs_f64() * 1000.0;
         let detail = format!(
-            "deleted pod `{}` (uid {}) of namespace `{namespace}`, {grace}; the API server accepted it in {latency:.1} ms",
+            "pod `{}` (uid {}) of namespace `{namespace}` {how}; the API server accepted it in {latency:.1} ms",
             pod.name, pod.uid
         );
         ctx.injected_at(accepted, detail);

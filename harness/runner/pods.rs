@@ -89,6 +89,9 @@ fn needs(plan: &Plan, t: &TargetPlan) -> Vec<Access> {
     if let Some(i) = first(|k| matches!(k, FaultKind::DeletePod { .. })) {
         needs.push(need("delete", "pods", format!("the `delete-pod` fault #{}", i + 1)));
     }
+    if let Some(i) = first(|k| matches!(k, FaultKind::EvictPod)) {
+        needs.push(need("create", "pods/eviction", format!("the `evict-pod` fault #{}", i + 1)));
+    }
     if let Some(i) = first(|k| matches!(k, FaultKind::IsolatePod { .. })) {
         for verb in ["create", "get", "delete"] {
             needs.push(need(verb, "networkpolicies", format!("the `isolate-pod` fault #{}", i + 1)));

@@ -97,6 +97,7 @@ pub(super) fn applicable(kind: FaultName, mode: Option<&str>) -> &'static [&'sta
         (Cpu, _) => &["cpus", "duration"],
         (Hog, _) => &["cpu", "memory", "io", "duration"],
         (DeletePod, _) => &["grace"],
+        (EvictPod, _) => &[],
         (IsolatePod, _) => &["duration"],
     }
 }
@@ -176,6 +177,7 @@ pub fn compile_fault(
         | FaultName::Cpu
         | FaultName::Hog
         | FaultName::DeletePod
+        | FaultName::EvictPod
         | FaultName::IsolatePod
         | FaultName::LoseUnsynced => (target_fault(kind_name, f, d)?, target?),
     };
@@ -312,6 +314,7 @@ pub(super) fn target_fault(kind: FaultName, f: &Fields, d: &mut Diagnostics) -> 
         FaultName::Cpu => super::pressure::cpu(f, d)?,
         FaultName::Hog => super::pressure::hog(f, d)?,
         FaultName::DeletePod => FaultKind::DeletePod { grace: grace(f, d) },
+        FaultName::EvictPod => FaultKind::EvictPod,
         FaultName::IsolatePod => FaultKind::IsolatePod {
             duration: duration("a NetworkPolicy is deleted after it, e.g. duration = \"2s\"", d)?,
         },

@@ -594,6 +594,9 @@ pub enum FaultKind {
     /// A pod target's current pod deleted through the API (its workload
     /// makes another); `grace: None` is the pod's own grace period.
     DeletePod { grace: Option<Duration> },
+    /// A pod target's current pod evicted (the Eviction API, which a
+    /// PodDisruptionBudget may refuse).
+    EvictPod,
     /// A pod target's pods cut off, ingress and egress, by a NetworkPolicy
     /// created through the API and deleted after `duration`.
     IsolatePod { duration: Duration },
@@ -786,6 +789,7 @@ impl FaultKind {
             | FaultKind::Disconnect { .. }
             | FaultKind::Clock(_)
             | FaultKind::DeletePod { .. }
+            | FaultKind::EvictPod
             | FaultKind::IsolatePod { .. } => None,
         }
     }
@@ -809,6 +813,7 @@ impl FaultKind {
             FaultKind::Cpu { .. } => FaultName::Cpu,
             FaultKind::Hog(_) => FaultName::Hog,
             FaultKind::DeletePod { .. } => FaultName::DeletePod,
+            FaultKind::EvictPod => FaultName::EvictPod,
             FaultKind::IsolatePod { .. } => FaultName::IsolatePod,
         }
     }

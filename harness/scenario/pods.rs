@@ -125,13 +125,13 @@ pub(super) fn check_fault(
     };
     let is_pod = |name: &&str| targets.iter().any(|t| t.name == *name && t.kind == TargetKind::Pod);
     for kind in kinds {
-        let for_pods = matches!(kind, FaultKind::DeletePod { .. } | FaultKind::IsolatePod { .. });
+        let for_pods = matches!(kind, FaultKind::DeletePod { .. } | FaultKind::EvictPod | FaultKind::IsolatePod { .. });
         if let Some(pod) = names.iter().find(|n| is_pod(n)).filter(|_| !for_pods) {
             d.error(
                 span.clone(),
                 format!(
                     "{what}: a `{}` fault on target `{pod}`, a pod: a pod is reached through the Kubernetes API \
-                     only; use kind = \"delete-pod\" or \"isolate-pod\"",
+                     only; use kind = \"delete-pod\", \"evict-pod\" or \"isolate-pod\"",
                     kind.name()
                 ),
             );

@@ -254,7 +254,12 @@ fn the_400ms_calibration_holds_through_the_kubernetes_api() {
     for (t, replaced) in report.trials.iter().zip(replacements) {
         let f = &t.faults[0];
         let deleted = replaced["deleted"].as_str().unwrap();
-        assert!(f.detail.contains(&format!("deleted pod `{deleted}`")), "trial {}: {}", t.index, f.detail);
+        assert!(
+            f.detail.contains(&format!("pod `{deleted}`")) && f.detail.contains("deleted, grace 0s"),
+            "trial {}: {}",
+            t.index,
+            f.detail
+        );
         let accepted: f64 =
             f.detail.split("accepted it in ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
         let (rto, restart, ready) = (f.rto_ms.unwrap(), f.restart_ms.unwrap(), f.ready_ms.unwrap());
@@ -467,4 +472,44 @@ fn an_isolating_network_policy_is_deleted_at_the_heal_or_by_cleanup() {
     assert_eq!(report.trials[0].verdict, crashlab::reports::Verdict::Unknown, "exit {code}: {stderr}");
     let said = serde_json::to_string(&report.trials[0]).unwrap();
     assert!(said.contains("the fault changed nothing: no probe of `kv` failed while NetworkPolicy"), "{said}");
+}
+
+/// An `evict-pod` fault: the Eviction API with the pod's uid as a
+/// precondition; the pod goes gracefully and its workload replaces it,
+/// measured as a delete is. A PodDisruptionBudget that refuses the
+/// eviction makes the trial unknown, saying so, not a pass with no outage.
+#[test]
+fn an_eviction_replaces_the_pod_unless_a_disruption_budget_refuses_it() {
+    if !docker_available() || !kubectl_available() {
+        return;
+    }
+    let _serial = common::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let evict = POD_SCENARIO.replace("kind = \"delete-pod\"", "kind = \"evict-pod\"").replace("grace = \"0s\"\n", "");
+    std::fs::write(dir.path().join("pod.toml"), &evict).unwrap();
+    for blocks in [false, true] {
+        let mut config = calibrated_cluster(dir.path(), 0, &[]);
+        config["pdb_blocks"] = blocks.into();
+        let server = FakeApiServer::start(dir.path(), &config);
+        server.kubeconfig(dir.path());
+        let (code, stderr, run) = run_here(dir.path(), "pod.toml", &["--trials", "1", "--seed", "1"]);
+        let report = std::fs::read_to_string(run.unwrap().join("report.json")).unwrap();
+        let report = crashlab::reports::RunReport::from_json(&report).unwrap();
+        let t = &report.trials[0];
+        assert_eq!(server.debug("requests")["create pods/eviction"], 1, "one eviction asked");
+        if blocks {
+            assert_eq!(t.verdict, crashlab::reports::Verdict::Unknown, "exit {code}: {stderr}");
+            let said = serde_json::to_string(t).unwrap();
+            assert!(said.contains("violate the pod's disruption budget"), "{said}");
+            assert!(server.debug("replacements").as_array().unwrap().is_empty(), "nothing evicted");
+        } else {
+            assert_eq!(code, 0, "{stderr}");
+            let f = &t.faults[0];
+            assert!(f.detail.contains("evicted;"), "{}", f.detail);
+            let replaced = server.debug("replacements");
+            let replaced = replaced[0]["replaced_ms"].as_f64().unwrap();
+            assert!(f.rto_ms.unwrap() - replaced >= 390.0, "the 400 ms replay is in the RTO: {f:?}, {replaced}");
+            assert!(t.rpo.acked_writes > 0 && t.rpo.lost_acked == Some(0), "{:?}", t.rpo);
+        }
+    }
 }
