@@ -276,6 +276,12 @@ fn the_400ms_calibration_holds_through_the_kubernetes_api() {
         let rpo = &t.rpo;
         assert!(rpo.acked_writes > 0 && rpo.lost_acked == Some(0), "trial {}: {rpo:?}", t.index);
     }
+    // The terminal summary, re-rendered from the history, shows the
+    // cluster's signals beside the probe's.
+    let analyzed = crashlab().arg("analyze").arg(&run).output().unwrap();
+    let summary = String::from_utf8_lossy(&analyzed.stdout);
+    let line = "trial 0 fault #1 delete-pod kv: replacement pod created ";
+    assert!(summary.contains(line) && summary.contains("ready (the cluster says)"), "{summary}");
     let journal = common::journal(&run);
     let deletes: Vec<_> = journal.iter().filter(|e| e["op"] == "pod_deleted").collect();
     assert_eq!(deletes.len(), trials, "each delete journaled: {journal:?}");
