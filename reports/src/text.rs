@@ -88,6 +88,24 @@ pub(crate) fn part_of_run(report: &RunReport) -> String {
     }
 }
 
+/// A pod target's faults: the cluster's own signals beside the probe's.
+fn cluster_signals(out: &mut String, report: &RunReport) {
+    for t in &report.trials {
+        for (i, f) in t.faults.iter().enumerate().filter(|(_, f)| f.ready_ms.is_some()) {
+            let _ = writeln!(
+                out,
+                "trial {} fault {}: replacement pod created {} ms, ready (the cluster says) {} ms, healthy (the probe \
+                 says) {} ms after the fault",
+                t.index,
+                f.label(i + 1),
+                ms(f.restart_ms),
+                ms(f.ready_ms),
+                ms(f.rto_ms)
+            );
+        }
+    }
+}
+
 pub fn render_text(report: &RunReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "scenario {}  seed {}{}", report.scenario, report.seed, part_of_run(report));
@@ -120,21 +138,7 @@ pub fn render_text(report: &RunReport) -> String {
             let _ = writeln!(out, "trial {} fault {}: {}", t.index, f.label(i + 1), figures.join("  "));
         }
     }
-    // A pod target's fault: the cluster's own signals beside the probe's.
-    for t in &report.trials {
-        for (i, f) in t.faults.iter().enumerate().filter(|(_, f)| f.ready_ms.is_some()) {
-            let _ = writeln!(
-                out,
-                "trial {} fault {}: replacement pod created {} ms, ready (the cluster says) {} ms, healthy (the probe \
-                 says) {} ms after the fault",
-                t.index,
-                f.label(i + 1),
-                ms(f.restart_ms),
-                ms(f.ready_ms),
-                ms(f.rto_ms)
-            );
-        }
-    }
+    cluster_signals(&mut out, report);
     for t in &report.trials {
         // More starts than the faults explain: a crash loop.
         for (target, n) in &t.incarnations {
