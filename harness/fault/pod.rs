@@ -8,6 +8,15 @@ use crate::history::EventKind;
 use crate::journal::Entry;
 use crate::targets::TargetError;
 
+/// The fault's target as a pod target (the scenario refuses these faults
+/// on any other).
+fn pod_target(ctx: &FaultContext) -> Result<&crate::targets::pod::PodTarget, super::FaultError> {
+    ctx.target.pod().ok_or_else(|| {
+        let what = "a fault through the Kubernetes API";
+        ctx.error(TargetError::Unsupported { target: ctx.target.name().to_string(), what }.into())
+    })
+}
+
 /// How a pod is taken away.
 pub enum Removal {
     /// Deleted; `None`: with the pod's own termination grace period.
@@ -24,10 +33,7 @@ pub struct RemovePod(pub Removal);
 
 impl Fault for RemovePod {
     fn inject(&self, ctx: &FaultContext) -> Result<FaultGuard, super::FaultError> {
-        let target = ctx.target.pod().ok_or_else(|| {
-            let what = "a fault on pods";
-            ctx.error(TargetError::Unsupported { target: ctx.target.name().to_string(), what }.into())
-        })?;
+        let target = pod_target(ctx)?;
         let namespace = target.pod_plan().namespace.clone();
         let pods = target.live_pods();
         let pod = pods.choose(&mut ctx.rng()).cloned().ok_or_else(|| {
@@ -77,10 +83,7 @@ pub struct IsolatePod;
 
 impl Fault for IsolatePod {
     fn inject(&self, ctx: &FaultContext) -> Result<FaultGuard, super::FaultError> {
-        let target = ctx.target.pod().ok_or_else(|| {
-            let what = "an `isolate-pod` fault";
-            ctx.error(TargetError::Unsupported { target: ctx.target.name().to_string(), what }.into())
-        })?;
+        let target = pod_target(ctx)?;
         let token = crate::journal::run_token()
             .ok_or_else(|| ctx.error(FaultErrorKind::Other("the run has no token to label its objects with".into())))?;
         let plan = target.pod_plan().clone();

@@ -79,13 +79,7 @@ fn needs(plan: &Plan, t: &TargetPlan) -> Vec<Access> {
         need("watch", "pods", format!("following target `{}`'s pods (their replacement and readiness)", t.name)),
         need("get", "services", format!("reaching target `{}` through its Service", t.name)),
     ];
-    let first = |is: fn(&FaultKind) -> bool| {
-        plan.faults.iter().position(|f| {
-            let kinds = std::iter::once(&f.kind).chain(f.menu.iter().flat_map(|m| &m.kinds));
-            let on_t = f.target.name == t.name || f.menu.iter().any(|m| m.targets.iter().any(|m| m.name == t.name));
-            on_t && kinds.into_iter().any(is)
-        })
-    };
+    let first = |is: fn(&FaultKind) -> bool| plan.faults.iter().position(|f| f.may_be(&t.name, is));
     if let Some(i) = first(|k| matches!(k, FaultKind::DeletePod { .. })) {
         needs.push(need("delete", "pods", format!("the `delete-pod` fault #{}", i + 1)));
     }

@@ -106,11 +106,7 @@ pub(super) fn check_fault(
     span: std::ops::Range<usize>,
     d: &mut Diagnostics,
 ) {
-    let kinds = std::iter::once(&fault.kind).chain(fault.menu.iter().flat_map(|m| &m.kinds));
-    let names: Vec<&str> = match &fault.menu {
-        Some(menu) => menu.targets.iter().map(|t| t.name.as_str()).collect(),
-        None => vec![&fault.target.name],
-    };
+    let (kinds, names) = (fault.kinds(), fault.target_names());
     let host_of = |name: &str| targets.iter().find(|t| t.name == name).and_then(|t| t.host.as_deref());
     let Some(target) = names.iter().find(|n| host_of(n).is_some()) else { return };
     for kind in kinds {

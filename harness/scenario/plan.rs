@@ -513,9 +513,27 @@ impl FaultPlan {
     /// Whether it may be a hog on target `name` (itself, or drawn from
     /// its menu): a hog runs stress-ng where that target runs.
     pub fn may_hog(&self, name: &str) -> bool {
-        let mut kinds = std::iter::once(&self.kind).chain(self.menu.iter().flat_map(|m| &m.kinds));
+        self.may_be(name, |k| matches!(k, FaultKind::Hog(_)))
+    }
+
+    /// Whether it may be of a kind `is` picks, on target `name` (itself,
+    /// or drawn from its menu).
+    pub fn may_be(&self, name: &str, is: impl Fn(&FaultKind) -> bool) -> bool {
         let mut targets = std::iter::once(&self.target).chain(self.menu.iter().flat_map(|m| &m.targets));
-        kinds.any(|k| matches!(k, FaultKind::Hog(_))) && targets.any(|t| t.name == name)
+        self.kinds().any(is) && targets.any(|t| t.name == name)
+    }
+
+    /// Every kind it may be: its own, and those its menu draws from.
+    pub fn kinds(&self) -> impl Iterator<Item = &FaultKind> {
+        std::iter::once(&self.kind).chain(self.menu.iter().flat_map(|m| &m.kinds))
+    }
+
+    /// The targets it may act on: its menu's, when it has one.
+    pub fn target_names(&self) -> Vec<&str> {
+        match &self.menu {
+            Some(menu) => menu.targets.iter().map(|t| t.name.as_str()).collect(),
+            None => vec![&self.target.name],
+        }
     }
 
     /// The menu's fault of kind `kind` on target `target` (indices into

@@ -118,11 +118,7 @@ pub(super) fn check_fault(
     span: std::ops::Range<usize>,
     d: &mut Diagnostics,
 ) {
-    let kinds = std::iter::once(&fault.kind).chain(fault.menu.iter().flat_map(|m| &m.kinds));
-    let names: Vec<&str> = match &fault.menu {
-        Some(menu) => menu.targets.iter().map(|t| t.name.as_str()).collect(),
-        None => vec![&fault.target.name],
-    };
+    let (kinds, names) = (fault.kinds(), fault.target_names());
     let is_pod = |name: &&str| targets.iter().any(|t| t.name == *name && t.kind == TargetKind::Pod);
     for kind in kinds {
         let for_pods = matches!(kind, FaultKind::DeletePod { .. } | FaultKind::EvictPod | FaultKind::IsolatePod { .. });

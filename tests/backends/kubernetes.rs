@@ -19,7 +19,8 @@ fn kubectl_available() -> bool {
     common::available("kubectl", answers, "the fake API server is checked with kubectl (Debian package kubectl)")
 }
 
-/// The fake API server, serving `config`; stopped (SIGTERM: it removes its
+/// The fake API server, serving `config`, with a kubeconfig for it in the
+/// directory it is started with; stopped (SIGTERM: it removes its
 /// containers) when dropped.
 struct FakeApiServer {
     child: Child,
@@ -39,7 +40,9 @@ impl FakeApiServer {
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let port = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("{line}")).parse().unwrap();
-        FakeApiServer { child, port }
+        let server = FakeApiServer { child, port };
+        server.kubeconfig(dir);
+        server
     }
 
     /// `kubectl --server ... ARGS`: its stdout; it must succeed.
@@ -209,6 +212,11 @@ at = "300ms..900ms"
 lost_acked = 0
 "#;
 
+/// The report.json of run directory `run`.
+fn report_of(run: &Path) -> crashlab::reports::RunReport {
+    crashlab::reports::RunReport::from_json(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap()
+}
+
 /// `crashlab run SCENARIO ARGS` from `dir`, as a user runs it (the default
 /// run directory, `crashlab-runs/`, there): exit code, stderr, and the
 /// run's directory if it made one.
@@ -240,14 +248,12 @@ fn the_400ms_calibration_holds_through_the_kubernetes_api() {
     let _serial = common::serial();
     let dir = tempfile::tempdir().unwrap();
     let server = FakeApiServer::start(dir.path(), &calibrated_cluster(dir.path(), 0, &[]));
-    server.kubeconfig(dir.path());
     std::fs::write(dir.path().join("pod.toml"), POD_SCENARIO).unwrap();
     let trials = 5;
     let (code, stderr, run) = run_here(dir.path(), "pod.toml", &["--trials", &trials.to_string(), "--seed", "1"]);
     assert_eq!(code, 0, "{stderr}");
     let run = run.expect("a run directory under crashlab-runs/");
-    let report =
-        crashlab::reports::RunReport::from_json(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    let report = report_of(&run);
     let replacements = server.debug("replacements");
     let replacements = replacements.as_array().unwrap();
     assert_eq!(replacements.len(), trials, "one pod deleted per trial: {replacements:?}");
@@ -315,14 +321,12 @@ fn a_forbidden_verb_or_no_pod_to_act_on_stops_the_run_before_any_fault() {
         assert!(report.contains("\"trials\": []") || report.contains("\"trials\":[]"), "{case}: {report}");
     };
     let forbidding = FakeApiServer::start(dir.path(), &calibrated_cluster(dir.path(), 0, &["delete pods"]));
-    forbidding.kubeconfig(dir.path());
     let said = "this user may not delete pods in namespace `shop`";
     stops_before_any_trial("forbidden", POD_SCENARIO.to_string(), said);
     assert_eq!(forbidding.debug("requests").get("delete pods"), None, "no delete was sent");
     drop(forbidding);
 
     let server = FakeApiServer::start(dir.path(), &calibrated_cluster(dir.path(), 0, &[]));
-    server.kubeconfig(dir.path());
     let said = "no pod of namespace `shop` has the labels app=nothing";
     stops_before_any_trial("no pod", POD_SCENARIO.replace("app = \"kv\"", "app = \"nothing\""), said);
     let said = "namespaces \"nowhere\" not found";
@@ -367,8 +371,7 @@ fn real_cluster_a_deleted_pod_is_replaced_and_measured() {
     let (code, stderr, run) = run_here(dir.path(), "pod.toml", &["--trials", "3"]);
     assert_eq!(code, 0, "{stderr}");
     let run = run.unwrap();
-    let report =
-        crashlab::reports::RunReport::from_json(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    let report = report_of(&run);
     for t in &report.trials {
         let f = &t.faults[0];
         let (rto, restart, ready) = (f.rto_ms.unwrap(), f.restart_ms.unwrap(), f.ready_ms.unwrap());
@@ -393,7 +396,6 @@ fn an_isolating_network_policy_is_deleted_at_the_heal_or_by_cleanup() {
     let _serial = common::serial();
     let dir = tempfile::tempdir().unwrap();
     let server = FakeApiServer::start(dir.path(), &calibrated_cluster(dir.path(), 0, &[]));
-    server.kubeconfig(dir.path());
     let isolate = POD_SCENARIO
         .replace("kind = \"delete-pod\"", "kind = \"isolate-pod\"")
         .replace("grace = \"0s\"", "duration = \"800ms\"")
@@ -402,8 +404,7 @@ fn an_isolating_network_policy_is_deleted_at_the_heal_or_by_cleanup() {
     let (code, stderr, run) = run_here(dir.path(), "pod.toml", &["--trials", "2", "--seed", "1"]);
     assert_eq!(code, 0, "{stderr}");
     let run = run.unwrap();
-    let report =
-        crashlab::reports::RunReport::from_json(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    let report = report_of(&run);
     for t in &report.trials {
         let f = &t.faults[0];
         assert!(f.detail.contains("denies every packet") && f.detail.contains("deleted"), "{}", f.detail);
@@ -469,12 +470,10 @@ fn an_isolating_network_policy_is_deleted_at_the_heal_or_by_cleanup() {
     // nothing, and the trial says so (unknown), not a pass.
     let mut config = calibrated_cluster(dir.path(), 0, &[]);
     config["enforce_policies"] = false.into();
-    let server = FakeApiServer::start(dir.path(), &config);
-    server.kubeconfig(dir.path());
+    let _server = FakeApiServer::start(dir.path(), &config);
     std::fs::write(dir.path().join("pod.toml"), &isolate).unwrap();
     let (code, stderr, run) = run_here(dir.path(), "pod.toml", &["--trials", "1", "--seed", "1"]);
-    let report = std::fs::read_to_string(run.unwrap().join("report.json")).unwrap();
-    let report = crashlab::reports::RunReport::from_json(&report).unwrap();
+    let report = report_of(&run.unwrap());
     assert_eq!(report.trials[0].verdict, crashlab::reports::Verdict::Unknown, "exit {code}: {stderr}");
     let said = serde_json::to_string(&report.trials[0]).unwrap();
     assert!(said.contains("the fault changed nothing: no probe of `kv` failed while NetworkPolicy"), "{said}");
@@ -497,10 +496,8 @@ fn an_eviction_replaces_the_pod_unless_a_disruption_budget_refuses_it() {
         let mut config = calibrated_cluster(dir.path(), 0, &[]);
         config["pdb_blocks"] = blocks.into();
         let server = FakeApiServer::start(dir.path(), &config);
-        server.kubeconfig(dir.path());
         let (code, stderr, run) = run_here(dir.path(), "pod.toml", &["--trials", "1", "--seed", "1"]);
-        let report = std::fs::read_to_string(run.unwrap().join("report.json")).unwrap();
-        let report = crashlab::reports::RunReport::from_json(&report).unwrap();
+        let report = report_of(&run.unwrap());
         let t = &report.trials[0];
         assert_eq!(server.debug("requests")["create pods/eviction"], 1, "one eviction asked");
         if blocks {
