@@ -71,7 +71,27 @@ impl Fault for RemovePod {
             pod.name, pod.uid
         );
         ctx.injected_at(accepted, detail);
-        Ok(FaultGuard::nothing())
+        // Accepted is not done: a removal that had no effect by the end of
+        // the trial (the pod not gone, no replacement, no probe failure)
+        // changed nothing, and the trial says so.
+        let (recorder, fault, target) = (ctx.recorder.clone(), ctx.index, ctx.target.name().to_string());
+        Ok(FaultGuard::nothing().looking_first(move || {
+            let effect = |k: &EventKind| match k {
+                EventKind::PodGone { uid, .. } => *uid == pod.uid,
+                EventKind::PodCreated { target: t, .. } | EventKind::Probe { target: t, healthy: false, .. } => {
+                    *t == target
+                }
+                _ => false,
+            };
+            if recorder.saw_since(asked, effect) == Some(false) {
+                let error = format!(
+                    "the fault changed nothing: pod `{}` (uid {}) was still there at the end of the trial, no \
+                     replacement was made and no probe failed (a finalizer, or a grace period longer than the trial?)",
+                    pod.name, pod.uid
+                );
+                recorder.record(EventKind::FaultFailed { fault, target, error });
+            }
+        }))
     }
 }
 

@@ -516,3 +516,25 @@ fn an_eviction_replaces_the_pod_unless_a_disruption_budget_refuses_it() {
         }
     }
 }
+
+/// A delete the API server accepts and that changes nothing (the pod not
+/// gone, no replacement, no probe failure by the end of the trial): the
+/// trial is unknown, saying so, not a pass with no outage.
+#[test]
+fn a_delete_that_changed_nothing_makes_the_trial_unknown() {
+    if !docker_available() || !kubectl_available() {
+        return;
+    }
+    let _serial = common::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = calibrated_cluster(dir.path(), 0, &[]);
+    config["swallow_deletes"] = true.into();
+    let server = FakeApiServer::start(dir.path(), &config);
+    std::fs::write(dir.path().join("pod.toml"), POD_SCENARIO).unwrap();
+    let (code, stderr, run) = run_here(dir.path(), "pod.toml", &["--trials", "1", "--seed", "1"]);
+    let report = report_of(&run.unwrap());
+    assert_eq!(server.debug("requests")["delete pods"], 1);
+    assert_eq!(report.trials[0].verdict, crashlab::reports::Verdict::Unknown, "exit {code}: {stderr}");
+    let said = serde_json::to_string(&report.trials[0]).unwrap();
+    assert!(said.contains("the fault changed nothing: pod `kv-") && said.contains("no replacement was made"), "{said}");
+}
