@@ -359,7 +359,12 @@ impl Cluster {
             while !stop.load(Ordering::Relaxed) {
                 self.calls.fetch_add(1, Ordering::Relaxed);
                 let params = WatchParams::default().labels(&selector).timeout(290);
-                let Ok(stream) = pods.watch(&params, &version).await else { return };
+                let Ok(stream) = pods.watch(&params, &version).await else {
+                    // The API server did not answer: try again, without
+                    // hammering it.
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    continue;
+                };
                 let mut stream = stream.boxed();
                 while let Some(Ok(event)) = stream.next().await {
                     let (pod, change): (&Pod, fn(PodInfo) -> PodChange) = match &event {
@@ -369,7 +374,13 @@ impl Cluster {
                             version = b.metadata.resource_version.clone();
                             continue;
                         }
-                        WatchEvent::Error(_) => return,
+                        // 410 Gone: the version is too old to watch from; the
+                        // state as it is now (every pod ADDED again: known
+                        // ones change nothing, a new one is a replacement).
+                        WatchEvent::Error(_) => {
+                            version = "0".into();
+                            break;
+                        }
                     };
                     if let Some(v) = &pod.metadata.resource_version {
                         version = v.clone();
@@ -609,14 +620,23 @@ mod tests {
         assert!(matches!(first, PodChange::Gone(ref p) if p.uid == "u-1"), "{first:?}");
         let second = changes.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
         assert!(matches!(second, PodChange::Seen(ref p) if p.uid == "u-2" && !p.ready), "{second:?}");
-        // The server ended that watch: the next goes on from the last version.
-        let uri = runtime().block_on(async {
-            let (request, _send) = handle.next_request().await.expect("a second watch");
-            request.uri().to_string()
+        // The server ended that watch: the next goes on from the last
+        // version; told that version is too old (410 Gone), from the state
+        // as it is.
+        let gone = json!({ "type": "ERROR", "object": { "kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "code": 410, "reason": "Expired", "message": "too old resource version: 7 (9)" } });
+        let (second, uri, unanswered) = runtime().block_on(async {
+            let (request, send) = handle.next_request().await.expect("a second watch");
+            let second = request.uri().to_string();
+            send.send_response(Response::builder().body(Body::from(format!("{gone}\n").into_bytes())).unwrap());
+            let (request, send) = handle.next_request().await.expect("a watch from the state as it is");
+            (second, request.uri().to_string(), send)
         });
-        assert!(uri.contains("resourceVersion=7"), "{uri}");
+        assert!(second.contains("resourceVersion=7"), "{second}");
+        assert!(uri.contains("resourceVersion=0"), "after 410 Gone: {uri}");
         stop.store(true, Ordering::Relaxed);
         watch.abort();
-        assert_eq!(cluster.calls(), 2, "each watch is one call");
+        drop(unanswered);
+        assert_eq!(cluster.calls(), 3, "each watch is one call");
     }
 }
