@@ -58,9 +58,10 @@ pub struct Cleanup {
     pub cgroups_removed: usize,
     /// Partition rules of an agent's host (not in a namespace) removed.
     pub rules_removed: usize,
-    /// Each object a fault created in a cluster and did not delete
-    /// (`NetworkPolicy shop/NAME`): deleted, or why not.
-    pub cluster_objects: Vec<(String, Result<(), String>)>,
+    /// What faults left in a cluster: each object (`NetworkPolicy
+    /// shop/NAME`, `deployment/kv of namespace shop`), what was done to it
+    /// (`deleted`, `scaled back to 1 replica(s):`), or why not.
+    pub cluster_objects: Vec<(String, String, Result<(), String>)>,
     /// Each remote host of the run: what `crashlab cleanup` of its agent's
     /// run said there, or why it could not be run.
     pub hosts: Vec<(String, Result<String, String>)>,
@@ -171,7 +172,27 @@ pub fn cleanup(run_dir: &Path) -> Result<Cleanup, CleanupError> {
     remove_cgroups(&entries, &owned, &mut done);
     clean_hosts(&entries, &mut done);
     delete_cluster_objects(&entries, &owned, &mut done);
+    restore_scales(&entries, &mut done);
     Ok(done)
+}
+
+/// Scales back each workload a fault scaled and did not scale back, to the
+/// replicas it had (journaled before the fault's call).
+fn restore_scales(entries: &[Entry], done: &mut Cleanup) {
+    for entry in entries {
+        let Entry::Scaled { kubeconfig, context, namespace, owner, from, .. } = entry else { continue };
+        let restored = entries
+            .iter()
+            .any(|e| matches!(e, Entry::ScaleRestored { namespace: ns, owner: o } if ns == namespace && o == owner));
+        if restored {
+            continue;
+        }
+        let object = format!("{owner} of namespace `{namespace}`");
+        let result = crate::cluster::Cluster::connect(kubeconfig.as_deref(), context.as_deref())
+            .and_then(|cluster| cluster.scale(namespace, owner, *from))
+            .map_err(|e| e.to_string());
+        done.cluster_objects.push((object, format!("scaled back to {from} replica(s):"), result));
+    }
 }
 
 /// Deletes each object a fault created in a cluster and did not delete,
@@ -194,7 +215,7 @@ fn delete_cluster_objects(entries: &[Entry], owned: &Owned, done: &mut Cleanup) 
             .and_then(|cluster| cluster.delete_policy(namespace, name, token, None))
             .map_err(|e| e.to_string());
         if result != Ok(false) {
-            done.cluster_objects.push((object, result.map(|_| ())));
+            done.cluster_objects.push((object, "deleted".into(), result.map(|_| ())));
         }
     }
 }

@@ -13,13 +13,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use k8s_openapi::api::policy::v1::Eviction;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{self as meta, DeleteOptions};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions, WatchEvent, WatchParams};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, WatchEvent, WatchParams,
+};
+
+use crate::scenario::{Owner, OwnerKind};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
@@ -176,6 +181,7 @@ impl Cluster {
             let review = SelfSubjectAccessReview {
                 spec: SelfSubjectAccessReviewSpec {
                     resource_attributes: Some(ResourceAttributes {
+                        group: Some(api_group(resource).to_string()),
                         namespace: Some(namespace.to_string()),
                         verb: Some(need.verb.to_string()),
                         resource: Some(resource.to_string()),
@@ -342,6 +348,40 @@ impl Cluster {
         self.call(created).map(|_| ()).map_err(self.api_err(what))
     }
 
+    /// The replicas `owner` is scaled to (its scale subresource).
+    pub fn replicas(&self, namespace: &str, owner: &Owner) -> Result<i32, ClusterError> {
+        let what = format!("read the scale of {owner} in namespace `{namespace}`");
+        let scale = match owner.kind {
+            OwnerKind::Deployment => {
+                self.call(Api::<Deployment>::namespaced(self.client.clone(), namespace).get_scale(&owner.name))
+            }
+            OwnerKind::StatefulSet => {
+                self.call(Api::<StatefulSet>::namespaced(self.client.clone(), namespace).get_scale(&owner.name))
+            }
+        };
+        Ok(scale.map_err(self.api_err(what))?.spec.and_then(|s| s.replicas).unwrap_or(0))
+    }
+
+    /// Scales `owner` to `replicas`.
+    pub fn scale(&self, namespace: &str, owner: &Owner, replicas: i32) -> Result<(), ClusterError> {
+        let what = format!("scale {owner} in namespace `{namespace}` to {replicas}");
+        let patch = Patch::Merge(serde_json::json!({ "spec": { "replicas": replicas } }));
+        let params = PatchParams::default();
+        let done = match owner.kind {
+            OwnerKind::Deployment => self.call(
+                Api::<Deployment>::namespaced(self.client.clone(), namespace).patch_scale(&owner.name, &params, &patch),
+            ),
+            OwnerKind::StatefulSet => {
+                self.call(Api::<StatefulSet>::namespaced(self.client.clone(), namespace).patch_scale(
+                    &owner.name,
+                    &params,
+                    &patch,
+                ))
+            }
+        };
+        done.map(|_| ()).map_err(self.api_err(what))
+    }
+
     /// Watches the pods of `selector` from resource `version` (watching
     /// again from the last version seen when the server ends a watch),
     /// calling `seen` with each change, until `stop` is set or the API
@@ -389,6 +429,17 @@ impl Cluster {
                 }
             }
         })
+    }
+}
+
+/// The API group of a resource (RBAC rules name it): NetworkPolicies are
+/// `networking.k8s.io`'s, Deployments and StatefulSets `apps`', the rest
+/// the core group's.
+fn api_group(resource: &str) -> &'static str {
+    match resource {
+        "networkpolicies" => "networking.k8s.io",
+        "deployments" | "statefulsets" => "apps",
+        _ => "",
     }
 }
 
@@ -499,6 +550,27 @@ mod tests {
     }
 
     #[test]
+    fn a_workload_is_scaled_through_its_scale_subresource() {
+        let (cluster, mut handle) = mock();
+        let owner = Owner { kind: OwnerKind::Deployment, name: "kv".into() };
+        let c = Arc::clone(&cluster);
+        let o = owner.clone();
+        let call = in_background(move || c.replicas("shop", &o));
+        let scale = |n: i32| {
+            json!({ "apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": { "name": "kv" },
+                "spec": { "replicas": n }, "status": { "replicas": n } })
+        };
+        let (method, uri, _) = runtime().block_on(answer(&mut handle, 200, scale(3)));
+        assert_eq!((method.as_str(), uri.as_str()), ("GET", "/apis/apps/v1/namespaces/shop/deployments/kv/scale"));
+        assert_eq!(call.join().unwrap().unwrap(), 3);
+        let call = in_background(move || cluster.scale("shop", &owner, 0));
+        let (method, uri, body) = runtime().block_on(answer(&mut handle, 200, scale(0)));
+        assert_eq!((method.as_str(), uri.as_str()), ("PATCH", "/apis/apps/v1/namespaces/shop/deployments/kv/scale?"));
+        assert_eq!(body, json!({ "spec": { "replicas": 0 } }));
+        call.join().unwrap().unwrap();
+    }
+
+    #[test]
     fn access_is_asked_per_verb_and_a_refusal_names_verb_resource_and_purpose() {
         let (cluster, mut handle) = mock();
         let needs = vec![
@@ -516,7 +588,7 @@ mod tests {
             ("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews?")
         );
         let asked = &body["spec"]["resourceAttributes"];
-        assert_eq!(asked, &json!({ "namespace": "shop", "verb": "list", "resource": "pods" }));
+        assert_eq!(asked, &json!({ "group": "", "namespace": "shop", "verb": "list", "resource": "pods" }));
         let (_, _, body) = runtime().block_on(answer(&mut handle, 201, review(false, "no RBAC rule")));
         assert_eq!(body["spec"]["resourceAttributes"]["subresource"], "eviction");
         let e = call.join().unwrap().unwrap_err().to_string();

@@ -91,6 +91,25 @@ pub enum Entry {
         kind: String,
         name: String,
     },
+    /// A workload a fault scales, from `from` replicas, journaled before
+    /// the call: cleanup scales it back unless [`Entry::ScaleRestored`]
+    /// follows.
+    Scaled {
+        trial: u32,
+        fault: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kubeconfig: Option<PathBuf>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        context: Option<String>,
+        namespace: String,
+        owner: crate::kinds::Owner,
+        from: i32,
+        to: i32,
+    },
+    ScaleRestored {
+        namespace: String,
+        owner: crate::kinds::Owner,
+    },
     /// A pod a fault deletes through the Kubernetes API (nothing for
     /// cleanup to undo: its workload replaces it), journaled before the
     /// call, with the uid the deletion is conditioned on.

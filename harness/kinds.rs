@@ -51,6 +51,7 @@ pub enum FaultName {
     DeletePod,
     EvictPod,
     IsolatePod,
+    Scale,
 }
 
 impl FaultName {
@@ -109,6 +110,29 @@ impl StepName {
     /// so they do not move the floor of the recovery window.
     pub fn acts(self) -> bool {
         !matches!(self, StepName::Wait | StepName::Check)
+    }
+}
+
+/// A workload that owns pods: `deployment/NAME` or `statefulset/NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Owner {
+    pub kind: OwnerKind,
+    pub name: String,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, strum::EnumString, strum::Display,
+)]
+#[strum(serialize_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum OwnerKind {
+    Deployment,
+    StatefulSet,
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.kind, self.name)
     }
 }
 

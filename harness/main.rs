@@ -709,9 +709,9 @@ fn cleanup(run_dir: &Path) -> Outcome {
     if done.rules_removed > 0 {
         println!("  removed {} partition rule(s) of the host", done.rules_removed);
     }
-    for (object, said) in &done.cluster_objects {
+    for (object, action, said) in &done.cluster_objects {
         match said {
-            Ok(()) => println!("  deleted {object}"),
+            Ok(()) => println!("  {action} {object}"),
             Err(e) => println!("  left {object}: {e}"),
         }
     }

@@ -249,6 +249,7 @@ pub fn build(kind: &FaultKind, resources: &dyn Resources, target: &str) -> Resul
         FaultKind::DeletePod { grace } => Box::new(pod::RemovePod(pod::Removal::Delete(*grace))),
         FaultKind::EvictPod => Box::new(pod::RemovePod(pod::Removal::Evict)),
         FaultKind::IsolatePod { .. } => Box::new(pod::IsolatePod),
+        FaultKind::Scale { replicas, .. } => Box::new(pod::Scale(*replicas)),
         FaultKind::Packet(plan) => Box::new(packet::Packet {
             plan: plan.clone(),
             network: resources.network().ok_or_else(|| missing("the targets are not in network namespaces"))?,

@@ -155,3 +155,43 @@ impl Fault for IsolatePod {
         }))
     }
 }
+
+/// Scales the target's workload (its `owner`) to so many replicas, and
+/// back to what it was at the heal (or by `cleanup`: the scale it had is
+/// journaled before the call).
+pub struct Scale(pub u32);
+
+impl Fault for Scale {
+    fn inject(&self, ctx: &FaultContext) -> Result<FaultGuard, super::FaultError> {
+        let target = pod_target(ctx)?;
+        let plan = target.pod_plan().clone();
+        let owner =
+            plan.owner.clone().ok_or_else(|| ctx.error(FaultErrorKind::Other("the target has no `owner`".into())))?;
+        let failed =
+            |e| ctx.error(TargetError::Pod { target: ctx.target.name().to_string(), source: Box::new(e) }.into());
+        let from = target.cluster().replicas(&plan.namespace, &owner).map_err(failed)?;
+        let to = self.0 as i32;
+        let absolute = |p: &std::path::Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        ctx.journal(&Entry::Scaled {
+            trial: ctx.trial,
+            fault: ctx.index,
+            kubeconfig: plan.kubeconfig.as_deref().map(absolute),
+            context: plan.context.clone(),
+            namespace: plan.namespace.clone(),
+            owner: owner.clone(),
+            from,
+            to,
+        })?;
+        target.cluster().scale(&plan.namespace, &owner, to).map_err(failed)?;
+        ctx.injected(format!("{owner} of namespace `{}` scaled from {from} to {to} replica(s)", plan.namespace));
+        let (journal, cluster) = (std::sync::Arc::clone(&ctx.journal), target.cluster_handle());
+        Ok(ctx.heal_with(move || match cluster.scale(&plan.namespace, &owner, from) {
+            Ok(()) => {
+                let _ =
+                    journal.append(&Entry::ScaleRestored { namespace: plan.namespace.clone(), owner: owner.clone() });
+                format!("{owner} scaled back to {from} replica(s)")
+            }
+            Err(e) => format!("{owner} not scaled back to {from} ({e}); `crashlab cleanup` scales it back"),
+        }))
+    }
+}

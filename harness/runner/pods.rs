@@ -86,6 +86,17 @@ fn needs(plan: &Plan, t: &TargetPlan) -> Vec<Access> {
     if let Some(i) = first(|k| matches!(k, FaultKind::EvictPod)) {
         needs.push(need("create", "pods/eviction", format!("the `evict-pod` fault #{}", i + 1)));
     }
+    if let (Some(i), Some(owner)) =
+        (first(|k| matches!(k, FaultKind::Scale { .. })), t.pod.as_ref().and_then(|p| p.owner.as_ref()))
+    {
+        let resource = match owner.kind {
+            crate::scenario::OwnerKind::Deployment => "deployments/scale",
+            crate::scenario::OwnerKind::StatefulSet => "statefulsets/scale",
+        };
+        for verb in ["get", "patch"] {
+            needs.push(need(verb, resource, format!("the `scale` fault #{}", i + 1)));
+        }
+    }
     if let Some(i) = first(|k| matches!(k, FaultKind::IsolatePod { .. })) {
         for verb in ["create", "get", "delete"] {
             needs.push(need(verb, "networkpolicies", format!("the `isolate-pod` fault #{}", i + 1)));

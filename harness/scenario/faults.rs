@@ -59,6 +59,7 @@ pub const FAULT_KEYS: &[&str] = &[
     "memory",
     "io",
     "grace",
+    "replicas",
 ];
 pub const FAULT_KINDS: &[&str] = <FaultName as strum::VariantNames>::VARIANTS;
 pub const CORRUPT_MODES: &[&str] = <CorruptModeName as strum::VariantNames>::VARIANTS;
@@ -99,6 +100,7 @@ pub(super) fn applicable(kind: FaultName, mode: Option<&str>) -> &'static [&'sta
         (DeletePod, _) => &["grace"],
         (EvictPod, _) => &[],
         (IsolatePod, _) => &["duration"],
+        (Scale, _) => &["replicas", "duration"],
     }
 }
 
@@ -179,6 +181,7 @@ pub fn compile_fault(
         | FaultName::DeletePod
         | FaultName::EvictPod
         | FaultName::IsolatePod
+        | FaultName::Scale
         | FaultName::LoseUnsynced => (target_fault(kind_name, f, d)?, target?),
     };
     Some(FaultPlan { kind, target, chosen_by: None, at: at?, in_procedure, setup, menu: None })
@@ -315,6 +318,13 @@ pub(super) fn target_fault(kind: FaultName, f: &Fields, d: &mut Diagnostics) -> 
         FaultName::Hog => super::pressure::hog(f, d)?,
         FaultName::DeletePod => FaultKind::DeletePod { grace: grace(f, d) },
         FaultName::EvictPod => FaultKind::EvictPod,
+        FaultName::Scale => {
+            let replicas = f.integer("replicas", 0, 10_000, d);
+            if f.get("replicas").is_none() {
+                d.error(f.span.clone(), format!("missing key `replicas` in {}; e.g. replicas = 0", f.what));
+            }
+            FaultKind::Scale { replicas: replicas? as u32, duration: f.duration("duration", d) }
+        }
         FaultName::IsolatePod => FaultKind::IsolatePod {
             duration: duration("a NetworkPolicy is deleted after it, e.g. duration = \"2s\"", d)?,
         },

@@ -109,6 +109,7 @@ pub const TARGET_KEYS: &[&str] = &[
     "container",
     "kubeconfig",
     "context",
+    "owner",
 ];
 pub const TARGET_KINDS: &[&str] = <TargetKind as strum::VariantNames>::VARIANTS;
 pub const RESTART_KEYS: &[&str] = &["policy", "delay"];

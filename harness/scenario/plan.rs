@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::duration::TimeSpec;
-pub use crate::kinds::{FaultName, StepName};
+pub use crate::kinds::{FaultName, Owner, OwnerKind, StepName};
 use crate::scenario::expect::Expectation;
 
 #[derive(Debug, Clone)]
@@ -121,6 +121,8 @@ pub struct PodPlan {
     pub kubeconfig: Option<PathBuf>,
     /// Its context; none: the file's current one.
     pub context: Option<String>,
+    /// The workload that owns the pods, for `scale` faults.
+    pub owner: Option<Owner>,
 }
 
 impl PodPlan {
@@ -618,6 +620,9 @@ pub enum FaultKind {
     /// A pod target's pods cut off, ingress and egress, by a NetworkPolicy
     /// created through the API and deleted after `duration`.
     IsolatePod { duration: Duration },
+    /// A pod target's workload (`owner`) scaled to `replicas`, and back
+    /// to what it was after `duration` (or at the end of the trial).
+    Scale { replicas: u32, duration: Option<Duration> },
 }
 
 /// A `hog` fault: stress-ng's workers, none of a kind where 0.
@@ -808,7 +813,8 @@ impl FaultKind {
             | FaultKind::Clock(_)
             | FaultKind::DeletePod { .. }
             | FaultKind::EvictPod
-            | FaultKind::IsolatePod { .. } => None,
+            | FaultKind::IsolatePod { .. }
+            | FaultKind::Scale { .. } => None,
         }
     }
 
@@ -832,6 +838,7 @@ impl FaultKind {
             FaultKind::Hog(_) => FaultName::Hog,
             FaultKind::DeletePod { .. } => FaultName::DeletePod,
             FaultKind::EvictPod => FaultName::EvictPod,
+            FaultKind::Scale { .. } => FaultName::Scale,
             FaultKind::IsolatePod { .. } => FaultName::IsolatePod,
         }
     }
@@ -850,6 +857,7 @@ impl FaultKind {
             FaultKind::Clock(plan) => plan.duration,
             FaultKind::Memory { duration, .. } | FaultKind::Cpu { duration, .. } => *duration,
             FaultKind::Hog(plan) => plan.duration,
+            FaultKind::Scale { duration, .. } => *duration,
             _ => None,
         }
     }

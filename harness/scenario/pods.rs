@@ -7,10 +7,10 @@
 
 use super::diagnostic::Diagnostics;
 use super::fields::Fields;
-use super::plan::{FaultKind, FaultPlan, PodPlan, TargetKind, TargetPlan};
+use super::plan::{FaultKind, FaultPlan, Owner, PodPlan, TargetKind, TargetPlan};
 
 /// The keys only a pod target reads.
-pub const POD_KEYS: &[&str] = &["namespace", "selector", "container", "kubeconfig", "context"];
+pub const POD_KEYS: &[&str] = &["namespace", "selector", "container", "kubeconfig", "context", "owner"];
 
 /// The keys of a target that a pod target does not take, and why.
 const NOT_FOR_PODS: &[(&str, &str)] = &[
@@ -53,6 +53,17 @@ pub(super) fn compile_pod(f: &Fields, kind: TargetKind, check_paths: bool, d: &m
         }
     }
     let context = f.str("context", d).map(|(s, _)| s.to_string());
+    let owner = f.str("owner", d).and_then(|(text, span)| {
+        let parsed = text.split_once('/').and_then(|(kind, name)| {
+            let kind = kind.parse().ok()?;
+            is_label_value(name).then(|| Owner { kind, name: name.to_string() })
+        });
+        if parsed.is_none() {
+            let expected = "\"deployment/NAME\" or \"statefulset/NAME\"";
+            d.error(span, format!("`owner = \"{text}\"` in {}: expected {expected}", f.what));
+        }
+        parsed
+    });
     let (namespace, namespace_span) = namespace?;
     if !is_label_value(namespace) || namespace.is_empty() {
         d.error(namespace_span, format!("`namespace = \"{namespace}\"` in {} is not a namespace name", f.what));
@@ -64,6 +75,7 @@ pub(super) fn compile_pod(f: &Fields, kind: TargetKind, check_paths: bool, d: &m
         service: service?.0.to_string(),
         kubeconfig: kubeconfig.map(|(p, _)| p),
         context,
+        owner,
     })
 }
 
@@ -121,13 +133,25 @@ pub(super) fn check_fault(
     let (kinds, names) = (fault.kinds(), fault.target_names());
     let is_pod = |name: &&str| targets.iter().any(|t| t.name == *name && t.kind == TargetKind::Pod);
     for kind in kinds {
-        let for_pods = matches!(kind, FaultKind::DeletePod { .. } | FaultKind::EvictPod | FaultKind::IsolatePod { .. });
+        let for_pods = matches!(
+            kind,
+            FaultKind::DeletePod { .. } | FaultKind::EvictPod | FaultKind::IsolatePod { .. } | FaultKind::Scale { .. }
+        );
+        let ownerless =
+            |name: &str| targets.iter().any(|t| t.name == name && t.pod.as_ref().is_some_and(|p| p.owner.is_none()));
+        if let Some(pod) = names.iter().find(|n| ownerless(n)).filter(|_| matches!(kind, FaultKind::Scale { .. })) {
+            let example = "e.g. owner = \"deployment/kv\"";
+            d.error(
+                span.clone(),
+                format!("{what}: a `scale` fault scales target `{pod}`'s `owner`, which it has not; {example}"),
+            );
+        }
         if let Some(pod) = names.iter().find(|n| is_pod(n)).filter(|_| !for_pods) {
             d.error(
                 span.clone(),
                 format!(
                     "{what}: a `{}` fault on target `{pod}`, a pod: a pod is reached through the Kubernetes API \
-                     only; use kind = \"delete-pod\", \"evict-pod\" or \"isolate-pod\"",
+                     only; use kind = \"delete-pod\", \"evict-pod\", \"isolate-pod\" or \"scale\"",
                     kind.name()
                 ),
             );

@@ -538,3 +538,66 @@ fn a_delete_that_changed_nothing_makes_the_trial_unknown() {
     let said = serde_json::to_string(&report.trials[0]).unwrap();
     assert!(said.contains("the fault changed nothing: pod `kv-") && said.contains("no replacement was made"), "{said}");
 }
+
+/// A `scale` fault: the target's owner scaled to zero (its pod goes, none
+/// replaces it) and back after its duration (a new pod, and demo-kv's
+/// 400 ms replay before the probe sees it healthy); the scale it had is
+/// journaled before the call. With the harness SIGKILLed while the
+/// workload is at zero, `crashlab cleanup` scales it back and a pod serves
+/// again.
+#[test]
+fn a_workload_scaled_to_zero_comes_back_at_the_heal_or_by_cleanup() {
+    if !docker_available() || !kubectl_available() {
+        return;
+    }
+    let _serial = common::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeApiServer::start(dir.path(), &calibrated_cluster(dir.path(), 0, &[]));
+    let scale = POD_SCENARIO
+        .replace("service = \"kv\"", "service = \"kv\"\nowner = \"deployment/kv\"")
+        .replace("kind = \"delete-pod\"", "kind = \"scale\"")
+        .replace("grace = \"0s\"", "replicas = 0\nduration = \"1s\"")
+        .replace("at = \"300ms..900ms\"", "at = \"400ms\"");
+    std::fs::write(dir.path().join("pod.toml"), &scale).unwrap();
+    let (code, stderr, run) = run_here(dir.path(), "pod.toml", &["--trials", "1", "--seed", "1"]);
+    assert_eq!(code, 0, "{stderr}");
+    let run = run.unwrap();
+    let f = &report_of(&run).trials[0].faults[0];
+    assert!(f.detail.contains("deployment/kv of namespace `shop` scaled from 1 to 0 replica(s)"), "{}", f.detail);
+    assert!(f.detail.contains("scaled back to 1 replica(s)"), "{}", f.detail);
+    let (healed, restart) = (f.healed_at_ms.unwrap() - f.injected_at_ms, f.restart_ms.unwrap());
+    assert!(restart >= healed, "no pod before the scale back: {f:?}");
+    assert!(f.rto_from_heal_ms.unwrap() >= 400.0, "the new pod's 400 ms replay: {f:?}");
+    let journal = common::journal(&run);
+    assert!(journal.iter().any(|e| e["op"] == "scaled" && e["from"] == 1 && e["to"] == 0), "{journal:?}");
+    assert_eq!(server.debug("requests")["patch deployments/scale"], 2);
+
+    // Killed while at zero: cleanup scales it back.
+    std::fs::write(dir.path().join("pod.toml"), scale.replace("\"1s\"", "\"60s\"").replace("2000ms", "60s")).unwrap();
+    let runs = dir.path().join("crashlab-runs");
+    let _ = std::fs::remove_dir_all(&runs);
+    let mut harness = Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
+        .current_dir(dir.path())
+        .args(["run", "pod.toml", "--trials", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !server.pods().is_empty() {
+        assert!(Instant::now() < deadline, "the workload was never scaled to zero");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    harness.kill().unwrap();
+    harness.wait().unwrap();
+    let run = std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap().path();
+    let cleanup = crashlab().current_dir(dir.path()).arg("cleanup").arg(&run).output().unwrap();
+    let said = String::from_utf8_lossy(&cleanup.stdout);
+    assert!(cleanup.status.success(), "{said}{}", String::from_utf8_lossy(&cleanup.stderr));
+    assert!(said.contains("scaled back to 1 replica(s): deployment/kv of namespace `shop`"), "{said}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.pods().iter().any(|(.., ready)| *ready) {
+        assert!(Instant::now() < deadline, "no pod came back: {:?}", server.pods());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
