@@ -171,6 +171,13 @@ impl Fault for Scale {
             |e| ctx.error(TargetError::Pod { target: ctx.target.name().to_string(), source: Box::new(e) }.into());
         let from = target.cluster().replicas(&plan.namespace, &owner).map_err(failed)?;
         let to = self.0 as i32;
+        if from == to {
+            let why = format!(
+                "the fault changed nothing: {owner} of namespace `{}` has {to} replica(s) already",
+                plan.namespace
+            );
+            return Err(ctx.error(FaultErrorKind::Other(why)));
+        }
         let absolute = |p: &std::path::Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
         ctx.journal(&Entry::Scaled {
             trial: ctx.trial,
