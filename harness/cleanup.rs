@@ -177,10 +177,12 @@ pub fn cleanup(run_dir: &Path) -> Result<Cleanup, CleanupError> {
 }
 
 /// Scales back each workload a fault scaled and did not scale back, to the
-/// replicas it had (journaled before the fault's call).
+/// replicas it had (journaled before the fault's call), if it still has
+/// the replicas the fault gave it: one scaled since by someone else is
+/// theirs, and left alone.
 fn restore_scales(entries: &[Entry], done: &mut Cleanup) {
     for entry in entries {
-        let Entry::Scaled { kubeconfig, context, namespace, owner, from, .. } = entry else { continue };
+        let Entry::Scaled { kubeconfig, context, namespace, owner, from, to, .. } = entry else { continue };
         let restored = entries
             .iter()
             .any(|e| matches!(e, Entry::ScaleRestored { namespace: ns, owner: o } if ns == namespace && o == owner));
@@ -188,10 +190,17 @@ fn restore_scales(entries: &[Entry], done: &mut Cleanup) {
             continue;
         }
         let object = format!("{owner} of namespace `{namespace}`");
+        // `Ok(false)`: it has its replicas back already (an earlier cleanup).
         let result = crate::cluster::Cluster::connect(kubeconfig.as_deref(), context.as_deref())
-            .and_then(|cluster| cluster.scale(namespace, owner, *from))
-            .map_err(|e| e.to_string());
-        done.cluster_objects.push((object, format!("scaled back to {from} replica(s):"), result));
+            .map_err(|e| e.to_string())
+            .and_then(|cluster| match cluster.replicas(namespace, owner).map_err(|e| e.to_string())? {
+                now if now == *to => cluster.scale(namespace, owner, *from).map(|()| true).map_err(|e| e.to_string()),
+                now if now == *from => Ok(false),
+                now => Err(format!("it has {now} replica(s), not the {to} the run set: scaled since by someone else")),
+            });
+        if result != Ok(false) {
+            done.cluster_objects.push((object, format!("scaled back to {from} replica(s):"), result.map(|_| ())));
+        }
     }
 }
 

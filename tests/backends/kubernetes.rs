@@ -595,6 +595,9 @@ fn a_workload_scaled_to_zero_comes_back_at_the_heal_or_by_cleanup() {
     let said = String::from_utf8_lossy(&cleanup.stdout);
     assert!(cleanup.status.success(), "{said}{}", String::from_utf8_lossy(&cleanup.stderr));
     assert!(said.contains("scaled back to 1 replica(s): deployment/kv of namespace `shop`"), "{said}");
+    let again = crashlab().current_dir(dir.path()).arg("cleanup").arg(&run).output().unwrap();
+    let again = String::from_utf8_lossy(&again.stdout);
+    assert!(!again.contains("deployment/kv"), "a second cleanup finds it scaled back already: {again}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !server.pods().iter().any(|(.., ready)| *ready) {
         assert!(Instant::now() < deadline, "no pod came back: {:?}", server.pods());
