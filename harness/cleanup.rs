@@ -176,13 +176,29 @@ pub fn cleanup(run_dir: &Path) -> Result<Cleanup, CleanupError> {
     Ok(done)
 }
 
+/// The cluster a run reached, as it reached it, if that still leads to the
+/// same API server.
+fn reach(cluster: &journal::ClusterRef) -> Result<crate::cluster::Cluster, String> {
+    let reached = crate::cluster::Cluster::connect(cluster.kubeconfig.as_deref(), cluster.context.as_deref())
+        .map_err(|e| e.to_string())?;
+    if reached.server() != cluster.server {
+        return Err(format!(
+            "the run's kubeconfig now leads to {}, not to {}, the API server the run used: another cluster's, left \
+             alone",
+            reached.server(),
+            cluster.server
+        ));
+    }
+    Ok(reached)
+}
+
 /// Scales back each workload a fault scaled and did not scale back, to the
 /// replicas it had (journaled before the fault's call), if it still has
 /// the replicas the fault gave it: one scaled since by someone else is
 /// theirs, and left alone.
 fn restore_scales(entries: &[Entry], done: &mut Cleanup) {
     for entry in entries {
-        let Entry::Scaled { kubeconfig, context, namespace, owner, from, to, .. } = entry else { continue };
+        let Entry::Scaled { cluster, namespace, owner, from, to, .. } = entry else { continue };
         let restored = entries
             .iter()
             .any(|e| matches!(e, Entry::ScaleRestored { namespace: ns, owner: o } if ns == namespace && o == owner));
@@ -191,9 +207,8 @@ fn restore_scales(entries: &[Entry], done: &mut Cleanup) {
         }
         let object = format!("{owner} of namespace `{namespace}`");
         // `Ok(false)`: it has its replicas back already (an earlier cleanup).
-        let result = crate::cluster::Cluster::connect(kubeconfig.as_deref(), context.as_deref())
-            .map_err(|e| e.to_string())
-            .and_then(|cluster| match cluster.replicas(namespace, owner).map_err(|e| e.to_string())? {
+        let result =
+            reach(cluster).and_then(|cluster| match cluster.replicas(namespace, owner).map_err(|e| e.to_string())? {
                 now if now == *to => cluster.scale(namespace, owner, *from).map(|()| true).map_err(|e| e.to_string()),
                 now if now == *from => Ok(false),
                 now => Err(format!("it has {now} replica(s), not the {to} the run set: scaled since by someone else")),
@@ -210,7 +225,7 @@ fn restore_scales(entries: &[Entry], done: &mut Cleanup) {
 /// gone is not mentioned.
 fn delete_cluster_objects(entries: &[Entry], owned: &Owned, done: &mut Cleanup) {
     for entry in entries {
-        let Entry::ClusterObjectCreated { kubeconfig, context, namespace, kind, name, .. } = entry else { continue };
+        let Entry::ClusterObjectCreated { cluster, namespace, kind, name, .. } = entry else { continue };
         let deleted = entries.iter().any(|e| {
             matches!(e, Entry::ClusterObjectDeleted { namespace: ns, kind: k, name: n }
                 if ns == namespace && k == kind && n == name)
@@ -220,9 +235,8 @@ fn delete_cluster_objects(entries: &[Entry], owned: &Owned, done: &mut Cleanup) 
         }
         let Some(token) = owned.token() else { continue };
         let object = format!("{kind} {namespace}/{name}");
-        let result = crate::cluster::Cluster::connect(kubeconfig.as_deref(), context.as_deref())
-            .and_then(|cluster| cluster.delete_policy(namespace, name, token, None))
-            .map_err(|e| e.to_string());
+        let result = reach(cluster)
+            .and_then(|cluster| cluster.delete_policy(namespace, name, token, None).map_err(|e| e.to_string()));
         if result != Ok(false) {
             done.cluster_objects.push((object, "deleted".into(), result.map(|_| ())));
         }

@@ -77,11 +77,8 @@ pub enum Entry {
     ClusterObjectCreated {
         trial: u32,
         fault: usize,
-        /// The cluster, as the target reached it (paths absolute).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        kubeconfig: Option<PathBuf>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        context: Option<String>,
+        #[serde(flatten)]
+        cluster: ClusterRef,
         namespace: String,
         kind: String,
         name: String,
@@ -97,10 +94,8 @@ pub enum Entry {
     Scaled {
         trial: u32,
         fault: usize,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        kubeconfig: Option<PathBuf>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        context: Option<String>,
+        #[serde(flatten)]
+        cluster: ClusterRef,
         namespace: String,
         owner: crate::kinds::Owner,
         from: i32,
@@ -229,6 +224,19 @@ pub fn mark_children(token: &str) {
 /// The token children are marked with now, if any.
 pub fn run_token() -> Option<String> {
     RUN_TOKEN.lock().unwrap().clone()
+}
+
+/// A cluster as a run reached it: how (kubeconfig, absolute, and context)
+/// and where (the API server's address). `cleanup` reaches it the same way
+/// and acts only if that leads to the same server: a kubeconfig that
+/// leads elsewhere since is another cluster's business.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    pub server: String,
 }
 
 /// Records the journal keeps. Their behaviour lives with what makes them:

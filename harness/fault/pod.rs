@@ -1,5 +1,7 @@
 //! Faults on a pod target, through the Kubernetes API: a pod deleted or
-//! evicted (its workload makes another), or cut off by a NetworkPolicy.
+//! evicted (its workload makes another), the pods cut off by a
+//! NetworkPolicy, the owner scaled. What each makes or changes is
+//! journaled before the call, for `cleanup`.
 
 use rand::seq::IndexedRandom;
 
@@ -108,12 +110,10 @@ impl Fault for IsolatePod {
             .ok_or_else(|| ctx.error(FaultErrorKind::Other("the run has no token to label its objects with".into())))?;
         let plan = target.pod_plan().clone();
         let name = format!("crashlab-{}-t{}-f{}", &token[..12.min(token.len())], ctx.trial, ctx.index);
-        let absolute = |p: &std::path::Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
         ctx.journal(&Entry::ClusterObjectCreated {
             trial: ctx.trial,
             fault: ctx.index,
-            kubeconfig: plan.kubeconfig.as_deref().map(absolute),
-            context: plan.context.clone(),
+            cluster: target.cluster_ref(),
             namespace: plan.namespace.clone(),
             kind: "NetworkPolicy".into(),
             name: name.clone(),
@@ -178,12 +178,10 @@ impl Fault for Scale {
             );
             return Err(ctx.error(FaultErrorKind::Other(why)));
         }
-        let absolute = |p: &std::path::Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
         ctx.journal(&Entry::Scaled {
             trial: ctx.trial,
             fault: ctx.index,
-            kubeconfig: plan.kubeconfig.as_deref().map(absolute),
-            context: plan.context.clone(),
+            cluster: target.cluster_ref(),
             namespace: plan.namespace.clone(),
             owner: owner.clone(),
             from,

@@ -45,6 +45,17 @@ impl PodTarget {
         &self.cluster
     }
 
+    /// The cluster as this target reaches it, for the journal.
+    pub fn cluster_ref(&self) -> crate::journal::ClusterRef {
+        let plan = self.pod_plan();
+        let absolute = |p: &std::path::Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        crate::journal::ClusterRef {
+            kubeconfig: plan.kubeconfig.as_deref().map(absolute),
+            context: plan.context.clone(),
+            server: self.cluster.server().to_string(),
+        }
+    }
+
     /// The cluster, for what outlives the call (a fault's heal).
     pub fn cluster_handle(&self) -> Arc<Cluster> {
         Arc::clone(&self.cluster)

@@ -440,6 +440,17 @@ fn an_isolating_network_policy_is_deleted_at_the_heal_or_by_cleanup() {
     harness.wait().unwrap();
     let name = policies().trim().trim_start_matches("networkpolicy.networking.k8s.io/").to_string();
     let run = std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap().path();
+    // The kubeconfig leads to another API server now (starting one writes
+    // it): cleanup leaves that cluster alone, and says so.
+    let other = FakeApiServer::start(dir.path(), &calibrated_cluster(dir.path(), 0, &[]));
+    let cleanup = crashlab().current_dir(dir.path()).arg("cleanup").arg(&run).output().unwrap();
+    let said = String::from_utf8_lossy(&cleanup.stdout);
+    let elsewhere =
+        format!("left NetworkPolicy shop/{name}: the run's kubeconfig now leads to http://127.0.0.1:{}", other.port);
+    assert!(said.contains(&elsewhere), "{said}");
+    assert!(policies().contains(&name), "the policy is still there");
+    drop(other);
+    server.kubeconfig(dir.path());
     let cleanup = crashlab().current_dir(dir.path()).arg("cleanup").arg(&run).output().unwrap();
     let said = String::from_utf8_lossy(&cleanup.stdout);
     assert!(cleanup.status.success(), "{said}{}", String::from_utf8_lossy(&cleanup.stderr));
