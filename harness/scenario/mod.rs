@@ -200,6 +200,7 @@ fn compile_with(path: &Path, source: &str, check_paths: bool) -> Result<Plan, Di
         items.and_then(|a| a.get(i)).map_or(0..0, |v| v.span())
     };
     hosts::check_steps(&targets, &backups, &recover, item_span, &mut d);
+    pods::check_steps(&targets, &faults, &backups, &recover, item_span, &mut d);
 
     let expectations = compile_expectations(&top, &mut d);
 

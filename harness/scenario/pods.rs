@@ -7,7 +7,7 @@
 
 use super::diagnostic::Diagnostics;
 use super::fields::Fields;
-use super::plan::{FaultKind, FaultPlan, Owner, PodPlan, TargetKind, TargetPlan};
+use super::plan::{BackupPlan, FaultKind, FaultPlan, Owner, PodPlan, RecoverStep, StepAction, TargetKind, TargetPlan};
 
 /// The keys only a pod target reads.
 pub const POD_KEYS: &[&str] = &["namespace", "selector", "container", "kubeconfig", "context", "owner"];
@@ -160,6 +160,48 @@ pub(super) fn check_fault(
             d.error(
                 span.clone(),
                 format!("{what}: a `{}` fault needs a kind = \"pod\" target; `{other}` is not", kind.name()),
+            );
+        }
+    }
+}
+
+/// Backups and the steps that act on a target crashlab runs (its data dir,
+/// its stop and start) have nothing to act on in a pod target, and a
+/// procedure's `fault` steps take the faults a pod takes.
+pub(super) fn check_steps(
+    targets: &[TargetPlan],
+    faults: &[FaultPlan],
+    backups: &[BackupPlan],
+    recover: &[RecoverStep],
+    item_span: impl Fn(&str, usize) -> std::ops::Range<usize>,
+    d: &mut Diagnostics,
+) {
+    let is_pod = |name: &str| targets.iter().any(|t| t.name == name && t.kind == TargetKind::Pod);
+    for (i, b) in backups.iter().enumerate().filter(|(_, b)| is_pod(&b.target.name)) {
+        let why = "a backup copies a data dir here; a pod's data is in its volumes";
+        d.error(item_span("backup", i), format!("[[backup]] `{}`: target `{}` is a pod: {why}", b.name, b.target));
+    }
+    for (i, step) in recover.iter().enumerate() {
+        let what = format!("[[recover]] #{}", i + 1);
+        let target = match &step.action {
+            StepAction::Fault { fault } => {
+                check_fault(&faults[*fault], targets, &what, item_span("recover", i), d);
+                continue;
+            }
+            StepAction::Restore { target, .. }
+            | StepAction::Remove { target, .. }
+            | StepAction::Stop { target }
+            | StepAction::Start { target } => target,
+            _ => continue,
+        };
+        if is_pod(&target.name) {
+            d.error(
+                item_span("recover", i),
+                format!(
+                    "{what}: `{}` acts on a target crashlab runs; `{target}` is a pod the cluster runs (a `fault` \
+                     step with kind = \"scale\", or a `run` step with kubectl, acts on it)",
+                    step.action.name()
+                ),
             );
         }
     }

@@ -369,4 +369,6 @@ fn pod_mistakes_name_the_line_and_what_a_pod_takes() {
     assert_line(&e, f, "43:9", "`grace` in [[fault]] #3 is whole seconds (the API's unit)");
     assert_line(&e, f, "46:1", "missing key `duration` in [[fault]] #4; a NetworkPolicy is deleted after it");
     assert_line(&e, f, "51:1", "[[fault]] #5: a `scale` fault scales target `kv`'s `owner`, which it has not");
+    assert_line(&e, f, "57:1", "[[recover]] #1: `stop` acts on a target crashlab runs; `kv` is a pod the cluster runs");
+    assert_line(&e, f, "61:1", "[[recover]] #2: a `kill` fault on target `kv`, a pod: a pod is reached through the");
 }
