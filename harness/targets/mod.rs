@@ -53,6 +53,8 @@ pub enum TargetError {
     Unsupported { target: String, what: &'static str },
     #[error("target `{target}`: {source}")]
     Pod { target: String, source: Box<crate::cluster::ClusterError> },
+    #[error("target `{target}` is a pod: {what} does not reach it (faults on pods go through the Kubernetes API)")]
+    NotForPods { target: String, what: &'static str },
 }
 
 /// What a signal reached: the incarnation, the moment the last process got

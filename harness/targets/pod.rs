@@ -80,7 +80,7 @@ impl PodTarget {
     }
 
     fn unsupported(&self, what: &'static str) -> TargetError {
-        TargetError::Unsupported { target: self.plan.name.clone(), what }
+        TargetError::NotForPods { target: self.plan.name.clone(), what }
     }
 }
 
@@ -143,7 +143,7 @@ impl Target for PodTarget {
     }
 
     fn signal(&self, _signal: Signal, _scope: SignalScope) -> Result<Signalled, TargetError> {
-        Err(self.unsupported("a signal (use a `delete-pod` fault)"))
+        Err(self.unsupported("a signal"))
     }
 
     fn default_scope(&self) -> SignalScope {
@@ -159,7 +159,7 @@ impl Target for PodTarget {
     }
 
     fn restart(&self) -> Result<HostProcess, TargetError> {
-        Err(self.unsupported("a restart (use a `delete-pod` fault)"))
+        Err(self.unsupported("a restart"))
     }
 
     /// Nothing to hold: the cluster runs the pods.
