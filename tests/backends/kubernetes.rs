@@ -212,6 +212,37 @@ at = "300ms..900ms"
 lost_acked = 0
 "#;
 
+/// `crashlab run pod.toml` from `dir` in the background, SIGKILLed once
+/// `happened` (within a minute, else `never` fails the test): its run
+/// directory.
+fn killed_when(dir: &Path, never: &str, happened: impl Fn() -> bool) -> std::path::PathBuf {
+    let runs = dir.join("crashlab-runs");
+    let _ = std::fs::remove_dir_all(&runs);
+    let mut harness = Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
+        .current_dir(dir)
+        .args(["run", "pod.toml", "--trials", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !happened() {
+        assert!(Instant::now() < deadline, "{never}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    harness.kill().unwrap();
+    harness.wait().unwrap();
+    std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap().path()
+}
+
+/// `crashlab cleanup RUN` from `dir`, as a user runs it: what it printed.
+fn cleanup(dir: &Path, run: &Path) -> String {
+    let out = crashlab().current_dir(dir).arg("cleanup").arg(run).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    said
+}
+
 /// The report.json of run directory `run`.
 fn report_of(run: &Path) -> crashlab::reports::RunReport {
     crashlab::reports::RunReport::from_json(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap()
@@ -422,38 +453,19 @@ fn an_isolating_network_policy_is_deleted_at_the_heal_or_by_cleanup() {
 
     // Killed while the policy holds.
     std::fs::write(dir.path().join("pod.toml"), isolate.replace("800ms", "60s").replace("2000ms", "60s")).unwrap();
-    let runs = dir.path().join("crashlab-runs");
-    let _ = std::fs::remove_dir_all(&runs);
-    let mut harness = Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
-        .current_dir(dir.path())
-        .args(["run", "pod.toml", "--trials", "1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while policies().trim().is_empty() {
-        assert!(Instant::now() < deadline, "no policy was made");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    harness.kill().unwrap();
-    harness.wait().unwrap();
+    let run = killed_when(dir.path(), "no policy was made", || !policies().trim().is_empty());
     let name = policies().trim().trim_start_matches("networkpolicy.networking.k8s.io/").to_string();
-    let run = std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap().path();
     // The kubeconfig leads to another API server now (starting one writes
     // it): cleanup leaves that cluster alone, and says so.
     let other = FakeApiServer::start(dir.path(), &calibrated_cluster(dir.path(), 0, &[]));
-    let cleanup = crashlab().current_dir(dir.path()).arg("cleanup").arg(&run).output().unwrap();
-    let said = String::from_utf8_lossy(&cleanup.stdout);
+    let said = cleanup(dir.path(), &run);
     let elsewhere =
         format!("left NetworkPolicy shop/{name}: the run's kubeconfig now leads to http://127.0.0.1:{}", other.port);
     assert!(said.contains(&elsewhere), "{said}");
     assert!(policies().contains(&name), "the policy is still there");
     drop(other);
     server.kubeconfig(dir.path());
-    let cleanup = crashlab().current_dir(dir.path()).arg("cleanup").arg(&run).output().unwrap();
-    let said = String::from_utf8_lossy(&cleanup.stdout);
-    assert!(cleanup.status.success(), "{said}{}", String::from_utf8_lossy(&cleanup.stderr));
+    let said = cleanup(dir.path(), &run);
     assert!(said.contains(&format!("deleted NetworkPolicy shop/{name}")), "{said}");
     assert_eq!(policies().trim(), "", "cleanup left the policy");
 
@@ -471,8 +483,7 @@ fn an_isolating_network_policy_is_deleted_at_the_heal_or_by_cleanup() {
         "-f",
         dir.path().join("foreign.json").to_str().unwrap(),
     ]);
-    let cleanup = crashlab().current_dir(dir.path()).arg("cleanup").arg(&run).output().unwrap();
-    let said = String::from_utf8_lossy(&cleanup.stdout);
+    let said = cleanup(dir.path(), &run);
     assert!(said.contains(&format!("left NetworkPolicy shop/{name}")) && said.contains("not this run's"), "{said}");
     assert!(policies().contains(&name), "the foreign policy is still there");
     drop(server);
@@ -585,29 +596,10 @@ fn a_workload_scaled_to_zero_comes_back_at_the_heal_or_by_cleanup() {
 
     // Killed while at zero: cleanup scales it back.
     std::fs::write(dir.path().join("pod.toml"), scale.replace("\"1s\"", "\"60s\"").replace("2000ms", "60s")).unwrap();
-    let runs = dir.path().join("crashlab-runs");
-    let _ = std::fs::remove_dir_all(&runs);
-    let mut harness = Command::new(assert_cmd::cargo::cargo_bin("crashlab"))
-        .current_dir(dir.path())
-        .args(["run", "pod.toml", "--trials", "1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !server.pods().is_empty() {
-        assert!(Instant::now() < deadline, "the workload was never scaled to zero");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    harness.kill().unwrap();
-    harness.wait().unwrap();
-    let run = std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap().path();
-    let cleanup = crashlab().current_dir(dir.path()).arg("cleanup").arg(&run).output().unwrap();
-    let said = String::from_utf8_lossy(&cleanup.stdout);
-    assert!(cleanup.status.success(), "{said}{}", String::from_utf8_lossy(&cleanup.stderr));
+    let run = killed_when(dir.path(), "the workload was never scaled to zero", || server.pods().is_empty());
+    let said = cleanup(dir.path(), &run);
     assert!(said.contains("scaled back to 1 replica(s): deployment/kv of namespace `shop`"), "{said}");
-    let again = crashlab().current_dir(dir.path()).arg("cleanup").arg(&run).output().unwrap();
-    let again = String::from_utf8_lossy(&again.stdout);
+    let again = cleanup(dir.path(), &run);
     assert!(!again.contains("deployment/kv"), "a second cleanup finds it scaled back already: {again}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !server.pods().iter().any(|(.., ready)| *ready) {
