@@ -220,12 +220,22 @@ impl Cluster {
 
     /// Where a NodePort Service is reached from outside the cluster: a
     /// node's internal address and the service's node port (its first, or
-    /// the one whose port is `port`).
-    pub fn node_port(&self, namespace: &str, service: &str, port: Option<u16>) -> Result<(IpAddr, u16), ClusterError> {
+    /// the one whose port is `port`); and the service's label selector
+    /// (`app=kv,...`; none: its endpoints are set by hand).
+    pub fn node_port(
+        &self,
+        namespace: &str,
+        service: &str,
+        port: Option<u16>,
+    ) -> Result<(IpAddr, u16, Option<String>), ClusterError> {
         let services: Api<Service> = Api::namespaced(self.client.clone(), namespace);
         let what = format!("get service `{service}` of namespace `{namespace}`");
         let found = self.call(services.get(service)).map_err(self.api_err(what.clone()))?;
         let spec = found.spec.unwrap_or_default();
+        let selector = spec.selector.as_ref().filter(|s| !s.is_empty()).map(|s| {
+            let terms: Vec<String> = s.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            terms.join(",")
+        });
         let problem = |reason: String| ClusterError::Api { server: self.server.clone(), what: what.clone(), reason };
         let ports = spec.ports.unwrap_or_default();
         let chosen = ports.iter().find(|p| port.is_none_or(|n| p.port == i32::from(n)));
@@ -246,7 +256,7 @@ impl Cluster {
             .filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
             .find_map(|a| a.address.parse::<IpAddr>().ok())
             .ok_or_else(|| problem("no node has an InternalIP or ExternalIP address".into()))?;
-        Ok((address, node_port as u16))
+        Ok((address, node_port as u16, selector))
     }
 
     /// Deletes `pod` if it is still that pod (its uid a precondition: a
@@ -604,14 +614,14 @@ mod tests {
         let (cluster, mut handle) = mock();
         let call = in_background(move || cluster.node_port("shop", "kv", None));
         let service = json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "kv" },
-            "spec": { "type": "NodePort", "ports": [{ "port": 7000, "nodePort": 31000 }] } });
+            "spec": { "type": "NodePort", "selector": { "app": "kv" }, "ports": [{ "port": 7000, "nodePort": 31000 }] } });
         let (_, uri, _) = runtime().block_on(answer(&mut handle, 200, service));
         assert_eq!(uri, "/api/v1/namespaces/shop/services/kv");
         let nodes = json!({ "apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": [{ "metadata": { "name": "n1" },
             "status": { "addresses": [{ "type": "Hostname", "address": "n1" }, { "type": "InternalIP", "address": "10.0.0.7" }] } }] });
         let (_, uri, _) = runtime().block_on(answer(&mut handle, 200, nodes));
         assert_eq!(uri, "/api/v1/nodes?");
-        assert_eq!(call.join().unwrap().unwrap(), ("10.0.0.7".parse().unwrap(), 31000));
+        assert_eq!(call.join().unwrap().unwrap(), ("10.0.0.7".parse().unwrap(), 31000, Some("app=kv".into())));
 
         // A ClusterIP service cannot be reached from outside: said so.
         let (cluster, mut handle) = mock();

@@ -60,7 +60,8 @@ impl Pods {
                     ));
                 }
             }
-            let (address, port) = cluster.node_port(&pod.namespace, &pod.service, None).map_err(failed)?;
+            let (address, port, selector) = cluster.node_port(&pod.namespace, &pod.service, None).map_err(failed)?;
+            same_pods_behind_the_service(&cluster, t, &found, selector)?;
             endpoints.push(PodEndpoint { target: t.name.clone(), cluster, address, port });
         }
         Ok(Some(Pods { endpoints }))
@@ -69,6 +70,44 @@ impl Pods {
     pub(super) fn endpoint(&self, target: &str) -> Option<&PodEndpoint> {
         self.endpoints.iter().find(|e| e.target == target)
     }
+}
+
+/// The probe reaches the pods through the Service: it must select exactly
+/// the target's pods, or the probe would measure pods the faults do not
+/// act on (a fault that changed nothing would pass, a replacement be
+/// missed).
+fn same_pods_behind_the_service(
+    cluster: &Cluster,
+    t: &TargetPlan,
+    found: &[crate::cluster::PodInfo],
+    selector: Option<String>,
+) -> Result<(), String> {
+    let pod = t.pod.as_ref().expect("a pod target has a pod plan");
+    let service = &pod.service;
+    let Some(selector) = selector else {
+        return Err(format!(
+            "target `{}`: Service `{service}` has no selector (its endpoints are set by hand): crashlab cannot tell \
+             which pods answer its probe",
+            t.name
+        ));
+    };
+    let (behind, _) = cluster.pods(&pod.namespace, &selector).map_err(|e| format!("target `{}`: {e}", t.name))?;
+    let names = |pods: &[crate::cluster::PodInfo]| {
+        let mut names: Vec<&str> = pods.iter().map(|p| p.name.as_str()).collect();
+        names.sort();
+        names.join(", ")
+    };
+    let (ours, theirs) = (names(found), names(&behind));
+    if ours != theirs {
+        return Err(format!(
+            "target `{}`: Service `{service}` (selector {selector}) reaches pods {theirs}, the target's selector {} \
+             selects {ours}: the probe would measure pods the faults do not act on; give the target the Service's \
+             selector",
+            t.name,
+            pod.selector_text()
+        ));
+    }
+    Ok(())
 }
 
 /// Every call the run makes on `t`'s pods, and what for.

@@ -323,13 +323,14 @@ fn the_400ms_calibration_holds_through_the_kubernetes_api() {
     let deletes: Vec<_> = journal.iter().filter(|e| e["op"] == "pod_deleted").collect();
     assert_eq!(deletes.len(), trials, "each delete journaled: {journal:?}");
     assert!(deletes.iter().all(|e| e["namespace"] == "shop" && e["uid"].as_str().is_some_and(|u| u.len() == 36)));
-    // API calls: 4 access reviews, the pods and the service found once
-    // before the trials; per trial one list, one watch and one delete.
+    // API calls: 4 access reviews, the target's pods, the Service and the
+    // pods behind it found once before the trials; per trial one list, one
+    // watch and one delete.
     let requests = server.debug("requests");
     eprintln!("API requests for {trials} trials: {requests}");
     assert_eq!(requests["delete pods"], trials);
     assert_eq!(requests["create selfsubjectaccessreviews"], 4);
-    assert_eq!(requests["list pods"], trials + 1);
+    assert_eq!(requests["list pods"], trials + 2);
 }
 
 /// What stops a run against a cluster before any fault, exit 3, naming
@@ -362,6 +363,22 @@ fn a_forbidden_verb_or_no_pod_to_act_on_stops_the_run_before_any_fault() {
     stops_before_any_trial("no pod", POD_SCENARIO.replace("app = \"kv\"", "app = \"nothing\""), said);
     let said = "namespaces \"nowhere\" not found";
     stops_before_any_trial("no namespace", POD_SCENARIO.replace("\"shop\"", "\"nowhere\""), said);
+    assert_eq!(server.debug("requests").get("delete pods"), None, "no delete was sent");
+    drop(server);
+
+    // Two workloads whose pods share `app=kv`; Service `kv` selects one
+    // of them only: the target's selector takes both, so the probe would
+    // measure a pod the faults may not act on.
+    let mut config = calibrated_cluster(dir.path(), 0, &[]);
+    let mut other = config["workloads"][0].clone();
+    config["workloads"][0]["labels"] = serde_json::json!({"app": "kv", "role": "a"});
+    other["name"] = "kv2".into();
+    other["labels"] = serde_json::json!({"app": "kv", "role": "b"});
+    other["node_port"] = common::free_port().parse::<u16>().unwrap().into();
+    config["workloads"].as_array_mut().unwrap().push(other);
+    let server = FakeApiServer::start(dir.path(), &config);
+    let said = "Service `kv` (selector app=kv,role=a) reaches pods kv-";
+    stops_before_any_trial("another service's pods", POD_SCENARIO.to_string(), said);
     assert_eq!(server.debug("requests").get("delete pods"), None, "no delete was sent");
     let closed = common::free_port();
     std::fs::write(
