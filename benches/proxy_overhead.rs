@@ -153,6 +153,12 @@ fn main() {
             100.0 * mbps / direct.2
         );
     }
+    println!("\n| path | round trip p50 | p99 | one-connection stream | stream / direct |");
+    println!("|---|---|---|---|---|");
+    for (name, ..) in &paths {
+        let (p50, p99, mbps) = (median(name, |r| r.1), median(name, |r| r.2), median(name, |r| r.3));
+        println!("| {name} | {p50:.1} us | {p99:.1} us | {mbps:.0} MB/s | {:.2} |", mbps / direct.2);
+    }
     for mut child in children {
         let _ = child.kill();
         let _ = child.wait();

@@ -137,7 +137,10 @@ fn bare<T>(f: impl FnOnce(&Path) -> T) -> T {
     f(root.path())
 }
 
-fn layer_figures() {
+/// Rows of the Markdown table printed at the end.
+type Rows = Vec<String>;
+
+fn layer_figures(rows: &mut Rows) {
     for fsync in ["always", "never"] {
         let (mut bare_p50, mut bare_p99, mut fuse_p50, mut fuse_p99) = (vec![], vec![], vec![], vec![]);
         for round in 0..3 {
@@ -163,6 +166,8 @@ fn layer_figures() {
             f99 - b99,
             f99 / b99
         );
+        rows.push(format!("| demo-kv write p50, --fsync {fsync} | {b50:.3} ms | {f50:.3} ms | {:.2} |", f50 / b50));
+        rows.push(format!("| demo-kv write p99, --fsync {fsync} | {b99:.3} ms | {f99:.3} ms | {:.2} |", f99 / b99));
     }
     let rates: [(&str, Rate); 2] = [("write+fdatasync", fsync_rate), ("write", write_rate)];
     for (name, rate) in rates {
@@ -184,10 +189,12 @@ fn layer_figures() {
             a / b,
             a / l
         );
+        rows.push(format!("| {name} 4 KiB, per second | {b:.0} | {l:.0} | {:.3} |", l / b));
+        rows.push(format!("| {name} 4 KiB, per second, io fault armed | {b:.0} | {a:.0} | {:.3} |", a / b));
     }
 }
 
-fn big_file_figures() {
+fn big_file_figures(rows: &mut Rows) {
     let root = tempfile::tempdir_in(".").unwrap();
     let dir = root.path().canonicalize().unwrap();
     let path = dir.join("big.bin");
@@ -216,6 +223,7 @@ fn big_file_figures() {
         ("zero 1 MiB", CorruptMode::Zero { offset: Offset::Seeded, length: 1 << 20 }),
     ];
     for (name, mode) in modes {
+        let (mut corrupts, mut restores) = (vec![], vec![]);
         for round in 0..3 {
             let saved = root.path().join(format!("saved-{round}"));
             let start = Instant::now();
@@ -232,16 +240,33 @@ fn big_file_figures() {
                 corrupt_ms / copy_ms,
                 restore_ms / copy_ms
             );
+            corrupts.push(corrupt_ms);
+            restores.push(restore_ms);
         }
+        let (c, r) = (median(corrupts), median(restores));
+        rows.push(format!(
+            "| 1 GiB file, {name}: corrupt | {copy_ms:.1} ms (a copy) | {c:.2} ms | {:.4} |",
+            c / copy_ms
+        ));
+        rows.push(format!(
+            "| 1 GiB file, {name}: restore | {copy_ms:.1} ms (a copy) | {r:.2} ms | {:.4} |",
+            r / copy_ms
+        ));
     }
 }
 
 fn main() {
+    let mut rows = Rows::new();
     let root = unsafe { nix::libc::geteuid() } == 0;
     if Path::new("/dev/fuse").exists() && root {
-        layer_figures();
+        layer_figures(&mut rows);
     } else {
         println!("FUSE figures skipped: they need /dev/fuse and root");
     }
-    big_file_figures();
+    big_file_figures(&mut rows);
+    println!("\n| figure | baseline (bare file system, or a full copy) | crashlab | ratio |");
+    println!("|---|---|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
 }

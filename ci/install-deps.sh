@@ -12,7 +12,8 @@
 # libfaketime for the clock fault, stress-ng for the hog fault, OpenSSH
 # (server and client: the remote hosts of the tests are namespaces with an
 # sshd each), kubectl (the independent client that checks the tests' fake
-# Kubernetes API server), and python3 for ci/code-shape.py (the code-shape test) and
+# Kubernetes API server), busybox-static (the shell in the image of the pods
+# that take signals through exec), and python3 for ci/code-shape.py (the code-shape test) and
 # the example and fixture services of the http and command workloads.
 # SQLite is linked into crashlab itself.
 set -euo pipefail
@@ -39,6 +40,7 @@ command -v stress-ng >/dev/null || missing+=(stress-ng)
 command -v ssh >/dev/null || missing+=(openssh-client)
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v kubectl >/dev/null || missing+=(kubectl)
+[ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || missing+=(busybox-static)
 if [ "${#missing[@]}" -gt 0 ]; then
     if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
         apt-get update -qq

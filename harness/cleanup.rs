@@ -27,6 +27,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::journal::{self, Entry};
+use crate::kinds::ClusterObjectKind;
+use crate::scenario::SignalScope;
 use crate::targets::procfs;
 use crate::targets::stopping::{self, group_members, stop};
 
@@ -50,6 +52,9 @@ pub struct Cleanup {
     pub network_removed: usize,
     /// Containers of the run removed.
     pub containers_removed: usize,
+    /// The engine networks of the run removed (its containers' fixed
+    /// addresses).
+    pub engine_networks_removed: usize,
     /// Compose projects of the run taken down.
     pub compose_projects_down: usize,
     /// libfaketime control files removed.
@@ -173,6 +178,7 @@ pub fn cleanup(run_dir: &Path) -> Result<Cleanup, CleanupError> {
     clean_hosts(&entries, &mut done);
     delete_cluster_objects(&entries, &owned, &mut done);
     restore_scales(&entries, &mut done);
+    resume_pods(&entries, &mut done);
     Ok(done)
 }
 
@@ -219,6 +225,35 @@ fn restore_scales(entries: &[Entry], done: &mut Cleanup) {
     }
 }
 
+/// Sends SIGCONT into each pod a fault paused and did not resume, if it is
+/// still the pod of the journaled uid (a pod gone or replaced has nothing
+/// of ours stopped). A pod with no stopped process is not mentioned.
+fn resume_pods(entries: &[Entry], done: &mut Cleanup) {
+    use crate::fault::pod_exec::{script, Seen};
+    for entry in entries {
+        let Entry::PodPaused { trial, fault, cluster, namespace, pod, uid, container } = entry else { continue };
+        if entries.iter().any(|e| matches!(e, Entry::PodResumed { trial: t, fault: f } if t == trial && f == fault)) {
+            continue;
+        }
+        let argv = ["/bin/sh".to_string(), "-c".into(), script(nix::sys::signal::Signal::SIGCONT, SignalScope::All)];
+        let result = reach(cluster).and_then(|cluster| {
+            match cluster.pod(namespace, pod).map_err(|e| e.to_string())? {
+                Some(now) if now.uid == *uid => {}
+                _ => return Ok(0),
+            }
+            let done = cluster
+                .exec(namespace, pod, container.as_deref(), &argv, Duration::from_secs(30))
+                .map_err(|e| e.to_string())?;
+            Ok(Seen::parse(&done.stdout()).was_stopped)
+        });
+        if result != Ok(0) {
+            let object = format!("pod {namespace}/{pod}");
+            let action = format!("resumed ({} stopped process(es) sent SIGCONT)", result.as_ref().unwrap_or(&0));
+            done.cluster_objects.push((object, action, result.map(|_| ())));
+        }
+    }
+}
+
 /// Deletes each object a fault created in a cluster and did not delete,
 /// if it still carries the run's token as its label (and only then: an
 /// object of that name that is not the run's is left alone). One already
@@ -230,13 +265,17 @@ fn delete_cluster_objects(entries: &[Entry], owned: &Owned, done: &mut Cleanup) 
             matches!(e, Entry::ClusterObjectDeleted { namespace: ns, kind: k, name: n }
                 if ns == namespace && k == kind && n == name)
         });
-        if deleted || kind != "NetworkPolicy" {
+        if deleted {
             continue;
         }
         let Some(token) = owned.token() else { continue };
         let object = format!("{kind} {namespace}/{name}");
-        let result = reach(cluster)
-            .and_then(|cluster| cluster.delete_policy(namespace, name, token, None).map_err(|e| e.to_string()));
+        let result = reach(cluster).and_then(|cluster| match kind {
+            ClusterObjectKind::NetworkPolicy => {
+                cluster.delete_policy(namespace, name, token, None).map_err(|e| e.to_string())
+            }
+            chaos => cluster.delete_chaos(namespace, *chaos, name, token, None).map_err(|e| e.to_string()),
+        });
         if result != Ok(false) {
             done.cluster_objects.push((object, "deleted".into(), result.map(|_| ())));
         }
@@ -327,6 +366,15 @@ fn remove_containers(entries: &[Entry], owned: &Owned, done: &mut Cleanup) -> Re
             for (id, ..) in found {
                 if engine.remove(&id).is_ok() {
                     done.containers_removed += 1;
+                }
+            }
+            // The run's network, once no container of the run is on it.
+            let networks = engine
+                .labelled_networks(&format!("{}={label}", crate::engine::RUN_LABEL))
+                .map_err(|e| CleanupError::Engine(e.to_string()))?;
+            for name in networks {
+                if engine.remove_network(&name).is_ok() {
+                    done.engine_networks_removed += 1;
                 }
             }
         }

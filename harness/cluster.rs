@@ -21,7 +21,7 @@ use k8s_openapi::api::policy::v1::Eviction;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{self as meta, DeleteOptions};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{
-    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, WatchEvent, WatchParams,
+    Api, AttachParams, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, WatchEvent, WatchParams,
 };
 
 use crate::scenario::{Owner, OwnerKind};
@@ -29,6 +29,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 use crate::proxy::runtime;
+
+mod chaos;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -72,6 +74,27 @@ pub struct PodInfo {
     pub terminating: bool,
     /// The container names of its spec.
     pub containers: Vec<String>,
+    /// Its containers' restarts, as the kubelet counts them.
+    pub restarts: u32,
+}
+
+/// What a command run in a pod's container (`exec`) left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Execd {
+    /// Its output's lines, each with the moment it arrived here (the
+    /// kubelet streams them): what a line says happened, happened before.
+    pub lines: Vec<(std::time::Instant, String)>,
+    pub stderr: String,
+    /// Why it did not succeed (the kubelet's Status: its exit code), or
+    /// None when it exited 0.
+    pub failure: Option<String>,
+}
+
+impl Execd {
+    /// Its output, the lines joined again.
+    pub fn stdout(&self) -> String {
+        self.lines.iter().map(|(_, line)| format!("{line}\n")).collect()
+    }
 }
 
 impl PodInfo {
@@ -92,6 +115,12 @@ impl PodInfo {
                 .as_ref()
                 .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
                 .unwrap_or_default(),
+            restarts: pod
+                .status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+                .map(|c| c.restart_count.max(0) as u32)
+                .sum(),
         }
     }
 }
@@ -218,6 +247,37 @@ impl Cluster {
         Ok((list.items.iter().map(PodInfo::of).collect(), version))
     }
 
+    /// A connection to `port` of pod `pod`, through the API's port-forward
+    /// (one WebSocket per connection: the protocol carries one stream per
+    /// port). Counted as a call; async, for the forwarder's tasks.
+    pub async fn forward(
+        &self,
+        namespace: &str,
+        pod: &str,
+        port: u16,
+    ) -> Result<tokio::io::DuplexStream, ClusterError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let what = || format!("forward port {port} of pod `{pod}` of namespace `{namespace}`");
+        let mut forwarder = pods.portforward(pod, &[port]).await.map_err(|e| ClusterError::Api {
+            server: self.server.clone(),
+            what: what(),
+            reason: reason(&e),
+        })?;
+        forwarder.take_stream(port).ok_or_else(|| ClusterError::Api {
+            server: self.server.clone(),
+            what: what(),
+            reason: "no stream for the port".into(),
+        })
+    }
+
+    /// Pod `name` of `namespace`, if there is one.
+    pub fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodInfo>, ClusterError> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let what = format!("get pod `{name}` of namespace `{namespace}`");
+        Ok(self.call(pods.get_opt(name)).map_err(self.api_err(what))?.as_ref().map(PodInfo::of))
+    }
+
     /// Where a NodePort Service is reached from outside the cluster: a
     /// node's internal address and the service's node port (its first, or
     /// the one whose port is `port`); and the service's label selector
@@ -307,6 +367,7 @@ impl Cluster {
     /// Deletes NetworkPolicy `name` if it is the run's: labelled with
     /// `token` and, when known, of uid `uid`. `Ok(false)`: it was gone
     /// already; an object of that name that is not the run's is refused.
+    /// (`delete_owned`, as every object a fault creates.)
     pub fn delete_policy(
         &self,
         namespace: &str,
@@ -316,13 +377,31 @@ impl Cluster {
     ) -> Result<bool, ClusterError> {
         let policies: Api<NetworkPolicy> = Api::namespaced(self.client.clone(), namespace);
         let what = format!("delete NetworkPolicy `{name}` of namespace `{namespace}`");
-        let found = match self.call(policies.get_opt(name)).map_err(self.api_err(what.clone()))? {
+        self.delete_owned(policies, what, name, token, uid)
+    }
+
+    /// Deletes object `name` of `api` if it carries the run's `token` as
+    /// its label and, when known, is of uid `uid` (the uid the API's
+    /// precondition, so that one made since under that name is not
+    /// deleted). `Ok(false)`: it was gone already.
+    fn delete_owned<K>(
+        &self,
+        api: Api<K>,
+        what: String,
+        name: &str,
+        token: &str,
+        uid: Option<&str>,
+    ) -> Result<bool, ClusterError>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let found = match self.call(api.get_opt(name)).map_err(self.api_err(what.clone()))? {
             Some(found) => found,
             None => return Ok(false),
         };
-        let label = found.metadata.labels.as_ref().and_then(|l| l.get(RUN_LABEL));
-        let found_uid = found.metadata.uid.clone().unwrap_or_default();
-        if label.map(String::as_str) != Some(token) || uid.is_some_and(|u| u != found_uid) {
+        let label = found.meta().labels.as_ref().and_then(|l| l.get(RUN_LABEL)).cloned();
+        let found_uid = found.meta().uid.clone().unwrap_or_default();
+        if label.as_deref() != Some(token) || uid.is_some_and(|u| u != found_uid) {
             let reason = format!("it is not this run's (label {RUN_LABEL}={label:?}, uid {found_uid}): left alone");
             return Err(ClusterError::Api { server: self.server.clone(), what, reason });
         }
@@ -330,7 +409,7 @@ impl Cluster {
             preconditions: Some(Preconditions { uid: Some(found_uid), resource_version: None }),
             ..Default::default()
         };
-        self.call(policies.delete(name, &params)).map_err(self.api_err(what))?;
+        self.call(api.delete(name, &params)).map_err(self.api_err(what))?;
         Ok(true)
     }
 
@@ -356,6 +435,62 @@ impl Cluster {
         let post = PostParams::default();
         let created = pods.create_subresource::<_, serde_json::Value>("eviction", &pod.name, &post, &eviction);
         self.call(created).map(|_| ()).map_err(self.api_err(what))
+    }
+
+    /// Runs `argv` in `container` (None: the pod's only one) of pod `pod`,
+    /// through the exec subresource, to its end or `timeout`.
+    pub fn exec(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: Option<&str>,
+        argv: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<Execd, ClusterError> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let params = AttachParams { container: container.map(str::to_string), ..Default::default() };
+        let what = format!("exec `{}` in pod `{pod}` of namespace `{namespace}`", argv.join(" "));
+        let run = async {
+            let mut attached = pods.exec(pod, argv.to_vec(), &params).await?;
+            let (mut stdout, mut stderr) = (attached.stdout(), attached.stderr());
+            let status = attached.take_status();
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let read_out = async {
+                if let Some(s) = stdout.take() {
+                    let mut lines = tokio::io::BufReader::new(s).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        out.push((std::time::Instant::now(), line));
+                    }
+                }
+            };
+            let read_err = async {
+                if let Some(s) = stderr.as_mut() {
+                    let _ = s.read_to_end(&mut err).await;
+                }
+            };
+            tokio::join!(read_out, read_err);
+            let status = match status {
+                Some(status) => status.await,
+                None => None,
+            };
+            Ok::<_, kube::Error>((out, err, status))
+        };
+        let (out, err, status) = self
+            .call(async { tokio::time::timeout(timeout, run).await })
+            .map_err(|_| ClusterError::Api {
+                server: self.server.clone(),
+                what: what.clone(),
+                reason: format!("no answer in {timeout:?}"),
+            })?
+            .map_err(self.api_err(what))?;
+        let failure = match status {
+            Some(s) if s.status.as_deref() == Some("Success") => None,
+            Some(s) => Some(s.message.filter(|m| !m.is_empty()).or(s.reason).unwrap_or_else(|| "failed".into())),
+            None => Some("the stream ended without the command's status (its container stopped?)".into()),
+        };
+        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+        Ok(Execd { lines: out, stderr: text(err), failure })
     }
 
     /// The replicas `owner` is scaled to (its scale subresource).
@@ -449,6 +584,7 @@ fn api_group(resource: &str) -> &'static str {
     match resource {
         "networkpolicies" => "networking.k8s.io",
         "deployments" | "statefulsets" => "apps",
+        "networkchaos" | "iochaos" | "timechaos" | "stresschaos" => "chaos-mesh.org",
         _ => "",
     }
 }
@@ -631,6 +767,61 @@ mod tests {
         runtime().block_on(answer(&mut handle, 200, service));
         let e = call.join().unwrap().unwrap_err().to_string();
         assert!(e.contains("it has no node port (type ClusterIP)"), "{e}");
+    }
+
+    #[test]
+    fn a_chaos_mesh_resource_selects_the_targets_pods_and_is_read_until_injected() {
+        use crate::kinds::ClusterObjectKind;
+        let (cluster, mut handle) = mock();
+        // Chaos Mesh absent: its group is not served, and that is no error.
+        let c = Arc::clone(&cluster);
+        let call = in_background(move || c.chaos_kinds());
+        let missing = json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404,
+            "reason": "NotFound", "message": "the server could not find the requested resource" });
+        let (method, uri, _) = runtime().block_on(answer(&mut handle, 404, missing));
+        assert_eq!((method.as_str(), uri.as_str()), ("GET", "/apis/chaos-mesh.org/v1alpha1"));
+        assert_eq!(call.join().unwrap().unwrap(), vec![]);
+
+        let plan = crate::scenario::ChaosPlan {
+            kind: ClusterObjectKind::NetworkChaos,
+            spec: json!({ "action": "delay", "delay": { "latency": "100ms" } }),
+            duration: std::time::Duration::from_millis(1500),
+            line: 7,
+        };
+        let c = Arc::clone(&cluster);
+        let labels = vec![("app".to_string(), "kv".to_string())];
+        let call = in_background(move || c.create_chaos("shop", "crashlab-abc-t0-f1", "abc", &labels, &plan));
+        let made = json!({ "apiVersion": "chaos-mesh.org/v1alpha1", "kind": "NetworkChaos",
+            "metadata": { "name": "crashlab-abc-t0-f1", "uid": "c-1", "labels": { "crashlab.run": "abc" } }, "spec": {} });
+        let (method, uri, body) = runtime().block_on(answer(&mut handle, 201, made.clone()));
+        assert_eq!(
+            (method.as_str(), uri.as_str()),
+            ("POST", "/apis/chaos-mesh.org/v1alpha1/namespaces/shop/networkchaos?")
+        );
+        assert_eq!(body["metadata"]["labels"], json!({ "crashlab.run": "abc" }));
+        assert_eq!(
+            body["spec"],
+            json!({ "action": "delay", "delay": { "latency": "100ms" }, "mode": "all", "duration": "1500ms",
+                    "selector": { "namespaces": ["shop"], "labelSelectors": { "app": "kv" } } })
+        );
+        assert_eq!(call.join().unwrap().unwrap(), "c-1");
+
+        // Read until AllInjected: the first answer is not yet.
+        let c = Arc::clone(&cluster);
+        let wait = std::time::Duration::from_secs(5);
+        let call =
+            in_background(move || c.await_chaos("shop", ClusterObjectKind::NetworkChaos, "crashlab-abc-t0-f1", wait));
+        let mut status = made.clone();
+        status["status"] = json!({ "conditions": [{ "type": "AllInjected", "status": "False" }] });
+        let (method, uri, _) = runtime().block_on(answer(&mut handle, 200, status.clone()));
+        assert_eq!(
+            (method.as_str(), uri.as_str()),
+            ("GET", "/apis/chaos-mesh.org/v1alpha1/namespaces/shop/networkchaos/crashlab-abc-t0-f1")
+        );
+        status["status"]["conditions"][0]["status"] = "True".into();
+        runtime().block_on(answer(&mut handle, 200, status));
+        let seen = call.join().unwrap().unwrap();
+        assert!(seen.injected && seen.conditions == "AllInjected=True", "{}", seen.conditions);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! harness is threads.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum};
@@ -34,6 +35,29 @@ impl EngineError {
     }
 }
 
+/// How long a pause keeps trying to freeze a container whose processes are
+/// in uninterruptible sleep (see `Engine::pause`).
+const FREEZE_PATIENCE: Duration = Duration::from_secs(2);
+
+/// The runtime could not freeze every process at once (one was in
+/// uninterruptible sleep); the engine says so only in its message.
+fn is_freeze_contention(e: &bollard::errors::Error) -> bool {
+    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 500, message }
+        if message.contains("unable to freeze"))
+}
+
+/// A container's endpoint at a fixed address of a network.
+fn fixed_address(address: IpAddr) -> bollard::models::EndpointSettings {
+    let ipam = bollard::models::EndpointIpamConfig { ipv4_address: Some(address.to_string()), ..Default::default() };
+    bollard::models::EndpointSettings { ipam_config: Some(ipam), ..Default::default() }
+}
+
+/// `172.18.0.0/16` as its first address and prefix length (IPv4 only).
+fn parse_subnet(text: &str) -> Option<(std::net::Ipv4Addr, u8)> {
+    let (address, prefix) = text.split_once('/')?;
+    Some((address.parse().ok()?, prefix.parse().ok().filter(|p| *p <= 30)?))
+}
+
 fn err(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError {
     let what = what.into();
     move |source| EngineError { what, source }
@@ -57,6 +81,9 @@ pub struct ContainerSpec {
     /// Docker's own `restart: always`, instead of the harness's.
     pub engine_restarts: bool,
     pub labels: Vec<(String, String)>,
+    /// A network of the run and the container's fixed address on it;
+    /// none: the engine's default bridge, at an address it picks.
+    pub network: Option<(String, IpAddr)>,
 }
 
 /// What inspect says of a container.
@@ -158,8 +185,12 @@ impl Engine {
             restart_policy: spec
                 .engine_restarts
                 .then_some(RestartPolicy { name: Some(RestartPolicyNameEnum::ALWAYS), maximum_retry_count: None }),
+            network_mode: spec.network.as_ref().map(|(name, _)| name.clone()),
             ..Default::default()
         };
+        let networking_config = spec.network.as_ref().map(|(name, address)| bollard::models::NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(name.clone(), fixed_address(*address))])),
+        });
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             cmd: Some(spec.command.clone()),
@@ -167,6 +198,7 @@ impl Engine {
             exposed_ports: Some(exposed.into_keys().collect()),
             labels: Some(spec.labels.iter().cloned().collect()),
             host_config: Some(host_config),
+            networking_config,
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::default().name(&spec.name).build();
@@ -213,8 +245,25 @@ impl Engine {
         runtime().block_on(self.docker.kill_container(id, Some(options))).map_err(err(format!("cannot signal {id}")))
     }
 
+    /// Freezes every process of the container. The runtime gives up on a
+    /// freeze (cgroup v1, "unable to freeze") when a process stays in
+    /// uninterruptible sleep through its own ~200 ms of tries: a write
+    /// waiting on a slow fsync, or on a storage layer that delays it. The
+    /// kernel freezes such a process as soon as its I/O returns, as it would
+    /// deliver a SIGSTOP, so the freeze is tried again until
+    /// `FREEZE_PATIENCE`, and is in effect when this returns. A failed try
+    /// leaves the container running: the runtime thaws what it froze.
     pub fn pause(&self, id: &str) -> Result<(), EngineError> {
-        runtime().block_on(self.docker.pause_container(id)).map_err(err(format!("cannot pause {id}")))
+        let deadline = std::time::Instant::now() + FREEZE_PATIENCE;
+        loop {
+            let result = runtime().block_on(self.docker.pause_container(id));
+            match result {
+                Err(e) if is_freeze_contention(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                other => return other.map_err(err(format!("cannot pause {id}"))),
+            }
+        }
     }
 
     pub fn unpause(&self, id: &str) -> Result<(), EngineError> {
@@ -241,8 +290,13 @@ impl Engine {
             .map_err(err(format!("cannot disconnect {id} from {network}")))
     }
 
-    pub fn connect_network(&self, id: &str, network: &str) -> Result<(), EngineError> {
-        let request = bollard::models::NetworkConnectRequest { container: id.to_string(), ..Default::default() };
+    /// Puts the container back on a network, at `address` when it has a
+    /// fixed one there.
+    pub fn connect_network(&self, id: &str, network: &str, address: Option<IpAddr>) -> Result<(), EngineError> {
+        let request = bollard::models::NetworkConnectRequest {
+            container: id.to_string(),
+            endpoint_config: address.map(fixed_address),
+        };
         runtime()
             .block_on(self.docker.connect_network(network, request))
             .map_err(err(format!("cannot connect {id} to {network}")))
@@ -271,6 +325,70 @@ impl Engine {
             oom_killed: state.oom_killed.unwrap_or(false),
             ports,
         })
+    }
+
+    /// Creates a bridge network labelled with the run, on a subnet the
+    /// engine picks as free; returns its subnet's first address and prefix
+    /// length. Only a subnet named at creation lets containers keep a fixed
+    /// address across restarts, so the network is made twice: once to let
+    /// the engine choose, then with that subnet as its own.
+    /// The host's side of it is the bridge interface `bridge`.
+    pub fn create_network(
+        &self,
+        name: &str,
+        bridge: &str,
+        run_label: &str,
+    ) -> Result<(std::net::Ipv4Addr, u8), EngineError> {
+        let what = || format!("cannot create network {name}");
+        let labels = HashMap::from([(RUN_LABEL.to_string(), run_label.to_string())]);
+        let options = HashMap::from([("com.docker.network.bridge.name".to_string(), bridge.to_string())]);
+        let request = |ipam| bollard::models::NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            labels: Some(labels.clone()),
+            options: Some(options.clone()),
+            ipam,
+            ..Default::default()
+        };
+        runtime().block_on(self.docker.create_network(request(None))).map_err(err(what()))?;
+        let info = runtime().block_on(self.docker.inspect_network(name, None)).map_err(err(what()));
+        let _ = runtime().block_on(self.docker.remove_network(name));
+        let subnet = info?
+            .ipam
+            .and_then(|i| i.config)
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|c| parse_subnet(c.subnet.as_deref()?))
+            .ok_or_else(|| EngineError {
+                what: what(),
+                source: std::io::Error::other("the engine gave it no IPv4 subnet").into(),
+            })?;
+        let config =
+            bollard::models::IpamConfig { subnet: Some(format!("{}/{}", subnet.0, subnet.1)), ..Default::default() };
+        let ipam = bollard::models::Ipam { config: Some(vec![config]), ..Default::default() };
+        runtime().block_on(self.docker.create_network(request(Some(ipam)))).map_err(err(what()))?;
+        Ok(subnet)
+    }
+
+    pub fn remove_network(&self, name: &str) -> Result<(), EngineError> {
+        runtime().block_on(self.docker.remove_network(name)).map_err(err(format!("cannot remove network {name}")))
+    }
+
+    /// The names of the networks that carry `label` (`key=value`).
+    pub fn labelled_networks(&self, label: &str) -> Result<Vec<String>, EngineError> {
+        let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);
+        let options = bollard::query_parameters::ListNetworksOptionsBuilder::default().filters(&filters).build();
+        let list = runtime().block_on(self.docker.list_networks(Some(options))).map_err(err("cannot list networks"))?;
+        Ok(list.into_iter().filter_map(|n| n.name).collect())
+    }
+
+    /// The container's own address on the engine's network (none while it
+    /// is not running).
+    pub fn address(&self, id: &str) -> Result<Option<IpAddr>, EngineError> {
+        let info =
+            runtime().block_on(self.docker.inspect_container(id, None)).map_err(err(format!("cannot inspect {id}")))?;
+        let networks = info.network_settings.and_then(|n| n.networks).unwrap_or_default();
+        Ok(networks.into_values().find_map(|n| n.ip_address.and_then(|a| a.parse().ok())))
     }
 
     /// The last `n` lines the container printed (stdout and stderr).

@@ -52,6 +52,13 @@ pub enum EventKind {
         pid: i32,
         status: String,
     },
+    /// Where the probes and the workload reach a container target, and by
+    /// which path (`reach`): what the trial's figures measured.
+    TargetReached {
+        target: String,
+        at: String,
+        reach: crate::kinds::Reach,
+    },
     /// A pod target's pod seen for the first time (a replacement), by the
     /// watch on the cluster's API: the cluster's own signal, beside the
     /// probe's.
@@ -66,6 +73,14 @@ pub enum EventKind {
         target: String,
         pod: String,
         uid: String,
+    },
+    /// A container of a pod target's pod was restarted by its kubelet (its
+    /// restart count went up to `restarts`): the pod's next incarnation.
+    ContainerRestarted {
+        target: String,
+        pod: String,
+        uid: String,
+        restarts: u32,
     },
     /// A pod target's pod is gone (deleted).
     PodGone {
@@ -170,6 +185,28 @@ pub enum EventKind {
     },
 }
 
+impl EventKind {
+    /// Whether it changes what a target is (it started or ended, a fault
+    /// acted or was healed, a recovery step ran): a recovery is proven by
+    /// a sustained healthy window after the latest such event.
+    pub fn changes_a_target(&self) -> bool {
+        use EventKind::*;
+        matches!(
+            self,
+            TargetStarted { .. }
+                | TargetExited { .. }
+                | PodCreated { .. }
+                | ContainerRestarted { .. }
+                | PodGone { .. }
+                | FaultInjected { .. }
+                | FaultHealed { .. }
+                | BackupTaken { .. }
+                | RecoverStarted { .. }
+                | RecoverEnded { .. }
+        )
+    }
+}
+
 /// Collects one trial's events from every thread.
 #[derive(Clone)]
 pub struct Recorder {
@@ -213,6 +250,15 @@ impl Recorder {
 
     pub fn record(&self, kind: EventKind) {
         self.record_at(Instant::now(), kind);
+    }
+
+    /// When the latest event `is` picks was recorded (`None`: none was, or
+    /// the events go elsewhere, as an agent's do).
+    pub fn last_at(&self, is: impl Fn(&EventKind) -> bool) -> Option<Instant> {
+        if self.forward.is_some() {
+            return None;
+        }
+        self.events.lock().unwrap().iter().rev().find(|(_, kind)| is(kind)).map(|(at, _)| *at)
     }
 
     /// A warning: printed at once, and kept in the history for the reports;

@@ -80,12 +80,12 @@ pub enum Entry {
         #[serde(flatten)]
         cluster: ClusterRef,
         namespace: String,
-        kind: String,
+        kind: crate::kinds::ClusterObjectKind,
         name: String,
     },
     ClusterObjectDeleted {
         namespace: String,
-        kind: String,
+        kind: crate::kinds::ClusterObjectKind,
         name: String,
     },
     /// A workload a fault scales, from `from` replicas, journaled before
@@ -115,6 +115,23 @@ pub enum Entry {
         namespace: String,
         pod: String,
         uid: String,
+    },
+    /// A pod whose processes a fault stops (SIGSTOP, sent with exec),
+    /// journaled before the call: cleanup sends them SIGCONT unless
+    /// [`Entry::PodResumed`] follows, if the pod is still that uid.
+    PodPaused {
+        trial: u32,
+        fault: usize,
+        #[serde(flatten)]
+        cluster: ClusterRef,
+        namespace: String,
+        pod: String,
+        uid: String,
+        container: Option<String>,
+    },
+    PodResumed {
+        trial: u32,
+        fault: usize,
     },
     /// Original bytes of a damaged file were saved; written before the damage.
     Corrupted {

@@ -52,6 +52,7 @@ pub enum FaultName {
     EvictPod,
     IsolatePod,
     Scale,
+    ChaosMesh,
 }
 
 impl FaultName {
@@ -130,10 +131,79 @@ pub enum OwnerKind {
     StatefulSet,
 }
 
+/// The kind of an object a fault creates in a cluster, as the API names
+/// it (and the journal writes it): an `isolate-pod`'s NetworkPolicy, or a
+/// `chaos-mesh` fault's custom resource.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
+pub enum ClusterObjectKind {
+    NetworkPolicy,
+    NetworkChaos,
+    IOChaos,
+    TimeChaos,
+    StressChaos,
+}
+
+impl ClusterObjectKind {
+    /// The Chaos Mesh kinds a `chaos-mesh` fault creates.
+    pub const CHAOS: [ClusterObjectKind; 4] = [Self::NetworkChaos, Self::IOChaos, Self::TimeChaos, Self::StressChaos];
+
+    /// Its API group and resource (plural), as RBAC names them.
+    pub fn resource(self) -> (&'static str, &'static str) {
+        match self {
+            Self::NetworkPolicy => ("networking.k8s.io", "networkpolicies"),
+            Self::NetworkChaos => ("chaos-mesh.org", "networkchaos"),
+            Self::IOChaos => ("chaos-mesh.org", "iochaos"),
+            Self::TimeChaos => ("chaos-mesh.org", "timechaos"),
+            Self::StressChaos => ("chaos-mesh.org", "stresschaos"),
+        }
+    }
+}
+
 impl std::fmt::Display for Owner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.kind, self.name)
     }
+}
+
+/// The path `{host}:{port}`, the probes and the workload take to a
+/// container target.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[strum(serialize_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
+pub enum Reach {
+    /// Its own address on a network of the run: what it answers is what
+    /// the service does, nothing in between.
+    Address,
+    /// Its port as the engine publishes it on 127.0.0.1 (or a host's
+    /// address): through the engine's forwarding, as a client outside the
+    /// engine's networks would come.
+    Published,
+}
+
+impl Reach {
+    pub const NAMES: &'static [&'static str] = <Reach as strum::VariantNames>::VARIANTS;
 }
 
 #[cfg(test)]
@@ -154,5 +224,12 @@ mod tests {
         assert_eq!(FaultName::link_names().len(), 9);
         assert_eq!(serde_json::to_string(&StepName::Wait).unwrap(), "\"wait\"");
         assert!(!StepName::Check.acts() && StepName::Restore.acts());
+        assert_eq!(serde_json::to_string(&ClusterObjectKind::NetworkPolicy).unwrap(), "\"NetworkPolicy\"");
+        assert_eq!(ClusterObjectKind::NetworkPolicy.to_string(), "NetworkPolicy");
+        for kind in ClusterObjectKind::CHAOS {
+            assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{kind}\""));
+            assert_eq!(kind.to_string().parse::<ClusterObjectKind>().unwrap(), kind);
+            assert_eq!(kind.resource(), ("chaos-mesh.org", kind.to_string().to_lowercase().as_str()));
+        }
     }
 }

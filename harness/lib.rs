@@ -28,6 +28,7 @@ pub mod journal;
 pub mod kinds;
 pub mod merge;
 pub mod network;
+pub mod port_forward;
 pub mod probe;
 pub mod proxy;
 pub mod run_dir;

@@ -703,6 +703,9 @@ fn cleanup(run_dir: &Path) -> Outcome {
         done.containers_removed,
         done.compose_projects_down
     );
+    if done.engine_networks_removed > 0 {
+        println!("  removed {} container network(s) of the run", done.engine_networks_removed);
+    }
     if done.cgroups_removed > 0 {
         println!("  removed {} cgroup(s) (memory, cpu)", done.cgroups_removed);
     }

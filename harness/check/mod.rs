@@ -98,6 +98,7 @@ fn measure(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
     let mut ops = OpCounts::default();
     let mut seed = 0;
     let mut incarnations = BTreeMap::new();
+    let mut reached = BTreeMap::new();
     for e in events {
         match &e.kind {
             EventKind::Invoke { .. } => ops.invoked += 1,
@@ -106,6 +107,13 @@ fn measure(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
             EventKind::Complete { outcome: Outcome::Unknown, .. } => ops.unknown += 1,
             EventKind::TrialStarted { seed: s, .. } => seed = *s,
             EventKind::TargetStarted { target, .. } => *incarnations.entry(target.clone()).or_default() += 1,
+            EventKind::TargetReached { target, at, reach } => {
+                let path = match reach {
+                    crate::kinds::Reach::Address => "its own address",
+                    crate::kinds::Reach::Published => "its published port",
+                };
+                reached.insert(target.clone(), format!("{at} ({path})"));
+            }
             _ => {}
         }
     }
@@ -127,6 +135,7 @@ fn measure(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
         recovery,
         target_logs: BTreeMap::new(),
         incarnations,
+        reached,
         warnings: events
             .iter()
             .filter_map(|e| match &e.kind {

@@ -104,10 +104,13 @@ pub fn fault_reports(
             let before_next = |t: f64| next.is_none_or(|next| t < next);
             let first_bad = samples.iter().position(|s| !s.ok && before_next(s.at));
             let ttd_ms = first_bad.map(|i| samples[i].at - t_f);
-            // A pod target's next incarnation is its replacement pod, and
-            // the cluster says when that is ready.
+            // A pod target's next incarnation is its replacement pod, or
+            // its container restarted in place, and the cluster says when
+            // that is ready.
             let restarted_at = first_after(events, t_f, |k| match k {
-                EventKind::TargetStarted { target: t, .. } | EventKind::PodCreated { target: t, .. } => t == target,
+                EventKind::TargetStarted { target: t, .. }
+                | EventKind::PodCreated { target: t, .. }
+                | EventKind::ContainerRestarted { target: t, .. } => t == target,
                 _ => false,
             })
             .filter(|t| before_next(*t));

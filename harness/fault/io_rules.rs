@@ -79,10 +79,14 @@ impl IoRules {
         self.any.store(true, Ordering::Relaxed);
     }
 
+    /// Takes the rule out; once this returns, it acts on nothing more, so
+    /// that what it did is all counted (an operation whose check took the
+    /// rule just before decides only now, and goes through).
     pub fn disarm(&self, rule: &Arc<Armed>) {
         let mut armed = self.armed.lock().unwrap();
         armed.retain(|r| !Arc::ptr_eq(r, rule));
         self.any.store(!armed.is_empty(), Ordering::Relaxed);
+        rule.counts.lock().unwrap().ended = true;
     }
 }
 
@@ -114,6 +118,8 @@ struct Counts {
     acted: BTreeMap<IoOp, u64>,
     waited: Duration,
     rng: rand_chacha::ChaCha8Rng,
+    /// Disarmed: acts on nothing more.
+    ended: bool,
 }
 
 impl Armed {
@@ -125,7 +131,7 @@ impl Armed {
             IoAction::DiskFull(SizeLimit::Headroom(room)) => Some(Mutex::new(Disk { used, limit: used + room })),
             _ => None,
         };
-        let counts = Counts { matched: 0, acted: BTreeMap::new(), waited: Duration::ZERO, rng };
+        let counts = Counts { matched: 0, acted: BTreeMap::new(), waited: Duration::ZERO, rng, ended: false };
         Armed { plan: plan.clone(), pattern, counts: Mutex::new(counts), disk }
     }
 
@@ -146,6 +152,9 @@ impl Armed {
             if matches && growth > 0 && disk.used + growth > disk.limit {
                 drop(disk);
                 let mut counts = self.counts.lock().unwrap();
+                if counts.ended {
+                    return Decision::Pass;
+                }
                 counts.matched += 1;
                 *counts.acted.entry(op).or_default() += 1;
                 return Decision::Fail(nix::libc::ENOSPC);
@@ -157,6 +166,9 @@ impl Armed {
             return Decision::Pass;
         }
         let mut counts = self.counts.lock().unwrap();
+        if counts.ended {
+            return Decision::Pass;
+        }
         counts.matched += 1;
         let fires = match self.plan.trigger {
             IoTrigger::Always => true,
@@ -303,6 +315,28 @@ mod tests {
         rules.shrunk(500);
         assert_eq!(grow(&rules, 60), Ok(()));
         assert_eq!(rule.summary().unwrap(), "refused 2 operations with ENOSPC: write 1, truncate 1");
+    }
+
+    /// An operation whose check took the rule just before it was disarmed
+    /// decides after: it goes through, uncounted, so that the heal's count
+    /// (read once the rule is disarmed) is every operation it refused. CI
+    /// saw 251 writes fail where the heal said it refused 250.
+    #[test]
+    fn a_rule_disarmed_acts_on_nothing_more_and_its_count_is_final() {
+        let mut p = plan(IoAction::DiskFull(SizeLimit::Headroom(0)), IoTrigger::Always);
+        p.path = "**".into();
+        p.ops = vec![];
+        let (full, rule) = rules(&p, 1, 1000);
+        let taken = full.armed.lock().unwrap().clone();
+        assert_eq!(full.check(IoOp::Write, &[Path::new("wal.log")], || 10), Err(nix::libc::ENOSPC));
+        full.disarm(&rule);
+        let said = rule.summary().unwrap();
+        assert!(matches!(taken[0].decide(IoOp::Write, &[Path::new("wal.log")], 10), Decision::Pass));
+        assert_eq!(rule.summary().unwrap(), said, "the count after the heal");
+        let (eio, rule) = rules(&plan(IoAction::Errno(nix::libc::EIO), IoTrigger::Always), 1, 0);
+        eio.disarm(&rule);
+        assert!(matches!(rule.decide(IoOp::Write, &[Path::new("wal.log")], 0), Decision::Pass));
+        assert!(rule.summary().is_none());
     }
 
     #[test]

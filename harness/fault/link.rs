@@ -61,8 +61,11 @@ impl LinkFault {
 impl Fault for LinkFault {
     fn inject(&self, ctx: &FaultContext) -> Result<FaultGuard, FaultError> {
         let proxy = Arc::clone(&self.proxy);
-        ctx.injected(format!("proxy on port {}: {}", proxy.port(), self.describe()));
+        // In effect once the proxy has it: an op sent after the recorded
+        // injection meets the fault (under load, recording first left a
+        // window in which an op sent "inside" a blackhole succeeded).
         proxy.update(|b| LinkFault::apply_to(self.direction, self.toxic, b, true));
+        ctx.injected(format!("proxy on port {}: {}", proxy.port(), self.describe()));
         if self.toxic == Toxic::Reset {
             return Ok(FaultGuard::nothing());
         }

@@ -40,16 +40,29 @@ impl MemoryFault {
         // What the target uses now: its charges, moved with it; or, where
         // the kernel moves none, its resident memory, while the cgroup
         // counts only what it allocates from now on.
-        let limited = cgroup::usage(&path).and_then(|charged| {
-            let used = if charges_move { charged } else { resident };
-            let allowed = match self.0 {
-                SizeLimit::Total(bytes) => bytes.checked_sub(used).ok_or_else(|| {
-                    std::io::Error::other(format!("the target uses {used} bytes already, more than {bytes}"))
-                })?,
-                SizeLimit::Headroom(room) => room,
-            };
-            cgroup::set_limit(&path, charged + allowed).map(|()| (used, used + allowed))
-        });
+        let limit_once = || {
+            cgroup::usage(&path).and_then(|charged| {
+                let used = if charges_move { charged } else { resident };
+                let allowed = match self.0 {
+                    SizeLimit::Total(bytes) => bytes.checked_sub(used).ok_or_else(|| {
+                        std::io::Error::other(format!("the target uses {used} bytes already, more than {bytes}"))
+                    })?,
+                    SizeLimit::Headroom(room) => room,
+                };
+                cgroup::set_limit(&path, charged + allowed).map(|()| (used, used + allowed))
+            })
+        };
+        // The kernel refuses (EBUSY) a limit below what the cgroup holds and
+        // cannot reclaim: the target grew between reading its usage and the
+        // write. The usage is read again, a few times, before that is an
+        // error (a CI run's trial went unknown on the first refusal).
+        let mut limited = limit_once();
+        for _ in 0..5 {
+            match &limited {
+                Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => limited = limit_once(),
+                _ => break,
+            }
+        }
         let (used, limit) = match (moved, limited) {
             (0, _) => Err(other("no process of the target could be moved into the cgroup".into())),
             (_, Err(e)) => Err(io("cannot set the memory limit", e)),

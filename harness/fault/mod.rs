@@ -5,6 +5,7 @@
 //! Guardrails, for every fault: it acts only on processes the run started
 //! and on files inside the target's data dir (see [`confine`]).
 
+mod chaos_mesh;
 mod clock;
 pub mod corrupt;
 mod cpu;
@@ -19,6 +20,7 @@ mod packet;
 mod partition;
 mod passthrough;
 mod pod;
+pub mod pod_exec;
 mod process;
 pub mod remote;
 pub mod stale_lock;
@@ -250,6 +252,7 @@ pub fn build(kind: &FaultKind, resources: &dyn Resources, target: &str) -> Resul
         FaultKind::EvictPod => Box::new(pod::RemovePod(pod::Removal::Evict)),
         FaultKind::IsolatePod { .. } => Box::new(pod::IsolatePod),
         FaultKind::Scale { replicas, .. } => Box::new(pod::Scale(*replicas)),
+        FaultKind::ChaosMesh(plan) => Box::new(chaos_mesh::ChaosMesh(plan.clone())),
         FaultKind::Packet(plan) => Box::new(packet::Packet {
             plan: plan.clone(),
             network: resources.network().ok_or_else(|| missing("the targets are not in network namespaces"))?,

@@ -8,15 +8,25 @@ use rand::seq::IndexedRandom;
 use super::{Fault, FaultContext, FaultErrorKind, FaultGuard};
 use crate::history::EventKind;
 use crate::journal::Entry;
+use crate::kinds::ClusterObjectKind;
 use crate::targets::TargetError;
 
 /// The fault's target as a pod target (the scenario refuses these faults
 /// on any other).
-fn pod_target(ctx: &FaultContext) -> Result<&crate::targets::pod::PodTarget, super::FaultError> {
+pub(super) fn pod_target(ctx: &FaultContext) -> Result<&crate::targets::pod::PodTarget, super::FaultError> {
     ctx.target.pod().ok_or_else(|| {
         let what = "a fault through the Kubernetes API";
         ctx.error(TargetError::Unsupported { target: ctx.target.name().to_string(), what }.into())
     })
+}
+
+/// The run's token, and the name of the object fault `ctx` creates in a
+/// cluster (the run, the trial and the fault: unique within the run).
+pub(super) fn object_name(ctx: &FaultContext) -> Result<(String, String), super::FaultError> {
+    let token = crate::journal::run_token()
+        .ok_or_else(|| ctx.error(FaultErrorKind::Other("the run has no token to label its objects with".into())))?;
+    let name = format!("crashlab-{}-t{}-f{}", &token[..12.min(token.len())], ctx.trial, ctx.index);
+    Ok((token, name))
 }
 
 /// How a pod is taken away.
@@ -106,16 +116,14 @@ pub struct IsolatePod;
 impl Fault for IsolatePod {
     fn inject(&self, ctx: &FaultContext) -> Result<FaultGuard, super::FaultError> {
         let target = pod_target(ctx)?;
-        let token = crate::journal::run_token()
-            .ok_or_else(|| ctx.error(FaultErrorKind::Other("the run has no token to label its objects with".into())))?;
+        let (token, name) = object_name(ctx)?;
         let plan = target.pod_plan().clone();
-        let name = format!("crashlab-{}-t{}-f{}", &token[..12.min(token.len())], ctx.trial, ctx.index);
         ctx.journal(&Entry::ClusterObjectCreated {
             trial: ctx.trial,
             fault: ctx.index,
             cluster: target.cluster_ref(),
             namespace: plan.namespace.clone(),
-            kind: "NetworkPolicy".into(),
+            kind: ClusterObjectKind::NetworkPolicy,
             name: name.clone(),
         })?;
         let failed =
@@ -146,7 +154,7 @@ impl Fault for IsolatePod {
             }
             match cluster.delete_policy(&plan.namespace, &name, &token, Some(&uid)) {
                 Ok(_) => {
-                    let (namespace, kind) = (plan.namespace.clone(), "NetworkPolicy".to_string());
+                    let (namespace, kind) = (plan.namespace.clone(), ClusterObjectKind::NetworkPolicy);
                     let _ = journal.append(&Entry::ClusterObjectDeleted { namespace, kind, name: name.clone() });
                     format!("NetworkPolicy `{name}` deleted")
                 }

@@ -13,6 +13,9 @@ pub struct ProcessFault(pub FaultKind);
 
 impl Fault for ProcessFault {
     fn inject(&self, ctx: &FaultContext) -> Result<FaultGuard, FaultError> {
+        if let Some(pod) = ctx.target.pod() {
+            return super::pod_exec::inject(&self.0, pod, ctx);
+        }
         let target_err = |source: TargetError| ctx.error(source.into());
         let process = ctx
             .target
@@ -47,8 +50,12 @@ impl Fault for ProcessFault {
                 Ok(FaultGuard::nothing())
             }
             FaultKind::Pause { .. } => {
-                injected(format!("SIGSTOP to pid {}", process.pid));
+                // A container's freeze waits for processes in uninterruptible
+                // sleep (see `Engine::pause`): it is in effect once it returns.
+                let asked = std::time::Instant::now();
                 let paused = ctx.target.pause().map_err(target_err)?;
+                let waited = asked.elapsed().as_secs_f64() * 1e3;
+                injected(format!("SIGSTOP to pid {} (in effect {waited:.1} ms after it was sent)", process.pid));
                 let target = Arc::clone(&ctx.target);
                 Ok(ctx.heal_with(move || {
                     let _ = target.resume(paused);

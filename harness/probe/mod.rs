@@ -154,6 +154,8 @@ pub struct Health {
     changed: Condvar,
     /// Why the latest failed sample failed, as the probe said it.
     last_failure: Mutex<Option<String>>,
+    /// Some sample has been healthy (the target came up once).
+    ever_healthy: AtomicBool,
 }
 
 const KEEP: usize = 4096;
@@ -173,8 +175,20 @@ impl Health {
         failing.map(|(_, at, _)| *at).min()
     }
 
+    /// Whether the latest `n` samples answered were all healthy and all
+    /// started at or after `after`: a sustained healthy window that still
+    /// holds.
+    pub fn holds_sustained(&self, after: Instant, n: u32) -> bool {
+        let s = self.samples.lock().unwrap();
+        let mut latest = s.1.iter().rev();
+        (0..n).all(|_| latest.next().is_some_and(|(_, at, healthy)| *healthy && *at >= after))
+    }
+
     fn push(&self, at: Instant, result: &Result<(), String>) {
         let healthy = result.is_ok();
+        if healthy {
+            self.ever_healthy.store(true, Ordering::Relaxed);
+        }
         if let Err(why) = result {
             *self.last_failure.lock().unwrap() = Some(why.clone());
         }
@@ -237,78 +251,166 @@ impl Health {
 /// at once; each is dated by its own start and answer.
 pub struct Sampler {
     pub health: Arc<Health>,
-    stop: Arc<AtomicBool>,
+    /// When sampling began (after the target was started): every sample
+    /// is of the target, from then on.
+    pub started: Instant,
+    /// Dropped to stop: the ticker wakes at once, not at its next tick.
+    stop: Option<std::sync::mpsc::Sender<()>>,
     threads: Vec<JoinHandle<()>>,
 }
 
-/// Samples of one probe that may be waiting for an answer at once.
-pub const MAX_IN_FLIGHT: usize = 8;
+/// Samples of one probe that may be waiting for an answer at once: one per
+/// interval through the whole timeout at the defaults (101 at 5 ms and
+/// 500 ms). A connect sent to a container's address as its link went away
+/// is dropped, not refused, and hangs until its timeout: with 8, as it was,
+/// those 8 hung samples hid the container's return for ~200 ms (`cargo
+/// bench --bench container_rto`). Workers are started only when every one
+/// is waiting, so a target that answers costs one.
+pub const MAX_IN_FLIGHT: usize = 128;
+
+/// The probe's first period while the target has not answered healthy
+/// yet; it doubles at each tick up to the probe's interval, so that a
+/// target up in a few milliseconds is seen then, and one that takes
+/// seconds (a database replaying its log) gets a handful more samples, not
+/// a thousand a second.
+const START_UP_TICK: Duration = Duration::from_millis(1);
 
 impl Sampler {
     pub fn start(target: &str, probe: Box<dyn Probe>, plan: &ProbePlan, recorder: Recorder) -> Sampler {
-        let health = Arc::new(Health::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let probe: Arc<dyn Probe> = Arc::from(probe);
+        let (health, started) = (Arc::new(Health::default()), Instant::now());
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
         // Enough workers to start one sample per interval while the others
         // wait out their timeout; one when they never overlap.
-        let workers = (plan.timeout.as_nanos() / plan.interval.as_nanos().max(1) + 1).clamp(1, MAX_IN_FLIGHT as u128);
-        let idle = Arc::new(std::sync::atomic::AtomicUsize::new(workers as usize));
+        let most = (plan.timeout.as_nanos() / plan.interval.as_nanos().max(1) + 1).clamp(1, MAX_IN_FLIGHT as u128);
         let (ticks, jobs) = std::sync::mpsc::channel::<()>();
-        let jobs = Arc::new(Mutex::new(jobs));
-        let mut threads = Vec::new();
-        for n in 0..workers {
-            let (probe, health, idle, jobs, recorder) =
-                (Arc::clone(&probe), Arc::clone(&health), Arc::clone(&idle), Arc::clone(&jobs), recorder.clone());
-            let name = format!("probe-{target}-{n}");
-            let target = target.to_string();
-            let worker = move || {
-                // Each tick is one sample; the channel closes at the stop.
-                while jobs.lock().unwrap().recv().is_ok() {
-                    let at = Instant::now();
-                    let result = probe.sample();
-                    let latency_ms = at.elapsed().as_secs_f64() * 1000.0;
-                    health.push(at, &result);
-                    let (healthy, detail) = (result.is_ok(), result.err());
-                    recorder.record_at(at, EventKind::Probe { target: target.clone(), healthy, latency_ms, detail });
-                    idle.fetch_add(1, Ordering::SeqCst);
-                }
-            };
-            threads.push(thread::Builder::new().name(name).spawn(worker).expect("a probe thread can be started"));
-        }
-        let (s, interval) = (Arc::clone(&stop), plan.interval);
+        let pool = Workers {
+            target: target.to_string(),
+            probe: Arc::from(probe),
+            health: Arc::clone(&health),
+            recorder,
+            jobs: Arc::new(Mutex::new(jobs)),
+            idle: Arc::default(),
+        };
+        let (interval, up) = (plan.interval, Arc::clone(&health));
         let ticker = move || {
-            let mut next = Instant::now();
-            while !s.load(Ordering::Relaxed) {
-                // A tick with every worker waiting on an answer is skipped.
-                let claimed = idle.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
-                if claimed && ticks.send(()).is_err() {
-                    return;
+            // Workers are started when a tick finds every one of them
+            // waiting on an answer: a target that answers within the
+            // interval costs one thread, not one per sample that could be
+            // in flight.
+            let mut workers = Vec::new();
+            let (mut next, mut start_up) = (Instant::now(), START_UP_TICK);
+            loop {
+                let mut claimed =
+                    pool.idle.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+                if !claimed && workers.len() < most as usize {
+                    workers.push(pool.spawn(workers.len()));
+                    claimed = true;
                 }
-                next += interval;
+                // A tick with every worker waiting on an answer is skipped.
+                if claimed && ticks.send(()).is_err() {
+                    break;
+                }
+                // Until the target first answers, ticks come faster: its
+                // readiness is seen as soon as it is there.
+                next += if up.ever_healthy.load(Ordering::Relaxed) { interval } else { interval.min(start_up) };
+                start_up = start_up.saturating_mul(2);
                 let now = Instant::now();
-                if next > now {
-                    thread::sleep(next - now);
-                } else {
+                let wait = next.saturating_duration_since(now);
+                if wait.is_zero() {
                     next = now;
                 }
+                // The tick's wait; the stop (its sender dropped) ends it.
+                if stopped.recv_timeout(wait) != Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+                    break;
+                }
             }
-            // Dropping `ticks` closes the channel: the workers end.
+            // Closing the channel ends the workers, once their sample has.
+            drop(ticks);
+            for worker in workers {
+                let _ = worker.join();
+            }
         };
         let name = format!("probe-{target}");
-        threads.push(thread::Builder::new().name(name).spawn(ticker).expect("a probe thread can be started"));
-        Sampler { health, stop, threads }
+        let threads = vec![thread::Builder::new().name(name).spawn(ticker).expect("a probe thread can be started")];
+        Sampler { health, started, stop: Some(stop), threads }
+    }
+
+    /// Asks the sampler to stop without waiting for it (a sample in flight
+    /// still ends): a trial stopping many samplers waits once, not once
+    /// per interval each.
+    pub fn begin_stop(&mut self) {
+        self.stop = None;
     }
 
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.begin_stop();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
 }
 
+/// What a sampler's workers share: each takes a tick, samples, records.
+struct Workers {
+    target: String,
+    probe: Arc<dyn Probe>,
+    health: Arc<Health>,
+    recorder: Recorder,
+    jobs: Arc<Mutex<std::sync::mpsc::Receiver<()>>>,
+    /// Workers waiting for a tick.
+    idle: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Workers {
+    /// Starts worker `n`, busy with the tick that made it.
+    fn spawn(&self, n: usize) -> JoinHandle<()> {
+        let (probe, health, idle, jobs, recorder) = (
+            Arc::clone(&self.probe),
+            Arc::clone(&self.health),
+            Arc::clone(&self.idle),
+            Arc::clone(&self.jobs),
+            self.recorder.clone(),
+        );
+        let target = self.target.clone();
+        let worker = move || {
+            // Each tick is one sample; the channel closes at the stop.
+            while jobs.lock().unwrap().recv().is_ok() {
+                let at = Instant::now();
+                let result = probe.sample();
+                let latency_ms = at.elapsed().as_secs_f64() * 1000.0;
+                health.push(at, &result);
+                let (healthy, detail) = (result.is_ok(), result.err());
+                recorder.record_at(at, EventKind::Probe { target: target.clone(), healthy, latency_ms, detail });
+                idle.fetch_add(1, Ordering::SeqCst);
+            }
+        };
+        let name = format!("probe-{}-{n}", self.target);
+        thread::Builder::new().name(name).spawn(worker).expect("a probe thread can be started")
+    }
+}
+
 impl Drop for Sampler {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod sustained_tests {
+    use super::*;
+
+    #[test]
+    fn a_sustained_window_holds_only_while_its_latest_samples_are_healthy_and_recent() {
+        let health = Health::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        for (ms, ok) in [(0, false), (5, true), (10, true), (15, true)] {
+            health.push(at(ms), &if ok { Ok(()) } else { Err("refused".into()) });
+        }
+        assert!(health.holds_sustained(at(1), 3), "three healthy samples since 1 ms");
+        assert!(!health.holds_sustained(at(6), 3), "one of them began before 6 ms");
+        assert!(!health.holds_sustained(at(1), 4), "only three");
+        health.push(at(20), &Err("refused".into()));
+        assert!(!health.holds_sustained(at(1), 3), "the latest failed: no longer healthy");
     }
 }

@@ -2,6 +2,7 @@
 //! (checked or built once per run), the run's label, and the compose
 //! projects a trial brings up.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -54,6 +55,62 @@ pub(super) struct Containers {
     pub label: String,
     /// The demo-kv image, when a compose file asks for it.
     pub demo_image: Option<String>,
+    /// The network the containers the run creates here join.
+    pub network: Option<RunNetwork>,
+}
+
+/// A bridge network of the run, labelled with it (so that cleanup finds it
+/// after a killed harness), on which each container target the run creates
+/// here has a fixed address: the same in every trial and after every
+/// restart, so that what answers there is that target and nothing else.
+/// Removed when the run ends.
+pub(super) struct RunNetwork {
+    pub name: String,
+    /// `(target, address)`.
+    pub addresses: Vec<(String, IpAddr)>,
+    engine: Arc<Engine>,
+}
+
+impl RunNetwork {
+    fn create(engine: &Arc<Engine>, label: &str, targets: &[&TargetPlan]) -> Result<RunNetwork, String> {
+        // The label ends in 6 random hex digits: the bridge's name is
+        // unique as the network's is, within the kernel's 15 bytes.
+        let bridge = format!("crashlab{}", &label[label.len().saturating_sub(6)..]);
+        let (first, prefix) = engine.create_network(label, &bridge, label).map_err(|e| e.to_string())?;
+        // Re-learning a container's link-layer address after it restarted
+        // or was taken off the network waits for the kernel's next ARP try,
+        // 1 s apart by default: an outage of the host's making, not the
+        // service's. On the run's own bridge they are 10 ms apart.
+        let retrans = format!("/proc/sys/net/ipv4/neigh/{bridge}/retrans_time_ms");
+        if let Err(e) = std::fs::write(&retrans, "10") {
+            eprintln!("crashlab: warning: cannot shorten ARP retries on {bridge} ({retrans}: {e})");
+        }
+        // Removed on return, whatever follows.
+        let mut network = RunNetwork { name: label.to_string(), addresses: Vec::new(), engine: Arc::clone(engine) };
+        // .1 is the gateway, the harness's side of the bridge.
+        let room = (1u64 << (32 - prefix)) - 3;
+        if targets.len() as u64 > room {
+            return Err(format!("network {label} has room for {room} containers, not {}", targets.len()));
+        }
+        network.addresses = targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), IpAddr::V4(Ipv4Addr::from(u32::from(first) + 2 + i as u32))))
+            .collect();
+        Ok(network)
+    }
+
+    pub fn address(&self, target: &str) -> Option<IpAddr> {
+        self.addresses.iter().find(|(t, _)| t == target).map(|(_, a)| *a)
+    }
+}
+
+impl Drop for RunNetwork {
+    fn drop(&mut self) {
+        if let Err(e) = self.engine.remove_network(&self.name) {
+            eprintln!("crashlab: warning: {e}; `crashlab cleanup RUN_DIR` removes it");
+        }
+    }
 }
 
 impl Containers {
@@ -103,7 +160,7 @@ impl Containers {
             }
         }
         let mut images = Vec::new();
-        for t in wanted {
+        for t in &wanted {
             images.push((t.name.clone(), crate::image::for_target(&engine, t)?));
         }
         let wants_demo = compose_files
@@ -111,6 +168,9 @@ impl Containers {
             .any(|f| std::fs::read_to_string(f).unwrap_or_default().contains("CRASHLAB_DEMO_KV_IMAGE"));
         let demo_image =
             if wants_demo { Some(crate::image::demo_kv(&engine).map_err(|e| e.to_string())?.0) } else { None };
-        Ok(Some(Containers { engine: Arc::new(engine), images, label, demo_image }))
+        let engine = Arc::new(engine);
+        // The label was journaled above, before the network carries it.
+        let network = if wanted.is_empty() { None } else { Some(RunNetwork::create(&engine, &label, &wanted)?) };
+        Ok(Some(Containers { engine, images, label, demo_image, network }))
     }
 }

@@ -17,11 +17,14 @@ use crate::history::EventKind;
 use crate::journal::Entry;
 use crate::probe::{self, Sampler};
 use crate::proxy::Proxy;
-use crate::scenario::{FaultKind, TargetKind, TargetPlan, TargetRef};
+use crate::scenario::{FaultKind, Reach, TargetKind, TargetPlan, TargetRef};
 use crate::targets::container::ContainerTarget;
 use crate::targets::pod::PodTarget;
 use crate::targets::remote::RemoteTarget;
 use crate::targets::{free_port, probe_port_taken, ProcessTarget, Target, TargetContext};
+
+/// A started target with its probe's sampler, or why it did not start.
+type Started = Result<(Arc<dyn Target>, Sampler), EnvError>;
 
 #[derive(Default)]
 pub(super) struct TrialEnv {
@@ -65,14 +68,27 @@ impl TrialEnv {
             self.proxies.push((p.name.clone(), Arc::new(proxy)));
         }
         compose_up(trial, &self.ports, &mut self.projects).map_err(|e| env(EnvError::Compose(e)))?;
-        for (i, t) in trial.plan.targets.iter().enumerate() {
-            let target = self.start_target(trial, t, self.ports[i]).map_err(env)?;
-            let proxy_port = |name: &str| self.proxy_port(name);
-            let probe = probe::build(&t.probe, Arc::clone(&target), proxy_port);
-            self.samplers.push(Sampler::start(&t.name, probe, &t.probe, trial.recorder.clone()));
-            self.targets.push(target);
+        // Side by side: a trial of many targets starts in the time of its
+        // slowest, not of their sum. Each is probed from its start.
+        let started: Vec<_> = std::thread::scope(|scope| {
+            let this = &*self;
+            let starts: Vec<_> = (trial.plan.targets.iter().zip(&this.ports))
+                .map(|(t, &port)| scope.spawn(move || this.start_target(trial, t, port)))
+                .collect();
+            starts.into_iter().map(|s| s.join().expect("a target's start does not panic")).collect()
+        });
+        let mut failed = None;
+        for (t, (layer, target)) in trial.plan.targets.iter().zip(started) {
+            self.layers.extend(layer.map(|l| (t.name.clone(), l)));
+            match target {
+                Ok((target, sampler)) => {
+                    self.targets.push(target);
+                    self.samplers.push(sampler);
+                }
+                Err(e) => failed = failed.or(Some(e)),
+            }
         }
-        Ok(())
+        failed.map_or(Ok(()), |e| Err(env(e)))
     }
 
     /// Waits until every target is healthy for the first time.
@@ -112,8 +128,30 @@ impl TrialEnv {
 
     /// Creates and starts one target: its backend, its data dirs checked and
     /// journaled before anything acts on them (the only places cleanup
-    /// restores bytes or unmounts), and its FUSE layer if a fault needs one.
-    fn start_target(&mut self, trial: &Trial, t: &TargetPlan, port: u16) -> Result<Arc<dyn Target>, EnvError> {
+    /// restores bytes or unmounts), and its FUSE layer if a fault needs one
+    /// (returned even if the start failed after it: the tear-down unmounts
+    /// it); then starts its probe's sampler.
+    fn start_target(&self, trial: &Trial, t: &TargetPlan, port: u16) -> (Option<Arc<StorageLayer>>, Started) {
+        let mut layer = None;
+        let target = self.start_backend(trial, t, port, &mut layer).map(|target| {
+            if t.kind == TargetKind::Container {
+                let (target, at, reach) = (t.name.clone(), format!("{}:{port}", target.host()), t.reach);
+                trial.recorder.record(EventKind::TargetReached { target, at, reach });
+            }
+            let probe = probe::build(&t.probe, Arc::clone(&target), |name: &str| self.proxy_port(name));
+            let sampler = Sampler::start(&t.name, probe, &t.probe, trial.recorder.clone());
+            (target, sampler)
+        });
+        (layer, target)
+    }
+
+    fn start_backend(
+        &self,
+        trial: &Trial,
+        t: &TargetPlan,
+        port: u16,
+        layer: &mut Option<Arc<StorageLayer>>,
+    ) -> Result<Arc<dyn Target>, EnvError> {
         let (run_dir, journal) = (trial.run.run_dir, trial.run.journal);
         let failed = |e: String| EnvError::Target(format!("target `{}`: {e}", t.name));
         let ctx = TargetContext {
@@ -148,9 +186,9 @@ impl TrialEnv {
         let needs_layer =
             t.host.is_none() && trial.plan.faults.iter().any(|f| f.target == t.name && f.kind.needs_layer());
         if needs_layer {
-            let layer = StorageLayer::mount(&data_dirs[0], trial.index, &t.name, Arc::clone(journal))
+            let mounted = StorageLayer::mount(&data_dirs[0], trial.index, &t.name, Arc::clone(journal))
                 .map_err(|e| failed(e.to_string()))?;
-            self.layers.push((t.name.clone(), Arc::new(layer)));
+            *layer = Some(Arc::new(mounted));
         }
         let here = !matches!(t.kind, TargetKind::Compose | TargetKind::Pod) && t.host.is_none();
         if trial.run.network.is_none() && here {
@@ -168,7 +206,7 @@ impl TrialEnv {
             return Ok(Arc::new(RemoteTarget::new(t, &ctx, trial.run.source.to_string(), Arc::clone(link))));
         }
         if let Some(pod) = trial.run.pods.and_then(|p| p.endpoint(&t.name)) {
-            return Ok(Arc::new(PodTarget::new(t, ctx, Arc::clone(&pod.cluster))));
+            return Ok(Arc::new(PodTarget::new(t, ctx, Arc::clone(&pod.cluster), Arc::clone(&pod.pods))));
         }
         Ok(match (t.kind, containers) {
             (TargetKind::Compose, Some(c)) => {
@@ -179,8 +217,12 @@ impl TrialEnv {
             }
             (TargetKind::Container, Some(c)) => {
                 let image = c.images.iter().find(|(n, _)| *n == t.name).map(|(_, i)| i.clone()).unwrap_or_default();
-                let target = ContainerTarget::new(t, ctx, Arc::clone(&c.engine), image, c.label.clone());
-                Arc::new(target.map_err(|e| e.to_string())?)
+                let mut target = ContainerTarget::new(t, ctx, Arc::clone(&c.engine), image, c.label.clone())
+                    .map_err(|e| e.to_string())?;
+                if let Some((network, address)) = c.network.as_ref().and_then(|n| Some((n, n.address(&t.name)?))) {
+                    target = target.on_network(network.name.clone(), address);
+                }
+                Arc::new(target)
             }
             _ => Arc::new(ProcessTarget::new(t, ctx).map_err(|e| e.to_string())?),
         })
@@ -193,14 +235,23 @@ impl TrialEnv {
     pub fn tear_down(self, trial: &Trial) {
         let TrialEnv { proxies, projects, targets, mut samplers, layers, lasting, .. } = self;
         for sampler in &mut samplers {
+            sampler.begin_stop();
+        }
+        for sampler in &mut samplers {
             sampler.stop();
         }
         let mut lasting = lasting.into_inner().unwrap();
         for guard in &mut lasting {
             guard.look();
         }
+        // Side by side: a trial of many targets waits for its slowest
+        // stop, not for the sum of them.
+        std::thread::scope(|scope| {
+            for target in &targets {
+                scope.spawn(|| target.stop());
+            }
+        });
         for target in &targets {
-            target.stop();
             let lines = target.last_log_lines(20);
             trial.recorder.record(EventKind::TargetLog { target: target.name().to_string(), lines });
         }
@@ -252,7 +303,17 @@ fn host_of(trial: &Trial, name: &str) -> IpAddr {
         return link.address;
     }
     let member = trial.run.network.and_then(|n| n.member(name));
-    member.map_or(IpAddr::from([127, 0, 0, 1]), |m| IpAddr::V4(m.address))
+    if let Some(m) = member {
+        return IpAddr::V4(m.address);
+    }
+    // A container the run created here, at its own address unless the
+    // scenario chose its published port.
+    let reached_at_its_address = trial.plan.targets.iter().any(|t| t.name == name && t.reach == Reach::Address);
+    let own = trial.run.containers.and_then(|c| c.network.as_ref()?.address(name));
+    match own {
+        Some(address) if reached_at_its_address => address,
+        _ => IpAddr::from([127, 0, 0, 1]),
+    }
 }
 
 /// The port a target's probe reaches must be free before the target starts:
@@ -277,7 +338,10 @@ fn await_start_up(
     (deadline, timeout): (Instant, Duration),
     trial: &Trial,
 ) -> Result<(), TrialStop> {
-    let begin = Instant::now();
+    // Every sample since the sampler began is of this target: a window
+    // that held while an earlier target was awaited proves this one ready
+    // (targets start up side by side, not one after another).
+    let begin = sampler.started;
     let restarted = || target.host_process().is_some_and(|p| p.incarnation > 1);
     let healthy = loop {
         let slice = deadline.min(Instant::now() + Duration::from_millis(50));
@@ -333,8 +397,8 @@ command = ["true"]
 probe = { kind = "tcp" }
 "#;
 
-    /// The order is the type's: every target stops (and its last words are
-    /// kept) before what the faults left in effect is healed, so that a
+    /// The order is the type's: every target stops (side by side; their
+    /// last words are kept) before what the faults left in effect is healed, so that a
     /// restored file is never rewritten by a target still running.
     #[test]
     fn tear_down_stops_every_target_before_healing_what_faults_left() {
@@ -347,7 +411,10 @@ probe = { kind = "tcp" }
             let healer = Arc::clone(&log);
             env.lasting.lock().unwrap().push(FaultGuard::new(move || healer.lock().unwrap().push("heal".into())));
             env.tear_down(trial);
-            assert_eq!(*log.lock().unwrap(), ["stop a", "stop b", "heal"]);
+            // The targets stop side by side, in either order.
+            let mut done = log.lock().unwrap().clone();
+            done[..2].sort();
+            assert_eq!(done, ["stop a", "stop b", "heal"]);
             let events = trial.recorder.finish(Instant::now());
             let logs: Vec<_> = events
                 .iter()

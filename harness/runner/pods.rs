@@ -1,20 +1,26 @@
 //! What the pod targets of a run share: the cluster (one connection per
 //! kubeconfig and context), checked once before any trial: reachable, this
 //! user allowed every call the run will make, each selector matching a
-//! pod, each Service reachable from here.
+//! pod, each Service reachable from here (or a port-forward opened).
 
-use std::net::IpAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
 
-use crate::cluster::{Access, Cluster, ClusterError};
-use crate::scenario::{FaultKind, Plan, TargetKind, TargetPlan};
+use crate::cluster::{Access, Cluster, ClusterError, PodInfo};
+use crate::port_forward::PortForward;
+use crate::scenario::{FaultKind, Plan, PodReach, TargetKind, TargetPlan};
 
-/// A pod target's cluster, and where its Service is reached.
+/// A pod target's cluster, and where its pods are reached: a Service's
+/// node port, or the local end of a port-forward.
 pub(super) struct PodEndpoint {
     pub target: String,
     pub cluster: Arc<Cluster>,
     pub address: IpAddr,
     pub port: u16,
+    /// The target's pods as its trials' watches last saw them (what a
+    /// port-forward picks from).
+    pub pods: Arc<Mutex<Vec<PodInfo>>>,
+    _forward: Option<PortForward>,
 }
 
 pub(super) struct Pods {
@@ -43,6 +49,7 @@ impl Pods {
                     c
                 }
             };
+            chaos_mesh_served(plan, t, &cluster)?;
             cluster.check_access(&pod.namespace, &needs(plan, t)).map_err(failed)?;
             let (found, _) = cluster.pods(&pod.namespace, &pod.selector_text()).map_err(failed)?;
             if found.is_empty() {
@@ -60,9 +67,21 @@ impl Pods {
                     ));
                 }
             }
-            let (address, port, selector) = cluster.node_port(&pod.namespace, &pod.service, None).map_err(failed)?;
-            same_pods_behind_the_service(&cluster, t, &found, selector)?;
-            endpoints.push(PodEndpoint { target: t.name.clone(), cluster, address, port });
+            let pods = Arc::new(Mutex::new(found));
+            let (address, port, forward) = match &pod.reach {
+                PodReach::Service(service) => {
+                    let (address, port, selector) = cluster.node_port(&pod.namespace, service, None).map_err(failed)?;
+                    same_pods_behind_the_service(&cluster, t, service, &pods.lock().unwrap(), selector)?;
+                    (address, port, None)
+                }
+                PodReach::PortForward(port) => {
+                    let (namespace, pods) = (pod.namespace.clone(), Arc::clone(&pods));
+                    let forward = PortForward::open(Arc::clone(&cluster), namespace, pods, *port)
+                        .map_err(|e| format!("target `{}`: cannot listen for its port-forward: {e}", t.name))?;
+                    (IpAddr::V4(Ipv4Addr::LOCALHOST), forward.port, Some(forward))
+                }
+            };
+            endpoints.push(PodEndpoint { target: t.name.clone(), cluster, address, port, pods, _forward: forward });
         }
         Ok(Some(Pods { endpoints }))
     }
@@ -79,11 +98,11 @@ impl Pods {
 fn same_pods_behind_the_service(
     cluster: &Cluster,
     t: &TargetPlan,
-    found: &[crate::cluster::PodInfo],
+    service: &str,
+    found: &[PodInfo],
     selector: Option<String>,
 ) -> Result<(), String> {
     let pod = t.pod.as_ref().expect("a pod target has a pod plan");
-    let service = &pod.service;
     let Some(selector) = selector else {
         return Err(format!(
             "target `{}`: Service `{service}` has no selector (its endpoints are set by hand): crashlab cannot tell \
@@ -92,7 +111,7 @@ fn same_pods_behind_the_service(
         ));
     };
     let (behind, _) = cluster.pods(&pod.namespace, &selector).map_err(|e| format!("target `{}`: {e}", t.name))?;
-    let names = |pods: &[crate::cluster::PodInfo]| {
+    let names = |pods: &[PodInfo]| {
         let mut names: Vec<&str> = pods.iter().map(|p| p.name.as_str()).collect();
         names.sort();
         names.join(", ")
@@ -110,14 +129,56 @@ fn same_pods_behind_the_service(
     Ok(())
 }
 
+/// Each `chaos-mesh` fault on `t` needs its kind served by the cluster
+/// (Chaos Mesh installed): else the error names the fault's line.
+fn chaos_mesh_served(plan: &Plan, t: &TargetPlan, cluster: &Cluster) -> Result<(), String> {
+    let chaos: Vec<(usize, &crate::scenario::ChaosPlan)> = plan
+        .faults
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.may_be(&t.name, |_| true))
+        .flat_map(|(i, f)| f.kinds().filter_map(move |k| chaos_of(k).map(|c| (i, c))))
+        .collect();
+    if chaos.is_empty() {
+        return Ok(());
+    }
+    let served = cluster.chaos_kinds().map_err(|e| format!("target `{}`: {e}", t.name))?;
+    match chaos.iter().find(|(_, c)| !served.contains(&c.kind)) {
+        Some((i, c)) => Err(format!(
+            "{}:{}: [[fault]] #{}: {} needs Chaos Mesh, and the cluster at {} does not serve it (chaos-mesh.org/\
+             v1alpha1 {}): install Chaos Mesh, or remove the fault",
+            plan.source_path.display(),
+            c.line,
+            i + 1,
+            c.kind,
+            cluster.server(),
+            if served.is_empty() { "is not there".to_string() } else { format!("has only {served:?}") }
+        )),
+        None => Ok(()),
+    }
+}
+
+fn chaos_of(kind: &FaultKind) -> Option<&crate::scenario::ChaosPlan> {
+    match kind {
+        FaultKind::ChaosMesh(plan) => Some(plan),
+        _ => None,
+    }
+}
+
 /// Every call the run makes on `t`'s pods, and what for.
 fn needs(plan: &Plan, t: &TargetPlan) -> Vec<Access> {
     let need = |verb, resource, purpose: String| Access { verb, resource, purpose };
     let mut needs = vec![
         need("list", "pods", format!("finding target `{}`'s pods", t.name)),
         need("watch", "pods", format!("following target `{}`'s pods (their replacement and readiness)", t.name)),
-        need("get", "services", format!("reaching target `{}` through its Service", t.name)),
     ];
+    let pod = t.pod.as_ref().expect("a pod target has a pod plan");
+    needs.push(match pod.reach {
+        PodReach::Service(_) => need("get", "services", format!("reaching target `{}` through its Service", t.name)),
+        PodReach::PortForward(_) => {
+            need("create", "pods/portforward", format!("reaching target `{}` through a port-forward", t.name))
+        }
+    });
     let first = |is: fn(&FaultKind) -> bool| plan.faults.iter().position(|f| f.may_be(&t.name, is));
     if let Some(i) = first(|k| matches!(k, FaultKind::DeletePod { .. })) {
         needs.push(need("delete", "pods", format!("the `delete-pod` fault #{}", i + 1)));
@@ -134,6 +195,17 @@ fn needs(plan: &Plan, t: &TargetPlan) -> Vec<Access> {
         };
         for verb in ["get", "patch"] {
             needs.push(need(verb, resource, format!("the `scale` fault #{}", i + 1)));
+        }
+    }
+    if let Some(i) = first(|k| matches!(k, FaultKind::Kill { .. } | FaultKind::Pause { .. } | FaultKind::Restart)) {
+        needs.push(need("create", "pods/exec", format!("fault #{} (a signal sent with exec)", i + 1)));
+    }
+    for (i, f) in plan.faults.iter().enumerate().filter(|(_, f)| f.may_be(&t.name, |_| true)) {
+        for chaos in f.kinds().filter_map(chaos_of) {
+            let (_, resource) = chaos.kind.resource();
+            for verb in ["create", "get", "delete"] {
+                needs.push(need(verb, resource, format!("the `chaos-mesh` fault #{} ({})", i + 1, chaos.kind)));
+            }
         }
     }
     if let Some(i) = first(|k| matches!(k, FaultKind::IsolatePod { .. })) {

@@ -253,12 +253,19 @@ fn build_workload(trial: &Trial, env: &TrialEnv) -> Option<Box<dyn Workload>> {
 }
 
 /// Each target must show a sustained healthy window after the last fault
-/// on it; then the store is read back.
+/// on it; then the store is read back. A window that began after the
+/// latest change to any target and still holds has proven it already: it
+/// is not proven again.
 fn await_recovery(trial: &Trial, env: &TrialEnv, workload: Option<&dyn Workload>, written: workload::Counts) {
     let now = Instant::now();
     let deadline = now + trial.plan.trials.recovery_timeout;
+    let changed = trial.recorder.last_at(EventKind::changes_a_target);
     for (t, sampler) in trial.plan.targets.iter().zip(&env.samplers) {
-        let _ = sampler.health.wait_sustained(now, t.probe.healthy_after, deadline, &trial.cancel);
+        let n = t.probe.healthy_after;
+        if changed.is_some_and(|since| sampler.health.holds_sustained(since, n)) {
+            continue;
+        }
+        let _ = sampler.health.wait_sustained(now, n, deadline, &trial.cancel);
     }
     if let (Some(w), Some(plan_w)) = (workload, &trial.plan.workload) {
         let target = plan_w.target.to_string();

@@ -60,6 +60,8 @@ pub const FAULT_KEYS: &[&str] = &[
     "io",
     "grace",
     "replicas",
+    "chaos",
+    "spec",
 ];
 pub const FAULT_KINDS: &[&str] = <FaultName as strum::VariantNames>::VARIANTS;
 pub const CORRUPT_MODES: &[&str] = <CorruptModeName as strum::VariantNames>::VARIANTS;
@@ -101,6 +103,7 @@ pub(super) fn applicable(kind: FaultName, mode: Option<&str>) -> &'static [&'sta
         (EvictPod, _) => &[],
         (IsolatePod, _) => &["duration"],
         (Scale, _) => &["replicas", "duration"],
+        (ChaosMesh, _) => &["chaos", "spec", "duration"],
     }
 }
 
@@ -182,6 +185,7 @@ pub fn compile_fault(
         | FaultName::EvictPod
         | FaultName::IsolatePod
         | FaultName::Scale
+        | FaultName::ChaosMesh
         | FaultName::LoseUnsynced => (target_fault(kind_name, f, d)?, target?),
     };
     Some(FaultPlan { kind, target, chosen_by: None, at: at?, in_procedure, setup, menu: None })
@@ -328,6 +332,11 @@ pub(super) fn target_fault(kind: FaultName, f: &Fields, d: &mut Diagnostics) -> 
         FaultName::IsolatePod => FaultKind::IsolatePod {
             duration: duration("a NetworkPolicy is deleted after it, e.g. duration = \"2s\"", d)?,
         },
+        FaultName::ChaosMesh => FaultKind::ChaosMesh(super::pods::chaos_plan(
+            f,
+            duration("Chaos Mesh ends the fault after it, e.g. duration = \"2s\"", d),
+            d,
+        )?),
         other => unreachable!("`{other}` is not a target fault"),
     })
 }

@@ -329,3 +329,20 @@ pub fn parse_bytes(text: &str) -> Option<u64> {
     };
     number.parse::<u64>().ok()?.checked_mul(scale)
 }
+
+/// A TOML value as JSON (a table passed through to an API as it was
+/// written, e.g. a Chaos Mesh `spec`); a date-time becomes its text.
+pub fn to_json(value: &DeValue) -> serde_json::Value {
+    use serde_json::Value as Json;
+    match value {
+        DeValue::String(s) => Json::String(s.to_string()),
+        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).map_or(Json::Null, Json::from),
+        DeValue::Float(x) => x.as_str().parse::<f64>().map_or(Json::Null, Json::from),
+        DeValue::Boolean(b) => Json::Bool(*b),
+        DeValue::Datetime(d) => Json::String(d.to_string()),
+        DeValue::Array(items) => Json::Array(items.iter().map(|v| to_json(v.get_ref())).collect()),
+        DeValue::Table(table) => {
+            Json::Object(table.iter().map(|(k, v)| (k.get_ref().to_string(), to_json(v.get_ref()))).collect())
+        }
+    }
+}

@@ -89,6 +89,7 @@ pub const NETWORK_KEYS: &[&str] = &["kind"];
 pub const PROXY_KEYS: &[&str] = &["target"];
 pub const TARGET_KEYS: &[&str] = &[
     "kind",
+    "reach",
     "command",
     "env",
     "restart",
@@ -110,6 +111,7 @@ pub const TARGET_KEYS: &[&str] = &[
     "kubeconfig",
     "context",
     "owner",
+    "port_forward",
 ];
 pub const TARGET_KINDS: &[&str] = <TargetKind as strum::VariantNames>::VARIANTS;
 pub const RESTART_KEYS: &[&str] = &["policy", "delay"];
@@ -550,6 +552,8 @@ fn compile_target(name: String, f: &Fields, check_paths: bool, d: &mut Diagnosti
     let mounts = mounts(f, kind, check_paths, d);
     // The harness's own per-trial data dirs are disposable by construction.
     let disposable = f.bool("disposable", d).unwrap_or(data_dir.is_none());
+    let host = f.str("host", d).map(|(s, _)| s.to_string());
+    let reach = reach(f, kind, host.is_some(), d);
     Some(TargetPlan {
         name,
         kind,
@@ -566,9 +570,34 @@ fn compile_target(name: String, f: &Fields, check_paths: bool, d: &mut Diagnosti
         data_dir,
         disposable,
         mounts,
-        host: f.str("host", d).map(|(s, _)| s.to_string()),
+        host,
         pod: if kind == TargetKind::Pod { Some(pod?) } else { None },
+        reach,
     })
+}
+
+/// `reach = "address" | "published"`: a container crashlab creates on this
+/// machine is reached at its own address unless the scenario says
+/// otherwise; every other target where it listens (a host's containers
+/// through that host's address, a compose service through its published
+/// port).
+fn reach(f: &Fields, kind: TargetKind, on_a_host: bool, d: &mut Diagnostics) -> Reach {
+    let ours_here = kind == TargetKind::Container && !on_a_host;
+    let Some((name, span)) = f.choice("reach", "reach", Reach::NAMES, d) else {
+        return if ours_here { Reach::Address } else { Reach::Published };
+    };
+    let reach: Reach = name.parse().expect("one of the names");
+    if reach == Reach::Address && !ours_here {
+        d.error(
+            span,
+            format!(
+                "reach = \"address\" applies to a container crashlab creates on this machine (kind = \"container\", \
+                 no `host`), not to {}",
+                f.what
+            ),
+        );
+    }
+    reach
 }
 
 /// A container target's `mounts = ["./app:/app", "/srv/conf:/etc/app:ro"]`:

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::duration::TimeSpec;
-pub use crate::kinds::{FaultName, Owner, OwnerKind, StepName};
+pub use crate::kinds::{FaultName, Owner, OwnerKind, Reach, StepName};
 use crate::scenario::expect::Expectation;
 
 #[derive(Debug, Clone)]
@@ -102,6 +102,9 @@ pub struct TargetPlan {
     pub host: Option<String>,
     /// A pod target's namespace, selector, service and cluster.
     pub pod: Option<PodPlan>,
+    /// How the harness reaches a container target it creates on this
+    /// machine; every other target: where it listens.
+    pub reach: Reach,
 }
 
 /// What selects a pod target's pods, and how the cluster is reached.
@@ -114,8 +117,8 @@ pub struct PodPlan {
     pub selector: Vec<(String, String)>,
     /// The container of the pod the service runs in; none: its first.
     pub container: Option<String>,
-    /// The NodePort Service that reaches the pods (`{host}`, `{port}`).
-    pub service: String,
+    /// How the probe and the workload reach the pods from here.
+    pub reach: PodReach,
     /// The kubeconfig, relative to the scenario; none: `KUBECONFIG`, else
     /// ~/.kube/config.
     pub kubeconfig: Option<PathBuf>,
@@ -123,6 +126,31 @@ pub struct PodPlan {
     pub context: Option<String>,
     /// The workload that owns the pods, for `scale` faults.
     pub owner: Option<Owner>,
+}
+
+/// A `chaos-mesh` fault: the custom resource's kind and its `spec` as the
+/// scenario wrote it; crashlab adds the selector (the target's pods, and
+/// only those), the mode (`all`, unless written) and the duration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChaosPlan {
+    pub kind: crate::kinds::ClusterObjectKind,
+    pub spec: serde_json::Value,
+    pub duration: Duration,
+    /// The scenario line of its `[[fault]]`: an error found when the
+    /// cluster is asked (no Chaos Mesh there) names it.
+    pub line: usize,
+}
+
+/// How the probe and the workload reach a pod target's pods from here
+/// (`{host}`, `{port}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodReach {
+    /// A NodePort Service: a node's address and the node port.
+    Service(String),
+    /// A port of the pods, forwarded through the API: each connection to a
+    /// local port goes to a ready pod, for clusters whose nodes this
+    /// machine cannot reach.
+    PortForward(u16),
 }
 
 impl PodPlan {
@@ -623,6 +651,10 @@ pub enum FaultKind {
     /// A pod target's workload (`owner`) scaled to `replicas`, and back
     /// to what it was after `duration` (or at the end of the trial).
     Scale { replicas: u32, duration: Option<Duration> },
+    /// A Chaos Mesh custom resource (what only a node agent can do: a
+    /// NetworkChaos, IOChaos, TimeChaos or StressChaos) on a pod target's
+    /// pods, created through the API and deleted after its duration.
+    ChaosMesh(ChaosPlan),
 }
 
 /// A `hog` fault: stress-ng's workers, none of a kind where 0.
@@ -814,7 +846,8 @@ impl FaultKind {
             | FaultKind::DeletePod { .. }
             | FaultKind::EvictPod
             | FaultKind::IsolatePod { .. }
-            | FaultKind::Scale { .. } => None,
+            | FaultKind::Scale { .. }
+            | FaultKind::ChaosMesh(_) => None,
         }
     }
 
@@ -840,6 +873,7 @@ impl FaultKind {
             FaultKind::EvictPod => FaultName::EvictPod,
             FaultKind::Scale { .. } => FaultName::Scale,
             FaultKind::IsolatePod { .. } => FaultName::IsolatePod,
+            FaultKind::ChaosMesh(_) => FaultName::ChaosMesh,
         }
     }
 
@@ -858,6 +892,7 @@ impl FaultKind {
             FaultKind::Memory { duration, .. } | FaultKind::Cpu { duration, .. } => *duration,
             FaultKind::Hog(plan) => plan.duration,
             FaultKind::Scale { duration, .. } => *duration,
+            FaultKind::ChaosMesh(plan) => Some(plan.duration),
             _ => None,
         }
     }

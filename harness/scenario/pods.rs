@@ -5,12 +5,20 @@
 //! image, a data dir, a host) is refused, naming the line, as is a fault
 //! that cannot reach a pod yet.
 
+use std::time::Duration;
+
+use toml::de::DeValue;
+
 use super::diagnostic::Diagnostics;
 use super::fields::Fields;
-use super::plan::{BackupPlan, FaultKind, FaultPlan, Owner, PodPlan, RecoverStep, StepAction, TargetKind, TargetPlan};
+use super::plan::{
+    BackupPlan, ChaosPlan, FaultKind, FaultPlan, Owner, PodPlan, PodReach, RecoverStep, SignalScope, StepAction,
+    TargetKind, TargetPlan,
+};
+use crate::kinds::ClusterObjectKind;
 
 /// The keys only a pod target reads.
-pub const POD_KEYS: &[&str] = &["namespace", "selector", "container", "kubeconfig", "context", "owner"];
+pub const POD_KEYS: &[&str] = &["namespace", "selector", "container", "kubeconfig", "context", "owner", "port_forward"];
 
 /// The keys of a target that a pod target does not take, and why.
 const NOT_FOR_PODS: &[(&str, &str)] = &[
@@ -42,7 +50,7 @@ pub(super) fn compile_pod(f: &Fields, kind: TargetKind, check_paths: bool, d: &m
         }
     }
     let namespace = f.required_str("namespace", "the pods' namespace (none is guessed), e.g. \"shop\"", d);
-    let service = f.required_str("service", "the NodePort Service that reaches the pods, e.g. \"kv\"", d);
+    let reach = reach(f, d);
     let selector = selector(f, d);
     let container = f.str("container", d).map(|(s, _)| s.to_string());
     let base = d.path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
@@ -72,11 +80,34 @@ pub(super) fn compile_pod(f: &Fields, kind: TargetKind, check_paths: bool, d: &m
         namespace: namespace.to_string(),
         selector: selector?,
         container,
-        service: service?.0.to_string(),
+        reach: reach?,
         kubeconfig: kubeconfig.map(|(p, _)| p),
         context,
         owner,
     })
+}
+
+/// `service = "kv"` (a NodePort Service) or `port_forward = 7000` (a port
+/// of the pods, forwarded through the API): one of them.
+fn reach(f: &Fields, d: &mut Diagnostics) -> Option<PodReach> {
+    let service = f.str("service", d).map(|(s, _)| PodReach::Service(s.to_string()));
+    let forward = f.get("port_forward").and_then(|_| f.integer("port_forward", 1, 65535, d));
+    match (service, forward) {
+        (Some(service), None) => Some(service),
+        (None, Some(port)) => Some(PodReach::PortForward(port as u16)),
+        (Some(_), Some(_)) => {
+            let span = f.get("port_forward").map(|v| v.span()).unwrap_or(f.span.clone());
+            d.error(span, format!("{} has both `service` and `port_forward`: the pods are reached one way", f.what));
+            None
+        }
+        (None, None) if f.get("port_forward").is_some() => None,
+        (None, None) => {
+            let expected = "service = \"kv\" (a NodePort Service) or port_forward = 7000 (a port of the pods, \
+                            forwarded through the Kubernetes API)";
+            d.error(f.span.clone(), format!("{} reaches its pods through neither; expected {expected}", f.what));
+            None
+        }
+    }
 }
 
 /// `selector = { app = "kv" }`: at least one label; an empty selector
@@ -135,8 +166,24 @@ pub(super) fn check_fault(
     for kind in kinds {
         let for_pods = matches!(
             kind,
-            FaultKind::DeletePod { .. } | FaultKind::EvictPod | FaultKind::IsolatePod { .. } | FaultKind::Scale { .. }
+            FaultKind::DeletePod { .. }
+                | FaultKind::EvictPod
+                | FaultKind::IsolatePod { .. }
+                | FaultKind::Scale { .. }
+                | FaultKind::ChaosMesh(_)
         );
+        // Signals reach a pod's container through exec, so either kind.
+        let by_exec = matches!(kind, FaultKind::Kill { .. } | FaultKind::Pause { .. } | FaultKind::Restart);
+        let grouped = matches!(kind, FaultKind::Kill { scope: Some(SignalScope::Group), .. });
+        if let Some(pod) = names.iter().find(|n| is_pod(n)).filter(|_| grouped) {
+            d.error(
+                span.clone(),
+                format!(
+                    "{what}: scope = \"group\" on target `{pod}`, a pod: a signal sent with exec reaches PID 1 \
+                     (\"main\") or every process of the container (\"all\")"
+                ),
+            );
+        }
         let ownerless =
             |name: &str| targets.iter().any(|t| t.name == name && t.pod.as_ref().is_some_and(|p| p.owner.is_none()));
         if let Some(pod) = names.iter().find(|n| ownerless(n)).filter(|_| matches!(kind, FaultKind::Scale { .. })) {
@@ -146,12 +193,13 @@ pub(super) fn check_fault(
                 format!("{what}: a `scale` fault scales target `{pod}`'s `owner`, which it has not; {example}"),
             );
         }
-        if let Some(pod) = names.iter().find(|n| is_pod(n)).filter(|_| !for_pods) {
+        if let Some(pod) = names.iter().find(|n| is_pod(n)).filter(|_| !for_pods && !by_exec) {
             d.error(
                 span.clone(),
                 format!(
                     "{what}: a `{}` fault on target `{pod}`, a pod: a pod is reached through the Kubernetes API \
-                     only; use kind = \"delete-pod\", \"evict-pod\", \"isolate-pod\" or \"scale\"",
+                     only; use kind = \"delete-pod\", \"evict-pod\", \"isolate-pod\", \"scale\", \"chaos-mesh\", \
+                     or \"kill\", \"pause\", \"restart\" (sent with exec)",
                     kind.name()
                 ),
             );
@@ -205,4 +253,31 @@ pub(super) fn check_steps(
             );
         }
     }
+}
+
+/// `chaos = "NetworkChaos"`, `spec = { action = "partition", ... }`: the
+/// kind and the spec of a Chaos Mesh resource. Its selector is the
+/// target's, never the scenario's (a spec that selects pods itself could
+/// reach pods the trial does not watch), and its duration the fault's.
+pub(super) fn chaos_plan(f: &Fields, duration: Option<Duration>, d: &mut Diagnostics) -> Option<ChaosPlan> {
+    let names: Vec<&'static str> = ClusterObjectKind::CHAOS.iter().map(|k| k.into()).collect();
+    let kind = f.required_choice("chaos", "Chaos Mesh kind", &names, d).and_then(|(k, _)| k.parse().ok());
+    let spec = match f.table("spec", d) {
+        Some((table, span)) => {
+            let spec = super::fields::to_json(&DeValue::Table(table.clone()));
+            let owned = [("selector", "to the target's pods"), ("duration", "to the fault's `duration`")];
+            for (key, to) in owned.into_iter().filter(|(key, _)| spec.get(key).is_some()) {
+                d.error(span.clone(), format!("`spec.{key}` in {}: crashlab sets it {to}", f.what));
+            }
+            Some(spec)
+        }
+        None if f.get("spec").is_none() => {
+            let example = "e.g. spec = { action = \"partition\", direction = \"both\" }";
+            d.error(f.span.clone(), format!("missing key `spec` in {}; the resource's spec, {example}", f.what));
+            None
+        }
+        None => None,
+    };
+    let line = d.line_col(f.span.start).0;
+    Some(ChaosPlan { kind: kind?, spec: spec?, duration: duration?, line })
 }

@@ -10,6 +10,7 @@
 //! the container's command), so storage faults reach it from the host.
 
 use std::fs;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
@@ -22,13 +23,13 @@ use super::reaper;
 use super::{procfs, CommandKind, HostProcess, Signalled, Target, TargetError};
 use crate::engine::{ContainerSpec, Engine, Limits, RUN_LABEL};
 use crate::journal::Entry;
-use crate::scenario::{template, RestartPolicy, SignalScope, TargetPlan};
+use crate::scenario::{template, Reach, RestartPolicy, SignalScope, TargetPlan};
 
 /// Where a container sees its data dir.
 pub const CONTAINER_DATA_DIR: &str = "/data";
 const POLL: Duration = Duration::from_millis(5);
-/// The engine's default network, which the containers join.
-const NETWORK: &str = "bridge";
+/// The engine's default network, which containers of no run network join.
+const DEFAULT_NETWORK: &str = "bridge";
 
 pub struct ContainerTarget {
     inner: Arc<Inner>,
@@ -48,6 +49,12 @@ struct Inner {
     /// Where its port is published: 127.0.0.1 here, a remote host's
     /// address there (see [`ContainerTarget::published_on`]).
     address: std::net::IpAddr,
+    /// The run's network and the container's fixed address on it (none:
+    /// the engine's default bridge, as a remote host's containers are).
+    network: Option<(String, IpAddr)>,
+    /// Whether `{host}`, probes and the workload take that address or the
+    /// published port.
+    reach: Reach,
     /// Template variables inside the container (its command and env).
     vars: Vec<(String, String)>,
     /// And on the harness's side (hooks, recovery steps, command probes).
@@ -105,6 +112,8 @@ impl ContainerTarget {
             attached: None,
             data_dir,
             address: std::net::IpAddr::from([127, 0, 0, 1]),
+            network: None,
+            reach: plan.reach,
             vars,
             host_vars,
             state: Mutex::default(),
@@ -125,6 +134,13 @@ impl ContainerTarget {
         Ok(target)
     }
 
+    /// Puts it on a network of the run at a fixed address, which `{host}`
+    /// is unless the scenario chose the published port.
+    pub fn on_network(mut self, name: String, address: IpAddr) -> ContainerTarget {
+        Arc::get_mut(&mut self.inner).expect("not shared yet").network = Some((name, address));
+        self
+    }
+
     /// Publishes its port on `address` instead: on a remote host, the
     /// address the control node reaches that host at.
     pub fn published_on(mut self, address: std::net::IpAddr) -> ContainerTarget {
@@ -136,6 +152,10 @@ impl ContainerTarget {
 impl Inner {
     fn name(&self) -> &str {
         &self.plan.name
+    }
+
+    fn network_name(&self) -> &str {
+        self.network.as_ref().map_or(DEFAULT_NETWORK, |(name, _)| name)
     }
 
     fn engine_restarts(&self) -> bool {
@@ -161,6 +181,7 @@ impl Inner {
                 (RUN_LABEL.to_string(), self.run_label.clone()),
                 ("crashlab.target".to_string(), self.name().to_string()),
             ],
+            network: self.network.clone(),
         }
     }
 
@@ -214,9 +235,21 @@ impl Inner {
             }
             if !running && !state.held && state.restart_at.is_some_and(|at| Instant::now() >= at) {
                 state.restart_at = None;
-                if let Err(e) = self.engine.start(&id) {
-                    self.ctx.recorder.warn(format!("target `{}`: {e}", self.name()));
-                    state.restart_at = Some(Instant::now() + Duration::from_millis(100));
+                match self.engine.start(&id) {
+                    // Running once the engine says so: seen now, not at the
+                    // next poll, which a recovery proven within a few
+                    // samples can beat to the trial's end.
+                    Ok(()) => match self.engine.inspect(&id) {
+                        Ok(s) if s.running && s.pid > 0 => {
+                            self.started(&mut state, s.pid);
+                            self.check_ports(&s);
+                        }
+                        _ => {}
+                    },
+                    Err(e) => {
+                        self.ctx.recorder.warn(format!("target `{}`: {e}", self.name()));
+                        state.restart_at = Some(Instant::now() + Duration::from_millis(100));
+                    }
                 }
             }
             let _ = self.changed.wait_timeout(state, POLL);
@@ -436,11 +469,13 @@ impl Target for ContainerTarget {
     }
 
     fn disconnect(&self) -> Result<(), TargetError> {
-        self.inner.engine.disconnect(&self.inner.id()?, NETWORK).map_err(engine_err(self.name()))
+        self.inner.engine.disconnect(&self.inner.id()?, self.inner.network_name()).map_err(engine_err(self.name()))
     }
 
     fn reconnect(&self) -> Result<(), TargetError> {
-        self.inner.engine.connect_network(&self.inner.id()?, NETWORK).map_err(engine_err(self.name()))
+        let address = self.inner.network.as_ref().map(|(_, address)| *address);
+        let (engine, id) = (&self.inner.engine, self.inner.id()?);
+        engine.connect_network(&id, self.inner.network_name(), address).map_err(engine_err(self.name()))
     }
 
     fn engine_limits(&self) -> Result<Limits, TargetError> {
@@ -460,7 +495,10 @@ impl Target for ContainerTarget {
     }
 
     fn host(&self) -> std::net::IpAddr {
-        self.inner.address
+        match (&self.inner.network, self.inner.reach) {
+            (Some((_, own)), Reach::Address) => *own,
+            _ => self.inner.address,
+        }
     }
 
     fn render(&self, argv: &[String]) -> Vec<String> {

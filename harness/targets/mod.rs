@@ -255,8 +255,82 @@ pub fn probe_port_taken(
     std::net::TcpListener::bind((address, port)).err().map(|e| (port, e))
 }
 
-/// Asks the kernel for a free port on loopback. Another process may take it
-/// before the target binds it; the start-up probe would then fail loudly.
+/// A port free on loopback now, for a target to bind, outside the kernel's
+/// ephemeral range: a port from that range can be taken by any outgoing
+/// connection (a probe's or the workload's, many at once while targets
+/// start side by side) between the moment it was found free and the
+/// moment the target binds it; one outside it only by a process that binds
+/// it on purpose. Ports are handed out in turn from a random start, so that
+/// the targets of a trial never get the same one before binding it. Below
+/// 10000 are the well-known services' ports.
 pub fn free_port() -> std::io::Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let (low, high) = ephemeral_range();
+    let ranges: Vec<(u32, u32)> =
+        [(10_000, low.saturating_sub(1)), (high + 1, 65_535)].into_iter().filter(|(a, b)| a <= b).collect();
+    let total: u32 = ranges.iter().map(|(a, b)| b - a + 1).sum();
+    if total > 0 {
+        let _ = NEXT.compare_exchange(u32::MAX, rand::random::<u32>() % total, Ordering::SeqCst, Ordering::SeqCst);
+        for _ in 0..total.min(1000) {
+            let port = nth_port(&ranges, NEXT.fetch_add(1, Ordering::SeqCst) % total);
+            if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+                return Ok(port as u16);
+            }
+        }
+    }
+    // Every port outside the range is taken (or there is none): the kernel's
+    // choice, as a last resort.
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The `n`th port of `ranges` (inclusive bounds), counted across them.
+fn nth_port(ranges: &[(u32, u32)], mut n: u32) -> u32 {
+    for (low, high) in ranges {
+        let len = high - low + 1;
+        if n < len {
+            return low + n;
+        }
+        n -= len;
+    }
+    unreachable!("n is below the ranges' total")
+}
+
+/// The kernel's range of ports for outgoing connections (Linux's default
+/// if it cannot be read).
+fn ephemeral_range() -> (u32, u32) {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut bounds = text.split_whitespace().filter_map(|n| n.parse().ok());
+    match (bounds.next(), bounds.next()) {
+        (Some(low), Some(high)) if low <= high => (low, high),
+        _ => (32_768, 60_999),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Target ports come from outside the range outgoing connections take
+    /// theirs from, and a run never hands out the same one twice in a row
+    /// of targets (the kernel's port 0 gave ports of that range, which a
+    /// probe's connection could take before the target bound it).
+    #[test]
+    fn target_ports_are_outside_the_ephemeral_range_and_distinct() {
+        let (low, high) = ephemeral_range();
+        let ports: Vec<u16> = (0..64).map(|_| free_port().unwrap()).collect();
+        for port in &ports {
+            assert!(!(low..=high).contains(&(*port as u32)), "{port} is in {low}-{high}");
+            assert!(*port >= 10_000, "{port}");
+        }
+        let distinct: std::collections::HashSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+    }
+
+    #[test]
+    fn the_nth_port_counts_across_ranges() {
+        let ranges = [(10, 12), (20, 21)];
+        let all: Vec<u32> = (0..5).map(|n| nth_port(&ranges, n)).collect();
+        assert_eq!(all, [10, 11, 12, 20, 21]);
+    }
 }

@@ -31,10 +31,17 @@ pub struct PodTarget {
 }
 
 impl PodTarget {
-    /// `ctx.host` and `ctx.port` are where the plan's Service is reached.
-    pub fn new(plan: &TargetPlan, ctx: TargetContext, cluster: Arc<Cluster>) -> PodTarget {
+    /// `ctx.host` and `ctx.port` are where the pods are reached (a
+    /// Service, a port-forward); `pods` is shared with the port-forward,
+    /// which picks from what this target's watch sees.
+    pub fn new(
+        plan: &TargetPlan,
+        ctx: TargetContext,
+        cluster: Arc<Cluster>,
+        pods: Arc<Mutex<Vec<PodInfo>>>,
+    ) -> PodTarget {
         let vars = ctx.vars(plan);
-        PodTarget { plan: plan.clone(), ctx, cluster, pods: Arc::default(), watch: Mutex::new(None), vars }
+        PodTarget { plan: plan.clone(), ctx, cluster, pods, watch: Mutex::new(None), vars }
     }
 
     pub fn pod_plan(&self) -> &PodPlan {
@@ -85,8 +92,8 @@ impl PodTarget {
 }
 
 /// Keeps `pods` current with what the watch sees, and records in the
-/// history each pod seen for the first time (a replacement), each pod's
-/// first readiness and each pod's end.
+/// history each pod seen for the first time (a replacement), each restart
+/// of its containers, each time it becomes ready and each pod's end.
 fn on_change(target: String, recorder: &Recorder, pods: &Mutex<Vec<PodInfo>>, change: PodChange) {
     let mut pods = pods.lock().unwrap();
     let (pod, gone) = match change {
@@ -101,8 +108,15 @@ fn on_change(target: String, recorder: &Recorder, pods: &Mutex<Vec<PodInfo>>, ch
         return;
     }
     let was_ready = known.is_some_and(|i| pods[i].ready);
-    if known.is_none() {
-        recorder.record(EventKind::PodCreated { target: target.clone(), pod: name.clone(), uid: uid.clone() });
+    match known {
+        None => recorder.record(EventKind::PodCreated { target: target.clone(), pod: name.clone(), uid: uid.clone() }),
+        Some(i) if pod.restarts > pods[i].restarts => recorder.record(EventKind::ContainerRestarted {
+            target: target.clone(),
+            pod: name.clone(),
+            uid: uid.clone(),
+            restarts: pod.restarts,
+        }),
+        Some(_) => {}
     }
     if pod.ready && !was_ready {
         recorder.record(EventKind::PodReady { target, pod: name, uid });

@@ -286,10 +286,16 @@ fn trial_details(out: &mut String, t: &TrialReport) {
     );
     timeline(out, t);
     if !t.faults.is_empty() {
-        out.push_str("<table class=\"faults\"><tr><th>fault</th><th>injected ms</th><th>TTD ms</th><th>restart ms</th><th>RTO ms</th></tr>");
+        let ready = t.faults.iter().any(|f| f.ready_ms.is_some());
+        let _ = write!(
+            out,
+            "<table class=\"faults\"><tr><th>fault</th><th>injected ms</th><th>TTD ms</th><th>restart ms</th>{}<th>RTO \
+             ms</th></tr>",
+            if ready { "<th>ready ms (cluster)</th>" } else { "" }
+        );
         for (i, f) in t.faults.iter().enumerate() {
             let _ = write!(out, "<tr><td>{}</td>", esc(&f.label(i + 1)));
-            for (_, v) in f.figures() {
+            for (_, v) in f.figures(ready) {
                 let _ = write!(out, "<td>{}</td>", ms(v));
             }
             out.push_str("</tr>");

@@ -53,7 +53,7 @@ pub fn render_junit(report: &RunReport) -> String {
             case.add_property(("rto_ms", format!("{rto:.3}").as_str()));
         }
         for (i, f) in t.faults.iter().enumerate() {
-            for (name, value) in f.figures().iter().filter_map(|(n, v)| v.map(|v| (n, v))) {
+            for (name, value) in f.figures(true).iter().filter_map(|(n, v)| v.map(|v| (n, v))) {
                 case.add_property((format!("fault.{}.{name}", i + 1).as_str(), format!("{value:.3}").as_str()));
             }
         }

@@ -191,6 +191,11 @@ pub struct TrialReport {
     /// incarnations): one more than its crashes, so a crash loop shows.
     #[serde(default)]
     pub incarnations: BTreeMap<String, u32>,
+    /// Where the probes and workload reached each container target, and by
+    /// which path: `172.18.0.2:27115 (its own address)`, or `127.0.0.1:27115
+    /// (its published port)`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reached: BTreeMap<String, String>,
     /// What went wrong without stopping the trial (history `warning` events).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -287,8 +292,8 @@ pub struct FaultReport {
     /// Fault to the first failed probe.
     pub ttd_ms: Option<f64>,
     /// Fault to the start of the target's next incarnation (if it
-    /// restarted; for a pod target, its replacement pod's creation as the
-    /// cluster's API shows it).
+    /// restarted; for a pod target, its replacement pod's creation, or its
+    /// container's restart, as the cluster's API shows it).
     pub restart_ms: Option<f64>,
     /// Fault to the replacement's readiness as the cluster reports it (pod
     /// targets): the cluster's view, beside the probe's `rto_ms`.
@@ -312,14 +317,17 @@ impl FaultReport {
     }
 
     /// Each figure of the fault by name, milliseconds, `None` where not
-    /// measured: what every writer shows beside the fault.
-    pub fn figures(&self) -> [(&'static str, Option<f64>); 4] {
-        [
-            ("injected_ms", Some(self.injected_at_ms)),
-            ("ttd_ms", self.ttd_ms),
-            ("restart_ms", self.restart_ms),
-            ("rto_ms", self.rto_ms),
-        ]
+    /// measured: what every writer shows beside the fault; with `ready`,
+    /// the cluster's readiness too (a report with pod targets), before the
+    /// probe's RTO.
+    pub fn figures(&self, ready: bool) -> Vec<(&'static str, Option<f64>)> {
+        let mut figures =
+            vec![("injected_ms", Some(self.injected_at_ms)), ("ttd_ms", self.ttd_ms), ("restart_ms", self.restart_ms)];
+        if ready {
+            figures.push(("ready_ms", self.ready_ms));
+        }
+        figures.push(("rto_ms", self.rto_ms));
+        figures
     }
 }
 
@@ -372,6 +380,12 @@ pub struct ExpectationReport {
 }
 
 impl RunReport {
+    /// Whether a fault has the cluster's readiness (pod targets): the
+    /// fault tables then show it, beside the probe's RTO.
+    pub fn has_ready(&self) -> bool {
+        self.trials.iter().flat_map(|t| &t.faults).any(|f| f.ready_ms.is_some())
+    }
+
     /// Every warning of the run, then of each trial (`trial N: ...`).
     pub fn all_warnings(&self) -> Vec<String> {
         let trials = self.trials.iter().flat_map(|t| t.warnings.iter().map(move |w| format!("trial {}: {w}", t.index)));

@@ -54,11 +54,13 @@ pub fn render_markdown(report: &RunReport) -> String {
         );
     }
     if report.trials.iter().any(|t| !t.faults.is_empty()) {
-        out.push_str("\n| trial | fault | injected ms | TTD ms | restart ms | RTO ms |\n");
-        out.push_str("|---:|---|---:|---:|---:|---:|\n");
+        let ready = report.has_ready();
+        let (head, rule) = if ready { ("ready ms (cluster) | ", "---:|") } else { ("", "") };
+        let _ = writeln!(out, "\n| trial | fault | injected ms | TTD ms | restart ms | {head}RTO ms |");
+        let _ = writeln!(out, "|---:|---|---:|---:|---:|{rule}---:|");
         for t in &report.trials {
             for (i, f) in t.faults.iter().enumerate() {
-                let figures: Vec<String> = f.figures().iter().map(|(_, v)| ms(*v)).collect();
+                let figures: Vec<String> = f.figures(ready).iter().map(|(_, v)| ms(*v)).collect();
                 let _ = writeln!(out, "| {} | {} | {} |", t.index, f.label(i + 1), figures.join(" | "));
             }
         }

@@ -92,10 +92,16 @@ pub(crate) fn part_of_run(report: &RunReport) -> String {
 fn cluster_signals(out: &mut String, report: &RunReport) {
     for t in &report.trials {
         for (i, f) in t.faults.iter().enumerate().filter(|(_, f)| f.ready_ms.is_some()) {
+            // A signal sent with exec restarts the container in place; the
+            // other pod faults make the workload create another pod.
+            let back = match f.kind.as_str() {
+                "kill" | "pause" | "restart" => "container restarted",
+                _ => "replacement pod created",
+            };
             let _ = writeln!(
                 out,
-                "trial {} fault {}: replacement pod created {} ms, ready (the cluster says) {} ms, healthy (the probe \
-                 says) {} ms after the fault",
+                "trial {} fault {}: {back} {} ms, ready (the cluster says) {} ms, healthy (the probe says) {} ms \
+                 after the fault",
                 t.index,
                 f.label(i + 1),
                 ms(f.restart_ms),
@@ -134,11 +140,18 @@ pub fn render_text(report: &RunReport) -> String {
     // Each fault's own figures, where a trial has more than one.
     for t in report.trials.iter().filter(|t| t.faults.len() > 1) {
         for (i, f) in t.faults.iter().enumerate() {
-            let figures: Vec<String> = f.figures().iter().map(|(name, v)| format!("{name} {}", ms(*v))).collect();
+            // The cluster's readiness has a line of its own below.
+            let figures: Vec<String> = f.figures(false).iter().map(|(name, v)| format!("{name} {}", ms(*v))).collect();
             let _ = writeln!(out, "trial {} fault {}: {}", t.index, f.label(i + 1), figures.join("  "));
         }
     }
     cluster_signals(&mut out, report);
+    // The path the figures measured: the same in every trial.
+    if let Some(first) = report.trials.first() {
+        for (target, at) in &first.reached {
+            let _ = writeln!(out, "target {target} reached at {at}");
+        }
+    }
     for t in &report.trials {
         // More starts than the faults explain: a crash loop.
         for (target, n) in &t.incarnations {

@@ -161,8 +161,8 @@ fn corruption_and_a_stale_lock_act_through_the_agent() {
 /// Faults through the storage layer, which the agent mounts over the data
 /// dir there before the target starts: a power loss with `--fsync never`
 /// loses what the same seed loses here (the unsynced writes of the killed
-/// incarnation), and a full disk refuses as many writes as here; the
-/// layers are unmounted after.
+/// incarnation), and a full disk refuses exactly the writes the workload
+/// saw fail, there as here; the layers are unmounted after.
 #[test]
 fn a_power_loss_and_a_full_disk_act_through_the_agents_storage_layer() {
     if !ssh_hosts_available() || !common::fuse_available() {
@@ -185,8 +185,19 @@ fn a_power_loss_and_a_full_disk_act_through_the_agents_storage_layer() {
                 let refused = |d: &str| -> u64 {
                     d.split("refused ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap()
                 };
-                let (there, here) = (refused(detail), refused(&l.faults[0].detail));
-                assert!(there > 0 && there.abs_diff(here) <= 3, "{there} refused there, {here} here: {detail}");
+                // Each refused write is one write the workload saw fail, and
+                // nothing else fails; how many fall in the window depends on
+                // how long the heal took to reach the agent, so the two sides
+                // are not compared with each other.
+                for (side, trial) in [("there", r), ("here", l)] {
+                    let refused = refused(&trial.faults[0].detail);
+                    assert!(
+                        refused > 0 && refused == trial.ops.fail,
+                        "{side}: refused {refused}, the workload saw {} fail: {}",
+                        trial.ops.fail,
+                        trial.faults[0].detail
+                    );
+                }
             } else {
                 assert!(there > 0 && detail.contains("unsynced writes"), "{detail}");
             }

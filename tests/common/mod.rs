@@ -254,6 +254,15 @@ pub fn labelled_containers(label: &str) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
 }
 
+/// Engine networks that carry `label`.
+pub fn labelled_networks(label: &str) -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args(["network", "ls", "-q", "--filter", &format!("label={label}")])
+        .output()
+        .expect("docker runs");
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
 /// A compose CLI: the `docker compose` plugin or Debian's docker-compose.
 pub fn compose_available() -> bool {
     let works =

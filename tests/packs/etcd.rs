@@ -51,7 +51,8 @@ fn writes_stopped_ms(events: &[Value]) -> f64 {
 
 /// The longest a failover may take here: two randomized election timeouts
 /// (a split vote between the two members left), each at most twice the
-/// setting of 1000 ms, plus a heartbeat (100 ms). Seen in CI: 2528 ms.
+/// setting of 1000 ms, plus a heartbeat (100 ms). Seen in CI: 2528 and
+/// 3249 ms (the scenario's own gate is this bound, not a tighter one).
 const ELECTIONS: f64 = 2.0 * 2000.0 + 100.0;
 
 fn table_line(name: &str, r: &Run) {

@@ -458,3 +458,110 @@ count = 2
     assert_eq!(e.verdict, Verdict::Fail);
     assert_eq!(e.observed, format!("{worst:.2}% over 2 trials"));
 }
+
+/// A recovery proven during the trial is not proven again after it: the
+/// target recovered from a kill early in the workload and stayed healthy,
+/// so the read-back follows the workload's end before `healthy_after` new
+/// probe samples have begun (the harness used to wait for that many, ~3
+/// intervals of every trial). Until the first healthy answer the probe
+/// ticks faster than its interval (1 ms, doubling): the target is seen
+/// ready within one interval of its start. What is waited on is read from the
+/// trial's own history, not from a clock.
+#[test]
+fn a_recovery_already_proven_is_not_waited_for_again() {
+    let _serial = common::serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = r#"
+name = "proven"
+[target.kv]
+command = ["crashlab", "demo-kv", "--port", "{port}", "--data-dir", "{data_dir}"]
+probe = { kind = "demo-kv", interval = "20ms", healthy_after = 3 }
+[workload]
+kind = "demo-kv"
+target = "kv"
+rate = 100
+duration = "1s"
+[[fault]]
+kind = "kill"
+target = "kv"
+at = "200ms"
+"#;
+    let path = write_scenario(tmp.path(), "proven.toml", scenario);
+    let r = run(&path, &["--trials", "2"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout(), r.stderr());
+    for trial in 0..2 {
+        let events = r.history(trial);
+        let at = |name: &str| events.iter().find(|e| e["event"] == name).map(|e| e["t_ms"].as_f64().unwrap());
+        let (ended, read) = (at("workload_ended").unwrap(), at("read_back").unwrap());
+        let between = events
+            .iter()
+            .filter(|e| e["event"] == "probe" && (ended..read).contains(&e["t_ms"].as_f64().unwrap()))
+            .count();
+        assert!(between < 3, "trial {trial}: {between} probe samples between the workload's end and the read-back");
+        // Start-up: the first healthy sample after the target started, no
+        // later than the start plus one 20 ms interval (the ticks come 1,
+        // 2, 4, 8, 16 ms apart until then).
+        let started = at("target_started").unwrap();
+        let first_healthy = events
+            .iter()
+            .find(|e| e["event"] == "probe" && e["healthy"] == true)
+            .map(|e| e["t_ms"].as_f64().unwrap())
+            .unwrap();
+        let fast =
+            events.iter().filter(|e| e["event"] == "probe" && e["t_ms"].as_f64().unwrap() < first_healthy).count();
+        eprintln!(
+            "trial {trial}: first healthy {:.1} ms after the start, {fast} samples before it",
+            first_healthy - started
+        );
+        assert!(fast == 0 || first_healthy - started < 20.0, "trial {trial}: {events:?}");
+    }
+}
+
+/// Targets start up side by side: a trial waits for the last of them to
+/// prove itself healthy (`healthy_after` samples in a row), not for each
+/// to prove itself again, one after another, once the one before it has.
+/// Read from the trial's own history: once the last target's window is
+/// proven, the workload starts before the probes sample again (it used to
+/// take three more samples per target after the first).
+#[test]
+fn targets_start_up_side_by_side() {
+    let _serial = common::serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut scenario = String::from("name = \"side-by-side\"\n");
+    for i in 0..4 {
+        scenario += &format!(
+            "[target.kv{i}]\ncommand = [\"crashlab\", \"demo-kv\", \"--port\", \"{{port}}\", \"--data-dir\", \"{{data_dir}}\"]\n\
+             probe = {{ kind = \"demo-kv\", interval = \"100ms\", healthy_after = 3 }}\n"
+        );
+    }
+    scenario += "[workload]\nkind = \"demo-kv\"\ntarget = \"kv0\"\nrate = 100\nduration = \"100ms\"\n";
+    let path = write_scenario(tmp.path(), "side-by-side.toml", &scenario);
+    let r = run(&path, &["--trials", "2"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout(), r.stderr());
+    for trial in 0..2 {
+        let events = r.history(trial);
+        let t = |e: &serde_json::Value| e["t_ms"].as_f64().unwrap();
+        let began = events.iter().find(|e| e["event"] == "workload_started").map(t).unwrap();
+        let probes: Vec<_> = events.iter().filter(|e| e["event"] == "probe" && t(e) < began).collect();
+        // When each target's first window of 3 healthy samples was proven:
+        // the third one's answer.
+        let proven = (0..4).map(|i| {
+            let mine = probes.iter().filter(|e| e["target"] == format!("kv{i}").as_str());
+            let mut streak = 0;
+            mine.map(|e| {
+                streak = if e["healthy"] == true { streak + 1 } else { 0 };
+                (streak, t(e) + e["latency_ms"].as_f64().unwrap())
+            })
+            .find(|(streak, _)| *streak == 3)
+            .map(|(_, at)| at)
+            .unwrap_or_else(|| panic!("trial {trial}: kv{i} never proven before the workload"))
+        });
+        let last = proven.fold(f64::MIN, f64::max);
+        let after = probes.iter().filter(|e| t(e) > last).count();
+        eprintln!(
+            "trial {trial}: last target proven {:.1} ms before the workload, {after} samples between",
+            began - last
+        );
+        assert!(after <= 4, "trial {trial}: {after} samples between the last proof of health and the workload");
+    }
+}

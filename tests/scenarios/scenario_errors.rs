@@ -364,11 +364,15 @@ fn pod_mistakes_name_the_line_and_what_a_pod_takes() {
     assert_line(&e, f, "14:12", "`selector` of [target.nameless] names no label: it would select every pod");
     assert_line(&e, f, "20:13", "`namespace` applies to kind = \"pod\" only, in [target.local]");
     assert_line(&e, f, "26:20", "`app = \"k v\"` in `selector` of [target.badlabel] is not a label");
-    assert_line(&e, f, "30:1", "[[fault]] #1: a `kill` fault on target `kv`, a pod: a pod is reached through the");
-    assert_line(&e, f, "35:1", "[[fault]] #2: a `delete-pod` fault needs a kind = \"pod\" target; `local` is not");
-    assert_line(&e, f, "43:9", "`grace` in [[fault]] #3 is whole seconds (the API's unit)");
-    assert_line(&e, f, "46:1", "missing key `duration` in [[fault]] #4; a NetworkPolicy is deleted after it");
-    assert_line(&e, f, "51:1", "[[fault]] #5: a `scale` fault scales target `kv`'s `owner`, which it has not");
-    assert_line(&e, f, "57:1", "[[recover]] #1: `stop` acts on a target crashlab runs; `kv` is a pod the cluster runs");
-    assert_line(&e, f, "61:1", "[[recover]] #2: a `kill` fault on target `kv`, a pod: a pod is reached through the");
+    assert_line(&e, f, "30:1", "[[fault]] #1: scope = \"group\" on target `kv`, a pod: a signal sent with exec");
+    assert_line(&e, f, "36:1", "[[fault]] #2: a `delete-pod` fault needs a kind = \"pod\" target; `local` is not");
+    assert_line(&e, f, "44:9", "`grace` in [[fault]] #3 is whole seconds (the API's unit)");
+    assert_line(&e, f, "47:1", "missing key `duration` in [[fault]] #4; a NetworkPolicy is deleted after it");
+    assert_line(&e, f, "52:1", "[[fault]] #5: a `scale` fault scales target `kv`'s `owner`, which it has not");
+    assert_line(&e, f, "58:1", "[[recover]] #1: `stop` acts on a target crashlab runs; `kv` is a pod the cluster runs");
+    assert_line(&e, f, "62:1", "[[recover]] #2: a `disconnect` fault on target `kv`, a pod: a pod is reached");
+    assert_line(&e, f, "74:16", "[target.both] has both `service` and `port_forward`: the pods are reached one way");
+    assert_line(&e, f, "77:1", "[target.neither] reaches its pods through neither; expected service = \"kv\"");
+    assert_line(&e, f, "86:9", "unknown Chaos Mesh kind `PodChaos` in [[fault]] #6; expected one of: NetworkChaos,");
+    assert_line(&e, f, "87:8", "`spec.selector` in [[fault]] #6: crashlab sets it to the target's pods");
 }

@@ -1,0 +1,119 @@
+//! The recorded history at scale: what recording costs in memory per op
+//! while a trial runs, on disk per op, and what `crashlab analyze` (the
+//! release binary) takes in time and peak memory to check a trial of about
+//! a million ops again.
+//!
+//!     cargo bench --bench history_scale
+//!
+//! demo-kv runs with `--fsync never` and 8 connections write as fast as it
+//! answers, through the same recorder a trial uses, until about
+//! `CRASHLAB_BENCH_OPS` ops (default 1,000,000) were recorded; the trial's
+//! history (its start, the workload, the read-back of the store) is then
+//! written as a run directory and analyzed. Issue 19's goals are printed
+//! beside the figures: <= 100 bytes per op while running, analyze in <= 1 s
+//! and <= 200 MB.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::DemoKvServer;
+use crashlab::cancel::Cancel;
+use crashlab::history::{self, EventKind, Recorder};
+use crashlab::workload::{drive, Pace, Workload};
+
+const CONNECTIONS: u32 = 8;
+
+const SCENARIO: &str = r#"name = "history-scale"
+description = "demo-kv written as fast as it answers, no fault"
+
+[target.kv]
+command = ["crashlab", "demo-kv", "--port", "{port}", "--data-dir", "{data_dir}", "--fsync", "never"]
+probe = { kind = "demo-kv" }
+
+[workload]
+kind = "demo-kv"
+target = "kv"
+duration = "10s"
+"#;
+
+/// This process's resident memory, in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// Peak resident memory of the largest child waited for so far, in bytes.
+fn children_peak_rss() -> u64 {
+    // SAFETY: a plain syscall filling a zeroed rusage of this process's own.
+    let usage = unsafe {
+        let mut usage: nix::libc::rusage = std::mem::zeroed();
+        assert_eq!(nix::libc::getrusage(nix::libc::RUSAGE_CHILDREN, &mut usage), 0);
+        usage
+    };
+    usage.ru_maxrss as u64 * 1024
+}
+
+fn main() {
+    let ops_wanted: u64 = std::env::var("CRASHLAB_BENCH_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let crashlab = env!("CARGO_BIN_EXE_crashlab");
+    let server = DemoKvServer::start();
+    let workload = &server.workload;
+    let cancel = Cancel::new();
+
+    // How long to write for: the rate of a short unrecorded run.
+    let probe = drive(workload, Pace::AsFastAsPossible, Duration::from_secs(1), CONNECTIONS, None, &cancel);
+    let seconds = (ops_wanted as f64 / probe.invoked as f64).clamp(1.0, 120.0);
+
+    let recorder = Recorder::new(0);
+    recorder.record(EventKind::TrialStarted { seed: 0, scheduled_ms: Vec::new() });
+    let before = rss();
+    let origin = Instant::now();
+    recorder.record(EventKind::WorkloadStarted);
+    let counts = drive(
+        workload,
+        Pace::AsFastAsPossible,
+        Duration::from_secs_f64(seconds),
+        CONNECTIONS,
+        Some(&recorder),
+        &cancel,
+    );
+    recorder.record(EventKind::WorkloadEnded);
+    let per_op_running = rss().saturating_sub(before) as f64 / counts.invoked as f64;
+    let items = workload.read_back(counts.issued).unwrap();
+    recorder.record(EventKind::ReadBack { target: "kv".into(), items });
+    recorder.record(EventKind::TrialEnded { interrupted: false, error: None });
+    let events = recorder.finish(origin);
+
+    let run = tempfile::tempdir().unwrap();
+    std::fs::write(run.path().join("scenario.toml"), SCENARIO).unwrap();
+    let history_path = run.path().join("history.jsonl");
+    let written = Instant::now();
+    history::append(&history_path, &events).unwrap();
+    let write_s = written.elapsed().as_secs_f64();
+    let on_disk = std::fs::metadata(&history_path).unwrap().len() as f64 / counts.invoked as f64;
+    drop(events);
+
+    let analyzed = Instant::now();
+    let status = Command::new(crashlab).arg("analyze").arg(run.path()).stdout(Stdio::null()).status().unwrap();
+    let analyze_s = analyzed.elapsed().as_secs_f64();
+    // The demo-kv server is still running: the only child waited for is
+    // `crashlab analyze`.
+    let analyze_mb = children_peak_rss() as f64 / 1e6;
+    // Every acknowledged write is read back: the checks pass.
+    assert!(status.success(), "crashlab analyze: {status}");
+    drop(server);
+
+    let ops = counts.invoked;
+    println!("{ops} ops recorded in {seconds:.1} s ({} acknowledged)\n", counts.ok);
+    println!("| figure | measured | goal | measured / goal |");
+    println!("|---|---|---|---|");
+    println!("| memory per op while running | {per_op_running:.0} B | 100 B | {:.2} |", per_op_running / 100.0);
+    println!("| history on disk per op | {on_disk:.0} B | | |");
+    println!("| history written at the trial's end | {write_s:.2} s | | |");
+    let per_million = 1e6 / ops as f64;
+    println!("| analyze, per 1M ops | {:.2} s | 1 s | {:.2} |", analyze_s * per_million, analyze_s * per_million / 1.0);
+    println!("| analyze peak memory ({ops} ops) | {analyze_mb:.0} MB | 200 MB | {:.2} |", analyze_mb / 200.0);
+}
