@@ -1,6 +1,7 @@
 //! One connection through the proxy: a pump per direction, both in one
 //! task, each re-reading the behaviour before every chunk and waking up
-//! when it changes.
+//! when it changes. A chunk read as the behaviour changed meets the new
+//! one, so nothing sent after a fault took effect escapes it.
 
 use std::time::Duration;
 
@@ -62,6 +63,9 @@ async fn pump(
     let mut buf = vec![0u8; 64 * 1024];
     // Bytes forwarded since the behaviour last changed (for limit-data).
     let mut counted = (u64::MAX, 0u64);
+    // Bytes read under a behaviour that changed before they were forwarded:
+    // they wait in `buf` and meet the new one (a blackhole holds them).
+    let mut held = 0usize;
     loop {
         let toxics = {
             let b = watcher.borrow_and_update();
@@ -89,18 +93,29 @@ async fn pump(
             }
             continue;
         }
-        let n = tokio::select! {
-            read = src.read(&mut buf) => match read {
-                Ok(n) => n,
-                Err(_) => return (End::Close, src, dst),
-            },
-            changed = watcher.changed() => {
-                if changed.is_err() {
-                    return (End::Close, src, dst);
+        let n = if held > 0 {
+            std::mem::take(&mut held)
+        } else {
+            // A change first: woken by a change and by data at once (a
+            // busy runtime), the data meets the new behaviour.
+            tokio::select! {
+                biased;
+                changed = watcher.changed() => {
+                    if changed.is_err() {
+                        return (End::Close, src, dst);
+                    }
+                    continue;
                 }
-                continue;
+                read = src.read(&mut buf) => match read {
+                    Ok(n) => n,
+                    Err(_) => return (End::Close, src, dst),
+                },
             }
         };
+        if n > 0 && matches!(watcher.has_changed(), Ok(true)) {
+            held = n;
+            continue;
+        }
         if n == 0 {
             if let Some(delay) = toxics.slow_close {
                 sleep(delay).await;
