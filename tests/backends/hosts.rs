@@ -108,6 +108,14 @@ fn kill_pause_and_restart_act_on_a_target_on_a_host() {
     assert!(!std::path::Path::new(&format!("{dir}-h1/crashlab")).exists(), "the agent's copy is removed");
 }
 
+/// The writes of a trial acknowledged before its fault: the log a flip cut.
+fn acked_before_fault(r: &common::Run, trial: u64) -> u64 {
+    let injected = r.trials()[trial as usize].faults[0].injected_at_ms;
+    let history = r.history(trial);
+    let ok = |e: &&serde_json::Value| e["event"] == "complete" && e["outcome"] == "ok";
+    history.iter().filter(ok).filter(|e| e["t_ms"].as_f64().unwrap() < injected).count() as u64
+}
+
 /// A library scenario made to run its target on host `h1`.
 fn on_host_h1(hosts: &SshHosts, name: &str) -> String {
     let text = std::fs::read_to_string(common::scenario(name)).unwrap();
@@ -130,14 +138,21 @@ fn corruption_and_a_stale_lock_act_through_the_agent() {
     let remote = run(&path, &["--trials", "2", "--seed", "5"]);
     assert_eq!(remote.code, 0, "{}\n{}", remote.stdout(), remote.stderr());
     let local = run(&common::scenario("corrupt-wal-truncate.toml"), &["--trials", "2", "--seed", "5"]);
-    for (r, l) in remote.trials().iter().zip(local.trials()) {
+    for (i, (r, l)) in remote.trials().iter().zip(local.trials()).enumerate() {
         let f = &r.faults[0];
         assert!(f.detail.starts_with("bitflip (offline): wal.log: flipped byte"), "{}", f.detail);
         assert!(f.injected_uncertainty_ms.is_some() && f.detail.contains("on host `h1`"), "{}", f.detail);
-        // The same seed flips at the same fraction of the log: what is lost
-        // is the records after it, within the few the timing moves.
-        let (lost, lost_here) = (r.rpo.lost_acked.unwrap(), l.rpo.lost_acked.unwrap());
-        assert!(lost > 0 && lost.abs_diff(lost_here) <= lost_here / 10 + 2, "{lost} there, {lost_here} here");
+        // The same seed flips at the same fraction (half) of the log, there
+        // as here: what is lost is the records after it, about half of the
+        // writes acknowledged before the fault. How many those were depends
+        // on when the fault reached the host (CI: 350 there, 400 here).
+        for (side, run, trial) in [("there", &remote, r), ("here", &local, l)] {
+            let (lost, logged) = (trial.rpo.lost_acked.unwrap(), acked_before_fault(run, i as u64));
+            assert!(
+                logged > 100 && lost.abs_diff(logged / 2) <= logged / 10 + 2,
+                "{side}: lost {lost} of the {logged} writes in the log"
+            );
+        }
     }
     let journal = std::fs::read_to_string(format!("{}-h1/run/faults.journal", agent_dirs(&remote))).unwrap();
     assert!(journal.contains("\"op\":\"corrupted\""), "the damage is journaled on the host: {journal}");
