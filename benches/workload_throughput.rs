@@ -24,11 +24,16 @@ fn main() {
     let (mut with, mut without) = (Vec::new(), Vec::new());
     for round in 0..3 {
         for record in [true, false] {
-            let recorder = Recorder::new(round);
+            // Spooled to disk as a run's trial is.
+            let dir = tempfile::tempdir().unwrap();
+            let recorder =
+                Recorder::spooled(round, dir.path().join("history.partial.jsonl"), dir.path().join("history.jsonl"))
+                    .unwrap();
             let start = Instant::now();
+            recorder.set_origin(start);
             let counts = drive(workload, Pace::AsFastAsPossible, duration, 8, record.then_some(&recorder), &cancel);
             let rate = counts.ok as f64 / start.elapsed().as_secs_f64();
-            let events = recorder.finish(start).len();
+            let events = recorder.finish(start).unwrap().len();
             println!(
                 "round {round}: {:<18} {rate:>9.0} acked writes/s ({events} events)",
                 if record { "with recording" } else { "without recording" }

@@ -70,6 +70,9 @@ pub struct Cleanup {
     /// Each remote host of the run: what `crashlab cleanup` of its agent's
     /// run said there, or why it could not be run.
     pub hosts: Vec<(String, Result<String, String>)>,
+    /// The trial the harness was killed in: how many of its events were
+    /// appended to the history (`analyze` then checks it), or why not.
+    pub history_kept: Option<Result<usize, String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +182,10 @@ pub fn cleanup(run_dir: &Path) -> Result<Cleanup, CleanupError> {
     delete_cluster_objects(&entries, &owned, &mut done);
     restore_scales(&entries, &mut done);
     resume_pods(&entries, &mut done);
+    let spool = run_dir.join(crate::run_dir::SPOOL_FILE);
+    done.history_kept = crate::history::complete_left_spool(&spool, &run_dir.join(crate::run_dir::HISTORY_FILE))
+        .map_err(|e| format!("{}: {e}", spool.display()))
+        .transpose();
     Ok(done)
 }
 

@@ -8,13 +8,18 @@
 
 use std::fs::OpenOptions;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use crate::kinds::{FaultName, StepName};
+
+mod spool;
+
+use spool::Spool;
+pub use spool::{complete_left_spool, FLUSH_EVERY};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -186,6 +191,15 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Whether a trial may look back at it while it runs (has a fault
+    /// changed something, when did a target last change): all but the
+    /// ops and the bulk (read-back items, log lines), which a spooled
+    /// recorder keeps only on disk.
+    pub fn looked_back_at(&self) -> bool {
+        use EventKind::*;
+        !matches!(self, Invoke { .. } | Complete { .. } | ReadBack { .. } | TargetLog { .. })
+    }
+
     /// Whether it changes what a target is (it started or ended, a fault
     /// acted or was healed, a recovery step ran): a recovery is proven by
     /// a sustained healthy window after the latest such event.
@@ -207,47 +221,76 @@ impl EventKind {
     }
 }
 
+/// Events recorded and not yet handed on, with when they happened.
+type Pending = Arc<Mutex<Vec<(Instant, EventKind)>>>;
+
 /// Collects one trial's events from every thread.
 #[derive(Clone)]
 pub struct Recorder {
     trial: u32,
-    events: Arc<Mutex<Vec<(Instant, EventKind)>>>,
+    /// Every event (kept in memory), or those not yet written (spooled).
+    events: Pending,
+    /// Spooled: the events the trial looks back at while it runs (see
+    /// [`EventKind::looked_back_at`]); the rest are only on disk.
+    kept: Pending,
     /// How often each warning was given: a repeat is counted, not recorded
     /// again (a target that cannot be spawned fails every 100 ms).
     warned: Arc<Mutex<std::collections::HashMap<String, u32>>>,
     /// Where events go instead, as they happen (an agent sends them to the
     /// control node).
     forward: Option<Forward>,
+    spool: Option<Arc<Spool>>,
 }
 
 /// Receives each event as it is recorded.
 pub type Forward = Arc<dyn Fn(Instant, EventKind) + Send + Sync>;
 
 impl Recorder {
+    /// A recorder that keeps every event in memory.
     pub fn new(trial: u32) -> Self {
         Recorder {
             trial,
             events: Arc::new(Mutex::new(Vec::with_capacity(1 << 14))),
+            kept: Arc::default(),
             warned: Arc::default(),
             forward: None,
+            spool: None,
         }
+    }
+
+    /// A recorder that writes events to `spool` as they happen, and at
+    /// [`finish`](Self::finish) appends the trial to `history`.
+    pub fn spooled(trial: u32, spool: PathBuf, history: PathBuf) -> io::Result<Self> {
+        let events = Pending::default();
+        let spool = Spool::start(trial, spool, history, Arc::clone(&events))?;
+        Ok(Recorder { events, spool: Some(Arc::new(spool)), ..Recorder::new(trial) })
     }
 
     /// A recorder that keeps nothing: each event goes to `forward`.
     pub fn forwarding(trial: u32, forward: Forward) -> Self {
-        Recorder { trial, events: Arc::default(), warned: Arc::default(), forward: Some(forward) }
+        Recorder { forward: Some(forward), ..Recorder::new(trial) }
     }
 
-    /// Records an event that happens now.
+    /// The events that queries look back at.
+    fn looked_back(&self) -> &Pending {
+        if self.spool.is_some() {
+            &self.kept
+        } else {
+            &self.events
+        }
+    }
+
     /// Whether an event `is` picks was recorded at or after `since`; none
-    /// when events are forwarded (an agent's) and not kept here.
+    /// when events are forwarded (an agent's) and not kept here. `is` sees
+    /// only events [`EventKind::looked_back_at`].
     pub fn saw_since(&self, since: Instant, is: impl Fn(&EventKind) -> bool) -> Option<bool> {
         if self.forward.is_some() {
             return None;
         }
-        Some(self.events.lock().unwrap().iter().any(|(at, kind)| *at >= since && is(kind)))
+        Some(self.looked_back().lock().unwrap().iter().any(|(at, kind)| *at >= since && is(kind)))
     }
 
+    /// Records an event that happens now.
     pub fn record(&self, kind: EventKind) {
         self.record_at(Instant::now(), kind);
     }
@@ -258,7 +301,7 @@ impl Recorder {
         if self.forward.is_some() {
             return None;
         }
-        self.events.lock().unwrap().iter().rev().find(|(_, kind)| is(kind)).map(|(at, _)| *at)
+        self.looked_back().lock().unwrap().iter().rev().find(|(_, kind)| is(kind)).map(|(at, _)| *at)
     }
 
     /// A warning: printed at once, and kept in the history for the reports;
@@ -279,34 +322,63 @@ impl Recorder {
 
     /// Records an event observed at `at` (e.g. the start of a probe attempt).
     pub fn record_at(&self, at: Instant, kind: EventKind) {
-        match &self.forward {
-            Some(forward) => forward(at, kind),
-            None => self.events.lock().unwrap().push((at, kind)),
+        if let Some(forward) = &self.forward {
+            return forward(at, kind);
+        }
+        if self.spool.is_some() && kind.looked_back_at() {
+            self.kept.lock().unwrap().push((at, kind.clone()));
+        }
+        self.events.lock().unwrap().push((at, kind));
+    }
+
+    /// Fixes the trial's origin (`0 ms`): a spooled recorder writes events
+    /// from then on.
+    pub fn set_origin(&self, origin: Instant) {
+        if let Some(spool) = &self.spool {
+            spool.set_origin(origin);
         }
     }
 
-    /// The trial's events, in time order, relative to `origin`.
-    pub fn finish(&self, origin: Instant) -> Vec<Event> {
-        let mut raw = std::mem::take(&mut *self.events.lock().unwrap());
-        raw.sort_by_key(|(at, _)| *at);
+    /// The trial's events, in time order, relative to `origin`; a spooled
+    /// recorder has appended them to the history.
+    pub fn finish(&self, origin: Instant) -> io::Result<Vec<Event>> {
+        let Some(spool) = &self.spool else {
+            let mut raw = std::mem::take(&mut *self.events.lock().unwrap());
+            raw.sort_by_key(|(at, _)| *at);
+            self.count_warnings(&mut raw);
+            return Ok(raw
+                .into_iter()
+                .map(|(at, kind)| Event { trial: self.trial, t_ms: ms_since(origin, at), kind })
+                .collect());
+        };
+        // The spool writes warnings only now, once their counts are known.
+        let mut warnings: Vec<_> = std::mem::take(&mut *self.kept.lock().unwrap())
+            .into_iter()
+            .filter(|(_, kind)| matches!(kind, EventKind::Warning { .. }))
+            .collect();
+        self.count_warnings(&mut warnings);
+        spool.finish(origin, warnings, &self.events)
+    }
+
+    /// `... (N times)` on each warning given more than once.
+    fn count_warnings(&self, events: &mut [(Instant, EventKind)]) {
         let warned = self.warned.lock().unwrap();
-        for (_, kind) in &mut raw {
+        for (_, kind) in events {
             if let EventKind::Warning { message } = kind {
                 if let Some(n) = warned.get(message.as_str()).filter(|n| **n > 1) {
                     *message = format!("{message} ({n} times)");
                 }
             }
         }
-        raw.into_iter()
-            .map(|(at, kind)| {
-                let t_ms = if at >= origin {
-                    (at - origin).as_secs_f64() * 1000.0
-                } else {
-                    -((origin - at).as_secs_f64() * 1000.0)
-                };
-                Event { trial: self.trial, t_ms, kind }
-            })
-            .collect()
+    }
+}
+
+/// Milliseconds from `origin` to `at`, negative before it.
+fn ms_since(origin: Instant, at: Instant) -> f64 {
+    if at >= origin {
+        (at - origin).as_secs_f64() * 1000.0
+    } else {
+        -((origin - at).as_secs_f64() * 1000.0)
     }
 }
 
@@ -321,6 +393,47 @@ pub fn append(path: &Path, events: &[Event]) -> io::Result<()> {
     out.flush()
 }
 
+/// The fields of the lines most of a history is made of, an op's invoke
+/// and complete, read straight into place: serde reads an internally
+/// tagged, flattened enum (any other line) by buffering it twice first.
+#[derive(Deserialize)]
+struct OpLine<'a> {
+    trial: u32,
+    t_ms: f64,
+    #[serde(borrow)]
+    event: std::borrow::Cow<'a, str>,
+    op: u64,
+    key: Option<String>,
+    value: Option<String>,
+    outcome: Option<Outcome>,
+    error: Option<String>,
+}
+
+/// Reads one line of a history.
+pub fn parse_line(line: &str) -> serde_json::Result<Event> {
+    // Where serde writes the tag, after `trial` and `t_ms`; a line that
+    // only looks like an op's is read in full below.
+    let head = &line.as_bytes()[..line.len().min(64)];
+    let an_op = |tag: &[u8]| head.windows(tag.len()).any(|w| w == tag);
+    if an_op(br#""event":"invoke""#) || an_op(br#""event":"complete""#) {
+        if let Ok(l) = serde_json::from_str::<OpLine>(line) {
+            let kind = match (&*l.event, l.key, l.value, l.outcome) {
+                ("invoke", Some(key), Some(value), None) if l.error.is_none() => {
+                    Some(EventKind::Invoke { op: l.op, key, value })
+                }
+                ("complete", None, None, Some(outcome)) => {
+                    Some(EventKind::Complete { op: l.op, outcome, error: l.error })
+                }
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                return Ok(Event { trial: l.trial, t_ms: l.t_ms, kind });
+            }
+        }
+    }
+    serde_json::from_str(line)
+}
+
 /// Reads a history file back, grouped by trial in trial order.
 pub fn load(path: &Path) -> io::Result<Vec<Vec<Event>>> {
     let file = std::fs::File::open(path)?;
@@ -330,7 +443,7 @@ pub fn load(path: &Path) -> io::Result<Vec<Vec<Event>>> {
         if line.trim().is_empty() {
             continue;
         }
-        let event: Event = serde_json::from_str(&line)
+        let event = parse_line(&line)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}:{}: {e}", path.display(), n + 1)))?;
         let i = event.trial as usize;
         if trials.len() <= i {
@@ -354,6 +467,7 @@ mod tests {
         recorder.warn("a hook failed");
         let warnings: Vec<String> = recorder
             .finish(Instant::now())
+            .unwrap()
             .into_iter()
             .filter_map(|e| match e.kind {
                 EventKind::Warning { message } => Some(message),
@@ -361,5 +475,106 @@ mod tests {
             })
             .collect();
         assert_eq!(warnings, ["cannot start `kv` (3 times)", "a hook failed"]);
+    }
+
+    #[test]
+    fn an_op_line_reads_back_as_it_was_written_by_the_fast_path_or_the_full_one() {
+        let tricky = "a \"quoted\" \\ value,\n\u{e9}\u{1F600} \"event\":\"invoke\"";
+        let kinds = [
+            EventKind::Invoke { op: 7, key: "k7".into(), value: tricky.into() },
+            EventKind::Complete { op: 7, outcome: Outcome::Ok, error: None },
+            EventKind::Complete { op: 8, outcome: Outcome::Unknown, error: Some(tricky.into()) },
+            EventKind::Warning { message: r#""event":"invoke""#.into() },
+            EventKind::FaultFailed { fault: 0, target: "kv".into(), error: "op".into() },
+            EventKind::ReadBack { target: "kv".into(), items: vec![("k7".into(), tricky.into())] },
+        ];
+        for kind in kinds {
+            let event = Event { trial: 2, t_ms: -0.125, kind };
+            let line = serde_json::to_string(&event).unwrap();
+            assert_eq!(parse_line(&line).unwrap(), event, "{line}");
+        }
+        let not_an_invoke = r#"{"trial":0,"t_ms":1.0,"event":"invoke","op":1,"key":"k"}"#;
+        assert!(parse_line(not_an_invoke).is_err(), "an invoke without its value is not one");
+    }
+
+    fn op(op: u64) -> EventKind {
+        EventKind::Invoke { op, key: format!("k{op}"), value: format!("v{op}") }
+    }
+
+    fn probe(healthy: bool) -> EventKind {
+        EventKind::Probe { target: "kv".into(), healthy, latency_ms: 0.1, detail: None }
+    }
+
+    fn lines(path: &Path) -> Vec<Event> {
+        load(path).unwrap().into_iter().flatten().collect()
+    }
+
+    #[test]
+    fn a_spooled_trial_reaches_the_history_in_time_order_and_keeps_only_what_it_looks_back_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, history) = (dir.path().join("spool"), dir.path().join("history"));
+        let recorder = Recorder::spooled(3, spool.clone(), history.clone()).unwrap();
+        let before = Instant::now();
+        recorder.record(EventKind::TrialStarted { seed: 1, scheduled_ms: Vec::new() });
+        let origin = Instant::now();
+        recorder.set_origin(origin);
+        for n in 0..1000 {
+            recorder.record(op(n));
+        }
+        recorder.warn("slow");
+        recorder.warn("slow");
+        // A sample dated at its start, recorded at its end.
+        recorder.record_at(origin, probe(false));
+        assert_eq!(recorder.saw_since(origin, |k| matches!(k, EventKind::Probe { healthy: false, .. })), Some(true));
+        assert_eq!(
+            recorder.saw_since(before, |k| matches!(k, EventKind::Invoke { .. })),
+            Some(false),
+            "ops: on disk only"
+        );
+        std::thread::sleep(FLUSH_EVERY * 5);
+        let written = std::fs::read_to_string(&spool).unwrap();
+        assert_eq!(written.lines().count(), 1002, "started, 1000 ops and the probe, on disk while the trial runs");
+        assert!(!written.contains("slow"), "a warning waits for its count");
+
+        let events = recorder.finish(origin).unwrap();
+        assert!(!spool.exists());
+        assert_eq!(lines(&history), events, "what the checks see is what the history holds");
+        assert!(events.windows(2).all(|w| w[0].t_ms <= w[1].t_ms), "in time order");
+        assert!(events[0].t_ms < 0.0 && matches!(events[0].kind, EventKind::TrialStarted { .. }));
+        assert!(matches!(events[1].kind, EventKind::Probe { .. }), "the probe's line moved back to its start");
+        let warned: Vec<_> = events.iter().filter(|e| matches!(e.kind, EventKind::Warning { .. })).collect();
+        assert_eq!(warned.len(), 1);
+        assert!(matches!(&warned[0].kind, EventKind::Warning { message } if message == "slow (2 times)"));
+        assert!(events.iter().all(|e| e.trial == 3));
+    }
+
+    #[test]
+    fn the_spool_of_a_killed_harness_is_completed_without_its_torn_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, history) = (dir.path().join("spool"), dir.path().join("history"));
+        let recorder = Recorder::spooled(0, spool.clone(), history.clone()).unwrap();
+        let origin = Instant::now();
+        recorder.set_origin(origin);
+        recorder.record(op(1));
+        recorder.record(op(2));
+        std::thread::sleep(FLUSH_EVERY * 5);
+        // What a harness killed in the middle of a line leaves.
+        let left = dir.path().join("left");
+        let mut text = std::fs::read_to_string(&spool).unwrap();
+        text.push_str("{\"trial\":0,\"t_ms\":9");
+        std::fs::write(&left, text).unwrap();
+
+        assert_eq!(complete_left_spool(&left, &history).unwrap(), Some(3));
+        assert!(!left.exists());
+        let kept = lines(&history);
+        assert_eq!(kept.len(), 3);
+        assert!(matches!(kept[1].kind, EventKind::Invoke { op: 2, .. }));
+        assert!(matches!(
+            &kept[2].kind,
+            EventKind::TrialEnded { interrupted: true, error: Some(e) } if e == "the harness was killed"
+        ));
+        assert_eq!(kept[2].t_ms, kept[1].t_ms, "ended at the last thing known");
+        assert_eq!(complete_left_spool(&left, &history).unwrap(), None, "nothing left: nothing to do");
+        drop(recorder);
     }
 }

@@ -727,6 +727,14 @@ fn cleanup(run_dir: &Path) -> Outcome {
             Err(why) => println!("  host `{host}`: not cleaned: {}", why.replace('\n', "\n    ")),
         }
     }
+    match &done.history_kept {
+        Some(Ok(events @ 1..)) => println!(
+            "  kept the history of the trial the harness was killed in ({events} event(s)): `crashlab analyze` checks it"
+        ),
+        Some(Err(why)) => println!("  the history of the trial the harness was killed in was not kept: {why}"),
+        // Killed before its workload began: nothing of it was written.
+        Some(Ok(0)) | None => {}
+    }
     for (file, why) in &done.not_restored {
         println!("  not restored: {}: {why}", file.display());
     }

@@ -13,6 +13,9 @@ use nix::fcntl::{Flock, FlockArg};
 /// Where run directories go unless `--out` says otherwise.
 pub const RUNS_DIR: &str = "crashlab-runs";
 pub const HISTORY_FILE: &str = "history.jsonl";
+/// The trial in progress, as it happens; appended to the history when the
+/// trial ends, or by `cleanup` after a killed harness.
+pub const SPOOL_FILE: &str = "history.partial.jsonl";
 pub const REPORT_FILE: &str = "report.json";
 pub const SCENARIO_FILE: &str = "scenario.toml";
 

@@ -268,6 +268,10 @@ fn remains(dir: &Path) -> Vec<String> {
             }
         }
     }
+    // The trial in progress, left for cleanup to append to the history.
+    if dir.join("history.partial.jsonl").exists() {
+        left.push("the trial's spooled history, not appended to history.jsonl".into());
+    }
     // Containers carrying the run's label.
     for e in of("container_label") {
         let label = format!("crashlab.run={}", e["run_label"].as_str().unwrap());

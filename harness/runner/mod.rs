@@ -26,7 +26,7 @@ use crate::network::Network;
 use crate::reports::{RunReport, Shard, TrialReport};
 use crate::run_dir;
 pub use crate::run_dir::new_run_dir;
-pub use crate::run_dir::{HISTORY_FILE, REPORT_FILE, RUNS_DIR, SCENARIO_FILE};
+pub use crate::run_dir::{HISTORY_FILE, REPORT_FILE, RUNS_DIR, SCENARIO_FILE, SPOOL_FILE};
 use crate::scenario::{FaultKind, NetworkPlan, Plan};
 use crate::targets::remote::Hosts;
 use containers::Containers;
@@ -251,8 +251,8 @@ pub fn run(
             cancel: interrupt,
             operator: options.operator,
         };
-        let (events, trial_stop) = run_trial(plan, index, trial_seed(seed, index), shared);
-        history::append(&history_path, &events).map_err(io(format!("cannot write {}", history_path.display())))?;
+        let (events, trial_stop) = run_trial(plan, index, trial_seed(seed, index), shared)
+            .map_err(io(format!("cannot write {}", history_path.display())))?;
         let report = check::check_trial(plan, index, &events);
         on_trial(&report, count);
         trials.push(report);
@@ -336,11 +336,17 @@ struct Trial<'a> {
     pub run: RunShared<'a>,
 }
 
-/// One trial, start to teardown. Returns its events and, if it could not run
-/// to its end, why.
-fn run_trial(plan: &Plan, index: u32, seed: u64, run: RunShared) -> (Vec<history::Event>, Option<TrialStop>) {
+/// One trial, start to teardown: its events, written to the history as
+/// they happen, and, if it could not run to its end, why.
+fn run_trial(
+    plan: &Plan,
+    index: u32,
+    seed: u64,
+    run: RunShared,
+) -> std::io::Result<(Vec<history::Event>, Option<TrialStop>)> {
     let dir = run.run_dir.join(format!("trial-{index:03}"));
-    let (recorder, cancel) = (Recorder::new(index), run.cancel.child());
+    let recorder = Recorder::spooled(index, run.run_dir.join(SPOOL_FILE), run.run_dir.join(HISTORY_FILE))?;
+    let cancel = run.cancel.child();
     let trial = Trial { plan, index, seed, dir, recorder, cancel, run };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let schedule = timeline::Schedule {
@@ -363,6 +369,7 @@ fn run_trial(plan: &Plan, index: u32, seed: u64, run: RunShared) -> (Vec<history
     let mut env = TrialEnv::default();
     let mut stop = env.set_up(&trial).and_then(|()| env.await_start_up(&trial)).err();
     let origin = Instant::now();
+    trial.recorder.set_origin(origin);
     if stop.is_none() {
         let watch = abort::Watch::start(&trial, &env);
         timeline::run(&trial, &env, &schedule, origin);
@@ -385,5 +392,5 @@ fn run_trial(plan: &Plan, index: u32, seed: u64, run: RunShared) -> (Vec<history
             _ => None,
         },
     });
-    (trial.recorder.finish(origin), stop)
+    Ok((trial.recorder.finish(origin)?, stop))
 }

@@ -345,7 +345,7 @@ target = "kv"
             let done = origin.elapsed();
             assert_eq!(*log.lock().unwrap(), ["SIGKILL kv", "pause kv", "hold kv", "release kv", "resume kv"]);
             assert!(done >= Duration::from_millis(90), "the timeline lasts until the pause healed: {done:?}");
-            let events = trial.recorder.finish(origin);
+            let events = trial.recorder.finish(origin).unwrap();
             let injected: Vec<f64> = events
                 .iter()
                 .filter_map(|e| matches!(e.kind, EventKind::FaultInjected { .. }).then_some(e.t_ms))

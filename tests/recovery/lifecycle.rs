@@ -124,6 +124,11 @@ fn cleanup_heals_what_a_killed_harness_left_behind() {
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let (mut harness, dir, paused) = run_until_paused(tmp.path());
+    // The trial's history is on disk as it happens.
+    let spool = dir.join("history.partial.jsonl");
+    wait_until("the pause in the trial's spooled history", Duration::from_secs(5), || {
+        std::fs::read_to_string(&spool).is_ok_and(|t| t.contains("fault_injected"))
+    });
     harness.kill().unwrap(); // SIGKILL: no chance to heal anything.
     harness.wait().unwrap();
     assert_eq!(state(paused), Some('T'), "the target is left paused");
@@ -132,9 +137,27 @@ fn cleanup_heals_what_a_killed_harness_left_behind() {
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("resumed 1 paused process group(s)"), "{stdout}");
+    assert!(stdout.contains("kept the history of the trial the harness was killed in"), "{stdout}");
+    assert!(!spool.exists());
     wait_until("every process of the run to end", Duration::from_secs(10), || {
         !target_pids(&dir).into_iter().any(alive)
     });
+
+    // What the trial did until the kill is checked like any trial: the
+    // writes acknowledged before the pause, the pause, and why it ended.
+    let analyzed = crashlab().arg("analyze").arg(&dir).output().unwrap();
+    assert_eq!(analyzed.status.code(), Some(4), "a killed trial proves nothing: unknown");
+    let report = RunReport::from_json(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let trial = &report.trials[0];
+    assert_eq!(trial.faults.len(), 1);
+    assert_eq!(trial.faults[0].kind, "pause");
+    assert!(
+        trial.rpo.acked_writes >= 5,
+        "{} writes acknowledged in the 300 ms before the pause",
+        trial.rpo.acked_writes
+    );
+    let completed = trial.checks.iter().find(|c| c.name == "completed").expect("a completion check");
+    assert_eq!((completed.verdict, completed.observed.as_str()), (Verdict::Unknown, "the harness was killed"));
 
     // Cleaning up twice is harmless.
     let again = crashlab().arg("cleanup").arg(&dir).output().unwrap();
