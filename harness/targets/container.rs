@@ -214,10 +214,10 @@ impl Inner {
             match (&seen, state.current) {
                 (Some(s), Some(process)) if running && s.pid != process.pid => {
                     self.exited(&mut state, process, "replaced".into());
-                    self.started(&mut state, s.pid);
+                    self.started(&mut state, s.pid, Instant::now());
                 }
                 (Some(s), None) if running => {
-                    self.started(&mut state, s.pid);
+                    self.started(&mut state, s.pid, Instant::now());
                     self.check_ports(s);
                 }
                 (s, Some(process)) if !running => {
@@ -235,13 +235,14 @@ impl Inner {
             }
             if !running && !state.held && state.restart_at.is_some_and(|at| Instant::now() >= at) {
                 state.restart_at = None;
+                let asked = Instant::now();
                 match self.engine.start(&id) {
                     // Running once the engine says so: seen now, not at the
                     // next poll, which a recovery proven within a few
                     // samples can beat to the trial's end.
                     Ok(()) => match self.engine.inspect(&id) {
                         Ok(s) if s.running && s.pid > 0 => {
-                            self.started(&mut state, s.pid);
+                            self.started(&mut state, s.pid, asked);
                             self.check_ports(&s);
                         }
                         _ => {}
@@ -256,9 +257,10 @@ impl Inner {
         }
     }
 
-    fn started(&self, state: &mut State, pid: i32) {
+    /// A new incarnation, begun at `at` (its start asked for, or seen).
+    fn started(&self, state: &mut State, pid: i32, at: Instant) {
         state.incarnations += 1;
-        state.current = Some(self.ctx.record_start(self.name(), state.incarnations, pid));
+        state.current = Some(self.ctx.record_start(self.name(), state.incarnations, pid, at));
         self.changed.notify_all();
     }
 

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::reaper::{self, Exit};
 use super::{procfs, CommandKind, HostProcess, Target, TargetError};
@@ -40,12 +40,15 @@ pub struct TargetContext {
 }
 
 impl TargetContext {
-    /// Journals and records a new incarnation of `target`; returns it.
-    pub(crate) fn record_start(&self, target: &str, incarnation: u32, pid: i32) -> HostProcess {
+    /// Journals and records a new incarnation of `target`, begun at `asked`
+    /// (when its start was asked for: it cannot have begun before, and
+    /// the journal's fsync after it may take milliseconds on a busy disk);
+    /// returns it.
+    pub(crate) fn record_start(&self, target: &str, incarnation: u32, pid: i32, asked: Instant) -> HostProcess {
         let start_time = procfs::stat(pid).map_or(0, |s| s.start_time);
         let _ =
             self.journal.append(&Entry::TargetStarted { trial: self.trial, target: target.into(), pid, start_time });
-        self.recorder.record(EventKind::TargetStarted { target: target.into(), incarnation, pid });
+        self.recorder.record_at(asked, EventKind::TargetStarted { target: target.into(), incarnation, pid });
         HostProcess { pid, start_time, incarnation }
     }
 

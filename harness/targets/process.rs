@@ -107,6 +107,7 @@ impl Inner {
             command = wrapped;
         }
         command.stdin(Stdio::null()).stdout(log.try_clone().map_err(io)?).stderr(log).process_group(0);
+        let asked = Instant::now();
         let (child, exited) = reaper::spawn(&mut command).map_err(|source| TargetError::Spawn {
             target: self.name().to_string(),
             program: self.plan.command[0].clone(),
@@ -115,7 +116,7 @@ impl Inner {
         // The journal entry lands just after the fork; if we are killed in
         // between, the run's token in its environment still marks it.
         crate::crash_point::reached("spawn");
-        let process = self.ctx.record_start(self.name(), incarnation, child.id() as i32);
+        let process = self.ctx.record_start(self.name(), incarnation, child.id() as i32, asked);
         state.incarnations = incarnation;
         state.current = Some(process);
         self.changed.notify_all();
