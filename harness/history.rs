@@ -394,41 +394,53 @@ pub fn append(path: &Path, events: &[Event]) -> io::Result<()> {
 }
 
 /// The fields of the lines most of a history is made of, an op's invoke
-/// and complete, read straight into place: serde reads an internally
-/// tagged, flattened enum (any other line) by buffering it twice first.
+/// and complete, and of its largest, the read-back, read straight into
+/// place: serde reads an internally tagged, flattened enum (any other
+/// line) by buffering all of it twice first, a read-back's million items
+/// too.
 #[derive(Deserialize)]
-struct OpLine<'a> {
+struct BulkLine<'a> {
     trial: u32,
     t_ms: f64,
     #[serde(borrow)]
     event: std::borrow::Cow<'a, str>,
-    op: u64,
+    op: Option<u64>,
     key: Option<String>,
     value: Option<String>,
     outcome: Option<Outcome>,
     error: Option<String>,
+    target: Option<String>,
+    items: Option<Vec<(String, String)>>,
+}
+
+impl BulkLine<'_> {
+    /// The event, if the line has exactly the fields of its kind.
+    fn into_event(self) -> Option<Event> {
+        let kind = match (&*self.event, self.op, self.key, self.value, self.outcome, self.target, self.items) {
+            ("invoke", Some(op), Some(key), Some(value), None, None, None) if self.error.is_none() => {
+                EventKind::Invoke { op, key, value }
+            }
+            ("complete", Some(op), None, None, Some(outcome), None, None) => {
+                EventKind::Complete { op, outcome, error: self.error }
+            }
+            ("read_back", None, None, None, None, Some(target), Some(items)) if self.error.is_none() => {
+                EventKind::ReadBack { target, items }
+            }
+            _ => return None,
+        };
+        Some(Event { trial: self.trial, t_ms: self.t_ms, kind })
+    }
 }
 
 /// Reads one line of a history.
 pub fn parse_line(line: &str) -> serde_json::Result<Event> {
     // Where serde writes the tag, after `trial` and `t_ms`; a line that
-    // only looks like an op's is read in full below.
+    // only looks like one of these is read in full below.
     let head = &line.as_bytes()[..line.len().min(64)];
-    let an_op = |tag: &[u8]| head.windows(tag.len()).any(|w| w == tag);
-    if an_op(br#""event":"invoke""#) || an_op(br#""event":"complete""#) {
-        if let Ok(l) = serde_json::from_str::<OpLine>(line) {
-            let kind = match (&*l.event, l.key, l.value, l.outcome) {
-                ("invoke", Some(key), Some(value), None) if l.error.is_none() => {
-                    Some(EventKind::Invoke { op: l.op, key, value })
-                }
-                ("complete", None, None, Some(outcome)) => {
-                    Some(EventKind::Complete { op: l.op, outcome, error: l.error })
-                }
-                _ => None,
-            };
-            if let Some(kind) = kind {
-                return Ok(Event { trial: l.trial, t_ms: l.t_ms, kind });
-            }
+    let tagged = |tag: &[u8]| head.windows(tag.len()).any(|w| w == tag);
+    if [&br#""event":"invoke""#[..], br#""event":"complete""#, br#""event":"read_back""#].into_iter().any(tagged) {
+        if let Some(event) = serde_json::from_str::<BulkLine>(line).ok().and_then(BulkLine::into_event) {
+            return Ok(event);
         }
     }
     serde_json::from_str(line)
@@ -478,7 +490,7 @@ mod tests {
     }
 
     #[test]
-    fn an_op_line_reads_back_as_it_was_written_by_the_fast_path_or_the_full_one() {
+    fn a_line_reads_back_as_it_was_written_by_the_fast_path_or_the_full_one() {
         let tricky = "a \"quoted\" \\ value,\n\u{e9}\u{1F600} \"event\":\"invoke\"";
         let kinds = [
             EventKind::Invoke { op: 7, key: "k7".into(), value: tricky.into() },
@@ -487,11 +499,17 @@ mod tests {
             EventKind::Warning { message: r#""event":"invoke""#.into() },
             EventKind::FaultFailed { fault: 0, target: "kv".into(), error: "op".into() },
             EventKind::ReadBack { target: "kv".into(), items: vec![("k7".into(), tricky.into())] },
+            EventKind::ReadBack { target: "kv".into(), items: Vec::new() },
+            EventKind::ReadBackFailed { target: "kv".into(), error: "refused".into() },
         ];
         for kind in kinds {
+            let bulk =
+                matches!(kind, EventKind::Invoke { .. } | EventKind::Complete { .. } | EventKind::ReadBack { .. });
             let event = Event { trial: 2, t_ms: -0.125, kind };
             let line = serde_json::to_string(&event).unwrap();
             assert_eq!(parse_line(&line).unwrap(), event, "{line}");
+            let fast = serde_json::from_str::<BulkLine>(&line).ok().and_then(BulkLine::into_event);
+            assert_eq!(fast.is_some(), bulk, "read by the fast path: {line}");
         }
         let not_an_invoke = r#"{"trial":0,"t_ms":1.0,"event":"invoke","op":1,"key":"k"}"#;
         assert!(parse_line(not_an_invoke).is_err(), "an invoke without its value is not one");
