@@ -235,14 +235,15 @@ impl Inner {
             }
             if !running && !state.held && state.restart_at.is_some_and(|at| Instant::now() >= at) {
                 state.restart_at = None;
-                let asked = Instant::now();
-                match self.engine.start(&id) {
+                match self.engine.start(&id).map(|()| Instant::now()) {
                     // Running once the engine says so: seen now, not at the
                     // next poll, which a recovery proven within a few
-                    // samples can beat to the trial's end.
-                    Ok(()) => match self.engine.inspect(&id) {
+                    // samples can beat to the trial's end. Dated when the
+                    // engine said so: its process began during the start
+                    // (100-300 ms), so not when the start was asked for.
+                    Ok(started) => match self.engine.inspect(&id) {
                         Ok(s) if s.running && s.pid > 0 => {
-                            self.started(&mut state, s.pid, asked);
+                            self.started(&mut state, s.pid, started);
                             self.check_ports(&s);
                         }
                         _ => {}

@@ -40,15 +40,15 @@ pub struct TargetContext {
 }
 
 impl TargetContext {
-    /// Journals and records a new incarnation of `target`, begun at `asked`
-    /// (when its start was asked for: it cannot have begun before, and
-    /// the journal's fsync after it may take milliseconds on a busy disk);
+    /// Journals and records a new incarnation of `target`, begun at `at`
+    /// (taken by the caller before this: the journal's fsync may take
+    /// milliseconds on a busy disk, and the incarnation is not that late);
     /// returns it.
-    pub(crate) fn record_start(&self, target: &str, incarnation: u32, pid: i32, asked: Instant) -> HostProcess {
+    pub(crate) fn record_start(&self, target: &str, incarnation: u32, pid: i32, at: Instant) -> HostProcess {
         let start_time = procfs::stat(pid).map_or(0, |s| s.start_time);
         let _ =
             self.journal.append(&Entry::TargetStarted { trial: self.trial, target: target.into(), pid, start_time });
-        self.recorder.record_at(asked, EventKind::TargetStarted { target: target.into(), incarnation, pid });
+        self.recorder.record_at(at, EventKind::TargetStarted { target: target.into(), incarnation, pid });
         HostProcess { pid, start_time, incarnation }
     }
 

@@ -107,6 +107,8 @@ impl Inner {
             command = wrapped;
         }
         command.stdin(Stdio::null()).stdout(log.try_clone().map_err(io)?).stderr(log).process_group(0);
+        // Dated when the spawn was asked for: it cannot have begun before,
+        // and the spawn (fork, exec) takes about a millisecond.
         let asked = Instant::now();
         let (child, exited) = reaper::spawn(&mut command).map_err(|source| TargetError::Spawn {
             target: self.name().to_string(),
