@@ -248,14 +248,7 @@ pub type Forward = Arc<dyn Fn(Instant, EventKind) + Send + Sync>;
 impl Recorder {
     /// A recorder that keeps every event in memory.
     pub fn new(trial: u32) -> Self {
-        Recorder {
-            trial,
-            events: Arc::new(Mutex::new(Vec::with_capacity(1 << 14))),
-            kept: Arc::default(),
-            warned: Arc::default(),
-            forward: None,
-            spool: None,
-        }
+        Recorder::holding(trial, Arc::new(Mutex::new(Vec::with_capacity(1 << 14))))
     }
 
     /// A recorder that writes events to `spool` as they happen, and at
@@ -263,12 +256,16 @@ impl Recorder {
     pub fn spooled(trial: u32, spool: PathBuf, history: PathBuf) -> io::Result<Self> {
         let events = Pending::default();
         let spool = Spool::start(trial, spool, history, Arc::clone(&events))?;
-        Ok(Recorder { events, spool: Some(Arc::new(spool)), ..Recorder::new(trial) })
+        Ok(Recorder { spool: Some(Arc::new(spool)), ..Recorder::holding(trial, events) })
     }
 
     /// A recorder that keeps nothing: each event goes to `forward`.
     pub fn forwarding(trial: u32, forward: Forward) -> Self {
-        Recorder { forward: Some(forward), ..Recorder::new(trial) }
+        Recorder { forward: Some(forward), ..Recorder::holding(trial, Pending::default()) }
+    }
+
+    fn holding(trial: u32, events: Pending) -> Self {
+        Recorder { trial, events, kept: Pending::default(), warned: Arc::default(), forward: None, spool: None }
     }
 
     /// The events that queries look back at.
