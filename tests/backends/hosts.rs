@@ -145,7 +145,7 @@ fn corruption_and_a_stale_lock_act_through_the_agent() {
         // The same seed flips at the same fraction (half) of the log, there
         // as here: what is lost is the records after it, about half of the
         // writes acknowledged before the fault. How many those were depends
-        // on when the fault reached the host (CI: 350 there, 400 here).
+        // on when the fault reached the host (CI lost 175 there, 200 here).
         for (side, run, trial) in [("there", &remote, r), ("here", &local, l)] {
             let (lost, logged) = (trial.rpo.lost_acked.unwrap(), acked_before_fault(run, i as u64));
             assert!(
