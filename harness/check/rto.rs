@@ -6,8 +6,9 @@
 //! - time-to-detect: the first unhealthy sample at or after `t_f`;
 //! - RTO: the start of the first run of `healthy_after` consecutive healthy
 //!   samples after that unhealthy one, counting only samples begun after
-//!   the last failed one began (a slow sample begun before the failure may
-//!   answer after it, and saw the service as it was). If no sample after `t_f` was
+//!   the fault and after the last failed one began (a slow sample begun
+//!   before either may answer after it, and saw the service as it was). If
+//!   no sample after `t_f` was
 //!   unhealthy, the probe saw no outage, and RTO runs to the first such run
 //!   of answers after `t_f` (a sample that waited for a paused service is
 //!   dated by its answer, when the service thawed);
@@ -130,10 +131,14 @@ pub fn fault_reports(
                 // No outage seen: healthy from the first answers after the
                 // fault (a sample that waited for a frozen service answers
                 // only when it thaws).
-                None => first_window(&samples, healthy_after(target)),
+                None => first_window(&samples, healthy_after(target), f64::NEG_INFINITY),
+                // An outage was seen: a healthy answer to a sample begun
+                // before the fault may be of the service as it was (its
+                // answer late because the probe's own process was, on a
+                // loaded machine).
                 Some(from) => {
                     let start = samples.iter().position(|s| s.at >= from).unwrap_or(samples.len());
-                    first_window(&samples[start..], healthy_after(target))
+                    first_window(&samples[start..], healthy_after(target), t_f)
                 }
             };
             let restart_ms = restarted_at.map(|t| t - t_f);
@@ -172,12 +177,13 @@ struct Sample {
 }
 
 /// Start time of the first run of `n` consecutive healthy samples. A
-/// healthy sample begun before a failed one began is no evidence of
-/// recovery from that failure: it may have seen the service before it.
-fn first_window(samples: &[Sample], n: u32) -> Option<f64> {
+/// healthy sample begun before a failed one began, or before `outage_began`,
+/// is no evidence of recovery from that failure: it may have seen the
+/// service before it.
+fn first_window(samples: &[Sample], n: u32, outage_began: f64) -> Option<f64> {
     let mut streak = 0;
     let mut start = 0.0;
-    let mut last_failure_began = f64::NEG_INFINITY;
+    let mut last_failure_began = outage_began;
     for s in samples {
         if !s.ok {
             streak = 0;
@@ -327,6 +333,25 @@ mod tests {
         let r = &fault_reports(&events, |_| 2, |_| false)[0];
         assert_eq!(r.ttd_ms, Some(40.0));
         assert_eq!(r.rto_ms, Some(300.0));
+    }
+
+    #[test]
+    fn a_healthy_answer_late_after_a_restart_to_a_sample_begun_before_the_kill_is_no_recovery() {
+        // A loaded machine (CI; the probes of pg_isready late by seconds):
+        // samples begun at 20 and 30 ms saw the service before the kill at
+        // 100 ms, and their answers came at 260 and 262 ms, after the
+        // restart at 200 ms; the failures begun at 40 and 60 ms are dated
+        // at the kill. Recovery is the pair begun after the kill.
+        let slow = |t: f64, healthy: bool, latency_ms: f64| {
+            ev(t, EventKind::Probe { target: "kv".into(), healthy, latency_ms, detail: None })
+        };
+        let mut events = vec![slow(20.0, true, 240.0), slow(30.0, true, 232.0), slow(40.0, false, 300.0)];
+        let started = EventKind::TargetStarted { target: "kv".into(), incarnation: 2, pid: 1 };
+        events.extend([slow(60.0, false, 280.0), fault(100.0), ev(200.0, started)]);
+        events.extend([slow(250.0, true, 30.0), slow(260.0, true, 30.0)]);
+        let r = &fault_reports(&events, |_| 2, |_| false)[0];
+        assert_eq!((r.ttd_ms, r.restart_ms), (Some(0.0), Some(100.0)));
+        assert_eq!(r.rto_ms, Some(180.0));
     }
 
     #[test]

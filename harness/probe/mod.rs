@@ -268,6 +268,22 @@ pub struct Sampler {
 /// is waiting, so a target that answers costs one.
 pub const MAX_IN_FLIGHT: usize = 128;
 
+/// Samples of a command probe that may be in flight at once. Each is a
+/// process, not a thread waiting on a socket: with 128, `pg_isready` every
+/// 20 ms through a 2 s timeout kept ~100 of them running on 2 cores, each
+/// took 1-2 s to answer on an idle machine, and under CI's load every one
+/// outlived its timeout, so a PostgreSQL that was up never looked healthy.
+/// 8 is what every probe ran with before.
+pub const MAX_COMMANDS_IN_FLIGHT: usize = 8;
+
+/// How many samples of a probe of `kind` may wait for an answer at once.
+fn most_in_flight(kind: &ProbeKind) -> usize {
+    match kind {
+        ProbeKind::Command { .. } => MAX_COMMANDS_IN_FLIGHT,
+        ProbeKind::Tcp { .. } | ProbeKind::Http { .. } | ProbeKind::DemoKv { .. } => MAX_IN_FLIGHT,
+    }
+}
+
 /// The probe's first period while the target has not answered healthy
 /// yet; it doubles at each tick up to the probe's interval, so that a
 /// target up in a few milliseconds is seen then, and one that takes
@@ -281,7 +297,8 @@ impl Sampler {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         // Enough workers to start one sample per interval while the others
         // wait out their timeout; one when they never overlap.
-        let most = (plan.timeout.as_nanos() / plan.interval.as_nanos().max(1) + 1).clamp(1, MAX_IN_FLIGHT as u128);
+        let most = (plan.timeout.as_nanos() / plan.interval.as_nanos().max(1) + 1)
+            .clamp(1, most_in_flight(&plan.kind) as u128);
         let (ticks, jobs) = std::sync::mpsc::channel::<()>();
         let pool = Workers {
             target: target.to_string(),
@@ -412,5 +429,46 @@ mod sustained_tests {
         assert!(!health.holds_sustained(at(1), 4), "only three");
         health.push(at(20), &Err("refused".into()));
         assert!(!health.holds_sustained(at(1), 3), "the latest failed: no longer healthy");
+    }
+}
+
+#[cfg(test)]
+mod in_flight_tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A sample that takes 200 ms, counting how many run at once.
+    struct Slow {
+        now: Arc<AtomicUsize>,
+        most: Arc<AtomicUsize>,
+    }
+
+    impl Probe for Slow {
+        fn sample(&self) -> Result<(), String> {
+            let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(n, Ordering::SeqCst);
+            thread::sleep(Duration::from_millis(200));
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn most_at_once(kind: ProbeKind) -> usize {
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let plan =
+            ProbePlan { kind, interval: Duration::from_millis(5), timeout: Duration::from_secs(2), healthy_after: 1 };
+        let probe = Box::new(Slow { now, most: Arc::clone(&most) });
+        let mut sampler = Sampler::start("t", probe, &plan, Recorder::new(0));
+        thread::sleep(Duration::from_millis(600));
+        sampler.stop();
+        most.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_command_probe_runs_at_most_8_processes_at_once_a_socket_probe_many_more() {
+        let command = most_at_once(ProbeKind::Command { argv: vec!["true".into()] });
+        assert!((2..=MAX_COMMANDS_IN_FLIGHT).contains(&command), "{command} command samples at once");
+        let tcp = most_at_once(ProbeKind::Tcp { port: PortRef::Allocated, send: None, expect: None });
+        assert!(tcp > 2 * MAX_COMMANDS_IN_FLIGHT, "{tcp} tcp samples at once: a hung connect must not blind it");
     }
 }
