@@ -21,7 +21,7 @@
 use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -81,6 +81,8 @@ pub enum CleanupError {
     Journal(io::Error),
     #[error("not a run directory (no fault journal, no run.lock, no scenario.toml)")]
     NotARun,
+    #[error("no such directory")]
+    NoSuchDir,
     #[error("the run is still going: pid {pid} holds its lock (stop it with Ctrl-C or SIGTERM; it heals on its own)")]
     InUse { pid: i32 },
     #[error("{0}")]
@@ -141,13 +143,19 @@ impl Owned {
 /// Heals what the journal says may still be in effect and the run can
 /// prove is its own (see the module's documentation).
 pub fn cleanup(run_dir: &Path) -> Result<Cleanup, CleanupError> {
+    if !run_dir.is_dir() {
+        return Err(CleanupError::NoSuchDir);
+    }
     if let Some(pid) = crate::run_dir::holder(run_dir) {
         return Err(CleanupError::InUse { pid });
     }
     if !run_dir.join(journal::FILE_NAME).exists() {
         // The journal is written before the run starts anything: a run
-        // killed before it left nothing to heal.
-        let a_run = [crate::run_dir::LOCK_FILE, crate::run_dir::SCENARIO_FILE].iter().any(|f| run_dir.join(f).exists());
+        // killed before it (even before its lock, in the empty directory
+        // it had just made) left nothing to heal.
+        let empty = std::fs::read_dir(run_dir).is_ok_and(|mut d| d.next().is_none());
+        let a_run = empty
+            || [crate::run_dir::LOCK_FILE, crate::run_dir::SCENARIO_FILE].iter().any(|f| run_dir.join(f).exists());
         return if a_run { Ok(Cleanup::default()) } else { Err(CleanupError::NotARun) };
     }
     let entries = journal::read(run_dir).map_err(CleanupError::Journal)?;
@@ -360,30 +368,57 @@ fn unmount_layers(entries: &[Entry], owned: &Owned, done: &mut Cleanup) -> Resul
     Ok(())
 }
 
+/// How long the engine must show nothing of the run before cleanup trusts
+/// that no create of the killed harness is still under way (a network's
+/// takes ~100 ms, more on a loaded machine), and how long it waits at most.
+const ENGINE_QUIET: Duration = Duration::from_secs(1);
+const ENGINE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Removes the containers, then the networks, that carry a label of the
+/// run; returns how many it found.
+fn remove_labelled(
+    engine: &crate::engine::Engine,
+    labels: &BTreeSet<String>,
+    done: &mut Cleanup,
+) -> Result<usize, CleanupError> {
+    let mut found = 0;
+    for label in labels {
+        let filter = format!("{}={label}", crate::engine::RUN_LABEL);
+        let containers = engine.labelled(&filter).map_err(|e| CleanupError::Engine(e.to_string()))?;
+        found += containers.len();
+        for (id, ..) in containers {
+            if engine.remove(&id).is_ok() {
+                done.containers_removed += 1;
+            }
+        }
+        // The run's network, once no container of the run is on it.
+        let networks = engine.labelled_networks(&filter).map_err(|e| CleanupError::Engine(e.to_string()))?;
+        found += networks.len();
+        for name in networks {
+            if engine.remove_network(&name).is_ok() {
+                done.engine_networks_removed += 1;
+            }
+        }
+    }
+    Ok(found)
+}
+
 fn remove_containers(entries: &[Entry], owned: &Owned, done: &mut Cleanup) -> Result<(), CleanupError> {
     // Found by the run's label, journaled before the first create, so
     // that none escapes even if its own creation was not journaled.
     if !owned.labels.is_empty() {
         let engine = crate::engine::Engine::connect_at(owned.engine.as_deref())
             .map_err(|e| CleanupError::Engine(e.to_string()))?;
-        for label in &owned.labels {
-            let found = engine
-                .labelled(&format!("{}={label}", crate::engine::RUN_LABEL))
-                .map_err(|e| CleanupError::Engine(e.to_string()))?;
-            for (id, ..) in found {
-                if engine.remove(&id).is_ok() {
-                    done.containers_removed += 1;
-                }
+        // A create the killed harness had sent goes on in the engine
+        // without it, and may complete after a first listing (a network
+        // left so in CI): the engine is listed again until it has shown
+        // nothing of the run for a while.
+        let (begun, mut quiet_since) = (Instant::now(), Instant::now());
+        while quiet_since.elapsed() < ENGINE_QUIET && begun.elapsed() < ENGINE_PATIENCE {
+            if remove_labelled(&engine, &owned.labels, done)? > 0 {
+                quiet_since = Instant::now();
             }
-            // The run's network, once no container of the run is on it.
-            let networks = engine
-                .labelled_networks(&format!("{}={label}", crate::engine::RUN_LABEL))
-                .map_err(|e| CleanupError::Engine(e.to_string()))?;
-            for name in networks {
-                if engine.remove_network(&name).is_ok() {
-                    done.engine_networks_removed += 1;
-                }
-            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
     for entry in entries {

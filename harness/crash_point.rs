@@ -6,7 +6,9 @@
 //!
 //! Points: `spawn` (a target incarnation forked), `command` (a hook or a
 //! recovery step started), `container-create` (the engine created a
-//! container), `veth` (a veth pair exists in the harness's namespace),
+//! container), `network-create` (the engine was asked for the run's
+//! network and has not answered), `veth` (a veth pair exists in the
+//! harness's namespace),
 //! `mount` (a FUSE layer is mounted), `lock-holder` (a lock holder forked),
 //! `corrupt` (a file was damaged).
 
@@ -29,10 +31,20 @@ fn wanted() -> Option<&'static (String, u32)> {
 
 /// Dies here if the test asked for it.
 pub fn reached(name: &str) {
-    static PASSES: AtomicU32 = AtomicU32::new(0);
-    if let Some((wanted, n)) = wanted() {
-        if wanted == name && PASSES.fetch_add(1, Ordering::SeqCst) + 1 == *n {
-            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
-        }
+    if due(name) {
+        die();
     }
+}
+
+/// Whether the test asked to die at this pass of `name`: for a point that
+/// must first set something going (a request the engine goes on with
+/// after the harness died), then [`die`].
+pub fn due(name: &str) -> bool {
+    static PASSES: AtomicU32 = AtomicU32::new(0);
+    wanted().is_some_and(|(wanted, n)| wanted == name && PASSES.fetch_add(1, Ordering::SeqCst) + 1 == *n)
+}
+
+pub fn die() -> ! {
+    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    unreachable!("SIGKILL cannot be caught")
 }

@@ -366,6 +366,13 @@ impl Engine {
         let config =
             bollard::models::IpamConfig { subnet: Some(format!("{}/{}", subnet.0, subnet.1)), ..Default::default() };
         let ipam = bollard::models::Ipam { config: Some(vec![config]), ..Default::default() };
+        if crate::crash_point::due("network-create") {
+            // Killed while the engine creates it: it goes on without us.
+            let (docker, request) = (self.docker.clone(), request(Some(ipam)));
+            runtime().spawn(async move { docker.create_network(request).await });
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            crate::crash_point::die();
+        }
         runtime().block_on(self.docker.create_network(request(Some(ipam)))).map_err(err(what()))?;
         Ok(subnet)
     }

@@ -686,7 +686,9 @@ fn cleanup(run_dir: &Path) -> Outcome {
     let done = cleanup::cleanup(run_dir).map_err(|e| {
         let message = format!("cannot clean up {}: {e}", run_dir.display());
         match e {
-            cleanup::CleanupError::InUse { .. } | cleanup::CleanupError::NotARun => CliError::usage(message),
+            cleanup::CleanupError::InUse { .. } | cleanup::CleanupError::NotARun | cleanup::CleanupError::NoSuchDir => {
+                CliError::usage(message)
+            }
             _ => CliError::environment(message),
         }
     })?;

@@ -147,7 +147,7 @@ fn families() -> Vec<Family> {
             name: "container",
             scenario: shipped("container-kill.toml"),
             lasts: Duration::from_millis(4000),
-            points: &["container-create"],
+            points: &["container-create", "network-create"],
             available: common::docker_available,
         },
     ]
@@ -160,8 +160,9 @@ struct Kill {
     window: String,
     /// What was left behind after cleanup (empty: the kill was survived).
     left: Vec<String>,
-    /// The harness had finished before the kill came: not counted.
-    missed: bool,
+    /// Why the kill did not count: the harness had finished before it came,
+    /// or had not yet made its run directory.
+    missed: Option<&'static str>,
 }
 
 /// Runs the family's scenario and kills the harness: at `at`, or where
@@ -191,11 +192,17 @@ fn kill_once(family: &Family, scenario: &Path, dir: &Path, at: Option<Duration>,
     let killed = std::os::unix::process::ExitStatusExt::signal(&status) == Some(9);
     let out = Command::new(bin()).arg("cleanup").arg(dir).output().unwrap();
     let mut left = Vec::new();
-    if !out.status.success() {
+    if !out.status.success() && dir.exists() {
         left.push(format!("cleanup exited {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr)));
     }
     left.extend(remains(dir));
-    Kill { family: family.name, window: point.map_or("random".into(), str::to_string), left, missed: !killed }
+    // Killed before it made its run directory: there was no run yet.
+    let missed = if !killed {
+        Some("finished first")
+    } else {
+        (!dir.exists()).then_some("killed before its run directory existed")
+    };
+    Kill { family: family.name, window: point.map_or("random".into(), str::to_string), left, missed }
 }
 
 fn stat_start(pid: i32) -> Option<(char, u64)> {
@@ -272,11 +279,14 @@ fn remains(dir: &Path) -> Vec<String> {
     if dir.join("history.partial.jsonl").exists() {
         left.push("the trial's spooled history, not appended to history.jsonl".into());
     }
-    // Containers carrying the run's label.
+    // Containers and engine networks carrying the run's label.
     for e in of("container_label") {
         let label = format!("crashlab.run={}", e["run_label"].as_str().unwrap());
         for id in common::labelled_containers(&label) {
             left.push(format!("container {id}"));
+        }
+        for name in common::labelled_networks(&label) {
+            left.push(format!("engine network {name}"));
         }
     }
     // Damaged bytes: each saved range is back, and the length.
@@ -335,8 +345,8 @@ fn every_kill_of_the_harness_is_healed_by_cleanup() {
                 "kill {n}: {} at {} -> {}",
                 kill.family,
                 point.map_or_else(|| format!("{:?}", at.unwrap()), str::to_string),
-                if kill.missed {
-                    "finished first".into()
+                if let Some(why) = kill.missed {
+                    why.into()
                 } else if kill.left.is_empty() {
                     "survived".into()
                 } else {
@@ -349,17 +359,17 @@ fn every_kill_of_the_harness_is_healed_by_cleanup() {
     // The figures: survived / total per family and per window.
     let mut by_family: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut by_window: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    for k in kills.iter().filter(|k| !k.missed) {
+    for k in kills.iter().filter(|k| k.missed.is_none()) {
         for (map, key) in [(&mut by_family, k.family.to_string()), (&mut by_window, k.window.clone())] {
             let (ok, total) = map.entry(key).or_default();
             *total += 1;
             *ok += usize::from(k.left.is_empty());
         }
     }
-    let counted: Vec<&Kill> = kills.iter().filter(|k| !k.missed).collect();
+    let counted: Vec<&Kill> = kills.iter().filter(|k| k.missed.is_none()).collect();
     let survived = counted.iter().filter(|k| k.left.is_empty()).count();
     eprintln!(
-        "kills survived: {survived}/{} (seed {seed}, {} finished before their kill)",
+        "kills survived: {survived}/{} (seed {seed}, {} finished before their kill or came before the run)",
         counted.len(),
         kills.len() - counted.len()
     );

@@ -164,6 +164,27 @@ fn cleanup_heals_what_a_killed_harness_left_behind() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("resumed 0 paused process group(s), stopped 0 process(es)"));
 }
 
+/// A harness killed between making its run directory and locking it left
+/// an empty directory and nothing else: cleanup has nothing to heal there.
+/// Anything else without a run's files is not cleanup's to touch.
+#[test]
+fn cleanup_of_an_empty_directory_heals_nothing_and_refuses_what_is_not_a_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (empty, other, missing) = (tmp.path().join("empty"), tmp.path().join("other"), tmp.path().join("missing"));
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "somebody's").unwrap();
+    let out = crashlab().arg("cleanup").arg(&empty).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed 0 container(s)"));
+    for (dir, why) in [(&other, "not a run directory"), (&missing, "no such directory")] {
+        let out = crashlab().arg("cleanup").arg(dir).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", dir.display());
+        assert!(String::from_utf8_lossy(&out.stderr).contains(why), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(std::fs::read_to_string(other.join("notes.txt")).unwrap(), "somebody's");
+}
+
 #[test]
 fn ctrl_c_heals_stops_and_writes_a_partial_report() {
     let tmp = tempfile::tempdir().unwrap();
