@@ -54,6 +54,8 @@ fn writes_stopped_ms(events: &[Value]) -> f64 {
 /// setting of 1000 ms, plus a heartbeat (100 ms). Seen in CI: 2528 and
 /// 3249 ms (the scenario's own gate is this bound, not a tighter one).
 const ELECTIONS: f64 = 2.0 * 2000.0 + 100.0;
+/// How long the loss scenarios drop packets.
+const LOSS: f64 = 3000.0;
 
 fn table_line(name: &str, r: &Run) {
     let s = &r.report().summary;
@@ -134,11 +136,15 @@ fn packet_loss_on_a_follower_changes_nothing_and_on_the_leader_costs_at_most_an_
     for t in r.trials() {
         let stopped = writes_stopped_ms(&r.history(t.index as u64));
         // Under 900 ms no election can have happened (a follower waits an
-        // election timeout of silence first); past it, one did, and it
-        // took no longer than a failover does.
+        // election timeout of silence first); past it, one may have. The
+        // silence that starts one can come at any time within the 3 s of
+        // loss (TCP's retransmissions back off: 0.2, 0.4, 0.8 s...), so
+        // writes may stop from the fault until an election begun as late
+        // as the heal has ended (CI: 5133 ms once, where an election
+        // counted from the fault's start bounds it at 5100).
         if stopped >= 900.0 {
             elections += 1;
-            assert!(stopped <= ELECTIONS + 1000.0, "trial {}: writes stopped {stopped} ms", t.index);
+            assert!(stopped <= LOSS + ELECTIONS, "trial {}: writes stopped {stopped} ms", t.index);
         }
     }
     eprintln!("loss-leader: an election in {elections} of 5 trials");
