@@ -6,9 +6,12 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum};
+use bollard::models::{
+    ContainerCreateBody, EventMessage, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
     ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
@@ -101,6 +104,52 @@ pub struct ContainerState {
 
 pub struct Engine {
     docker: Docker,
+}
+
+/// What the engine said happened to a container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerEvent {
+    /// `start`, `die`, `oom`, `kill`, `pause`, ... as the engine names it.
+    pub action: String,
+    /// When, on the harness's clock (the engine's own date of it, if the
+    /// two clocks agree: an engine on this host).
+    pub at: Instant,
+}
+
+/// The engine's events about one container, as they come.
+pub struct ContainerEvents {
+    stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<EventMessage, bollard::errors::Error>> + Send>>,
+    stop: Arc<tokio::sync::Notify>,
+}
+
+/// Each `next` waits for the next event; `None` once the engine ended the
+/// stream (or failed it) or its stop handle was notified.
+impl Iterator for ContainerEvents {
+    type Item = ContainerEvent;
+
+    fn next(&mut self) -> Option<ContainerEvent> {
+        let (stream, stop) = (&mut self.stream, &self.stop);
+        let message = runtime().block_on(async {
+            tokio::select! {
+                message = stream.next() => message.and_then(Result::ok),
+                () = stop.notified() => None,
+            }
+        })?;
+        let at = message.time_nano.map_or_else(Instant::now, engine_time);
+        Some(ContainerEvent { action: message.action.unwrap_or_default(), at })
+    }
+}
+
+/// An engine's date (ns since the epoch) on the harness's monotonic clock.
+/// A date ahead of ours, or older than any event can wait in the stream,
+/// is of a clock we do not share: it is dated when it came.
+fn engine_time(nanos: i64) -> Instant {
+    let now = (Instant::now(), std::time::SystemTime::now());
+    let then = std::time::UNIX_EPOCH + Duration::from_nanos(nanos.max(0) as u64);
+    match now.1.duration_since(then) {
+        Ok(age) if age < Duration::from_secs(5) => now.0.checked_sub(age).unwrap_or(now.0),
+        _ => now.0,
+    }
 }
 
 /// A container's memory and CPU limits as the engine keeps them; 0 (or a
@@ -327,6 +376,21 @@ impl Engine {
         })
     }
 
+    /// The engine's events about container `id` from now on (none is lost
+    /// between this call and the first wait for one: the
+    /// engine replays them from the time asked), and a handle that ends
+    /// the stream.
+    pub fn container_events(&self, id: &str) -> (ContainerEvents, Arc<tokio::sync::Notify>) {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let since = format!("{}.{:09}", since.as_secs(), since.subsec_nanos());
+        let filters = HashMap::from([("type", vec!["container"]), ("container", vec![id])]);
+        let options =
+            bollard::query_parameters::EventsOptionsBuilder::default().since(&since).filters(&filters).build();
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let stream = Box::pin(self.docker.events(Some(options)));
+        (ContainerEvents { stream, stop: Arc::clone(&stop) }, stop)
+    }
+
     /// Creates a bridge network labelled with the run, on a subnet the
     /// engine picks as free; returns its subnet's first address and prefix
     /// length. Only a subnet named at creation lets containers keep a fixed
@@ -426,5 +490,27 @@ impl Engine {
                 (c.id.unwrap_or_default(), name.trim_start_matches('/').to_string(), run)
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nanos_ago(ago: Duration) -> i64 {
+        let then = std::time::SystemTime::now() - ago;
+        then.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64
+    }
+
+    #[test]
+    fn an_engine_date_is_placed_on_the_harness_clock_unless_the_clocks_differ() {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let (before, at) = (Instant::now(), engine_time(nanos_ago(Duration::from_millis(40))));
+        assert!((ms(before - at) - 40.0).abs() < 5.0, "40 ms ago: {:.1} ms before", ms(before - at));
+        // Ahead of our clock, or older than an event waits: another clock's.
+        for date in [nanos_ago(Duration::ZERO) + 3_000_000_000, nanos_ago(Duration::from_secs(3600))] {
+            let (before, at) = (Instant::now(), engine_time(date));
+            assert!(at >= before && at - before < Duration::from_millis(5));
+        }
     }
 }

@@ -1,9 +1,12 @@
 //! The container backend: a target is a container of the local engine.
 //!
-//! A watcher thread follows the container by polling the engine (every
-//! 5 ms): each new main process is an incarnation (started by the harness,
-//! or by the engine's own `restart: always`), each stop an exit. With the
-//! harness's policy the watcher starts the container again itself. The
+//! A watcher thread follows the container through the engine's events
+//! (each start and death as the engine dates it), and reads the engine's
+//! state on each (its main process's pid, exit code, OOM kill); it polls
+//! only as a safety net, or every 5 ms if the events stop coming. Each new
+//! main process is an incarnation (started by the harness, or by the
+//! engine's own `restart: always`), each stop an exit. With the harness's
+//! policy the watcher starts the container again itself. The
 //! target's port is published on 127.0.0.1 (on a remote host: on its
 //! address) at the same number, its data
 //! dir is a bind mount of the trial's data dir at `/data` (`{data_dir}` in
@@ -21,19 +24,34 @@ use nix::sys::signal::Signal;
 use super::context::{run_hook, TargetContext};
 use super::reaper;
 use super::{procfs, CommandKind, HostProcess, Signalled, Target, TargetError};
-use crate::engine::{ContainerSpec, Engine, Limits, RUN_LABEL};
+use crate::engine::{ContainerEvent, ContainerEvents, ContainerSpec, Engine, Limits, RUN_LABEL};
 use crate::journal::Entry;
 use crate::scenario::{template, Reach, RestartPolicy, SignalScope, TargetPlan};
 
 /// Where a container sees its data dir.
 pub const CONTAINER_DATA_DIR: &str = "/data";
+/// How often the watcher reads the engine's state without the engine's
+/// events (their stream ended), as it did before it had them.
 const POLL: Duration = Duration::from_millis(5);
+/// And with them: a safety net for an event the engine did not send.
+const POLL_WITH_EVENTS: Duration = Duration::from_millis(250);
+/// How long a restart's record waits for the engine's event of it, which
+/// is sent before the start's answer but may arrive after it.
+const START_EVENT_PATIENCE: Duration = Duration::from_millis(50);
 /// The engine's default network, which containers of no run network join.
 const DEFAULT_NETWORK: &str = "bridge";
 
 pub struct ContainerTarget {
     inner: Arc<Inner>,
-    watcher: Mutex<Option<JoinHandle<()>>>,
+    watcher: Mutex<Option<Watcher>>,
+}
+
+/// The threads that follow a started container.
+struct Watcher {
+    watch: JoinHandle<()>,
+    /// Hands the engine's events to the watcher.
+    listen: JoinHandle<()>,
+    stop_listening: Arc<tokio::sync::Notify>,
 }
 
 struct Inner {
@@ -61,6 +79,11 @@ struct Inner {
     host_vars: Vec<(String, String)>,
     state: Mutex<State>,
     changed: Condvar,
+    /// The engine's events not yet looked at by the watcher: apart from
+    /// the state, so that they come in while the watcher holds it (through
+    /// a restart the engine takes 100-300 ms for).
+    events: Mutex<Vec<ContainerEvent>>,
+    event_came: Condvar,
 }
 
 #[derive(Default)]
@@ -72,6 +95,9 @@ struct State {
     held: bool,
     /// When the harness's policy may start the container again.
     restart_at: Option<Instant>,
+    /// Whether the engine's events still come (the stream may end: then
+    /// the watcher polls).
+    listening: bool,
 }
 
 fn engine_err(target: &str) -> impl Fn(crate::engine::EngineError) -> TargetError + '_ {
@@ -118,6 +144,8 @@ impl ContainerTarget {
             host_vars,
             state: Mutex::default(),
             changed: Condvar::new(),
+            events: Mutex::default(),
+            event_came: Condvar::new(),
         };
         Ok(ContainerTarget { inner: Arc::new(inner), watcher: Mutex::new(None) })
     }
@@ -195,29 +223,36 @@ impl Inner {
         self.ctx.faketime.as_ref().map_or(Vec::new(), binds)
     }
 
-    /// Follows the container until the target stops.
+    /// Follows the container until the target stops: reads its state on
+    /// each of the engine's events about it (or each poll), dating what
+    /// changed by the engine's own date of it.
     fn watch(self: Arc<Self>) {
         loop {
-            let id = {
+            let (id, events) = {
                 let state = self.state.lock().unwrap();
-                if state.stopping {
+                // What the engine told before the stop is still recorded:
+                // a restart it made just before the trial's end is the
+                // trial's (its service answered the probe 20 ms after).
+                let events = self.take_events();
+                if state.stopping && events.is_empty() {
                     return;
                 }
-                state.id.clone().expect("created before the watcher starts")
+                (state.id.clone().expect("created before the watcher starts"), events)
             };
+            // Taken before the state is read, so that the state shows
+            // what they tell; any that come later wake the next turn.
+            let date = |action: &str| events.iter().rev().find(|e| e.action == action).map(|e| e.at);
+            let (started_at, died_at) = (date("start"), events.iter().find(|e| e.action == "die").map(|e| e.at));
             let seen = self.engine.inspect(&id).ok();
             let mut state = self.state.lock().unwrap();
-            if state.stopping {
-                return;
-            }
             let running = seen.as_ref().is_some_and(|s| s.running && s.pid > 0);
             match (&seen, state.current) {
                 (Some(s), Some(process)) if running && s.pid != process.pid => {
-                    self.exited(&mut state, process, "replaced".into());
-                    self.started(&mut state, s.pid, Instant::now());
+                    self.exited(&mut state, process, "replaced".into(), died_at.unwrap_or_else(Instant::now));
+                    self.started(&mut state, s.pid, started_at.unwrap_or_else(Instant::now));
                 }
                 (Some(s), None) if running => {
-                    self.started(&mut state, s.pid, Instant::now());
+                    self.started(&mut state, s.pid, started_at.unwrap_or_else(Instant::now));
                     self.check_ports(s);
                 }
                 (s, Some(process)) if !running => {
@@ -226,36 +261,81 @@ impl Inner {
                         Some(s) if s.oom_killed => format!("exit code {}, OOM-killed", s.exit_code),
                         Some(s) => format!("exit code {}", s.exit_code),
                     };
-                    self.exited(&mut state, process, status);
+                    self.exited(&mut state, process, status, died_at.unwrap_or_else(Instant::now));
                     if let RestartPolicy::Always { delay } = self.plan.restart {
                         state.restart_at = Some(Instant::now() + delay);
                     }
                 }
                 _ => {}
             }
+            if state.stopping {
+                return;
+            }
             if !running && !state.held && state.restart_at.is_some_and(|at| Instant::now() >= at) {
                 state.restart_at = None;
-                match self.engine.start(&id).map(|()| Instant::now()) {
-                    // Running once the engine says so: seen now, not at the
-                    // next poll, which a recovery proven within a few
-                    // samples can beat to the trial's end. Dated when the
-                    // engine said so: its process began during the start
-                    // (100-300 ms), so not when the start was asked for.
-                    Ok(started) => match self.engine.inspect(&id) {
-                        Ok(s) if s.running && s.pid > 0 => {
-                            self.started(&mut state, s.pid, started);
-                            self.check_ports(&s);
-                        }
-                        _ => {}
-                    },
-                    Err(e) => {
-                        self.ctx.recorder.warn(format!("target `{}`: {e}", self.name()));
-                        state.restart_at = Some(Instant::now() + Duration::from_millis(100));
-                    }
-                }
+                self.start_again(&mut state, &id);
             }
-            let _ = self.changed.wait_timeout(state, POLL);
+            if !self.events.lock().unwrap().is_empty() {
+                continue;
+            }
+            let poll = if state.listening { POLL_WITH_EVENTS } else { POLL };
+            let wait = state.restart_at.map_or(poll, |at| at.saturating_duration_since(Instant::now()).min(poll));
+            let _ = self.changed.wait_timeout(state, wait);
         }
+    }
+
+    /// The harness's restart policy: starts the stopped container again.
+    fn start_again(&self, state: &mut State, id: &str) {
+        let asked = Instant::now();
+        match self.engine.start(id).map(|()| Instant::now()) {
+            // Running once the engine says so: seen now, not at the next
+            // turn, which a recovery proven within a few samples can beat
+            // to the trial's end. Dated as the engine dates its start (its
+            // process began during the start, 100-300 ms, so not when the
+            // start was asked for), or when the start returned.
+            Ok(returned) => match self.engine.inspect(id) {
+                Ok(s) if s.running && s.pid > 0 => {
+                    let started = if state.listening { self.start_event(asked, START_EVENT_PATIENCE) } else { None };
+                    self.started(state, s.pid, started.unwrap_or(returned));
+                    self.check_ports(&s);
+                }
+                _ => {}
+            },
+            Err(e) => {
+                self.ctx.recorder.warn(format!("target `{}`: {e}", self.name()));
+                state.restart_at = Some(Instant::now() + Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// Hands the engine's events to the watcher until they end.
+    fn listen(self: Arc<Self>, events: ContainerEvents) {
+        for event in events {
+            self.events.lock().unwrap().push(event);
+            self.event_came.notify_all();
+            // Through the state's lock, so that a watcher about to wait
+            // is waiting when told.
+            drop(self.state.lock().unwrap());
+            self.changed.notify_all();
+        }
+        self.state.lock().unwrap().listening = false;
+        self.changed.notify_all();
+    }
+
+    fn take_events(&self) -> Vec<ContainerEvent> {
+        std::mem::take(&mut *self.events.lock().unwrap())
+    }
+
+    /// When the engine says the container started, after `asked`, if it
+    /// says so within `patience` (its event may come a little after the
+    /// start's answer).
+    fn start_event(&self, asked: Instant, patience: Duration) -> Option<Instant> {
+        let start = |events: &Vec<ContainerEvent>| {
+            events.iter().rev().find(|e| e.action == "start" && e.at >= asked).map(|e| e.at)
+        };
+        let (events, _) =
+            self.event_came.wait_timeout_while(self.events.lock().unwrap(), patience, |e| start(e).is_none()).unwrap();
+        start(&events)
     }
 
     /// A new incarnation, begun at `at` (its start asked for, or seen).
@@ -281,8 +361,8 @@ impl Inner {
         }
     }
 
-    fn exited(&self, state: &mut State, process: HostProcess, status: String) {
-        self.ctx.record_exit(self.name(), process, status);
+    fn exited(&self, state: &mut State, process: HostProcess, status: String, at: Instant) {
+        self.ctx.record_exit(self.name(), process, status, at);
         state.current = None;
         self.changed.notify_all();
     }
@@ -334,16 +414,26 @@ impl Target for ContainerTarget {
             state.id = Some(id.clone());
             state.stopping = false;
             state.held = false;
+            state.listening = true;
         }
+        // Asked for before the start, so that the start is among them.
+        let (events, stop_listening) = inner.engine.container_events(&id);
+        let spawn = |what: &str, work: Box<dyn FnOnce() + Send>| {
+            thread::Builder::new()
+                .name(format!("{what}-{}", self.name()))
+                .spawn(work)
+                .map_err(|source| TargetError::Io { target: self.name().to_string(), source })
+        };
+        let listened = Arc::clone(inner);
+        let listen = spawn("events", Box::new(move || listened.listen(events)))?;
+        let watched = Arc::clone(inner);
+        let watch = spawn("watch", Box::new(move || watched.watch())).inspect_err(|_| {
+            stop_listening.notify_one();
+        })?;
+        *self.watcher.lock().unwrap() = Some(Watcher { watch, listen, stop_listening });
         if !inner.engine.inspect(&id).is_ok_and(|s| s.running) {
             inner.engine.start(&id).map_err(engine_err(self.name()))?;
         }
-        let watched = Arc::clone(inner);
-        let handle = thread::Builder::new()
-            .name(format!("watch-{}", self.name()))
-            .spawn(move || watched.watch())
-            .map_err(|source| TargetError::Io { target: self.name().to_string(), source })?;
-        *self.watcher.lock().unwrap() = Some(handle);
         Ok(())
     }
 
@@ -440,16 +530,18 @@ impl Target for ContainerTarget {
     }
 
     fn stop(&self) {
-        let Some(handle) = self.watcher.lock().unwrap().take() else { return };
+        let Some(watcher) = self.watcher.lock().unwrap().take() else { return };
         let inner = &self.inner;
         inner.state.lock().unwrap().stopping = true;
         inner.changed.notify_all();
-        let _ = handle.join();
+        let _ = watcher.watch.join();
+        watcher.stop_listening.notify_one();
+        let _ = watcher.listen.join();
         if let Ok(id) = inner.id() {
             let _ = inner.engine.stop(&id, inner.plan.stop_timeout);
             let mut state = inner.state.lock().unwrap();
             if let Some(process) = state.current {
-                inner.exited(&mut state, process, "stopped".into());
+                inner.exited(&mut state, process, "stopped".into(), Instant::now());
             }
             drop(state);
             // Keep the last words for the report before the container goes.

@@ -60,11 +60,11 @@ impl TargetContext {
             self.journal.append(&Entry::CommandStarted { trial: self.trial, target: target.into(), pid, start_time });
     }
 
-    /// Records the end of an incarnation (journaled unsynced: see
+    /// Records the end of an incarnation, at `at` (journaled unsynced: see
     /// [`Journal::note`]).
-    pub(crate) fn record_exit(&self, target: &str, process: HostProcess, status: String) {
+    pub(crate) fn record_exit(&self, target: &str, process: HostProcess, status: String, at: Instant) {
         let (incarnation, pid) = (process.incarnation, process.pid);
-        self.recorder.record(EventKind::TargetExited { target: target.into(), incarnation, pid, status });
+        self.recorder.record_at(at, EventKind::TargetExited { target: target.into(), incarnation, pid, status });
         let _ = self.journal.note(&Entry::TargetExited { trial: self.trial, target: target.into(), pid });
     }
 

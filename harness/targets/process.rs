@@ -130,9 +130,11 @@ impl Inner {
     fn supervise(self: Arc<Self>, mut exited: Receiver<Exit>) {
         loop {
             let exit = exited.recv().ok();
+            let at = Instant::now();
             let mut state = self.state.lock().unwrap();
             if let Some(process) = state.current.take() {
-                self.ctx.record_exit(self.name(), process, exit.map_or("unknown".into(), |e| e.to_string()));
+                let status = exit.map_or("unknown".into(), |e| e.to_string());
+                self.ctx.record_exit(self.name(), process, status, at);
                 // Whatever the leader left running in its group goes with it.
                 kill_group(process, Signal::SIGKILL);
             }

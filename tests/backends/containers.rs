@@ -32,9 +32,33 @@ fn check_restarted_and_nothing_lost(r: &Run) {
         assert!(f.detail.as_str().starts_with("SIGKILL to pid"), "{f:?}");
         assert_eq!(t.rpo.lost_acked, Some(0), "trial {}", t.index);
         common::assert_the_workload_ran("container kill", t);
+        let (started, answered) = restart_and_first_answer(&r.history(t.index as u64));
+        assert!(
+            started <= answered,
+            "trial {}: the new incarnation is dated at {started:.1} ms, after it answered at {answered:.1} ms",
+            t.index
+        );
     }
     assert!(labelled_containers(&label(r)).is_empty(), "the run's containers are gone");
     assert!(labelled_networks(&label(r)).is_empty(), "and its network");
+}
+
+/// When the next incarnation after the kill was dated to have begun, and
+/// when it first answered healthy (the first healthy answer to a sample
+/// begun after the first failed one). It cannot answer before it began:
+/// dated as the engine dates its start, it does not; dated when a poll of
+/// the engine saw it, it did (by up to the poll's 5 ms and an inspect).
+fn restart_and_first_answer(events: &[Value]) -> (f64, f64) {
+    let at = |e: &Value| e["t_ms"].as_f64().unwrap();
+    let kill = events.iter().find(|e| e["event"] == "fault_injected").map(at).expect("a fault");
+    let started = events.iter().find(|e| e["event"] == "target_started" && at(e) > kill).map(at).expect("a restart");
+    let probes = || events.iter().filter(|e| e["event"] == "probe" && at(e) >= kill);
+    let down = probes().find(|e| e["healthy"] == false).map(at).expect("the probe saw the outage");
+    let answered = probes()
+        .filter(|e| e["healthy"] == true && at(e) > down)
+        .map(|e| at(e) + e["latency_ms"].as_f64().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    (started, answered)
 }
 
 #[test]
