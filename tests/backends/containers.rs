@@ -45,9 +45,10 @@ fn check_restarted_and_nothing_lost(r: &Run) {
 
 /// When the next incarnation after the kill was dated to have begun, and
 /// when it first answered healthy (the first healthy answer to a sample
-/// begun after the first failed one). It cannot answer before it began:
-/// dated as the engine dates its start, it does not; dated when a poll of
-/// the engine saw it, it did (by up to the poll's 5 ms and an inspect).
+/// begun after the first failed one). It cannot answer before it began: a
+/// start dated after that answer was dated when it was seen, not when it
+/// happened (here, both with the engine's events and with the 5 ms poll
+/// before them, it is dated ~20 ms before the answer).
 fn restart_and_first_answer(events: &[Value]) -> (f64, f64) {
     let at = |e: &Value| e["t_ms"].as_f64().unwrap();
     let kill = events.iter().find(|e| e["event"] == "fault_injected").map(at).expect("a fault");
