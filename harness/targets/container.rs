@@ -150,6 +150,18 @@ impl ContainerTarget {
         Ok(ContainerTarget { inner: Arc::new(inner), watcher: Mutex::new(None) })
     }
 
+    /// Ends the watcher and the listener of a started container; `false`
+    /// if there were none.
+    fn stop_watching(&self) -> bool {
+        let Some(watcher) = self.watcher.lock().unwrap().take() else { return false };
+        self.inner.state.lock().unwrap().stopping = true;
+        self.inner.changed.notify_all();
+        let _ = watcher.watch.join();
+        watcher.stop_listening.notify_one();
+        let _ = watcher.listen.join();
+        true
+    }
+
     /// A target on a container that already exists (a compose service's).
     pub fn attach(
         plan: &TargetPlan,
@@ -432,7 +444,16 @@ impl Target for ContainerTarget {
         })?;
         *self.watcher.lock().unwrap() = Some(Watcher { watch, listen, stop_listening });
         if !inner.engine.inspect(&id).is_ok_and(|s| s.running) {
-            inner.engine.start(&id).map_err(engine_err(self.name()))?;
+            if let Err(e) = inner.engine.start(&id) {
+                // Never ran: no stop, no last words, no after_stop hooks
+                // (as a process that could not be spawned); the container
+                // this target created goes.
+                self.stop_watching();
+                if inner.attached.is_none() {
+                    let _ = inner.engine.remove(&id);
+                }
+                return Err(engine_err(self.name())(e));
+            }
         }
         Ok(())
     }
@@ -530,13 +551,10 @@ impl Target for ContainerTarget {
     }
 
     fn stop(&self) {
-        let Some(watcher) = self.watcher.lock().unwrap().take() else { return };
+        if !self.stop_watching() {
+            return;
+        }
         let inner = &self.inner;
-        inner.state.lock().unwrap().stopping = true;
-        inner.changed.notify_all();
-        let _ = watcher.watch.join();
-        watcher.stop_listening.notify_one();
-        let _ = watcher.listen.join();
         if let Ok(id) = inner.id() {
             let _ = inner.engine.stop(&id, inner.plan.stop_timeout);
             let mut state = inner.state.lock().unwrap();

@@ -255,6 +255,30 @@ probe = { kind = "tcp" }
     assert!(r.stderr().contains("build it with `crashlab image build --debian no-such-package`"), "{}", r.stderr());
 }
 
+/// A container the engine cannot start (its command does not exist) stops
+/// the run with the engine's reason, and the container that was created
+/// for it goes: it was left behind, "Created", before.
+#[test]
+fn a_container_that_cannot_start_says_why_and_is_not_left_behind() {
+    if !docker_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let text = r#"name = "cannot-start"
+[target.kv]
+kind = "container"
+image = "crashlab/demo-kv"
+command = ["/no-such-binary", "{port}"]
+probe = { kind = "demo-kv" }
+"#;
+    let r = run(&common::write_scenario(tmp.path(), "cannot-start.toml", text), &[]);
+    assert_eq!(r.code, 3, "{}", r.stderr());
+    assert!(r.stderr().contains("/no-such-binary"), "{}", r.stderr());
+    let label = label_of(&r.dir).expect("a container was created");
+    assert!(labelled_containers(&label).is_empty(), "its container is gone");
+    assert!(labelled_networks(&label).is_empty(), "and its network");
+}
+
 /// `mounts` puts the user's own files into a container target, read-only
 /// when asked, beside the data dir.
 #[test]
