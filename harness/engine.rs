@@ -100,6 +100,12 @@ pub struct ContainerState {
     pub oom_killed: bool,
     /// `(container port, host port)` as published now.
     pub ports: Vec<(u16, u16)>,
+    /// When the engine started its latest process and saw it exit, on the
+    /// harness's clock: the engine's own dates, taken as it acted (the
+    /// exit's by the runtime, ~3 ms after a SIGKILL, where its `die` event
+    /// comes ~25 ms after).
+    pub started_at: Option<Instant>,
+    pub finished_at: Option<Instant>,
 }
 
 pub struct Engine {
@@ -111,9 +117,6 @@ pub struct Engine {
 pub struct ContainerEvent {
     /// `start`, `die`, `oom`, `kill`, `pause`, ... as the engine names it.
     pub action: String,
-    /// When, on the harness's clock (the engine's own date of it, if the
-    /// two clocks agree: an engine on this host).
-    pub at: Instant,
 }
 
 /// The engine's events about one container, as they come.
@@ -135,14 +138,21 @@ impl Iterator for ContainerEvents {
                 () = stop.notified() => None,
             }
         })?;
-        let at = message.time_nano.map_or_else(Instant::now, engine_time);
-        Some(ContainerEvent { action: message.action.unwrap_or_default(), at })
+        Some(ContainerEvent { action: message.action.unwrap_or_default() })
     }
 }
 
+/// An engine's RFC 3339 date on the harness's clock (`None`: never, which
+/// the engine writes as year 1).
+fn engine_date(date: &str) -> Option<Instant> {
+    let date = humantime::parse_rfc3339_weak(date).ok()?;
+    let nanos = date.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+    Some(engine_time(i64::try_from(nanos).ok()?))
+}
+
 /// An engine's date (ns since the epoch) on the harness's monotonic clock.
-/// A date ahead of ours, or older than any event can wait in the stream,
-/// is of a clock we do not share: it is dated when it came.
+/// A date ahead of ours, or older than the watcher can be late to read it
+/// (5 s), is of a clock we do not share: it is dated when read.
 fn engine_time(nanos: i64) -> Instant {
     let now = (Instant::now(), std::time::SystemTime::now());
     let then = std::time::UNIX_EPOCH + Duration::from_nanos(nanos.max(0) as u64);
@@ -373,6 +383,8 @@ impl Engine {
             exit_code: state.exit_code.unwrap_or(0),
             oom_killed: state.oom_killed.unwrap_or(false),
             ports,
+            started_at: state.started_at.as_deref().and_then(engine_date),
+            finished_at: state.finished_at.as_deref().and_then(engine_date),
         })
     }
 
@@ -507,10 +519,24 @@ mod tests {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let (before, at) = (Instant::now(), engine_time(nanos_ago(Duration::from_millis(40))));
         assert!((ms(before - at) - 40.0).abs() < 5.0, "40 ms ago: {:.1} ms before", ms(before - at));
-        // Ahead of our clock, or older than an event waits: another clock's.
+        // Ahead of our clock, or older than a look can be late: another clock's.
         for date in [nanos_ago(Duration::ZERO) + 3_000_000_000, nanos_ago(Duration::from_secs(3600))] {
             let (before, at) = (Instant::now(), engine_time(date));
             assert!(at >= before && at - before < Duration::from_millis(5));
         }
+    }
+
+    #[test]
+    fn an_engine_date_as_inspect_writes_it_is_read_to_the_nanosecond_and_year_one_is_never() {
+        let now = std::time::SystemTime::now() - Duration::from_millis(30);
+        let nanos = now.duration_since(std::time::UNIX_EPOCH).unwrap();
+        let secs = humantime::format_rfc3339_seconds(now).to_string();
+        // As the engine writes it: nanoseconds, trailing zeros trimmed.
+        let date = format!("{}.{:09}", secs.trim_end_matches('Z'), nanos.subsec_nanos());
+        let date = format!("{}Z", date.trim_end_matches('0'));
+        let at = engine_date(&date).expect(&date);
+        let ago = at.elapsed().as_secs_f64() * 1000.0;
+        assert!((ago - 30.0).abs() < 5.0, "{date}: {ago:.1} ms ago");
+        assert_eq!(engine_date("0001-01-01T00:00:00Z"), None);
     }
 }

@@ -292,13 +292,17 @@ impl Recorder {
         self.record_at(Instant::now(), kind);
     }
 
-    /// When the latest event `is` picks was recorded (`None`: none was, or
-    /// the events go elsewhere, as an agent's do).
-    pub fn last_at(&self, is: impl Fn(&EventKind) -> bool) -> Option<Instant> {
+    /// When the latest event `is` picks that happened before `before`
+    /// happened (`None`: none was recorded, or the events go elsewhere, as
+    /// an agent's do). By date, not by the order recorded: an event may be
+    /// recorded after it happened (a container's restart, once its start
+    /// returned).
+    pub fn last_at(&self, before: Instant, is: impl Fn(&EventKind) -> bool) -> Option<Instant> {
         if self.forward.is_some() {
             return None;
         }
-        self.looked_back().lock().unwrap().iter().rev().find(|(_, kind)| is(kind)).map(|(at, _)| *at)
+        let events = self.looked_back().lock().unwrap();
+        events.iter().filter(|(at, kind)| *at < before && is(kind)).map(|(at, _)| *at).max()
     }
 
     /// A warning: printed at once, and kept in the history for the reports;

@@ -406,7 +406,7 @@ probe = { kind = "tcp" }
             let log = Log::default();
             let mut env = TrialEnv::default();
             for name in ["a", "b"] {
-                env.targets.push(Arc::new(FakeTarget { name: name.into(), log: Arc::clone(&log) }));
+                env.targets.push(Arc::new(FakeTarget { name: name.into(), log: Arc::clone(&log), on_settle: None }));
             }
             let healer = Arc::clone(&log);
             env.lasting.lock().unwrap().push(FaultGuard::new(move || healer.lock().unwrap().push("heal".into())));

@@ -22,6 +22,9 @@ pub type Log = Arc<Mutex<Vec<String>>>;
 pub struct FakeTarget {
     pub name: String,
     pub log: Log,
+    /// What it records when settled, and at the latest when stopped, as a
+    /// container records a restart its engine made.
+    pub on_settle: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl FakeTarget {
@@ -67,7 +70,13 @@ impl Target for FakeTarget {
         self.note("release");
     }
     fn stop(&self) {
+        self.settle();
         self.note("stop");
+    }
+    fn settle(&self) {
+        if let Some(settle) = &self.on_settle {
+            settle();
+        }
     }
     fn exec(&self, argv: &[String], _: Duration, _: CommandKind) -> Result<reaper::Output, TargetError> {
         self.note(&format!("exec {}", argv.join(" ")));

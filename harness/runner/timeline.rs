@@ -252,20 +252,33 @@ fn build_workload(trial: &Trial, env: &TrialEnv) -> Option<Box<dyn Workload>> {
     Some(workload::build(w, addr, &|argv| target.render(argv)))
 }
 
-/// Each target must show a sustained healthy window after the last fault
-/// on it; then the store is read back. A window that began after the
-/// latest change to any target and still holds has proven it already: it
-/// is not proven again.
+/// Each target must show a sustained healthy window after the last change
+/// to any target; then the store is read back. A window that began after
+/// the latest change and still holds has proven it already: it is not
+/// proven again. A change that happened after the window began but was
+/// recorded only once the window was seen (a container's restart, dated
+/// by its engine, recorded once its start returned: its service may answer
+/// before) needs a window after it, as the checks will. One that happens
+/// later (a crash loop) is not waited out.
 fn await_recovery(trial: &Trial, env: &TrialEnv, workload: Option<&dyn Workload>, written: workload::Counts) {
     let now = Instant::now();
     let deadline = now + trial.plan.trials.recovery_timeout;
-    let changed = trial.recorder.last_at(EventKind::changes_a_target);
-    for (t, sampler) in trial.plan.targets.iter().zip(&env.samplers) {
+    for ((t, sampler), target) in trial.plan.targets.iter().zip(&env.samplers).zip(&env.targets) {
         let n = t.probe.healthy_after;
+        target.settle();
+        let changed = trial.recorder.last_at(Instant::now(), EventKind::changes_a_target);
         if changed.is_some_and(|since| sampler.health.holds_sustained(since, n)) {
             continue;
         }
-        let _ = sampler.health.wait_sustained(now, n, deadline, &trial.cancel);
+        let mut after = now;
+        while let Some(window) = sampler.health.wait_sustained(after, n, deadline, &trial.cancel) {
+            let seen = Instant::now();
+            target.settle();
+            match trial.recorder.last_at(seen, EventKind::changes_a_target) {
+                Some(change) if change > window => after = change,
+                _ => break,
+            }
+        }
     }
     if let (Some(w), Some(plan_w)) = (workload, &trial.plan.workload) {
         let target = plan_w.target.to_string();
@@ -302,7 +315,9 @@ fn read_back(workload: &dyn Workload, written: u64) -> std::io::Result<Vec<(Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::Sampler;
     use crate::runner::fake::{with_trial, FakeTarget, Log};
+    use std::sync::Mutex;
 
     /// The timeline injects each fault at its time through the target's
     /// interface, records it, heals a fault with a duration after it, and
@@ -334,7 +349,7 @@ target = "kv"
         with_trial(scenario, |trial| {
             let log = Log::default();
             let mut env = TrialEnv::default();
-            env.targets.push(Arc::new(FakeTarget { name: "kv".into(), log: Arc::clone(&log) }));
+            env.targets.push(Arc::new(FakeTarget { name: "kv".into(), log: Arc::clone(&log), on_settle: None }));
             let schedule = Schedule {
                 faults: vec![Duration::from_millis(20), Duration::from_millis(60)],
                 backups: Vec::new(),
@@ -353,6 +368,77 @@ target = "kv"
             assert_eq!(injected.len(), 2);
             assert!(injected[0] >= 20.0 && injected[1] >= 60.0, "on schedule, never early: {injected:?}");
             assert!(events.iter().any(|e| matches!(e.kind, EventKind::FaultHealed { fault: 1, .. })));
+        });
+    }
+
+    /// Down until a set time, then healthy.
+    struct DownUntil(Instant);
+
+    impl crate::probe::Probe for DownUntil {
+        fn sample(&self) -> Result<(), String> {
+            if Instant::now() < self.0 {
+                return Err("refused".into());
+            }
+            Ok(())
+        }
+    }
+
+    /// A restart recorded only after the probe's window was seen, dated
+    /// after it began (a container's, dated by its engine once its start
+    /// had returned, on a loaded machine): the trial goes on until a
+    /// window follows it, so that the RTO check finds one. Without it the
+    /// target stopped with no sample after the restart: "never recovered",
+    /// as CI once saw of Redis in a container.
+    #[test]
+    fn a_restart_recorded_after_the_window_began_is_followed_by_a_window_before_the_end() {
+        let scenario = r#"
+name = "fake"
+[target.kv]
+command = ["true"]
+probe = { kind = "tcp", interval = "5ms" }
+"#;
+        with_trial(scenario, |trial| {
+            let origin = Instant::now();
+            let up = origin + Duration::from_millis(40);
+            let recorder = trial.recorder.clone();
+            let restarted = Arc::new(Mutex::new(None));
+            let record = Arc::clone(&restarted);
+            let on_settle = move || {
+                let mut restarted = record.lock().unwrap();
+                if restarted.is_none() && Instant::now() >= up {
+                    // Dated a moment before it is recorded, as the engine
+                    // dates a start that has returned.
+                    let at = Instant::now() - Duration::from_millis(1);
+                    recorder.record_at(at, EventKind::TargetStarted { target: "kv".into(), incarnation: 2, pid: 2 });
+                    *restarted = Some((at - origin).as_secs_f64() * 1000.0);
+                }
+            };
+            let mut env = TrialEnv::default();
+            let target = FakeTarget { name: "kv".into(), log: Log::default(), on_settle: Some(Box::new(on_settle)) };
+            env.targets.push(Arc::new(target));
+            let probe = &trial.plan.targets[0].probe;
+            env.samplers.push(Sampler::start("kv", Box::new(DownUntil(up)), probe, trial.recorder.clone()));
+            let fault = EventKind::FaultInjected {
+                fault: 0,
+                kind: crate::kinds::FaultName::Kill,
+                target: "kv".into(),
+                scheduled_ms: 10.0,
+                detail: String::new(),
+                uncertainty_ms: None,
+            };
+            trial.recorder.record_at(origin + Duration::from_millis(10), fault);
+            thread::sleep(Duration::from_millis(10));
+
+            await_recovery(trial, &env, None, workload::Counts::default());
+            // Teardown: each target stops before its sampler (the stop is
+            // no outage), then the checks read the history.
+            env.targets[0].stop();
+            env.samplers[0].stop();
+            let events = trial.recorder.finish(origin).unwrap();
+            let restarted = restarted.lock().unwrap().expect("recorded when settled or stopped");
+            let report = &crate::check::rto::fault_reports(&events, |_| 3, |_| false)[0];
+            let rto = report.rto_ms.map(|rto| rto + 10.0);
+            assert!(rto.is_some_and(|window| window >= restarted), "window at {rto:?}, restart at {restarted:.1}");
         });
     }
 }

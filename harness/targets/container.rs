@@ -1,9 +1,9 @@
 //! The container backend: a target is a container of the local engine.
 //!
-//! A watcher thread follows the container through the engine's events
-//! (each start and death as the engine dates it), and reads the engine's
-//! state on each (its main process's pid, exit code, OOM kill); it polls
-//! only as a safety net, or every 5 ms if the events stop coming. Each new
+//! A watcher thread looks at the engine's state of the container on each
+//! of the engine's events about it (its main process's pid, exit code, OOM
+//! kill, and the engine's dates of its start and exit); it polls only as a
+//! safety net, or every 5 ms if the events stop coming. Each new
 //! main process is an incarnation (started by the harness, or by the
 //! engine's own `restart: always`), each stop an exit. With the harness's
 //! policy the watcher starts the container again itself. The
@@ -24,7 +24,7 @@ use nix::sys::signal::Signal;
 use super::context::{run_hook, TargetContext};
 use super::reaper;
 use super::{procfs, CommandKind, HostProcess, Signalled, Target, TargetError};
-use crate::engine::{ContainerEvent, ContainerEvents, ContainerSpec, Engine, Limits, RUN_LABEL};
+use crate::engine::{ContainerEvents, ContainerSpec, ContainerState, Engine, Limits, RUN_LABEL};
 use crate::journal::Entry;
 use crate::scenario::{template, Reach, RestartPolicy, SignalScope, TargetPlan};
 
@@ -35,9 +35,6 @@ pub const CONTAINER_DATA_DIR: &str = "/data";
 const POLL: Duration = Duration::from_millis(5);
 /// And with them: a safety net for an event the engine did not send.
 const POLL_WITH_EVENTS: Duration = Duration::from_millis(250);
-/// How long a restart's record waits for the engine's event of it, which
-/// is sent before the start's answer but may arrive after it.
-const START_EVENT_PATIENCE: Duration = Duration::from_millis(50);
 /// The engine's default network, which containers of no run network join.
 const DEFAULT_NETWORK: &str = "bridge";
 
@@ -79,11 +76,13 @@ struct Inner {
     host_vars: Vec<(String, String)>,
     state: Mutex<State>,
     changed: Condvar,
-    /// The engine's events not yet looked at by the watcher: apart from
-    /// the state, so that they come in while the watcher holds it (through
-    /// a restart the engine takes 100-300 ms for).
-    events: Mutex<Vec<ContainerEvent>>,
-    event_came: Condvar,
+    /// How many of the engine's events came since the watcher's last look:
+    /// apart from the state, so that they come in while the watcher holds
+    /// it (through a restart the engine takes 100-300 ms for).
+    unseen_events: Mutex<u32>,
+    /// Held through each look at the engine and what it records: one at a
+    /// time, so that none records from a state older than one recorded.
+    looking: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -144,8 +143,8 @@ impl ContainerTarget {
             host_vars,
             state: Mutex::default(),
             changed: Condvar::new(),
-            events: Mutex::default(),
-            event_came: Condvar::new(),
+            unseen_events: Mutex::default(),
+            looking: Mutex::default(),
         };
         Ok(ContainerTarget { inner: Arc::new(inner), watcher: Mutex::new(None) })
     }
@@ -235,59 +234,33 @@ impl Inner {
         self.ctx.faketime.as_ref().map_or(Vec::new(), binds)
     }
 
-    /// Follows the container until the target stops: reads its state on
-    /// each of the engine's events about it (or each poll), dating what
-    /// changed by the engine's own date of it.
+    /// Follows the container until the target stops: looks at it on each
+    /// of the engine's events about it (or each poll), and starts it again
+    /// by the harness's policy.
     fn watch(self: Arc<Self>) {
         loop {
-            let (id, events) = {
-                let state = self.state.lock().unwrap();
-                // What the engine told before the stop is still recorded:
-                // a restart it made just before the trial's end is the
+            // Counted before the look, so that the look sees what they
+            // tell; any that come later wake the next turn.
+            *self.unseen_events.lock().unwrap() = 0;
+            let stop_was_asked = self.state.lock().unwrap().stopping;
+            let turn = self.looking.lock().unwrap();
+            let (mut state, running) = self.look(&turn);
+            if state.stopping {
+                // The last look comes after the stop was asked: a restart
+                // the engine made just before the trial's end is the
                 // trial's (its service answered the probe 20 ms after).
-                let events = self.take_events();
-                if state.stopping && events.is_empty() {
+                if stop_was_asked {
                     return;
                 }
-                (state.id.clone().expect("created before the watcher starts"), events)
-            };
-            // Taken before the state is read, so that the state shows
-            // what they tell; any that come later wake the next turn.
-            let date = |action: &str| events.iter().rev().find(|e| e.action == action).map(|e| e.at);
-            let (started_at, died_at) = (date("start"), events.iter().find(|e| e.action == "die").map(|e| e.at));
-            let seen = self.engine.inspect(&id).ok();
-            let mut state = self.state.lock().unwrap();
-            let running = seen.as_ref().is_some_and(|s| s.running && s.pid > 0);
-            match (&seen, state.current) {
-                (Some(s), Some(process)) if running && s.pid != process.pid => {
-                    self.exited(&mut state, process, "replaced".into(), died_at.unwrap_or_else(Instant::now));
-                    self.started(&mut state, s.pid, started_at.unwrap_or_else(Instant::now));
-                }
-                (Some(s), None) if running => {
-                    self.started(&mut state, s.pid, started_at.unwrap_or_else(Instant::now));
-                    self.check_ports(s);
-                }
-                (s, Some(process)) if !running => {
-                    let status = match s {
-                        None => "gone".into(),
-                        Some(s) if s.oom_killed => format!("exit code {}, OOM-killed", s.exit_code),
-                        Some(s) => format!("exit code {}", s.exit_code),
-                    };
-                    self.exited(&mut state, process, status, died_at.unwrap_or_else(Instant::now));
-                    if let RestartPolicy::Always { delay } = self.plan.restart {
-                        state.restart_at = Some(Instant::now() + delay);
-                    }
-                }
-                _ => {}
-            }
-            if state.stopping {
-                return;
+                continue;
             }
             if !running && !state.held && state.restart_at.is_some_and(|at| Instant::now() >= at) {
                 state.restart_at = None;
+                let id = state.id.clone().expect("created before the watcher starts");
                 self.start_again(&mut state, &id);
             }
-            if !self.events.lock().unwrap().is_empty() {
+            drop(turn);
+            if *self.unseen_events.lock().unwrap() > 0 {
                 continue;
             }
             let poll = if state.listening { POLL_WITH_EVENTS } else { POLL };
@@ -296,9 +269,57 @@ impl Inner {
         }
     }
 
+    /// Reads the engine's state of the container and records what changed
+    /// since the last look, dated as the engine dated it; the caller holds
+    /// `looking` (`_turn`). Returns the state and whether it runs.
+    fn look(&self, _turn: &std::sync::MutexGuard<'_, ()>) -> (std::sync::MutexGuard<'_, State>, bool) {
+        let id = self.state.lock().unwrap().id.clone();
+        let seen = id.and_then(|id| self.engine.inspect(&id).ok());
+        let mut state = self.state.lock().unwrap();
+        let running = seen.as_ref().is_some_and(|s| s.running && s.pid > 0);
+        // The engine dates a start once its process runs, an exit when the
+        // runtime saw it; without a date, when it is seen.
+        let started = |s: &ContainerState| s.started_at.unwrap_or_else(Instant::now);
+        match (&seen, state.current) {
+            (Some(s), Some(process)) if running && s.pid != process.pid => {
+                // Gone and started again between two looks (the engine's
+                // own restart): its exit is dated before the new start.
+                let died = s.finished_at.filter(|at| *at <= started(s)).unwrap_or_else(|| started(s));
+                self.exited(&mut state, process, "replaced".into(), died);
+                self.started(&mut state, s.pid, started(s));
+            }
+            (Some(s), None) if running => {
+                self.started(&mut state, s.pid, started(s));
+                self.check_ports(s);
+            }
+            (s, Some(process)) if !running => {
+                let status = match s {
+                    None => "gone".into(),
+                    Some(s) if s.oom_killed => format!("exit code {}, OOM-killed", s.exit_code),
+                    Some(s) => format!("exit code {}", s.exit_code),
+                };
+                let died = s.as_ref().and_then(|s| s.finished_at).unwrap_or_else(Instant::now);
+                self.exited(&mut state, process, status, died);
+                if let RestartPolicy::Always { delay } = self.plan.restart {
+                    state.restart_at = Some(Instant::now() + delay);
+                }
+            }
+            _ => {}
+        }
+        (state, running)
+    }
+
+    /// Records what the engine did that no look has recorded yet (a
+    /// restart of its own, or one of the harness's still being started).
+    fn settle(&self) {
+        let turn = self.looking.lock().unwrap();
+        if self.state.lock().unwrap().id.is_some() {
+            drop(self.look(&turn));
+        }
+    }
+
     /// The harness's restart policy: starts the stopped container again.
     fn start_again(&self, state: &mut State, id: &str) {
-        let asked = Instant::now();
         match self.engine.start(id).map(|()| Instant::now()) {
             // Running once the engine says so: seen now, not at the next
             // turn, which a recovery proven within a few samples can beat
@@ -307,8 +328,7 @@ impl Inner {
             // start was asked for), or when the start returned.
             Ok(returned) => match self.engine.inspect(id) {
                 Ok(s) if s.running && s.pid > 0 => {
-                    let started = if state.listening { self.start_event(asked, START_EVENT_PATIENCE) } else { None };
-                    self.started(state, s.pid, started.unwrap_or(returned));
+                    self.started(state, s.pid, s.started_at.unwrap_or(returned));
                     self.check_ports(&s);
                 }
                 _ => {}
@@ -320,11 +340,10 @@ impl Inner {
         }
     }
 
-    /// Hands the engine's events to the watcher until they end.
+    /// Counts each of the engine's events for the watcher until they end.
     fn listen(self: Arc<Self>, events: ContainerEvents) {
-        for event in events {
-            self.events.lock().unwrap().push(event);
-            self.event_came.notify_all();
+        for _event in events {
+            *self.unseen_events.lock().unwrap() += 1;
             // Through the state's lock, so that a watcher about to wait
             // is waiting when told.
             drop(self.state.lock().unwrap());
@@ -332,22 +351,6 @@ impl Inner {
         }
         self.state.lock().unwrap().listening = false;
         self.changed.notify_all();
-    }
-
-    fn take_events(&self) -> Vec<ContainerEvent> {
-        std::mem::take(&mut *self.events.lock().unwrap())
-    }
-
-    /// When the engine says the container started, after `asked`, if it
-    /// says so within `patience` (its event may come a little after the
-    /// start's answer).
-    fn start_event(&self, asked: Instant, patience: Duration) -> Option<Instant> {
-        let start = |events: &Vec<ContainerEvent>| {
-            events.iter().rev().find(|e| e.action == "start" && e.at >= asked).map(|e| e.at)
-        };
-        let (events, _) =
-            self.event_came.wait_timeout_while(self.events.lock().unwrap(), patience, |e| start(e).is_none()).unwrap();
-        start(&events)
     }
 
     /// A new incarnation, begun at `at` (its start asked for, or seen).
@@ -573,6 +576,12 @@ impl Target for ContainerTarget {
             if let Err(e) = run_hook(self, hook) {
                 inner.ctx.recorder.warn(e.to_string());
             }
+        }
+    }
+
+    fn settle(&self) {
+        if self.watcher.lock().unwrap().is_some() {
+            self.inner.settle();
         }
     }
 

@@ -105,6 +105,12 @@ pub trait Target: Send + Sync {
     /// Graceful stop (SIGTERM, then SIGKILL after the stop timeout) and no
     /// more restarts. Idempotent.
     fn stop(&self);
+    /// Records at once what the target went through and has not recorded
+    /// yet: a restart still being made, or one its engine made and the
+    /// watcher has not looked at (its service may already answer). Before
+    /// recovery is judged over, so that the history holds every change the
+    /// judged window must follow.
+    fn settle(&self) {}
     /// Runs a command in the target's context (its environment, templating).
     fn exec(
         &self,
