@@ -46,7 +46,7 @@ pub struct ContainerTarget {
 /// The threads that follow a started container.
 struct Watcher {
     watch: JoinHandle<()>,
-    /// Hands the engine's events to the watcher.
+    /// Wakes the watcher on each of the engine's events.
     listen: JoinHandle<()>,
     stop_listening: Arc<tokio::sync::Notify>,
 }
