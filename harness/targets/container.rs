@@ -353,7 +353,8 @@ impl Inner {
         self.changed.notify_all();
     }
 
-    /// A new incarnation, begun at `at` (its start asked for, or seen).
+    /// A new incarnation, begun at `at` (as the engine dated its start, or
+    /// when it was seen).
     fn started(&self, state: &mut State, pid: i32, at: Instant) {
         state.incarnations += 1;
         state.current = Some(self.ctx.record_start(self.name(), state.incarnations, pid, at));
