@@ -112,25 +112,19 @@ pub struct Engine {
     docker: Docker,
 }
 
-/// What the engine said happened to a container.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ContainerEvent {
-    /// `start`, `die`, `oom`, `kill`, `pause`, ... as the engine names it.
-    pub action: String,
-}
-
 /// The engine's events about one container, as they come.
 pub struct ContainerEvents {
     stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<EventMessage, bollard::errors::Error>> + Send>>,
     stop: Arc<tokio::sync::Notify>,
 }
 
-/// Each `next` waits for the next event; `None` once the engine ended the
-/// stream (or failed it) or its stop handle was notified.
+/// Each `next` waits for the next event and gives its action (`start`,
+/// `die`, `oom`, `kill`, ... as the engine names it); `None` once the
+/// engine ended the stream (or failed it) or its stop handle was notified.
 impl Iterator for ContainerEvents {
-    type Item = ContainerEvent;
+    type Item = String;
 
-    fn next(&mut self) -> Option<ContainerEvent> {
+    fn next(&mut self) -> Option<String> {
         let (stream, stop) = (&mut self.stream, &self.stop);
         let message = runtime().block_on(async {
             tokio::select! {
@@ -138,7 +132,7 @@ impl Iterator for ContainerEvents {
                 () = stop.notified() => None,
             }
         })?;
-        Some(ContainerEvent { action: message.action.unwrap_or_default() })
+        Some(message.action.unwrap_or_default())
     }
 }
 
