@@ -537,6 +537,7 @@ fn an_isolating_network_policy_is_deleted_at_the_heal_or_by_cleanup() {
         let f = &t.faults[0];
         assert!(f.detail.contains("denies every packet") && f.detail.contains("deleted"), "{}", f.detail);
         let (ttd, healed) = (f.ttd_ms.expect("the probe saw the isolation"), f.healed_at_ms.unwrap());
+        eprintln!("trial {}: ttd {ttd:.1} ms, rto from the heal {:.1} ms", t.index, f.rto_from_heal_ms.unwrap_or(-1.0));
         assert!(ttd < 200.0 && healed - f.injected_at_ms >= 800.0, "trial {}: {f:?}", t.index);
         assert!(f.rto_from_heal_ms.unwrap() < 200.0, "trial {}: {f:?}", t.index);
         assert!(t.rpo.acked_writes > 0 && t.rpo.lost_acked == Some(0), "trial {}: {:?}", t.index, t.rpo);
