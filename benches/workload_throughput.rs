@@ -33,7 +33,8 @@ fn main() {
             recorder.set_origin(start);
             let counts = drive(workload, Pace::AsFastAsPossible, duration, 8, record.then_some(&recorder), &cancel);
             let rate = counts.ok as f64 / start.elapsed().as_secs_f64();
-            let events = recorder.finish(start).unwrap().len();
+            let history = recorder.finish(start).unwrap();
+            let events = history.events.len() + history.ops.len() * 2;
             println!(
                 "round {round}: {:<18} {rate:>9.0} acked writes/s ({events} events)",
                 if record { "with recording" } else { "without recording" }

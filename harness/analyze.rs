@@ -26,14 +26,14 @@ pub fn analyze(run_dir: &Path) -> Result<RunReport, AnalyzeError> {
     let plan = scenario::load_stored(&run_dir.join(SCENARIO_FILE))?;
     let old: Option<RunReport> =
         std::fs::read_to_string(run_dir.join(REPORT_FILE)).ok().and_then(|text| RunReport::from_json(&text).ok());
-    let trials = history::load(&run_dir.join(HISTORY_FILE))
+    let trials = history::load_trials(&run_dir.join(HISTORY_FILE))
         .map_err(|source| AnalyzeError::History { dir: run_dir.display().to_string(), source })?;
     // A shard's history holds only its own trials.
     let reports = trials
         .iter()
         .enumerate()
-        .filter(|(_, events)| !events.is_empty())
-        .map(|(i, events)| check::check_trial(&plan, i as u32, events))
+        .filter(|(_, trial)| !trial.events.is_empty())
+        .map(|(i, trial)| check::check_trial(&plan, i as u32, trial))
         .collect();
     let seed = old.as_ref().map_or(0, |r| r.seed);
     let aborted = old.as_ref().is_some_and(|r| r.verdict == crate::reports::Verdict::Aborted);

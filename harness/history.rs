@@ -6,20 +6,24 @@
 //! which is `0 ms` of the scenario's timeline) is fixed later, so events from
 //! the start-up of targets carry negative times.
 
+use std::borrow::Cow;
 use std::fs::OpenOptions;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::kinds::{FaultName, StepName};
 
 mod spool;
+mod trial;
 
 use spool::Spool;
 pub use spool::{complete_left_spool, FLUSH_EVERY};
+pub use trial::{Op, ReadBack, TrialHistory};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -340,17 +344,19 @@ impl Recorder {
         }
     }
 
-    /// The trial's events, in time order, relative to `origin`; a spooled
-    /// recorder has appended them to the history.
-    pub fn finish(&self, origin: Instant) -> io::Result<Vec<Event>> {
+    /// The trial's history, in time order, relative to `origin`; a spooled
+    /// recorder has appended it to the run's history file.
+    pub fn finish(&self, origin: Instant) -> io::Result<TrialHistory> {
         let Some(spool) = &self.spool else {
             let mut raw = std::mem::take(&mut *self.events.lock().unwrap());
             raw.sort_by_key(|(at, _)| *at);
             self.count_warnings(&mut raw);
-            return Ok(raw
-                .into_iter()
-                .map(|(at, kind)| Event { trial: self.trial, t_ms: ms_since(origin, at), kind })
-                .collect());
+            let trial = self.trial;
+            return TrialHistory::from_events(raw.into_iter().map(|(at, kind)| Event {
+                trial,
+                t_ms: ms_since(origin, at),
+                kind,
+            }));
         };
         // The spool writes warnings only now, once their counts are known.
         let mut warnings: Vec<_> = std::mem::take(&mut *self.kept.lock().unwrap())
@@ -394,6 +400,10 @@ pub fn append(path: &Path, events: &[Event]) -> io::Result<()> {
     out.flush()
 }
 
+/// Text read from a line, borrowed from it unless it had to be unescaped.
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
 /// The fields of the lines most of a history is made of, an op's invoke
 /// and complete, and of its largest, the read-back, read straight into
 /// place: serde reads an internally tagged, flattened enum (any other
@@ -404,67 +414,241 @@ struct BulkLine<'a> {
     trial: u32,
     t_ms: f64,
     #[serde(borrow)]
-    event: std::borrow::Cow<'a, str>,
+    event: Text<'a>,
     op: Option<u64>,
-    key: Option<String>,
-    value: Option<String>,
+    #[serde(borrow)]
+    key: Option<Text<'a>>,
+    #[serde(borrow)]
+    value: Option<Text<'a>>,
     outcome: Option<Outcome>,
-    error: Option<String>,
-    target: Option<String>,
-    items: Option<Vec<(String, String)>>,
+    #[serde(borrow)]
+    error: Option<Text<'a>>,
+    #[serde(borrow)]
+    target: Option<Text<'a>>,
+    #[serde(borrow)]
+    items: Option<&'a RawValue>,
 }
 
-impl BulkLine<'_> {
-    /// The event, if the line has exactly the fields of its kind.
-    fn into_event(self) -> Option<Event> {
-        let kind = match (&*self.event, self.op, self.key, self.value, self.outcome, self.target, self.items) {
-            ("invoke", Some(op), Some(key), Some(value), None, None, None) if self.error.is_none() => {
-                EventKind::Invoke { op, key, value }
+/// What a bulk line holds, if it has exactly the fields of its kind.
+enum Bulk<'a> {
+    Invoke { op: u64, key: Cow<'a, str>, value: Cow<'a, str> },
+    Complete { op: u64, outcome: Outcome, error: Option<Cow<'a, str>> },
+    ReadBack { target: Cow<'a, str>, items: &'a RawValue },
+}
+
+impl<'a> BulkLine<'a> {
+    /// The line read by the fast path, if it is an op's or a read-back's;
+    /// a line that only looks like one is for the full reader.
+    fn parse(line: &'a str) -> Option<(u32, f64, Bulk<'a>)> {
+        // Where serde writes the tag: after `trial` and `t_ms`, numbers
+        // without a comma. A line in another order is for the full reader.
+        fn after_comma(text: &str) -> Option<&str> {
+            text.find(',').map(|at| &text[at + 1..])
+        }
+        let tag = after_comma(after_comma(line)?)?;
+        let bulk_tags = [r#""event":"invoke""#, r#""event":"complete""#, r#""event":"read_back""#];
+        if !bulk_tags.iter().any(|bulk| tag.starts_with(bulk)) {
+            return None;
+        }
+        let l: BulkLine = serde_json::from_str(line).ok()?;
+        let text = |t: Option<Text<'a>>| t.map(|t| t.0);
+        let bulk = match (&*l.event.0, l.op, text(l.key), text(l.value), l.outcome, text(l.target), l.items) {
+            ("invoke", Some(op), Some(key), Some(value), None, None, None) if l.error.is_none() => {
+                Bulk::Invoke { op, key, value }
             }
             ("complete", Some(op), None, None, Some(outcome), None, None) => {
-                EventKind::Complete { op, outcome, error: self.error }
+                Bulk::Complete { op, outcome, error: text(l.error) }
             }
-            ("read_back", None, None, None, None, Some(target), Some(items)) if self.error.is_none() => {
-                EventKind::ReadBack { target, items }
+            ("read_back", None, None, None, None, Some(target), Some(items)) if l.error.is_none() => {
+                Bulk::ReadBack { target, items }
             }
             _ => return None,
         };
-        Some(Event { trial: self.trial, t_ms: self.t_ms, kind })
+        Some((l.trial, l.t_ms, bulk))
+    }
+}
+
+impl Bulk<'_> {
+    fn into_kind(self) -> serde_json::Result<EventKind> {
+        Ok(match self {
+            Bulk::Invoke { op, key, value } => EventKind::Invoke { op, key: key.into(), value: value.into() },
+            Bulk::Complete { op, outcome, error } => EventKind::Complete { op, outcome, error: error.map(Into::into) },
+            Bulk::ReadBack { target, items } => {
+                EventKind::ReadBack { target: target.into(), items: serde_json::from_str(items.get())? }
+            }
+        })
+    }
+}
+
+/// A read-back's `[key, value]` items, found where they are in `line`,
+/// with the text of those that had to be unescaped.
+struct ItemsIn<'l> {
+    line: &'l str,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ItemsIn<'_> {
+    type Value = (Vec<trial::Item>, String);
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ItemsIn<'_> {
+    type Value = (Vec<trial::Item>, String);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of [key, value] pairs")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let (line, mut extra) = (self.line, String::new());
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        // Where a string is: in the line (borrowed from it), or else
+        // (unescaped) after it.
+        let in_line = |s: &str| {
+            let at = (s.as_ptr() as usize).checked_sub(line.as_ptr() as usize)?;
+            (at + s.len() <= line.len()).then_some(at)
+        };
+        let mut place = |text: Cow<str>| match in_line(&text) {
+            Some(at) => (at, text.len()),
+            None => {
+                extra.push_str(&text);
+                (line.len() + extra.len() - text.len(), text.len())
+            }
+        };
+        while let Some((key, value)) = seq.next_element::<(Text, Text)>()? {
+            items.push(trial::Item::at(place(key.0), place(value.0)).map_err(serde::de::Error::custom)?);
+        }
+        Ok((items, extra))
     }
 }
 
 /// Reads one line of a history.
 pub fn parse_line(line: &str) -> serde_json::Result<Event> {
-    // Where serde writes the tag, after `trial` and `t_ms`; a line that
-    // only looks like one of these is read in full below.
-    let head = &line.as_bytes()[..line.len().min(64)];
-    let tagged = |tag: &[u8]| head.windows(tag.len()).any(|w| w == tag);
-    if [&br#""event":"invoke""#[..], br#""event":"complete""#, br#""event":"read_back""#].into_iter().any(tagged) {
-        if let Some(event) = serde_json::from_str::<BulkLine>(line).ok().and_then(BulkLine::into_event) {
-            return Ok(event);
-        }
+    if let Some((trial, t_ms, bulk)) = BulkLine::parse(line) {
+        return Ok(Event { trial, t_ms, kind: bulk.into_kind()? });
     }
     serde_json::from_str(line)
 }
 
 /// Reads a history file back, grouped by trial in trial order.
 pub fn load(path: &Path) -> io::Result<Vec<Vec<Event>>> {
-    let file = std::fs::File::open(path)?;
     let mut trials: Vec<Vec<Event>> = Vec::new();
-    for (n, line) in BufReader::new(file).lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let event = parse_line(&line)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}:{}: {e}", path.display(), n + 1)))?;
-        let i = event.trial as usize;
-        if trials.len() <= i {
-            trials.resize_with(i + 1, Vec::new);
-        }
-        trials[i].push(event);
-    }
+    for_each_line(path, 0..u64::MAX, |line| {
+        let event = parse_line(line)?;
+        trial_at(&mut trials, event.trial).push(event);
+        Ok(())
+    })?;
     Ok(trials)
+}
+
+/// Reads a history file back as the checks read it, grouped by trial in
+/// trial order: the ops and read-backs go straight into their compact
+/// form, never made events. Its two halves are read side by side: reading
+/// lines is most of what `analyze` does.
+pub fn load_trials(path: &Path) -> io::Result<Vec<TrialHistory>> {
+    let size = std::fs::metadata(path)?.len();
+    let half = if size < 1 << 20 { size } else { line_start_from(path, size / 2)? };
+    let read = |lines: std::ops::Range<u64>| {
+        let mut trials: Vec<TrialHistory> = Vec::new();
+        for_each_line(path, lines, |line| add_line(line, |n| trial_at(&mut trials, n)).map(drop))?;
+        Ok::<_, io::Error>(trials)
+    };
+    let (first, second) = std::thread::scope(|scope| {
+        let second = scope.spawn(|| read(half..u64::MAX));
+        (read(0..half), second.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    });
+    let mut trials = first?;
+    for (n, later) in second?.into_iter().enumerate() {
+        trial_at(&mut trials, n as u32).append(later)?;
+    }
+    trials.iter_mut().for_each(TrialHistory::close);
+    Ok(trials)
+}
+
+/// Reads one line of a history (without its newline) into the trial
+/// `trial_of` gives for its number; returns that number and the line's
+/// time. A read-back takes the line, which holds its items' text.
+fn add_line<'t>(line: &mut String, trial_of: impl FnOnce(u32) -> &'t mut TrialHistory) -> io::Result<(u32, f64)> {
+    if let Some((n, t_ms, bulk)) = BulkLine::parse(line) {
+        // Straight into place, never made an event.
+        match bulk {
+            Bulk::Invoke { op, key, value } => trial_of(n).invoke(op, t_ms, &key, &value)?,
+            Bulk::Complete { op, outcome, .. } => trial_of(n).complete(op, outcome, t_ms),
+            Bulk::ReadBack { target, items } => {
+                let target = target.into_owned();
+                let (found, extra) = {
+                    let mut json = serde_json::Deserializer::from_str(items.get());
+                    serde::de::DeserializeSeed::deserialize(ItemsIn { line }, &mut json)?
+                };
+                let read = trial::ReadBack::in_line(t_ms, target, std::mem::take(line), &extra, found);
+                trial_of(n).read_backs.push(read);
+            }
+        }
+        return Ok((n, t_ms));
+    }
+    let event: Event = serde_json::from_str(line)?;
+    let (n, t_ms) = (event.trial, event.t_ms);
+    trial_of(n).push(event)?;
+    Ok((n, t_ms))
+}
+
+/// Where the first line that begins at or after `at` begins.
+fn line_start_from(path: &Path, at: u64) -> io::Result<u64> {
+    let mut file = BufReader::new(std::fs::File::open(path)?);
+    file.seek(io::SeekFrom::Start(at.saturating_sub(1)))?;
+    let skipped = file.skip_until(b'\n')? as u64;
+    Ok(at.saturating_sub(1) + skipped)
+}
+
+/// Calls `each` on every line of a history that begins within `lines`
+/// (byte offsets, each a line's start or the end) but the blank ones; an
+/// error names the file and the line.
+fn for_each_line(
+    path: &Path,
+    lines: std::ops::Range<u64>,
+    mut each: impl FnMut(&mut String) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut reader = BufReader::with_capacity(1 << 16, std::fs::File::open(path)?);
+    reader.seek(io::SeekFrom::Start(lines.start))?;
+    let (mut line, mut at) = (String::new(), lines.start);
+    while at < lines.end {
+        line.clear();
+        let read = reader.read_line(&mut line)?;
+        if read == 0 {
+            return Ok(());
+        }
+        line.truncate(line.trim_end_matches('\n').trim_end_matches('\r').len());
+        if !line.trim().is_empty() {
+            each(&mut line).map_err(|e| {
+                let n = line_number(path, at).map_or_else(|_| format!("byte {at}"), |n| n.to_string());
+                io::Error::new(io::ErrorKind::InvalidData, format!("{}:{n}: {e}", path.display()))
+            })?;
+        }
+        at += read as u64;
+    }
+    Ok(())
+}
+
+/// The number of the line that begins at byte `at` (counted only for an
+/// error: a part of a history is read without knowing where it began).
+fn line_number(path: &Path, at: u64) -> io::Result<u64> {
+    let mut before = BufReader::new(std::fs::File::open(path)?).take(at);
+    let mut n = 1;
+    while before.skip_until(b'\n')? > 0 {
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Trial `i` of `trials`, made (with any before it) if new.
+fn trial_at<T: Default>(trials: &mut Vec<T>, i: u32) -> &mut T {
+    let i = i as usize;
+    if trials.len() <= i {
+        trials.resize_with(i + 1, T::default);
+    }
+    &mut trials[i]
 }
 
 #[cfg(test)]
@@ -481,6 +665,7 @@ mod tests {
         let warnings: Vec<String> = recorder
             .finish(Instant::now())
             .unwrap()
+            .events
             .into_iter()
             .filter_map(|e| match e.kind {
                 EventKind::Warning { message } => Some(message),
@@ -509,11 +694,101 @@ mod tests {
             let event = Event { trial: 2, t_ms: -0.125, kind };
             let line = serde_json::to_string(&event).unwrap();
             assert_eq!(parse_line(&line).unwrap(), event, "{line}");
-            let fast = serde_json::from_str::<BulkLine>(&line).ok().and_then(BulkLine::into_event);
-            assert_eq!(fast.is_some(), bulk, "read by the fast path: {line}");
+            assert_eq!(BulkLine::parse(&line).is_some(), bulk, "read by the fast path: {line}");
         }
         let not_an_invoke = r#"{"trial":0,"t_ms":1.0,"event":"invoke","op":1,"key":"k"}"#;
         assert!(parse_line(not_an_invoke).is_err(), "an invoke without its value is not one");
+    }
+
+    #[test]
+    fn a_history_loads_compact_as_its_events_would_build_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let tricky = "a \"quoted\" \\ value,\n\u{e9}";
+        let mut events = Vec::new();
+        for trial in [0, 2] {
+            let kinds = [
+                EventKind::TrialStarted { seed: 1, scheduled_ms: vec![5.0] },
+                EventKind::Invoke { op: 0, key: "k0".into(), value: tricky.into() },
+                EventKind::Invoke { op: 1, key: tricky.into(), value: "v1".into() },
+                EventKind::Complete { op: 1, outcome: Outcome::Ok, error: None },
+                EventKind::Complete { op: 0, outcome: Outcome::Unknown, error: Some(tricky.into()) },
+                EventKind::ReadBack {
+                    target: "kv".into(),
+                    items: vec![(tricky.into(), "v1".into()), ("x".into(), "".into())],
+                },
+                EventKind::TrialEnded { interrupted: false, error: None },
+            ];
+            events.extend(kinds.into_iter().enumerate().map(|(i, kind)| Event { trial, t_ms: i as f64 - 0.5, kind }));
+        }
+        append(&path, &events).unwrap();
+        let loaded = load_trials(&path).unwrap();
+        let built: Vec<TrialHistory> =
+            load(&path).unwrap().into_iter().map(|t| TrialHistory::from_events(t).unwrap()).collect();
+        assert_eq!(loaded.len(), 3);
+        assert!(loaded[1].events.is_empty() && loaded[1].ops.is_empty(), "trial 1 is not in this history");
+        for (loaded, built) in loaded.iter().zip(&built) {
+            assert_eq!(view(loaded), view(built));
+        }
+        assert_eq!(loaded[2].written(&loaded[2].ops[1]), (tricky, "v1"));
+        assert_eq!(loaded[2].ops[0].completed, Some((Outcome::Unknown, 3.5)));
+        assert_eq!(loaded[2].events.len(), 2, "started and ended");
+
+        std::fs::write(
+            &path,
+            "{\"trial\":0,\"t_ms\":1.0,\"event\":\"read_back\",\"target\":\"kv\",\"items\":[[\"k\"]]}\n",
+        )
+        .unwrap();
+        let error = load_trials(&path).unwrap_err().to_string();
+        assert!(error.contains("history.jsonl:1: "), "{error}");
+    }
+
+    #[test]
+    fn a_history_read_in_two_halves_is_the_history_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let mut events = Vec::new();
+        // Three trials: the middle one is cut in two.
+        for trial in 0..3 {
+            let mut t = 0.0;
+            let mut at = |kind| {
+                t += 0.25;
+                Event { trial, t_ms: t, kind }
+            };
+            events.push(at(EventKind::TrialStarted { seed: 1, scheduled_ms: Vec::new() }));
+            // Answers come 50 ops late: some cross from one half to the other.
+            for n in 0..20_050u64 {
+                if n < 20_000 {
+                    events.push(at(EventKind::Invoke { op: n, key: format!("k{n}"), value: format!("v{n}.{trial}") }));
+                }
+                if n >= 50 {
+                    let outcome = if n % 3 == 0 { Outcome::Unknown } else { Outcome::Ok };
+                    events.push(at(EventKind::Complete { op: n - 50, outcome, error: None }));
+                }
+            }
+            events.push(at(EventKind::Complete { op: 99_999, outcome: Outcome::Ok, error: None }));
+            let items = (0..20_000).map(|n| (format!("k{n}"), format!("v{n}.{trial}"))).collect();
+            events.push(at(EventKind::ReadBack { target: "kv".into(), items }));
+        }
+        append(&path, &events).unwrap();
+        assert!(std::fs::metadata(&path).unwrap().len() > 2 << 20, "large enough to be read in halves");
+        let halves = load_trials(&path).unwrap();
+        let whole: Vec<TrialHistory> =
+            load(&path).unwrap().into_iter().map(|t| TrialHistory::from_events(t).unwrap()).collect();
+        assert_eq!(halves.len(), 3);
+        for (halves, whole) in halves.iter().zip(&whole) {
+            assert_eq!(view(halves), view(whole));
+            assert_eq!(halves.ops.len(), 20_000);
+            assert!(halves.ops.iter().all(|op| op.completed.is_some()), "every answer found its op");
+        }
+
+        // A bad line in the second half is named by its number in the file.
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        let lines = text.lines().count();
+        text.push_str("{\"trial\":1,\"t_ms\":1.0,\"event\":\"invoke\",\"op\":1}\n");
+        std::fs::write(&path, text).unwrap();
+        let error = load_trials(&path).unwrap_err().to_string();
+        assert!(error.contains(&format!("history.jsonl:{}: ", lines + 1)), "{error}");
     }
 
     fn op(op: u64) -> EventKind {
@@ -522,6 +797,14 @@ mod tests {
 
     fn probe(healthy: bool) -> EventKind {
         EventKind::Probe { target: "kv".into(), healthy, latency_ms: 0.1, detail: None }
+    }
+
+    /// All a trial's history holds, to compare.
+    fn view(t: &TrialHistory) -> String {
+        let ops: Vec<_> = t.ops.iter().map(|op| (op.invoked_ms, t.written(op), op.completed)).collect();
+        let reads: Vec<_> =
+            t.read_backs.iter().map(|r| (r.t_ms, r.target.clone(), r.items().collect::<Vec<_>>())).collect();
+        format!("{:?} {ops:?} {reads:?}", t.events)
     }
 
     fn lines(path: &Path) -> Vec<Event> {
@@ -555,9 +838,12 @@ mod tests {
         assert_eq!(written.lines().count(), 1002, "started, 1000 ops and the probe, on disk while the trial runs");
         assert!(!written.contains("slow"), "a warning waits for its count");
 
-        let events = recorder.finish(origin).unwrap();
+        let trial = recorder.finish(origin).unwrap();
         assert!(!spool.exists());
-        assert_eq!(lines(&history), events, "what the checks see is what the history holds");
+        let events = lines(&history);
+        let held = TrialHistory::from_events(events.clone()).unwrap();
+        assert_eq!(view(&held), view(&trial), "what the checks see is what the history holds");
+        assert_eq!(trial.ops.len(), 1000);
         assert!(events.windows(2).all(|w| w[0].t_ms <= w[1].t_ms), "in time order");
         assert!(events[0].t_ms < 0.0 && matches!(events[0].kind, EventKind::TrialStarted { .. }));
         assert!(matches!(events[1].kind, EventKind::Probe { .. }), "the probe's line moved back to its start");

@@ -9,7 +9,7 @@ pub mod rto;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::history::{Event, EventKind, Outcome};
+use crate::history::{Event, EventKind, Outcome, TrialHistory};
 use crate::kinds::StepName;
 use crate::reports::{
     Availability, CheckReport, ExpectationReport, OpCounts, RunReport, Stats, StepReport, Summary, TrialReport,
@@ -46,12 +46,13 @@ fn measurable(metric: Metric, t: &TrialReport) -> bool {
     }
 }
 
-/// Checks one trial from its events.
-pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
-    let mut trial = measure(plan, index, events);
+/// Checks one trial from its history.
+pub fn check_trial(plan: &Plan, index: u32, history: &TrialHistory) -> TrialReport {
+    let mut trial = measure(plan, index, history);
     if plan.expectations.iter().any(|e| e.metric == Metric::ErrorsDuringFault) {
-        trial.errors_during_fault = errors_during_fault(&trial, events);
+        trial.errors_during_fault = errors_during_fault(&trial, history);
     }
+    let events = &history.events[..];
     let ended = events.iter().find_map(|e| match &e.kind {
         EventKind::TrialEnded { interrupted, error } => Some((*interrupted, error.clone())),
         _ => None,
@@ -84,7 +85,8 @@ pub fn check_trial(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
 
 /// What a trial measured: faults with their RTOs, RPO, ops, availability,
 /// the recovery procedure's steps and each target's incarnations.
-fn measure(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
+fn measure(plan: &Plan, index: u32, history: &TrialHistory) -> TrialReport {
+    let events = &history.events[..];
     let healthy_after = |name: &str| plan.target(name).map_or(1, |t| t.probe.healthy_after);
     let is_setup = |i: usize| plan.faults.get(i).is_some_and(|f| f.setup);
     let faults = rto::fault_reports(events, healthy_after, is_setup);
@@ -95,16 +97,20 @@ fn measure(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
     let disruptive = || faults.iter().filter(|f| !f.setup);
     let rto_ms = worst(disruptive().map(|f| f.rto_ms).collect());
     let ttd_ms = disruptive().filter_map(|f| f.ttd_ms).reduce(f64::max);
-    let mut ops = OpCounts::default();
+    let mut ops = OpCounts { invoked: history.ops.len() as u64, ..OpCounts::default() };
+    for op in &history.ops {
+        match op.completed {
+            Some((Outcome::Ok, _)) => ops.ok += 1,
+            Some((Outcome::Fail, _)) => ops.fail += 1,
+            Some((Outcome::Unknown, _)) => ops.unknown += 1,
+            None => {}
+        }
+    }
     let mut seed = 0;
     let mut incarnations = BTreeMap::new();
     let mut reached = BTreeMap::new();
     for e in events {
         match &e.kind {
-            EventKind::Invoke { .. } => ops.invoked += 1,
-            EventKind::Complete { outcome: Outcome::Ok, .. } => ops.ok += 1,
-            EventKind::Complete { outcome: Outcome::Fail, .. } => ops.fail += 1,
-            EventKind::Complete { outcome: Outcome::Unknown, .. } => ops.unknown += 1,
             EventKind::TrialStarted { seed: s, .. } => seed = *s,
             EventKind::TargetStarted { target, .. } => *incarnations.entry(target.clone()).or_default() += 1,
             EventKind::TargetReached { target, at, reach } => {
@@ -128,10 +134,10 @@ fn measure(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
         faults,
         rto_ms,
         ttd_ms,
-        rpo: rpo::rpo(events),
+        rpo: rpo::rpo(history),
         ops,
         checks: Vec::new(),
-        availability: availability(events),
+        availability: availability(history),
         recovery,
         target_logs: BTreeMap::new(),
         incarnations,
@@ -150,7 +156,7 @@ fn measure(plan: &Plan, index: u32, events: &[Event]) -> TrialReport {
 /// Of the writes sent while a disruptive fault's outage lasted (from its
 /// injection to its recovery, or to the end if it never recovered), the
 /// percentage not acknowledged; `None` when none was sent then.
-fn errors_during_fault(trial: &TrialReport, events: &[Event]) -> Option<f64> {
+fn errors_during_fault(trial: &TrialReport, history: &TrialHistory) -> Option<f64> {
     let outages: Vec<(f64, f64)> = trial
         .faults
         .iter()
@@ -158,22 +164,11 @@ fn errors_during_fault(trial: &TrialReport, events: &[Event]) -> Option<f64> {
         .map(|f| (f.injected_at_ms, f.rto_ms.map_or(f64::INFINITY, |rto| f.injected_at_ms + rto)))
         .collect();
     let during = |t: f64| outages.iter().any(|(from, to)| (*from..=*to).contains(&t));
-    let mut sent = std::collections::HashMap::new();
-    for e in events {
-        match &e.kind {
-            EventKind::Invoke { op, .. } if during(e.t_ms) => {
-                sent.insert(*op, false);
-            }
-            EventKind::Complete { op, outcome: Outcome::Ok, .. } => {
-                if let Some(acked) = sent.get_mut(op) {
-                    *acked = true;
-                }
-            }
-            _ => {}
-        }
-    }
-    let failed = sent.values().filter(|acked| !**acked).count();
-    (!sent.is_empty()).then(|| failed as f64 * 100.0 / sent.len() as f64)
+    let sent = history.ops.iter().filter(|op| during(op.invoked_ms));
+    let (sent, failed) = sent.fold((0, 0), |(sent, failed), op| {
+        (sent + 1, failed + usize::from(!matches!(op.completed, Some((Outcome::Ok, _)))))
+    });
+    (sent > 0).then(|| failed as f64 * 100.0 / sent as f64)
 }
 
 /// Whether the trial ran to its end (`ended`: its `trial_ended` event).
@@ -326,24 +321,10 @@ fn expectation_checks(plan: &Plan, trial: &TrialReport) -> Vec<CheckReport> {
         .collect()
 }
 
-/// Which ops, by the time they were sent, succeeded.
-fn availability(events: &[Event]) -> Option<Availability> {
-    let mut sent = std::collections::HashMap::new();
-    let mut ops = Vec::new();
-    for e in events {
-        match &e.kind {
-            EventKind::Invoke { op, .. } => {
-                sent.insert(*op, e.t_ms);
-            }
-            EventKind::Complete { op, outcome, .. } => {
-                if let Some(at) = sent.get(op) {
-                    ops.push((*at, *outcome == Outcome::Ok));
-                }
-            }
-            _ => {}
-        }
-    }
-    Availability::of(ops)
+/// Which answered ops, by the time they were sent, succeeded.
+fn availability(history: &TrialHistory) -> Option<Availability> {
+    let answered = history.ops.iter().filter_map(|op| op.completed.map(|(outcome, _)| (op.invoked_ms, outcome)));
+    Availability::of(answered.map(|(at, outcome)| (at, outcome == Outcome::Ok)))
 }
 
 /// The last line a target printed, as kept at the end of the trial.

@@ -9,69 +9,97 @@
 //!   without any fault the read-back stands in for it;
 //! - unknown writes: no answer; whether they survive says nothing.
 
+use std::hash::BuildHasher;
+
 // foldhash rather than std's SipHash: keys are the workload's own, not an
 // attacker's, and hashing them was a tenth of `analyze` at a million ops.
-use foldhash::{HashMap, HashMapExt};
+use foldhash::HashSet;
+use hashbrown::hash_table::{Entry, HashTable};
 
-use crate::history::{Event, EventKind, Outcome};
+use crate::history::{EventKind, Op, Outcome, TrialHistory};
 use crate::reports::Rpo;
 
-/// What was written under a key, and how and when the write ended.
-type Written<'a> = (&'a str, Option<(Outcome, f64)>);
+/// What became of a write: the store held its value, another, or nothing
+/// under its key; or a later write under the same key superseded it.
+#[derive(Clone, Copy, PartialEq)]
+enum Found {
+    Absent,
+    Written,
+    Other,
+    Superseded,
+}
 
-pub fn rpo(events: &[Event]) -> Rpo {
-    let mut written: HashMap<&str, Written> = HashMap::with_capacity(events.len() / 2);
-    let mut key_of_op: HashMap<u64, &str> = HashMap::with_capacity(events.len() / 2);
-    let mut read_back: Option<(f64, HashMap<&str, &str>)> = None;
-    let mut fault_times = Vec::new();
-    for e in events {
-        match &e.kind {
-            EventKind::Invoke { op, key, value } => {
-                written.insert(key, (value, None));
-                key_of_op.insert(*op, key);
+pub fn rpo(trial: &TrialHistory) -> Rpo {
+    // The latest write under each key (the op sent last), by its place in
+    // the trial's ops: the key is the op's, not held again. What is known
+    // of each op is kept by its place too, and read in that order: the
+    // table's own order would jump through the ops at random.
+    let state = foldhash::fast::FixedState::default();
+    let hash = |key: &str| state.hash_one(key);
+    let key_of = |i: u32| trial.written(&trial.ops[i as usize]).0;
+    let mut found = vec![Found::Absent; trial.ops.len()];
+    let mut latest: HashTable<u32> = HashTable::with_capacity(trial.ops.len());
+    for (i, op) in trial.ops.iter().enumerate() {
+        let key = trial.written(op).0;
+        match latest.entry(hash(key), |&j| key_of(j) == key, |&j| hash(key_of(j))) {
+            Entry::Occupied(mut place) => {
+                found[std::mem::replace(place.get_mut(), i as u32) as usize] = Found::Superseded
             }
-            EventKind::Complete { op, outcome, .. } => {
-                if let Some(w) = key_of_op.get(op).and_then(|k| written.get_mut(k)) {
-                    w.1 = Some((*outcome, e.t_ms));
-                }
+            Entry::Vacant(place) => {
+                place.insert(i as u32);
             }
-            EventKind::ReadBack { items, .. } => {
-                read_back = Some((e.t_ms, items.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()));
-            }
-            EventKind::FaultInjected { .. } => fault_times.push(e.t_ms),
-            _ => {}
         }
     }
-    let acked = written.values().filter(|w| matches!(w.1, Some((Outcome::Ok, _)))).count() as u64;
-    let unknown = written.values().filter(|w| !matches!(w.1, Some((Outcome::Ok | Outcome::Fail, _)))).count() as u64;
-    let mut rpo = Rpo { acked_writes: acked, unknown_writes: unknown, ..Rpo::default() };
-    let Some((read_at, store)) = read_back else {
+    let acked = writes(trial, &found).filter(|(op, _)| matches!(op.completed, Some((Outcome::Ok, _)))).count();
+    let unknown =
+        writes(trial, &found).filter(|(op, _)| !matches!(op.completed, Some((Outcome::Ok | Outcome::Fail, _))));
+    let unknown = unknown.count();
+    let mut rpo = Rpo { acked_writes: acked as u64, unknown_writes: unknown as u64, ..Rpo::default() };
+    // The last read-back is the store's.
+    let Some(read) = trial.read_backs.last() else {
         return rpo;
     };
 
-    let mut lost = 0;
+    // What the store holds under each written key (its last item under
+    // that key), and the keys it holds that were never written.
+    let mut strangers = HashSet::default();
+    for (key, value) in read.items() {
+        match latest.find(hash(key), |&j| key_of(j) == key) {
+            Some(&i) => {
+                let written = trial.written(&trial.ops[i as usize]).1 == value;
+                found[i as usize] = if written { Found::Written } else { Found::Other };
+            }
+            None => {
+                strangers.insert(key);
+            }
+        }
+    }
+    drop(latest);
+    let fault_times: Vec<f64> =
+        trial.events.iter().filter(|e| matches!(e.kind, EventKind::FaultInjected { .. })).map(|e| e.t_ms).collect();
+    let (mut lost, mut corrupted, mut phantom) = (0, 0, strangers.len() as u64);
     let mut window: Option<f64> = None;
-    let mut corrupted = 0;
-    for (key, (value, outcome)) in &written {
-        match (store.get(key), outcome) {
-            (None, Some((Outcome::Ok, t_ack))) => {
+    for (op, found) in writes(trial, &found) {
+        match (found, op.completed) {
+            (Found::Absent, Some((Outcome::Ok, t_ack))) => {
                 lost += 1;
-                let fault =
-                    fault_times.iter().copied().find(|t| t >= t_ack).or(fault_times.last().copied()).unwrap_or(read_at);
+                let fault = fault_times
+                    .iter()
+                    .copied()
+                    .find(|t| *t >= t_ack)
+                    .or(fault_times.last().copied())
+                    .unwrap_or(read.t_ms);
                 let w = (fault - t_ack).max(0.0);
                 window = Some(window.map_or(w, |old: f64| old.max(w)));
             }
-            (Some(found), _) if found != value => corrupted += 1,
-            _ => {}
+            (Found::Absent, _) => {}
+            (found, outcome) => {
+                corrupted += u64::from(*found == Found::Other);
+                // Present, though its write definitely failed.
+                phantom += u64::from(matches!(outcome, Some((Outcome::Fail, _))));
+            }
         }
     }
-    let phantom = store
-        .keys()
-        .filter(|k| match written.get(*k) {
-            None => true,
-            Some((_, outcome)) => matches!(outcome, Some((Outcome::Fail, _))),
-        })
-        .count() as u64;
     rpo.read_back = true;
     rpo.lost_acked = Some(lost);
     rpo.window_ms = Some(window.unwrap_or(0.0));
@@ -80,9 +108,19 @@ pub fn rpo(events: &[Event]) -> Rpo {
     rpo
 }
 
+/// Each op not superseded, with what became of it, in the order sent.
+fn writes<'a>(trial: &'a TrialHistory, found: &'a [Found]) -> impl Iterator<Item = (&'a Op, &'a Found)> {
+    trial.ops.iter().zip(found).filter(|(_, found)| **found != Found::Superseded)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::Event;
+
+    fn rpo(events: &[Event]) -> Rpo {
+        super::rpo(&TrialHistory::from_events(events.iter().cloned()).unwrap())
+    }
 
     // The checker knows nothing of the workload's formats: any distinct
     // keys and values do.
@@ -169,5 +207,33 @@ mod tests {
         events.push(ev(2000.0, EventKind::ReadBack { target: "kv".into(), items: Vec::new() }));
         let r = rpo(&events);
         assert_eq!((r.lost_acked, r.window_ms), (Some(1), Some(0.0)));
+    }
+
+    #[test]
+    fn a_key_the_store_lists_twice_is_judged_by_its_last_item_and_counted_once() {
+        let mut events = Vec::new();
+        write(&mut events, 0, 0.0, Outcome::Ok);
+        write(&mut events, 1, 10.0, Outcome::Fail);
+        let item = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let (k0, v0, k1, v1) = (key_of(0), value_of(&key_of(0), 0), key_of(1), value_of(&key_of(1), 1));
+        let items =
+            vec![item(&k0, "old"), item(&k0, &v0), item(&k1, &v1), item(&k1, &v1), item("s", "x"), item("s", "y")];
+        events.push(ev(100.0, EventKind::ReadBack { target: "kv".into(), items }));
+        let r = rpo(&events);
+        assert_eq!((r.lost_acked, r.corrupted, r.phantom), (Some(0), Some(0), Some(2)));
+    }
+
+    #[test]
+    fn a_key_written_again_is_judged_by_its_latest_write_and_that_writes_answer() {
+        let mut events = Vec::new();
+        let key = key_of(0);
+        events.push(ev(0.0, EventKind::Invoke { op: 0, key: key.clone(), value: "first".into() }));
+        events.push(ev(1.0, EventKind::Invoke { op: 1, key: key.clone(), value: "second".into() }));
+        // The first write's acknowledgement is not the second's: the second
+        // had no answer.
+        events.push(ev(2.0, EventKind::Complete { op: 0, outcome: Outcome::Ok, error: None }));
+        events.push(ev(100.0, EventKind::ReadBack { target: "kv".into(), items: Vec::new() }));
+        let r = rpo(&events);
+        assert_eq!((r.acked_writes, r.unknown_writes, r.lost_acked), (0, 1, Some(0)));
     }
 }

@@ -12,14 +12,14 @@
 //! completed the same way by `crashlab cleanup` ([`complete_left_spool`]).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{append, Event, EventKind, Pending};
+use super::{Event, EventKind, Pending, TrialHistory};
 
 /// How much a killed harness may lose of its trial's end.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(20);
@@ -66,13 +66,13 @@ impl Spool {
 
     /// Writes what is left and `last` (the warnings, with their counts),
     /// appends the trial, in time order, to the history, and removes the
-    /// spool. Returns the trial's events.
+    /// spool. Returns the trial's history.
     pub fn finish(
         &self,
         origin: Instant,
         last: Vec<(Instant, EventKind)>,
         pending: &Pending,
-    ) -> io::Result<Vec<Event>> {
+    ) -> io::Result<TrialHistory> {
         self.set_origin(origin);
         self.shared.stop.store(true, Ordering::Release);
         if let Some(flusher) = self.flusher.lock().unwrap().take() {
@@ -85,9 +85,9 @@ impl Spool {
         if let Some(e) = self.shared.failed.lock().unwrap().take() {
             return Err(e);
         }
-        let events = complete(&self.path, &self.history, None)?;
+        let (trial, _) = complete(&self.path, &self.history, None)?;
         std::fs::remove_file(&self.path)?;
-        Ok(events)
+        Ok(trial)
     }
 }
 
@@ -141,65 +141,86 @@ impl Shared {
 /// Completes the spool `crashlab` left in `run_dir` when it was killed, if
 /// it left one: the trial's events up to the kill are appended to the
 /// history, ended by an interruption that says so, and the spool removed.
-/// Returns how many events were kept.
+/// Returns how many lines were kept.
 pub fn complete_left_spool(spool: &Path, history: &Path) -> io::Result<Option<usize>> {
     if !spool.exists() {
         return Ok(None);
     }
     let killed = EventKind::TrialEnded { interrupted: true, error: Some("the harness was killed".into()) };
-    let events = complete(spool, history, Some(killed))?;
+    let (_, lines) = complete(spool, history, Some(killed))?;
     std::fs::remove_file(spool)?;
-    Ok(Some(events.len()))
+    Ok(Some(lines))
 }
 
-/// Reads a spool, sorts it by time (stably), appends it to `history`, with
-/// `end` last when given, and returns its events. A last line cut short
-/// (a harness killed while writing it) is left out.
-fn complete(spool: &Path, history: &Path, end: Option<EventKind>) -> io::Result<Vec<Event>> {
-    let mut events = Vec::new();
-    let mut lines = BufReader::new(File::open(spool)?).lines().enumerate().peekable();
-    while let Some((n, line)) = lines.next() {
-        let line = line?;
-        match super::parse_line(&line) {
-            Ok(event) => events.push(event),
-            Err(_) if lines.peek().is_none() && end.is_some() => break,
+/// Reads a spool into its trial's history and appends its lines, in time
+/// order (stably), to `history`, with `end` last when given. A last line
+/// cut short (a harness killed while writing it) is left out. Returns the
+/// trial and how many lines it added.
+///
+/// Lines are copied as written, not written anew: to sort them, only each
+/// one's time and place are held (20 bytes a line), and since a spool is
+/// mostly in order already (only late-recorded lines go back in time),
+/// they are copied in long runs.
+fn complete(spool: &Path, history: &Path, end: Option<EventKind>) -> io::Result<(TrialHistory, usize)> {
+    let mut trial = TrialHistory::default();
+    let (mut times, mut starts) = (Vec::new(), vec![0u64]);
+    let (mut number, mut unterminated) = (0, false);
+    let mut reader = BufReader::with_capacity(1 << 16, File::open(spool)?);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            break;
+        }
+        let (len, ends) = (line.len() as u64, line.ends_with('\n'));
+        line.truncate(line.trim_end_matches('\n').len());
+        match super::add_line(&mut line, |_| &mut trial) {
+            Ok((n, t_ms)) => {
+                times.push(t_ms);
+                number = n;
+                // Only the last can be: it is kept, given its newline.
+                unterminated = !ends;
+            }
+            Err(_) if end.is_some() && reader.fill_buf()?.is_empty() => break,
             Err(e) => {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}:{}: {e}", spool.display(), n + 1)))
+                let n = times.len() + 1;
+                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}:{n}: {e}", spool.display())));
             }
         }
+        starts.push(starts[starts.len() - 1] + len);
     }
-    sort_by_time(&mut events);
-    if let (Some(kind), Some(last)) = (end, events.last()) {
-        let (trial, t_ms) = (last.trial, last.t_ms);
-        events.push(Event { trial, t_ms, kind });
+    trial.close();
+    let mut order: Vec<u32> = (0..times.len() as u32).collect();
+    if !times.is_sorted() {
+        order.sort_unstable_by(|&a, &b| times[a as usize].total_cmp(&times[b as usize]).then(a.cmp(&b)));
     }
-    append(history, &events)?;
-    Ok(events)
-}
+    let last_t = order.last().map(|&i| times[i as usize]);
+    drop(times);
 
-/// Sorts events by time, keeping the order of equal times, in place: a
-/// stable sort's scratch space would be half the trial's events again
-/// (~100 bytes an op at the trial's end), the order here 4 bytes an event.
-fn sort_by_time(events: &mut [Event]) {
-    if events.is_sorted_by(|a, b| a.t_ms <= b.t_ms) {
-        return;
-    }
-    // order[k]: where the event that belongs at k is now.
-    let mut order: Vec<u32> = (0..events.len() as u32).collect();
-    order.sort_unstable_by(|&a, &b| events[a as usize].t_ms.total_cmp(&events[b as usize].t_ms).then(a.cmp(&b)));
-    // Each cycle of the permutation, by swaps; a place done points at itself.
-    for start in 0..events.len() {
-        let mut at = start;
-        loop {
-            let from = order[at] as usize;
-            order[at] = at as u32;
-            if from == start || from == at {
-                break;
-            }
-            events.swap(at, from);
-            at = from;
+    let mut out = BufWriter::with_capacity(1 << 16, OpenOptions::new().create(true).append(true).open(history)?);
+    let mut file = File::open(spool)?;
+    let mut rest = &order[..];
+    while let Some((&first, _)) = rest.split_first() {
+        // The run of lines that follow each other in the spool too.
+        let run = 1 + rest.windows(2).take_while(|w| w[1] == w[0] + 1).count();
+        let last = first as usize + run - 1;
+        file.seek(SeekFrom::Start(starts[first as usize]))?;
+        io::copy(&mut (&mut file).take(starts[last + 1] - starts[first as usize]), &mut out)?;
+        if unterminated && last + 2 == starts.len() {
+            out.write_all(b"\n")?;
         }
+        rest = &rest[run..];
     }
+    let mut lines = order.len();
+    if let (Some(kind), Some(t_ms)) = (end, last_t) {
+        let event = Event { trial: number, t_ms, kind };
+        serde_json::to_writer(&mut out, &event)?;
+        out.write_all(b"\n")?;
+        trial.push(event)?;
+        lines += 1;
+    }
+    out.flush()?;
+    Ok((trial, lines))
 }
 
 #[cfg(test)]
@@ -207,20 +228,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sorting_by_time_keeps_the_order_of_equal_times() {
-        let few = [5.0, 1.0, 3.0, 1.0, -2.0, 5.0, 0.0, 3.0, 3.0, 9.0, -2.0];
-        // Many, with long cycles and many equal times.
-        let many: Vec<f64> = (0..5000u64).map(|i| (i * 7919 % 1013) as f64 - 500.0).collect();
-        for times in [&few[..], &many] {
-            let mut events: Vec<Event> = times
-                .iter()
-                .enumerate()
-                .map(|(i, t)| Event { trial: 0, t_ms: *t, kind: EventKind::Warning { message: i.to_string() } })
-                .collect();
-            let mut expected = events.clone();
-            expected.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
-            sort_by_time(&mut events);
-            assert_eq!(events, expected);
-        }
+    fn lines_reach_the_history_in_time_order_as_written_and_equal_times_keep_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, history) = (dir.path().join("spool"), dir.path().join("history"));
+        let line = |t: f64, message: &str| {
+            let event = Event { trial: 4, t_ms: t, kind: EventKind::Warning { message: message.into() } };
+            serde_json::to_string(&event).unwrap()
+        };
+        // Many, with long runs in order, lines going back in time and equal
+        // times; the last whole but for its newline.
+        let times: Vec<f64> = (0..3000u64).map(|i| if i % 97 == 0 { (i / 2) as f64 } else { i as f64 }).collect();
+        let lines: Vec<String> = times.iter().enumerate().map(|(i, t)| line(*t, &i.to_string())).collect();
+        std::fs::write(&spool, lines.join("\n")).unwrap();
+        std::fs::write(&history, "earlier trial\n").unwrap();
+
+        let (trial, added) = complete(&spool, &history, None).unwrap();
+        let mut expected: Vec<(f64, String)> = times.iter().copied().zip(lines).collect();
+        expected.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let text = std::fs::read_to_string(&history).unwrap();
+        let written: Vec<&str> = text.lines().collect();
+        assert_eq!(written[0], "earlier trial");
+        assert_eq!(written[1..], expected.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>()[..]);
+        assert!(text.ends_with('\n'));
+        assert_eq!((added, trial.events.len()), (3000, 3000));
+        assert!(trial.events.windows(2).all(|w| w[0].t_ms <= w[1].t_ms));
+    }
+
+    #[test]
+    fn a_torn_last_line_is_left_out_and_the_end_follows_the_last_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, history) = (dir.path().join("spool"), dir.path().join("history"));
+        std::fs::write(&spool, "{\"trial\":1,\"t_ms\":7.5,\"event\":\"workload_started\"}\n{\"trial\":1,\"t_ms\":3.0,\"event\":\"workload_ended\"}\n{\"trial\":1,\"t_").unwrap();
+        let killed = EventKind::TrialEnded { interrupted: true, error: None };
+        let (trial, added) = complete(&spool, &history, Some(killed.clone())).unwrap();
+        assert_eq!(added, 3);
+        let kept: Vec<(f64, EventKind)> = trial.events.into_iter().map(|e| (e.t_ms, e.kind)).collect();
+        assert_eq!(kept, [(3.0, EventKind::WorkloadEnded), (7.5, EventKind::WorkloadStarted), (7.5, killed)]);
+        assert_eq!(std::fs::read_to_string(&history).unwrap().lines().count(), 3);
+        assert!(complete(&spool, &history, None).is_err(), "torn, and not from a killed harness: an error");
     }
 }

@@ -415,7 +415,7 @@ probe = { kind = "tcp" }
             let mut done = log.lock().unwrap().clone();
             done[..2].sort();
             assert_eq!(done, ["stop a", "stop b", "heal"]);
-            let events = trial.recorder.finish(Instant::now()).unwrap();
+            let events = trial.recorder.finish(Instant::now()).unwrap().events;
             let logs: Vec<_> = events
                 .iter()
                 .filter_map(|e| match &e.kind {

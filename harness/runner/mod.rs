@@ -251,9 +251,9 @@ pub fn run(
             cancel: interrupt,
             operator: options.operator,
         };
-        let (events, trial_stop) = run_trial(plan, index, trial_seed(seed, index), shared)
+        let (history, trial_stop) = run_trial(plan, index, trial_seed(seed, index), shared)
             .map_err(io(format!("cannot write {}", history_path.display())))?;
-        let report = check::check_trial(plan, index, &events);
+        let report = check::check_trial(plan, index, &history);
         on_trial(&report, count);
         trials.push(report);
         if trial_stop.is_some() {
@@ -343,7 +343,7 @@ fn run_trial(
     index: u32,
     seed: u64,
     run: RunShared,
-) -> std::io::Result<(Vec<history::Event>, Option<TrialStop>)> {
+) -> std::io::Result<(history::TrialHistory, Option<TrialStop>)> {
     let dir = run.run_dir.join(format!("trial-{index:03}"));
     let recorder = Recorder::spooled(index, run.run_dir.join(SPOOL_FILE), run.run_dir.join(HISTORY_FILE))?;
     let cancel = run.cancel.child();

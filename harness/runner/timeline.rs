@@ -360,7 +360,7 @@ target = "kv"
             let done = origin.elapsed();
             assert_eq!(*log.lock().unwrap(), ["SIGKILL kv", "pause kv", "hold kv", "release kv", "resume kv"]);
             assert!(done >= Duration::from_millis(90), "the timeline lasts until the pause healed: {done:?}");
-            let events = trial.recorder.finish(origin).unwrap();
+            let events = trial.recorder.finish(origin).unwrap().events;
             let injected: Vec<f64> = events
                 .iter()
                 .filter_map(|e| matches!(e.kind, EventKind::FaultInjected { .. }).then_some(e.t_ms))
@@ -434,7 +434,7 @@ probe = { kind = "tcp", interval = "5ms" }
             // no outage), then the checks read the history.
             env.targets[0].stop();
             env.samplers[0].stop();
-            let events = trial.recorder.finish(origin).unwrap();
+            let events = trial.recorder.finish(origin).unwrap().events;
             let restarted = restarted.lock().unwrap().expect("recorded when settled or stopped");
             let report = &crate::check::rto::fault_reports(&events, |_| 3, |_| false)[0];
             let rto = report.rto_ms.map(|rto| rto + 10.0);
