@@ -556,8 +556,15 @@ pub fn load_trials(path: &Path) -> io::Result<Vec<TrialHistory>> {
         Ok::<_, io::Error>(trials)
     };
     let (first, second) = std::thread::scope(|scope| {
-        let second = scope.spawn(|| read(half..u64::MAX));
-        (read(0..half), second.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        let second =
+            std::thread::Builder::new().name("crashlab-read".into()).spawn_scoped(scope, || read(half..u64::MAX));
+        let first = read(0..half);
+        // Without a second thread, the second half is read after the first.
+        let second = match second {
+            Ok(reading) => reading.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(_) => read(half..u64::MAX),
+        };
+        (first, second)
     });
     let mut trials = first?;
     for (n, later) in second?.into_iter().enumerate() {

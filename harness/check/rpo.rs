@@ -7,7 +7,9 @@
 //!   fault after its acknowledgement; a write acknowledged while the last
 //!   fault was taking effect (e.g. during a graceful stop) counts 0, and
 //!   without any fault the read-back stands in for it;
-//! - unknown writes: no answer; whether they survive says nothing.
+//! - unknown writes: no answer; whether they survive says nothing;
+//! - a key written more than once is judged by its latest write (the one
+//!   sent last) and that write's own answer.
 
 use std::hash::BuildHasher;
 

@@ -1,5 +1,5 @@
 //! One trial's history as the checks read it. A trial of a million ops is
-//! almost all ops and read-back items: they are held compactly here (48
+//! almost all ops and read-back items: they are held compactly here (40
 //! bytes an op plus its key's and value's text; 16 bytes an item, whose
 //! text is the history's line itself when read from a file), every other
 //! event as it was recorded.
