@@ -102,7 +102,7 @@ impl TrialHistory {
     }
 
     /// The workload sent op `id`, writing `value` under `key`.
-    pub fn invoke(&mut self, id: u64, t_ms: f64, key: &str, value: &str) -> io::Result<()> {
+    pub(super) fn invoke(&mut self, id: u64, t_ms: f64, key: &str, value: &str) -> io::Result<()> {
         let written = self.pair(key, value)?;
         let at = u32::try_from(self.ops.len()).map_err(|_| too_large("ops"))?;
         self.ids.insert(id, at);
@@ -112,7 +112,7 @@ impl TrialHistory {
 
     /// Op `id` ended; an answer to an op never sent is not one of this
     /// trial's writes (see [`Self::close`]).
-    pub fn complete(&mut self, id: u64, outcome: Outcome, t_ms: f64) {
+    pub(super) fn complete(&mut self, id: u64, outcome: Outcome, t_ms: f64) {
         match self.ids.get(id) {
             Some(at) => self.ops[at as usize].completed = Some((outcome, t_ms)),
             None => self.unmatched.push((id, outcome, t_ms)),
