@@ -329,7 +329,7 @@ impl Agent {
             let dir = dir.canonicalize().map_err(|e| format!("data dir {}: {e}", dir.display()))?;
             crate::confine::check_data_dir(&dir, &self.run_dir).map_err(|e| e.to_string())?;
             let entry = Entry::DataDir { trial, target: name.to_string(), path: dir.clone() };
-            self.journal.append(&entry).map_err(|e| format!("cannot journal a data dir: {e}"))?;
+            self.journal.note(&entry).map_err(|e| format!("cannot journal a data dir: {e}"))?;
             data_dirs.push(dir);
         }
         if plan.faults.iter().any(|f| f.target == name && f.kind.needs_layer()) {

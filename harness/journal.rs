@@ -1,6 +1,9 @@
 //! The run's fault journal: every target process and every injection is
-//! written here, and synced, *before* it takes effect, so that
-//! `crashlab cleanup RUN_DIR` can heal what a killed harness left behind.
+//! written here *before* it takes effect, so that `crashlab cleanup RUN_DIR`
+//! can heal what a killed harness left behind. An entry is in the file
+//! once written, whatever kills the harness after; it is synced too, so
+//! that it outlives a crash of the machine, unless what it records ends
+//! with the machine anyway (a process: see [`Journal::note`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
@@ -309,9 +312,12 @@ impl Journal {
         self.write(entry, true)
     }
 
-    /// Appends an entry that cleanup can do without (a target's exit: its
-    /// identity check already tells a dead process), unsynced, so that the
-    /// restart path never waits for the disk.
+    /// Appends an entry without syncing it: what it records ends with the
+    /// machine (a process started or exited), or it only matters beside a
+    /// synced entry that follows it (a data dir, where cleanup restores
+    /// bytes or unmounts only what a fault journaled there; that entry's
+    /// sync carries this one too). So targets start side by side, and
+    /// restart, without waiting for the disk.
     pub fn note(&self, entry: &Entry) -> io::Result<()> {
         self.write(entry, false)
     }

@@ -61,6 +61,18 @@ impl TrialEnv {
             self.ports.push(port);
             self.hosts.push((t.name.clone(), host_of(trial, &t.name)));
         }
+        // Every port checked before any target starts: the check binds the
+        // port for a moment, and a child spawned meanwhile by a target
+        // starting beside it would hold that socket until its exec, so
+        // that the target of that port could not bind it then.
+        if trial.run.network.is_none() {
+            for (t, &port) in trial.plan.targets.iter().zip(&self.ports) {
+                let here = !matches!(t.kind, TargetKind::Compose | TargetKind::Pod) && t.host.is_none();
+                if here {
+                    check_port_free(t, port).map_err(env)?;
+                }
+            }
+        }
         for p in &trial.plan.proxies {
             let upstream = SocketAddr::new(self.host(&p.target), self.port(trial, &p.target));
             let proxy = Proxy::start(upstream)
@@ -179,7 +191,7 @@ impl TrialEnv {
             let dir = dir.canonicalize().map_err(|e| failed(format!("data dir {}: {e}", dir.display())))?;
             crate::confine::check_data_dir(&dir, run_dir).map_err(|e| failed(e.to_string()))?;
             let entry = Entry::DataDir { trial: trial.index, target: t.name.clone(), path: dir.clone() };
-            journal.append(&entry).map_err(|e| EnvError::Target(format!("cannot journal a data dir: {e}")))?;
+            journal.note(&entry).map_err(|e| EnvError::Target(format!("cannot journal a data dir: {e}")))?;
             data_dirs.push(dir);
         }
         // A target on a host gets its layer there, from its agent.
@@ -189,10 +201,6 @@ impl TrialEnv {
             let mounted = StorageLayer::mount(&data_dirs[0], trial.index, &t.name, Arc::clone(journal))
                 .map_err(|e| failed(e.to_string()))?;
             *layer = Some(Arc::new(mounted));
-        }
-        let here = !matches!(t.kind, TargetKind::Compose | TargetKind::Pod) && t.host.is_none();
-        if trial.run.network.is_none() && here {
-            check_port_free(t, port)?;
         }
         target.start().map_err(|e| EnvError::Target(e.to_string()))?;
         Ok(target)

@@ -46,8 +46,7 @@ impl TargetContext {
     /// returns it.
     pub(crate) fn record_start(&self, target: &str, incarnation: u32, pid: i32, at: Instant) -> HostProcess {
         let start_time = procfs::stat(pid).map_or(0, |s| s.start_time);
-        let _ =
-            self.journal.append(&Entry::TargetStarted { trial: self.trial, target: target.into(), pid, start_time });
+        let _ = self.journal.note(&Entry::TargetStarted { trial: self.trial, target: target.into(), pid, start_time });
         self.recorder.record_at(at, EventKind::TargetStarted { target: target.into(), incarnation, pid });
         HostProcess { pid, start_time, incarnation }
     }
@@ -56,8 +55,7 @@ impl TargetContext {
     /// so that cleanup stops it and its group if the harness dies.
     pub(crate) fn record_command(&self, target: &str, pid: i32) {
         let start_time = procfs::stat(pid).map_or(0, |s| s.start_time);
-        let _ =
-            self.journal.append(&Entry::CommandStarted { trial: self.trial, target: target.into(), pid, start_time });
+        let _ = self.journal.note(&Entry::CommandStarted { trial: self.trial, target: target.into(), pid, start_time });
     }
 
     /// Records the end of an incarnation, at `at` (journaled unsynced: see

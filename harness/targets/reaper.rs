@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::io::{self, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock, RwLock};
 use std::thread;
 use std::time::Duration;
 
@@ -59,6 +59,12 @@ impl std::fmt::Display for Exit {
 struct Global {
     waiting: Mutex<HashMap<i32, Sender<Exit>>>,
     has_children: Condvar,
+    /// Held shared by each spawn from before its fork to its registration
+    /// in `waiting`, exclusively by the reaper before it looks a reaped pid
+    /// up: a child that dies at once is still found, and targets started
+    /// side by side spawn side by side (a spawn waits for its child's exec,
+    /// a millisecond or more on a busy machine).
+    spawning: RwLock<()>,
 }
 
 static GLOBAL: OnceLock<Global> = OnceLock::new();
@@ -72,7 +78,7 @@ pub fn become_subreaper() -> io::Result<()> {
     let mut started = false;
     GLOBAL.get_or_init(|| {
         started = true;
-        Global { waiting: Mutex::new(HashMap::new()), has_children: Condvar::new() }
+        Global { waiting: Mutex::new(HashMap::new()), has_children: Condvar::new(), spawning: RwLock::new(()) }
     });
     if started {
         thread::Builder::new().name("reaper".into()).spawn(reap_forever)?;
@@ -86,9 +92,12 @@ fn reap_forever() {
         match waitpid(Pid::from_raw(-1), None) {
             Ok(status) => {
                 if let Some((pid, exit)) = Exit::from_status(status) {
-                    // spawn() holds this lock from fork to registration, so
-                    // a child that dies at once is still found here.
-                    if let Some(tx) = global.waiting.lock().unwrap().remove(&pid.as_raw()) {
+                    // Every spawn that forked before this reap has
+                    // registered its child once this is held.
+                    let registered = global.spawning.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    let tx = global.waiting.lock().unwrap().remove(&pid.as_raw());
+                    drop(registered);
+                    if let Some(tx) = tx {
                         let _ = tx.send(exit);
                     }
                 }
@@ -127,9 +136,10 @@ fn spawn_as_is(command: &mut Command) -> io::Result<(Child, Receiver<Exit>)> {
     let (tx, rx) = channel();
     match GLOBAL.get() {
         Some(global) => {
-            let mut waiting = global.waiting.lock().unwrap();
+            let spawning = global.spawning.read().unwrap_or_else(|poisoned| poisoned.into_inner());
             let child = command.spawn()?;
-            waiting.insert(child.id() as i32, tx);
+            global.waiting.lock().unwrap().insert(child.id() as i32, tx);
+            drop(spawning);
             global.has_children.notify_all();
             Ok((child, rx))
         }

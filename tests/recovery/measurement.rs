@@ -157,11 +157,17 @@ fn a_port_held_by_another_process_or_a_start_up_crash_is_an_environment_error() 
     let tmp = tempfile::tempdir().unwrap();
     // Another process holds the fixed port the target and its probe use:
     // the target cannot bind it, and the probe would measure the other.
+    // Every port is checked before any target starts (targets start side
+    // by side, and a child between its fork and its exec holds whatever
+    // socket the harness had open then): the first target is not started.
     let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = squatter.local_addr().unwrap().port();
     let scenario = format!(
         r#"
 name = "port-taken"
+[target.first]
+command = ["crashlab", "demo-kv", "--port", "{{port}}", "--data-dir", "{{data_dir}}"]
+probe = {{ kind = "demo-kv", interval = "5ms" }}
 [target.kv]
 command = ["crashlab", "demo-kv", "--port", "{port}", "--data-dir", "{{data_dir}}"]
 probe = {{ kind = "tcp", port = {port}, interval = "5ms", healthy_after = 2 }}
@@ -180,6 +186,8 @@ at = "300ms"
     let r = run(&path, &["--trials", "1"]);
     assert_eq!(r.code, 3, "{}{}", r.stdout(), r.stderr());
     assert!(r.stderr().contains(&format!("port {port} is already in use")), "{}", r.stderr());
+    let started: Vec<_> = r.history(0).into_iter().filter(|e| e["event"] == "target_started").collect();
+    assert!(started.is_empty(), "no target starts once a port is found taken: {started:?}");
     drop(squatter);
 
     // A target that dies once during start-up and then comes up.
