@@ -9,7 +9,7 @@
 //! none of its namespaces, links or containers; and every damaged byte back.
 //!
 //! The fast tier (the default) makes about 30 kills; the slow tier
-//! (`CRASHLAB_SLOW=1`, which CI sets) makes over 100. `CRASHLAB_KILL_SEED`
+//! (`CRASHLAB_SLOW=1`, which CI sets) makes over 100, two runs at a time. `CRASHLAB_KILL_SEED`
 //! draws other moments; `CRASHLAB_KILL_ONLY=kill,partition` keeps only
 //! those families (and lowers the minimum number of kills to one).
 
@@ -18,6 +18,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
@@ -152,6 +154,10 @@ fn families() -> Vec<Family> {
         },
     ]
 }
+
+/// A run to kill: its family and scenario file, and when (a moment) or
+/// where (a crash point) the harness dies.
+type Attempt<'a> = (&'a Family, PathBuf, Option<Duration>, Option<&'static str>);
 
 /// How one kill went.
 struct Kill {
@@ -308,6 +314,63 @@ fn remains(dir: &Path) -> Vec<String> {
     left
 }
 
+/// The kills of each family, drawn family by family (so that a seed draws
+/// the same kills), then taken in turn from each family.
+fn draw<'a>(
+    families: &'a [Family],
+    rng: &mut impl Rng,
+    dir: &Path,
+    random_per_family: usize,
+    passes_per_point: usize,
+) -> Vec<Attempt<'a>> {
+    let mut drawn: Vec<Vec<Attempt>> = Vec::new();
+    for family in families {
+        let scenario =
+            common::write_scenario(dir, &format!("{}.toml", family.name.replace(' ', "-")), &family.scenario);
+        let mut these = Vec::new();
+        for _ in 0..random_per_family {
+            let at = rng.random_range(20..family.lasts.as_millis() as u64);
+            these.push((family, scenario.clone(), Some(Duration::from_millis(at)), None));
+        }
+        for point in family.points {
+            for _ in 0..passes_per_point {
+                these.push((family, scenario.clone(), None, Some(*point)));
+            }
+        }
+        drawn.push(these);
+    }
+    let longest = drawn.iter().map(Vec::len).max().unwrap_or(0);
+    (0..longest).flat_map(|i| drawn.iter().filter_map(move |f| f.get(i).cloned())).collect()
+}
+
+/// Makes each kill, two runs at a time (of different families as far as
+/// they go): each run has its own directory and identifiers, and the
+/// checks look for those alone. The test takes about half as long on 2
+/// CPUs.
+fn kill_each(attempts: &[Attempt], dir: &Path) -> Vec<Kill> {
+    let next = AtomicUsize::new(0);
+    let kills = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some((family, scenario, at, point)) = attempts.get(i) else { break };
+                let n = i + 1;
+                let kill = kill_once(family, scenario, &dir.join(format!("run-{n}")), *at, *point);
+                let outcome = match (&kill.missed, kill.left.is_empty()) {
+                    (Some(why), _) => why.to_string(),
+                    (None, true) => "survived".into(),
+                    (None, false) => kill.left.join("; "),
+                };
+                let when = point.map_or_else(|| format!("{:?}", at.unwrap()), str::to_string);
+                eprintln!("kill {n}: {} at {when} -> {outcome}", kill.family);
+                kills.lock().unwrap().push(kill);
+            });
+        }
+    });
+    kills.into_inner().unwrap()
+}
+
 #[test]
 fn every_kill_of_the_harness_is_healed_by_cleanup() {
     let slow = std::env::var("CRASHLAB_SLOW").is_ok_and(|v| v == "1");
@@ -317,45 +380,11 @@ fn every_kill_of_the_harness_is_healed_by_cleanup() {
     let tmp = tempfile::tempdir().unwrap();
     // Targets that run as other users reach into the run directory.
     std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let mut kills = Vec::new();
-    let mut n = 0;
     let only = std::env::var("CRASHLAB_KILL_ONLY").ok();
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o.split(',').any(|w| w.trim() == name));
-    for family in families() {
-        if !wanted(family.name) || !(family.available)() {
-            continue;
-        }
-        let scenario =
-            common::write_scenario(tmp.path(), &format!("{}.toml", family.name.replace(' ', "-")), &family.scenario);
-        let mut attempts: Vec<(Option<Duration>, Option<&str>)> = Vec::new();
-        for _ in 0..random_per_family {
-            let at = rng.random_range(20..family.lasts.as_millis() as u64);
-            attempts.push((Some(Duration::from_millis(at)), None));
-        }
-        for point in family.points {
-            for _ in 0..passes_per_point {
-                attempts.push((None, Some(*point)));
-            }
-        }
-        for (at, point) in attempts {
-            n += 1;
-            let dir = tmp.path().join(format!("run-{n}"));
-            let kill = kill_once(&family, &scenario, &dir, at, point);
-            eprintln!(
-                "kill {n}: {} at {} -> {}",
-                kill.family,
-                point.map_or_else(|| format!("{:?}", at.unwrap()), str::to_string),
-                if let Some(why) = kill.missed {
-                    why.into()
-                } else if kill.left.is_empty() {
-                    "survived".into()
-                } else {
-                    kill.left.join("; ")
-                }
-            );
-            kills.push(kill);
-        }
-    }
+    let families: Vec<Family> = families().into_iter().filter(|f| wanted(f.name) && (f.available)()).collect();
+    let attempts = draw(&families, &mut rng, tmp.path(), random_per_family, passes_per_point);
+    let kills = kill_each(&attempts, tmp.path());
     // The figures: survived / total per family and per window.
     let mut by_family: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut by_window: BTreeMap<String, (usize, usize)> = BTreeMap::new();
