@@ -51,7 +51,7 @@ pub fn demo_kv(engine: &Engine) -> Result<(String, bool), ImageError> {
     let mut files = vec![(binary.clone(), PathBuf::from("/crashlab"))];
     files.extend(shared_libraries(&binary)?.into_iter().map(|p| (p.clone(), p)));
     // Hashed as they stream by: the binary is large (a debug build is
-    // ~190 MB), and read whole only when the image must be made.
+    // ~130 MB), and read whole only when the image must be made.
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     for (from, to) in &files {
         to.hash(&mut hasher);
