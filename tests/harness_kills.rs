@@ -9,9 +9,9 @@
 //! none of its namespaces, links or containers; and every damaged byte back.
 //!
 //! The fast tier (the default) makes about 30 kills; the slow tier
-//! (`CRASHLAB_SLOW=1`, which CI sets) makes over 100, two runs at a time. `CRASHLAB_KILL_SEED`
-//! draws other moments; `CRASHLAB_KILL_ONLY=kill,partition` keeps only
-//! those families (and lowers the minimum number of kills to one).
+//! (`CRASHLAB_SLOW=1`, which CI sets) makes over 100; two runs at a time.
+//! `CRASHLAB_KILL_SEED` draws other moments; `CRASHLAB_KILL_ONLY=kill,partition`
+//! keeps only those families (and lowers the minimum number of kills to one).
 
 mod common;
 
