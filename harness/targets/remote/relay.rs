@@ -201,7 +201,7 @@ async fn send_binary(session: &Session, exe: &Path, dir: &str, part: &str, sum: 
         .await
         .map_err(|e| format!("cannot copy the agent: {}", ssh_error(&e)))?;
     let mut stdin = child.stdin().take().expect("piped");
-    // Streamed: a debug build is ~190 MB.
+    // Streamed: a debug build is ~130 MB.
     let mut file = std::fs::File::open(exe).map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
     let mut chunk = vec![0u8; 1 << 20];
     loop {
