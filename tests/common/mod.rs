@@ -335,8 +335,10 @@ pub fn assert_the_workload_ran(name: &str, trial: &TrialReport) {
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Held by a test whose figures are timings: the test binary's other
-/// tests wait, so that they do not share the CPU with it. (Test binaries
-/// run one after another; the tests in one run in parallel.)
+/// timing tests wait, so that no two of them share the CPU. A test without
+/// it may still run beside one. (Test binaries run one after another; the
+/// tests in one run in parallel, on as many threads as CPUs, in name
+/// order: a timing test waiting here holds one of those threads.)
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
