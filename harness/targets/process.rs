@@ -198,6 +198,17 @@ impl Inner {
                     self.ctx.recorder.warn(warning);
                     return;
                 }
+                // Said, because every such stop costs the trial the whole
+                // timeout (an etcd leader waits in vain to hand over its
+                // leadership to peers stopping beside it).
+                let warning = format!(
+                    "target `{}` (pid {}) did not exit within its stop_timeout ({}) of {}: killed with SIGKILL",
+                    self.name(),
+                    process.pid,
+                    crate::duration::format_duration(self.plan.stop_timeout),
+                    first.as_str()
+                );
+                self.ctx.recorder.warn(warning);
                 kill_group(process, Signal::SIGKILL);
                 killed = true;
                 deadline = now + Duration::from_secs(5);

@@ -377,6 +377,46 @@ duration = "200ms"
     assert!(r.stdout().contains("warning: trial 0: "), "{}", r.stdout());
 }
 
+/// A target that outlives its stop_timeout after the graceful signal is
+/// killed, and the run says so: each such stop costs the trial the whole
+/// timeout (an etcd leader cost 5 s a trial so, unseen).
+#[test]
+fn a_target_that_ignores_the_graceful_stop_is_killed_after_its_stop_timeout_and_it_is_said() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The shell and its sleeps ignore SIGTERM; demo-kv, beside them in the
+    // group, installs its own handler and stops.
+    let deaf = format!(
+        "trap '' TERM; {} demo-kv --port {{port}} --data-dir {{data_dir}} & while :; do sleep 0.05; done",
+        assert_cmd::cargo::cargo_bin("crashlab").display()
+    );
+    let scenario = common::write_scenario(
+        tmp.path(),
+        "deaf.toml",
+        &format!(
+            r#"
+name = "deaf"
+[target.kv]
+command = ["sh", "-c", "{deaf}"]
+stop_timeout = "300ms"
+probe = {{ kind = "demo-kv", interval = "10ms" }}
+[workload]
+kind = "demo-kv"
+target = "kv"
+rate = 100
+duration = "200ms"
+"#
+        ),
+    );
+    let r = common::run(&scenario, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr());
+    let warnings = &r.trials()[0].warnings;
+    let said = "did not exit within its stop_timeout (300ms) of SIGTERM: killed with SIGKILL";
+    assert!(warnings.iter().any(|w| w.starts_with("target `kv` (pid ") && w.ends_with(said)), "{warnings:?}");
+    let exits: Vec<_> = r.history(0).into_iter().filter(|e| e["event"] == "target_exited").collect();
+    assert_eq!(exits.len(), 1, "{exits:?}");
+    assert_eq!(exits[0]["status"], "killed by SIGKILL");
+}
+
 /// `{port.NAME}` is another target's port (here a hook of `app` sees the
 /// port `db` itself was given), and a failing hook's message shows the
 /// command as it ran, placeholders filled in.
