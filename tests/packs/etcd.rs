@@ -21,6 +21,8 @@ fn pack(name: &str) -> Run {
     for t in r.trials() {
         common::assert_the_workload_ran(name, t);
         assert_eq!(t.rpo.lost_acked, Some(0), "{name}, trial {}", t.index);
+        // A stop that outlasted its stop_timeout is warned of.
+        assert!(t.warnings.is_empty(), "{name}, trial {}: {:?}", t.index, t.warnings);
         let detail = &t.faults[0].detail;
         assert!(detail.starts_with("target chosen by `python3 member.py"), "{detail}");
         assert!(t.faults[0].target != "e1", "{name}: the workload's own member was hit: {detail}");
