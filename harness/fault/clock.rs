@@ -4,9 +4,12 @@
 //! its control file; the fault rewrites the file, the heal puts the real
 //! time back.
 
+use std::time::{Duration, Instant};
+
 use super::{Fault, FaultContext, FaultError, FaultErrorKind, FaultGuard};
+use crate::history::EventKind;
 use crate::scenario::ClockPlan;
-use crate::targets::faketime;
+use crate::targets::{faketime, procfs, HostProcess};
 
 pub struct ClockFault(pub ClockPlan);
 
@@ -29,9 +32,10 @@ impl Fault for ClockFault {
             );
             return Err(ctx.error(FaultErrorKind::Other(why)));
         }
-        // libfaketime scales the time since the process started: from the
-        // fault on is that minus what the rate would add to its age so far.
-        let age = process.and_then(|p| crate::targets::procfs::age(p.start_time));
+        // libfaketime scales the time since it started in the process:
+        // from the fault on is that minus what the rate would add to its
+        // age so far.
+        let age = process.and_then(|p| age(ctx, &target, p));
         let catch_up = match (self.0.rate, age) {
             (Some(rate), Some(age)) => -((rate - 1.0) * age.as_secs_f64() * 1000.0) as i64,
             _ => 0,
@@ -52,5 +56,22 @@ impl Fault for ClockFault {
                 format!("the clock could not be put back: {e}")
             }
         }))
+    }
+}
+
+/// How long ago `process` started: from its start as recorded (dated at
+/// the spawn, or by the engine for a container: libfaketime starts in it
+/// a millisecond or so later), else from its start time in /proc, which
+/// counts clock ticks (10 ms: a drift at twice the speed would begin with
+/// a step of up to 10 ms).
+fn age(ctx: &FaultContext, target: &str, process: HostProcess) -> Option<Duration> {
+    let now = Instant::now();
+    let this_start = |kind: &EventKind| {
+        matches!(kind, EventKind::TargetStarted { target: t, incarnation, .. }
+            if t == target && *incarnation == process.incarnation)
+    };
+    match ctx.recorder.last_at(now, this_start) {
+        Some(started) => Some(now - started),
+        None => procfs::age(process.start_time),
     }
 }

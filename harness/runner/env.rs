@@ -293,7 +293,7 @@ impl TrialEnv {
 fn faketime_for(trial: &Trial, target: &str) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
     use crate::targets::faketime;
     let library = faketime::library().ok_or(
-        "a `clock` fault needs libfaketime (Debian package libfaketime): no libfaketime.so.1 found in its usual places",
+        "a `clock` fault needs libfaketime (Debian package libfaketime): no libfaketimeMT.so.1 or libfaketime.so.1 found in its usual places",
     )?;
     let file = faketime::control_file(&trial.dir, target);
     let entry = Entry::ClockFile { trial: trial.index, target: target.to_string(), path: file.clone() };

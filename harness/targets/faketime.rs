@@ -15,16 +15,24 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Where Debian's libfaketime package puts the library, and elsewhere.
-const CANDIDATES: &[&str] = &[
-    "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-    "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
-    "/usr/lib/faketime/libfaketime.so.1",
-    "/usr/local/lib/faketime/libfaketime.so.1",
+const DIRS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/faketime",
+    "/usr/lib/aarch64-linux-gnu/faketime",
+    "/usr/lib/faketime",
+    "/usr/local/lib/faketime",
 ];
+
+/// The build that takes a lock around its clock calls first. The plain
+/// build rereads the control file into one static buffer from every
+/// thread at once: a thread can see an offset half read, and a wait
+/// converted with it lasts seconds, or an hour (a CPython program whose
+/// second thread reads the clock stopped for good under "+3600s": see
+/// tests/faults/clock.rs).
+const NAMES: &[&str] = &["libfaketimeMT.so.1", "libfaketime.so.1"];
 
 /// The library, if installed.
 pub fn library() -> Option<PathBuf> {
-    CANDIDATES.iter().map(PathBuf::from).find(|p| p.exists())
+    NAMES.iter().flat_map(|name| DIRS.iter().map(move |dir| Path::new(dir).join(name))).find(|p| p.exists())
 }
 
 /// The control file of `target` in a trial's directory, alone in a
