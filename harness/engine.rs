@@ -473,11 +473,11 @@ impl Engine {
         let options = LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&n.to_string()).build();
         runtime().block_on(async {
             let mut stream = self.docker.logs(id, Some(options));
-            let mut lines = Vec::new();
-            while let Some(Ok(chunk)) = stream.next().await {
-                lines.extend(chunk.to_string().lines().map(str::to_string));
+            let mut frames = Vec::new();
+            while let Some(Ok(frame)) = stream.next().await {
+                frames.push(frame.to_string());
             }
-            lines
+            lines_of(&frames)
         })
     }
 
@@ -499,9 +499,23 @@ impl Engine {
     }
 }
 
+/// The lines of a log that came in frames. A frame is not a line: a line
+/// can come cut in two (bollard#285; seen here in a clock test's log as a
+/// line that was only `skew `), so the frames are joined before the lines
+/// are cut.
+fn lines_of(frames: &[String]) -> Vec<String> {
+    frames.concat().lines().map(str::to_string).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_cut_across_two_frames_is_one_line() {
+        let frames = ["skew 0.000\nskew ", "3600.000\n", "skew 3600.000\n"].map(String::from);
+        assert_eq!(lines_of(&frames), ["skew 0.000", "skew 3600.000", "skew 3600.000"]);
+    }
 
     fn nanos_ago(ago: Duration) -> i64 {
         let then = std::time::SystemTime::now() - ago;
