@@ -109,16 +109,15 @@ at = "500ms"
 }
 
 /// The library crashlab preloads, with the environment it sets, keeps a
-/// CPython program with two threads going under an offset: its main
-/// thread sleeps while a second one reads the clock without pause, holding
-/// the interpreter's lock, which the sleeper then waits for with a timeout
-/// computed on the faked clock. libfaketime's plain build rereads its
-/// control file from both threads at once into one buffer, with no lock,
-/// and the sleeper's wait, converted with an offset half read, never ended
-/// (6 times in 6, cut at 10 s). The build that locks, libfaketimeMT, does
-/// not.
+/// CPython program with two threads from freezing under an offset: its
+/// main thread sleeps while a second one reads the clock without pause,
+/// holding the interpreter's lock, which the sleeper then waits for with a
+/// timeout computed on the faked clock. libfaketime's plain build rereads
+/// its control file from both threads at once into one buffer, with no
+/// lock, and the sleeper never woke again (6 runs in 6, cut at 10 s). The
+/// build that locks, libfaketimeMT, does not freeze it.
 #[test]
-fn the_preloaded_libfaketime_keeps_a_two_thread_program_at_its_pace_under_an_offset() {
+fn the_preloaded_libfaketime_keeps_a_two_thread_program_from_freezing_under_an_offset() {
     if !libfaketime_available() {
         return;
     }
