@@ -138,9 +138,10 @@ def read_the_clock():
 threading.Thread(target=read_the_clock, daemon=True).start()
 for _ in range(1000):
     time.sleep(0.0005)
+print(time.time())
 "#;
     let mut python = std::process::Command::new("python3");
-    python.args(["-c", program]);
+    python.args(["-c", program]).stdout(std::process::Stdio::piped());
     faketime::preload(&mut python, &faketime::library().unwrap(), &file);
     let mut child = python.spawn().unwrap();
     let started = std::time::Instant::now();
@@ -158,6 +159,12 @@ for _ in range(1000):
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
     assert!(status.is_some_and(|s| s.success()), "the program was still sleeping after 20 s: {status:?}");
+    // Not a pass without the library: the program's clock was 1 h ahead.
+    let mut printed = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut printed).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let skew = printed.trim().parse::<f64>().unwrap() - now;
+    assert!((skew - 3600.0).abs() < 60.0, "the program's clock read real time {skew:+.0}s, not +3600s");
 }
 
 /// A program that does not load libfaketime (here: Python run with an
